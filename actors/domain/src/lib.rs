@@ -1,0 +1,21 @@
+//! Rumi's pure domain: the rules of the kernel with no I/O, no actors and no clocks of its own.
+//!
+//! Everything here is deterministic and is where the property tests live: flow parsing and
+//! validation ([`flow`]), variable resolution ([`vars`]), conditions ([`condition`]), the run engine
+//! that steps through a flow ([`engine`]), flow sources and their precedence ([`sources`]), pack
+//! metadata and load order ([`pack`]), manifests and signatures ([`manifest`]), and hostile-YAML
+//! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
+
+pub mod condition;
+pub mod engine;
+pub mod flow;
+pub mod handler;
+pub mod manifest;
+pub mod pack;
+pub mod run;
+pub mod sources;
+pub mod vars;
+pub mod yaml;
+
+pub use flow::{Flow, FlowError, SourceRank, Step, StepKind};
+pub use run::{ErrorType, RunStatus, StepRecord, StepStatus};

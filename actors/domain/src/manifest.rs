@@ -1,0 +1,134 @@
+//! Pack manifests and record signatures (contract §2.2, invariant 6).
+//!
+//! A manifest maps every file of a pack (relative path, `/`-separated) to its SHA-256. Its own hash
+//! is the SHA-256 of a canonical listing, so two manifests are equal exactly when their hashes are.
+//! Records that grant something (approvals, later grants) are signed with HMAC-SHA256 under a key
+//! kept outside the records; [`verify`] compares in constant time.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Every file of a pack and its SHA-256 (hex). Symlinks are recorded by their target text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The manifest's own hash: SHA-256 over `path NUL sha256 LF` for every file in order.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        for (path, sha) in &self.files {
+            h.update(path.as_bytes());
+            h.update([0]);
+            h.update(sha.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// What differs from `other` (added, removed, changed paths), for messages and audit.
+    pub fn diff(&self, newer: &Manifest) -> ManifestDiff {
+        let mut d = ManifestDiff::default();
+        for (path, sha) in &newer.files {
+            match self.files.get(path) {
+                None => d.added.push(path.clone()),
+                Some(old) if old != sha => d.changed.push(path.clone()),
+                _ => {}
+            }
+        }
+        for path in self.files.keys() {
+            if !newer.files.contains_key(path) {
+                d.removed.push(path.clone());
+            }
+        }
+        d
+    }
+}
+
+/// The difference between two manifests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ManifestDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl ManifestDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// HMAC-SHA256 of `message` under `key`, hex.
+pub fn sign(key: &[u8], message: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Checks a hex signature in constant time. Malformed hex is simply not valid.
+pub fn verify(key: &[u8], message: &[u8], signature_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(signature_hex) else { return false };
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(message);
+    mac.verify_slice(&sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(files: &[(&str, &str)]) -> Manifest {
+        Manifest { files: files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() }
+    }
+
+    #[test]
+    fn hash_depends_on_every_entry() {
+        let a = m(&[("a.py", "11"), ("b.py", "22")]);
+        assert_eq!(a.hash(), m(&[("b.py", "22"), ("a.py", "11")]).hash());
+        assert_ne!(a.hash(), m(&[("a.py", "11")]).hash());
+        assert_ne!(a.hash(), m(&[("a.py", "11"), ("b.py", "23")]).hash());
+        assert_ne!(a.hash(), m(&[("a.py", "11"), ("c.py", "22")]).hash());
+    }
+
+    #[test]
+    fn diff_lists_changes() {
+        let d = m(&[("a", "1"), ("b", "2")]).diff(&m(&[("b", "3"), ("c", "4")]));
+        assert_eq!(d.added, ["c"]);
+        assert_eq!(d.removed, ["a"]);
+        assert_eq!(d.changed, ["b"]);
+    }
+
+    #[test]
+    fn signatures() {
+        let s = sign(b"key", b"msg");
+        assert!(verify(b"key", b"msg", &s));
+        assert!(!verify(b"key", b"msg2", &s));
+        assert!(!verify(b"other", b"msg", &s));
+        assert!(!verify(b"key", b"msg", "zz"));
+        assert!(!verify(b"key", b"msg", ""));
+    }
+
+    proptest! {
+        /// Any change of one bit of the message breaks the signature.
+        #[test]
+        fn tamper_detected(msg in prop::collection::vec(any::<u8>(), 1..64), i in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let s = sign(b"k", &msg);
+            let mut t = msg.clone();
+            let idx = i.index(t.len());
+            t[idx] ^= 1 << bit;
+            prop_assert!(!verify(b"k", &t, &s));
+        }
+    }
+}

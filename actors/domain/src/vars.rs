@@ -1,0 +1,306 @@
+//! Variable resolution (`${ctx.a.b}`), exactly as the kernel contract §3.4 says.
+//!
+//! * A string that is exactly one reference takes the referenced value with its type.
+//! * A reference embedded in a longer string is replaced by the value's JSON text, strings unquoted.
+//! * `${ctx.items.0}` indexes arrays; a missing path is `null`.
+//! * Values are resolved **exactly once**: text that came out of the context is data and is never
+//!   scanned again. The original kernel expanded twice, so user input such as `"${ctx.secret}"`
+//!   could read other context keys; a single pass over the *template* (never over substituted text)
+//!   makes that impossible by construction.
+//!
+//! Only references rooted at `ctx` are expanded; any other `${…}` text is left as it is.
+
+use serde_json::{Map, Value};
+
+/// A parsed `${ctx…}` reference: the path below the context root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub path: Vec<String>,
+}
+
+impl Reference {
+    /// Parses the text between `${` and `}`. Returns `None` for anything not rooted at `ctx`.
+    pub fn parse(inner: &str) -> Option<Reference> {
+        let inner = inner.trim();
+        let rest = inner.strip_prefix("ctx")?;
+        if rest.is_empty() {
+            return Some(Reference { path: Vec::new() });
+        }
+        let rest = rest.strip_prefix('.')?;
+        let path: Vec<String> = rest.split('.').map(str::to_string).collect();
+        if path.iter().any(|segment| segment.is_empty() || segment.contains(['$', '{'])) {
+            return None;
+        }
+        Some(Reference { path })
+    }
+
+    /// Looks the reference up in `ctx`; a missing path is `None` (which resolves to `null`).
+    pub fn lookup<'a>(&self, ctx: &'a Map<String, Value>) -> Option<&'a Value> {
+        let mut segments = self.path.iter();
+        let Some(first) = segments.next() else {
+            return None; // `${ctx}` is handled by `resolve_reference`, which needs an owned value.
+        };
+        let mut current = ctx.get(first.as_str())?;
+        for segment in segments {
+            current = step_into(current, segment)?;
+        }
+        Some(current)
+    }
+
+    /// The referenced value, `null` when missing.
+    pub fn resolve(&self, ctx: &Map<String, Value>) -> Value {
+        if self.path.is_empty() {
+            return Value::Object(ctx.clone());
+        }
+        self.lookup(ctx).cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// One step of a path: by key into objects, by index into arrays.
+pub fn step_into<'a>(value: &'a Value, segment: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// A piece of a template string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Ref(Reference),
+}
+
+/// Splits a string into literal text and references. Unterminated `${` and non-`ctx` references
+/// stay literal text.
+fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    let mut literal_start = 0usize;
+    let mut consumed = 0usize;
+    while let Some(open) = rest.find("${") {
+        let after_open = &rest[open + 2..];
+        let Some(close) = after_open.find('}') else { break };
+        let inner = &after_open[..close];
+        let abs_open = consumed + open;
+        let abs_end = abs_open + 2 + close + 1;
+        if let Some(reference) = Reference::parse(inner) {
+            if abs_open > literal_start {
+                out.push(Piece::Text(&template[literal_start..abs_open]));
+            }
+            out.push(Piece::Ref(reference));
+            literal_start = abs_end;
+        }
+        consumed = if Reference::parse(inner).is_some() { abs_end } else { abs_open + 2 };
+        rest = &template[consumed..];
+    }
+    if literal_start < template.len() {
+        out.push(Piece::Text(&template[literal_start..]));
+    }
+    out
+}
+
+/// True when `s` contains at least one `${ctx…}` reference.
+pub fn has_reference(s: &str) -> bool {
+    pieces(s).iter().any(|p| matches!(p, Piece::Ref(_)))
+}
+
+/// If `s` is exactly one reference and nothing else, returns it.
+pub fn whole_reference(s: &str) -> Option<Reference> {
+    let parts = pieces(s);
+    match parts.as_slice() {
+        [Piece::Ref(r)] => Some(r.clone()),
+        _ => None,
+    }
+}
+
+/// The text a value takes when embedded in a longer string: strings unquoted, everything else
+/// as compact JSON.
+pub fn embed_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Resolves one string template against the context.
+pub fn resolve_str(template: &str, ctx: &Map<String, Value>) -> Value {
+    let parts = pieces(template);
+    match parts.as_slice() {
+        [] => Value::String(String::new()),
+        [Piece::Ref(r)] => r.resolve(ctx),
+        _ => {
+            let mut out = String::with_capacity(template.len());
+            for part in &parts {
+                match part {
+                    Piece::Text(t) => out.push_str(t),
+                    Piece::Ref(r) => out.push_str(&embed_text(&r.resolve(ctx))),
+                }
+            }
+            Value::String(out)
+        }
+    }
+}
+
+/// Resolves every string inside a JSON template (object values and array items; keys are never
+/// expanded). One pass: substituted values are not looked at again.
+pub fn resolve(template: &Value, ctx: &Map<String, Value>) -> Value {
+    match template {
+        Value::String(s) => {
+            if s.contains("${") {
+                resolve_str(s, ctx)
+            } else {
+                template.clone()
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, ctx)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve(v, ctx)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Reads a dotted key (`a.b.0`) from the context, as `kernel:ctx.get` does.
+pub fn get_path(ctx: &Map<String, Value>, key: &str) -> Option<Value> {
+    let mut segments = key.split('.');
+    let first = segments.next()?;
+    let mut current = ctx.get(first)?;
+    for segment in segments {
+        current = step_into(current, segment)?;
+    }
+    Some(current.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn ctx(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn whole_reference_keeps_type() {
+        let c = ctx(json!({"n": 5, "o": {"a": [1, {"b": true}]}, "s": "x"}));
+        assert_eq!(resolve_str("${ctx.n}", &c), json!(5));
+        assert_eq!(resolve_str("${ctx.o.a.1.b}", &c), json!(true));
+        assert_eq!(resolve_str("${ctx.o.a.0}", &c), json!(1));
+        assert_eq!(resolve_str("${ctx.o}", &c), json!({"a": [1, {"b": true}]}));
+        assert_eq!(resolve_str("${ ctx.s }", &c), json!("x"));
+    }
+
+    #[test]
+    fn missing_is_null() {
+        let c = ctx(json!({"a": {"b": 1}, "l": [1]}));
+        assert_eq!(resolve_str("${ctx.nope}", &c), Value::Null);
+        assert_eq!(resolve_str("${ctx.a.b.c}", &c), Value::Null);
+        assert_eq!(resolve_str("${ctx.l.5}", &c), Value::Null);
+        assert_eq!(resolve_str("${ctx.l.x}", &c), Value::Null);
+        assert_eq!(resolve_str("v=${ctx.nope}", &c), json!("v=null"));
+    }
+
+    #[test]
+    fn embedded_references_use_json_text() {
+        let c = ctx(json!({"name": "Ann", "n": 2, "o": {"k": "v"}, "l": [1, "a"]}));
+        assert_eq!(resolve_str("Hello, ${ctx.name}!", &c), json!("Hello, Ann!"));
+        assert_eq!(resolve_str("${ctx.n}${ctx.n}", &c), json!("22"));
+        assert_eq!(resolve_str("o=${ctx.o}", &c), json!("o={\"k\":\"v\"}"));
+        assert_eq!(resolve_str("l=${ctx.l}", &c), json!("l=[1,\"a\"]"));
+    }
+
+    #[test]
+    fn non_ctx_and_unterminated_stay_literal() {
+        let c = ctx(json!({"a": 1}));
+        assert_eq!(resolve_str("${HOME}/x", &c), json!("${HOME}/x"));
+        assert_eq!(resolve_str("${ctx.a", &c), json!("${ctx.a"));
+        assert_eq!(resolve_str("${env.a} ${ctx.a}", &c), json!("${env.a} 1"));
+        assert_eq!(resolve_str("${ctx..a}", &c), json!("${ctx..a}"));
+    }
+
+    #[test]
+    fn resolved_exactly_once() {
+        // The input holds reference text; it must come out as data, not be expanded again.
+        let c = ctx(json!({"user": "${ctx.secret}", "secret": "s3cr3t"}));
+        assert_eq!(resolve_str("${ctx.user}", &c), json!("${ctx.secret}"));
+        assert_eq!(resolve_str("said: ${ctx.user}", &c), json!("said: ${ctx.secret}"));
+        let t = json!({"a": ["${ctx.user}", {"b": "x${ctx.user}"}]});
+        assert_eq!(
+            resolve(&t, &c),
+            json!({"a": ["${ctx.secret}", {"b": "x${ctx.secret}"}]})
+        );
+    }
+
+    #[test]
+    fn keys_are_not_expanded() {
+        let c = ctx(json!({"a": 1}));
+        let t = json!({"${ctx.a}": "${ctx.a}"});
+        assert_eq!(resolve(&t, &c), json!({"${ctx.a}": 1}));
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z${}. ]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A template without `${` is returned unchanged.
+        #[test]
+        fn literal_templates_unchanged(s in "[^$]{0,40}") {
+            let c = Map::new();
+            prop_assert_eq!(resolve_str(&s, &c), Value::String(s.clone()));
+        }
+
+        /// Any value stored in the context comes back unchanged (type included) through a whole
+        /// reference, and is never expanded again even when it contains reference text.
+        #[test]
+        fn whole_reference_roundtrip(v in arb_json(), key in "[a-z]{1,6}") {
+            let mut c = Map::new();
+            c.insert(key.clone(), v.clone());
+            c.insert("secret".into(), json!("s"));
+            prop_assert_eq!(resolve_str(&format!("${{ctx.{key}}}"), &c), v);
+        }
+
+        /// Embedding is textual substitution of exactly the referenced value's text.
+        #[test]
+        fn embedded_matches_embed_text(v in arb_json(), pre in "[a-z ]{1,5}", post in "[a-z ]{0,5}") {
+            let mut c = Map::new();
+            c.insert("k".into(), v.clone());
+            let out = resolve_str(&format!("{pre}${{ctx.k}}{post}"), &c);
+            prop_assert_eq!(out, Value::String(format!("{pre}{}{post}", embed_text(&v))));
+        }
+
+        /// Resolving never panics and leaves non-string leaves alone.
+        #[test]
+        fn resolve_total(t in arb_json(), c in arb_json()) {
+            let ctx = match c { Value::Object(m) => m, _ => Map::new() };
+            let _ = resolve(&t, &ctx);
+        }
+
+        /// Array indexes reach array items.
+        #[test]
+        fn array_index(items in prop::collection::vec(any::<i32>(), 1..10), i in 0usize..12) {
+            let mut c = Map::new();
+            c.insert("l".into(), json!(items));
+            let got = resolve_str(&format!("${{ctx.l.{i}}}"), &c);
+            let want = items.get(i).map(|n| json!(n)).unwrap_or(Value::Null);
+            prop_assert_eq!(got, want);
+        }
+    }
+}
