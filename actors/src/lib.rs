@@ -1,1 +1,27 @@
+//! Rumi's runtime: every actor with its typed messages, the pack workers, signed state and audit.
+//!
+//! Actors (one module each): [`registry::Registry`] (packs, approvals, flows),
+//! [`limiter::ConcurrencyLimiter`] (the flow cap and its FIFO queue), [`flow_run::FlowRun`] (one per
+//! run), [`pack_container::PackContainer`] (one per approved pack), [`audit::AuditWriter`] and
+//! [`run_history::RunHistory`]. [`kernel::Kernel`] is the handle the edge holds: the addresses of
+//! the long-lived actors and the configuration, built once at boot and passed down (no globals).
 
+pub mod approval;
+pub mod audit;
+pub mod blockhost;
+pub mod clock;
+pub mod config;
+pub mod flow_run;
+pub mod fsutil;
+pub mod kernel;
+pub mod keys;
+pub mod layout;
+pub mod limiter;
+pub mod pack_container;
+pub mod registry;
+pub mod run_history;
+pub mod view;
+
+pub use config::{RuntimeConfig, SecurityMode};
+pub use kernel::Kernel;
+pub use layout::Layout;

@@ -176,7 +176,18 @@ impl RunEngine {
     /// Reports the result of the pending block call. `log` is what the block printed.
     pub fn complete_block(&mut self, result: Result<Value, StepFailure>, log: Option<String>, clock: &dyn Clock) {
         let (index, started, t0) = self.pending.take().expect("complete_block without a pending block");
+        let log = match &result {
+            Err(f) if log.is_none() => f.log.clone(),
+            _ => log,
+        };
         self.finish_step(index, result, started, clock.monotonic_ms() - t0, log);
+    }
+
+    /// Fails the pending step (block or nested flow) with `failure`, e.g. when the work could not
+    /// even be started.
+    pub fn fail_pending(&mut self, failure: StepFailure, clock: &dyn Clock) {
+        let (index, started, t0) = self.pending.take().expect("fail_pending without a pending step");
+        self.finish_step(index, Err(failure), started, clock.monotonic_ms() - t0, None);
     }
 
     /// Reports the outcome of the pending nested flow: its status and result.

@@ -121,11 +121,14 @@ impl fmt::Display for ErrorType {
 pub struct StepFailure {
     pub error: String,
     pub error_type: ErrorType,
+    /// What the block printed before failing (run log only, never the context).
+    #[serde(skip)]
+    pub log: Option<String>,
 }
 
 impl StepFailure {
     pub fn new(error_type: ErrorType, error: impl Into<String>) -> Self {
-        StepFailure { error: error.into(), error_type }
+        StepFailure { error: error.into(), error_type, log: None }
     }
 }
 

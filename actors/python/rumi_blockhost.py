@@ -1,0 +1,225 @@
+"""Rumi block host: runs one pack's blocks inside its worker (a host process or a container).
+
+The kernel talks to this process over a private pair of file descriptors with frames of a 4-byte
+big-endian length followed by UTF-8 JSON. One request at a time:
+
+    {"id": 7, "op": "call", "file": "blocks/hello.py", "input": ..., "context": {...}}
+    {"id": 8, "op": "ping"}
+
+and one answer each:
+
+    {"id": 7, "ok": true, "result": ..., "log": "what the block printed"}
+    {"id": 7, "ok": false, "error": "ValueError: bad", "error_type": "block_error", "log": "..."}
+
+Why the descriptors are moved: a block that prints (or writes to fd 1 directly) must never corrupt
+the protocol, and a block that reads stdin must not steal the kernel's next request. So the
+protocol runs on duplicates of fds 0 and 1, fd 0 becomes /dev/null, fd 1 becomes the process's
+stderr (which the kernel logs), and sys.stdout / sys.stderr are swapped for a bounded buffer
+during each call, whose text goes to the run log and never into the result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import io
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, Optional, Tuple
+
+MAX_FRAME = 64 * 1024 * 1024
+MAX_LOG_CHARS = 16 * 1024
+MAX_RESULT_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
+
+
+class BoundedLog(io.TextIOBase):
+    """A text sink that keeps at most MAX_LOG_CHARS characters and notes the truncation."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._size = 0
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            s = str(s)
+        room = MAX_LOG_CHARS - self._size
+        if room <= 0:
+            self.truncated = self.truncated or bool(s)
+            return len(s)
+        if len(s) > room:
+            self._parts.append(s[:room])
+            self._size += room
+            self.truncated = True
+        else:
+            self._parts.append(s)
+            self._size += len(s)
+        return len(s)
+
+    def text(self) -> str:
+        out = "".join(self._parts)
+        return out + ("\n[log truncated]" if self.truncated else "")
+
+
+def read_exact(stream, n: int) -> Optional[bytes]:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf.extend(chunk)
+    return bytes(buf)
+
+
+def read_frame(stream) -> Optional[Any]:
+    header = read_exact(stream, 4)
+    if header is None:
+        return None
+    (length,) = struct.unpack(">I", header)
+    if length > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = read_exact(stream, length)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def write_frame(stream, message: Dict[str, Any]) -> None:
+    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    stream.write(struct.pack(">I", len(body)) + body)
+    stream.flush()
+
+
+class BlockHost:
+    """Loads block files (cached by path, size and mtime) and calls their `run`."""
+
+    def __init__(self, pack_root: str) -> None:
+        self.pack_root = os.path.realpath(pack_root)
+        self._cache: Dict[str, Tuple[Tuple[int, int], Callable[..., Any], int]] = {}
+        if self.pack_root not in sys.path:
+            sys.path.insert(0, self.pack_root)
+
+    def _load(self, rel: str) -> Tuple[Callable[..., Any], int]:
+        path = os.path.join(self.pack_root, rel)
+        st = os.stat(path)
+        key = (st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(rel)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        name = "rumi_block_" + "".join(c if c.isalnum() else "_" for c in rel)
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {rel}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run = getattr(module, "run", None)
+        if not callable(run):
+            raise AttributeError(f"{rel} defines no run(input_data, context=None) function")
+        arity = _positional_arity(run)
+        self._cache[rel] = (key, run, arity)
+        return run, arity
+
+    def call(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        log = BoundedLog()
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            run, arity = self._load(request["file"])
+            context = _make_context(request.get("context") or {})
+            if arity >= 2:
+                result = run(request.get("input"), context)
+            else:
+                result = run(request.get("input"))
+        except BaseException as exc:  # noqa: BLE001 - a block may raise anything, SystemExit included
+            sys.stdout, sys.stderr = saved
+            log.write(_relative_traceback(self.pack_root))
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return {"ok": False, "error": _describe(exc), "error_type": "block_error", "log": log.text()}
+        finally:
+            sys.stdout, sys.stderr = saved
+        try:
+            encoded = json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"run() returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
+        if len(encoded) > MAX_RESULT_BYTES:
+            return {"ok": False, "error": f"run() returned {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}", "error_type": "invalid_result", "log": log.text()}
+        return {"ok": True, "result": result, "log": log.text()}
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    count = 0
+    for p in params:
+        if p.kind == p.VAR_POSITIONAL:
+            return 2
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}"[:2000] if text else name
+
+
+def _relative_traceback(root: str) -> str:
+    """The traceback with the pack root removed, so no host path travels with it."""
+    return traceback.format_exc(limit=20).replace(root + os.sep, "").replace(root, ".")
+
+
+def _make_context(fields: Dict[str, Any]) -> Dict[str, Any]:
+    import rumi_syscall
+
+    context = dict(fields)
+    context["network_check"] = rumi_syscall.network_check
+    context["http_request"] = rumi_syscall.http_request
+    return context
+
+
+def main() -> int:
+    pack_root = sys.argv[1] if len(sys.argv) > 1 else "/pack"
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull, "r")
+    sys.stdout = sys.stderr
+    host = BlockHost(pack_root)
+    while True:
+        try:
+            request = read_frame(proto_in)
+        except (ValueError, UnicodeDecodeError) as exc:
+            write_frame(proto_out, {"id": None, "ok": False, "error": f"protocol error: {exc}", "error_type": "protocol_error"})
+            return 2
+        if request is None:
+            return 0
+        op = request.get("op")
+        if op == "ping":
+            reply = {"ok": True, "result": {"pong": True, "pid": os.getpid(), "ts": time.time()}}
+        elif op == "call":
+            reply = host.call(request)
+        else:
+            reply = {"ok": False, "error": f"unknown op {op!r}", "error_type": "protocol_error"}
+        reply["id"] = request.get("id")
+        try:
+            write_frame(proto_out, reply)
+        except (TypeError, ValueError) as exc:
+            write_frame(proto_out, {"id": request.get("id"), "ok": False, "error": f"result not serialisable: {exc}", "error_type": "invalid_result"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

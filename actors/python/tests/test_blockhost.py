@@ -1,0 +1,119 @@
+"""Tests of the block host through a real subprocess speaking the framed protocol."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOST = os.path.join(os.path.dirname(HERE), "rumi_blockhost.py")
+
+
+class Host:
+    def __init__(self, root, env=None):
+        e = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.path.dirname(HOST)}
+        e.update(env or {})
+        self.p = subprocess.Popen([sys.executable, "-B", HOST, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.n = 0
+
+    def send(self, msg):
+        body = json.dumps(msg).encode()
+        self.p.stdin.write(struct.pack(">I", len(body)) + body)
+        self.p.stdin.flush()
+        header = self.p.stdout.read(4)
+        (n,) = struct.unpack(">I", header)
+        return json.loads(self.p.stdout.read(n))
+
+    def call(self, file, inp=None, ctx=None):
+        self.n += 1
+        return self.send({"id": self.n, "op": "call", "file": file, "input": inp, "context": ctx or {}})
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(5)
+        self.p.stdout.close()
+        self.p.stderr.close()
+
+
+class BlockHostTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.root = self.dir.name
+        os.makedirs(os.path.join(self.root, "blocks"))
+        self.host = Host(self.root)
+
+    def tearDown(self):
+        self.host.close()
+        self.dir.cleanup()
+
+    def write(self, name, code):
+        with open(os.path.join(self.root, "blocks", name), "w") as f:
+            f.write(textwrap.dedent(code))
+
+    def test_two_and_one_argument_forms(self):
+        self.write("two.py", "def run(input_data, context=None):\n    return {'n': input_data['n'] + 1, 'flow': context['flow_id']}\n")
+        self.write("one.py", "def run(input_data):\n    return [input_data]\n")
+        r = self.host.call("blocks/two.py", {"n": 1}, {"flow_id": "f"})
+        self.assertEqual(r, {"id": 1, "ok": True, "result": {"n": 2, "flow": "f"}, "log": ""})
+        self.assertEqual(self.host.call("blocks/one.py", 5)["result"], [5])
+
+    def test_prints_go_to_log_not_result_nor_protocol(self):
+        self.write("p.py", "import os, sys\ndef run(i, c=None):\n    print('hello')\n    sys.stderr.write('err\\n')\n    os.write(1, b'raw fd write')\n    return {'ok': 1}\n")
+        r = self.host.call("blocks/p.py")
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"], {"ok": 1})
+        self.assertIn("hello", r["log"])
+        self.assertIn("err", r["log"])
+        # The protocol survived the raw write to fd 1.
+        self.assertTrue(self.host.send({"id": 9, "op": "ping"})["ok"])
+
+    def test_exceptions_and_bad_results(self):
+        self.write("e.py", "def run(i, c=None):\n    raise ValueError('bad input')\n")
+        self.write("x.py", "def run(i, c=None):\n    raise SystemExit(3)\n")
+        self.write("n.py", "def run(i, c=None):\n    return {'s': {1, 2}}\n")
+        self.write("nan.py", "def run(i, c=None):\n    return float('nan')\n")
+        self.write("norun.py", "x = 1\n")
+        r = self.host.call("blocks/e.py")
+        self.assertEqual((r["ok"], r["error_type"], r["error"]), (False, "block_error", "ValueError: bad input"))
+        self.assertNotIn(self.root, r["log"])
+        self.assertEqual(self.host.call("blocks/x.py")["error_type"], "block_error")
+        self.assertEqual(self.host.call("blocks/n.py")["error_type"], "invalid_result")
+        self.assertEqual(self.host.call("blocks/nan.py")["error_type"], "invalid_result")
+        self.assertIn("no run", self.host.call("blocks/norun.py")["error"])
+
+    def test_stdin_is_not_the_protocol(self):
+        self.write("r.py", "import sys\ndef run(i, c=None):\n    return {'read': sys.stdin.read()}\n")
+        self.assertEqual(self.host.call("blocks/r.py")["result"], {"read": ""})
+        self.assertTrue(self.host.send({"id": 2, "op": "ping"})["ok"])
+
+    def test_edited_block_is_reloaded(self):
+        self.write("v.py", "def run(i, c=None):\n    return 1\n")
+        self.assertEqual(self.host.call("blocks/v.py")["result"], 1)
+        self.write("v.py", "def run(i, c=None):\n    return 22\n")
+        self.assertEqual(self.host.call("blocks/v.py")["result"], 22)
+
+    def test_context_network_without_egress_never_claims_access(self):
+        self.write("n.py", "def run(i, c):\n    return {'check': c['network_check']('example.com', 443), 'req': c['http_request']('GET', 'https://example.com')}\n")
+        r = self.host.call("blocks/n.py")["result"]
+        self.assertFalse(r["check"]["allowed"])
+        self.assertIn("egress not available", r["check"]["reason"])
+        self.assertFalse(r["req"]["success"])
+        self.assertEqual(r["req"]["error_type"], "egress_unavailable")
+
+    def test_syscall_and_capability_modules_importable(self):
+        self.write("m.py", "import rumi_syscall, rumi_capability\ndef run(i, c=None):\n    return {'get': rumi_syscall.get('https://x')['error_type'], 'cap': rumi_capability.call('store.get', {})['error_type']}\n")
+        self.assertEqual(self.host.call("blocks/m.py")["result"], {"get": "egress_unavailable", "cap": "capability_unavailable"})
+
+    def test_log_is_bounded(self):
+        self.write("big.py", "def run(i, c=None):\n    print('x' * 100000)\n    return 1\n")
+        r = self.host.call("blocks/big.py")
+        self.assertLess(len(r["log"]), 17000)
+        self.assertIn("[log truncated]", r["log"])
+
+
+if __name__ == "__main__":
+    unittest.main()

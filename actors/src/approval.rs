@@ -1,0 +1,356 @@
+//! The approval gate's state and checks (contract §2.2): signed approval records, manifests of
+//! every file of a pack, and the stat-cached verifier that runs before every block call.
+//!
+//! Attacks stopped here:
+//! * editing, adding or removing any file after approval (no exclusions: the original skipped
+//!   `.git` and `.pyc` paths, so code could change undetected) — the verifier walks the whole pack;
+//! * forging or editing an approval record to approve a pack — records are HMAC-signed and a
+//!   record that fails its check counts as not approved;
+//! * a FIFO or device planted in a pack to hang the hasher — only regular files are opened; other
+//!   entries are recorded by type (symlinks by their target text) and never followed.
+
+use crate::fsutil;
+use crate::keys::SigningKey;
+use rumi_domain::manifest::{Manifest, ManifestDiff};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Most files one pack may hold.
+pub const MAX_PACK_FILES: usize = 20_000;
+/// Deepest directory nesting inside a pack.
+pub const MAX_PACK_DEPTH: usize = 32;
+
+/// A decided state, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Blocked,
+    /// Approved once; its files changed since (persisted so that changing them back does not
+    /// silently re-approve).
+    Modified,
+}
+
+/// The signed content of an approval record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub pack_id: String,
+    pub decision: Decision,
+    pub manifest: Manifest,
+    pub manifest_hash: String,
+    pub decided_at: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignedRecord {
+    record: ApprovalRecord,
+    signature: String,
+}
+
+/// What the store found for a pack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredApproval {
+    None,
+    Valid(ApprovalRecord),
+    /// The file exists but its signature (or shape) is wrong: never approved.
+    Tampered,
+}
+
+/// Signed approval records under `user_data/permissions/approvals/<pack_id>.json`.
+#[derive(Debug, Clone)]
+pub struct ApprovalStore {
+    dir: PathBuf,
+    key: SigningKey,
+}
+
+impl ApprovalStore {
+    pub fn new(dir: PathBuf, key: SigningKey) -> Self {
+        ApprovalStore { dir, key }
+    }
+
+    fn path(&self, pack_id: &str) -> PathBuf {
+        self.dir.join(format!("{pack_id}.json"))
+    }
+
+    /// Loads and checks a pack's record.
+    pub fn load(&self, pack_id: &str) -> StoredApproval {
+        let bytes = match fs::read(self.path(pack_id)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return StoredApproval::None,
+            Err(_) => return StoredApproval::Tampered,
+        };
+        let Ok(signed) = serde_json::from_slice::<SignedRecord>(&bytes) else {
+            return StoredApproval::Tampered;
+        };
+        let Ok(message) = serde_json::to_vec(&signed.record) else {
+            return StoredApproval::Tampered;
+        };
+        if !self.key.verify(&message, &signed.signature)
+            || signed.record.pack_id != pack_id
+            || signed.record.manifest.hash() != signed.record.manifest_hash
+        {
+            return StoredApproval::Tampered;
+        }
+        StoredApproval::Valid(signed.record)
+    }
+
+    /// Signs and durably writes a record.
+    pub fn save(&self, record: &ApprovalRecord) -> io::Result<()> {
+        let message = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let signed = SignedRecord { record: record.clone(), signature: self.key.sign(&message) };
+        let bytes = serde_json::to_vec_pretty(&signed).map_err(io::Error::other)?;
+        fsutil::write_atomic(&self.path(&record.pack_id), &bytes, 0o600)
+    }
+
+    /// Removes a pack's record (uninstall).
+    pub fn remove(&self, pack_id: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(pack_id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What identifies a file's content cheaply. `ctime` cannot be set by a writer, so a content
+/// change that restores size and mtime is still seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStat {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl FileStat {
+    fn of(m: &fs::Metadata) -> FileStat {
+        FileStat {
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// Why a manifest could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the pack has more than {MAX_PACK_FILES} files")]
+    TooManyFiles,
+    #[error("the pack nests directories deeper than {MAX_PACK_DEPTH}")]
+    TooDeep,
+    #[error("a pack file could not be read: {0}")]
+    Io(String),
+}
+
+/// Lists every entry under `root` with its stat (no hashing), depth-first, never following links.
+fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
+    while let Some((dir, prefix, depth)) = stack.pop() {
+        if depth > MAX_PACK_DEPTH {
+            return Err(ManifestError::TooDeep);
+        }
+        let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(format!("{prefix}: {}", e.kind())))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ManifestError::Io(e.kind().to_string()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let meta = fs::symlink_metadata(entry.path()).map_err(|e| ManifestError::Io(format!("{rel}: {}", e.kind())))?;
+            if meta.is_dir() {
+                stack.push((entry.path(), rel, depth + 1));
+            } else {
+                out.push((rel, meta));
+                if out.len() > MAX_PACK_FILES {
+                    return Err(ManifestError::TooManyFiles);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The content hash of one entry: regular files by their bytes, symlinks by their target text,
+/// anything else by its type (never opened: a FIFO would block the hasher forever).
+fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let mut f = File::open(path).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
+        Ok(rumi_domain::manifest::sha256_hex(format!("symlink:{}", target.to_string_lossy()).as_bytes()))
+    } else {
+        let kind = if ft.is_fifo() { "fifo" } else if ft.is_socket() { "socket" } else { "device" };
+        Ok(rumi_domain::manifest::sha256_hex(format!("special:{kind}").as_bytes()))
+    }
+}
+
+/// Computes the manifest of every file under `root`.
+pub fn compute_manifest(root: &Path) -> Result<Manifest, ManifestError> {
+    let mut manifest = Manifest::default();
+    for (rel, meta) in walk(root)? {
+        let sha = hash_entry(&root.join(&rel), &meta)?;
+        manifest.files.insert(rel, sha);
+    }
+    Ok(manifest)
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyFailure {
+    /// Files were added, removed or changed.
+    Changed(ManifestDiff),
+    /// The pack could not be read.
+    Unreadable(String),
+}
+
+/// Checks a pack against its approved manifest before every block call, cheaply: only files whose
+/// stat changed since they were last found good are hashed again.
+#[derive(Debug)]
+pub struct ManifestVerifier {
+    root: PathBuf,
+    manifest: Manifest,
+    known_good: HashMap<String, FileStat>,
+    /// Full hashes done (observable: tests and snapshots show the cache works).
+    pub rehashed: u64,
+}
+
+impl ManifestVerifier {
+    pub fn new(root: PathBuf, manifest: Manifest) -> Self {
+        ManifestVerifier { root, manifest, known_good: HashMap::new(), rehashed: 0 }
+    }
+
+    /// Verifies the pack. `Ok` means every file is exactly as approved.
+    pub fn verify(&mut self) -> Result<(), VerifyFailure> {
+        let entries = walk(&self.root).map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
+        let mut diff = ManifestDiff::default();
+        let mut seen = 0usize;
+        for (rel, meta) in &entries {
+            let Some(expected) = self.manifest.files.get(rel) else {
+                diff.added.push(rel.clone());
+                continue;
+            };
+            seen += 1;
+            let stat = FileStat::of(meta);
+            if self.known_good.get(rel) == Some(&stat) {
+                continue;
+            }
+            self.rehashed += 1;
+            match hash_entry(&self.root.join(rel), meta) {
+                Ok(sha) if &sha == expected => {
+                    self.known_good.insert(rel.clone(), stat);
+                }
+                Ok(_) => {
+                    self.known_good.remove(rel);
+                    diff.changed.push(rel.clone());
+                }
+                Err(e) => return Err(VerifyFailure::Unreadable(e.to_string())),
+            }
+        }
+        if seen != self.manifest.files.len() {
+            let present: std::collections::HashSet<&str> = entries.iter().map(|(r, _)| r.as_str()).collect();
+            diff.removed = self.manifest.files.keys().filter(|k| !present.contains(k.as_str())).cloned().collect();
+        }
+        if diff.is_empty() {
+            Ok(())
+        } else {
+            diff.added.sort();
+            diff.changed.sort();
+            Err(VerifyFailure::Changed(diff))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("blocks")).unwrap();
+        fs::write(d.path().join("ecosystem.json"), "{}").unwrap();
+        fs::write(d.path().join("blocks/a.py"), "def run(i): return 1\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn verifier_detects_edit_add_remove_and_caches() {
+        let d = pack();
+        let m = compute_manifest(d.path()).unwrap();
+        assert_eq!(m.files.len(), 2);
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), m.clone());
+        v.verify().unwrap();
+        v.verify().unwrap();
+        assert_eq!(v.rehashed, 2, "the second verify hashes nothing");
+
+        fs::write(d.path().join("blocks/a.py"), "def run(i): return 2\n").unwrap();
+        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]));
+
+        let d = pack();
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
+        fs::write(d.path().join("blocks/.hidden.pyc"), "x").unwrap();
+        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/.hidden.pyc"]));
+
+        let d = pack();
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
+        fs::remove_file(d.path().join("blocks/a.py")).unwrap();
+        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.removed == ["blocks/a.py"]));
+    }
+
+    #[test]
+    fn fifo_and_symlinks_are_recorded_not_followed() {
+        let d = pack();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("link")).unwrap();
+        let fifo = d.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let m = compute_manifest(d.path()).unwrap();
+        assert!(m.files.contains_key("link") && m.files.contains_key("pipe"));
+    }
+
+    #[test]
+    fn records_are_signed() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ApprovalStore::new(d.path().to_path_buf(), SigningKey::from_bytes(&[7u8; 32]));
+        assert_eq!(store.load("p"), StoredApproval::None);
+        let manifest = Manifest::default();
+        let rec = ApprovalRecord {
+            pack_id: "p".into(),
+            decision: Decision::Approved,
+            manifest_hash: manifest.hash(),
+            manifest,
+            decided_at: "now".into(),
+            reason: None,
+        };
+        store.save(&rec).unwrap();
+        assert_eq!(store.load("p"), StoredApproval::Valid(rec));
+        let path = d.path().join("p.json");
+        let text = fs::read_to_string(&path).unwrap().replace("approved", "blocked");
+        fs::write(&path, text).unwrap();
+        assert_eq!(store.load("p"), StoredApproval::Tampered);
+        fs::write(&path, "not json").unwrap();
+        assert_eq!(store.load("p"), StoredApproval::Tampered);
+        let other = ApprovalStore::new(d.path().to_path_buf(), SigningKey::from_bytes(&[8u8; 32]));
+        store.save(&ApprovalRecord { pack_id: "p".into(), decision: Decision::Approved, manifest: Manifest::default(), manifest_hash: Manifest::default().hash(), decided_at: "x".into(), reason: None }).unwrap();
+        assert_eq!(other.load("p"), StoredApproval::Tampered, "another key's signature is not valid");
+    }
+}

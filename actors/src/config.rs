@@ -1,0 +1,61 @@
+//! The runtime's configuration: plain values the edge parses from the environment (§14) and
+//! passes in at construction.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where blocks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityMode {
+    /// Docker containers (the default). Never falls back to host processes.
+    Strict,
+    /// Warm host Python workers, one per pack; results carry a warning.
+    Permissive,
+}
+
+impl SecurityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::Strict => "strict",
+            SecurityMode::Permissive => "permissive",
+        }
+    }
+}
+
+/// Configuration of the runtime crate.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub mode: SecurityMode,
+    pub max_concurrent_flows: usize,
+    pub flow_queue_limit: usize,
+    /// Largest result returned in a response or accepted from a block.
+    pub max_response_bytes: usize,
+    /// The Python interpreter for permissive workers (an absolute path).
+    pub python: PathBuf,
+    /// Warm workers per pack in permissive mode.
+    pub workers_per_pack: usize,
+    /// Calls that may wait for a pack's worker before `busy` is answered.
+    pub pack_queue_limit: usize,
+    /// Run records kept.
+    pub run_history: usize,
+    /// How often the audit writer fsyncs buffered entries.
+    pub audit_sync_interval: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a given mode and interpreter.
+    pub fn new(mode: SecurityMode, python: PathBuf) -> Self {
+        RuntimeConfig {
+            mode,
+            max_concurrent_flows: 10,
+            flow_queue_limit: 100,
+            max_response_bytes: 4 * 1024 * 1024,
+            python,
+            workers_per_pack: 1,
+            pack_queue_limit: 1000,
+            run_history: 1000,
+            audit_sync_interval: Duration::from_millis(200),
+        }
+    }
+}

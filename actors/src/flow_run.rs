@@ -1,0 +1,320 @@
+//! `FlowRun`: one actor per run; owns the run's context and record (contract §3.6, §3.7).
+//!
+//! It drives a pure [`RunEngine`]: whatever the engine can do alone happens inline; a block call
+//! becomes an [`ExecuteBlock`] to the owner pack's `PackContainer`, a nested flow becomes a child
+//! `FlowRun` (inside this run's permit and deadline), and each answer comes back as a continuation
+//! on this actor, so no message can interleave with a half-finished step. The run's deadline is a
+//! timer on the actor; block calls are given at most the time left, so the worker is stopped at
+//! the deadline too. When the run ends the record goes to `RunHistory` and the audit, the permit
+//! is dropped (freeing the slot), the caller gets the record, and the actor stops.
+
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
+use crate::clock::SystemClock;
+use crate::limiter::Permit;
+use crate::pack_container::{BlockOutput, ExecuteBlock};
+use crate::run_history::{RunHistory, StoreRun};
+use crate::view::{KernelView, PackState};
+use actix::prelude::*;
+use rumi_domain::engine::{self, Next, RunEngine};
+use rumi_domain::run::{ErrorType, RunRecord, RunStatus, StepFailure};
+use rumi_domain::Flow;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What every run needs from the kernel.
+#[derive(Clone)]
+pub struct RunDeps {
+    pub view: Arc<KernelView>,
+    pub audit: Addr<AuditWriter>,
+    pub history: Addr<RunHistory>,
+    pub execution_mode: &'static str,
+}
+
+/// How a run was started.
+pub struct RunRequest {
+    pub run_id: String,
+    pub flow: Arc<Flow>,
+    pub inputs: Map<String, Value>,
+    pub trigger: &'static str,
+    pub deadline: Instant,
+    /// The permit of a top-level run; `None` for nested runs (they use their parent's).
+    pub permit: Option<Permit>,
+    /// Flow ids from the root run to the parent (empty for a top-level run).
+    pub chain: Vec<String>,
+    pub span: tracing::Span,
+}
+
+// ---- messages ---------------------------------------------------------------------------------
+
+/// Begins the run.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Start;
+
+/// Ends the run now as `timed_out` (used by the deadline timer and by callers giving up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    pub reason: String,
+}
+
+// ---- actor ------------------------------------------------------------------------------------
+
+/// One run (see the module docs).
+pub struct FlowRun {
+    run_id: String,
+    engine: RunEngine,
+    deps: RunDeps,
+    clock: SystemClock,
+    trigger: &'static str,
+    deadline: Instant,
+    permit: Option<Permit>,
+    chain: Vec<String>,
+    inputs: Arc<Value>,
+    inputs_digest: String,
+    started_wall: String,
+    started: Instant,
+    reply: Option<oneshot::Sender<RunRecord>>,
+    span: tracing::Span,
+}
+
+impl FlowRun {
+    /// Starts a run on the current arbiter; the receiver gets the record when it ends.
+    pub fn launch(req: RunRequest, deps: RunDeps) -> oneshot::Receiver<RunRecord> {
+        let (tx, rx) = oneshot::channel();
+        let inputs_value = Value::Object(req.inputs.clone());
+        let digest = rumi_domain::manifest::sha256_hex(&serde_json::to_vec(&inputs_value).unwrap_or_default());
+        let span = tracing::info_span!(parent: &req.span, "flow_run", run_id = %req.run_id, flow_id = %req.flow.flow_id);
+        let mut chain = req.chain;
+        chain.push(req.flow.flow_id.clone());
+        let run = FlowRun {
+            run_id: req.run_id,
+            engine: RunEngine::new(req.flow, req.inputs),
+            deps,
+            clock: SystemClock::default(),
+            trigger: req.trigger,
+            deadline: req.deadline,
+            permit: req.permit,
+            chain,
+            inputs: Arc::new(inputs_value),
+            inputs_digest: digest,
+            started_wall: crate::clock::now_rfc3339(),
+            started: Instant::now(),
+            reply: Some(tx),
+            span,
+        };
+        let addr = run.start();
+        addr.do_send(Start);
+        rx
+    }
+
+    fn flow_id(&self) -> &str {
+        &self.engine.flow().flow_id
+    }
+
+    /// Advances the engine until it needs outside work (sent, with a continuation) or the run ends.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let _e = self.span.clone().entered();
+        loop {
+            match self.engine.advance(&self.clock) {
+                Next::Done(_) => return self.finish(ctx),
+                Next::Block(call) => {
+                    let remaining = self.deadline.saturating_duration_since(Instant::now());
+                    let step_limit = Duration::from_secs(u64::from(call.timeout_seconds));
+                    let (timeout, bound) = if remaining < step_limit { (remaining, true) } else { (step_limit, false) };
+                    if let Some(claimed) = &call.principal_override {
+                        self.deps.audit.do_send(Record(
+                            AuditEntry::new(Category::Security, "principal_id_overridden", true)
+                                .run(self.flow_id(), &self.run_id)
+                                .step(&call.step_id, &call.phase)
+                                .pack(&call.owner_pack)
+                                .details(json!({"principal_id_in_flow": claimed, "principal_used": call.owner_pack})),
+                        ));
+                    }
+                    let Some(container) = self.deps.view.container(&call.owner_pack) else {
+                        let state = self.deps.view.pack_state(&call.owner_pack);
+                        let failure = not_approved(&call.owner_pack, state);
+                        self.audit_refusal(&call.step_id, &call.phase, &call.owner_pack, &failure);
+                        self.engine.fail_pending(failure, &self.clock);
+                        continue;
+                    };
+                    let step_span = tracing::info_span!("step", step_id = %call.step_id, pack_id = %call.owner_pack);
+                    let msg = ExecuteBlock {
+                        run_id: self.run_id.clone(),
+                        flow_id: self.flow_id().to_string(),
+                        step_id: call.step_id.clone(),
+                        phase: call.phase.clone(),
+                        file: call.file.clone(),
+                        input: call.input,
+                        inputs: Arc::clone(&self.inputs),
+                        timeout,
+                        run_deadline_bound: bound,
+                        span: step_span,
+                    };
+                    let (step_id, phase, pack) = (call.step_id, call.phase, call.owner_pack);
+                    ctx.spawn(container.send(msg).into_actor(self).map(move |answer, act, ctx| {
+                        let answer = answer.unwrap_or_else(|_| {
+                            Err(StepFailure::new(ErrorType::WorkerUnavailable, format!("the sandbox of pack {pack:?} is not running")))
+                        });
+                        act.audit_block(&step_id, &phase, &pack, &answer);
+                        match answer {
+                            Ok(BlockOutput { result, log }) => {
+                                act.engine.complete_block(Ok(result), Some(log).filter(|l| !l.is_empty()), &act.clock)
+                            }
+                            Err(f) => act.engine.complete_block(Err(f), None, &act.clock),
+                        }
+                        act.drive(ctx);
+                    }));
+                    return;
+                }
+                Next::Child(call) => {
+                    if let Err(f) = engine::check_nesting(&self.chain, &call.flow_id) {
+                        self.engine.fail_pending(f, &self.clock);
+                        continue;
+                    }
+                    let Some(flow) = self.deps.view.flow(&call.flow_id) else {
+                        let f = StepFailure::new(ErrorType::FlowNotFound, format!("kernel:flow.run: no flow {:?} is loaded", call.flow_id));
+                        self.engine.fail_pending(f, &self.clock);
+                        continue;
+                    };
+                    let child = RunRequest {
+                        run_id: new_run_id(),
+                        flow,
+                        inputs: call.inputs,
+                        trigger: "flow",
+                        deadline: self.deadline,
+                        permit: None,
+                        chain: self.chain.clone(),
+                        span: self.span.clone(),
+                    };
+                    let rx = FlowRun::launch(child, self.deps.clone());
+                    ctx.spawn(rx.into_actor(self).map(|record, act, ctx| {
+                        match record {
+                            Ok(r) => act.engine.complete_child(r.status, r.result, r.reason, &act.clock),
+                            Err(_) => act.engine.fail_pending(StepFailure::new(ErrorType::HandlerError, "the nested run stopped without a result"), &act.clock),
+                        }
+                        act.drive(ctx);
+                    }));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn audit_refusal(&self, step_id: &str, phase: &str, pack: &str, f: &StepFailure) {
+        self.deps.audit.do_send(Record(
+            AuditEntry::new(Category::Security, "block_refused", false)
+                .run(self.flow_id(), &self.run_id)
+                .step(step_id, phase)
+                .pack(pack)
+                .error(&f.error, Some(f.error_type.as_str())),
+        ));
+    }
+
+    fn audit_block(&self, step_id: &str, phase: &str, pack: &str, answer: &Result<BlockOutput, StepFailure>) {
+        let mut e = AuditEntry::new(Category::PythonFileCall, "block_call", answer.is_ok())
+            .run(self.flow_id(), &self.run_id)
+            .step(step_id, phase)
+            .pack(pack)
+            .mode(self.deps.execution_mode);
+        if let Err(f) = answer {
+            e = e.error(&f.error, Some(f.error_type.as_str()));
+        }
+        self.deps.audit.do_send(Record(e));
+    }
+
+    /// Writes the record, releases the permit, answers the caller and stops.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(reply) = self.reply.take() else { return };
+        for ev in self.engine.take_events() {
+            self.deps.audit.do_send(Record(
+                AuditEntry::new(Category::System, "flow_event", true)
+                    .run(self.flow_id(), &self.run_id)
+                    .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": ev.payload})),
+            ));
+        }
+        let outcome = self.engine.outcome().cloned().expect("finish is called once the engine is done");
+        let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
+        let record = RunRecord {
+            run_id: self.run_id.clone(),
+            flow_id: self.flow_id().to_string(),
+            trigger: self.trigger.to_string(),
+            inputs_digest: self.inputs_digest.clone(),
+            started: self.started_wall.clone(),
+            ended: Some(crate::clock::now_rfc3339()),
+            status: outcome.status,
+            reason: outcome.reason.clone(),
+            failed_step: outcome.failed_step.clone(),
+            steps: self.engine.records().to_vec(),
+            result: self.engine.result(),
+            execution_time_ms: (elapsed * 1000.0).round() / 1000.0,
+            execution_mode: self.deps.execution_mode.to_string(),
+        };
+        let ok = record.status == RunStatus::Succeeded;
+        let mut entry = AuditEntry::new(Category::FlowExecution, "flow_run", ok)
+            .run(&record.flow_id, &record.run_id)
+            .mode(self.deps.execution_mode)
+            .details(json!({"status": record.status, "trigger": record.trigger, "steps": record.steps.len(), "execution_time_ms": record.execution_time_ms}));
+        if let Some(reason) = &record.reason {
+            entry = entry.error(reason, None);
+            if record.status == RunStatus::Failed {
+                entry = entry.severity(Severity::Error);
+            }
+        }
+        self.deps.audit.do_send(Record(entry));
+        self.deps.history.do_send(StoreRun(record.clone()));
+        self.permit.take();
+        let _ = reply.send(record);
+        ctx.stop();
+    }
+}
+
+impl Actor for FlowRun {
+    type Context = Context<Self>;
+}
+
+impl Handler<Start> for FlowRun {
+    type Result = ();
+
+    /// Arms the deadline timer and runs the first steps.
+    fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        // A small grace lets a block bounded by the deadline report its own run_timeout first.
+        ctx.run_later(remaining + Duration::from_millis(200), |act, ctx| {
+            act.engine.time_out(&act.clock);
+            act.finish(ctx);
+        });
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Cancel> for FlowRun {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) {
+        tracing::info!(run_id = %self.run_id, reason = %msg.reason, "run cancelled");
+        self.engine.time_out(&self.clock);
+        self.finish(ctx);
+    }
+}
+
+/// A fresh run id: 32 hex characters, time-ordered prefix.
+pub fn new_run_id() -> String {
+    let mut rnd = [0u8; 10];
+    let _ = getrandom::getrandom(&mut rnd);
+    let ms = chrono::Utc::now().timestamp_millis() as u64;
+    format!("{:012x}{}", ms & 0xffff_ffff_ffff, hex::encode(rnd))
+}
+
+fn not_approved(pack: &str, state: Option<PackState>) -> StepFailure {
+    match state {
+        None => StepFailure::new(ErrorType::ApprovalRejected, format!("pack {pack:?} is not installed")),
+        Some(PackState::Modified) => StepFailure::new(
+            ErrorType::HashVerificationFailed,
+            format!("pack {pack:?} changed since it was approved; approve it again"),
+        ),
+        Some(s) => StepFailure::new(ErrorType::ApprovalRejected, format!("pack {pack:?} is {}, not approved", s.as_str())),
+    }
+}

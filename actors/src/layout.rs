@@ -1,0 +1,66 @@
+//! Every path the kernel uses, anchored at `RUMI_HOME` (contract §1). Nothing is resolved against
+//! the process's working directory after start-up.
+
+use std::path::{Path, PathBuf};
+
+/// The installation's directory layout.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    home: PathBuf,
+}
+
+impl Layout {
+    /// `home` should be absolute; the edge canonicalises it at start-up.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Layout { home: home.into() }
+    }
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+    /// Official flows, shipped with the kernel.
+    pub fn official_flows(&self) -> PathBuf {
+        self.home.join("flows")
+    }
+    pub fn ecosystem(&self) -> PathBuf {
+        self.home.join("ecosystem")
+    }
+    pub fn user_data(&self) -> PathBuf {
+        self.home.join("user_data")
+    }
+    pub fn shared_flows(&self) -> PathBuf {
+        self.user_data().join("shared").join("flows")
+    }
+    pub fn approvals(&self) -> PathBuf {
+        self.user_data().join("permissions").join("approvals")
+    }
+    pub fn keys(&self) -> PathBuf {
+        self.user_data().join("keys")
+    }
+    pub fn audit(&self) -> PathBuf {
+        self.user_data().join("audit")
+    }
+    pub fn runs(&self) -> PathBuf {
+        self.user_data().join("runs")
+    }
+    pub fn pending_summary(&self) -> PathBuf {
+        self.user_data().join("pending").join("summary.json")
+    }
+    pub fn api_token(&self) -> PathBuf {
+        self.user_data().join("api_token")
+    }
+    /// Per-pack writable data (`/data` in containers).
+    pub fn pack_data(&self, pack_id: &str) -> PathBuf {
+        self.user_data().join("packs").join(pack_id)
+    }
+    /// Where the embedded Python runtime files are written at start-up.
+    pub fn runtime_python(&self) -> PathBuf {
+        self.user_data().join("runtime").join("python")
+    }
+    /// Shows a path relative to the home, for messages (never a host path outside it).
+    pub fn display(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.home) {
+            Ok(rel) => rel.to_string_lossy().into_owned(),
+            Err(_) => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        }
+    }
+}

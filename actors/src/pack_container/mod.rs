@@ -1,0 +1,499 @@
+//! `PackContainer`: one per approved pack; owns the pack's sandbox (a warm host worker pool in
+//! permissive mode; a long-lived container in strict mode, which arrives with the Docker backend),
+//! its manifest verifier and its queue of block calls. `FlowRun`s send it [`ExecuteBlock`]; the
+//! `Registry` starts and stops it and hears [`PackModified`] from it.
+//!
+//! Before every call, in order (contract §5.1): the manifest verifies (cheaply, stat-cached) → the
+//! block file resolves inside the pack subdir after symlinks → the backend is usable (strict mode
+//! without Docker answers `docker_required`, never a silent fallback). Each refusal is a failed
+//! step with its `error_type` and a `security` audit entry.
+//!
+//! Calls queue in the actor (bounded) and go to an idle worker; the worker is moved into the
+//! call's future and comes back in the continuation, so no other message can see it half-used. A
+//! timed-out or crashed worker is killed and a fresh one started at once, so the pack's next call
+//! finds a warm worker. Workers are never shared between packs.
+
+pub mod worker;
+
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
+use crate::approval::{ManifestVerifier, VerifyFailure};
+use actix::prelude::*;
+use rumi_domain::manifest::ManifestDiff;
+use rumi_domain::run::{ErrorType, StepFailure};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+use worker::{CallError, Worker, WorkerSpec};
+
+/// Where a pack's blocks run.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Warm host Python workers (permissive mode).
+    HostWorkers { spec: WorkerSpec, pool: usize },
+    /// No usable sandbox: every call is refused with `docker_required` and this reason.
+    Unavailable { reason: String },
+}
+
+// ---- messages ---------------------------------------------------------------------------------
+
+/// Runs one block of this pack.
+#[derive(Message)]
+#[rtype(result = "Result<BlockOutput, StepFailure>")]
+pub struct ExecuteBlock {
+    pub run_id: String,
+    pub flow_id: String,
+    pub step_id: String,
+    pub phase: String,
+    /// As written in the flow; resolved and checked here.
+    pub file: String,
+    pub input: Value,
+    /// The run's inputs (`context.inputs`).
+    pub inputs: Arc<Value>,
+    pub timeout: Duration,
+    /// True when `timeout` is the run's remaining time rather than the step's own limit.
+    pub run_deadline_bound: bool,
+    pub span: tracing::Span,
+}
+
+/// What a block returned.
+#[derive(Debug, Clone)]
+pub struct BlockOutput {
+    pub result: Value,
+    pub log: String,
+}
+
+/// Stops the pack's workers and the actor (pack modified, rejected, uninstalled, shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Kills idle workers and starts fresh ones.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+/// Observable counters.
+#[derive(Message)]
+#[rtype(result = "ContainerSnapshot")]
+pub struct GetSnapshot;
+
+/// Sent to the Registry when verification finds the pack's files changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PackModified {
+    pub pack_id: String,
+    pub diff: ManifestDiff,
+}
+
+/// The container's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSnapshot {
+    pub pack_id: String,
+    pub backend: &'static str,
+    pub workers: usize,
+    pub idle: usize,
+    pub queued: usize,
+    pub calls: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub restarts: u64,
+    pub manifest_rehashes: u64,
+    pub worker_pids: Vec<i32>,
+}
+
+// ---- actor ------------------------------------------------------------------------------------
+
+struct Job {
+    msg: ExecuteBlock,
+    reply: oneshot::Sender<Result<BlockOutput, StepFailure>>,
+}
+
+/// The pack's sandbox owner (see the module docs).
+pub struct PackContainer {
+    pack_id: String,
+    pack_root: PathBuf,
+    backend: Backend,
+    verifier: ManifestVerifier,
+    /// file as written → path relative to the pack root; valid while the manifest verifies.
+    resolved: HashMap<String, String>,
+    idle: Vec<Worker>,
+    live: usize,
+    queue: VecDeque<Job>,
+    queue_limit: usize,
+    registry: Recipient<PackModified>,
+    audit: Addr<AuditWriter>,
+    modified: bool,
+    calls: u64,
+    failures: u64,
+    timeouts: u64,
+    restarts: u64,
+}
+
+impl PackContainer {
+    pub fn new(
+        pack_id: String,
+        pack_root: PathBuf,
+        backend: Backend,
+        verifier: ManifestVerifier,
+        queue_limit: usize,
+        registry: Recipient<PackModified>,
+        audit: Addr<AuditWriter>,
+    ) -> Self {
+        PackContainer {
+            pack_id,
+            pack_root,
+            backend,
+            verifier,
+            resolved: HashMap::new(),
+            idle: Vec::new(),
+            live: 0,
+            queue: VecDeque::new(),
+            queue_limit,
+            registry,
+            audit,
+            modified: false,
+            calls: 0,
+            failures: 0,
+            timeouts: 0,
+            restarts: 0,
+        }
+    }
+
+    /// Starts workers until the pool is full (warm start and replacement after a kill).
+    fn fill_pool(&mut self) {
+        let Backend::HostWorkers { spec, pool } = &self.backend else { return };
+        while self.live < *pool {
+            match Worker::spawn(spec) {
+                Ok(w) => {
+                    self.live += 1;
+                    self.idle.push(w);
+                }
+                Err(e) => {
+                    tracing::error!(pack_id = %self.pack_id, error = %e, "cannot start the pack's worker");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The checks of §5.1 that precede any code; returns the path relative to the pack root.
+    fn precheck(&mut self, msg: &ExecuteBlock) -> Result<String, StepFailure> {
+        if self.modified {
+            return Err(StepFailure::new(ErrorType::HashVerificationFailed, format!("pack {:?} changed since it was approved; approve it again", self.pack_id)));
+        }
+        match self.verifier.verify() {
+            Ok(()) => {}
+            Err(VerifyFailure::Changed(diff)) => {
+                self.modified = true;
+                self.resolved.clear();
+                let message = format!("pack {:?} changed since it was approved ({}); approve it again", self.pack_id, describe_diff(&diff));
+                self.registry.do_send(PackModified { pack_id: self.pack_id.clone(), diff });
+                return Err(StepFailure::new(ErrorType::HashVerificationFailed, message));
+            }
+            Err(VerifyFailure::Unreadable(why)) => {
+                return Err(StepFailure::new(ErrorType::HashVerificationFailed, format!("pack {:?} could not be verified: {why}", self.pack_id)));
+            }
+        }
+        let rel = match self.resolved.get(&msg.file) {
+            Some(r) => r.clone(),
+            None => {
+                let r = resolve_block(&self.pack_root, &msg.file)?;
+                self.resolved.insert(msg.file.clone(), r.clone());
+                r
+            }
+        };
+        if let Backend::Unavailable { reason } = &self.backend {
+            return Err(StepFailure::new(ErrorType::DockerRequired, reason.clone()));
+        }
+        Ok(rel)
+    }
+
+    /// Starts queued calls while workers are free.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while let Some(job) = self.queue.pop_front() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            let rel = match self.precheck(&job.msg) {
+                Ok(rel) => rel,
+                Err(failure) => {
+                    self.refuse(&job.msg, &failure);
+                    let _ = job.reply.send(Err(failure));
+                    continue;
+                }
+            };
+            if self.idle.is_empty() {
+                self.fill_pool();
+            }
+            let Some(worker) = self.idle.pop() else {
+                if self.live == 0 {
+                    let f = StepFailure::new(ErrorType::WorkerUnavailable, format!("the worker of pack {:?} could not be started", self.pack_id));
+                    let _ = job.reply.send(Err(f));
+                    continue;
+                }
+                self.queue.push_front(job);
+                return;
+            };
+            self.calls += 1;
+            let Job { msg, reply } = job;
+            let span = tracing::info_span!(parent: &msg.span, "pack.execute", pack_id = %self.pack_id, step_id = %msg.step_id, pid = worker.pid());
+            let mut context = Map::new();
+            context.insert("flow_id".into(), Value::from(msg.flow_id.as_str()));
+            context.insert("run_id".into(), Value::from(msg.run_id.as_str()));
+            context.insert("step_id".into(), Value::from(msg.step_id.as_str()));
+            context.insert("phase".into(), Value::from(msg.phase.as_str()));
+            context.insert("ts".into(), Value::from(crate::clock::now_rfc3339()));
+            context.insert("owner_pack".into(), Value::from(self.pack_id.as_str()));
+            context.insert("inputs".into(), (*msg.inputs).clone());
+            let mut request = Map::new();
+            request.insert("op".into(), Value::from("call"));
+            request.insert("file".into(), Value::from(rel));
+            request.insert("input".into(), msg.input);
+            request.insert("context".into(), Value::Object(context));
+            let timeout = msg.timeout;
+            let bound = msg.run_deadline_bound;
+            let fut = worker.call(request, timeout).instrument(tracing::debug_span!(parent: &span, "worker.call"));
+            ctx.spawn(fut.into_actor(self).map(move |(worker, outcome), act, ctx| {
+                let _e = span.enter();
+                if let Some(w) = worker {
+                    act.idle.push(w);
+                } else {
+                    act.live = act.live.saturating_sub(1);
+                    act.restarts += 1;
+                    act.fill_pool();
+                }
+                let result = act.interpret(outcome, timeout, bound);
+                if result.is_err() {
+                    act.failures += 1;
+                }
+                let _ = reply.send(result);
+                act.pump(ctx);
+            }));
+        }
+    }
+
+    /// Turns a worker reply (or failure) into the step's result.
+    fn interpret(&mut self, outcome: Result<Value, CallError>, timeout: Duration, bound: bool) -> Result<BlockOutput, StepFailure> {
+        match outcome {
+            Ok(reply) => {
+                let log = reply.get("log").and_then(Value::as_str).unwrap_or_default().to_string();
+                if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+                    return Ok(BlockOutput { result: reply.get("result").cloned().unwrap_or(Value::Null), log });
+                }
+                let error = reply.get("error").and_then(Value::as_str).unwrap_or("the block failed").to_string();
+                let error_type = match reply.get("error_type").and_then(Value::as_str) {
+                    Some("invalid_result") => ErrorType::InvalidResult,
+                    Some("protocol_error") => ErrorType::WorkerCrashed,
+                    _ => ErrorType::BlockError,
+                };
+                Err(StepFailure { error: truncate(&error, 2000), error_type, log: Some(log).filter(|l| !l.is_empty()) })
+            }
+            Err(CallError::TimedOut) => {
+                self.timeouts += 1;
+                if bound {
+                    Err(StepFailure::new(ErrorType::RunTimeout, "the run's deadline passed while the block ran; its worker was stopped"))
+                } else {
+                    Err(StepFailure::new(ErrorType::Timeout, format!("the block ran longer than {}s; its worker was stopped and replaced", timeout.as_secs_f64())))
+                }
+            }
+            Err(CallError::Crashed(why)) => Err(StepFailure::new(ErrorType::WorkerCrashed, format!("the block's worker failed ({why}); it was replaced"))),
+            Err(CallError::TooLarge(n)) => Err(StepFailure::new(ErrorType::InvalidResult, format!("the block's reply of {n} bytes is over the limit; its worker was replaced"))),
+        }
+    }
+
+    fn refuse(&self, msg: &ExecuteBlock, failure: &StepFailure) {
+        if failure.error_type.is_security() {
+            self.audit.do_send(Record(
+                AuditEntry::new(Category::Security, "block_refused", false)
+                    .severity(Severity::Warning)
+                    .run(&msg.flow_id, &msg.run_id)
+                    .step(&msg.step_id, &msg.phase)
+                    .pack(&self.pack_id)
+                    .error(&failure.error, Some(failure.error_type.as_str()))
+                    .details(json!({"file": msg.file})),
+            ));
+        }
+    }
+}
+
+impl Actor for PackContainer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        self.fill_pool();
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for job in self.queue.drain(..) {
+            let _ = job.reply.send(Err(StepFailure::new(ErrorType::WorkerUnavailable, "the pack's sandbox was stopped")));
+        }
+        self.idle.clear();
+        Running::Stop
+    }
+}
+
+impl Handler<ExecuteBlock> for PackContainer {
+    type Result = ResponseFuture<Result<BlockOutput, StepFailure>>;
+
+    /// Queues the call (or refuses it with `busy` when the queue is full) and answers when a
+    /// worker has run it.
+    fn handle(&mut self, msg: ExecuteBlock, ctx: &mut Self::Context) -> Self::Result {
+        if self.queue.len() >= self.queue_limit {
+            let f = StepFailure::new(ErrorType::Busy, format!("pack {:?} has {} calls waiting; retry later", self.pack_id, self.queue.len()));
+            return Box::pin(async move { Err(f) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue.push_back(Job { msg, reply: tx });
+        self.pump(ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| Err(StepFailure::new(ErrorType::WorkerUnavailable, "the pack's sandbox stopped during the call")))
+        })
+    }
+}
+
+impl Handler<Stop> for PackContainer {
+    type Result = ();
+
+    /// Kills every worker (idle ones now; busy ones are dropped with their call) and stops.
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.idle.clear();
+        ctx.stop();
+    }
+}
+
+impl Handler<Restart> for PackContainer {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, _: &mut Self::Context) {
+        let killed = self.idle.len();
+        self.idle.clear();
+        self.live = self.live.saturating_sub(killed);
+        self.restarts += killed as u64;
+        self.fill_pool();
+    }
+}
+
+impl Handler<GetSnapshot> for PackContainer {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(ContainerSnapshot {
+            pack_id: self.pack_id.clone(),
+            backend: match self.backend {
+                Backend::HostWorkers { .. } => "host_worker",
+                Backend::Unavailable { .. } => "unavailable",
+            },
+            workers: self.live,
+            idle: self.idle.len(),
+            queued: self.queue.len(),
+            calls: self.calls,
+            failures: self.failures,
+            timeouts: self.timeouts,
+            restarts: self.restarts,
+            manifest_rehashes: self.verifier.rehashed,
+            worker_pids: self.idle.iter().map(Worker::pid).collect(),
+        })
+    }
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/// Resolves a block file inside the pack (contract §5.1.3): tries `blocks/<file>`,
+/// `backend/blocks/<file>`, `<file>`; after resolving symlinks the path must lie inside the pack
+/// root and be a regular `.py` file. Stops: `../` traversal, absolute paths, and symlinks that
+/// point out of the pack (`blocks/x.py -> /etc/...`). Messages name only pack-relative paths.
+pub fn resolve_block(pack_root: &Path, file: &str) -> Result<String, StepFailure> {
+    let reject = |why: String| StepFailure::new(ErrorType::PathRejected, why);
+    let rel = Path::new(file);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
+        return Err(reject(format!("Path outside pack boundary: {file}")));
+    }
+    let root = pack_root.canonicalize().map_err(|_| reject("the pack directory is not readable".into()))?;
+    let candidates = [format!("blocks/{file}"), format!("backend/blocks/{file}"), file.to_string()];
+    for candidate in &candidates {
+        let path = root.join(candidate);
+        let Ok(real) = path.canonicalize() else { continue };
+        let Ok(inside) = real.strip_prefix(&root) else {
+            return Err(reject(format!("Path outside pack boundary: {candidate}")));
+        };
+        let meta = std::fs::metadata(&real).map_err(|_| reject(format!("File not readable: {candidate}")))?;
+        if !meta.is_file() {
+            return Err(reject(format!("Not a regular file: {candidate}")));
+        }
+        if real.extension().and_then(|e| e.to_str()) != Some("py") {
+            return Err(reject(format!("Not a .py file: {candidate}")));
+        }
+        return Ok(inside.to_string_lossy().into_owned());
+    }
+    Err(reject(format!("File not found: {file} (searched {})", candidates.join(", "))))
+}
+
+fn describe_diff(d: &ManifestDiff) -> String {
+    let mut parts = Vec::new();
+    let list = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if !d.added.is_empty() {
+        parts.push(format!("added: {}", list(&d.added)));
+    }
+    if !d.removed.is_empty() {
+        parts.push(format!("removed: {}", list(&d.removed)));
+    }
+    if !d.changed.is_empty() {
+        parts.push(format!("changed: {}", list(&d.changed)));
+    }
+    parts.join("; ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn resolution_and_boundaries() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("pack");
+        fs::create_dir_all(root.join("blocks/sub")).unwrap();
+        fs::write(root.join("blocks/hello.py"), "").unwrap();
+        fs::write(root.join("blocks/sub/x.py"), "").unwrap();
+        fs::write(root.join("blocks/data.txt"), "").unwrap();
+        fs::write(d.path().join("outside.py"), "").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside.py"), root.join("blocks/escape.py")).unwrap();
+        std::os::unix::fs::symlink("hello.py", root.join("blocks/alias.py")).unwrap();
+
+        assert_eq!(resolve_block(&root, "hello.py").unwrap(), "blocks/hello.py");
+        assert_eq!(resolve_block(&root, "blocks/hello.py").unwrap(), "blocks/hello.py");
+        assert_eq!(resolve_block(&root, "sub/x.py").unwrap(), "blocks/sub/x.py");
+        assert_eq!(resolve_block(&root, "alias.py").unwrap(), "blocks/hello.py");
+        for (bad, want) in [
+            ("../outside.py", "outside pack boundary"),
+            ("/etc/passwd", "outside pack boundary"),
+            ("blocks/../../outside.py", "outside pack boundary"),
+            ("escape.py", "outside pack boundary"),
+            ("data.txt", "Not a .py file"),
+            ("sub", "Not a regular file"),
+            ("nope.py", "File not found"),
+        ] {
+            let e = resolve_block(&root, bad).unwrap_err();
+            assert_eq!(e.error_type, ErrorType::PathRejected);
+            assert!(e.error.contains(want), "{bad}: {}", e.error);
+            assert!(!e.error.contains(d.path().to_str().unwrap()), "no host path in {}", e.error);
+        }
+    }
+}

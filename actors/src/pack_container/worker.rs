@@ -1,0 +1,163 @@
+//! A warm host Python worker: one `rumi_blockhost.py` process serving one pack (permissive mode).
+//!
+//! The worker speaks the block host's framed protocol over its stdin/stdout. It runs in its own
+//! process group with a scrubbed environment (only what Python needs, never the kernel's
+//! variables, so no token or secret in the kernel's environment reaches pack code), and
+//! `PYTHONDONTWRITEBYTECODE=1` plus `-B` so it never writes `.pyc` files into the pack (which would
+//! change the pack's files and trip its own manifest). A call that overruns its deadline kills
+//! the whole process group; the worker is then gone and the owner starts a fresh one.
+
+use serde_json::Value;
+use std::io;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How to start a pack's worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub pack_id: String,
+    /// The interpreter (absolute path).
+    pub python: PathBuf,
+    /// `rumi_blockhost.py`.
+    pub host_script: PathBuf,
+    /// The directory of the embedded modules (`rumi_syscall`, `rumi_capability`).
+    pub modules_dir: PathBuf,
+    /// The pack subdir: the block host's root (`/pack` in a container).
+    pub pack_root: PathBuf,
+    /// The pack's writable data directory, the worker's working directory.
+    pub data_dir: PathBuf,
+    /// Largest reply frame accepted.
+    pub max_frame: usize,
+}
+
+/// Why a call failed at the worker level (the block's own errors come back in the reply).
+#[derive(Debug)]
+pub enum CallError {
+    /// The deadline passed; the worker was killed.
+    TimedOut,
+    /// The worker died or broke the protocol; it was killed.
+    Crashed(String),
+    /// The reply was larger than allowed; the worker was killed.
+    TooLarge(usize),
+}
+
+/// A running worker process.
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pgid: i32,
+    next_id: u64,
+    max_frame: usize,
+}
+
+impl Worker {
+    /// Starts a worker. The process is ready when Python has started; the first request simply
+    /// waits in the pipe until then.
+    pub fn spawn(spec: &WorkerSpec) -> io::Result<Worker> {
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let mut cmd = Command::new(&spec.python);
+        cmd.arg("-B")
+            .arg("-I")
+            .arg("-S")
+            .arg(&spec.host_script)
+            .arg(&spec.pack_root)
+            .current_dir(&spec.data_dir)
+            // The kernel's environment never reaches pack code.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", &spec.data_dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("RUMI_PACK_ID", &spec.pack_id)
+            .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so a timeout kills whatever the block forked too.
+            .process_group(0);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().ok_or_else(|| io::Error::other("worker exited at once"))? as i32;
+        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        if let Some(stderr) = child.stderr.take() {
+            let pack = spec.pack_id.clone();
+            // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let line: String = line.chars().take(2000).collect();
+                    tracing::debug!(pack_id = %pack, "worker: {line}");
+                }
+            });
+        }
+        Ok(Worker { child, stdin, stdout: BufReader::new(stdout), pgid: pid, next_id: 1, max_frame: spec.max_frame })
+    }
+
+    /// The worker's process id (for tests and snapshots).
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Sends one request and waits for its reply within `timeout`. Consumes the worker and gives
+    /// it back when it is still usable; on any failure it is killed and `None` comes back.
+    pub async fn call(mut self, mut request: serde_json::Map<String, Value>, timeout: Duration) -> (Option<Worker>, Result<Value, CallError>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        request.insert("id".into(), Value::from(id));
+        let body = match serde_json::to_vec(&request) {
+            Ok(b) => b,
+            Err(e) => return (Some(self), Err(CallError::Crashed(format!("request not encodable: {e}")))),
+        };
+        let exchange = async {
+            let mut frame = Vec::with_capacity(4 + body.len());
+            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&body);
+            self.stdin.write_all(&frame).await.map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
+            self.stdin.flush().await.map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
+            let mut header = [0u8; 4];
+            self.stdout.read_exact(&mut header).await.map_err(|_| CallError::Crashed("the worker exited".into()))?;
+            let len = u32::from_be_bytes(header) as usize;
+            if len > self.max_frame + 64 * 1024 {
+                return Err(CallError::TooLarge(len));
+            }
+            let mut buf = vec![0u8; len];
+            self.stdout.read_exact(&mut buf).await.map_err(|_| CallError::Crashed("the worker exited mid-reply".into()))?;
+            let reply: Value = serde_json::from_slice(&buf).map_err(|_| CallError::Crashed("the worker sent a malformed reply".into()))?;
+            if reply.get("id").and_then(Value::as_u64) != Some(id) {
+                return Err(CallError::Crashed("the worker answered out of turn".into()));
+            }
+            Ok(reply)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => (Some(self), Ok(reply)),
+            Ok(Err(e)) => {
+                self.kill();
+                (None, Err(e))
+            }
+            Err(_) => {
+                self.kill();
+                (None, Err(CallError::TimedOut))
+            }
+        }
+    }
+
+    /// Kills the worker's whole process group now; the zombie is reaped in the background.
+    pub fn kill(&mut self) {
+        // SAFETY: killpg only sends a signal; a stale pgid at worst targets nothing (ESRCH).
+        unsafe {
+            libc::killpg(self.pgid, libc::SIGKILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

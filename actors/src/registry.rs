@@ -1,0 +1,685 @@
+//! `Registry`: owns the packs (discovery, metadata, approval state), the flows loaded from the
+//! three sources, and the lifecycle of each approved pack's `PackContainer`. The HTTP layer sends
+//! it commands (`Scan`, `Approve`, `Reject`, `Reload`) and queries; each `PackContainer` tells it
+//! when its pack changed (`PackModified`). It publishes its state to the [`KernelView`] read by
+//! the hot path.
+//!
+//! Only `approved` packs run code and contribute flows. An approval records the SHA-256 of every
+//! file in a signed record; a changed file moves the pack to `modified` (persisted, so changing
+//! the file back does not silently re-approve), which stops its sandbox and unloads its flows until
+//! a person approves it again.
+
+use crate::approval::{compute_manifest, ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure};
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
+use crate::config::{RuntimeConfig, SecurityMode};
+use crate::layout::Layout;
+use crate::pack_container::worker::WorkerSpec;
+use crate::pack_container::{self, Backend, PackContainer, PackModified};
+use crate::view::{KernelView, PackState};
+use actix::prelude::*;
+use rumi_domain::flow::{parse_flow, FlowOrigin, SourceRank};
+use rumi_domain::manifest::{Manifest, ManifestDiff};
+use rumi_domain::pack::{self, PackMeta};
+use rumi_domain::sources::{self, FlowProblem};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Most flow files read from one source tree.
+const MAX_FLOW_FILES: usize = 5000;
+/// Runtime problems kept for diagnostics.
+const MAX_EVENTS: usize = 200;
+
+// ---- messages ---------------------------------------------------------------------------------
+
+/// Re-reads the ecosystem: new packs appear as `installed`, approved packs are re-verified.
+#[derive(Message)]
+#[rtype(result = "Vec<PackInfo>")]
+pub struct Scan;
+
+/// Approves a pack: records the manifest of every file, signed.
+#[derive(Message)]
+#[rtype(result = "Result<PackInfo, RegistryError>")]
+pub struct Approve {
+    pub pack_id: String,
+}
+
+/// Rejects a pack (`blocked`).
+#[derive(Message)]
+#[rtype(result = "Result<PackInfo, RegistryError>")]
+pub struct Reject {
+    pub pack_id: String,
+    pub reason: Option<String>,
+}
+
+/// Re-reads every flow file.
+#[derive(Message)]
+#[rtype(result = "FlowsReloaded")]
+pub struct Reload;
+
+/// Every pack.
+#[derive(Message)]
+#[rtype(result = "Vec<PackInfo>")]
+pub struct ListPacks;
+
+/// One pack.
+#[derive(Message)]
+#[rtype(result = "Result<PackInfo, RegistryError>")]
+pub struct GetPack {
+    pub pack_id: String,
+}
+
+/// Load problems and recent runtime events.
+#[derive(Message)]
+#[rtype(result = "Diagnostics")]
+pub struct GetDiagnostics;
+
+/// Stops every pack's sandbox (kernel shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+/// A pack as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackInfo {
+    pub pack_id: String,
+    pub state: PackState,
+    pub path: String,
+    pub pack_identity: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub connectivity: Option<pack::Connectivity>,
+    pub load_index: Option<usize>,
+    pub error: Option<String>,
+    pub decided_at: Option<String>,
+    pub reason: Option<String>,
+    pub manifest_hash: Option<String>,
+    pub file_count: Option<usize>,
+    /// What changed since approval, when `modified`.
+    pub changes: Option<ManifestDiff>,
+    /// `permissions.json` as the pack declares it (shown, never enforced).
+    pub declared_permissions: Option<Value>,
+}
+
+/// The answer to [`Reload`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowsReloaded {
+    pub flows: usize,
+    pub problems: Vec<String>,
+}
+
+/// Diagnostics (bounded).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostics {
+    pub flow_problems: Vec<FlowProblem>,
+    pub pack_problems: Vec<String>,
+    pub load_order: Vec<String>,
+    pub events: Vec<Value>,
+}
+
+/// Registry refusals.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no pack {0:?} is installed")]
+    NotFound(String),
+    #[error("pack {pack_id:?} cannot be approved: {why}")]
+    Invalid { pack_id: String, why: String },
+    #[error("the approval could not be recorded; nothing was changed")]
+    Storage,
+}
+
+// ---- actor ------------------------------------------------------------------------------------
+
+struct PackEntry {
+    dir: PathBuf,
+    subdir: PathBuf,
+    meta: Option<PackMeta>,
+    error: Option<String>,
+    state: PackState,
+    record: Option<ApprovalRecord>,
+    changes: Option<ManifestDiff>,
+    container: Option<Addr<PackContainer>>,
+}
+
+/// What the Registry needs to start pack sandboxes.
+#[derive(Clone)]
+pub struct SandboxSettings {
+    pub host_script: PathBuf,
+    pub modules_dir: PathBuf,
+    pub arbiter: ArbiterHandle,
+}
+
+/// The registry (see the module docs).
+pub struct Registry {
+    layout: Layout,
+    config: RuntimeConfig,
+    view: Arc<KernelView>,
+    approvals: ApprovalStore,
+    audit: Addr<AuditWriter>,
+    sandbox: SandboxSettings,
+    packs: BTreeMap<String, PackEntry>,
+    pack_problems: Vec<String>,
+    load_order: Vec<String>,
+    flow_problems: Vec<FlowProblem>,
+    events: VecDeque<Value>,
+    self_addr: Option<Addr<Registry>>,
+}
+
+impl Registry {
+    pub fn new(
+        layout: Layout,
+        config: RuntimeConfig,
+        view: Arc<KernelView>,
+        approvals: ApprovalStore,
+        audit: Addr<AuditWriter>,
+        sandbox: SandboxSettings,
+    ) -> Self {
+        Registry {
+            layout,
+            config,
+            view,
+            approvals,
+            audit,
+            sandbox,
+            packs: BTreeMap::new(),
+            pack_problems: Vec::new(),
+            load_order: Vec::new(),
+            flow_problems: Vec::new(),
+            events: VecDeque::new(),
+            self_addr: None,
+        }
+    }
+
+    fn event(&mut self, v: Value) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(v);
+    }
+
+    /// Finds pack directories: `ecosystem/<id>/` first, then the legacy `ecosystem/packs/<id>/`.
+    fn discover(&mut self) -> Vec<(String, PathBuf)> {
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let eco = self.layout.ecosystem();
+        for (base, legacy) in [(eco.clone(), false), (eco.join("packs"), true)] {
+            let Ok(entries) = fs::read_dir(&base) else { continue };
+            let mut names: Vec<(String, PathBuf)> = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect();
+            names.sort();
+            for (name, path) in names {
+                if !legacy && name == "packs" && !path.join("ecosystem.json").exists() && !path.join("backend/ecosystem.json").exists() {
+                    continue;
+                }
+                if !pack::valid_pack_id(&name) {
+                    self.pack_problems.push(format!("{}: {name:?} is not a valid pack id; not loaded", self.layout.display(&path)));
+                    continue;
+                }
+                if let Some(first) = found.get(&name) {
+                    self.pack_problems.push(format!(
+                        "pack {name:?} exists at {} and {}; the first wins",
+                        self.layout.display(first),
+                        self.layout.display(&path)
+                    ));
+                    continue;
+                }
+                found.insert(name, path);
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Re-reads packs from disk and reconciles sandboxes and flows.
+    fn scan(&mut self) {
+        self.pack_problems.clear();
+        let found = self.discover();
+        let present: std::collections::HashSet<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        let gone: Vec<String> = self.packs.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
+        for id in gone {
+            if let Some(entry) = self.packs.remove(&id) {
+                if let Some(c) = entry.container {
+                    c.do_send(pack_container::Stop);
+                }
+                self.view.set_container(&id, None);
+            }
+        }
+        for (id, dir) in found {
+            let subdir = if dir.join("backend").is_dir() { dir.join("backend") } else { dir.clone() };
+            let (meta, error) = match fs::read_to_string(subdir.join("ecosystem.json")) {
+                Ok(text) => match pack::parse_ecosystem_json(&text, &id) {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (None, Some(e)),
+                },
+                Err(_) => (None, Some("ecosystem.json is missing or unreadable".to_string())),
+            };
+            if let Some(e) = &error {
+                self.pack_problems.push(format!("pack {id:?}: {e}"));
+            }
+            let (state, record, changes) = self.decide_state(&id, &dir, error.is_some());
+            let container = self.packs.get_mut(&id).and_then(|e| e.container.take());
+            self.packs.insert(id.clone(), PackEntry { dir, subdir, meta, error, state, record, changes, container });
+            self.reconcile_container(&id);
+        }
+        let metas: Vec<PackMeta> = self.packs.values().filter_map(|p| p.meta.clone()).collect();
+        let order = pack::load_order(&metas);
+        self.pack_problems.extend(order.problems);
+        self.load_order = order.order;
+        self.publish_states();
+        self.reload_flows();
+        self.write_pending_summary();
+    }
+
+    /// The state a pack is in given its record and its files now.
+    fn decide_state(&mut self, id: &str, dir: &Path, broken: bool) -> (PackState, Option<ApprovalRecord>, Option<ManifestDiff>) {
+        match self.approvals.load(id) {
+            StoredApproval::None => (if broken { PackState::Error } else { PackState::Installed }, None, None),
+            StoredApproval::Tampered => {
+                self.audit.do_send(Record(
+                    AuditEntry::new(Category::Security, "approval_record_invalid", false)
+                        .severity(Severity::Critical)
+                        .pack(id)
+                        .error("the approval record failed its signature check; the pack is treated as modified", None),
+                ));
+                self.event(json!({"pack_id": id, "event": "approval_record_invalid"}));
+                (PackState::Modified, None, None)
+            }
+            StoredApproval::Valid(rec) => match rec.decision {
+                Decision::Blocked => (PackState::Blocked, Some(rec), None),
+                Decision::Modified => (PackState::Modified, Some(rec), None),
+                Decision::Approved => {
+                    // Keep a running sandbox's warm verifier; a full check happens in it anyway.
+                    let mut verifier = ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone());
+                    match verifier.verify() {
+                        Ok(()) => (PackState::Approved, Some(rec), None),
+                        Err(VerifyFailure::Changed(diff)) => {
+                            let rec = self.persist_modified(id, rec, &diff);
+                            (PackState::Modified, Some(rec), Some(diff))
+                        }
+                        Err(VerifyFailure::Unreadable(why)) => {
+                            self.pack_problems.push(format!("pack {id:?} could not be verified: {why}"));
+                            (PackState::Error, Some(rec), None)
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn persist_modified(&mut self, id: &str, mut rec: ApprovalRecord, diff: &ManifestDiff) -> ApprovalRecord {
+        rec.decision = Decision::Modified;
+        rec.decided_at = crate::clock::now_rfc3339();
+        rec.reason = Some("files changed after approval".into());
+        if let Err(e) = self.approvals.save(&rec) {
+            tracing::error!(pack_id = id, error = %e, "could not persist the modified state");
+        }
+        self.audit.do_send(Record(
+            AuditEntry::new(Category::Security, "pack_modified", false)
+                .severity(Severity::Warning)
+                .pack(id)
+                .details(json!({"added": diff.added, "removed": diff.removed, "changed": diff.changed})),
+        ));
+        self.event(json!({"pack_id": id, "event": "pack_modified", "changes": diff}));
+        rec
+    }
+
+    /// Starts the sandbox of an approved pack, stops it for any other state.
+    fn reconcile_container(&mut self, id: &str) {
+        let Some(entry) = self.packs.get_mut(id) else { return };
+        let wanted = entry.state == PackState::Approved;
+        match (wanted, entry.container.is_some()) {
+            (true, false) => {
+                let manifest = entry.record.as_ref().map(|r| r.manifest.clone()).unwrap_or_default();
+                let backend = match self.config.mode {
+                    SecurityMode::Permissive => Backend::HostWorkers {
+                        spec: WorkerSpec {
+                            pack_id: id.to_string(),
+                            python: self.config.python.clone(),
+                            host_script: self.sandbox.host_script.clone(),
+                            modules_dir: self.sandbox.modules_dir.clone(),
+                            pack_root: entry.subdir.clone(),
+                            data_dir: self.layout.pack_data(id),
+                            max_frame: self.config.max_response_bytes,
+                        },
+                        pool: self.config.workers_per_pack.max(1),
+                    },
+                    SecurityMode::Strict => Backend::Unavailable {
+                        reason: "strict mode runs blocks only in Docker containers, and this build has no Docker backend yet; \
+                                 the kernel never falls back to running them unisolated (start with --permissive to accept that)"
+                            .into(),
+                    },
+                };
+                let verifier = ManifestVerifier::new(entry.dir.clone(), manifest);
+                let (pid, root, limit) = (id.to_string(), entry.subdir.clone(), self.config.pack_queue_limit);
+                let audit = self.audit.clone();
+                let registry = self.self_addr.clone().expect("set in started").recipient();
+                let addr = PackContainer::start_in_arbiter(&self.sandbox.arbiter, move |_| {
+                    PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
+                });
+                entry.container = Some(addr.clone());
+                self.view.set_container(id, Some(addr));
+            }
+            (false, true) => {
+                if let Some(c) = entry.container.take() {
+                    c.do_send(pack_container::Stop);
+                }
+                self.view.set_container(id, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn publish_states(&self) {
+        self.view.publish_states(self.packs.iter().map(|(k, v)| (k.clone(), v.state)).collect());
+    }
+
+    /// Reads every flow file of the three sources and publishes the table.
+    fn reload_flows(&mut self) -> FlowsReloaded {
+        let mut files = Vec::new();
+        let home = self.layout.home().to_path_buf();
+        let display = |p: &Path| p.strip_prefix(&home).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut read = |path: &Path, rank: SourceRank, pack_id: Option<&str>| {
+            let origin = FlowOrigin { rank, path: display(path), pack_id: pack_id.map(str::to_string) };
+            let text = match read_limited(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    files.push(Err(rumi_domain::FlowError { file: origin.path, line: None, message: e }));
+                    return;
+                }
+            };
+            files.push(parse_flow(&text, origin));
+        };
+        for p in flow_files(&self.layout.official_flows(), false) {
+            read(&p, SourceRank::Official, None);
+        }
+        for p in flow_files(&self.layout.shared_flows(), true) {
+            read(&p, SourceRank::Shared, None);
+        }
+        for (id, entry) in &self.packs {
+            if entry.state == PackState::Approved {
+                for p in flow_files(&entry.subdir.join("flows"), true) {
+                    read(&p, SourceRank::Pack, Some(id));
+                }
+            }
+        }
+        let table = sources::build_table(files);
+        let reloaded = FlowsReloaded { flows: table.flows.len(), problems: table.problems.iter().map(FlowProblem::message).collect() };
+        self.flow_problems = table.problems.clone();
+        self.view.publish_flows(table);
+        reloaded
+    }
+
+    fn info(&self, id: &str) -> Option<PackInfo> {
+        let e = self.packs.get(id)?;
+        let declared = fs::read(e.subdir.join("permissions.json")).ok().filter(|b| b.len() <= 256 * 1024).and_then(|b| serde_json::from_slice(&b).ok());
+        Some(PackInfo {
+            pack_id: id.to_string(),
+            state: e.state,
+            path: self.layout.display(&e.dir),
+            pack_identity: e.meta.as_ref().map(|m| m.pack_identity.clone()),
+            version: e.meta.as_ref().and_then(|m| m.version.clone()),
+            description: e.meta.as_ref().and_then(|m| m.description.clone()),
+            connectivity: e.meta.as_ref().map(|m| m.connectivity.clone()),
+            load_index: self.load_order.iter().position(|x| x == id),
+            error: e.error.clone(),
+            decided_at: e.record.as_ref().map(|r| r.decided_at.clone()),
+            reason: e.record.as_ref().and_then(|r| r.reason.clone()),
+            manifest_hash: e.record.as_ref().filter(|r| r.decision != Decision::Blocked).map(|r| r.manifest_hash.clone()),
+            file_count: e.record.as_ref().filter(|r| r.decision != Decision::Blocked).map(|r| r.manifest.files.len()),
+            changes: e.changes.clone(),
+            declared_permissions: declared,
+        })
+    }
+
+    fn write_pending_summary(&self) {
+        let ids = |s: PackState| -> Vec<&str> { self.packs.iter().filter(|(_, e)| e.state == s).map(|(k, _)| k.as_str()).collect() };
+        let pending: Vec<&str> = ids(PackState::Installed);
+        let modified = ids(PackState::Modified);
+        let blocked = ids(PackState::Blocked);
+        let not_built = json!({"error": "not available in this kernel build"});
+        let summary = json!({
+            "ts": crate::clock::now_rfc3339(),
+            "version": "1.0",
+            "packs": {
+                "pending_count": pending.len(), "pending_ids": pending,
+                "modified_count": modified.len(), "modified_ids": modified,
+                "blocked_count": blocked.len(), "blocked_ids": blocked,
+            },
+            "capability": not_built,
+            "pip": not_built,
+        });
+        let bytes = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        if let Err(e) = crate::fsutil::write_atomic(&self.layout.pending_summary(), &bytes, 0o600) {
+            tracing::warn!(error = %e, "could not write the pending summary");
+        }
+    }
+
+    fn after_decision(&mut self, id: &str) {
+        self.reconcile_container(id);
+        self.publish_states();
+        self.reload_flows();
+        self.write_pending_summary();
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+        self.self_addr = Some(ctx.address());
+        self.scan();
+    }
+}
+
+impl Handler<Scan> for Registry {
+    type Result = MessageResult<Scan>;
+
+    /// Re-reads the ecosystem and answers with every pack.
+    fn handle(&mut self, _: Scan, _: &mut Self::Context) -> Self::Result {
+        self.scan();
+        MessageResult(self.packs.keys().filter_map(|id| self.info(id)).collect())
+    }
+}
+
+impl Handler<Approve> for Registry {
+    type Result = ResponseFuture<Result<PackInfo, RegistryError>>;
+
+    /// Hashes every file, writes the signed record (fsynced), starts the pack's sandbox, loads its
+    /// flows, and answers once the approval's audit entry is on disk.
+    fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
+        let id = msg.pack_id;
+        let result = (|| {
+            let entry = self.packs.get(&id).ok_or_else(|| RegistryError::NotFound(id.clone()))?;
+            if let Some(e) = &entry.error {
+                return Err(RegistryError::Invalid { pack_id: id.clone(), why: e.clone() });
+            }
+            let manifest: Manifest = compute_manifest(&entry.dir).map_err(|e| RegistryError::Invalid { pack_id: id.clone(), why: e.to_string() })?;
+            let record = ApprovalRecord {
+                pack_id: id.clone(),
+                decision: Decision::Approved,
+                manifest_hash: manifest.hash(),
+                manifest,
+                decided_at: crate::clock::now_rfc3339(),
+                reason: None,
+            };
+            self.approvals.save(&record).map_err(|e| {
+                tracing::error!(error = %e, "approval record write failed");
+                RegistryError::Storage
+            })?;
+            let entry = self.packs.get_mut(&id).expect("checked above");
+            // A re-approval replaces a running sandbox so it verifies against the new manifest.
+            if let Some(c) = entry.container.take() {
+                c.do_send(pack_container::Stop);
+            }
+            entry.state = PackState::Approved;
+            entry.changes = None;
+            let entry_audit = AuditEntry::new(Category::Approval, "pack_approved", true)
+                .pack(&id)
+                .details(json!({"manifest_hash": record.manifest_hash, "files": record.manifest.files.len()}));
+            entry.record = Some(record);
+            Ok(entry_audit)
+        })();
+        let audit_entry = match result {
+            Ok(e) => e,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
+        self.after_decision(&id);
+        let info = self.info(&id);
+        let audit = self.audit.clone();
+        Box::pin(async move {
+            audit.send(RecordDurable(audit_entry)).await.map_err(|_| RegistryError::Storage)?.map_err(|_| RegistryError::Storage)?;
+            info.ok_or(RegistryError::NotFound(id))
+        })
+    }
+}
+
+impl Handler<Reject> for Registry {
+    type Result = ResponseFuture<Result<PackInfo, RegistryError>>;
+
+    /// Records `blocked` (signed), stops the sandbox, unloads the pack's flows.
+    fn handle(&mut self, msg: Reject, _: &mut Self::Context) -> Self::Result {
+        let id = msg.pack_id;
+        if !self.packs.contains_key(&id) {
+            return Box::pin(async move { Err(RegistryError::NotFound(id)) });
+        }
+        let reason: Option<String> = msg.reason.map(|r| r.chars().take(500).collect());
+        let manifest = Manifest::default();
+        let record = ApprovalRecord {
+            pack_id: id.clone(),
+            decision: Decision::Blocked,
+            manifest_hash: manifest.hash(),
+            manifest,
+            decided_at: crate::clock::now_rfc3339(),
+            reason: reason.clone(),
+        };
+        if self.approvals.save(&record).is_err() {
+            return Box::pin(async { Err(RegistryError::Storage) });
+        }
+        let entry = self.packs.get_mut(&id).expect("checked above");
+        entry.state = PackState::Blocked;
+        entry.record = Some(record);
+        entry.changes = None;
+        self.after_decision(&id);
+        let mut audit_entry = AuditEntry::new(Category::Approval, "pack_rejected", true).pack(&id);
+        if let Some(r) = &reason {
+            audit_entry = audit_entry.rejection(r);
+        }
+        let info = self.info(&id);
+        let audit = self.audit.clone();
+        Box::pin(async move {
+            audit.send(RecordDurable(audit_entry)).await.map_err(|_| RegistryError::Storage)?.map_err(|_| RegistryError::Storage)?;
+            info.ok_or(RegistryError::NotFound(id))
+        })
+    }
+}
+
+impl Handler<Reload> for Registry {
+    type Result = MessageResult<Reload>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.reload_flows())
+    }
+}
+
+impl Handler<ListPacks> for Registry {
+    type Result = MessageResult<ListPacks>;
+
+    fn handle(&mut self, _: ListPacks, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.packs.keys().filter_map(|id| self.info(id)).collect())
+    }
+}
+
+impl Handler<GetPack> for Registry {
+    type Result = Result<PackInfo, RegistryError>;
+
+    fn handle(&mut self, msg: GetPack, _: &mut Self::Context) -> Self::Result {
+        self.info(&msg.pack_id).ok_or(RegistryError::NotFound(msg.pack_id))
+    }
+}
+
+impl Handler<PackModified> for Registry {
+    type Result = ();
+
+    /// A sandbox found its pack's files changed: persist `modified`, stop it, unload its flows.
+    fn handle(&mut self, msg: PackModified, _: &mut Self::Context) {
+        let Some(entry) = self.packs.get(&msg.pack_id) else { return };
+        if entry.state != PackState::Approved {
+            return;
+        }
+        let rec = entry.record.clone();
+        let rec = rec.map(|r| self.persist_modified(&msg.pack_id, r, &msg.diff));
+        let entry = self.packs.get_mut(&msg.pack_id).expect("checked above");
+        entry.state = PackState::Modified;
+        entry.record = rec;
+        entry.changes = Some(msg.diff);
+        self.after_decision(&msg.pack_id);
+    }
+}
+
+impl Handler<GetDiagnostics> for Registry {
+    type Result = MessageResult<GetDiagnostics>;
+
+    fn handle(&mut self, _: GetDiagnostics, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Diagnostics {
+            flow_problems: self.flow_problems.clone(),
+            pack_problems: self.pack_problems.clone(),
+            load_order: self.load_order.clone(),
+            events: self.events.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Handler<StopAll> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
+        for (id, entry) in self.packs.iter_mut() {
+            if let Some(c) = entry.container.take() {
+                c.do_send(pack_container::Stop);
+            }
+            self.view.set_container(id, None);
+        }
+    }
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/// `*.flow.yaml` files under `root` (recursively when asked), never under a `modifiers/`
+/// directory, never through a symlink (a link could pull in files from outside the tree).
+fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries.filter_map(Result::ok) {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                if recursive && name != "modifiers" {
+                    stack.push(e.path());
+                }
+            } else if ft.is_file() && name.ends_with(".flow.yaml") {
+                out.push(e.path());
+                if out.len() >= MAX_FLOW_FILES {
+                    return out;
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read_limited(path: &Path) -> Result<String, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
+    if meta.len() as usize > rumi_domain::yaml::MAX_YAML_BYTES {
+        return Err(format!("file is {} bytes; the limit is {} bytes", meta.len(), rumi_domain::yaml::MAX_YAML_BYTES));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
+    String::from_utf8(bytes).map_err(|_| "file is not UTF-8".to_string())
+}
