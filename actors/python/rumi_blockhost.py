@@ -31,6 +31,11 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Optional, Tuple
 
+HOST_DIR = os.path.dirname(os.path.abspath(__file__))
+# Under `python -I` the script's directory is not on sys.path; the pack-facing modules live here.
+if HOST_DIR not in sys.path:
+    sys.path.insert(0, HOST_DIR)
+
 MAX_FRAME = 64 * 1024 * 1024
 MAX_LOG_CHARS = 16 * 1024
 MAX_RESULT_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
@@ -175,8 +180,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _relative_traceback(root: str) -> str:
-    """The traceback with the pack root removed, so no host path travels with it."""
-    return traceback.format_exc(limit=20).replace(root + os.sep, "").replace(root, ".")
+    """The block's part of the traceback, with the pack root removed, so no host path travels
+    with it (the host's own frames are dropped)."""
+    _, exc, tb = sys.exc_info()
+    frames = [f for f in traceback.extract_tb(tb, limit=30) if not f.filename.startswith(HOST_DIR)]
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+    text += "".join(traceback.format_exception_only(type(exc), exc)) if exc is not None else ""
+    return text.replace(root + os.sep, "").replace(root, ".")
 
 
 def _make_context(fields: Dict[str, Any]) -> Dict[str, Any]:

@@ -15,9 +15,9 @@ HOST = os.path.join(os.path.dirname(HERE), "rumi_blockhost.py")
 
 class Host:
     def __init__(self, root, env=None):
-        e = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.path.dirname(HOST)}
+        e = {"PATH": "/usr/bin:/bin"}
         e.update(env or {})
-        self.p = subprocess.Popen([sys.executable, "-B", HOST, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        self.p = subprocess.Popen([sys.executable, "-B", "-I", "-S", HOST, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
         self.n = 0
 
     def send(self, msg):
@@ -80,6 +80,8 @@ class BlockHostTest(unittest.TestCase):
         r = self.host.call("blocks/e.py")
         self.assertEqual((r["ok"], r["error_type"], r["error"]), (False, "block_error", "ValueError: bad input"))
         self.assertNotIn(self.root, r["log"])
+        self.assertNotIn(os.path.dirname(HOST), r["log"])
+        self.assertIn("blocks/e.py", r["log"])
         self.assertEqual(self.host.call("blocks/x.py")["error_type"], "block_error")
         self.assertEqual(self.host.call("blocks/n.py")["error_type"], "invalid_result")
         self.assertEqual(self.host.call("blocks/nan.py")["error_type"], "invalid_result")

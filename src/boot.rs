@@ -1,0 +1,83 @@
+//! The composition root: tracing, the kernel's actors, the token, the HTTP server, and an orderly
+//! shutdown (sandboxes stopped, audit synced, trace flushed).
+
+use crate::config::Settings;
+use crate::http;
+use crate::http::auth::ApiToken;
+use crate::http::body::BodyLimit;
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::{Context, Result};
+use rumi_actors::{Kernel, Layout, SecurityMode};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the log subscriber and, with `RUMI_TRACE=chrome:<file>`, a Chrome/Perfetto trace layer.
+/// The returned guard flushes the trace file when dropped.
+fn init_tracing(settings: &Settings) -> Result<Option<tracing_chrome::FlushGuard>> {
+    let filter = EnvFilter::try_new(&settings.log_filter).with_context(|| format!("RUMI_LOG={:?} is not a valid filter", settings.log_filter))?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    match &settings.trace {
+        Some(file) => {
+            let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new().file(file).include_args(true).build();
+            tracing_subscriber::registry().with(fmt).with(chrome).init();
+            Ok(Some(guard))
+        }
+        None => {
+            tracing_subscriber::registry().with(fmt).init();
+            Ok(None)
+        }
+    }
+}
+
+use tracing_subscriber::Layer;
+
+/// `rumi serve`: runs the kernel until SIGINT/SIGTERM.
+pub fn serve(settings: Settings) -> Result<()> {
+    let guard = init_tracing(&settings)?;
+    let layout = Layout::new(settings.home.clone());
+    let result = actix_rt::System::new().block_on(run(settings, layout));
+    drop(guard);
+    result
+}
+
+async fn run(settings: Settings, layout: Layout) -> Result<()> {
+    let token = match &settings.token_override {
+        Some(t) => t.clone(),
+        None => {
+            let (t, created) = crate::token::load_or_create(&layout.api_token())?;
+            if created {
+                println!("API token (shown once; `rumi token` prints it again): {t}");
+            }
+            t
+        }
+    };
+    let kernel = Kernel::boot(layout, settings.runtime.clone()).context("the kernel could not start")?;
+    if settings.runtime.mode == SecurityMode::Permissive {
+        tracing::warn!("permissive mode: blocks run as host processes WITHOUT container isolation");
+    } else {
+        tracing::warn!("strict mode: this build has no Docker backend yet, so block calls are refused with docker_required (use --permissive to run them unisolated)");
+    }
+    let kernel_data = web::Data::new(kernel.clone());
+    let token_data = web::Data::new(ApiToken(token));
+    let limit = BodyLimit(settings.max_body_bytes);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(kernel_data.clone())
+            .app_data(token_data.clone())
+            .app_data(limit)
+            .wrap(middleware::from_fn(http::auth::require_token))
+            .configure(http::routes)
+    })
+    .workers(settings.http_workers)
+    .bind((settings.host.as_str(), settings.port))
+    .with_context(|| format!("cannot listen on {}:{} (RUMI_API_HOST / RUMI_API_PORT)", settings.host, settings.port))?;
+    // With RUMI_API_PORT=0 the OS picks the port; the banner names the real one (tests read it).
+    let port = server.addrs().first().map(|a| a.port()).unwrap_or(settings.port);
+    tracing::info!(host = %settings.host, port, mode = kernel.execution_mode(), "rumi kernel listening");
+    println!("rumi listening on http://{}:{} ({} mode)", settings.host, port, kernel.execution_mode());
+    server.run().await.context("the HTTP server failed")?;
+    tracing::info!("shutting down");
+    kernel.shutdown().await;
+    Ok(())
+}

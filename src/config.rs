@@ -1,0 +1,122 @@
+//! Settings from the environment (contract §14). Every variable is optional; an invalid value
+//! stops start-up with a message naming the variable (never a silent default).
+
+use anyhow::{anyhow, bail, Result};
+use rumi_actors::{RuntimeConfig, SecurityMode};
+use std::path::PathBuf;
+
+/// Everything the edge needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub home: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub token_override: Option<String>,
+    pub max_body_bytes: usize,
+    pub http_workers: usize,
+    pub trace: Option<PathBuf>,
+    pub log_filter: String,
+    pub runtime: RuntimeConfig,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, min: T, max: T) -> Result<Option<T>>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    match var(name) {
+        None => Ok(None),
+        Some(v) => {
+            let n: T = v.trim().parse().map_err(|_| anyhow!("{name}={v:?} is not a valid number"))?;
+            if n < min || n > max {
+                bail!("{name}={v} is out of range ({min}..={max})");
+            }
+            Ok(Some(n))
+        }
+    }
+}
+
+/// `RUMI_HOME`, made absolute (default: the current directory).
+pub fn home() -> Result<PathBuf> {
+    let raw = var("RUMI_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let abs = if raw.is_absolute() { raw } else { std::env::current_dir()?.join(raw) };
+    abs.canonicalize().map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))
+}
+
+/// The API address and token override, for the CLI client as well as the server.
+pub fn api_address() -> Result<(String, u16)> {
+    let host = var("RUMI_API_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port = parse_num::<u16>("RUMI_API_PORT", 0, u16::MAX)?.unwrap_or(8765);
+    Ok((host, port))
+}
+
+/// Reads every setting; `permissive_flag` is `--permissive`.
+pub fn load(permissive_flag: bool) -> Result<Settings> {
+    let home = home()?;
+    let mode = match (permissive_flag, var("RUMI_SECURITY_MODE").as_deref()) {
+        (true, _) => SecurityMode::Permissive,
+        (false, None) | (false, Some("strict")) => SecurityMode::Strict,
+        (false, Some("permissive")) => SecurityMode::Permissive,
+        (false, Some(other)) => bail!("RUMI_SECURITY_MODE={other:?} is invalid: use strict or permissive"),
+    };
+    let (host, port) = api_address()?;
+    let python = resolve_python()?;
+    let mut runtime = RuntimeConfig::new(mode, python);
+    if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
+        runtime.max_concurrent_flows = n;
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_FLOW_QUEUE_LIMIT", 0, 1_000_000)? {
+        runtime.flow_queue_limit = n;
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_MAX_RESPONSE_BYTES", 1024, 1 << 30)? {
+        runtime.max_response_bytes = n;
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_PACK_WORKERS", 1, 64)? {
+        runtime.workers_per_pack = n;
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_RUN_HISTORY", 1, 1_000_000)? {
+        runtime.run_history = n;
+    }
+    let max_body_bytes = parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?.unwrap_or(cores);
+    let trace = match var("RUMI_TRACE") {
+        None => None,
+        Some(v) => match v.strip_prefix("chrome:") {
+            Some(file) if !file.is_empty() => Some(PathBuf::from(file)),
+            _ => bail!("RUMI_TRACE={v:?} is invalid: use chrome:<file>"),
+        },
+    };
+    Ok(Settings {
+        home,
+        host,
+        port,
+        token_override: var("RUMI_API_TOKEN"),
+        max_body_bytes,
+        http_workers,
+        trace,
+        log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
+        runtime,
+    })
+}
+
+/// The Python interpreter for pack workers: `RUMI_PYTHON`, else `python3` on `PATH`, resolved to
+/// the real executable (a version-manager shim would cost a shell start per worker).
+fn resolve_python() -> Result<PathBuf> {
+    let candidate = var("RUMI_PYTHON").unwrap_or_else(|| "python3".into());
+    let out = std::process::Command::new(&candidate)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map_err(|_| anyhow!("RUMI_PYTHON: cannot run {candidate:?}; install Python 3 or point RUMI_PYTHON at it"))?;
+    if !out.status.success() {
+        bail!("RUMI_PYTHON: {candidate:?} did not run");
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !path.is_absolute() {
+        bail!("RUMI_PYTHON: {candidate:?} did not report its executable");
+    }
+    Ok(path)
+}

@@ -1,0 +1,40 @@
+//! Reading JSON bodies ourselves, so every failure gets the envelope and the right status: a body
+//! over `RUMI_MAX_BODY_BYTES` is 413 (checked on the declared length first, then while reading,
+//! so a lying client cannot make us buffer more), malformed JSON is 400 with the parser's reason.
+
+use super::error::ApiError;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+/// The configured body limit, as app data.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Reads the body as a JSON object; an empty body is `{}`.
+pub async fn json_object(req: &HttpRequest, mut payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    let limit = req.app_data::<BodyLimit>().map(|l| l.0).unwrap_or(1024 * 1024);
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes"));
+    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
+    }
+}

@@ -1,0 +1,107 @@
+//! The one mapping of errors to HTTP statuses, and the response envelope
+//! `{success, data, error}` every JSON response uses (contract §12). Messages never carry a host
+//! path, a secret or a stack trace: internal failures are logged and answered with a generic text.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use rumi_actors::kernel::RunError;
+use rumi_actors::limiter::LimiterError;
+use rumi_actors::registry::RegistryError;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// An API failure: a status and a message safe to show.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+    pub data: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry_after: None, data: None }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    /// An internal failure: the detail goes to the log, the client gets a generic message.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the kernel log")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The envelope.
+#[derive(Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub success: bool,
+    pub data: Option<T>,
+    pub error: Option<String>,
+}
+
+/// 200 with `data`.
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope { success: true, data: Some(data), error: None })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut b = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            b.insert_header(("Retry-After", secs.to_string()));
+        }
+        b.json(Envelope { success: false, data: self.data.clone(), error: Some(self.message.clone()) })
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(_) => ApiError::not_found(e.to_string()),
+            RegistryError::Invalid { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            RegistryError::Storage => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::FlowNotFound(_) => ApiError::not_found(e.to_string()),
+            RunError::Limiter(LimiterError::QueueFull { .. }) => {
+                let mut a = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+                a.retry_after = Some(1);
+                a
+            }
+            RunError::Limiter(LimiterError::Closed) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            RunError::TimedOutWaiting { ref run_id } => {
+                let mut a = ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string());
+                a.data = Some(serde_json::json!({"run_id": run_id, "status": "timed_out"}));
+                a
+            }
+            RunError::Lost => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the kernel is not ready ({e})"))
+    }
+}
