@@ -479,23 +479,30 @@ pub fn sort_steps(steps: &mut [Step], phases: &[String]) {
     });
 }
 
-/// Finds the 1-based line of `key` (optionally followed by `value`) in a YAML text. Used to point
-/// semantic errors at the right line, which the YAML parser cannot know.
+/// Finds the 1-based line of `key` (optionally followed by `value`) in a YAML text, in block
+/// style (`- id: a`) or flow style (`- {id: a, ...}`). Used to point semantic errors at the right
+/// line, which the YAML parser cannot know.
 pub fn find_line(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
-    text.lines().position(|line| {
-        let l = line.trim_start().trim_start_matches("- ").trim_start();
-        match l.strip_prefix(key) {
-            Some(rest) => match value {
-                None => true,
-                Some(v) => {
-                    let rest = rest.trim().trim_matches(|c| c == '"' || c == '\'');
-                    rest == v
+    text.lines()
+        .position(|line| {
+            let mut from = 0;
+            while let Some(at) = line[from..].find(key) {
+                let start = from + at;
+                from = start + key.len();
+                let before_ok = line[..start].chars().next_back().is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
+                if !before_ok {
+                    continue;
                 }
-            },
-            None => false,
-        }
-    })
-    .map(|i| i + 1)
+                let Some(v) = value else { return true };
+                let rest = line[from..].trim_start();
+                let token: &str = rest.split([',', '}', '#']).next().unwrap_or("").trim();
+                if token.trim_matches(|c| c == '"' || c == '\'') == v {
+                    return true;
+                }
+            }
+            false
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -537,6 +544,8 @@ steps:
         assert_eq!(step.timeout_seconds, 60);
         assert_eq!(step.on_error, OnError::Continue);
         assert_eq!(step.line, Some(6));
+        assert_eq!(find_line("a: 1\nsteps:\n  - {id: x, phase: m}\n  - {phase: m, id: 'y'}\n", "id:", Some("y")), Some(4));
+        assert_eq!(find_line("  - id: x\n  - pid: y\n  - id: y\n", "id:", Some("y")), Some(3));
         match &step.kind {
             StepKind::Block { owner_pack, file, .. } => {
                 assert_eq!(owner_pack, "my_pack");
