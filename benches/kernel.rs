@@ -1,1 +1,334 @@
-fn main() {}
+//! Criterion benchmarks of the kernel over loopback HTTP with keep-alive, permissive mode, against
+//! the real release binary (contract: issue "Kernel spine"). Run with `cargo bench --bench kernel`.
+//!
+//! Measured: a 1-step block flow, a 5-step block flow and a `set`-only flow (latency, with p50 /
+//! p95 / p99 printed from every sample), throughput with 10 and 50 concurrent clients (failures
+//! and p99 counted), kernel RSS idle and under load, and start-up to the first successful flow
+//! run. A summary table is printed at the end and written to `target/rumi-bench-summary.json`.
+
+use criterion::{Criterion, Throughput};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-token";
+
+struct Kernel {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn bench_home() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&repo.join("ecosystem"), &dir.path().join("ecosystem"));
+    copy_dir(&repo.join("user_data/shared"), &dir.path().join("user_data/shared"));
+    let flows = dir.path().join("user_data/shared/flows");
+    std::fs::write(
+        flows.join("five.flow.yaml"),
+        "flow_id: five\nphases: [m]\nsteps:\n".to_string()
+            + &(0..5)
+                .map(|i| format!("  - {{id: s{i}, phase: m, priority: {i}, type: python_file_call, owner_pack: my_pack, file: blocks/hello.py, input: {{name: \"${{ctx.name}}\"}}, output: g{i}}}\n"))
+                .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("set_only.flow.yaml"),
+        "flow_id: set_only\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: greeting, value: \"Hello, ${ctx.name}!\"}}\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn start(home: &Path, trace: Option<&Path>) -> (Kernel, Instant) {
+    let t0 = Instant::now();
+    // BENCH_KERNEL_CPUS=0 runs the kernel (and so its workers) under `taskset -c 0`.
+    let mut cmd = match std::env::var("BENCH_KERNEL_CPUS") {
+        Ok(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_rumi")]);
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_rumi")),
+    };
+    cmd.args(["serve", "--permissive"])
+        .env("RUMI_HOME", home)
+        .env("RUMI_API_PORT", "0")
+        .env("RUMI_API_TOKEN", TOKEN)
+        .env("RUMI_LOG", "error")
+        .env("RUMI_FLOW_QUEUE_LIMIT", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(t) = trace {
+        cmd.env("RUMI_TRACE", format!("chrome:{}", t.display()));
+    }
+    let mut child = cmd.spawn().expect("start rumi");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("kernel output").unwrap();
+        if let Some(rest) = line.strip_prefix("rumi listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    (Kernel { child, base }, t0)
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value, String> {
+    let r = c.post(url).bearer_auth(TOKEN).json(body).send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if status.is_success() && v["success"] == true {
+        Ok(v)
+    } else {
+        Err(format!("{status}: {v}"))
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Summary {
+    rows: Vec<(String, String)>,
+}
+
+impl Summary {
+    fn add(&mut self, k: &str, v: String) {
+        println!("  >> {k}: {v}");
+        self.rows.push((k.to_string(), v));
+    }
+}
+
+fn latency_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, client: &reqwest::Client, base: &str, name: &str, flow: &str, summary: &mut Summary) {
+    let url = format!("{base}/api/flows/{flow}/run");
+    let body = json!({"inputs": {"name": "bench"}});
+    let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let inner = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let (s2, i2) = (samples.clone(), inner.clone());
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let v = post(client, &url, &body).await.expect("run");
+                    let d = t.elapsed();
+                    total += d;
+                    s2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
+                    i2.lock().unwrap().push(v["data"]["execution_time_ms"].as_f64().unwrap_or(f64::NAN));
+                }
+                total
+            })
+        })
+    });
+    let mut v = samples.lock().unwrap().clone();
+    v.sort_by(f64::total_cmp);
+    let mut inner = inner.lock().unwrap().clone();
+    inner.sort_by(f64::total_cmp);
+    summary.add(
+        name,
+        format!(
+            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} requests (inside the FlowRun: p50 {:.3} ms)",
+            pct(&v, 0.5),
+            pct(&v, 0.95),
+            pct(&v, 0.99),
+            v.len(),
+            pct(&inner, 0.5)
+        ),
+    );
+}
+
+fn throughput_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, base: &str, clients: usize, pid: u32, summary: &mut Summary) {
+    let url = Arc::new(format!("{base}/api/flows/hello/run"));
+    let per_iter = 200u64;
+    let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let failures = Arc::new(Mutex::new(0u64));
+    let peak_rss = Arc::new(Mutex::new(0u64));
+    let totals = Arc::new(Mutex::new((0u64, Duration::ZERO)));
+    let totals2 = totals.clone();
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Elements(per_iter));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(8));
+    // One connection pool per client task, as real independent clients would have.
+    let pool: Vec<reqwest::Client> = (0..clients).map(|_| reqwest::Client::new()).collect();
+    let pool = Arc::new(pool);
+    g.bench_function(format!("hello_flow_{clients}_clients"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let mut tasks = Vec::new();
+                    for ci in 0..clients {
+                        let (url, lat, failures, pool) = (url.clone(), lat.clone(), failures.clone(), pool.clone());
+                        let n = per_iter as usize / clients + usize::from(ci < per_iter as usize % clients);
+                        tasks.push(tokio::spawn(async move {
+                            let body = json!({"inputs": {"name": "load"}});
+                            for _ in 0..n {
+                                let t = Instant::now();
+                                match post(&pool[ci], &url, &body).await {
+                                    Ok(_) => lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0),
+                                    Err(_) => *failures.lock().unwrap() += 1,
+                                }
+                            }
+                        }));
+                    }
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    total += t.elapsed();
+                    {
+                        let mut tt = totals2.lock().unwrap();
+                        tt.0 += per_iter;
+                        tt.1 += t.elapsed();
+                    }
+                    let r = rss_kib(pid);
+                    let mut p = peak_rss.lock().unwrap();
+                    *p = (*p).max(r);
+                }
+                total
+            })
+        })
+    });
+    g.finish();
+    let mut v = lat.lock().unwrap().clone();
+    v.sort_by(f64::total_cmp);
+    let failed = *failures.lock().unwrap();
+    let peak = *peak_rss.lock().unwrap();
+    let (requests, wall) = *totals.lock().unwrap();
+    let rate = requests as f64 / wall.as_secs_f64();
+    summary.add(
+        &format!("throughput {clients} clients"),
+        format!(
+            "{:.0} flows/s, p50 {:.3} ms, p99 {:.3} ms, {} failed of {}, peak kernel RSS {:.1} MiB",
+            rate,
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            failed,
+            v.len() as u64 + failed,
+            peak as f64 / 1024.0
+        ),
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut summary = Summary::default();
+
+    let home = bench_home();
+    let (kernel, _) = start(home.path(), None);
+    let pid = kernel.child.id();
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        for pack in ["my_pack", "text_tools"] {
+            post(&client, &format!("{}/api/packs/{pack}/approve", kernel.base), &json!({})).await.expect("approve");
+        }
+        for _ in 0..50 {
+            post(&client, &format!("{}/api/flows/hello/run", kernel.base), &json!({"inputs": {}})).await.expect("warm-up");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    summary.add("kernel RSS idle (after warm-up)", format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0));
+
+    // The HTTP floor: an authenticated-free GET answered without any actor.
+    let health = format!("{}/api/health", kernel.base);
+    let hs = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let h2 = hs.clone();
+    c.bench_function("http_health", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let r = client.get(&health).send().await.expect("health");
+                    r.bytes().await.expect("health body");
+                    let d = t.elapsed();
+                    total += d;
+                    h2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
+                }
+                total
+            })
+        })
+    });
+    let mut v = hs.lock().unwrap().clone();
+    v.sort_by(f64::total_cmp);
+    summary.add("http_health (floor)", format!("p50 {:.3} ms, p95 {:.3} ms", pct(&v, 0.5), pct(&v, 0.95)));
+    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_1_step_block", "hello", &mut summary);
+    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_5_step_block", "five", &mut summary);
+    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_set_only", "set_only", &mut summary);
+    throughput_bench(&mut c, &rt, &kernel.base, 10, pid, &mut summary);
+    throughput_bench(&mut c, &rt, &kernel.base, 50, pid, &mut summary);
+    summary.add("kernel RSS after load", format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0));
+    drop(kernel);
+
+    // Start-up to the first successful flow run, packs already approved (a restart).
+    let startup = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let s2 = startup.clone();
+    let mut g = c.benchmark_group("startup");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    g.bench_function("start_to_first_flow_run", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (k, t0) = start(home.path(), None);
+                let c2 = reqwest::Client::new();
+                rt.block_on(async {
+                    post(&c2, &format!("{}/api/flows/hello/run", k.base), &json!({"inputs": {"name": "x"}})).await.expect("first run");
+                });
+                let d = t0.elapsed();
+                s2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
+                total += d;
+                drop(k);
+            }
+            total
+        })
+    });
+    g.finish();
+    let mut v = startup.lock().unwrap().clone();
+    v.sort_by(f64::total_cmp);
+    summary.add("start-up to first successful flow run", format!("p50 {:.1} ms, max {:.1} ms", pct(&v, 0.5), pct(&v, 1.0)));
+
+    c.final_summary();
+    println!("\n== rumi kernel bench summary ==");
+    for (k, v) in &summary.rows {
+        println!("{k:<40} {v}");
+    }
+    let out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rumi-bench-summary.json");
+    let _ = std::fs::write(out, serde_json::to_vec_pretty(&summary.rows.iter().map(|(k, v)| json!({"metric": k, "value": v})).collect::<Vec<_>>()).unwrap());
+}

@@ -53,6 +53,7 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
         }
     };
     let kernel = Kernel::boot(layout, settings.runtime.clone()).context("the kernel could not start")?;
+    kernel.ready().await.context("the registry did not start")?;
     if settings.runtime.mode == SecurityMode::Permissive {
         tracing::warn!("permissive mode: blocks run as host processes WITHOUT container isolation");
     } else {

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use rumi_actors::{RuntimeConfig, SecurityMode};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything the edge needs to start.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         (false, Some(other)) => bail!("RUMI_SECURITY_MODE={other:?} is invalid: use strict or permissive"),
     };
     let (host, port) = api_address()?;
-    let python = resolve_python()?;
+    let python = resolve_python(&home)?;
     let mut runtime = RuntimeConfig::new(mode, python);
     if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
         runtime.max_concurrent_flows = n;
@@ -80,6 +80,11 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     if let Some(n) = parse_num::<usize>("RUMI_RUN_HISTORY", 1, 1_000_000)? {
         runtime.run_history = n;
     }
+    runtime.pack_cpu_pinning = match var("RUMI_PACK_CPU_PINNING").as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => bail!("RUMI_PACK_CPU_PINNING={other:?} is invalid: use on or off"),
+    };
     let max_body_bytes = parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?.unwrap_or(cores);
@@ -103,11 +108,55 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     })
 }
 
-/// The Python interpreter for pack workers: `RUMI_PYTHON`, else `python3` on `PATH`, resolved to
-/// the real executable (a version-manager shim would cost a shell start per worker).
-fn resolve_python() -> Result<PathBuf> {
-    let candidate = var("RUMI_PYTHON").unwrap_or_else(|| "python3".into());
-    let out = std::process::Command::new(&candidate)
+/// The Python interpreter for pack workers, as an absolute path to a real executable.
+///
+/// `RUMI_PYTHON` wins when set. Otherwise `python3` is looked up on `PATH`: a real binary is used
+/// as it is. A wrapper script (a version manager's shim) is resolved by asking it for
+/// `sys.executable` — which costs ~200 ms here, the whole start-up budget — so the answer is
+/// cached in `user_data/runtime/python-interpreter` and reused while it still names an executable
+/// binary.
+fn resolve_python(home: &Path) -> Result<PathBuf> {
+    if let Some(p) = var("RUMI_PYTHON") {
+        let path = PathBuf::from(&p);
+        if path.is_absolute() && is_binary(&path) {
+            return Ok(path);
+        }
+        return probe(&p);
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("python3")).find(|p| p.is_file()))
+        .unwrap_or(None)
+        .ok_or_else(|| anyhow!("RUMI_PYTHON: no python3 on PATH; install Python 3 or point RUMI_PYTHON at it"))?;
+    if is_binary(&found) {
+        return Ok(found.canonicalize().unwrap_or(found));
+    }
+    let cache = home.join("user_data/runtime/python-interpreter");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let cached = PathBuf::from(text.trim());
+        if cached.is_absolute() && is_binary(&cached) {
+            return Ok(cached);
+        }
+    }
+    let resolved = probe(&found.to_string_lossy())?;
+    let _ = std::fs::create_dir_all(cache.parent().unwrap_or(home));
+    let _ = std::fs::write(&cache, resolved.to_string_lossy().as_bytes());
+    Ok(resolved)
+}
+
+/// An executable ELF file (not a script).
+fn is_binary(path: &Path) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+fn probe(candidate: &str) -> Result<PathBuf> {
+    let out = std::process::Command::new(candidate)
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
         .map_err(|_| anyhow!("RUMI_PYTHON: cannot run {candidate:?}; install Python 3 or point RUMI_PYTHON at it"))?;

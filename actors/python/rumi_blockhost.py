@@ -20,16 +20,20 @@ during each call, whose text goes to the run log and never into the result.
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
+# Imports are kept few and cheap on purpose: a worker's cold start is on the path of a pack's
+# first call (and of the kernel's start-up target), so `inspect`, `importlib.util`, `traceback`
+# and `typing` are avoided or imported only where needed.
 import io
 import json
 import os
 import struct
 import sys
 import time
-import traceback
-from typing import Any, Callable, Dict, Optional, Tuple
+import types
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional, Tuple
 
 HOST_DIR = os.path.dirname(os.path.abspath(__file__))
 # Under `python -I` the script's directory is not on sys.path; the pack-facing modules live here.
@@ -119,11 +123,11 @@ class BlockHost:
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         name = "rumi_block_" + "".join(c if c.isalnum() else "_" for c in rel)
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {rel}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        with open(path, "rb") as f:
+            source = f.read()
+        module = types.ModuleType(name)
+        module.__file__ = path
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
         run = getattr(module, "run", None)
         if not callable(run):
             raise AttributeError(f"{rel} defines no run(input_data, context=None) function")
@@ -160,17 +164,15 @@ class BlockHost:
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
+    """How many positional arguments `run` takes (2 when it accepts *args or is not a plain
+    function)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
         return 2
-    count = 0
-    for p in params:
-        if p.kind == p.VAR_POSITIONAL:
-            return 2
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            count += 1
-    return count
+    if code.co_flags & 0x04:  # CO_VARARGS
+        return 2
+    count = code.co_argcount
+    return count - 1 if isinstance(fn, types.MethodType) else count
 
 
 def _describe(exc: BaseException) -> str:
@@ -182,6 +184,8 @@ def _describe(exc: BaseException) -> str:
 def _relative_traceback(root: str) -> str:
     """The block's part of the traceback, with the pack root removed, so no host path travels
     with it (the host's own frames are dropped)."""
+    import traceback
+
     _, exc, tb = sys.exc_info()
     frames = [f for f in traceback.extract_tb(tb, limit=30) if not f.filename.startswith(HOST_DIR)]
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
@@ -189,12 +193,24 @@ def _relative_traceback(root: str) -> str:
     return text.replace(root + os.sep, "").replace(root, ".")
 
 
-def _make_context(fields: Dict[str, Any]) -> Dict[str, Any]:
+def _network_check(domain: str, port: int = 443) -> Dict[str, Any]:
+    """context["network_check"]: the real grant check (see rumi_syscall.network_check)."""
     import rumi_syscall
 
+    return dict(rumi_syscall.network_check(domain, port))
+
+
+def _http_request(method: str, url: str, headers: Optional[Dict[str, str]] = None, body: Any = None, timeout_seconds: float = 30.0) -> Dict[str, Any]:
+    """context["http_request"]: one request through the egress proxy (see rumi_syscall)."""
+    import rumi_syscall
+
+    return dict(rumi_syscall.http_request(method, url, headers=headers, body=body, timeout_seconds=timeout_seconds))
+
+
+def _make_context(fields: Dict[str, Any]) -> Dict[str, Any]:
     context = dict(fields)
-    context["network_check"] = rumi_syscall.network_check
-    context["http_request"] = rumi_syscall.http_request
+    context["network_check"] = _network_check
+    context["http_request"] = _http_request
     return context
 
 

@@ -41,6 +41,8 @@ pub struct RuntimeConfig {
     pub run_history: usize,
     /// How often the audit writer fsyncs buffered entries.
     pub audit_sync_interval: Duration,
+    /// Pin pack arbiter threads (and so their workers) to CPUs; see [`crate::affinity`].
+    pub pack_cpu_pinning: bool,
 }
 
 impl RuntimeConfig {
@@ -56,6 +58,7 @@ impl RuntimeConfig {
             pack_queue_limit: 1000,
             run_history: 1000,
             audit_sync_interval: Duration::from_millis(200),
+            pack_cpu_pinning: true,
         }
     }
 }

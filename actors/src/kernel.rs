@@ -7,7 +7,8 @@ use crate::config::RuntimeConfig;
 use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
-use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError};
+use crate::limiter::{Acquire, ConcurrencyLimiter, Gate, LimiterError};
+use std::sync::atomic::AtomicU64;
 use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
 use crate::view::KernelView;
@@ -34,6 +35,8 @@ pub struct Kernel {
     pub history: Addr<RunHistory>,
     pub started: Instant,
     deps: RunDeps,
+    gate: Gate,
+    fast_grants: Arc<AtomicU64>,
 }
 
 /// Why a run could not be started or finished.
@@ -50,6 +53,27 @@ pub enum RunError {
     Lost,
 }
 
+/// The arbiters that host pack sandboxes: one per two CPUs, each pinned to its own CPU when
+/// pinning is on (see [`crate::affinity`]).
+fn pack_arbiters(config: &RuntimeConfig) -> Vec<ArbiterHandle> {
+    let cpus = crate::affinity::allowed_cpus().len().max(1);
+    let n = (cpus / 2).max(1);
+    let targets = if config.pack_cpu_pinning { crate::affinity::pack_cpus(n) } else { Vec::new() };
+    (0..n)
+        .map(|i| {
+            let arbiter = Arbiter::new();
+            if let Some(&cpu) = targets.get(i) {
+                arbiter.spawn_fn(move || {
+                    if !crate::affinity::pin_current_thread(cpu) {
+                        tracing::warn!(cpu, "could not pin a pack arbiter to its CPU; it stays unpinned");
+                    }
+                });
+            }
+            arbiter.handle()
+        })
+        .collect()
+}
+
 impl Kernel {
     /// Starts every kernel actor. Must be called inside a running actix `System`.
     pub fn boot(layout: Layout, config: RuntimeConfig) -> io::Result<Kernel> {
@@ -59,21 +83,19 @@ impl Kernel {
         let key = SigningKey::load_or_create(&layout.keys())?;
         let host_script = crate::blockhost::install(&layout.runtime_python())?;
 
-        // Disk writers get their own threads so fsync latency never stalls runs.
-        let audit_arbiter = Arbiter::new();
+        // The disk writers share a thread of their own, so fsync latency never stalls runs and a
+        // run's audit entries and record usually cost one wake-up between them.
+        let disk = Arbiter::new();
         let (audit_dir, sync) = (layout.audit(), config.audit_sync_interval);
-        let audit = AuditWriter::start_in_arbiter(&audit_arbiter.handle(), move |_| AuditWriter::new(audit_dir, sync));
-        let history_arbiter = Arbiter::new();
+        let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| AuditWriter::new(audit_dir, sync));
         let (runs_dir, cap) = (layout.runs(), config.run_history);
-        let history = RunHistory::start_in_arbiter(&history_arbiter.handle(), move |_| RunHistory::load(runs_dir, cap));
-        let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit).start();
+        let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| RunHistory::load(runs_dir, cap));
+        let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit);
+        let (gate, fast_grants) = limiter.gate();
+        let limiter = limiter.start();
 
         let view = Arc::new(KernelView::default());
-        let sandbox = SandboxSettings {
-            modules_dir: layout.runtime_python(),
-            host_script,
-            arbiter: Arbiter::new().handle(),
-        };
+        let sandbox = SandboxSettings { modules_dir: layout.runtime_python(), host_script, arbiters: pack_arbiters(&config) };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
             let (layout, config, view, audit) = (layout.clone(), config.clone(), Arc::clone(&view), audit.clone());
@@ -85,7 +107,7 @@ impl Kernel {
                 .details(json!({"version": env!("CARGO_PKG_VERSION")})),
         ));
         let deps = RunDeps { view: Arc::clone(&view), audit: audit.clone(), history: history.clone(), execution_mode: config.mode.as_str() };
-        Ok(Kernel { layout, config, view, registry, limiter, audit, history, started: Instant::now(), deps })
+        Ok(Kernel { layout, config, view, registry, limiter, audit, history, started: Instant::now(), deps, gate, fast_grants })
     }
 
     /// Runs a flow to its end: takes a slot (waiting in the FIFO queue within the deadline), runs
@@ -96,15 +118,27 @@ impl Kernel {
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
         let run_id = new_run_id();
         let span = tracing::info_span!("run_request", run_id = %run_id, flow_id = %flow_id, trigger);
-        let acquire = self.limiter.send(Acquire { run_id: run_id.clone(), span: span.clone() });
-        let permit = match tokio::time::timeout_at(deadline.into(), acquire).await {
-            Ok(Ok(Ok(p))) => p,
-            Ok(Ok(Err(e))) => return Err(RunError::Limiter(e)),
-            Ok(Err(_)) => return Err(RunError::Limiter(LimiterError::Closed)),
-            Err(_) => return Err(RunError::TimedOutWaiting { run_id }),
+        let permit = match ConcurrencyLimiter::try_acquire(&self.limiter, &self.gate, &self.fast_grants) {
+            Some(p) => p,
+            None => {
+                let acquire = self.limiter.send(Acquire { run_id: run_id.clone(), span: span.clone() });
+                match tokio::time::timeout_at(deadline.into(), acquire).await {
+                    Ok(Ok(Ok(p))) => p,
+                    Ok(Ok(Err(e))) => return Err(RunError::Limiter(e)),
+                    Ok(Err(_)) => return Err(RunError::Limiter(LimiterError::Closed)),
+                    Err(_) => return Err(RunError::TimedOutWaiting { run_id }),
+                }
+            }
         };
         let req = RunRequest { run_id, flow, inputs, trigger, deadline, permit: Some(permit), chain: Vec::new(), span };
         FlowRun::launch(req, self.deps.clone()).await.map_err(|_| RunError::Lost)
+    }
+
+    /// Waits until the Registry has done its first scan (packs, approvals, flows), so no request
+    /// is ever answered from an empty flow table at start-up.
+    pub async fn ready(&self) -> Result<(), actix::MailboxError> {
+        // `started` (the first scan) always runs before the actor handles any message.
+        self.registry.send(crate::registry::ListPacks).await.map(|_| ())
     }
 
     /// Stops every pack sandbox (shutdown).

@@ -2,9 +2,16 @@
 //! waiting for one (contract §12). Every trigger takes a permit; nested flows run inside their
 //! parent's.
 //!
-//! A [`Permit`] gives itself back when dropped (it sends [`Release`]), so no path — error, panic,
-//! timeout, client gone — can leak a slot. A queued caller that gives up simply drops its receiver;
-//! when its turn comes the permit handed to it is dropped with the channel and released at once.
+//! A [`Permit`] gives itself back when dropped, so no path — error, panic, timeout, client gone —
+//! can leak a slot. A queued caller that gives up simply drops its receiver; when its turn comes
+//! the permit handed to it is dropped with the channel and released at once.
+//!
+//! Fast path: the actor publishes its free-slot count in a small shared [`Gate`]. When slots are
+//! free and nobody waits, [`ConcurrencyLimiter::try_acquire`] takes one without a message, and a
+//! permit dropped while nobody waits puts it back the same way — on this 2-core machine each
+//! cross-thread message costs a wake-up of tens of microseconds, which is most of a `set`-only
+//! run. As soon as anyone has to wait, everything goes through the actor: it owns the FIFO queue,
+//! decides 429s, and hands freed slots to waiters in order, so newcomers never overtake the queue.
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -51,14 +58,32 @@ pub enum LimiterError {
     Closed,
 }
 
+/// The counters the actor shares with the fast path. Invariant: a slot is free in `free` only
+/// while `waiting` is 0 (the actor hands freed slots straight to waiters instead).
+#[derive(Debug, Default)]
+pub struct GateState {
+    free: usize,
+    waiting: usize,
+}
+
+/// The shared gate (see the module docs).
+pub type Gate = std::sync::Arc<parking_lot::Mutex<GateState>>;
+
 /// A running slot; released when dropped.
 pub struct Permit {
     limiter: Addr<ConcurrencyLimiter>,
+    gate: Gate,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.do_send(Release);
+        let mut g = self.gate.lock();
+        if g.waiting == 0 {
+            g.free += 1;
+        } else {
+            drop(g);
+            self.limiter.do_send(Release);
+        }
     }
 }
 
@@ -68,21 +93,53 @@ impl Drop for Permit {
 pub struct ConcurrencyLimiter {
     max: usize,
     queue_limit: usize,
-    running: usize,
+    gate: Gate,
     queue: VecDeque<oneshot::Sender<Permit>>,
-    granted: u64,
+    granted_slow: u64,
     rejected: u64,
+    fast: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ConcurrencyLimiter {
     pub fn new(max: usize, queue_limit: usize) -> Self {
-        ConcurrencyLimiter { max: max.max(1), queue_limit, running: 0, queue: VecDeque::new(), granted: 0, rejected: 0 }
+        let max = max.max(1);
+        ConcurrencyLimiter {
+            max,
+            queue_limit,
+            gate: std::sync::Arc::new(parking_lot::Mutex::new(GateState { free: max, waiting: 0 })),
+            queue: VecDeque::new(),
+            granted_slow: 0,
+            rejected: 0,
+            fast: Default::default(),
+        }
+    }
+
+    /// The fast path: a free slot while nobody waits, without a message. `None` means "ask the
+    /// actor" (it may still grant at once).
+    pub fn try_acquire(addr: &Addr<ConcurrencyLimiter>, gate: &Gate, fast: &std::sync::atomic::AtomicU64) -> Option<Permit> {
+        let mut g = gate.lock();
+        if g.waiting == 0 && g.free > 0 {
+            g.free -= 1;
+            fast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Some(Permit { limiter: addr.clone(), gate: gate.clone() });
+        }
+        None
+    }
+
+    /// The gate and fast-path counter to hand to callers of [`ConcurrencyLimiter::try_acquire`].
+    pub fn gate(&self) -> (Gate, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        (self.gate.clone(), self.fast.clone())
     }
 
     fn permit(&mut self, ctx: &Context<Self>) -> Permit {
-        self.running += 1;
-        self.granted += 1;
-        Permit { limiter: ctx.address() }
+        self.granted_slow += 1;
+        Permit { limiter: ctx.address(), gate: self.gate.clone() }
+    }
+
+    /// Drops waiters who gave up, keeping `waiting` equal to the live queue.
+    fn prune(&mut self) {
+        self.queue.retain(|tx| !tx.is_closed());
+        self.gate.lock().waiting = self.queue.len();
     }
 }
 
@@ -102,10 +159,15 @@ impl Handler<Acquire> for ConcurrencyLimiter {
     fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
         let _span = tracing::debug_span!(parent: &msg.span, "limiter.acquire", run_id = %msg.run_id).entered();
         // Drop waiters who gave up, so they do not hold queue room.
-        self.queue.retain(|tx| !tx.is_closed());
-        if self.running < self.max && self.queue.is_empty() {
-            let permit = self.permit(ctx);
-            return Box::pin(async move { Ok(permit) });
+        self.prune();
+        {
+            let mut g = self.gate.lock();
+            if g.waiting == 0 && g.free > 0 {
+                g.free -= 1;
+                drop(g);
+                let permit = self.permit(ctx);
+                return Box::pin(async move { Ok(permit) });
+            }
         }
         if self.queue.len() >= self.queue_limit {
             self.rejected += 1;
@@ -114,6 +176,7 @@ impl Handler<Acquire> for ConcurrencyLimiter {
         }
         let (tx, rx) = oneshot::channel();
         self.queue.push_back(tx);
+        self.gate.lock().waiting = self.queue.len();
         tracing::debug!(queued = self.queue.len(), "run queued");
         Box::pin(async move { rx.await.map_err(|_| LimiterError::Closed) })
     }
@@ -122,19 +185,22 @@ impl Handler<Acquire> for ConcurrencyLimiter {
 impl Handler<Release> for ConcurrencyLimiter {
     type Result = ();
 
-    /// Frees a slot and hands it to the oldest waiter still waiting.
+    /// A slot was freed while runs wait: hand it to the oldest waiter still waiting, or back to
+    /// the gate when every waiter gave up.
     fn handle(&mut self, _: Release, ctx: &mut Self::Context) {
-        self.running = self.running.saturating_sub(1);
-        while self.running < self.max {
-            let Some(tx) = self.queue.pop_front() else { break };
+        while let Some(tx) = self.queue.pop_front() {
+            self.gate.lock().waiting = self.queue.len();
             if tx.is_closed() {
                 continue;
             }
             let permit = self.permit(ctx);
             // If the waiter went away in between, the permit comes back through its Drop.
             let _ = tx.send(permit);
-            break;
+            return;
         }
+        let mut g = self.gate.lock();
+        g.waiting = 0;
+        g.free += 1;
     }
 }
 
@@ -142,12 +208,13 @@ impl Handler<GetSnapshot> for ConcurrencyLimiter {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        let free = self.gate.lock().free;
         MessageResult(LimiterSnapshot {
             max_concurrent: self.max,
             queue_limit: self.queue_limit,
-            running: self.running,
+            running: self.max - free,
             queued: self.queue.iter().filter(|t| !t.is_closed()).count(),
-            granted_total: self.granted,
+            granted_total: self.granted_slow + self.fast.load(std::sync::atomic::Ordering::Relaxed),
             rejected_total: self.rejected,
         })
     }
@@ -195,5 +262,25 @@ mod tests {
         drop(p);
         let again = tokio::time::timeout(Duration::from_secs(2), l.send(acquire())).await;
         assert!(again.unwrap().unwrap().is_ok(), "the slot came back");
+    }
+
+    #[actix_rt::test]
+    async fn fast_path_never_overtakes_waiters() {
+        let limiter = ConcurrencyLimiter::new(1, 5);
+        let (gate, fast) = limiter.gate();
+        let l = limiter.start();
+        let p = ConcurrencyLimiter::try_acquire(&l, &gate, &fast).expect("free slot");
+        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none(), "cap of one");
+        let waiter = actix_rt::spawn(l.send(acquire()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(p);
+        // The freed slot went to the waiter, not back to the fast path.
+        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none());
+        let got = waiter.await.unwrap().unwrap().unwrap();
+        drop(got);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_some(), "the slot is free again");
+        let snap = l.send(GetSnapshot).await.unwrap();
+        assert_eq!(snap.granted_total, 3);
     }
 }

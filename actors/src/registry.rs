@@ -149,7 +149,8 @@ struct PackEntry {
 pub struct SandboxSettings {
     pub host_script: PathBuf,
     pub modules_dir: PathBuf,
-    pub arbiter: ArbiterHandle,
+    /// Pack sandboxes are spread over these by a hash of the pack id.
+    pub arbiters: Vec<ArbiterHandle>,
 }
 
 /// The registry (see the module docs).
@@ -357,7 +358,8 @@ impl Registry {
                 let (pid, root, limit) = (id.to_string(), entry.subdir.clone(), self.config.pack_queue_limit);
                 let audit = self.audit.clone();
                 let registry = self.self_addr.clone().expect("set in started").recipient();
-                let addr = PackContainer::start_in_arbiter(&self.sandbox.arbiter, move |_| {
+                let slot = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % self.sandbox.arbiters.len().max(1);
+                let addr = PackContainer::start_in_arbiter(&self.sandbox.arbiters[slot], move |_| {
                     PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
                 });
                 entry.container = Some(addr.clone());

@@ -10,6 +10,7 @@ use rumi_domain::flow::{Step, StepKind};
 use rumi_domain::run::{RunRecord, RunStatus};
 use rumi_domain::Flow;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 fn summary(f: &Flow) -> Value {
     json!({
@@ -121,7 +122,8 @@ pub async fn run(k: web::Data<Kernel>, path: web::Path<String>, req: HttpRequest
         Some(Value::Number(n)) => Some(n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| ApiError::bad_request("timeout must be a number of seconds"))?),
         Some(_) => return Err(ApiError::bad_request("timeout must be a number of seconds")),
     };
-    let record = k.run_flow(&path, inputs, timeout, "api").await?;
+    let span = tracing::info_span!("http.flow_run", method = "POST", flow_id = %path.as_str());
+    let record = k.run_flow(&path, inputs, timeout, "api").instrument(span).await?;
     let data = run_response(&k, &record);
     let (status, success, error) = match record.status {
         RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
