@@ -22,20 +22,30 @@ impl Handler<PackModified> for Sink {
 }
 
 fn python() -> PathBuf {
-    let out = std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3");
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let pack_dir = repo.join("ecosystem/my_pack");
 
     let manifest = compute_manifest(&pack_dir).unwrap();
     let mut verifier = ManifestVerifier::new(pack_dir.clone(), manifest.clone());
     verifier.verify().unwrap();
-    c.bench_function("manifest_verify_cached", |b| b.iter(|| verifier.verify().unwrap()));
-    c.bench_function("manifest_full_hash", |b| b.iter(|| compute_manifest(&pack_dir).unwrap()));
+    c.bench_function("manifest_verify_cached", |b| {
+        b.iter(|| verifier.verify().unwrap())
+    });
+    c.bench_function("manifest_full_hash", |b| {
+        b.iter(|| compute_manifest(&pack_dir).unwrap())
+    });
 
     let tmp = tempfile::tempdir().unwrap();
     let host = rumi_actors::blockhost::install(&tmp.path().join("py")).unwrap();
@@ -56,7 +66,15 @@ fn main() {
         let sink = Sink.start().recipient();
         let root = pack_dir.join("backend");
         let addr = PackContainer::start_in_arbiter(&arbiter.handle(), move |_| {
-            PackContainer::new("my_pack".into(), root, Backend::HostWorkers { spec, pool: 1 }, verifier, 100, sink, audit)
+            PackContainer::new(
+                "my_pack".into(),
+                root,
+                Backend::HostWorkers { spec, pool: 1 },
+                verifier,
+                100,
+                sink,
+                audit,
+            )
         });
         (addr, arbiter)
     });

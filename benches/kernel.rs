@@ -44,7 +44,10 @@ fn bench_home() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     copy_dir(&repo.join("ecosystem"), &dir.path().join("ecosystem"));
-    copy_dir(&repo.join("user_data/shared"), &dir.path().join("user_data/shared"));
+    copy_dir(
+        &repo.join("user_data/shared"),
+        &dir.path().join("user_data/shared"),
+    );
     let flows = dir.path().join("user_data/shared/flows");
     std::fs::write(
         flows.join("five.flow.yaml"),
@@ -96,7 +99,13 @@ fn start(home: &Path, trace: Option<&Path>) -> (Kernel, Instant) {
 }
 
 async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value, String> {
-    let r = c.post(url).bearer_auth(TOKEN).json(body).send().await.map_err(|e| e.to_string())?;
+    let r = c
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let status = r.status();
     let v: Value = r.json().await.map_err(|e| e.to_string())?;
     if status.is_success() && v["success"] == true {
@@ -109,7 +118,11 @@ async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value, Str
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -132,7 +145,15 @@ impl Summary {
     }
 }
 
-fn latency_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, client: &reqwest::Client, base: &str, name: &str, flow: &str, summary: &mut Summary) {
+fn latency_bench(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    flow: &str,
+    summary: &mut Summary,
+) {
     let url = format!("{base}/api/flows/{flow}/run");
     let body = json!({"inputs": {"name": "bench"}});
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -148,7 +169,9 @@ fn latency_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, client: &reqwe
                     let d = t.elapsed();
                     total += d;
                     s2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
-                    i2.lock().unwrap().push(v["data"]["execution_time_ms"].as_f64().unwrap_or(f64::NAN));
+                    i2.lock()
+                        .unwrap()
+                        .push(v["data"]["execution_time_ms"].as_f64().unwrap_or(f64::NAN));
                 }
                 total
             })
@@ -171,7 +194,14 @@ fn latency_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, client: &reqwe
     );
 }
 
-fn throughput_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, base: &str, clients: usize, pid: u32, summary: &mut Summary) {
+fn throughput_bench(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    clients: usize,
+    pid: u32,
+    summary: &mut Summary,
+) {
     let url = Arc::new(format!("{base}/api/flows/hello/run"));
     let per_iter = 200u64;
     let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -194,14 +224,18 @@ fn throughput_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, base: &str,
                     let t = Instant::now();
                     let mut tasks = Vec::new();
                     for ci in 0..clients {
-                        let (url, lat, failures, pool) = (url.clone(), lat.clone(), failures.clone(), pool.clone());
-                        let n = per_iter as usize / clients + usize::from(ci < per_iter as usize % clients);
+                        let (url, lat, failures, pool) =
+                            (url.clone(), lat.clone(), failures.clone(), pool.clone());
+                        let n = per_iter as usize / clients
+                            + usize::from(ci < per_iter as usize % clients);
                         tasks.push(tokio::spawn(async move {
                             let body = json!({"inputs": {"name": "load"}});
                             for _ in 0..n {
                                 let t = Instant::now();
                                 match post(&pool[ci], &url, &body).await {
-                                    Ok(_) => lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0),
+                                    Ok(_) => {
+                                        lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0)
+                                    }
                                     Err(_) => *failures.lock().unwrap() += 1,
                                 }
                             }
@@ -246,8 +280,15 @@ fn throughput_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, base: &str,
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut summary = Summary::default();
 
     let home = bench_home();
@@ -256,14 +297,29 @@ fn main() {
     let client = reqwest::Client::new();
     rt.block_on(async {
         for pack in ["my_pack", "text_tools"] {
-            post(&client, &format!("{}/api/packs/{pack}/approve", kernel.base), &json!({})).await.expect("approve");
+            post(
+                &client,
+                &format!("{}/api/packs/{pack}/approve", kernel.base),
+                &json!({}),
+            )
+            .await
+            .expect("approve");
         }
         for _ in 0..50 {
-            post(&client, &format!("{}/api/flows/hello/run", kernel.base), &json!({"inputs": {}})).await.expect("warm-up");
+            post(
+                &client,
+                &format!("{}/api/flows/hello/run", kernel.base),
+                &json!({"inputs": {}}),
+            )
+            .await
+            .expect("warm-up");
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    summary.add("kernel RSS idle (after warm-up)", format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0));
+    summary.add(
+        "kernel RSS idle (after warm-up)",
+        format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0),
+    );
 
     // The HTTP floor: an authenticated-free GET answered without any actor.
     let health = format!("{}/api/health", kernel.base);
@@ -287,13 +343,43 @@ fn main() {
     });
     let mut v = hs.lock().unwrap().clone();
     v.sort_by(f64::total_cmp);
-    summary.add("http_health (floor)", format!("p50 {:.3} ms, p95 {:.3} ms", pct(&v, 0.5), pct(&v, 0.95)));
-    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_1_step_block", "hello", &mut summary);
-    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_5_step_block", "five", &mut summary);
-    latency_bench(&mut c, &rt, &client, &kernel.base, "flow_set_only", "set_only", &mut summary);
+    summary.add(
+        "http_health (floor)",
+        format!("p50 {:.3} ms, p95 {:.3} ms", pct(&v, 0.5), pct(&v, 0.95)),
+    );
+    latency_bench(
+        &mut c,
+        &rt,
+        &client,
+        &kernel.base,
+        "flow_1_step_block",
+        "hello",
+        &mut summary,
+    );
+    latency_bench(
+        &mut c,
+        &rt,
+        &client,
+        &kernel.base,
+        "flow_5_step_block",
+        "five",
+        &mut summary,
+    );
+    latency_bench(
+        &mut c,
+        &rt,
+        &client,
+        &kernel.base,
+        "flow_set_only",
+        "set_only",
+        &mut summary,
+    );
     throughput_bench(&mut c, &rt, &kernel.base, 10, pid, &mut summary);
     throughput_bench(&mut c, &rt, &kernel.base, 50, pid, &mut summary);
-    summary.add("kernel RSS after load", format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0));
+    summary.add(
+        "kernel RSS after load",
+        format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0),
+    );
     drop(kernel);
 
     // Start-up to the first successful flow run, packs already approved (a restart).
@@ -309,7 +395,13 @@ fn main() {
                 let (k, t0) = start(home.path(), None);
                 let c2 = reqwest::Client::new();
                 rt.block_on(async {
-                    post(&c2, &format!("{}/api/flows/hello/run", k.base), &json!({"inputs": {"name": "x"}})).await.expect("first run");
+                    post(
+                        &c2,
+                        &format!("{}/api/flows/hello/run", k.base),
+                        &json!({"inputs": {"name": "x"}}),
+                    )
+                    .await
+                    .expect("first run");
                 });
                 let d = t0.elapsed();
                 s2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
@@ -322,7 +414,10 @@ fn main() {
     g.finish();
     let mut v = startup.lock().unwrap().clone();
     v.sort_by(f64::total_cmp);
-    summary.add("start-up to first successful flow run", format!("p50 {:.1} ms, max {:.1} ms", pct(&v, 0.5), pct(&v, 1.0)));
+    summary.add(
+        "start-up to first successful flow run",
+        format!("p50 {:.1} ms, max {:.1} ms", pct(&v, 0.5), pct(&v, 1.0)),
+    );
 
     c.final_summary();
     println!("\n== rumi kernel bench summary ==");
@@ -330,5 +425,15 @@ fn main() {
         println!("{k:<40} {v}");
     }
     let out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rumi-bench-summary.json");
-    let _ = std::fs::write(out, serde_json::to_vec_pretty(&summary.rows.iter().map(|(k, v)| json!({"metric": k, "value": v})).collect::<Vec<_>>()).unwrap());
+    let _ = std::fs::write(
+        out,
+        serde_json::to_vec_pretty(
+            &summary
+                .rows
+                .iter()
+                .map(|(k, v)| json!({"metric": k, "value": v}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    );
 }

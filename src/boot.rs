@@ -15,11 +15,18 @@ use tracing_subscriber::EnvFilter;
 /// Installs the log subscriber and, with `RUMI_TRACE=chrome:<file>`, a Chrome/Perfetto trace layer.
 /// The returned guard flushes the trace file when dropped.
 fn init_tracing(settings: &Settings) -> Result<Option<tracing_chrome::FlushGuard>> {
-    let filter = EnvFilter::try_new(&settings.log_filter).with_context(|| format!("RUMI_LOG={:?} is not a valid filter", settings.log_filter))?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    let filter = EnvFilter::try_new(&settings.log_filter)
+        .with_context(|| format!("RUMI_LOG={:?} is not a valid filter", settings.log_filter))?;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter);
     match &settings.trace {
         Some(file) => {
-            let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new().file(file).include_args(true).build();
+            let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new()
+                .file(file)
+                .include_args(true)
+                .build();
             tracing_subscriber::registry().with(fmt).with(chrome).init();
             Ok(Some(guard))
         }
@@ -52,7 +59,8 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             t
         }
     };
-    let kernel = Kernel::boot(layout, settings.runtime.clone()).context("the kernel could not start")?;
+    let kernel =
+        Kernel::boot(layout, settings.runtime.clone()).context("the kernel could not start")?;
     kernel.ready().await.context("the registry did not start")?;
     if settings.runtime.mode == SecurityMode::Permissive {
         tracing::warn!("permissive mode: blocks run as host processes WITHOUT container isolation");
@@ -72,11 +80,25 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     })
     .workers(settings.http_workers)
     .bind((settings.host.as_str(), settings.port))
-    .with_context(|| format!("cannot listen on {}:{} (RUMI_API_HOST / RUMI_API_PORT)", settings.host, settings.port))?;
+    .with_context(|| {
+        format!(
+            "cannot listen on {}:{} (RUMI_API_HOST / RUMI_API_PORT)",
+            settings.host, settings.port
+        )
+    })?;
     // With RUMI_API_PORT=0 the OS picks the port; the banner names the real one (tests read it).
-    let port = server.addrs().first().map(|a| a.port()).unwrap_or(settings.port);
+    let port = server
+        .addrs()
+        .first()
+        .map(|a| a.port())
+        .unwrap_or(settings.port);
     tracing::info!(host = %settings.host, port, mode = kernel.execution_mode(), "rumi kernel listening");
-    println!("rumi listening on http://{}:{} ({} mode)", settings.host, port, kernel.execution_mode());
+    println!(
+        "rumi listening on http://{}:{} ({} mode)",
+        settings.host,
+        port,
+        kernel.execution_mode()
+    );
     server.run().await.context("the HTTP server failed")?;
     tracing::info!("shutting down");
     kernel.shutdown().await;

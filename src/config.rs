@@ -23,14 +23,17 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn parse_num<T: std::str::FromStr>(name: &str, min: T, max: T) -> Result<Option<T>>
+fn parse_num<T>(name: &str, min: T, max: T) -> Result<Option<T>>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     match var(name) {
         None => Ok(None),
         Some(v) => {
-            let n: T = v.trim().parse().map_err(|_| anyhow!("{name}={v:?} is not a valid number"))?;
+            let n: T = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{name}={v:?} is not a valid number"))?;
             if n < min || n > max {
                 bail!("{name}={v} is out of range ({min}..={max})");
             }
@@ -41,9 +44,16 @@ where
 
 /// `RUMI_HOME`, made absolute (default: the current directory).
 pub fn home() -> Result<PathBuf> {
-    let raw = var("RUMI_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    let abs = if raw.is_absolute() { raw } else { std::env::current_dir()?.join(raw) };
-    abs.canonicalize().map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))
+    let raw = var("RUMI_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let abs = if raw.is_absolute() {
+        raw
+    } else {
+        std::env::current_dir()?.join(raw)
+    };
+    abs.canonicalize()
+        .map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))
 }
 
 /// The API address and token override, for the CLI client as well as the server.
@@ -60,7 +70,9 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         (true, _) => SecurityMode::Permissive,
         (false, None) | (false, Some("strict")) => SecurityMode::Strict,
         (false, Some("permissive")) => SecurityMode::Permissive,
-        (false, Some(other)) => bail!("RUMI_SECURITY_MODE={other:?} is invalid: use strict or permissive"),
+        (false, Some(other)) => {
+            bail!("RUMI_SECURITY_MODE={other:?} is invalid: use strict or permissive")
+        }
     };
     let (host, port) = api_address()?;
     let python = resolve_python(&home)?;
@@ -85,8 +97,11 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         Some("off") => false,
         Some(other) => bail!("RUMI_PACK_CPU_PINNING={other:?} is invalid: use on or off"),
     };
-    let max_body_bytes = parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let max_body_bytes =
+        parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?.unwrap_or(cores);
     let trace = match var("RUMI_TRACE") {
         None => None,
@@ -124,9 +139,15 @@ fn resolve_python(home: &Path) -> Result<PathBuf> {
         return probe(&p);
     }
     let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("python3")).find(|p| p.is_file()))
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("python3"))
+                .find(|p| p.is_file())
+        })
         .unwrap_or(None)
-        .ok_or_else(|| anyhow!("RUMI_PYTHON: no python3 on PATH; install Python 3 or point RUMI_PYTHON at it"))?;
+        .ok_or_else(|| {
+            anyhow!("RUMI_PYTHON: no python3 on PATH; install Python 3 or point RUMI_PYTHON at it")
+        })?;
     if is_binary(&found) {
         return Ok(found.canonicalize().unwrap_or(found));
     }
@@ -147,12 +168,17 @@ fn resolve_python(home: &Path) -> Result<PathBuf> {
 fn is_binary(path: &Path) -> bool {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return false;
     }
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 fn probe(candidate: &str) -> Result<PathBuf> {

@@ -26,28 +26,51 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve { permissive } => boot::serve(config::load(permissive)?),
         Command::Token => {
             let home = config::home()?;
-            let t = token::read(&home.join("user_data/api_token")).ok_or_else(|| anyhow!("no token yet: start the kernel once with `rumi serve`"))?;
+            let t = token::read(&home.join("user_data/api_token"))
+                .ok_or_else(|| anyhow!("no token yet: start the kernel once with `rumi serve`"))?;
             println!("{t}");
             Ok(())
         }
         Command::Pack { command } => client_command(move |c| async move {
             match command {
                 PackCommand::List => c.call(Method::GET, "/api/packs", None).await,
-                PackCommand::Approve { pack_id } => c.call(Method::POST, &format!("/api/packs/{pack_id}/approve"), None).await,
-                PackCommand::Reject { pack_id, reason } => c.call(Method::POST, &format!("/api/packs/{pack_id}/reject"), Some(json!({"reason": reason}))).await,
+                PackCommand::Approve { pack_id } => {
+                    c.call(Method::POST, &format!("/api/packs/{pack_id}/approve"), None)
+                        .await
+                }
+                PackCommand::Reject { pack_id, reason } => {
+                    c.call(
+                        Method::POST,
+                        &format!("/api/packs/{pack_id}/reject"),
+                        Some(json!({"reason": reason})),
+                    )
+                    .await
+                }
             }
         }),
         Command::Flow { command } => client_command(move |c| async move {
             match command {
                 FlowCommand::List => c.call(Method::GET, "/api/flows", None).await,
-                FlowCommand::Run { flow_id, inputs, timeout } => {
+                FlowCommand::Run {
+                    flow_id,
+                    inputs,
+                    timeout,
+                } => {
                     let mut map = Map::new();
                     for kv in inputs {
-                        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--input {kv:?}: use key=value"))?;
-                        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+                        let (k, v) = kv
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("--input {kv:?}: use key=value"))?;
+                        let value = serde_json::from_str::<Value>(v)
+                            .unwrap_or_else(|_| Value::String(v.to_string()));
                         map.insert(k.to_string(), value);
                     }
-                    c.call(Method::POST, &format!("/api/flows/{flow_id}/run"), Some(json!({"inputs": map, "timeout": timeout}))).await
+                    c.call(
+                        Method::POST,
+                        &format!("/api/flows/{flow_id}/run"),
+                        Some(json!({"inputs": map, "timeout": timeout})),
+                    )
+                    .await
                 }
             }
         }),
@@ -59,7 +82,9 @@ where
     F: FnOnce(client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<Value>>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let data = rt.block_on(async { f(client::Client::from_env()?).await })?;
     println!("{}", serde_json::to_string_pretty(&data)?);
     Ok(())

@@ -16,7 +16,8 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool)> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).context("no randomness for the API token")?;
     let token = hex::encode(bytes);
-    fsutil::write_atomic(path, token.as_bytes(), 0o600).context("cannot write user_data/api_token")?;
+    fsutil::write_atomic(path, token.as_bytes(), 0o600)
+        .context("cannot write user_data/api_token")?;
     Ok((token, true))
 }
 
@@ -25,13 +26,20 @@ pub fn read(path: &Path) -> Option<String> {
     std::env::var("RUMI_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .or_else(|| std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        })
 }
 
 /// Checks an `Authorization` header value against the token in constant time.
 pub fn authorized(header: Option<&[u8]>, token: &str) -> bool {
     let Some(value) = header else { return false };
-    let Some(given) = value.strip_prefix(b"Bearer ") else { return false };
+    let Some(given) = value.strip_prefix(b"Bearer ") else {
+        return false;
+    };
     // ct_eq is constant-time for equal lengths; unequal lengths are rejected by it too.
     given.ct_eq(token.as_bytes()).into()
 }
@@ -44,8 +52,23 @@ mod tests {
     fn header_forms() {
         let t = "abc123";
         assert!(authorized(Some(b"Bearer abc123"), t));
-        for bad in [&b""[..], b"Bearer", b"Bearer ", b"bearer abc123", b"Basic abc123", b"Bearer abc1234", b"Bearer abc12", b"Bearer  abc123", b"Bearer abc123 ", b"abc123"] {
-            assert!(!authorized(Some(bad), t), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"bearer abc123",
+            b"Basic abc123",
+            b"Bearer abc1234",
+            b"Bearer abc12",
+            b"Bearer  abc123",
+            b"Bearer abc123 ",
+            b"abc123",
+        ] {
+            assert!(
+                !authorized(Some(bad), t),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(!authorized(None, t));
     }

@@ -35,7 +35,12 @@ async fn every_bad_token_form_is_401_before_routing() {
         Some(TOKEN.to_string()),
         Some("Bearer wrong".into()),
     ];
-    for path in ["/api/packs", "/api/flows/hello/run", "/api/does-not-exist", "/api/audit"] {
+    for path in [
+        "/api/packs",
+        "/api/flows/hello/run",
+        "/api/does-not-exist",
+        "/api/audit",
+    ] {
         for form in &forms {
             let mut r = c.post(k.url(path));
             if path != "/api/flows/hello/run" {
@@ -47,7 +52,10 @@ async fn every_bad_token_form_is_401_before_routing() {
             let resp = r.send().await.unwrap();
             assert_eq!(resp.status().as_u16(), 401, "{path} with {form:?}");
             let v: Value = resp.json().await.unwrap();
-            assert_eq!(v, json!({"success": false, "data": null, "error": "missing or invalid bearer token"}));
+            assert_eq!(
+                v,
+                json!({"success": false, "data": null, "error": "missing or invalid bearer token"})
+            );
         }
     }
 }
@@ -62,7 +70,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     k.approve("my_pack").await;
     let c = reqwest::Client::new();
     let send = |method: &str, path: &str, body: Option<Vec<u8>>| {
-        let mut r = c.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), k.url(path)).bearer_auth(TOKEN);
+        let mut r = c
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                k.url(path),
+            )
+            .bearer_auth(TOKEN);
         if let Some(b) = body {
             r = r.header("content-type", "application/json").body(b);
         }
@@ -73,22 +86,84 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             (s, resp.json::<Value>().await.unwrap(), retry)
         }
     };
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
-        ("POST", "/api/flows/hello/run", Some(b"{not json".to_vec()), 400, "malformed JSON"),
-        ("POST", "/api/flows/hello/run", Some(b"[1,2]".to_vec()), 400, "JSON object"),
-        ("POST", "/api/flows/hello/run", Some(br#"{"inputs": [1]}"#.to_vec()), 400, "inputs must be a JSON object"),
-        ("POST", "/api/flows/hello/run", Some(br#"{"inputs": {}, "timeout": "soon"}"#.to_vec()), 400, "timeout"),
-        ("POST", "/api/flows/hello/run", Some(vec![b' '; 2 * 1024 * 1024]), 413, "larger than"),
-        ("POST", "/api/flows/nope/run", Some(b"{}".to_vec()), 404, "no flow"),
+    /// (method, path, body, expected status, text the error must contain)
+    type Case = (&'static str, &'static str, Option<Vec<u8>>, u16, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/flows/hello/run",
+            Some(b"{not json".to_vec()),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/api/flows/hello/run",
+            Some(b"[1,2]".to_vec()),
+            400,
+            "JSON object",
+        ),
+        (
+            "POST",
+            "/api/flows/hello/run",
+            Some(br#"{"inputs": [1]}"#.to_vec()),
+            400,
+            "inputs must be a JSON object",
+        ),
+        (
+            "POST",
+            "/api/flows/hello/run",
+            Some(br#"{"inputs": {}, "timeout": "soon"}"#.to_vec()),
+            400,
+            "timeout",
+        ),
+        (
+            "POST",
+            "/api/flows/hello/run",
+            Some(vec![b' '; 2 * 1024 * 1024]),
+            413,
+            "larger than",
+        ),
+        (
+            "POST",
+            "/api/flows/nope/run",
+            Some(b"{}".to_vec()),
+            404,
+            "no flow",
+        ),
         ("GET", "/api/flows/nope", None, 404, "no flow"),
         ("GET", "/api/runs/nope", None, 404, "no run"),
         ("GET", "/api/nothing/here", None, 404, "no such endpoint"),
         ("DELETE", "/api/flows", None, 405, "method not allowed"),
-        ("GET", "/api/audit?category=bogus", None, 400, "unknown category"),
-        ("GET", "/api/audit?date=../../etc/passwd", None, 400, "YYYY-MM-DD"),
+        (
+            "GET",
+            "/api/audit?category=bogus",
+            None,
+            400,
+            "unknown category",
+        ),
+        (
+            "GET",
+            "/api/audit?date=../../etc/passwd",
+            None,
+            400,
+            "YYYY-MM-DD",
+        ),
         ("GET", "/api/audit?limit=-1", None, 400, "bad query"),
-        ("POST", "/api/packs/my_pack/reject", Some(br#"{"reason": 5}"#.to_vec()), 400, "reason must be a string"),
-        ("POST", "/api/packs/-bad-/approve", Some(b"{}".to_vec()), 400, "not a valid pack id"),
+        (
+            "POST",
+            "/api/packs/my_pack/reject",
+            Some(br#"{"reason": 5}"#.to_vec()),
+            400,
+            "reason must be a string",
+        ),
+        (
+            "POST",
+            "/api/packs/-bad-/approve",
+            Some(b"{}".to_vec()),
+            400,
+            "not a valid pack id",
+        ),
     ];
     for (method, path, body, want, text) in cases {
         let (s, v, _) = send(method, path, body).await;
@@ -96,7 +171,10 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         assert_eq!(v["success"], false);
         let err = v["error"].as_str().unwrap();
         assert!(err.contains(text), "{method} {path}: {err}");
-        assert!(!err.contains(home.path().to_str().unwrap()), "no host path: {err}");
+        assert!(
+            !err.contains(home.path().to_str().unwrap()),
+            "no host path: {err}"
+        );
     }
     // Nothing changed: the pack is still approved and the flow runs.
     let (_, p) = k.get("/api/packs/my_pack").await;
@@ -118,20 +196,40 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
         "user_data/shared/flows/wait.flow.yaml",
         "flow_id: wait\nphases: [m]\nsteps:\n  - {id: w, phase: m, type: python_file_call, owner_pack: slow, file: wait.py, input: {s: \"${ctx.s}\", n: \"${ctx.n}\"}, output: w}\n",
     );
-    let k = Kernel::start(home.path(), &[("RUMI_MAX_CONCURRENT_FLOWS", "2"), ("RUMI_FLOW_QUEUE_LIMIT", "2"), ("RUMI_PACK_WORKERS", "4")]);
+    let k = Kernel::start(
+        home.path(),
+        &[
+            ("RUMI_MAX_CONCURRENT_FLOWS", "2"),
+            ("RUMI_FLOW_QUEUE_LIMIT", "2"),
+            ("RUMI_PACK_WORKERS", "4"),
+        ],
+    );
     k.approve("slow").await;
     let k = std::sync::Arc::new(k);
     // Two run (cap), two wait (queue), the fifth is refused with 429 and Retry-After.
     let mut running = Vec::new();
     for n in 0..4 {
         let k = k.clone();
-        running.push(tokio::spawn(async move { k.post("/api/flows/wait/run", json!({"inputs": {"s": 1.5, "n": n}})).await }));
+        running.push(tokio::spawn(async move {
+            k.post("/api/flows/wait/run", json!({"inputs": {"s": 1.5, "n": n}}))
+                .await
+        }));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let (_, d) = k.get("/api/diagnostics").await;
-    assert_eq!(d["data"]["limiter"]["running"], 2, "{}", d["data"]["limiter"]);
+    assert_eq!(
+        d["data"]["limiter"]["running"], 2,
+        "{}",
+        d["data"]["limiter"]
+    );
     assert_eq!(d["data"]["limiter"]["queued"], 2);
-    let resp = reqwest::Client::new().post(k.url("/api/flows/wait/run")).bearer_auth(TOKEN).json(&json!({"inputs": {"s": 0}})).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(k.url("/api/flows/wait/run"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"inputs": {"s": 0}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
     let v: Value = resp.json().await.unwrap();
@@ -151,7 +249,9 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
     assert_eq!(d["data"]["limiter"]["running"], 0);
     assert_eq!(d["data"]["limiter"]["rejected_total"], 1);
     // The queue drains and new runs are admitted again.
-    let (s, _) = k.post("/api/flows/wait/run", json!({"inputs": {"s": 0}})).await;
+    let (s, _) = k
+        .post("/api/flows/wait/run", json!({"inputs": {"s": 0}}))
+        .await;
     assert_eq!(s, 200);
 }
 
@@ -169,7 +269,11 @@ async fn runs_audit_and_diagnostics_are_served() {
     assert_eq!(s, 200);
     assert_eq!(rec["data"]["trigger"], "api");
     assert_eq!(rec["data"]["status"], "succeeded");
-    assert_eq!(rec["data"]["inputs_digest"].as_str().unwrap().len(), 64, "records keep a digest of the inputs");
+    assert_eq!(
+        rec["data"]["inputs_digest"].as_str().unwrap().len(),
+        64,
+        "records keep a digest of the inputs"
+    );
     assert!(!rec["data"]["inputs_digest"].to_string().contains("Ann"));
     let (_, list) = k.get("/api/runs").await;
     assert_eq!(list["data"][0]["run_id"], id);
@@ -186,13 +290,25 @@ async fn runs_audit_and_diagnostics_are_served() {
     assert_eq!(c[0]["pack_id"], "my_pack");
     assert_eq!(c[0]["calls"], 1);
     let (_, flows) = k.get("/api/flows").await;
-    assert!(flows["data"].as_array().unwrap().iter().any(|f| f["flow_id"] == "hello"));
+    assert!(flows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["flow_id"] == "hello"));
     let (_, f) = k.get("/api/flows/hello").await;
     assert_eq!(f["data"]["steps"][0]["id"], "call_hello");
     assert_eq!(f["data"]["steps"][0]["priority"], 50.0);
     // Audit files are per category and day, written as things happen.
-    let files: Vec<String> = std::fs::read_dir(home.path().join("user_data/audit")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(files.iter().any(|f| f.starts_with("flow_execution_") && f.ends_with(".jsonl")), "{files:?}");
+    let files: Vec<String> = std::fs::read_dir(home.path().join("user_data/audit"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("flow_execution_") && f.ends_with(".jsonl")),
+        "{files:?}"
+    );
 }
 
 #[test]
@@ -211,7 +327,11 @@ fn the_cli_talks_to_the_running_kernel() {
             .env("RUMI_API_TOKEN", TOKEN)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, out, _) = cli(&["pack", "list"]);
     assert!(ok && out.contains("\"my_pack\""), "{out}");
@@ -239,8 +359,15 @@ fn a_generated_token_is_private_and_readable_with_rumi_token() {
     use std::os::unix::fs::PermissionsExt;
     let home = fresh_home();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
-    cmd.args(["serve", "--permissive"]).env("RUMI_HOME", home.path()).env("RUMI_API_PORT", "0").env_remove("RUMI_API_TOKEN");
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    cmd.args(["serve", "--permissive"])
+        .env("RUMI_HOME", home.path())
+        .env("RUMI_API_PORT", "0")
+        .env_remove("RUMI_API_TOKEN");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
@@ -249,8 +376,16 @@ fn a_generated_token_is_private_and_readable_with_rumi_token() {
     let path = home.path().join("user_data/api_token");
     let token = std::fs::read_to_string(&path).unwrap();
     assert!(first.contains(&token), "shown once on first start: {first}");
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    let out = Command::new(env!("CARGO_BIN_EXE_rumi")).arg("token").env("RUMI_HOME", home.path()).env_remove("RUMI_API_TOKEN").output().unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rumi"))
+        .arg("token")
+        .env("RUMI_HOME", home.path())
+        .env_remove("RUMI_API_TOKEN")
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
 }
 
@@ -269,7 +404,10 @@ fn invalid_configuration_stops_startup_naming_the_variable() {
             .arg("serve")
             .env("RUMI_HOME", home.path())
             .env(var, value)
-            .env("RUMI_API_PORT", if var == "RUMI_API_PORT" { value } else { "0" })
+            .env(
+                "RUMI_API_PORT",
+                if var == "RUMI_API_PORT" { value } else { "0" },
+            )
             .output()
             .unwrap();
         assert!(!out.status.success(), "{var}={value} must stop start-up");

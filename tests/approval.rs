@@ -18,10 +18,19 @@ async fn nothing_runs_before_approval_then_approval_runs_it() {
     let k = Kernel::start(home.path(), &[]);
     let (s, packs) = k.get("/api/packs").await;
     assert_eq!(s, 200);
-    let my = packs["data"].as_array().unwrap().iter().find(|p| p["pack_id"] == "my_pack").unwrap();
+    let my = packs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pack_id"] == "my_pack")
+        .unwrap();
     assert_eq!(my["state"], "installed");
     let (_, pending) = k.get("/api/packs/pending").await;
-    assert!(pending["data"].as_array().unwrap().iter().any(|p| p["pack_id"] == "my_pack"));
+    assert!(pending["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["pack_id"] == "my_pack"));
 
     let (s, run) = k.run(HELLO_FLOW, json!({"name": "Ann"})).await;
     assert_eq!(s, 200);
@@ -33,26 +42,51 @@ async fn nothing_runs_before_approval_then_approval_runs_it() {
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["result"]["greeting"], json!({"message": "Hello, Ann!"}));
-    assert!(run["warnings"][0].as_str().unwrap().contains("without container isolation"));
+    assert!(run["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("without container isolation"));
 
     // The refusal before approval was audited as a security decision.
     let (_, audit) = k.get("/api/audit?category=security").await;
-    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "block_refused" && e["owner_pack"] == "my_pack"));
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "block_refused" && e["owner_pack"] == "my_pack"));
     let (_, audit) = k.get("/api/audit?category=approval").await;
-    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "pack_approved"));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(home.path().join("user_data/pending/summary.json")).unwrap()).unwrap();
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "pack_approved"));
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("user_data/pending/summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["version"], "1.0");
-    assert!(!summary["packs"]["pending_ids"].as_array().unwrap().contains(&json!("my_pack")));
+    assert!(!summary["packs"]["pending_ids"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("my_pack")));
 }
 
 async fn expect_modified(k: &Kernel, change: &str) {
     let (_, run) = k.run(HELLO_FLOW, json!({"name": "Ann"})).await;
-    assert_eq!(step(&run, "call_hello")["error_type"], "hash_verification_failed", "{change}: {run}");
+    assert_eq!(
+        step(&run, "call_hello")["error_type"],
+        "hash_verification_failed",
+        "{change}: {run}"
+    );
     let (_, st) = k.get("/api/packs/my_pack/status").await;
     assert_eq!(st["data"]["state"], "modified", "{change}");
     // And it stays refused on the next call, with no new approval.
     let (_, run) = k.run(HELLO_FLOW, json!({})).await;
-    assert_eq!(step(&run, "call_hello")["error_type"], "hash_verification_failed", "{change}");
+    assert_eq!(
+        step(&run, "call_hello")["error_type"],
+        "hash_verification_failed",
+        "{change}"
+    );
     // Re-approval restores it.
     k.approve("my_pack").await;
     let (_, run) = k.run(HELLO_FLOW, json!({"name": "Bo"})).await;
@@ -65,7 +99,11 @@ async fn edited_added_and_removed_files_are_detected() {
         return;
     }
     let home = fresh_home();
-    write(home.path(), "ecosystem/my_pack/backend/blocks/extra.py", "def run(i): return 1\n");
+    write(
+        home.path(),
+        "ecosystem/my_pack/backend/blocks/extra.py",
+        "def run(i): return 1\n",
+    );
     let k = Kernel::start(home.path(), &[]);
     k.approve("my_pack").await;
     let (_, run) = k.run(HELLO_FLOW, json!({"name": "Ann"})).await;
@@ -77,7 +115,10 @@ async fn edited_added_and_removed_files_are_detected() {
     std::fs::write(blocks.join("hello.py"), hello.replace("Hello", "HELLO")).unwrap();
     expect_modified(&k, "edited").await;
     let (_, run) = k.run(HELLO_FLOW, json!({"name": "Cy"})).await;
-    assert_eq!(run["result"]["greeting"]["message"], "HELLO, Cy!", "the re-approved code runs");
+    assert_eq!(
+        run["result"]["greeting"]["message"], "HELLO, Cy!",
+        "the re-approved code runs"
+    );
 
     // Added: a file the original's exclusions would have ignored.
     std::fs::write(blocks.join("__pycache__.pyc"), "x").unwrap();
@@ -91,7 +132,11 @@ async fn edited_added_and_removed_files_are_detected() {
     expect_modified(&k, "removed").await;
 
     let (_, audit) = k.get("/api/audit?category=security").await;
-    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "pack_modified"));
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "pack_modified"));
 }
 
 #[tokio::test]
@@ -102,14 +147,22 @@ async fn changing_a_file_back_does_not_silently_reapprove() {
     let home = fresh_home();
     let k = Kernel::start(home.path(), &[]);
     k.approve("my_pack").await;
-    let f = home.path().join("ecosystem/my_pack/backend/blocks/hello.py");
+    let f = home
+        .path()
+        .join("ecosystem/my_pack/backend/blocks/hello.py");
     let original = std::fs::read_to_string(&f).unwrap();
     std::fs::write(&f, "def run(i, c=None):\n    return {'evil': True}\n").unwrap();
     let (_, run) = k.run(HELLO_FLOW, json!({})).await;
-    assert_eq!(step(&run, "call_hello")["error_type"], "hash_verification_failed");
+    assert_eq!(
+        step(&run, "call_hello")["error_type"],
+        "hash_verification_failed"
+    );
     std::fs::write(&f, original).unwrap();
     let (_, run) = k.run(HELLO_FLOW, json!({})).await;
-    assert_eq!(step(&run, "call_hello")["error_type"], "hash_verification_failed");
+    assert_eq!(
+        step(&run, "call_hello")["error_type"],
+        "hash_verification_failed"
+    );
 }
 
 #[tokio::test]
@@ -120,17 +173,34 @@ async fn reject_blocks_and_approve_again_restores() {
     let home = fresh_home();
     let k = Kernel::start(home.path(), &[]);
     k.approve("text_tools").await;
-    assert_eq!(k.get("/api/flows/text_tools.report").await.0, 200, "an approved pack's flow is loaded");
-    let (s, v) = k.post("/api/packs/text_tools/reject", json!({"reason": "not today"})).await;
+    assert_eq!(
+        k.get("/api/flows/text_tools.report").await.0,
+        200,
+        "an approved pack's flow is loaded"
+    );
+    let (s, v) = k
+        .post(
+            "/api/packs/text_tools/reject",
+            json!({"reason": "not today"}),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["data"]["state"], "blocked");
     assert_eq!(v["data"]["reason"], "not today");
-    assert_eq!(k.get("/api/flows/text_tools.report").await.0, 404, "a blocked pack's flows are unloaded");
+    assert_eq!(
+        k.get("/api/flows/text_tools.report").await.0,
+        404,
+        "a blocked pack's flows are unloaded"
+    );
     k.approve("text_tools").await;
     let (_, run) = k.run("text_tools.report", json!({"text": "a b a"})).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let (_, audit) = k.get("/api/audit?category=approval").await;
-    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "pack_rejected" && e["rejection_reason"] == "not today"));
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "pack_rejected" && e["rejection_reason"] == "not today"));
 }
 
 #[tokio::test]
@@ -159,15 +229,26 @@ async fn state_survives_restart_and_tampered_records_deny() {
     k.stop();
 
     // Flip the recorded decision of the blocked pack to "approved": the signature breaks.
-    let rec = home.path().join("user_data/permissions/approvals/text_tools.json");
-    let text = std::fs::read_to_string(&rec).unwrap().replace("\"blocked\"", "\"approved\"");
+    let rec = home
+        .path()
+        .join("user_data/permissions/approvals/text_tools.json");
+    let text = std::fs::read_to_string(&rec)
+        .unwrap()
+        .replace("\"blocked\"", "\"approved\"");
     std::fs::write(&rec, text).unwrap();
     let k = Kernel::start(home.path(), &[]);
     let (_, p) = k.get("/api/packs/text_tools").await;
-    assert_eq!(p["data"]["state"], "modified", "a tampered record is never approval");
+    assert_eq!(
+        p["data"]["state"], "modified",
+        "a tampered record is never approval"
+    );
     assert_eq!(k.get("/api/flows/text_tools.report").await.0, 404);
     let (_, audit) = k.get("/api/audit?category=security").await;
-    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "approval_record_invalid"));
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "approval_record_invalid"));
 }
 
 #[tokio::test]
@@ -176,9 +257,24 @@ async fn block_paths_cannot_leave_the_pack() {
         return;
     }
     let home = fresh_home();
-    write(home.path(), "ecosystem/outside.py", "def run(i): return {'escaped': True}\n");
-    make_pack(home.path(), "paths", &[("ok.py", "def run(i): return {'ok': True}\n"), ("notes.txt", "x")]);
-    std::os::unix::fs::symlink(home.path().join("ecosystem/outside.py"), home.path().join("ecosystem/paths/backend/blocks/link.py")).unwrap();
+    write(
+        home.path(),
+        "ecosystem/outside.py",
+        "def run(i): return {'escaped': True}\n",
+    );
+    make_pack(
+        home.path(),
+        "paths",
+        &[
+            ("ok.py", "def run(i): return {'ok': True}\n"),
+            ("notes.txt", "x"),
+        ],
+    );
+    std::os::unix::fs::symlink(
+        home.path().join("ecosystem/outside.py"),
+        home.path().join("ecosystem/paths/backend/blocks/link.py"),
+    )
+    .unwrap();
     write(
         home.path(),
         "user_data/shared/flows/paths.flow.yaml",
@@ -202,11 +298,20 @@ steps:
         let st = step(&run, id);
         assert_eq!(st["error_type"], "path_rejected", "{id}: {st}");
         let msg = st["error"].as_str().unwrap();
-        assert!(!msg.contains(home.path().to_str().unwrap()), "no host path in {msg}");
+        assert!(
+            !msg.contains(home.path().to_str().unwrap()),
+            "no host path in {msg}"
+        );
         assert!(run["result"][id].get("escaped").is_none());
     }
-    assert!(step(&run, "missing")["error"].as_str().unwrap().starts_with("File not found: nope.py"));
-    assert!(step(&run, "link")["error"].as_str().unwrap().contains("outside pack boundary"));
+    assert!(step(&run, "missing")["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("File not found: nope.py"));
+    assert!(step(&run, "link")["error"]
+        .as_str()
+        .unwrap()
+        .contains("outside pack boundary"));
 }
 
 #[tokio::test]
@@ -235,16 +340,30 @@ async fn unknown_packs_and_invalid_ids() {
         return;
     }
     let home = fresh_home();
-    write(home.path(), "ecosystem/bad pack/backend/ecosystem.json", "{}");
-    write(home.path(), "ecosystem/mismatch/backend/ecosystem.json", r#"{"pack_id":"other","pack_identity":"x"}"#);
+    write(
+        home.path(),
+        "ecosystem/bad pack/backend/ecosystem.json",
+        "{}",
+    );
+    write(
+        home.path(),
+        "ecosystem/mismatch/backend/ecosystem.json",
+        r#"{"pack_id":"other","pack_identity":"x"}"#,
+    );
     let k = Kernel::start(home.path(), &[]);
     assert_eq!(k.post("/api/packs/nope/approve", json!({})).await.0, 404);
     assert_eq!(k.get("/api/packs/nope").await.0, 404);
-    assert_eq!(k.post("/api/packs/..%2Fetc/approve", json!({})).await.0, 400);
+    assert_eq!(
+        k.post("/api/packs/..%2Fetc/approve", json!({})).await.0,
+        400
+    );
     let (s, v) = k.post("/api/packs/mismatch/approve", json!({})).await;
     assert_eq!(s, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("directory name"));
     let (_, d) = k.get("/api/diagnostics").await;
     let problems = d["data"]["pack_problems"].to_string();
-    assert!(problems.contains("bad pack") && problems.contains("mismatch"), "{problems}");
+    assert!(
+        problems.contains("bad pack") && problems.contains("mismatch"),
+        "{problems}"
+    );
 }

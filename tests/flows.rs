@@ -35,7 +35,11 @@ fn engine_home() -> tempfile::TempDir {
 }
 
 fn flow(home: &std::path::Path, name: &str, text: &str) {
-    write(home, &format!("user_data/shared/flows/{name}.flow.yaml"), text);
+    write(
+        home,
+        &format!("user_data/shared/flows/{name}.flow.yaml"),
+        text,
+    );
 }
 
 #[tokio::test]
@@ -88,7 +92,11 @@ steps:
     assert_eq!(i["index_obj"], json!("v"));
     assert_eq!(i["missing"], json!(null));
     assert_eq!(i["embedded"], json!("n=5 s=txt o={\"deep\":true} m=null"));
-    assert_eq!(i["user_text"], json!("${ctx.secret}"), "input text is data, never expanded again");
+    assert_eq!(
+        i["user_text"],
+        json!("${ctx.secret}"),
+        "input text is data, never expanded again"
+    );
     assert_eq!(i["user_embedded"], json!("said ${ctx.secret}"));
     assert_eq!(i["literal"], json!("${HOME} stays"));
     assert_eq!(i["keys"], json!({"${ctx.s}": 1}));
@@ -126,7 +134,12 @@ steps:
     );
     let k = Kernel::start(home.path(), &[]);
     k.approve("tools").await;
-    let (_, run) = k.run("order", json!({"mode": "fast", "obj": {"k": "v"}, "empty_list": []})).await;
+    let (_, run) = k
+        .run(
+            "order",
+            json!({"mode": "fast", "obj": {"k": "v"}, "empty_list": []}),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let r = &run["result"];
     assert_eq!(r["trail"], "start>c>a>b>z", "phase, then priority, then id");
@@ -134,12 +147,24 @@ steps:
     assert_eq!(r["path"], "fast");
     assert_eq!(r["got"], "v");
     assert_eq!(r["copied"], "v");
-    assert!(r.get("_private").is_none(), "keys starting with _ are not in the result");
+    assert!(
+        r.get("_private").is_none(),
+        "keys starting with _ are not in the result"
+    );
     assert_eq!(r["emitted"], json!({"event": "done", "emitted": true}));
-    assert_eq!(r["one"], json!({"one": "fast"}), "run(input_data) with one argument works");
+    assert_eq!(
+        r["one"],
+        json!({"one": "fast"}),
+        "run(input_data) with one argument works"
+    );
     assert_eq!(step(&run, "slow")["status"], "skipped");
     assert_eq!(step(&run, "never")["status"], "skipped");
-    let ids: Vec<&str> = run["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids[..5], ["start", "c", "a", "b", "check"]);
 
     let (_, run) = k.run("order", json!({"mode": "slow"})).await;
@@ -178,12 +203,25 @@ steps:
     assert_eq!(c["inputs"], json!({"who": "me"}));
     assert!(c["ts"].as_str().unwrap().ends_with('Z'));
     assert_eq!(run["result"]["c"]["callable"], true);
-    assert_eq!(run["result"]["noisy"], json!({"clean": true}), "prints never reach the result");
-    assert!(step(&run, "noisy")["log"].as_str().unwrap().contains("to the log"));
+    assert_eq!(
+        run["result"]["noisy"],
+        json!({"clean": true}),
+        "prints never reach the result"
+    );
+    assert!(step(&run, "noisy")["log"]
+        .as_str()
+        .unwrap()
+        .contains("to the log"));
     assert_eq!(step(&run, "bad")["error_type"], "invalid_result");
     let net = &run["result"]["net"];
-    assert_eq!(net["check"]["allowed"], false, "network_check never claims access without egress");
-    assert!(net["check"]["reason"].as_str().unwrap().contains("egress not available"));
+    assert_eq!(
+        net["check"]["allowed"], false,
+        "network_check never claims access without egress"
+    );
+    assert!(net["check"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("egress not available"));
     assert_eq!(net["req"]["success"], false);
     assert_eq!(net["req"]["error_type"], "egress_unavailable");
 }
@@ -199,8 +237,16 @@ steps:
   - {id: a, phase: m, priority: 1, type: python_file_call, owner_pack: tools, file: boom.py, output: a}
   - {id: b, phase: m, priority: 2, type: set, input: {key: after, value: "${ctx.a.error_type}"}}
 "#;
-    flow(home.path(), "soft", &format!("flow_id: soft\nphases: [m]\n{steps}"));
-    flow(home.path(), "hard", &format!("flow_id: hard\nphases: [m]\ndefaults: {{fail_soft: false}}\n{steps}"));
+    flow(
+        home.path(),
+        "soft",
+        &format!("flow_id: soft\nphases: [m]\n{steps}"),
+    );
+    flow(
+        home.path(),
+        "hard",
+        &format!("flow_id: hard\nphases: [m]\ndefaults: {{fail_soft: false}}\n{steps}"),
+    );
     flow(
         home.path(),
         "abort",
@@ -218,15 +264,24 @@ steps:
     let (s, run) = k.run("soft", json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(run["result"]["a"], json!({"error": "ValueError: boom", "error_type": "block_error"}));
+    assert_eq!(
+        run["result"]["a"],
+        json!({"error": "ValueError: boom", "error_type": "block_error"})
+    );
     assert_eq!(run["result"]["after"], "block_error", "the flow went on");
-    assert!(step(&run, "a")["log"].as_str().unwrap().contains("about to fail"));
+    assert!(step(&run, "a")["log"]
+        .as_str()
+        .unwrap()
+        .contains("about to fail"));
 
     let (s, run) = k.run("hard", json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(run["status"], "failed");
     assert_eq!(run["failed_step"], "a");
-    assert!(run["result"].get("after").is_none(), "later steps did not run");
+    assert!(
+        run["result"].get("after").is_none(),
+        "later steps did not run"
+    );
 
     let (s, run) = k.run("abort", json!({})).await;
     assert_eq!(s, 200, "abort is not an HTTP error");
@@ -264,11 +319,20 @@ steps:
     k.approve("tools").await;
     let t = Instant::now();
     let (_, run) = k.run("slow", json!({})).await;
-    assert!(t.elapsed().as_secs_f64() < 10.0, "the block was stopped at its timeout");
+    assert!(
+        t.elapsed().as_secs_f64() < 10.0,
+        "the block was stopped at its timeout"
+    );
     assert_eq!(step(&run, "sleep")["error_type"], "timeout");
     assert_eq!(run["status"], "succeeded", "fail-soft: the flow went on");
-    let (before, after) = (run["result"]["before"]["pid"].as_i64().unwrap(), run["result"]["after"]["pid"].as_i64().unwrap());
-    assert_ne!(before, after, "the timed-out worker was replaced by a fresh one");
+    let (before, after) = (
+        run["result"]["before"]["pid"].as_i64().unwrap(),
+        run["result"]["after"]["pid"].as_i64().unwrap(),
+    );
+    assert_ne!(
+        before, after,
+        "the timed-out worker was replaced by a fresh one"
+    );
     assert!(!process_alive(before), "the old worker is gone");
 
     // A block that forks: the whole process group is killed at the timeout.
@@ -277,13 +341,19 @@ steps:
     let (_, run) = k.run("crash", json!({})).await;
     assert_eq!(step(&run, "c")["error_type"], "worker_crashed");
     let (_, run) = k.run("slow", json!({})).await;
-    assert!(run["result"]["after"]["pid"].is_i64(), "the pack still answers: {run}");
+    assert!(
+        run["result"]["after"]["pid"].is_i64(),
+        "the pack still answers: {run}"
+    );
 }
 
 fn process_alive(pid: i64) -> bool {
     // A zombie still answers kill(0); read its state instead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Ok(s) => !s
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -302,14 +372,21 @@ async fn run_deadline_answers_408_and_the_pack_recovers() {
     let k = Kernel::start(home.path(), &[]);
     k.approve("tools").await;
     let t = Instant::now();
-    let (s, v) = k.post("/api/flows/long/run", json!({"inputs": {}, "timeout": 1})).await;
+    let (s, v) = k
+        .post("/api/flows/long/run", json!({"inputs": {}, "timeout": 1}))
+        .await;
     assert!(t.elapsed().as_secs_f64() < 8.0);
     assert_eq!(s, 408, "{v}");
     assert_eq!(v["success"], false);
     assert_eq!(v["data"]["status"], "timed_out");
     assert_eq!(step(&v["data"], "s")["error_type"], "run_timeout");
     assert!(v["data"]["result"].get("never").is_none());
-    let (s, v) = k.post("/api/flows/long/run", json!({"inputs": {"s": 0}, "timeout": 5})).await;
+    let (s, v) = k
+        .post(
+            "/api/flows/long/run",
+            json!({"inputs": {"s": 0}, "timeout": 5}),
+        )
+        .await;
     assert_eq!(s, 408, "input s is not the step's input; still sleeps: {v}");
     // The pack answers again after the killed worker.
     flow(home.path(), "quick", "flow_id: quick\nphases: [m]\nsteps:\n  - {id: p, phase: m, type: python_file_call, owner_pack: tools, file: pid.py, output: p}\n");
@@ -356,8 +433,17 @@ steps:
     assert_eq!(run["result"]["child"]["e"]["input"]["got"], 7, "{run}");
     assert_eq!(run["result"]["missing"]["error_type"], "flow_not_found");
     let (_, run) = k.run("loop", json!({})).await;
-    assert_eq!(run["result"]["again"]["error_type"], "recursion_refused", "{run}");
-    assert!(run["result"]["again"]["error"].as_str().unwrap().contains("recursion"), "{run}");
+    assert_eq!(
+        run["result"]["again"]["error_type"], "recursion_refused",
+        "{run}"
+    );
+    assert!(
+        run["result"]["again"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("recursion"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -371,12 +457,31 @@ async fn load_errors_clashes_and_administrative_handlers() {
     flow(home.path(), "admin", "flow_id: admin\nphases: [m]\nsteps:\n  - {id: g, phase: m, type: handler, input: {handler: \"kernel:network.grant\", args: {pack_id: tools}}}\n");
     flow(home.path(), "broken", "flow_id: broken\nphases: [m]\nsteps:\n  - id: s\n    phase: nope\n    type: set\n    input: {key: k}\n");
     flow(home.path(), "typo", "flow_id: typo\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, wehn: x, input: {key: k}}\n");
-    write(home.path(), "user_data/shared/flows/modifiers/not_a_flow.flow.yaml", "flow_id: in_modifiers\nphases: [m]\n");
-    write(home.path(), "ecosystem/tools/backend/flows/hello.flow.yaml", "flow_id: hello\nphases: [m]\n");
+    write(
+        home.path(),
+        "user_data/shared/flows/modifiers/not_a_flow.flow.yaml",
+        "flow_id: in_modifiers\nphases: [m]\n",
+    );
+    write(
+        home.path(),
+        "ecosystem/tools/backend/flows/hello.flow.yaml",
+        "flow_id: hello\nphases: [m]\n",
+    );
     let bomb = {
         let mut d = String::from("flow_id: bomb\nphases: [m]\na: &a [x,x,x,x,x,x,x,x,x]\n");
-        for (n, p) in [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("f", "e"), ("g", "f"), ("h", "g"), ("i", "h")] {
-            d.push_str(&format!("{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"));
+        for (n, p) in [
+            ("b", "a"),
+            ("c", "b"),
+            ("d", "c"),
+            ("e", "d"),
+            ("f", "e"),
+            ("g", "f"),
+            ("h", "g"),
+            ("i", "h"),
+        ] {
+            d.push_str(&format!(
+                "{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+            ));
         }
         d
     };
@@ -384,22 +489,45 @@ async fn load_errors_clashes_and_administrative_handlers() {
     let k = Kernel::start(home.path(), &[]);
     k.approve("tools").await;
     for missing in ["dup", "admin", "broken", "typo", "in_modifiers", "bomb"] {
-        assert_eq!(k.get(&format!("/api/flows/{missing}")).await.0, 404, "{missing} must not load");
+        assert_eq!(
+            k.get(&format!("/api/flows/{missing}")).await.0,
+            404,
+            "{missing} must not load"
+        );
     }
     let (_, hello) = k.get("/api/flows/hello").await;
-    assert_eq!(hello["data"]["source"], "shared", "the shared flow outranks the pack's");
+    assert_eq!(
+        hello["data"]["source"], "shared",
+        "the shared flow outranks the pack's"
+    );
     let (_, d) = k.get("/api/diagnostics").await;
     let problems = d["data"]["flow_problems"].to_string();
-    assert!(problems.contains("dup_a.flow.yaml") && problems.contains("dup_b.flow.yaml"), "same-rank clash names both files: {problems}");
-    assert!(problems.contains("admin.flow.yaml:4") && problems.contains("administrative"), "{problems}");
-    assert!(problems.contains("broken.flow.yaml:4"), "errors name file and line: {problems}");
+    assert!(
+        problems.contains("dup_a.flow.yaml") && problems.contains("dup_b.flow.yaml"),
+        "same-rank clash names both files: {problems}"
+    );
+    assert!(
+        problems.contains("admin.flow.yaml:4") && problems.contains("administrative"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("broken.flow.yaml:4"),
+        "errors name file and line: {problems}"
+    );
     assert!(problems.contains("wehn"), "{problems}");
     assert!(problems.contains("aliases"), "{problems}");
-    assert!(problems.contains("ecosystem/tools/backend/flows/hello.flow.yaml"), "shadowed pack flow reported: {problems}");
+    assert!(
+        problems.contains("ecosystem/tools/backend/flows/hello.flow.yaml"),
+        "shadowed pack flow reported: {problems}"
+    );
     // A flow deleted from disk disappears on reload; the engine keeps serving.
     std::fs::remove_file(home.path().join("user_data/shared/flows/dup_b.flow.yaml")).unwrap();
     k.reload().await;
-    assert_eq!(k.get("/api/flows/dup").await.0, 200, "with the clash gone the flow loads");
+    assert_eq!(
+        k.get("/api/flows/dup").await.0,
+        200,
+        "with the clash gone the flow loads"
+    );
     let (_, f) = k.get("/api/flows/hello").await;
     assert_eq!(f["data"]["steps"][0]["owner_pack"], "my_pack");
 }

@@ -18,7 +18,9 @@ pub fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 
@@ -52,10 +54,20 @@ mod tests {
         std::thread::spawn(move || {
             assert!(pin_current_thread(target));
             assert_eq!(allowed_cpus(), vec![target]);
-            let out = std::process::Command::new("cat").arg("/proc/self/status").output().unwrap();
+            let out = std::process::Command::new("cat")
+                .arg("/proc/self/status")
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
-            assert_eq!(line.split_whitespace().nth(1).unwrap(), target.to_string(), "children inherit the CPU");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .unwrap();
+            assert_eq!(
+                line.split_whitespace().nth(1).unwrap(),
+                target.to_string(),
+                "children inherit the CPU"
+            );
         })
         .join()
         .unwrap();

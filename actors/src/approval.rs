@@ -104,7 +104,10 @@ impl ApprovalStore {
     /// Signs and durably writes a record.
     pub fn save(&self, record: &ApprovalRecord) -> io::Result<()> {
         let message = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let signed = SignedRecord { record: record.clone(), signature: self.key.sign(&message) };
+        let signed = SignedRecord {
+            record: record.clone(),
+            signature: self.key.sign(&message),
+        };
         let bytes = serde_json::to_vec_pretty(&signed).map_err(io::Error::other)?;
         fsutil::write_atomic(&self.path(&record.pack_id), &bytes, 0o600)
     }
@@ -160,12 +163,18 @@ fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
         if depth > MAX_PACK_DEPTH {
             return Err(ManifestError::TooDeep);
         }
-        let entries = fs::read_dir(&dir).map_err(|e| ManifestError::Io(format!("{prefix}: {}", e.kind())))?;
+        let entries =
+            fs::read_dir(&dir).map_err(|e| ManifestError::Io(format!("{prefix}: {}", e.kind())))?;
         for entry in entries {
             let entry = entry.map_err(|e| ManifestError::Io(e.kind().to_string()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            let meta = fs::symlink_metadata(entry.path()).map_err(|e| ManifestError::Io(format!("{rel}: {}", e.kind())))?;
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = fs::symlink_metadata(entry.path())
+                .map_err(|e| ManifestError::Io(format!("{rel}: {}", e.kind())))?;
             if meta.is_dir() {
                 stack.push((entry.path(), rel, depth + 1));
             } else {
@@ -188,7 +197,9 @@ fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError>
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| ManifestError::Io(e.kind().to_string()))?;
             if n == 0 {
                 break;
             }
@@ -197,10 +208,20 @@ fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError>
         Ok(hex::encode(h.finalize()))
     } else if ft.is_symlink() {
         let target = fs::read_link(path).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
-        Ok(rumi_domain::manifest::sha256_hex(format!("symlink:{}", target.to_string_lossy()).as_bytes()))
+        Ok(rumi_domain::manifest::sha256_hex(
+            format!("symlink:{}", target.to_string_lossy()).as_bytes(),
+        ))
     } else {
-        let kind = if ft.is_fifo() { "fifo" } else if ft.is_socket() { "socket" } else { "device" };
-        Ok(rumi_domain::manifest::sha256_hex(format!("special:{kind}").as_bytes()))
+        let kind = if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_socket() {
+            "socket"
+        } else {
+            "device"
+        };
+        Ok(rumi_domain::manifest::sha256_hex(
+            format!("special:{kind}").as_bytes(),
+        ))
     }
 }
 
@@ -236,7 +257,12 @@ pub struct ManifestVerifier {
 
 impl ManifestVerifier {
     pub fn new(root: PathBuf, manifest: Manifest) -> Self {
-        ManifestVerifier { root, manifest, known_good: HashMap::new(), rehashed: 0 }
+        ManifestVerifier {
+            root,
+            manifest,
+            known_good: HashMap::new(),
+            rehashed: 0,
+        }
     }
 
     /// Verifies the pack. `Ok` means every file is exactly as approved.
@@ -267,8 +293,15 @@ impl ManifestVerifier {
             }
         }
         if seen != self.manifest.files.len() {
-            let present: std::collections::HashSet<&str> = entries.iter().map(|(r, _)| r.as_str()).collect();
-            diff.removed = self.manifest.files.keys().filter(|k| !present.contains(k.as_str())).cloned().collect();
+            let present: std::collections::HashSet<&str> =
+                entries.iter().map(|(r, _)| r.as_str()).collect();
+            diff.removed = self
+                .manifest
+                .files
+                .keys()
+                .filter(|k| !present.contains(k.as_str()))
+                .cloned()
+                .collect();
         }
         if diff.is_empty() {
             Ok(())
@@ -303,17 +336,25 @@ mod tests {
         assert_eq!(v.rehashed, 2, "the second verify hashes nothing");
 
         fs::write(d.path().join("blocks/a.py"), "def run(i): return 2\n").unwrap();
-        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]));
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"])
+        );
 
         let d = pack();
-        let mut v = ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
+        let mut v =
+            ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
         fs::write(d.path().join("blocks/.hidden.pyc"), "x").unwrap();
-        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/.hidden.pyc"]));
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/.hidden.pyc"])
+        );
 
         let d = pack();
-        let mut v = ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
+        let mut v =
+            ManifestVerifier::new(d.path().to_path_buf(), compute_manifest(d.path()).unwrap());
         fs::remove_file(d.path().join("blocks/a.py")).unwrap();
-        assert!(matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.removed == ["blocks/a.py"]));
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.removed == ["blocks/a.py"])
+        );
     }
 
     #[test]
@@ -344,13 +385,28 @@ mod tests {
         store.save(&rec).unwrap();
         assert_eq!(store.load("p"), StoredApproval::Valid(rec));
         let path = d.path().join("p.json");
-        let text = fs::read_to_string(&path).unwrap().replace("approved", "blocked");
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("approved", "blocked");
         fs::write(&path, text).unwrap();
         assert_eq!(store.load("p"), StoredApproval::Tampered);
         fs::write(&path, "not json").unwrap();
         assert_eq!(store.load("p"), StoredApproval::Tampered);
         let other = ApprovalStore::new(d.path().to_path_buf(), SigningKey::from_bytes(&[8u8; 32]));
-        store.save(&ApprovalRecord { pack_id: "p".into(), decision: Decision::Approved, manifest: Manifest::default(), manifest_hash: Manifest::default().hash(), decided_at: "x".into(), reason: None }).unwrap();
-        assert_eq!(other.load("p"), StoredApproval::Tampered, "another key's signature is not valid");
+        store
+            .save(&ApprovalRecord {
+                pack_id: "p".into(),
+                decision: Decision::Approved,
+                manifest: Manifest::default(),
+                manifest_hash: Manifest::default().hash(),
+                decided_at: "x".into(),
+                reason: None,
+            })
+            .unwrap();
+        assert_eq!(
+            other.load("p"),
+            StoredApproval::Tampered,
+            "another key's signature is not valid"
+        );
     }
 }

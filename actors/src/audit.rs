@@ -106,7 +106,11 @@ impl AuditEntry {
         AuditEntry {
             ts: crate::clock::now_rfc3339(),
             category,
-            severity: if success { Severity::Info } else { Severity::Warning },
+            severity: if success {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
             action: action.into(),
             success,
             flow_id: None,
@@ -218,7 +222,15 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     pub fn new(dir: PathBuf, sync_interval: Duration) -> Self {
-        AuditWriter { dir, files: HashMap::new(), dirty: false, sync_interval, written: 0, failed: 0, syncs: 0 }
+        AuditWriter {
+            dir,
+            files: HashMap::new(),
+            dirty: false,
+            sync_interval,
+            written: 0,
+            failed: 0,
+            syncs: 0,
+        }
     }
 
     fn write(&mut self, entry: &AuditEntry) -> io::Result<()> {
@@ -229,7 +241,11 @@ impl AuditWriter {
             self.files.retain(|(_, d), _| *d == key.1);
             crate::fsutil::ensure_dir(&self.dir, 0o700)?;
             let path = self.dir.join(format!("{}_{}.jsonl", key.0.as_str(), key.1));
-            let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?;
             self.files.insert(key.clone(), f);
         }
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
@@ -342,14 +358,25 @@ impl Handler<GetSnapshot> for AuditWriter {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        MessageResult(AuditSnapshot { written: self.written, failed: self.failed, syncs: self.syncs, open_files: self.files.len() })
+        MessageResult(AuditSnapshot {
+            written: self.written,
+            failed: self.failed,
+            syncs: self.syncs,
+            open_files: self.files.len(),
+        })
     }
 }
 
 fn valid_date(d: &str) -> bool {
     let b = d.as_bytes();
     b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 #[cfg(test)]
@@ -360,16 +387,48 @@ mod tests {
     async fn writes_queries_and_refuses_bad_dates() {
         let dir = tempfile::tempdir().unwrap();
         let addr = AuditWriter::new(dir.path().to_path_buf(), Duration::from_millis(10)).start();
-        addr.send(Record(AuditEntry::new(Category::System, "one", true))).await.unwrap();
-        addr.send(RecordDurable(AuditEntry::new(Category::Security, "two", false))).await.unwrap().unwrap();
-        let all = addr.send(Query { category: None, date: None, limit: 10 }).await.unwrap().unwrap();
+        addr.send(Record(AuditEntry::new(Category::System, "one", true)))
+            .await
+            .unwrap();
+        addr.send(RecordDurable(AuditEntry::new(
+            Category::Security,
+            "two",
+            false,
+        )))
+        .await
+        .unwrap()
+        .unwrap();
+        let all = addr
+            .send(Query {
+                category: None,
+                date: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(all.len(), 2);
-        let sec = addr.send(Query { category: Some(Category::Security), date: None, limit: 10 }).await.unwrap().unwrap();
+        let sec = addr
+            .send(Query {
+                category: Some(Category::Security),
+                date: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(sec.len(), 1);
         assert_eq!(sec[0]["action"], "two");
         assert_eq!(sec[0]["severity"], "warning");
         for bad in ["../../etc", "2026-1-01", "2026-01-01/../x", "abcd-ef-gh"] {
-            let r = addr.send(Query { category: None, date: Some(bad.into()), limit: 1 }).await.unwrap();
+            let r = addr
+                .send(Query {
+                    category: None,
+                    date: Some(bad.into()),
+                    limit: 1,
+                })
+                .await
+                .unwrap();
             assert!(matches!(r, Err(AuditError::BadDate)), "{bad}");
         }
         let snap = addr.send(GetSnapshot).await.unwrap();

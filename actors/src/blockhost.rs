@@ -8,9 +8,15 @@ use std::path::{Path, PathBuf};
 
 /// (file name, contents) of every embedded Python file.
 pub const FILES: &[(&str, &str)] = &[
-    ("rumi_blockhost.py", include_str!("../python/rumi_blockhost.py")),
+    (
+        "rumi_blockhost.py",
+        include_str!("../python/rumi_blockhost.py"),
+    ),
     ("rumi_syscall.py", include_str!("../python/rumi_syscall.py")),
-    ("rumi_capability.py", include_str!("../python/rumi_capability.py")),
+    (
+        "rumi_capability.py",
+        include_str!("../python/rumi_capability.py"),
+    ),
 ];
 
 /// Writes the embedded files into `dir` (replacing stale copies) and returns the host script.

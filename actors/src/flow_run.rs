@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// What every run needs from the kernel.
 #[derive(Clone)]
@@ -85,7 +86,9 @@ impl FlowRun {
     pub fn launch(req: RunRequest, deps: RunDeps) -> oneshot::Receiver<RunRecord> {
         let (tx, rx) = oneshot::channel();
         let inputs_value = Value::Object(req.inputs.clone());
-        let digest = rumi_domain::manifest::sha256_hex(&serde_json::to_vec(&inputs_value).unwrap_or_default());
+        let digest = rumi_domain::manifest::sha256_hex(
+            &serde_json::to_vec(&inputs_value).unwrap_or_default(),
+        );
         let span = tracing::info_span!(parent: &req.span, "flow_run", run_id = %req.run_id, flow_id = %req.flow.flow_id);
         let mut chain = req.chain;
         chain.push(req.flow.flow_id.clone());
@@ -123,7 +126,11 @@ impl FlowRun {
                 Next::Block(call) => {
                     let remaining = self.deadline.saturating_duration_since(Instant::now());
                     let step_limit = Duration::from_secs(u64::from(call.timeout_seconds));
-                    let (timeout, bound) = if remaining < step_limit { (remaining, true) } else { (step_limit, false) };
+                    let (timeout, bound) = if remaining < step_limit {
+                        (remaining, true)
+                    } else {
+                        (step_limit, false)
+                    };
                     if let Some(claimed) = &call.principal_override {
                         self.deps.audit.do_send(Record(
                             AuditEntry::new(Category::Security, "principal_id_overridden", true)
@@ -151,22 +158,33 @@ impl FlowRun {
                         inputs: Arc::clone(&self.inputs),
                         timeout,
                         run_deadline_bound: bound,
-                        span: step_span,
+                        span: step_span.clone(),
                     };
                     let (step_id, phase, pack) = (call.step_id, call.phase, call.owner_pack);
-                    ctx.spawn(container.send(msg).into_actor(self).map(move |answer, act, ctx| {
-                        let answer = answer.unwrap_or_else(|_| {
-                            Err(StepFailure::new(ErrorType::WorkerUnavailable, format!("the sandbox of pack {pack:?} is not running")))
-                        });
-                        act.audit_block(&step_id, &phase, &pack, &answer);
-                        match answer {
-                            Ok(BlockOutput { result, log }) => {
-                                act.engine.complete_block(Ok(result), Some(log).filter(|l| !l.is_empty()), &act.clock)
-                            }
-                            Err(f) => act.engine.complete_block(Err(f), None, &act.clock),
-                        }
-                        act.drive(ctx);
-                    }));
+                    ctx.spawn(
+                        container
+                            .send(msg)
+                            .instrument(step_span)
+                            .into_actor(self)
+                            .map(move |answer, act, ctx| {
+                                let answer = answer.unwrap_or_else(|_| {
+                                    Err(StepFailure::new(
+                                        ErrorType::WorkerUnavailable,
+                                        format!("the sandbox of pack {pack:?} is not running"),
+                                    ))
+                                });
+                                act.audit_block(&step_id, &phase, &pack, &answer);
+                                match answer {
+                                    Ok(BlockOutput { result, log }) => act.engine.complete_block(
+                                        Ok(result),
+                                        Some(log).filter(|l| !l.is_empty()),
+                                        &act.clock,
+                                    ),
+                                    Err(f) => act.engine.complete_block(Err(f), None, &act.clock),
+                                }
+                                act.drive(ctx);
+                            }),
+                    );
                     return;
                 }
                 Next::Child(call) => {
@@ -175,7 +193,10 @@ impl FlowRun {
                         continue;
                     }
                     let Some(flow) = self.deps.view.flow(&call.flow_id) else {
-                        let f = StepFailure::new(ErrorType::FlowNotFound, format!("kernel:flow.run: no flow {:?} is loaded", call.flow_id));
+                        let f = StepFailure::new(
+                            ErrorType::FlowNotFound,
+                            format!("kernel:flow.run: no flow {:?} is loaded", call.flow_id),
+                        );
                         self.engine.fail_pending(f, &self.clock);
                         continue;
                     };
@@ -192,8 +213,16 @@ impl FlowRun {
                     let rx = FlowRun::launch(child, self.deps.clone());
                     ctx.spawn(rx.into_actor(self).map(|record, act, ctx| {
                         match record {
-                            Ok(r) => act.engine.complete_child(r.status, r.result, r.reason, &act.clock),
-                            Err(_) => act.engine.fail_pending(StepFailure::new(ErrorType::HandlerError, "the nested run stopped without a result"), &act.clock),
+                            Ok(r) => act
+                                .engine
+                                .complete_child(r.status, r.result, r.reason, &act.clock),
+                            Err(_) => act.engine.fail_pending(
+                                StepFailure::new(
+                                    ErrorType::HandlerError,
+                                    "the nested run stopped without a result",
+                                ),
+                                &act.clock,
+                            ),
                         }
                         act.drive(ctx);
                     }));
@@ -213,7 +242,13 @@ impl FlowRun {
         ));
     }
 
-    fn audit_block(&self, step_id: &str, phase: &str, pack: &str, answer: &Result<BlockOutput, StepFailure>) {
+    fn audit_block(
+        &self,
+        step_id: &str,
+        phase: &str,
+        pack: &str,
+        answer: &Result<BlockOutput, StepFailure>,
+    ) {
         let mut e = AuditEntry::new(Category::PythonFileCall, "block_call", answer.is_ok())
             .run(self.flow_id(), &self.run_id)
             .step(step_id, phase)
@@ -227,15 +262,23 @@ impl FlowRun {
 
     /// Writes the record, releases the permit, answers the caller and stops.
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        let Some(reply) = self.reply.take() else { return };
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
         for ev in self.engine.take_events() {
             self.deps.audit.do_send(Record(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
-                    .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": ev.payload})),
+                    .details(
+                        json!({"step_id": ev.step_id, "event": ev.event, "payload": ev.payload}),
+                    ),
             ));
         }
-        let outcome = self.engine.outcome().cloned().expect("finish is called once the engine is done");
+        let outcome = self
+            .engine
+            .outcome()
+            .cloned()
+            .expect("finish is called once the engine is done");
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
         let record = RunRecord {
             run_id: self.run_id.clone(),
@@ -310,11 +353,17 @@ pub fn new_run_id() -> String {
 
 fn not_approved(pack: &str, state: Option<PackState>) -> StepFailure {
     match state {
-        None => StepFailure::new(ErrorType::ApprovalRejected, format!("pack {pack:?} is not installed")),
+        None => StepFailure::new(
+            ErrorType::ApprovalRejected,
+            format!("pack {pack:?} is not installed"),
+        ),
         Some(PackState::Modified) => StepFailure::new(
             ErrorType::HashVerificationFailed,
             format!("pack {pack:?} changed since it was approved; approve it again"),
         ),
-        Some(s) => StepFailure::new(ErrorType::ApprovalRejected, format!("pack {pack:?} is {}, not approved", s.as_str())),
+        Some(s) => StepFailure::new(
+            ErrorType::ApprovalRejected,
+            format!("pack {pack:?} is {}, not approved", s.as_str()),
+        ),
     }
 }

@@ -8,7 +8,6 @@ use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
 use crate::limiter::{Acquire, ConcurrencyLimiter, Gate, LimiterError};
-use std::sync::atomic::AtomicU64;
 use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
 use crate::view::KernelView;
@@ -16,8 +15,10 @@ use actix::prelude::*;
 use rumi_domain::run::RunRecord;
 use serde_json::{json, Map, Value};
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Default and largest run deadline, seconds (contract §3.6).
 pub const DEFAULT_RUN_TIMEOUT_SECS: f64 = 300.0;
@@ -58,14 +59,21 @@ pub enum RunError {
 fn pack_arbiters(config: &RuntimeConfig) -> Vec<ArbiterHandle> {
     let cpus = crate::affinity::allowed_cpus().len().max(1);
     let n = (cpus / 2).max(1);
-    let targets = if config.pack_cpu_pinning { crate::affinity::pack_cpus(n) } else { Vec::new() };
+    let targets = if config.pack_cpu_pinning {
+        crate::affinity::pack_cpus(n)
+    } else {
+        Vec::new()
+    };
     (0..n)
         .map(|i| {
             let arbiter = Arbiter::new();
             if let Some(&cpu) = targets.get(i) {
                 arbiter.spawn_fn(move || {
                     if !crate::affinity::pin_current_thread(cpu) {
-                        tracing::warn!(cpu, "could not pin a pack arbiter to its CPU; it stays unpinned");
+                        tracing::warn!(
+                            cpu,
+                            "could not pin a pack arbiter to its CPU; it stays unpinned"
+                        );
                     }
                 });
             }
@@ -77,7 +85,12 @@ fn pack_arbiters(config: &RuntimeConfig) -> Vec<ArbiterHandle> {
 impl Kernel {
     /// Starts every kernel actor. Must be called inside a running actix `System`.
     pub fn boot(layout: Layout, config: RuntimeConfig) -> io::Result<Kernel> {
-        for dir in [layout.user_data(), layout.audit(), layout.runs(), layout.approvals()] {
+        for dir in [
+            layout.user_data(),
+            layout.audit(),
+            layout.runs(),
+            layout.approvals(),
+        ] {
             crate::fsutil::ensure_dir(&dir, 0o700)?;
         }
         let key = SigningKey::load_or_create(&layout.keys())?;
@@ -87,18 +100,30 @@ impl Kernel {
         // run's audit entries and record usually cost one wake-up between them.
         let disk = Arbiter::new();
         let (audit_dir, sync) = (layout.audit(), config.audit_sync_interval);
-        let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| AuditWriter::new(audit_dir, sync));
+        let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| {
+            AuditWriter::new(audit_dir, sync)
+        });
         let (runs_dir, cap) = (layout.runs(), config.run_history);
-        let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| RunHistory::load(runs_dir, cap));
+        let history =
+            RunHistory::start_in_arbiter(&disk.handle(), move |_| RunHistory::load(runs_dir, cap));
         let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit);
         let (gate, fast_grants) = limiter.gate();
         let limiter = limiter.start();
 
         let view = Arc::new(KernelView::default());
-        let sandbox = SandboxSettings { modules_dir: layout.runtime_python(), host_script, arbiters: pack_arbiters(&config) };
+        let sandbox = SandboxSettings {
+            modules_dir: layout.runtime_python(),
+            host_script,
+            arbiters: pack_arbiters(&config),
+        };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
-            let (layout, config, view, audit) = (layout.clone(), config.clone(), Arc::clone(&view), audit.clone());
+            let (layout, config, view, audit) = (
+                layout.clone(),
+                config.clone(),
+                Arc::clone(&view),
+                audit.clone(),
+            );
             Registry::new(layout, config, view, approvals, audit, sandbox).start()
         };
         audit.do_send(Record(
@@ -106,22 +131,57 @@ impl Kernel {
                 .mode(config.mode.as_str())
                 .details(json!({"version": env!("CARGO_PKG_VERSION")})),
         ));
-        let deps = RunDeps { view: Arc::clone(&view), audit: audit.clone(), history: history.clone(), execution_mode: config.mode.as_str() };
-        Ok(Kernel { layout, config, view, registry, limiter, audit, history, started: Instant::now(), deps, gate, fast_grants })
+        let deps = RunDeps {
+            view: Arc::clone(&view),
+            audit: audit.clone(),
+            history: history.clone(),
+            execution_mode: config.mode.as_str(),
+        };
+        Ok(Kernel {
+            layout,
+            config,
+            view,
+            registry,
+            limiter,
+            audit,
+            history,
+            started: Instant::now(),
+            deps,
+            gate,
+            fast_grants,
+        })
     }
 
     /// Runs a flow to its end: takes a slot (waiting in the FIFO queue within the deadline), runs
     /// the flow in a new `FlowRun` on the current arbiter, and returns its record.
-    pub async fn run_flow(&self, flow_id: &str, inputs: Map<String, Value>, timeout_secs: Option<f64>, trigger: &'static str) -> Result<RunRecord, RunError> {
-        let flow = self.view.flow(flow_id).ok_or_else(|| RunError::FlowNotFound(flow_id.to_string()))?;
-        let secs = timeout_secs.unwrap_or(DEFAULT_RUN_TIMEOUT_SECS).clamp(1.0, MAX_RUN_TIMEOUT_SECS);
+    pub async fn run_flow(
+        &self,
+        flow_id: &str,
+        inputs: Map<String, Value>,
+        timeout_secs: Option<f64>,
+        trigger: &'static str,
+    ) -> Result<RunRecord, RunError> {
+        let flow = self
+            .view
+            .flow(flow_id)
+            .ok_or_else(|| RunError::FlowNotFound(flow_id.to_string()))?;
+        let secs = timeout_secs
+            .unwrap_or(DEFAULT_RUN_TIMEOUT_SECS)
+            .clamp(1.0, MAX_RUN_TIMEOUT_SECS);
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
         let run_id = new_run_id();
-        let span = tracing::info_span!("run_request", run_id = %run_id, flow_id = %flow_id, trigger);
-        let permit = match ConcurrencyLimiter::try_acquire(&self.limiter, &self.gate, &self.fast_grants) {
+        let span =
+            tracing::info_span!("run_request", run_id = %run_id, flow_id = %flow_id, trigger);
+        let fast = tracing::debug_span!(parent: &span, "limiter.try_acquire").in_scope(|| {
+            ConcurrencyLimiter::try_acquire(&self.limiter, &self.gate, &self.fast_grants)
+        });
+        let permit = match fast {
             Some(p) => p,
             None => {
-                let acquire = self.limiter.send(Acquire { run_id: run_id.clone(), span: span.clone() });
+                let acquire = self.limiter.send(Acquire {
+                    run_id: run_id.clone(),
+                    span: span.clone(),
+                });
                 match tokio::time::timeout_at(deadline.into(), acquire).await {
                     Ok(Ok(Ok(p))) => p,
                     Ok(Ok(Err(e))) => return Err(RunError::Limiter(e)),
@@ -130,15 +190,30 @@ impl Kernel {
                 }
             }
         };
-        let req = RunRequest { run_id, flow, inputs, trigger, deadline, permit: Some(permit), chain: Vec::new(), span };
-        FlowRun::launch(req, self.deps.clone()).await.map_err(|_| RunError::Lost)
+        let req = RunRequest {
+            run_id,
+            flow,
+            inputs,
+            trigger,
+            deadline,
+            permit: Some(permit),
+            chain: Vec::new(),
+            span: span.clone(),
+        };
+        FlowRun::launch(req, self.deps.clone())
+            .instrument(span)
+            .await
+            .map_err(|_| RunError::Lost)
     }
 
     /// Waits until the Registry has done its first scan (packs, approvals, flows), so no request
     /// is ever answered from an empty flow table at start-up.
     pub async fn ready(&self) -> Result<(), actix::MailboxError> {
         // `started` (the first scan) always runs before the actor handles any message.
-        self.registry.send(crate::registry::ListPacks).await.map(|_| ())
+        self.registry
+            .send(crate::registry::ListPacks)
+            .await
+            .map(|_| ())
     }
 
     /// Stops every pack sandbox (shutdown).

@@ -52,7 +52,9 @@ pub struct LimiterSnapshot {
 /// Why a permit was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimiterError {
-    #[error("too many flows are running and the queue of {limit} waiting runs is full; retry later")]
+    #[error(
+        "too many flows are running and the queue of {limit} waiting runs is full; retry later"
+    )]
     QueueFull { limit: usize },
     #[error("the kernel is shutting down")]
     Closed,
@@ -106,7 +108,10 @@ impl ConcurrencyLimiter {
         ConcurrencyLimiter {
             max,
             queue_limit,
-            gate: std::sync::Arc::new(parking_lot::Mutex::new(GateState { free: max, waiting: 0 })),
+            gate: std::sync::Arc::new(parking_lot::Mutex::new(GateState {
+                free: max,
+                waiting: 0,
+            })),
             queue: VecDeque::new(),
             granted_slow: 0,
             rejected: 0,
@@ -116,12 +121,19 @@ impl ConcurrencyLimiter {
 
     /// The fast path: a free slot while nobody waits, without a message. `None` means "ask the
     /// actor" (it may still grant at once).
-    pub fn try_acquire(addr: &Addr<ConcurrencyLimiter>, gate: &Gate, fast: &std::sync::atomic::AtomicU64) -> Option<Permit> {
+    pub fn try_acquire(
+        addr: &Addr<ConcurrencyLimiter>,
+        gate: &Gate,
+        fast: &std::sync::atomic::AtomicU64,
+    ) -> Option<Permit> {
         let mut g = gate.lock();
         if g.waiting == 0 && g.free > 0 {
             g.free -= 1;
             fast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Some(Permit { limiter: addr.clone(), gate: gate.clone() });
+            return Some(Permit {
+                limiter: addr.clone(),
+                gate: gate.clone(),
+            });
         }
         None
     }
@@ -133,7 +145,10 @@ impl ConcurrencyLimiter {
 
     fn permit(&mut self, ctx: &Context<Self>) -> Permit {
         self.granted_slow += 1;
-        Permit { limiter: ctx.address(), gate: self.gate.clone() }
+        Permit {
+            limiter: ctx.address(),
+            gate: self.gate.clone(),
+        }
     }
 
     /// Drops waiters who gave up, keeping `waiting` equal to the live queue.
@@ -157,7 +172,9 @@ impl Handler<Acquire> for ConcurrencyLimiter {
     /// Grants at once when a slot is free and nobody waits (FIFO: newcomers never overtake the
     /// queue); queues when the queue has room; refuses otherwise.
     fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
-        let _span = tracing::debug_span!(parent: &msg.span, "limiter.acquire", run_id = %msg.run_id).entered();
+        let _span =
+            tracing::debug_span!(parent: &msg.span, "limiter.acquire", run_id = %msg.run_id)
+                .entered();
         // Drop waiters who gave up, so they do not hold queue room.
         self.prune();
         {
@@ -226,7 +243,10 @@ mod tests {
     use std::time::Duration;
 
     fn acquire() -> Acquire {
-        Acquire { run_id: "r".into(), span: tracing::Span::none() }
+        Acquire {
+            run_id: "r".into(),
+            span: tracing::Span::none(),
+        }
     }
 
     #[actix_rt::test]
@@ -250,7 +270,15 @@ mod tests {
         drop((got1, got2));
         tokio::time::sleep(Duration::from_millis(10)).await;
         let snap = l.send(GetSnapshot).await.unwrap();
-        assert_eq!((snap.running, snap.queued, snap.granted_total, snap.rejected_total), (0, 0, 4, 1));
+        assert_eq!(
+            (
+                snap.running,
+                snap.queued,
+                snap.granted_total,
+                snap.rejected_total
+            ),
+            (0, 0, 4, 1)
+        );
     }
 
     #[actix_rt::test]
@@ -270,7 +298,10 @@ mod tests {
         let (gate, fast) = limiter.gate();
         let l = limiter.start();
         let p = ConcurrencyLimiter::try_acquire(&l, &gate, &fast).expect("free slot");
-        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none(), "cap of one");
+        assert!(
+            ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none(),
+            "cap of one"
+        );
         let waiter = actix_rt::spawn(l.send(acquire()));
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(p);
@@ -279,7 +310,10 @@ mod tests {
         let got = waiter.await.unwrap().unwrap().unwrap();
         drop(got);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_some(), "the slot is free again");
+        assert!(
+            ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_some(),
+            "the slot is free again"
+        );
         let snap = l.send(GetSnapshot).await.unwrap();
         assert_eq!(snap.granted_total, 3);
     }

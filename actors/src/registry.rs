@@ -9,7 +9,10 @@
 //! the file back does not silently re-approve), which stops its sandbox and unloads its flows until
 //! a person approves it again.
 
-use crate::approval::{compute_manifest, ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure};
+use crate::approval::{
+    compute_manifest, ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval,
+    VerifyFailure,
+};
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
 use crate::config::{RuntimeConfig, SecurityMode};
 use crate::layout::Layout;
@@ -206,7 +209,9 @@ impl Registry {
         let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
         let eco = self.layout.ecosystem();
         for (base, legacy) in [(eco.clone(), false), (eco.join("packs"), true)] {
-            let Ok(entries) = fs::read_dir(&base) else { continue };
+            let Ok(entries) = fs::read_dir(&base) else {
+                continue;
+            };
             let mut names: Vec<(String, PathBuf)> = entries
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
@@ -214,11 +219,18 @@ impl Registry {
                 .collect();
             names.sort();
             for (name, path) in names {
-                if !legacy && name == "packs" && !path.join("ecosystem.json").exists() && !path.join("backend/ecosystem.json").exists() {
+                if !legacy
+                    && name == "packs"
+                    && !path.join("ecosystem.json").exists()
+                    && !path.join("backend/ecosystem.json").exists()
+                {
                     continue;
                 }
                 if !pack::valid_pack_id(&name) {
-                    self.pack_problems.push(format!("{}: {name:?} is not a valid pack id; not loaded", self.layout.display(&path)));
+                    self.pack_problems.push(format!(
+                        "{}: {name:?} is not a valid pack id; not loaded",
+                        self.layout.display(&path)
+                    ));
                     continue;
                 }
                 if let Some(first) = found.get(&name) {
@@ -239,8 +251,14 @@ impl Registry {
     fn scan(&mut self) {
         self.pack_problems.clear();
         let found = self.discover();
-        let present: std::collections::HashSet<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
-        let gone: Vec<String> = self.packs.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
+        let present: std::collections::HashSet<&str> =
+            found.iter().map(|(id, _)| id.as_str()).collect();
+        let gone: Vec<String> = self
+            .packs
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
+            .collect();
         for id in gone {
             if let Some(entry) = self.packs.remove(&id) {
                 if let Some(c) = entry.container {
@@ -250,20 +268,39 @@ impl Registry {
             }
         }
         for (id, dir) in found {
-            let subdir = if dir.join("backend").is_dir() { dir.join("backend") } else { dir.clone() };
+            let subdir = if dir.join("backend").is_dir() {
+                dir.join("backend")
+            } else {
+                dir.clone()
+            };
             let (meta, error) = match fs::read_to_string(subdir.join("ecosystem.json")) {
                 Ok(text) => match pack::parse_ecosystem_json(&text, &id) {
                     Ok(m) => (Some(m), None),
                     Err(e) => (None, Some(e)),
                 },
-                Err(_) => (None, Some("ecosystem.json is missing or unreadable".to_string())),
+                Err(_) => (
+                    None,
+                    Some("ecosystem.json is missing or unreadable".to_string()),
+                ),
             };
             if let Some(e) = &error {
                 self.pack_problems.push(format!("pack {id:?}: {e}"));
             }
             let (state, record, changes) = self.decide_state(&id, &dir, error.is_some());
             let container = self.packs.get_mut(&id).and_then(|e| e.container.take());
-            self.packs.insert(id.clone(), PackEntry { dir, subdir, meta, error, state, record, changes, container });
+            self.packs.insert(
+                id.clone(),
+                PackEntry {
+                    dir,
+                    subdir,
+                    meta,
+                    error,
+                    state,
+                    record,
+                    changes,
+                    container,
+                },
+            );
             self.reconcile_container(&id);
         }
         let metas: Vec<PackMeta> = self.packs.values().filter_map(|p| p.meta.clone()).collect();
@@ -276,9 +313,22 @@ impl Registry {
     }
 
     /// The state a pack is in given its record and its files now.
-    fn decide_state(&mut self, id: &str, dir: &Path, broken: bool) -> (PackState, Option<ApprovalRecord>, Option<ManifestDiff>) {
+    fn decide_state(
+        &mut self,
+        id: &str,
+        dir: &Path,
+        broken: bool,
+    ) -> (PackState, Option<ApprovalRecord>, Option<ManifestDiff>) {
         match self.approvals.load(id) {
-            StoredApproval::None => (if broken { PackState::Error } else { PackState::Installed }, None, None),
+            StoredApproval::None => (
+                if broken {
+                    PackState::Error
+                } else {
+                    PackState::Installed
+                },
+                None,
+                None,
+            ),
             StoredApproval::Tampered => {
                 self.audit.do_send(Record(
                     AuditEntry::new(Category::Security, "approval_record_invalid", false)
@@ -294,7 +344,8 @@ impl Registry {
                 Decision::Modified => (PackState::Modified, Some(rec), None),
                 Decision::Approved => {
                     // Keep a running sandbox's warm verifier; a full check happens in it anyway.
-                    let mut verifier = ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone());
+                    let mut verifier =
+                        ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone());
                     match verifier.verify() {
                         Ok(()) => (PackState::Approved, Some(rec), None),
                         Err(VerifyFailure::Changed(diff)) => {
@@ -302,7 +353,8 @@ impl Registry {
                             (PackState::Modified, Some(rec), Some(diff))
                         }
                         Err(VerifyFailure::Unreadable(why)) => {
-                            self.pack_problems.push(format!("pack {id:?} could not be verified: {why}"));
+                            self.pack_problems
+                                .push(format!("pack {id:?} could not be verified: {why}"));
                             (PackState::Error, Some(rec), None)
                         }
                     }
@@ -311,7 +363,12 @@ impl Registry {
         }
     }
 
-    fn persist_modified(&mut self, id: &str, mut rec: ApprovalRecord, diff: &ManifestDiff) -> ApprovalRecord {
+    fn persist_modified(
+        &mut self,
+        id: &str,
+        mut rec: ApprovalRecord,
+        diff: &ManifestDiff,
+    ) -> ApprovalRecord {
         rec.decision = Decision::Modified;
         rec.decided_at = crate::clock::now_rfc3339();
         rec.reason = Some("files changed after approval".into());
@@ -322,7 +379,9 @@ impl Registry {
             AuditEntry::new(Category::Security, "pack_modified", false)
                 .severity(Severity::Warning)
                 .pack(id)
-                .details(json!({"added": diff.added, "removed": diff.removed, "changed": diff.changed})),
+                .details(
+                    json!({"added": diff.added, "removed": diff.removed, "changed": diff.changed}),
+                ),
         ));
         self.event(json!({"pack_id": id, "event": "pack_modified", "changes": diff}));
         rec
@@ -330,11 +389,17 @@ impl Registry {
 
     /// Starts the sandbox of an approved pack, stops it for any other state.
     fn reconcile_container(&mut self, id: &str) {
-        let Some(entry) = self.packs.get_mut(id) else { return };
+        let Some(entry) = self.packs.get_mut(id) else {
+            return;
+        };
         let wanted = entry.state == PackState::Approved;
         match (wanted, entry.container.is_some()) {
             (true, false) => {
-                let manifest = entry.record.as_ref().map(|r| r.manifest.clone()).unwrap_or_default();
+                let manifest = entry
+                    .record
+                    .as_ref()
+                    .map(|r| r.manifest.clone())
+                    .unwrap_or_default();
                 let backend = match self.config.mode {
                     SecurityMode::Permissive => Backend::HostWorkers {
                         spec: WorkerSpec {
@@ -355,13 +420,21 @@ impl Registry {
                     },
                 };
                 let verifier = ManifestVerifier::new(entry.dir.clone(), manifest);
-                let (pid, root, limit) = (id.to_string(), entry.subdir.clone(), self.config.pack_queue_limit);
+                let (pid, root, limit) = (
+                    id.to_string(),
+                    entry.subdir.clone(),
+                    self.config.pack_queue_limit,
+                );
                 let audit = self.audit.clone();
                 let registry = self.self_addr.clone().expect("set in started").recipient();
-                let slot = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % self.sandbox.arbiters.len().max(1);
-                let addr = PackContainer::start_in_arbiter(&self.sandbox.arbiters[slot], move |_| {
-                    PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
-                });
+                let slot = id
+                    .bytes()
+                    .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+                    % self.sandbox.arbiters.len().max(1);
+                let addr =
+                    PackContainer::start_in_arbiter(&self.sandbox.arbiters[slot], move |_| {
+                        PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
+                    });
                 entry.container = Some(addr.clone());
                 self.view.set_container(id, Some(addr));
             }
@@ -376,20 +449,37 @@ impl Registry {
     }
 
     fn publish_states(&self) {
-        self.view.publish_states(self.packs.iter().map(|(k, v)| (k.clone(), v.state)).collect());
+        self.view.publish_states(
+            self.packs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.state))
+                .collect(),
+        );
     }
 
     /// Reads every flow file of the three sources and publishes the table.
     fn reload_flows(&mut self) -> FlowsReloaded {
         let mut files = Vec::new();
         let home = self.layout.home().to_path_buf();
-        let display = |p: &Path| p.strip_prefix(&home).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        let display = |p: &Path| {
+            p.strip_prefix(&home)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         let mut read = |path: &Path, rank: SourceRank, pack_id: Option<&str>| {
-            let origin = FlowOrigin { rank, path: display(path), pack_id: pack_id.map(str::to_string) };
+            let origin = FlowOrigin {
+                rank,
+                path: display(path),
+                pack_id: pack_id.map(str::to_string),
+            };
             let text = match read_limited(path) {
                 Ok(t) => t,
                 Err(e) => {
-                    files.push(Err(rumi_domain::FlowError { file: origin.path, line: None, message: e }));
+                    files.push(Err(rumi_domain::FlowError {
+                        file: origin.path,
+                        line: None,
+                        message: e,
+                    }));
                     return;
                 }
             };
@@ -409,7 +499,10 @@ impl Registry {
             }
         }
         let table = sources::build_table(files);
-        let reloaded = FlowsReloaded { flows: table.flows.len(), problems: table.problems.iter().map(FlowProblem::message).collect() };
+        let reloaded = FlowsReloaded {
+            flows: table.flows.len(),
+            problems: table.problems.iter().map(FlowProblem::message).collect(),
+        };
         self.flow_problems = table.problems.clone();
         self.view.publish_flows(table);
         reloaded
@@ -417,7 +510,10 @@ impl Registry {
 
     fn info(&self, id: &str) -> Option<PackInfo> {
         let e = self.packs.get(id)?;
-        let declared = fs::read(e.subdir.join("permissions.json")).ok().filter(|b| b.len() <= 256 * 1024).and_then(|b| serde_json::from_slice(&b).ok());
+        let declared = fs::read(e.subdir.join("permissions.json"))
+            .ok()
+            .filter(|b| b.len() <= 256 * 1024)
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Some(PackInfo {
             pack_id: id.to_string(),
             state: e.state,
@@ -430,15 +526,29 @@ impl Registry {
             error: e.error.clone(),
             decided_at: e.record.as_ref().map(|r| r.decided_at.clone()),
             reason: e.record.as_ref().and_then(|r| r.reason.clone()),
-            manifest_hash: e.record.as_ref().filter(|r| r.decision != Decision::Blocked).map(|r| r.manifest_hash.clone()),
-            file_count: e.record.as_ref().filter(|r| r.decision != Decision::Blocked).map(|r| r.manifest.files.len()),
+            manifest_hash: e
+                .record
+                .as_ref()
+                .filter(|r| r.decision != Decision::Blocked)
+                .map(|r| r.manifest_hash.clone()),
+            file_count: e
+                .record
+                .as_ref()
+                .filter(|r| r.decision != Decision::Blocked)
+                .map(|r| r.manifest.files.len()),
             changes: e.changes.clone(),
             declared_permissions: declared,
         })
     }
 
     fn write_pending_summary(&self) {
-        let ids = |s: PackState| -> Vec<&str> { self.packs.iter().filter(|(_, e)| e.state == s).map(|(k, _)| k.as_str()).collect() };
+        let ids = |s: PackState| -> Vec<&str> {
+            self.packs
+                .iter()
+                .filter(|(_, e)| e.state == s)
+                .map(|(k, _)| k.as_str())
+                .collect()
+        };
         let pending: Vec<&str> = ids(PackState::Installed);
         let modified = ids(PackState::Modified);
         let blocked = ids(PackState::Blocked);
@@ -496,11 +606,21 @@ impl Handler<Approve> for Registry {
     fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
         let id = msg.pack_id;
         let result = (|| {
-            let entry = self.packs.get(&id).ok_or_else(|| RegistryError::NotFound(id.clone()))?;
+            let entry = self
+                .packs
+                .get(&id)
+                .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
             if let Some(e) = &entry.error {
-                return Err(RegistryError::Invalid { pack_id: id.clone(), why: e.clone() });
+                return Err(RegistryError::Invalid {
+                    pack_id: id.clone(),
+                    why: e.clone(),
+                });
             }
-            let manifest: Manifest = compute_manifest(&entry.dir).map_err(|e| RegistryError::Invalid { pack_id: id.clone(), why: e.to_string() })?;
+            let manifest: Manifest =
+                compute_manifest(&entry.dir).map_err(|e| RegistryError::Invalid {
+                    pack_id: id.clone(),
+                    why: e.to_string(),
+                })?;
             let record = ApprovalRecord {
                 pack_id: id.clone(),
                 decision: Decision::Approved,
@@ -534,7 +654,11 @@ impl Handler<Approve> for Registry {
         let info = self.info(&id);
         let audit = self.audit.clone();
         Box::pin(async move {
-            audit.send(RecordDurable(audit_entry)).await.map_err(|_| RegistryError::Storage)?.map_err(|_| RegistryError::Storage)?;
+            audit
+                .send(RecordDurable(audit_entry))
+                .await
+                .map_err(|_| RegistryError::Storage)?
+                .map_err(|_| RegistryError::Storage)?;
             info.ok_or(RegistryError::NotFound(id))
         })
     }
@@ -574,7 +698,11 @@ impl Handler<Reject> for Registry {
         let info = self.info(&id);
         let audit = self.audit.clone();
         Box::pin(async move {
-            audit.send(RecordDurable(audit_entry)).await.map_err(|_| RegistryError::Storage)?.map_err(|_| RegistryError::Storage)?;
+            audit
+                .send(RecordDurable(audit_entry))
+                .await
+                .map_err(|_| RegistryError::Storage)?
+                .map_err(|_| RegistryError::Storage)?;
             info.ok_or(RegistryError::NotFound(id))
         })
     }
@@ -600,7 +728,8 @@ impl Handler<GetPack> for Registry {
     type Result = Result<PackInfo, RegistryError>;
 
     fn handle(&mut self, msg: GetPack, _: &mut Self::Context) -> Self::Result {
-        self.info(&msg.pack_id).ok_or(RegistryError::NotFound(msg.pack_id))
+        self.info(&msg.pack_id)
+            .ok_or(RegistryError::NotFound(msg.pack_id))
     }
 }
 
@@ -609,7 +738,9 @@ impl Handler<PackModified> for Registry {
 
     /// A sandbox found its pack's files changed: persist `modified`, stop it, unload its flows.
     fn handle(&mut self, msg: PackModified, _: &mut Self::Context) {
-        let Some(entry) = self.packs.get(&msg.pack_id) else { return };
+        let Some(entry) = self.packs.get(&msg.pack_id) else {
+            return;
+        };
         if entry.state != PackState::Approved {
             return;
         }
@@ -657,7 +788,9 @@ fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.filter_map(Result::ok) {
             let Ok(ft) = e.file_type() else { continue };
             let name = e.file_name().to_string_lossy().into_owned();
@@ -680,7 +813,11 @@ fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
 fn read_limited(path: &Path) -> Result<String, String> {
     let meta = fs::metadata(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
     if meta.len() as usize > rumi_domain::yaml::MAX_YAML_BYTES {
-        return Err(format!("file is {} bytes; the limit is {} bytes", meta.len(), rumi_domain::yaml::MAX_YAML_BYTES));
+        return Err(format!(
+            "file is {} bytes; the limit is {} bytes",
+            meta.len(),
+            rumi_domain::yaml::MAX_YAML_BYTES
+        ));
     }
     let bytes = fs::read(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
     String::from_utf8(bytes).map_err(|_| "file is not UTF-8".to_string())

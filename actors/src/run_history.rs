@@ -60,12 +60,24 @@ impl RunHistory {
             }
         }
         let _ = crate::fsutil::ensure_dir(&dir, 0o700);
-        RunHistory { path, cap: cap.max(1), records, lines_in_file: lines, file: None }
+        RunHistory {
+            path,
+            cap: cap.max(1),
+            records,
+            lines_in_file: lines,
+            file: None,
+        }
     }
 
     fn append(&mut self, record: &RunRecord) -> std::io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path)?);
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&self.path)?,
+            );
         }
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -110,9 +122,15 @@ impl Handler<StoreRun> for RunHistory {
 
     /// Keeps the record (its result summarised when large) and appends it to the file.
     fn handle(&mut self, StoreRun(mut record): StoreRun, _: &mut Self::Context) {
-        let size = serde_json::to_vec(&record.result).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&record.result)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_STORED_RESULT_BYTES {
-            let keys: Vec<Value> = record.result.as_object().map(|o| o.keys().map(|k| Value::from(k.as_str())).collect()).unwrap_or_default();
+            let keys: Vec<Value> = record
+                .result
+                .as_object()
+                .map(|o| o.keys().map(|k| Value::from(k.as_str())).collect())
+                .unwrap_or_default();
             record.result = serde_json::json!({"_truncated": true, "_keys": keys});
         }
         if let Err(e) = self.append(&record) {

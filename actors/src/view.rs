@@ -56,7 +56,11 @@ impl KernelView {
         self.containers.read().get(pack_id).cloned()
     }
     pub fn containers(&self) -> Vec<(String, Addr<PackContainer>)> {
-        self.containers.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.containers
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
     pub fn pack_state(&self, pack_id: &str) -> Option<PackState> {
         self.states.read().get(pack_id).copied()

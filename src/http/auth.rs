@@ -11,13 +11,20 @@ use actix_web::{web, Error, ResponseError};
 /// The token, as app data.
 pub struct ApiToken(pub String);
 
-pub async fn require_token(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let open = req.method() == Method::GET && req.path() == "/api/health";
     if !open {
-        let token = req.app_data::<web::Data<ApiToken>>().map(|t| t.0.clone()).unwrap_or_default();
+        let token = req
+            .app_data::<web::Data<ApiToken>>()
+            .map(|t| t.0.clone())
+            .unwrap_or_default();
         let header = req.headers().get("authorization").map(|v| v.as_bytes());
         if token.is_empty() || !crate::token::authorized(header, &token) {
-            let resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token").error_response();
+            let resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
+                .error_response();
             return Ok(req.into_response(resp).map_into_right_body());
         }
     }

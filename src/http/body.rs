@@ -13,17 +13,34 @@ use serde_json::{Map, Value};
 pub struct BodyLimit(pub usize);
 
 /// Reads the body as a JSON object; an empty body is `{}`.
-pub async fn json_object(req: &HttpRequest, mut payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
-    let limit = req.app_data::<BodyLimit>().map(|l| l.0).unwrap_or(1024 * 1024);
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes"));
-    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+pub async fn json_object(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Map<String, Value>, ApiError> {
+    let limit = req
+        .app_data::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(1024 * 1024);
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(too_large());
         }
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -34,7 +51,9 @@ pub async fn json_object(req: &HttpRequest, mut payload: web::Payload) -> Result
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
         Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
     }
 }

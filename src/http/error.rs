@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None, data: None }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+            data: None,
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
@@ -33,7 +38,10 @@ impl ApiError {
     /// An internal failure: the detail goes to the log, the client gets a generic message.
     pub fn internal(detail: impl fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the kernel log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the kernel log",
+        )
     }
 }
 
@@ -53,7 +61,11 @@ pub struct Envelope<T: Serialize> {
 
 /// 200 with `data`.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
-    HttpResponse::Ok().json(Envelope { success: true, data: Some(data), error: None })
+    HttpResponse::Ok().json(Envelope {
+        success: true,
+        data: Some(data),
+        error: None,
+    })
 }
 
 impl ResponseError for ApiError {
@@ -66,7 +78,11 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             b.insert_header(("Retry-After", secs.to_string()));
         }
-        b.json(Envelope { success: false, data: self.data.clone(), error: Some(self.message.clone()) })
+        b.json(Envelope {
+            success: false,
+            data: self.data.clone(),
+            error: Some(self.message.clone()),
+        })
     }
 }
 
@@ -89,7 +105,9 @@ impl From<RunError> for ApiError {
                 a.retry_after = Some(1);
                 a
             }
-            RunError::Limiter(LimiterError::Closed) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            RunError::Limiter(LimiterError::Closed) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             RunError::TimedOutWaiting { ref run_id } => {
                 let mut a = ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string());
                 a.data = Some(serde_json::json!({"run_id": run_id, "status": "timed_out"}));
@@ -102,6 +120,9 @@ impl From<RunError> for ApiError {
 
 impl From<actix::MailboxError> for ApiError {
     fn from(e: actix::MailboxError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the kernel is not ready ({e})"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the kernel is not ready ({e})"),
+        )
     }
 }

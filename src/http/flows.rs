@@ -40,7 +40,12 @@ fn step_json(s: &Step) -> Value {
         "origin": s.origin.as_str(),
     });
     match &s.kind {
-        StepKind::Block { owner_pack, file, input, .. } => {
+        StepKind::Block {
+            owner_pack,
+            file,
+            input,
+            ..
+        } => {
             v["owner_pack"] = json!(owner_pack);
             v["file"] = json!(file);
             v["input"] = input.clone();
@@ -66,7 +71,10 @@ pub async fn list(k: web::Data<Kernel>) -> HttpResponse {
 
 /// `GET /api/flows/{id}`: the flow with its effective steps in execution order.
 pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let f = k.view.flow(&path).ok_or_else(|| ApiError::not_found(format!("no flow {:?} is loaded", path.as_str())))?;
+    let f = k
+        .view
+        .flow(&path)
+        .ok_or_else(|| ApiError::not_found(format!("no flow {:?} is loaded", path.as_str())))?;
     let mut v = summary(&f);
     v["defaults"] = json!(f.defaults);
     v["steps"] = Value::Array(f.steps.iter().map(step_json).collect());
@@ -82,9 +90,14 @@ pub async fn reload(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
 /// The run as the API answers it.
 pub fn run_response(k: &Kernel, r: &RunRecord) -> Value {
     let mut result = r.result.clone();
-    let size = serde_json::to_vec(&result).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&result)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
     if size > k.config.max_response_bytes {
-        let keys: Vec<String> = result.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<String> = result
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
         result = json!({"_truncated": true, "_keys": keys});
     }
     let mut v = json!({
@@ -104,13 +117,19 @@ pub fn run_response(k: &Kernel, r: &RunRecord) -> Value {
         v["failed_step"] = json!(step);
     }
     if k.config.mode == SecurityMode::Permissive {
-        v["warnings"] = json!(["permissive mode: blocks ran as host processes without container isolation"]);
+        v["warnings"] =
+            json!(["permissive mode: blocks ran as host processes without container isolation"]);
     }
     v
 }
 
 /// `POST /api/flows/{id}/run {inputs, timeout}`
-pub async fn run(k: web::Data<Kernel>, path: web::Path<String>, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn run(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = json_object(&req, body).await?;
     let inputs = match body.get("inputs") {
         None | Some(Value::Null) => serde_json::Map::new(),
@@ -119,16 +138,40 @@ pub async fn run(k: web::Data<Kernel>, path: web::Path<String>, req: HttpRequest
     };
     let timeout = match body.get("timeout") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| ApiError::bad_request("timeout must be a number of seconds"))?),
+        Some(Value::Number(n)) => Some(
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| ApiError::bad_request("timeout must be a number of seconds"))?,
+        ),
         Some(_) => return Err(ApiError::bad_request("timeout must be a number of seconds")),
     };
     let span = tracing::info_span!("http.flow_run", method = "POST", flow_id = %path.as_str());
-    let record = k.run_flow(&path, inputs, timeout, "api").instrument(span).await?;
+    let record = k
+        .run_flow(&path, inputs, timeout, "api")
+        .instrument(span)
+        .await?;
     let data = run_response(&k, &record);
     let (status, success, error) = match record.status {
         RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
-        RunStatus::TimedOut => (StatusCode::REQUEST_TIMEOUT, false, Some("the run's deadline passed".to_string())),
-        _ => (StatusCode::OK, false, Some(record.reason.clone().unwrap_or_else(|| format!("the run {}", record.status.as_str())))),
+        RunStatus::TimedOut => (
+            StatusCode::REQUEST_TIMEOUT,
+            false,
+            Some("the run's deadline passed".to_string()),
+        ),
+        _ => (
+            StatusCode::OK,
+            false,
+            Some(
+                record
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("the run {}", record.status.as_str())),
+            ),
+        ),
     };
-    Ok(HttpResponse::build(status).json(Envelope { success, data: Some(data), error }))
+    Ok(HttpResponse::build(status).json(Envelope {
+        success,
+        data: Some(data),
+        error,
+    }))
 }

@@ -18,7 +18,10 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint"))
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    ))
 }
 
 fn resource(path: &str) -> actix_web::Resource {
@@ -27,23 +30,29 @@ fn resource(path: &str) -> actix_web::Resource {
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(format!("bad query: {e}")).into()))
-        .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("bad path: {e}")).into()))
-        .service(resource("/api/health").get(system::health))
-        .service(resource("/api/diagnostics").get(system::diagnostics))
-        .service(resource("/api/audit").get(system::audit))
-        .service(resource("/api/packs").get(packs::list))
-        .service(resource("/api/packs/pending").get(packs::pending))
-        .service(resource("/api/packs/scan").post(packs::scan))
-        .service(resource("/api/packs/{id}").get(packs::get))
-        .service(resource("/api/packs/{id}/status").get(packs::status))
-        .service(resource("/api/packs/{id}/approve").post(packs::approve))
-        .service(resource("/api/packs/{id}/reject").post(packs::reject))
-        .service(resource("/api/flows").get(flows::list))
-        .service(resource("/api/flows/reload").post(flows::reload))
-        .service(resource("/api/flows/{id}").get(flows::get))
-        .service(resource("/api/flows/{id}/run").post(flows::run))
-        .service(resource("/api/runs").get(runs::list))
-        .service(resource("/api/runs/{run_id}").get(runs::get))
-        .default_service(web::to(not_found));
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::bad_request(format!("bad query: {e}")).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::bad_request(format!("bad path: {e}")).into()),
+    )
+    .service(resource("/api/health").get(system::health))
+    .service(resource("/api/diagnostics").get(system::diagnostics))
+    .service(resource("/api/audit").get(system::audit))
+    .service(resource("/api/packs").get(packs::list))
+    .service(resource("/api/packs/pending").get(packs::pending))
+    .service(resource("/api/packs/scan").post(packs::scan))
+    .service(resource("/api/packs/{id}").get(packs::get))
+    .service(resource("/api/packs/{id}/status").get(packs::status))
+    .service(resource("/api/packs/{id}/approve").post(packs::approve))
+    .service(resource("/api/packs/{id}/reject").post(packs::reject))
+    .service(resource("/api/flows").get(flows::list))
+    .service(resource("/api/flows/reload").post(flows::reload))
+    .service(resource("/api/flows/{id}").get(flows::get))
+    .service(resource("/api/flows/{id}/run").post(flows::run))
+    .service(resource("/api/runs").get(runs::list))
+    .service(resource("/api/runs/{run_id}").get(runs::get))
+    .default_service(web::to(not_found));
 }

@@ -12,7 +12,9 @@ fn pack_id(raw: &str) -> Result<String, ApiError> {
     if rumi_domain::pack::valid_pack_id(raw) {
         Ok(raw.to_string())
     } else {
-        Err(ApiError::bad_request(format!("{raw:?} is not a valid pack id")))
+        Err(ApiError::bad_request(format!(
+            "{raw:?} is not a valid pack id"
+        )))
     }
 }
 
@@ -24,7 +26,10 @@ pub async fn list(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
 /// `GET /api/packs/pending`: packs waiting for a decision (never decided, or modified).
 pub async fn pending(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     let packs = k.registry.send(ListPacks).await?;
-    let waiting: Vec<_> = packs.into_iter().filter(|p| matches!(p.state, PackState::Installed | PackState::Modified)).collect();
+    let waiting: Vec<_> = packs
+        .into_iter()
+        .filter(|p| matches!(p.state, PackState::Installed | PackState::Modified))
+        .collect();
     Ok(ok(waiting))
 }
 
@@ -35,10 +40,15 @@ pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpRe
 }
 
 /// `GET /api/packs/{id}/status`
-pub async fn status(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let p = k.registry.send(GetPack { pack_id: id }).await??;
-    Ok(ok(json!({"pack_id": p.pack_id, "state": p.state, "changes": p.changes, "manifest_hash": p.manifest_hash, "decided_at": p.decided_at})))
+    Ok(ok(
+        json!({"pack_id": p.pack_id, "state": p.state, "changes": p.changes, "manifest_hash": p.manifest_hash, "decided_at": p.decided_at}),
+    ))
 }
 
 /// `POST /api/packs/scan`
@@ -47,13 +57,21 @@ pub async fn scan(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `POST /api/packs/{id}/approve`
-pub async fn approve(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn approve(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     Ok(ok(k.registry.send(Approve { pack_id: id }).await??))
 }
 
 /// `POST /api/packs/{id}/reject {reason}`
-pub async fn reject(k: web::Data<Kernel>, path: web::Path<String>, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn reject(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let body = json_object(&req, body).await?;
     let reason = match body.get("reason") {
@@ -61,5 +79,11 @@ pub async fn reject(k: web::Data<Kernel>, path: web::Path<String>, req: HttpRequ
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_request("reason must be a string")),
     };
-    Ok(ok(k.registry.send(Reject { pack_id: id, reason }).await??))
+    Ok(ok(k
+        .registry
+        .send(Reject {
+            pack_id: id,
+            reason,
+        })
+        .await??))
 }

@@ -15,15 +15,30 @@ pub struct RunsQuery {
 }
 
 /// `GET /api/runs?limit=&flow_id=`: newest first.
-pub async fn list(k: web::Data<Kernel>, q: web::Query<RunsQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    k: web::Data<Kernel>,
+    q: web::Query<RunsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let runs = k.history.send(ListRuns { limit, flow_id: q.flow_id.clone() }).await?;
-    Ok(ok(runs.iter().map(|r| run_response(&k, r)).collect::<Vec<_>>()))
+    let runs = k
+        .history
+        .send(ListRuns {
+            limit,
+            flow_id: q.flow_id.clone(),
+        })
+        .await?;
+    Ok(ok(runs
+        .iter()
+        .map(|r| run_response(&k, r))
+        .collect::<Vec<_>>()))
 }
 
 /// `GET /api/runs/{run_id}`
 pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let r = k.history.send(GetRun(path.clone())).await?.ok_or_else(|| ApiError::not_found(format!("no run {:?} is recorded", path.as_str())))?;
+    let r =
+        k.history.send(GetRun(path.clone())).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no run {:?} is recorded", path.as_str()))
+        })?;
     let mut v = run_response(&k, &r);
     v["trigger"] = serde_json::json!(r.trigger);
     v["started"] = serde_json::json!(r.started);

@@ -47,18 +47,28 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/audit?category=&date=&limit=`
-pub async fn audit(k: web::Data<Kernel>, q: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn audit(
+    k: web::Data<Kernel>,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
     let category = match q.category.as_deref() {
         None | Some("") => None,
         Some(c) => Some(Category::parse(c).ok_or_else(|| {
             let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-            ApiError::bad_request(format!("unknown category {c:?}; use one of {}", names.join(", ")))
+            ApiError::bad_request(format!(
+                "unknown category {c:?}; use one of {}",
+                names.join(", ")
+            ))
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = k
         .audit
-        .send(Query { category, date: q.date.clone(), limit })
+        .send(Query {
+            category,
+            date: q.date.clone(),
+            limit,
+        })
         .await?
         .map_err(|e| match e {
             audit::AuditError::BadDate => ApiError::bad_request(e.to_string()),

@@ -13,7 +13,11 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// Python is needed for blocks: in CI its absence fails loudly, locally the test is skipped.
 pub fn python_available() -> bool {
-    let ok = Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("python3 is required for the end-to-end tests and is missing in CI");
@@ -28,7 +32,10 @@ pub fn fresh_home() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     copy_dir(&repo.join("ecosystem"), &dir.path().join("ecosystem"));
-    copy_dir(&repo.join("user_data/shared"), &dir.path().join("user_data/shared"));
+    copy_dir(
+        &repo.join("user_data/shared"),
+        &dir.path().join("user_data/shared"),
+    );
     dir
 }
 
@@ -54,7 +61,11 @@ pub fn write(home: &Path, rel: &str, text: &str) {
 
 /// Creates a pack with the given blocks (name → code).
 pub fn make_pack(home: &Path, id: &str, blocks: &[(&str, &str)]) {
-    write(home, &format!("ecosystem/{id}/backend/ecosystem.json"), &format!(r#"{{"pack_id":"{id}","pack_identity":"test:{id}"}}"#));
+    write(
+        home,
+        &format!("ecosystem/{id}/backend/ecosystem.json"),
+        &format!(r#"{{"pack_id":"{id}","pack_identity":"test:{id}"}}"#),
+    );
     for (name, code) in blocks {
         write(home, &format!("ecosystem/{id}/backend/blocks/{name}"), code);
     }
@@ -104,7 +115,11 @@ impl Kernel {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("rumi listening on ") {
-                    let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(url);
                 }
             }
@@ -113,10 +128,19 @@ impl Kernel {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();
-                panic!("the kernel did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "the kernel did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
-        Kernel { home: home.to_path_buf(), base, child, http: reqwest::Client::new(), stderr_log: log }
+        Kernel {
+            home: home.to_path_buf(),
+            base,
+            child,
+            http: reqwest::Client::new(),
+            stderr_log: log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -133,7 +157,8 @@ impl Kernel {
         let resp = r.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let v =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, v)
     }
 
@@ -146,14 +171,18 @@ impl Kernel {
     }
 
     pub async fn approve(&self, pack: &str) {
-        let (s, v) = self.post(&format!("/api/packs/{pack}/approve"), json!({})).await;
+        let (s, v) = self
+            .post(&format!("/api/packs/{pack}/approve"), json!({}))
+            .await;
         assert_eq!(s, 200, "approve {pack}: {v}");
         assert_eq!(v["data"]["state"], "approved");
     }
 
     /// Runs a flow; returns (status, data).
     pub async fn run(&self, flow: &str, inputs: Value) -> (u16, Value) {
-        let (s, v) = self.post(&format!("/api/flows/{flow}/run"), json!({"inputs": inputs})).await;
+        let (s, v) = self
+            .post(&format!("/api/flows/{flow}/run"), json!({"inputs": inputs}))
+            .await;
         (s, v["data"].clone())
     }
 
@@ -192,5 +221,10 @@ impl Drop for Kernel {
 
 /// The status and error_type of a run's step.
 pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id} in {run}"))
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
 }

@@ -35,7 +35,10 @@ pub struct ConditionError {
 impl Condition {
     /// Parses a condition. A YAML boolean or number given directly is accepted as its literal.
     pub fn parse(text: &str) -> Result<Condition, ConditionError> {
-        let err = |reason: &str| ConditionError { text: text.to_string(), reason: reason.into() };
+        let err = |reason: &str| ConditionError {
+            text: text.to_string(),
+            reason: reason.into(),
+        };
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(err("the condition is empty"));
@@ -52,9 +55,15 @@ impl Condition {
                 }
                 let l = parse_operand(left).map_err(|r| err(&r))?;
                 let r = parse_operand(right).map_err(|r| err(&r))?;
-                Ok(if op == "==" { Condition::Equals(l, r) } else { Condition::NotEquals(l, r) })
+                Ok(if op == "==" {
+                    Condition::Equals(l, r)
+                } else {
+                    Condition::NotEquals(l, r)
+                })
             }
-            None => Ok(Condition::Truthy(parse_operand(trimmed).map_err(|r| err(&r))?)),
+            None => Ok(Condition::Truthy(
+                parse_operand(trimmed).map_err(|r| err(&r))?,
+            )),
         }
     }
 
@@ -190,10 +199,16 @@ mod tests {
             "t": true, "one": 1, "str": "x", "ll": [0], "oo": {"a": 1}
         }));
         for k in ["f", "z", "e", "fs", "l", "o", "n", "missing"] {
-            assert!(!Condition::parse(&format!("${{ctx.{k}}}")).unwrap().eval(&c), "{k}");
+            assert!(
+                !Condition::parse(&format!("${{ctx.{k}}}")).unwrap().eval(&c),
+                "{k}"
+            );
         }
         for k in ["t", "one", "str", "ll", "oo"] {
-            assert!(Condition::parse(&format!("${{ctx.{k}}}")).unwrap().eval(&c), "{k}");
+            assert!(
+                Condition::parse(&format!("${{ctx.{k}}}")).unwrap().eval(&c),
+                "{k}"
+            );
         }
         assert!(Condition::parse("true").unwrap().eval(&c));
         assert!(!Condition::parse("false").unwrap().eval(&c));
@@ -208,7 +223,16 @@ mod tests {
 
     #[test]
     fn bad_conditions_are_refused() {
-        for bad in ["", "  ", "== 1", "${ctx.a} ==", "${ctx.a} == 1 == 2", "${ctx.a", "x${ctx.a} == 1", "\"unterminated == 1"] {
+        for bad in [
+            "",
+            "  ",
+            "== 1",
+            "${ctx.a} ==",
+            "${ctx.a} == 1 == 2",
+            "${ctx.a",
+            "x${ctx.a} == 1",
+            "\"unterminated == 1",
+        ] {
             assert!(Condition::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -84,7 +84,15 @@ pub struct RunEngine {
 impl RunEngine {
     /// Starts a run with `inputs` as the initial context.
     pub fn new(flow: Arc<Flow>, inputs: Map<String, Value>) -> Self {
-        RunEngine { flow, ctx: inputs, cursor: 0, records: Vec::new(), outcome: None, pending: None, events: Vec::new() }
+        RunEngine {
+            flow,
+            ctx: inputs,
+            cursor: 0,
+            records: Vec::new(),
+            outcome: None,
+            pending: None,
+            events: Vec::new(),
+        }
     }
 
     pub fn flow(&self) -> &Arc<Flow> {
@@ -103,7 +111,13 @@ impl RunEngine {
 
     /// The result: the context without keys starting with `_`.
     pub fn result(&self) -> Value {
-        Value::Object(self.ctx.iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Value::Object(
+            self.ctx
+                .iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     }
 
     /// The step currently waiting for outside work, if any.
@@ -116,7 +130,10 @@ impl RunEngine {
         if let Some(outcome) = &self.outcome {
             return Next::Done(outcome.clone());
         }
-        assert!(self.pending.is_none(), "advance called while a step is pending");
+        assert!(
+            self.pending.is_none(),
+            "advance called while a step is pending"
+        );
         while self.cursor < self.flow.steps.len() {
             let index = self.cursor;
             self.cursor += 1;
@@ -131,7 +148,12 @@ impl RunEngine {
                 }
             }
             let result: Result<Value, StepFailure> = match &step.kind {
-                StepKind::Block { owner_pack, file, input, principal_override } => {
+                StepKind::Block {
+                    owner_pack,
+                    file,
+                    input,
+                    principal_override,
+                } => {
                     self.pending = Some((index, started, t0));
                     return Next::Block(BlockCall {
                         step_id: step.id.clone(),
@@ -145,9 +167,19 @@ impl RunEngine {
                 }
                 StepKind::Set { key, value } => {
                     let value = vars::resolve(value, &self.ctx);
-                    let key = key.as_ref().or(step.output.as_ref()).expect("validated: set has key or output");
+                    let key = key
+                        .as_ref()
+                        .or(step.output.as_ref())
+                        .expect("validated: set has key or output");
                     self.ctx.insert(key.clone(), value);
-                    self.record(step, StepStatus::Succeeded, started, clock.monotonic_ms() - t0, None, None);
+                    self.record(
+                        step,
+                        StepStatus::Succeeded,
+                        started,
+                        clock.monotonic_ms() - t0,
+                        None,
+                        None,
+                    );
                     continue;
                 }
                 StepKind::If { condition } => Ok(Value::Bool(condition.eval(&self.ctx))),
@@ -168,14 +200,26 @@ impl RunEngine {
                 return Next::Done(outcome.clone());
             }
         }
-        let outcome = Outcome { status: RunStatus::Succeeded, reason: None, failed_step: None };
+        let outcome = Outcome {
+            status: RunStatus::Succeeded,
+            reason: None,
+            failed_step: None,
+        };
         self.outcome = Some(outcome.clone());
         Next::Done(outcome)
     }
 
     /// Reports the result of the pending block call. `log` is what the block printed.
-    pub fn complete_block(&mut self, result: Result<Value, StepFailure>, log: Option<String>, clock: &dyn Clock) {
-        let (index, started, t0) = self.pending.take().expect("complete_block without a pending block");
+    pub fn complete_block(
+        &mut self,
+        result: Result<Value, StepFailure>,
+        log: Option<String>,
+        clock: &dyn Clock,
+    ) {
+        let (index, started, t0) = self
+            .pending
+            .take()
+            .expect("complete_block without a pending block");
         let log = match &result {
             Err(f) if log.is_none() => f.log.clone(),
             _ => log,
@@ -186,23 +230,52 @@ impl RunEngine {
     /// Fails the pending step (block or nested flow) with `failure`, e.g. when the work could not
     /// even be started.
     pub fn fail_pending(&mut self, failure: StepFailure, clock: &dyn Clock) {
-        let (index, started, t0) = self.pending.take().expect("fail_pending without a pending step");
-        self.finish_step(index, Err(failure), started, clock.monotonic_ms() - t0, None);
+        let (index, started, t0) = self
+            .pending
+            .take()
+            .expect("fail_pending without a pending step");
+        self.finish_step(
+            index,
+            Err(failure),
+            started,
+            clock.monotonic_ms() - t0,
+            None,
+        );
     }
 
     /// Reports the outcome of the pending nested flow: its status and result.
-    pub fn complete_child(&mut self, status: RunStatus, result: Value, reason: Option<String>, clock: &dyn Clock) {
-        let (index, started, t0) = self.pending.take().expect("complete_child without a pending child");
+    pub fn complete_child(
+        &mut self,
+        status: RunStatus,
+        result: Value,
+        reason: Option<String>,
+        clock: &dyn Clock,
+    ) {
+        let (index, started, t0) = self
+            .pending
+            .take()
+            .expect("complete_child without a pending child");
         let flow_id = match &self.flow.steps[index].kind {
-            StepKind::Handler { args, .. } => args.get("flow_id").and_then(Value::as_str).unwrap_or("?").to_string(),
+            StepKind::Handler { args, .. } => args
+                .get("flow_id")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
             _ => "?".into(),
         };
         let r = match status {
             RunStatus::Succeeded | RunStatus::Aborted => Ok(result),
-            RunStatus::TimedOut => Err(StepFailure::new(ErrorType::RunTimeout, format!("nested flow {flow_id:?} ran past the run's deadline"))),
+            RunStatus::TimedOut => Err(StepFailure::new(
+                ErrorType::RunTimeout,
+                format!("nested flow {flow_id:?} ran past the run's deadline"),
+            )),
             other => Err(StepFailure::new(
                 ErrorType::HandlerError,
-                format!("nested flow {flow_id:?} {}{}", other.as_str(), reason.map(|r| format!(": {r}")).unwrap_or_default()),
+                format!(
+                    "nested flow {flow_id:?} {}{}",
+                    other.as_str(),
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
             )),
         };
         self.finish_step(index, r, started, clock.monotonic_ms() - t0, None);
@@ -221,14 +294,21 @@ impl RunEngine {
                 StepStatus::Failed,
                 started,
                 clock.monotonic_ms() - t0,
-                Some(StepFailure::new(ErrorType::RunTimeout, "the run's deadline passed")),
+                Some(StepFailure::new(
+                    ErrorType::RunTimeout,
+                    "the run's deadline passed",
+                )),
                 None,
             );
         }
         self.outcome = Some(Outcome {
             status: RunStatus::TimedOut,
             reason: Some("the run's deadline passed".into()),
-            failed_step: self.records.last().filter(|r| r.status == StepStatus::Failed).map(|r| r.id.clone()),
+            failed_step: self
+                .records
+                .last()
+                .filter(|r| r.status == StepStatus::Failed)
+                .map(|r| r.id.clone()),
         });
     }
 
@@ -237,7 +317,14 @@ impl RunEngine {
         self.outcome.as_ref()
     }
 
-    fn finish_step(&mut self, index: usize, result: Result<Value, StepFailure>, started: String, elapsed: f64, log: Option<String>) {
+    fn finish_step(
+        &mut self,
+        index: usize,
+        result: Result<Value, StepFailure>,
+        started: String,
+        elapsed: f64,
+        log: Option<String>,
+    ) {
         let flow = Arc::clone(&self.flow);
         let step = &flow.steps[index];
         match result {
@@ -249,20 +336,38 @@ impl RunEngine {
                 match abort_reason {
                     Some(reason) => {
                         self.record(step, StepStatus::Aborted, started, elapsed, None, log);
-                        self.outcome = Some(Outcome { status: RunStatus::Aborted, reason: Some(reason), failed_step: Some(step.id.clone()) });
+                        self.outcome = Some(Outcome {
+                            status: RunStatus::Aborted,
+                            reason: Some(reason),
+                            failed_step: Some(step.id.clone()),
+                        });
                     }
                     None => self.record(step, StepStatus::Succeeded, started, elapsed, None, log),
                 }
             }
             Err(failure) => {
                 if let Some(out) = &step.output {
-                    self.ctx.insert(out.clone(), json!({"error": failure.error, "error_type": failure.error_type}));
+                    self.ctx.insert(
+                        out.clone(),
+                        json!({"error": failure.error, "error_type": failure.error_type}),
+                    );
                 }
                 let timed_out = failure.error_type == ErrorType::RunTimeout;
                 let message = failure.error.clone();
-                self.record(step, StepStatus::Failed, started, elapsed, Some(failure), log);
+                self.record(
+                    step,
+                    StepStatus::Failed,
+                    started,
+                    elapsed,
+                    Some(failure),
+                    log,
+                );
                 if timed_out {
-                    self.outcome = Some(Outcome { status: RunStatus::TimedOut, reason: Some("the run's deadline passed".into()), failed_step: Some(step.id.clone()) });
+                    self.outcome = Some(Outcome {
+                        status: RunStatus::TimedOut,
+                        reason: Some("the run's deadline passed".into()),
+                        failed_step: Some(step.id.clone()),
+                    });
                 } else if step.on_error == OnError::Abort {
                     self.outcome = Some(Outcome {
                         status: RunStatus::Failed,
@@ -274,7 +379,15 @@ impl RunEngine {
         }
     }
 
-    fn record(&mut self, step: &Step, status: StepStatus, started: String, duration_ms: f64, failure: Option<StepFailure>, log: Option<String>) {
+    fn record(
+        &mut self,
+        step: &Step,
+        status: StepStatus,
+        started: String,
+        duration_ms: f64,
+        failure: Option<StepFailure>,
+        log: Option<String>,
+    ) {
         let (error, error_type) = match failure {
             Some(f) => (Some(f.error), Some(f.error_type)),
             None => (None, None),
@@ -298,7 +411,12 @@ impl RunEngine {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
-                .ok_or_else(|| StepFailure::new(ErrorType::HandlerError, format!("{handler}: args.{name} (non-empty string) is required")))
+                .ok_or_else(|| {
+                    StepFailure::new(
+                        ErrorType::HandlerError,
+                        format!("{handler}: args.{name} (non-empty string) is required"),
+                    )
+                })
         };
         let r = match handler {
             KernelHandler::Noop => Ok(Value::Null),
@@ -359,7 +477,11 @@ pub fn flow_control_abort(value: &Value) -> Option<String> {
     if obj.get("__flow_control")?.as_str()? != "abort" {
         return None;
     }
-    Some(obj.get("reason").map(vars::embed_text).unwrap_or_else(|| "aborted by the block".into()))
+    Some(
+        obj.get("reason")
+            .map(vars::embed_text)
+            .unwrap_or_else(|| "aborted by the block".into()),
+    )
 }
 
 /// Refuses a nested run that would recurse or nest too deep. `chain` is the ids of the running
@@ -372,7 +494,10 @@ pub fn check_nesting(chain: &[String], flow_id: &str) -> Result<(), StepFailure>
         ));
     }
     if chain.len() >= MAX_FLOW_DEPTH {
-        return Err(StepFailure::new(ErrorType::RecursionRefused, format!("kernel:flow.run: nesting deeper than {MAX_FLOW_DEPTH} is refused")));
+        return Err(StepFailure::new(
+            ErrorType::RecursionRefused,
+            format!("kernel:flow.run: nesting deeper than {MAX_FLOW_DEPTH} is refused"),
+        ));
     }
     Ok(())
 }
@@ -396,7 +521,17 @@ mod tests {
     }
 
     fn flow(text: &str) -> Arc<Flow> {
-        Arc::new(parse_flow(text, FlowOrigin { rank: SourceRank::Shared, path: "t.flow.yaml".into(), pack_id: None }).unwrap())
+        Arc::new(
+            parse_flow(
+                text,
+                FlowOrigin {
+                    rank: SourceRank::Shared,
+                    path: "t.flow.yaml".into(),
+                    pack_id: None,
+                },
+            )
+            .unwrap(),
+        )
     }
 
     fn inputs(v: Value) -> Map<String, Value> {
@@ -441,12 +576,23 @@ steps:
         assert_eq!(r["gotd"], json!(7));
         assert_eq!(r["copied"], json!("gpt-4"));
         assert_eq!(r["set_out"], json!(1));
-        assert!(r.get("_hidden").is_none(), "underscore keys are not part of the result");
+        assert!(
+            r.get("_hidden").is_none(),
+            "underscore keys are not part of the result"
+        );
         assert_eq!(r["nothing"], Value::Null);
         assert_eq!(r["emitted"], json!({"event": "done", "emitted": true}));
-        let statuses: Vec<_> = e.records().iter().map(|r| (r.id.as_str(), r.status)).collect();
+        let statuses: Vec<_> = e
+            .records()
+            .iter()
+            .map(|r| (r.id.as_str(), r.status))
+            .collect();
         assert!(statuses.contains(&("no", StepStatus::Skipped)));
-        assert_eq!(e.records()[0].id, "s2", "priority 1 runs before the default 100");
+        assert_eq!(
+            e.records()[0].id,
+            "s2",
+            "priority 1 runs before the default 100"
+        );
         assert_eq!(e.take_events().len(), 1);
     }
 
@@ -462,14 +608,27 @@ steps:
     fn block_calls_and_fail_soft() {
         let clock = TestClock(Cell::new(0.0));
         let mut e = RunEngine::new(flow(BLOCKS), inputs(json!({"x": [1, 2]})));
-        let Next::Block(call) = e.advance(&clock) else { panic!() };
+        let Next::Block(call) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(call.input, json!({"x": [1, 2]}));
         assert_eq!(call.owner_pack, "p");
-        e.complete_block(Err(StepFailure::new(ErrorType::BlockError, "boom")), Some("printed".into()), &clock);
-        let Next::Block(call) = e.advance(&clock) else { panic!() };
-        assert_eq!(call.input, json!({"error": "boom", "error_type": "block_error"}));
+        e.complete_block(
+            Err(StepFailure::new(ErrorType::BlockError, "boom")),
+            Some("printed".into()),
+            &clock,
+        );
+        let Next::Block(call) = e.advance(&clock) else {
+            panic!()
+        };
+        assert_eq!(
+            call.input,
+            json!({"error": "boom", "error_type": "block_error"})
+        );
         e.complete_block(Ok(json!({"ok": true})), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else { panic!() };
+        let Next::Done(o) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(o.status, RunStatus::Succeeded);
         assert_eq!(e.records()[0].status, StepStatus::Failed);
         assert_eq!(e.records()[0].error_type, Some(ErrorType::BlockError));
@@ -479,12 +638,23 @@ steps:
 
     #[test]
     fn fail_hard_stops_the_run() {
-        let text = BLOCKS.replace("phases: [main]", "phases: [main]\ndefaults: {fail_soft: false}");
+        let text = BLOCKS.replace(
+            "phases: [main]",
+            "phases: [main]\ndefaults: {fail_soft: false}",
+        );
         let clock = TestClock(Cell::new(0.0));
         let mut e = RunEngine::new(flow(&text), Map::new());
-        let Next::Block(_) = e.advance(&clock) else { panic!() };
-        e.complete_block(Err(StepFailure::new(ErrorType::Timeout, "step timed out")), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else { panic!() };
+        let Next::Block(_) = e.advance(&clock) else {
+            panic!()
+        };
+        e.complete_block(
+            Err(StepFailure::new(ErrorType::Timeout, "step timed out")),
+            None,
+            &clock,
+        );
+        let Next::Done(o) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(o.status, RunStatus::Failed);
         assert_eq!(o.failed_step.as_deref(), Some("a"));
         assert_eq!(e.records().len(), 1);
@@ -494,9 +664,17 @@ steps:
     fn flow_control_abort_stops_later_steps() {
         let clock = TestClock(Cell::new(0.0));
         let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else { panic!() };
-        e.complete_block(Ok(json!({"__flow_control": "abort", "reason": "Invalid input"})), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else { panic!() };
+        let Next::Block(_) = e.advance(&clock) else {
+            panic!()
+        };
+        e.complete_block(
+            Ok(json!({"__flow_control": "abort", "reason": "Invalid input"})),
+            None,
+            &clock,
+        );
+        let Next::Done(o) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(o.status, RunStatus::Aborted);
         assert_eq!(o.reason.as_deref(), Some("Invalid input"));
         assert_eq!(e.result()["a_out"]["__flow_control"], json!("abort"));
@@ -508,12 +686,22 @@ steps:
     fn run_timeout_wins_over_fail_soft() {
         let clock = TestClock(Cell::new(0.0));
         let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else { panic!() };
-        e.complete_block(Err(StepFailure::new(ErrorType::RunTimeout, "deadline")), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else { panic!() };
+        let Next::Block(_) = e.advance(&clock) else {
+            panic!()
+        };
+        e.complete_block(
+            Err(StepFailure::new(ErrorType::RunTimeout, "deadline")),
+            None,
+            &clock,
+        );
+        let Next::Done(o) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(o.status, RunStatus::TimedOut);
         let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else { panic!() };
+        let Next::Block(_) = e.advance(&clock) else {
+            panic!()
+        };
         e.time_out(&clock);
         assert_eq!(e.outcome().unwrap().status, RunStatus::TimedOut);
         assert_eq!(e.records()[0].error_type, Some(ErrorType::RunTimeout));
@@ -529,16 +717,25 @@ steps:
 "#;
         let clock = TestClock(Cell::new(0.0));
         let mut e = RunEngine::new(flow(text), inputs(json!({"v": 1})));
-        let Next::Child(call) = e.advance(&clock) else { panic!() };
+        let Next::Child(call) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(call.flow_id, "child");
         assert_eq!(call.inputs, inputs(json!({"v": 1})));
         e.complete_child(RunStatus::Succeeded, json!({"r": 2}), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else { panic!() };
+        let Next::Done(o) = e.advance(&clock) else {
+            panic!()
+        };
         assert_eq!(o.status, RunStatus::Succeeded);
         assert_eq!(e.result()["child"], json!({"r": 2}));
 
         assert!(check_nesting(&["a".into(), "b".into()], "c").is_ok());
-        assert_eq!(check_nesting(&["a".into(), "b".into()], "a").unwrap_err().error_type, ErrorType::RecursionRefused);
+        assert_eq!(
+            check_nesting(&["a".into(), "b".into()], "a")
+                .unwrap_err()
+                .error_type,
+            ErrorType::RecursionRefused
+        );
         let deep: Vec<String> = (0..MAX_FLOW_DEPTH).map(|i| format!("f{i}")).collect();
         assert!(check_nesting(&deep, "x").is_err());
     }

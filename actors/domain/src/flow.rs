@@ -95,7 +95,10 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { fail_soft: true, on_missing_step: OnMissingStep::Skip }
+        Defaults {
+            fail_soft: true,
+            on_missing_step: OnMissingStep::Skip,
+        }
     }
 }
 
@@ -103,7 +106,12 @@ impl Default for Defaults {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
     /// Runs `file` of `owner_pack` with the resolved `input`.
-    Block { owner_pack: String, file: String, input: Value, principal_override: Option<String> },
+    Block {
+        owner_pack: String,
+        file: String,
+        input: Value,
+        principal_override: Option<String>,
+    },
     /// Calls a kernel handler with resolved `args`.
     Handler { handler: KernelHandler, args: Value },
     /// Stores the resolved `value` under `key` (or the step's `output`).
@@ -224,14 +232,18 @@ pub struct RawStep {
 pub fn valid_flow_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Checks a step id or context key: printable, no whitespace, 1..=128 bytes.
 fn valid_name(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
 }
 
 /// Context for validating one step.
@@ -247,8 +259,13 @@ pub struct StepRules<'a> {
 /// Parses and validates a flow file.
 pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
     let file = origin.path.clone();
-    let err = |line: Option<usize>, message: String| FlowError { file: file.clone(), line, message };
-    let raw: RawFlow = yaml::parse_limited(text).map_err(|e: YamlError| err(e.line(), e.to_string()))?;
+    let err = |line: Option<usize>, message: String| FlowError {
+        file: file.clone(),
+        line,
+        message,
+    };
+    let raw: RawFlow =
+        yaml::parse_limited(text).map_err(|e: YamlError| err(e.line(), e.to_string()))?;
 
     let flow_id = match raw.flow_id {
         Some(Value::String(s)) if valid_flow_id(&s) => s,
@@ -258,22 +275,39 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
                 format!("flow_id {s:?} is invalid: use 1-128 of A-Z a-z 0-9 _ . : -"),
             ))
         }
-        Some(_) => return Err(err(find_line(text, "flow_id:", None), "flow_id must be a string".into())),
+        Some(_) => {
+            return Err(err(
+                find_line(text, "flow_id:", None),
+                "flow_id must be a string".into(),
+            ))
+        }
         None => return Err(err(None, "flow_id is required".into())),
     };
-    let phases = raw
-        .phases
-        .ok_or_else(|| err(None, "phases is required (a non-empty list of names)".into()))?;
+    let phases = raw.phases.ok_or_else(|| {
+        err(
+            None,
+            "phases is required (a non-empty list of names)".into(),
+        )
+    })?;
     if phases.is_empty() {
-        return Err(err(find_line(text, "phases:", None), "phases must not be empty".into()));
+        return Err(err(
+            find_line(text, "phases:", None),
+            "phases must not be empty".into(),
+        ));
     }
     let mut seen = HashSet::new();
     for phase in &phases {
         if !valid_name(phase) {
-            return Err(err(find_line(text, "phases:", None), format!("phase name {phase:?} is invalid")));
+            return Err(err(
+                find_line(text, "phases:", None),
+                format!("phase name {phase:?} is invalid"),
+            ));
         }
         if !seen.insert(phase.as_str()) {
-            return Err(err(find_line(text, "phases:", None), format!("phase {phase:?} is listed twice")));
+            return Err(err(
+                find_line(text, "phases:", None),
+                format!("phase {phase:?} is listed twice"),
+            ));
         }
     }
     let mut defaults = Defaults::default();
@@ -287,7 +321,10 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
     }
     let raw_steps = raw.steps.unwrap_or_default();
     if raw_steps.len() > MAX_STEPS {
-        return Err(err(None, format!("{} steps; the limit is {MAX_STEPS}", raw_steps.len())));
+        return Err(err(
+            None,
+            format!("{} steps; the limit is {MAX_STEPS}", raw_steps.len()),
+        ));
     }
     let rules = StepRules {
         phases: Some(&phases),
@@ -298,9 +335,13 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
     let mut steps = Vec::with_capacity(raw_steps.len());
     let mut ids = HashSet::new();
     for (index, raw_step) in raw_steps.into_iter().enumerate() {
-        let step = validate_step(raw_step, index, text, &rules).map_err(|(line, m)| err(line, m))?;
+        let step =
+            validate_step(raw_step, index, text, &rules).map_err(|(line, m)| err(line, m))?;
         if !ids.insert(step.id.clone()) {
-            return Err(err(step.line, format!("step id {:?} is used twice", step.id)));
+            return Err(err(
+                step.line,
+                format!("step id {:?} is used twice", step.id),
+            ));
         }
         steps.push(step);
     }
@@ -328,10 +369,16 @@ pub fn validate_step(
     let id = match raw.id {
         Some(Value::String(s)) if valid_name(&s) => s,
         Some(Value::String(s)) => {
-            return Err((find_line(text, "id:", Some(&s)), format!("step id {s:?} is invalid")))
+            return Err((
+                find_line(text, "id:", Some(&s)),
+                format!("step id {s:?} is invalid"),
+            ))
         }
         Some(Value::Number(n)) => {
-            return Err((find_line(text, "id:", Some(&n.to_string())), "step id must be a string".into()))
+            return Err((
+                find_line(text, "id:", Some(&n.to_string())),
+                "step id must be a string".into(),
+            ))
         }
         _ => return Err((None, format!("step #{} has no id", index + 1))),
     };
@@ -340,71 +387,108 @@ pub fn validate_step(
 
     let phase = raw.phase.ok_or_else(|| fail("phase is required".into()))?;
     if let Some(phases) = rules.phases {
-        if !phases.iter().any(|p| *p == phase) {
-            return Err(fail(format!("phase {phase:?} is not one of the flow's phases {phases:?}")));
+        if !phases.contains(&phase) {
+            return Err(fail(format!(
+                "phase {phase:?} is not one of the flow's phases {phases:?}"
+            )));
         }
     }
     let priority = match raw.priority {
         None => DEFAULT_PRIORITY,
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| fail("priority must be a finite number".into()))?,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| fail("priority must be a finite number".into()))?,
         Some(_) => return Err(fail("priority must be a number".into())),
     };
     let timeout_seconds = match raw.timeout_seconds {
         None => DEFAULT_STEP_TIMEOUT_SECS,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if f > 0.0 && f <= MAX_STEP_TIMEOUT_SECS as f64 => f.ceil() as u32,
-            _ => return Err(fail(format!("timeout_seconds must be in 1..={MAX_STEP_TIMEOUT_SECS}"))),
+            _ => {
+                return Err(fail(format!(
+                    "timeout_seconds must be in 1..={MAX_STEP_TIMEOUT_SECS}"
+                )))
+            }
         },
         Some(_) => return Err(fail("timeout_seconds must be a number".into())),
     };
     let when = match raw.when {
         None => None,
-        Some(Value::String(s)) => Some(Condition::parse(&s).map_err(|e: ConditionError| fail(e.to_string()))?),
-        Some(Value::Bool(b)) => Some(Condition::parse(if b { "true" } else { "false" }).map_err(|e| fail(e.to_string()))?),
+        Some(Value::String(s)) => {
+            Some(Condition::parse(&s).map_err(|e: ConditionError| fail(e.to_string()))?)
+        }
+        Some(Value::Bool(b)) => Some(
+            Condition::parse(if b { "true" } else { "false" }).map_err(|e| fail(e.to_string()))?,
+        ),
         Some(_) => return Err(fail("when must be a condition string".into())),
     };
     if let Some(output) = &raw.output {
         if !valid_name(output) {
-            return Err(fail(format!("output {output:?} is not a valid context key")));
+            return Err(fail(format!(
+                "output {output:?} is not a valid context key"
+            )));
         }
     }
-    let on_error = raw.on_error.unwrap_or(if rules.defaults.fail_soft { OnError::Continue } else { OnError::Abort });
-    let step_type = raw.step_type.ok_or_else(|| fail("type is required".into()))?;
+    let on_error = raw.on_error.unwrap_or(if rules.defaults.fail_soft {
+        OnError::Continue
+    } else {
+        OnError::Abort
+    });
+    let step_type = raw
+        .step_type
+        .ok_or_else(|| fail("type is required".into()))?;
     let input = raw.input.unwrap_or(Value::Null);
     let not_for = |field: &str, present: bool| -> Result<(), (Option<usize>, String)> {
         if present {
-            Err(fail(format!("{field} is only valid for python_file_call steps")))
+            Err(fail(format!(
+                "{field} is only valid for python_file_call steps"
+            )))
         } else {
             Ok(())
         }
     };
     let kind = match step_type.as_str() {
         "python_file_call" => {
-            let file = raw.file.ok_or_else(|| fail("file is required for python_file_call".into()))?;
+            let file = raw
+                .file
+                .ok_or_else(|| fail("file is required for python_file_call".into()))?;
             if file.is_empty() || file.contains('\0') {
                 return Err(fail("file must be a non-empty relative path".into()));
             }
             let owner_pack = match (raw.owner_pack, rules.own_pack) {
                 (Some(p), _) => p,
                 (None, Some(own)) => own.to_string(),
-                (None, None) => return Err(fail("owner_pack is required for a python_file_call outside a pack flow".into())),
+                (None, None) => {
+                    return Err(fail(
+                        "owner_pack is required for a python_file_call outside a pack flow".into(),
+                    ))
+                }
             };
             if !crate::pack::valid_pack_id(&owner_pack) {
-                return Err(fail(format!("owner_pack {owner_pack:?} is not a valid pack id")));
+                return Err(fail(format!(
+                    "owner_pack {owner_pack:?} is not a valid pack id"
+                )));
             }
             let principal_override = raw.principal_id.filter(|p| *p != owner_pack);
-            StepKind::Block { owner_pack, file, input, principal_override }
+            StepKind::Block {
+                owner_pack,
+                file,
+                input,
+                principal_override,
+            }
         }
         other => {
             not_for("file", raw.file.is_some())?;
             not_for("owner_pack", raw.owner_pack.is_some())?;
             match other {
                 "handler" => {
-                    let obj = input.as_object().ok_or_else(|| fail("input must be {handler, args}".into()))?;
-                    let name = obj
-                        .get("handler")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| fail("input.handler is required (e.g. \"kernel:noop\")".into()))?;
+                    let obj = input
+                        .as_object()
+                        .ok_or_else(|| fail("input must be {handler, args}".into()))?;
+                    let name = obj.get("handler").and_then(Value::as_str).ok_or_else(|| {
+                        fail("input.handler is required (e.g. \"kernel:noop\")".into())
+                    })?;
                     let handler = KernelHandler::parse(name).ok_or_else(|| {
                         fail(format!(
                             "unknown handler {name:?}; flows may call {}",
@@ -417,17 +501,26 @@ pub fn validate_step(
                         )));
                     }
                     if let Some(extra) = obj.keys().find(|k| *k != "handler" && *k != "args") {
-                        return Err(fail(format!("input.{extra} is not allowed; use input.args")));
+                        return Err(fail(format!(
+                            "input.{extra} is not allowed; use input.args"
+                        )));
                     }
-                    let args = obj.get("args").cloned().unwrap_or(Value::Object(Default::default()));
+                    let args = obj
+                        .get("args")
+                        .cloned()
+                        .unwrap_or(Value::Object(Default::default()));
                     StepKind::Handler { handler, args }
                 }
                 "set" => {
-                    let obj = input.as_object().ok_or_else(|| fail("input must be {key, value}".into()))?;
+                    let obj = input
+                        .as_object()
+                        .ok_or_else(|| fail("input must be {key, value}".into()))?;
                     let key = match obj.get("key") {
                         None => None,
                         Some(Value::String(k)) if valid_name(k) => Some(k.clone()),
-                        Some(_) => return Err(fail("input.key must be a valid context key".into())),
+                        Some(_) => {
+                            return Err(fail("input.key must be a valid context key".into()))
+                        }
                     };
                     if key.is_none() && raw.output.is_none() {
                         return Err(fail("set needs input.key or output".into()));
@@ -437,8 +530,11 @@ pub fn validate_step(
                 }
                 "if" => {
                     let condition = match input.get("condition") {
-                        Some(Value::String(s)) => Condition::parse(s).map_err(|e| fail(e.to_string()))?,
-                        Some(Value::Bool(b)) => Condition::parse(if *b { "true" } else { "false" }).map_err(|e| fail(e.to_string()))?,
+                        Some(Value::String(s)) => {
+                            Condition::parse(s).map_err(|e| fail(e.to_string()))?
+                        }
+                        Some(Value::Bool(b)) => Condition::parse(if *b { "true" } else { "false" })
+                            .map_err(|e| fail(e.to_string()))?,
                         _ => return Err(fail("input.condition is required for if".into())),
                     };
                     if raw.output.is_none() {
@@ -489,7 +585,10 @@ pub fn find_line(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
             while let Some(at) = line[from..].find(key) {
                 let start = from + at;
                 from = start + key.len();
-                let before_ok = line[..start].chars().next_back().is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
+                let before_ok = line[..start]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
                 if !before_ok {
                     continue;
                 }
@@ -511,7 +610,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn origin(rank: SourceRank) -> FlowOrigin {
-        FlowOrigin { rank, path: "user_data/shared/flows/t.flow.yaml".into(), pack_id: None }
+        FlowOrigin {
+            rank,
+            path: "user_data/shared/flows/t.flow.yaml".into(),
+            pack_id: None,
+        }
     }
 
     fn parse(text: &str) -> Result<Flow, FlowError> {
@@ -544,10 +647,22 @@ steps:
         assert_eq!(step.timeout_seconds, 60);
         assert_eq!(step.on_error, OnError::Continue);
         assert_eq!(step.line, Some(6));
-        assert_eq!(find_line("a: 1\nsteps:\n  - {id: x, phase: m}\n  - {phase: m, id: 'y'}\n", "id:", Some("y")), Some(4));
-        assert_eq!(find_line("  - id: x\n  - pid: y\n  - id: y\n", "id:", Some("y")), Some(3));
+        assert_eq!(
+            find_line(
+                "a: 1\nsteps:\n  - {id: x, phase: m}\n  - {phase: m, id: 'y'}\n",
+                "id:",
+                Some("y")
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            find_line("  - id: x\n  - pid: y\n  - id: y\n", "id:", Some("y")),
+            Some(3)
+        );
         match &step.kind {
-            StepKind::Block { owner_pack, file, .. } => {
+            StepKind::Block {
+                owner_pack, file, ..
+            } => {
                 assert_eq!(owner_pack, "my_pack");
                 assert_eq!(file, "blocks/hello.py");
             }
@@ -565,7 +680,11 @@ steps:
         let e = parse("flow_id: f\nphases: [main]\nsteps:\n  - id: a\n    phase: main\n    type: set\n    wehn: x\n").unwrap_err();
         assert!(e.message.contains("wehn"), "{e}");
         assert!(e.line.is_some(), "{e}");
-        assert!(e.to_string().starts_with("user_data/shared/flows/t.flow.yaml:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("user_data/shared/flows/t.flow.yaml:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -609,9 +728,15 @@ steps:
     #[test]
     fn pack_flows_infer_owner_pack() {
         let text = "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py}\n";
-        let o = FlowOrigin { rank: SourceRank::Pack, path: "p.flow.yaml".into(), pack_id: Some("pk".into()) };
+        let o = FlowOrigin {
+            rank: SourceRank::Pack,
+            path: "p.flow.yaml".into(),
+            pack_id: Some("pk".into()),
+        };
         let flow = parse_flow(text, o).unwrap();
-        assert!(matches!(&flow.steps[0].kind, StepKind::Block { owner_pack, .. } if owner_pack == "pk"));
+        assert!(
+            matches!(&flow.steps[0].kind, StepKind::Block { owner_pack, .. } if owner_pack == "pk")
+        );
     }
 
     #[test]
@@ -626,7 +751,9 @@ steps:
     fn principal_override_is_recorded() {
         let text = "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py, owner_pack: p, principal_id: other}\n";
         let flow = parse(text).unwrap();
-        assert!(matches!(&flow.steps[0].kind, StepKind::Block { principal_override: Some(o), .. } if o == "other"));
+        assert!(
+            matches!(&flow.steps[0].kind, StepKind::Block { principal_override: Some(o), .. } if o == "other")
+        );
     }
 
     fn step(id: &str, phase: &str, priority: f64) -> Step {
@@ -634,7 +761,10 @@ steps:
             id: id.into(),
             phase: phase.into(),
             priority,
-            kind: StepKind::Set { key: Some("k".into()), value: Value::Null },
+            kind: StepKind::Set {
+                key: Some("k".into()),
+                value: Value::Null,
+            },
             when: None,
             output: None,
             timeout_seconds: 60,

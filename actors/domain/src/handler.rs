@@ -102,14 +102,21 @@ mod tests {
 
     #[test]
     fn names_roundtrip() {
-        let names = SAFE.iter().map(|(n, _)| *n).chain(ADMIN.iter().map(|(n, _)| *n));
+        let names = SAFE
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(ADMIN.iter().map(|(n, _)| *n));
         for name in names {
             let h = KernelHandler::parse(name).unwrap();
             assert_eq!(h.name(), name);
         }
         assert!(KernelHandler::parse("kernel:nope").is_none());
         assert!(KernelHandler::parse("ctx.get").is_none());
-        assert!(KernelHandler::parse("kernel:network.grant").unwrap().is_administrative());
-        assert!(!KernelHandler::parse("kernel:ctx.set").unwrap().is_administrative());
+        assert!(KernelHandler::parse("kernel:network.grant")
+            .unwrap()
+            .is_administrative());
+        assert!(!KernelHandler::parse("kernel:ctx.set")
+            .unwrap()
+            .is_administrative());
     }
 }

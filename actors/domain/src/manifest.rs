@@ -78,7 +78,9 @@ pub fn sign(key: &[u8], message: &[u8]) -> String {
 
 /// Checks a hex signature in constant time. Malformed hex is simply not valid.
 pub fn verify(key: &[u8], message: &[u8], signature_hex: &str) -> bool {
-    let Ok(sig) = hex::decode(signature_hex) else { return false };
+    let Ok(sig) = hex::decode(signature_hex) else {
+        return false;
+    };
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(message);
     mac.verify_slice(&sig).is_ok()
@@ -90,7 +92,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn m(files: &[(&str, &str)]) -> Manifest {
-        Manifest { files: files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() }
+        Manifest {
+            files: files
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
     }
 
     #[test]

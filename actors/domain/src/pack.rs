@@ -15,7 +15,9 @@ pub fn valid_pack_id(id: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 64
         && bytes[0].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
 /// A pack's declared services.
@@ -42,19 +44,28 @@ pub struct PackMeta {
 /// Parses `ecosystem.json` and checks that `pack_id` equals the directory name.
 pub fn parse_ecosystem_json(text: &str, dir_name: &str) -> Result<PackMeta, String> {
     if text.len() > MAX_ECOSYSTEM_JSON_BYTES {
-        return Err(format!("ecosystem.json is larger than {MAX_ECOSYSTEM_JSON_BYTES} bytes"));
+        return Err(format!(
+            "ecosystem.json is larger than {MAX_ECOSYSTEM_JSON_BYTES} bytes"
+        ));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("ecosystem.json is not valid JSON: {e}"))?;
-    let obj = value.as_object().ok_or("ecosystem.json must be a JSON object")?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("ecosystem.json is not valid JSON: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or("ecosystem.json must be a JSON object")?;
     let pack_id = obj
         .get("pack_id")
         .and_then(Value::as_str)
         .ok_or("ecosystem.json: pack_id (string) is required")?;
     if !valid_pack_id(pack_id) {
-        return Err(format!("ecosystem.json: pack_id {pack_id:?} is invalid (^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$)"));
+        return Err(format!(
+            "ecosystem.json: pack_id {pack_id:?} is invalid (^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$)"
+        ));
     }
     if pack_id != dir_name {
-        return Err(format!("ecosystem.json: pack_id {pack_id:?} must equal its directory name {dir_name:?}"));
+        return Err(format!(
+            "ecosystem.json: pack_id {pack_id:?} must equal its directory name {dir_name:?}"
+        ));
     }
     let pack_identity = obj
         .get("pack_identity")
@@ -64,17 +75,24 @@ pub fn parse_ecosystem_json(text: &str, dir_name: &str) -> Result<PackMeta, Stri
     let string = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
     let vocabulary = match obj.get("pack_identity_vocabulary") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         Some(_) => return Err("ecosystem.json: pack_identity_vocabulary must be a list".into()),
     };
     let connectivity = match obj.get("connectivity") {
         None | Some(Value::Null) => Connectivity::default(),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| format!("ecosystem.json: connectivity must be {{provides: [..], requires: [..]}}: {e}"))?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            format!("ecosystem.json: connectivity must be {{provides: [..], requires: [..]}}: {e}")
+        })?,
     };
     let load_order = match obj.get("load_order") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or("ecosystem.json: load_order must be an integer")?),
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or("ecosystem.json: load_order must be an integer")?,
+        ),
     };
     Ok(PackMeta {
         pack_id: pack_id.to_string(),
@@ -101,13 +119,20 @@ pub struct LoadOrder {
 pub fn load_order(packs: &[PackMeta]) -> LoadOrder {
     let mut out = LoadOrder::default();
     let mut explicit: Vec<&PackMeta> = packs.iter().filter(|p| p.load_order.is_some()).collect();
-    explicit.sort_by(|a, b| a.load_order.cmp(&b.load_order).then_with(|| a.pack_id.cmp(&b.pack_id)));
+    explicit.sort_by(|a, b| {
+        a.load_order
+            .cmp(&b.load_order)
+            .then_with(|| a.pack_id.cmp(&b.pack_id))
+    });
     out.order.extend(explicit.iter().map(|p| p.pack_id.clone()));
 
     let mut providers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for p in packs {
         for s in &p.connectivity.provides {
-            providers.entry(s.as_str()).or_default().insert(p.pack_id.as_str());
+            providers
+                .entry(s.as_str())
+                .or_default()
+                .insert(p.pack_id.as_str());
         }
     }
     let rest: Vec<&PackMeta> = packs.iter().filter(|p| p.load_order.is_none()).collect();
@@ -117,7 +142,10 @@ pub fn load_order(packs: &[PackMeta]) -> LoadOrder {
         let entry = deps.entry(p.pack_id.as_str()).or_default();
         for s in &p.connectivity.requires {
             match providers.get(s.as_str()) {
-                None => out.problems.push(format!("pack {:?} requires service {s:?}, which no pack provides", p.pack_id)),
+                None => out.problems.push(format!(
+                    "pack {:?} requires service {s:?}, which no pack provides",
+                    p.pack_id
+                )),
                 Some(by) => {
                     for provider in by {
                         if *provider != p.pack_id && rest.iter().any(|r| r.pack_id == *provider) {
@@ -143,9 +171,15 @@ pub fn load_order(packs: &[PackMeta]) -> LoadOrder {
             None => break,
         }
     }
-    let stuck: Vec<&str> = deps.keys().copied().filter(|id| !placed.contains(id)).collect();
+    let stuck: Vec<&str> = deps
+        .keys()
+        .copied()
+        .filter(|id| !placed.contains(id))
+        .collect();
     if !stuck.is_empty() {
-        out.problems.push(format!("dependency cycle among packs {stuck:?}; they load in id order"));
+        out.problems.push(format!(
+            "dependency cycle among packs {stuck:?}; they load in id order"
+        ));
         out.order.extend(stuck.into_iter().map(str::to_string));
     }
     out
@@ -175,14 +209,28 @@ mod tests {
         for ok in ["a", "my_pack", "A-1", "parent__child", &"x".repeat(64)] {
             assert!(valid_pack_id(ok), "{ok}");
         }
-        for bad in ["", "_a", "-a", "a/b", "..", "a.b", "a b", &"x".repeat(65), "é"] {
+        for bad in [
+            "",
+            "_a",
+            "-a",
+            "a/b",
+            "..",
+            "a.b",
+            "a b",
+            &"x".repeat(65),
+            "é",
+        ] {
             assert!(!valid_pack_id(bad), "{bad}");
         }
     }
 
     #[test]
     fn ecosystem_json() {
-        let m = parse_ecosystem_json(r#"{"pack_id":"p","pack_identity":"github:a/p","version":"1.0.0","extra":1}"#, "p").unwrap();
+        let m = parse_ecosystem_json(
+            r#"{"pack_id":"p","pack_identity":"github:a/p","version":"1.0.0","extra":1}"#,
+            "p",
+        )
+        .unwrap();
         assert_eq!(m.version.as_deref(), Some("1.0.0"));
         for (bad, want) in [
             ("[]", "object"),
@@ -190,7 +238,10 @@ mod tests {
             (r#"{"pack_identity":"x"}"#, "pack_id"),
             (r#"{"pack_id":"q","pack_identity":"x"}"#, "directory name"),
             (r#"{"pack_id":"p"}"#, "pack_identity"),
-            (r#"{"pack_id":"p","pack_identity":"x","load_order":"1"}"#, "load_order"),
+            (
+                r#"{"pack_id":"p","pack_identity":"x","load_order":"1"}"#,
+                "load_order",
+            ),
         ] {
             let e = parse_ecosystem_json(bad, "p").unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

@@ -128,7 +128,11 @@ pub struct StepFailure {
 
 impl StepFailure {
     pub fn new(error_type: ErrorType, error: impl Into<String>) -> Self {
-        StepFailure { error: error.into(), error_type, log: None }
+        StepFailure {
+            error: error.into(),
+            error_type,
+            log: None,
+        }
     }
 }
 

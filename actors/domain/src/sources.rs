@@ -17,7 +17,11 @@ pub enum FlowProblem {
     /// A file failed to parse or validate.
     LoadError { error: FlowError },
     /// A higher-ranked file won `flow_id`; `loser` is ignored.
-    Shadowed { flow_id: String, winner: String, loser: String },
+    Shadowed {
+        flow_id: String,
+        winner: String,
+        loser: String,
+    },
     /// Two files of one rank declare `flow_id`; neither is loaded.
     SameRankClash { flow_id: String, files: Vec<String> },
 }
@@ -26,7 +30,11 @@ impl FlowProblem {
     pub fn message(&self) -> String {
         match self {
             FlowProblem::LoadError { error } => error.to_string(),
-            FlowProblem::Shadowed { flow_id, winner, loser } => {
+            FlowProblem::Shadowed {
+                flow_id,
+                winner,
+                loser,
+            } => {
                 format!("flow {flow_id:?} in {loser} is ignored: {winner} has a higher rank")
             }
             FlowProblem::SameRankClash { flow_id, files } => {
@@ -54,9 +62,17 @@ pub fn build_table(files: Vec<Result<Flow, FlowError>>) -> FlowTable {
         }
     }
     for (flow_id, mut candidates) in by_id {
-        candidates.sort_by(|a, b| a.origin.rank.cmp(&b.origin.rank).then_with(|| a.origin.path.cmp(&b.origin.path)));
+        candidates.sort_by(|a, b| {
+            a.origin
+                .rank
+                .cmp(&b.origin.rank)
+                .then_with(|| a.origin.path.cmp(&b.origin.path))
+        });
         let best_rank = candidates[0].origin.rank;
-        let best: Vec<&Flow> = candidates.iter().filter(|f| f.origin.rank == best_rank).collect();
+        let best: Vec<&Flow> = candidates
+            .iter()
+            .filter(|f| f.origin.rank == best_rank)
+            .collect();
         if best.len() > 1 {
             table.problems.push(FlowProblem::SameRankClash {
                 flow_id: flow_id.clone(),
@@ -87,7 +103,11 @@ mod tests {
     fn flow(id: &str, rank: SourceRank, path: &str) -> Result<Flow, FlowError> {
         parse_flow(
             &format!("flow_id: {id}\nphases: [m]\n"),
-            FlowOrigin { rank, path: path.into(), pack_id: None },
+            FlowOrigin {
+                rank,
+                path: path.into(),
+                pack_id: None,
+            },
         )
     }
 
@@ -113,12 +133,22 @@ mod tests {
         assert!(!t.flows.contains_key("a"));
         assert!(t.flows.contains_key("b"));
         let msg = t.problems[0].message();
-        assert!(msg.contains("s/one.flow.yaml") && msg.contains("s/two.flow.yaml"), "{msg}");
+        assert!(
+            msg.contains("s/one.flow.yaml") && msg.contains("s/two.flow.yaml"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn load_errors_are_kept() {
-        let bad = parse_flow("nope", FlowOrigin { rank: SourceRank::Shared, path: "s/x.flow.yaml".into(), pack_id: None });
+        let bad = parse_flow(
+            "nope",
+            FlowOrigin {
+                rank: SourceRank::Shared,
+                path: "s/x.flow.yaml".into(),
+                pack_id: None,
+            },
+        );
         let t = build_table(vec![bad]);
         assert!(t.flows.is_empty());
         assert!(matches!(t.problems[0], FlowProblem::LoadError { .. }));

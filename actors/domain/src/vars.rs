@@ -28,7 +28,10 @@ impl Reference {
         }
         let rest = rest.strip_prefix('.')?;
         let path: Vec<String> = rest.split('.').map(str::to_string).collect();
-        if path.iter().any(|segment| segment.is_empty() || segment.contains(['$', '{'])) {
+        if path
+            .iter()
+            .any(|segment| segment.is_empty() || segment.contains(['$', '{']))
+        {
             return None;
         }
         Some(Reference { path })
@@ -81,7 +84,9 @@ fn pieces(template: &str) -> Vec<Piece<'_>> {
     let mut consumed = 0usize;
     while let Some(open) = rest.find("${") {
         let after_open = &rest[open + 2..];
-        let Some(close) = after_open.find('}') else { break };
+        let Some(close) = after_open.find('}') else {
+            break;
+        };
         let inner = &after_open[..close];
         let abs_open = consumed + open;
         let abs_end = abs_open + 2 + close + 1;
@@ -92,7 +97,11 @@ fn pieces(template: &str) -> Vec<Piece<'_>> {
             out.push(Piece::Ref(reference));
             literal_start = abs_end;
         }
-        consumed = if Reference::parse(inner).is_some() { abs_end } else { abs_open + 2 };
+        consumed = if Reference::parse(inner).is_some() {
+            abs_end
+        } else {
+            abs_open + 2
+        };
         rest = &template[consumed..];
     }
     if literal_start < template.len() {
@@ -228,7 +237,10 @@ mod tests {
         // The input holds reference text; it must come out as data, not be expanded again.
         let c = ctx(json!({"user": "${ctx.secret}", "secret": "s3cr3t"}));
         assert_eq!(resolve_str("${ctx.user}", &c), json!("${ctx.secret}"));
-        assert_eq!(resolve_str("said: ${ctx.user}", &c), json!("said: ${ctx.secret}"));
+        assert_eq!(
+            resolve_str("said: ${ctx.user}", &c),
+            json!("said: ${ctx.secret}")
+        );
         let t = json!({"a": ["${ctx.user}", {"b": "x${ctx.user}"}]});
         assert_eq!(
             resolve(&t, &c),

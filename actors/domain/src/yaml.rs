@@ -25,7 +25,10 @@ pub enum YamlError {
     #[error("more than {limit} aliases (*name); alias expansion is limited")]
     TooManyAliases { limit: usize },
     #[error("{message}")]
-    Syntax { message: String, line: Option<usize> },
+    Syntax {
+        message: String,
+        line: Option<usize>,
+    },
 }
 
 impl YamlError {
@@ -45,7 +48,10 @@ fn line_suffix(line: Option<usize>) -> String {
 /// Parses `text` into `T` with the limits above. Errors carry the line the parser gives.
 pub fn parse_limited<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     if text.len() > MAX_YAML_BYTES {
-        return Err(YamlError::TooLarge { size: text.len(), limit: MAX_YAML_BYTES });
+        return Err(YamlError::TooLarge {
+            size: text.len(),
+            limit: MAX_YAML_BYTES,
+        });
     }
     check_structure(text)?;
     serde_yaml::from_str::<T>(text).map_err(|e| YamlError::Syntax {
@@ -77,7 +83,10 @@ fn check_structure(text: &str) -> Result<(), YamlError> {
 
 fn walk_depth(value: &serde_yaml::Value, level: usize) -> Result<(), YamlError> {
     if level > MAX_DEPTH {
-        return Err(YamlError::TooDeep { limit: MAX_DEPTH, line: None });
+        return Err(YamlError::TooDeep {
+            limit: MAX_DEPTH,
+            line: None,
+        });
     }
     match value {
         serde_yaml::Value::Sequence(items) => {
@@ -113,8 +122,8 @@ fn alias_tokens(text: &str) -> impl Iterator<Item = usize> + '_ {
                 b'"' if !in_single && prev != b'\\' => in_double = !in_double,
                 b'#' if !in_single && !in_double && (prev == b' ' || i == 0) => break,
                 b'*' if !in_single && !in_double => {
-                    let starts_token = matches!(prev, b' ' | b'[' | b',' | b'{' | b':' | b'-')
-                        || i == 0;
+                    let starts_token =
+                        matches!(prev, b' ' | b'[' | b',' | b'{' | b':' | b'-') || i == 0;
                     let next_is_name = bytes
                         .get(i + 1)
                         .is_some_and(|n| !n.is_ascii_whitespace() && *n != b'*');
@@ -145,7 +154,9 @@ mod tests {
 
     #[test]
     fn refuses_billion_laughs() {
-        let mut doc = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let mut prev = 'a';
         for name in ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'] {
             doc.push_str(&format!(

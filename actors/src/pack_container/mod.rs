@@ -15,8 +15,8 @@
 
 pub mod worker;
 
-use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::approval::{ManifestVerifier, VerifyFailure};
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use actix::prelude::*;
 use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::run::{ErrorType, StepFailure};
@@ -166,7 +166,9 @@ impl PackContainer {
 
     /// Starts workers until the pool is full (warm start and replacement after a kill).
     fn fill_pool(&mut self) {
-        let Backend::HostWorkers { spec, pool } = &self.backend else { return };
+        let Backend::HostWorkers { spec, pool } = &self.backend else {
+            return;
+        };
         while self.live < *pool {
             match Worker::spawn(spec) {
                 Ok(w) => {
@@ -184,19 +186,35 @@ impl PackContainer {
     /// The checks of §5.1 that precede any code; returns the path relative to the pack root.
     fn precheck(&mut self, msg: &ExecuteBlock) -> Result<String, StepFailure> {
         if self.modified {
-            return Err(StepFailure::new(ErrorType::HashVerificationFailed, format!("pack {:?} changed since it was approved; approve it again", self.pack_id)));
+            return Err(StepFailure::new(
+                ErrorType::HashVerificationFailed,
+                format!(
+                    "pack {:?} changed since it was approved; approve it again",
+                    self.pack_id
+                ),
+            ));
         }
         match self.verifier.verify() {
             Ok(()) => {}
             Err(VerifyFailure::Changed(diff)) => {
                 self.modified = true;
                 self.resolved.clear();
-                let message = format!("pack {:?} changed since it was approved ({}); approve it again", self.pack_id, describe_diff(&diff));
-                self.registry.do_send(PackModified { pack_id: self.pack_id.clone(), diff });
+                let message = format!(
+                    "pack {:?} changed since it was approved ({}); approve it again",
+                    self.pack_id,
+                    describe_diff(&diff)
+                );
+                self.registry.do_send(PackModified {
+                    pack_id: self.pack_id.clone(),
+                    diff,
+                });
                 return Err(StepFailure::new(ErrorType::HashVerificationFailed, message));
             }
             Err(VerifyFailure::Unreadable(why)) => {
-                return Err(StepFailure::new(ErrorType::HashVerificationFailed, format!("pack {:?} could not be verified: {why}", self.pack_id)));
+                return Err(StepFailure::new(
+                    ErrorType::HashVerificationFailed,
+                    format!("pack {:?} could not be verified: {why}", self.pack_id),
+                ));
             }
         }
         let rel = match self.resolved.get(&msg.file) {
@@ -232,7 +250,10 @@ impl PackContainer {
             }
             let Some(worker) = self.idle.pop() else {
                 if self.live == 0 {
-                    let f = StepFailure::new(ErrorType::WorkerUnavailable, format!("the worker of pack {:?} could not be started", self.pack_id));
+                    let f = StepFailure::new(
+                        ErrorType::WorkerUnavailable,
+                        format!("the worker of pack {:?} could not be started", self.pack_id),
+                    );
                     let _ = job.reply.send(Err(f));
                     continue;
                 }
@@ -257,52 +278,94 @@ impl PackContainer {
             request.insert("context".into(), Value::Object(context));
             let timeout = msg.timeout;
             let bound = msg.run_deadline_bound;
-            let fut = worker.call(request, timeout).instrument(tracing::debug_span!(parent: &span, "worker.call"));
-            ctx.spawn(fut.into_actor(self).map(move |(worker, outcome), act, ctx| {
-                let _e = span.enter();
-                if let Some(w) = worker {
-                    act.idle.push(w);
-                } else {
-                    act.live = act.live.saturating_sub(1);
-                    act.restarts += 1;
-                    act.fill_pool();
-                }
-                let result = act.interpret(outcome, timeout, bound);
-                if result.is_err() {
-                    act.failures += 1;
-                }
-                let _ = reply.send(result);
-                act.pump(ctx);
-            }));
+            let fut = worker
+                .call(request, timeout)
+                .instrument(tracing::debug_span!(parent: &span, "worker.call"));
+            ctx.spawn(
+                fut.into_actor(self)
+                    .map(move |(worker, outcome), act, ctx| {
+                        let _e = span.enter();
+                        if let Some(w) = worker {
+                            act.idle.push(w);
+                        } else {
+                            act.live = act.live.saturating_sub(1);
+                            act.restarts += 1;
+                            act.fill_pool();
+                        }
+                        let result = act.interpret(outcome, timeout, bound);
+                        if result.is_err() {
+                            act.failures += 1;
+                        }
+                        let _ = reply.send(result);
+                        act.pump(ctx);
+                    }),
+            );
         }
     }
 
     /// Turns a worker reply (or failure) into the step's result.
-    fn interpret(&mut self, outcome: Result<Value, CallError>, timeout: Duration, bound: bool) -> Result<BlockOutput, StepFailure> {
+    fn interpret(
+        &mut self,
+        outcome: Result<Value, CallError>,
+        timeout: Duration,
+        bound: bool,
+    ) -> Result<BlockOutput, StepFailure> {
         match outcome {
             Ok(reply) => {
-                let log = reply.get("log").and_then(Value::as_str).unwrap_or_default().to_string();
+                let log = reply
+                    .get("log")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 if reply.get("ok").and_then(Value::as_bool) == Some(true) {
-                    return Ok(BlockOutput { result: reply.get("result").cloned().unwrap_or(Value::Null), log });
+                    return Ok(BlockOutput {
+                        result: reply.get("result").cloned().unwrap_or(Value::Null),
+                        log,
+                    });
                 }
-                let error = reply.get("error").and_then(Value::as_str).unwrap_or("the block failed").to_string();
+                let error = reply
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the block failed")
+                    .to_string();
                 let error_type = match reply.get("error_type").and_then(Value::as_str) {
                     Some("invalid_result") => ErrorType::InvalidResult,
                     Some("protocol_error") => ErrorType::WorkerCrashed,
                     _ => ErrorType::BlockError,
                 };
-                Err(StepFailure { error: truncate(&error, 2000), error_type, log: Some(log).filter(|l| !l.is_empty()) })
+                Err(StepFailure {
+                    error: truncate(&error, 2000),
+                    error_type,
+                    log: Some(log).filter(|l| !l.is_empty()),
+                })
             }
             Err(CallError::TimedOut) => {
                 self.timeouts += 1;
                 if bound {
-                    Err(StepFailure::new(ErrorType::RunTimeout, "the run's deadline passed while the block ran; its worker was stopped"))
+                    Err(StepFailure::new(
+                        ErrorType::RunTimeout,
+                        "the run's deadline passed while the block ran; its worker was stopped",
+                    ))
                 } else {
-                    Err(StepFailure::new(ErrorType::Timeout, format!("the block ran longer than {}s; its worker was stopped and replaced", timeout.as_secs_f64())))
+                    Err(StepFailure::new(
+                        ErrorType::Timeout,
+                        format!(
+                            "the block ran longer than {}s; its worker was stopped and replaced",
+                            timeout.as_secs_f64()
+                        ),
+                    ))
                 }
             }
-            Err(CallError::Crashed(why)) => Err(StepFailure::new(ErrorType::WorkerCrashed, format!("the block's worker failed ({why}); it was replaced"))),
-            Err(CallError::TooLarge(n)) => Err(StepFailure::new(ErrorType::InvalidResult, format!("the block's reply of {n} bytes is over the limit; its worker was replaced"))),
+            Err(CallError::Crashed(why)) => Err(StepFailure::new(
+                ErrorType::WorkerCrashed,
+                format!("the block's worker failed ({why}); it was replaced"),
+            )),
+            Err(CallError::TooLarge(n)) => Err(StepFailure::new(
+                ErrorType::InvalidResult,
+                format!(
+                    "the block's reply of {n} bytes is over the limit; its worker was replaced"
+                ),
+            )),
         }
     }
 
@@ -331,7 +394,10 @@ impl Actor for PackContainer {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         for job in self.queue.drain(..) {
-            let _ = job.reply.send(Err(StepFailure::new(ErrorType::WorkerUnavailable, "the pack's sandbox was stopped")));
+            let _ = job.reply.send(Err(StepFailure::new(
+                ErrorType::WorkerUnavailable,
+                "the pack's sandbox was stopped",
+            )));
         }
         self.idle.clear();
         Running::Stop
@@ -345,14 +411,26 @@ impl Handler<ExecuteBlock> for PackContainer {
     /// worker has run it.
     fn handle(&mut self, msg: ExecuteBlock, ctx: &mut Self::Context) -> Self::Result {
         if self.queue.len() >= self.queue_limit {
-            let f = StepFailure::new(ErrorType::Busy, format!("pack {:?} has {} calls waiting; retry later", self.pack_id, self.queue.len()));
+            let f = StepFailure::new(
+                ErrorType::Busy,
+                format!(
+                    "pack {:?} has {} calls waiting; retry later",
+                    self.pack_id,
+                    self.queue.len()
+                ),
+            );
             return Box::pin(async move { Err(f) });
         }
         let (tx, rx) = oneshot::channel();
         self.queue.push_back(Job { msg, reply: tx });
         self.pump(ctx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(StepFailure::new(ErrorType::WorkerUnavailable, "the pack's sandbox stopped during the call")))
+            rx.await.unwrap_or_else(|_| {
+                Err(StepFailure::new(
+                    ErrorType::WorkerUnavailable,
+                    "the pack's sandbox stopped during the call",
+                ))
+            })
         })
     }
 }
@@ -411,18 +489,34 @@ impl Handler<GetSnapshot> for PackContainer {
 pub fn resolve_block(pack_root: &Path, file: &str) -> Result<String, StepFailure> {
     let reject = |why: String| StepFailure::new(ErrorType::PathRejected, why);
     let rel = Path::new(file);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
+    if rel.is_absolute()
+        || rel.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        })
+    {
         return Err(reject(format!("Path outside pack boundary: {file}")));
     }
-    let root = pack_root.canonicalize().map_err(|_| reject("the pack directory is not readable".into()))?;
-    let candidates = [format!("blocks/{file}"), format!("backend/blocks/{file}"), file.to_string()];
+    let root = pack_root
+        .canonicalize()
+        .map_err(|_| reject("the pack directory is not readable".into()))?;
+    let candidates = [
+        format!("blocks/{file}"),
+        format!("backend/blocks/{file}"),
+        file.to_string(),
+    ];
     for candidate in &candidates {
         let path = root.join(candidate);
-        let Ok(real) = path.canonicalize() else { continue };
+        let Ok(real) = path.canonicalize() else {
+            continue;
+        };
         let Ok(inside) = real.strip_prefix(&root) else {
             return Err(reject(format!("Path outside pack boundary: {candidate}")));
         };
-        let meta = std::fs::metadata(&real).map_err(|_| reject(format!("File not readable: {candidate}")))?;
+        let meta = std::fs::metadata(&real)
+            .map_err(|_| reject(format!("File not readable: {candidate}")))?;
         if !meta.is_file() {
             return Err(reject(format!("Not a regular file: {candidate}")));
         }
@@ -431,7 +525,10 @@ pub fn resolve_block(pack_root: &Path, file: &str) -> Result<String, StepFailure
         }
         return Ok(inside.to_string_lossy().into_owned());
     }
-    Err(reject(format!("File not found: {file} (searched {})", candidates.join(", "))))
+    Err(reject(format!(
+        "File not found: {file} (searched {})",
+        candidates.join(", ")
+    )))
 }
 
 fn describe_diff(d: &ManifestDiff) -> String {
@@ -474,11 +571,15 @@ mod tests {
         fs::write(root.join("blocks/sub/x.py"), "").unwrap();
         fs::write(root.join("blocks/data.txt"), "").unwrap();
         fs::write(d.path().join("outside.py"), "").unwrap();
-        std::os::unix::fs::symlink(d.path().join("outside.py"), root.join("blocks/escape.py")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside.py"), root.join("blocks/escape.py"))
+            .unwrap();
         std::os::unix::fs::symlink("hello.py", root.join("blocks/alias.py")).unwrap();
 
         assert_eq!(resolve_block(&root, "hello.py").unwrap(), "blocks/hello.py");
-        assert_eq!(resolve_block(&root, "blocks/hello.py").unwrap(), "blocks/hello.py");
+        assert_eq!(
+            resolve_block(&root, "blocks/hello.py").unwrap(),
+            "blocks/hello.py"
+        );
         assert_eq!(resolve_block(&root, "sub/x.py").unwrap(), "blocks/sub/x.py");
         assert_eq!(resolve_block(&root, "alias.py").unwrap(), "blocks/hello.py");
         for (bad, want) in [
@@ -493,7 +594,11 @@ mod tests {
             let e = resolve_block(&root, bad).unwrap_err();
             assert_eq!(e.error_type, ErrorType::PathRejected);
             assert!(e.error.contains(want), "{bad}: {}", e.error);
-            assert!(!e.error.contains(d.path().to_str().unwrap()), "no host path in {}", e.error);
+            assert!(
+                !e.error.contains(d.path().to_str().unwrap()),
+                "no host path in {}",
+                e.error
+            );
         }
     }
 }

@@ -81,9 +81,17 @@ impl Worker {
             // Its own process group, so a timeout kills whatever the block forked too.
             .process_group(0);
         let mut child = cmd.spawn()?;
-        let pid = child.id().ok_or_else(|| io::Error::other("worker exited at once"))? as i32;
-        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("worker exited at once"))? as i32;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
             let pack = spec.pack_id.clone();
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
@@ -95,7 +103,14 @@ impl Worker {
                 }
             });
         }
-        Ok(Worker { child, stdin, stdout: BufReader::new(stdout), pgid: pid, next_id: 1, max_frame: spec.max_frame })
+        Ok(Worker {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            pgid: pid,
+            next_id: 1,
+            max_frame: spec.max_frame,
+        })
     }
 
     /// The worker's process id (for tests and snapshots).
@@ -105,29 +120,51 @@ impl Worker {
 
     /// Sends one request and waits for its reply within `timeout`. Consumes the worker and gives
     /// it back when it is still usable; on any failure it is killed and `None` comes back.
-    pub async fn call(mut self, mut request: serde_json::Map<String, Value>, timeout: Duration) -> (Option<Worker>, Result<Value, CallError>) {
+    pub async fn call(
+        mut self,
+        mut request: serde_json::Map<String, Value>,
+        timeout: Duration,
+    ) -> (Option<Worker>, Result<Value, CallError>) {
         let id = self.next_id;
         self.next_id += 1;
         request.insert("id".into(), Value::from(id));
         let body = match serde_json::to_vec(&request) {
             Ok(b) => b,
-            Err(e) => return (Some(self), Err(CallError::Crashed(format!("request not encodable: {e}")))),
+            Err(e) => {
+                return (
+                    Some(self),
+                    Err(CallError::Crashed(format!("request not encodable: {e}"))),
+                )
+            }
         };
         let exchange = async {
             let mut frame = Vec::with_capacity(4 + body.len());
             frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
             frame.extend_from_slice(&body);
-            self.stdin.write_all(&frame).await.map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
-            self.stdin.flush().await.map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
+            self.stdin
+                .write_all(&frame)
+                .await
+                .map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
+            self.stdin
+                .flush()
+                .await
+                .map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
             let mut header = [0u8; 4];
-            self.stdout.read_exact(&mut header).await.map_err(|_| CallError::Crashed("the worker exited".into()))?;
+            self.stdout
+                .read_exact(&mut header)
+                .await
+                .map_err(|_| CallError::Crashed("the worker exited".into()))?;
             let len = u32::from_be_bytes(header) as usize;
             if len > self.max_frame + 64 * 1024 {
                 return Err(CallError::TooLarge(len));
             }
             let mut buf = vec![0u8; len];
-            self.stdout.read_exact(&mut buf).await.map_err(|_| CallError::Crashed("the worker exited mid-reply".into()))?;
-            let reply: Value = serde_json::from_slice(&buf).map_err(|_| CallError::Crashed("the worker sent a malformed reply".into()))?;
+            self.stdout
+                .read_exact(&mut buf)
+                .await
+                .map_err(|_| CallError::Crashed("the worker exited mid-reply".into()))?;
+            let reply: Value = serde_json::from_slice(&buf)
+                .map_err(|_| CallError::Crashed("the worker sent a malformed reply".into()))?;
             if reply.get("id").and_then(Value::as_u64) != Some(id) {
                 return Err(CallError::Crashed("the worker answered out of turn".into()));
             }
