@@ -7,6 +7,7 @@ use crate::http::auth::ApiToken;
 use crate::http::body::BodyLimit;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::{Context, Result};
+use rumi_actors::affinity::CpuPolicy;
 use rumi_actors::{Kernel, Layout, SecurityMode};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,7 +42,19 @@ use tracing_subscriber::Layer;
 
 /// `rumi serve`: runs the kernel until SIGINT/SIGTERM.
 pub fn serve(settings: Settings) -> Result<()> {
+    // Before any thread exists (the trace writer, the runtime, the HTTP workers), so that all of
+    // them and every pack worker inherit it. See actors/src/affinity.rs for the measurements.
+    let confined = match settings.cpu_policy {
+        CpuPolicy::Half => rumi_actors::affinity::confine_to_upper_half(),
+        CpuPolicy::Pack | CpuPolicy::Off => None,
+    };
     let guard = init_tracing(&settings)?;
+    if let Some(cpus) = &confined {
+        tracing::info!(
+            ?cpus,
+            "kernel confined to these CPUs (RUMI_CPU_AFFINITY=half)"
+        );
+    }
     let layout = Layout::new(settings.home.clone());
     let result = actix_rt::System::new().block_on(run(settings, layout));
     drop(guard);
@@ -78,7 +91,11 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             .wrap(middleware::from_fn(http::auth::require_token))
             .configure(http::routes)
     })
-    .workers(settings.http_workers)
+    .workers(
+        settings
+            .http_workers
+            .unwrap_or_else(|| rumi_actors::affinity::allowed_cpus().len().max(1)),
+    )
     .bind((settings.host.as_str(), settings.port))
     .with_context(|| {
         format!(

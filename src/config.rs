@@ -2,6 +2,7 @@
 //! stops start-up with a message naming the variable (never a silent default).
 
 use anyhow::{anyhow, bail, Result};
+use rumi_actors::affinity::CpuPolicy;
 use rumi_actors::{RuntimeConfig, SecurityMode};
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,9 @@ pub struct Settings {
     pub port: u16,
     pub token_override: Option<String>,
     pub max_body_bytes: usize,
-    pub http_workers: usize,
+    /// `RUMI_HTTP_WORKERS`; default: one per CPU the kernel may use (after the CPU policy).
+    pub http_workers: Option<usize>,
+    pub cpu_policy: CpuPolicy,
     pub trace: Option<PathBuf>,
     pub log_filter: String,
     pub runtime: RuntimeConfig,
@@ -92,17 +95,16 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     if let Some(n) = parse_num::<usize>("RUMI_RUN_HISTORY", 1, 1_000_000)? {
         runtime.run_history = n;
     }
-    runtime.pack_cpu_pinning = match var("RUMI_PACK_CPU_PINNING").as_deref() {
-        None | Some("on") => true,
-        Some("off") => false,
-        Some(other) => bail!("RUMI_PACK_CPU_PINNING={other:?} is invalid: use on or off"),
+    let cpu_policy = match var("RUMI_CPU_AFFINITY").as_deref() {
+        Some("half") => CpuPolicy::Half,
+        None | Some("pack") => CpuPolicy::Pack,
+        Some("off") => CpuPolicy::Off,
+        Some(other) => bail!("RUMI_CPU_AFFINITY={other:?} is invalid: use half, pack or off"),
     };
+    runtime.pack_cpu_pinning = cpu_policy != CpuPolicy::Off;
     let max_body_bytes =
         parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?.unwrap_or(cores);
+    let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?;
     let trace = match var("RUMI_TRACE") {
         None => None,
         Some(v) => match v.strip_prefix("chrome:") {
@@ -117,6 +119,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         token_override: var("RUMI_API_TOKEN"),
         max_body_bytes,
         http_workers,
+        cpu_policy,
         trace,
         log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
         runtime,

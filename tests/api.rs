@@ -87,7 +87,13 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         }
     };
     /// (method, path, body, expected status, text the error must contain)
-    type Case = (&'static str, &'static str, Option<Vec<u8>>, u16, &'static str);
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<Vec<u8>>,
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         (
             "POST",

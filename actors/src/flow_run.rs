@@ -12,7 +12,7 @@ use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::clock::SystemClock;
 use crate::limiter::Permit;
 use crate::pack_container::{BlockOutput, ExecuteBlock};
-use crate::run_history::{RunHistory, StoreRun};
+use crate::run_history::{RunFinished, RunHistory};
 use crate::view::{KernelView, PackState};
 use actix::prelude::*;
 use rumi_domain::engine::{self, Next, RunEngine};
@@ -306,8 +306,10 @@ impl FlowRun {
                 entry = entry.severity(Severity::Error);
             }
         }
-        self.deps.audit.do_send(Record(entry));
-        self.deps.history.do_send(StoreRun(record.clone()));
+        self.deps.history.do_send(RunFinished {
+            record: record.clone(),
+            audit: entry,
+        });
         self.permit.take();
         let _ = reply.send(record);
         ctx.stop();

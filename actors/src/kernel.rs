@@ -103,9 +103,10 @@ impl Kernel {
         let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| {
             AuditWriter::new(audit_dir, sync)
         });
-        let (runs_dir, cap) = (layout.runs(), config.run_history);
-        let history =
-            RunHistory::start_in_arbiter(&disk.handle(), move |_| RunHistory::load(runs_dir, cap));
+        let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
+        let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
+            RunHistory::load(runs_dir, cap, to_audit)
+        });
         let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit);
         let (gate, fast_grants) = limiter.gate();
         let limiter = limiter.start();

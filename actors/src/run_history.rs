@@ -1,8 +1,11 @@
 //! `RunHistory`: owns the bounded history of run records (contract §3.7), in memory and in
-//! `user_data/runs/runs.jsonl`. Records are appended as runs finish; at start the newest are
-//! loaded back; the file is compacted (atomically) when it holds twice the bound. Runs on its own
-//! arbiter so disk writes never stall flows.
+//! `user_data/runs/runs.jsonl`. Every `FlowRun` ends by sending it [`RunFinished`] (the record
+//! and the run's `flow_execution` audit entry, which it passes on to the `AuditWriter` living on
+//! the same thread: one cross-thread message per run instead of two). Records are appended as runs
+//! finish; at start the newest are loaded back; the file is compacted (atomically) when it holds
+//! twice the bound. Runs on the disk arbiter so disk writes never stall flows.
 
+use crate::audit::{AuditEntry, AuditWriter, Record};
 use actix::prelude::*;
 use rumi_domain::run::RunRecord;
 use serde_json::Value;
@@ -15,10 +18,13 @@ use std::path::PathBuf;
 /// Largest result kept in a stored record; bigger ones are summarised.
 const MAX_STORED_RESULT_BYTES: usize = 64 * 1024;
 
-/// Stores a finished run.
+/// A run ended: store its record and write its audit entry.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StoreRun(pub RunRecord);
+pub struct RunFinished {
+    pub record: RunRecord,
+    pub audit: AuditEntry,
+}
 
 /// One run by id.
 #[derive(Message)]
@@ -40,11 +46,12 @@ pub struct RunHistory {
     records: VecDeque<RunRecord>,
     lines_in_file: usize,
     file: Option<File>,
+    audit: Addr<AuditWriter>,
 }
 
 impl RunHistory {
     /// Loads the newest `cap` records from `dir/runs.jsonl`.
-    pub fn load(dir: PathBuf, cap: usize) -> Self {
+    pub fn load(dir: PathBuf, cap: usize, audit: Addr<AuditWriter>) -> Self {
         let path = dir.join("runs.jsonl");
         let mut records = VecDeque::new();
         let mut lines = 0;
@@ -66,6 +73,7 @@ impl RunHistory {
             records,
             lines_in_file: lines,
             file: None,
+            audit,
         }
     }
 
@@ -117,11 +125,13 @@ impl Actor for RunHistory {
     }
 }
 
-impl Handler<StoreRun> for RunHistory {
+impl Handler<RunFinished> for RunHistory {
     type Result = ();
 
-    /// Keeps the record (its result summarised when large) and appends it to the file.
-    fn handle(&mut self, StoreRun(mut record): StoreRun, _: &mut Self::Context) {
+    /// Passes the audit entry on, keeps the record (its result summarised when large) and appends
+    /// it to the file.
+    fn handle(&mut self, RunFinished { mut record, audit }: RunFinished, _: &mut Self::Context) {
+        self.audit.do_send(Record(audit));
         let size = serde_json::to_vec(&record.result)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
