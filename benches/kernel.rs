@@ -6,6 +6,9 @@
 //! and p99 counted), kernel RSS idle and under load, and start-up to the first successful flow
 //! run. A summary table is printed at the end and written to `target/rumi-bench-summary.json`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{Criterion, Throughput};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -28,26 +31,8 @@ impl Drop for Kernel {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn bench_home() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    copy_dir(&repo.join("ecosystem"), &dir.path().join("ecosystem"));
-    copy_dir(
-        &repo.join("user_data/shared"),
-        &dir.path().join("user_data/shared"),
-    );
+    let dir = common::fresh_home();
     let flows = dir.path().join("user_data/shared/flows");
     std::fs::write(
         flows.join("five.flow.yaml"),

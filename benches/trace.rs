@@ -4,35 +4,21 @@
 //! limiter → FlowRun → step → PackContainer → the pack's worker. Open the file in
 //! <https://ui.perfetto.dev> or `chrome://tracing`. Run with `cargo bench --bench trace`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let home = tempfile::tempdir().unwrap();
-    copy_dir(&repo.join("ecosystem"), &home.path().join("ecosystem"));
-    copy_dir(
-        &repo.join("user_data/shared"),
-        &home.path().join("user_data/shared"),
-    );
+    let home = common::fresh_home();
     let trace = repo.join("target/rumi-trace.json");
     let _ = std::fs::remove_file(&trace);
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import struct
 from typing import Any, Dict, Mapping, Optional, TypedDict, Union
 
-MAX_RESPONSE_FRAME = 8 * 1024 * 1024
+import rumi_wire
 
 
 class ProxyResponse(TypedDict, total=False):
@@ -48,29 +46,6 @@ def _unavailable(reason: str) -> ProxyResponse:
     return {"success": False, "status_code": 0, "headers": {}, "body": "", "error": reason, "error_type": "egress_unavailable"}
 
 
-def _exchange(path: str, payload: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    body = json.dumps(payload).encode("utf-8")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(struct.pack(">I", len(body)) + body)
-        header = _recv_exact(s, 4)
-        (length,) = struct.unpack(">I", header)
-        if length > MAX_RESPONSE_FRAME:
-            raise ValueError("response_too_large")
-        return json.loads(_recv_exact(s, length).decode("utf-8"))
-
-
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("egress socket closed")
-        buf.extend(chunk)
-    return bytes(buf)
-
-
 def http_request(
     method: str,
     url: str,
@@ -86,7 +61,7 @@ def http_request(
         body = body.decode("utf-8", errors="replace")
     payload = {"method": method, "url": url, "headers": dict(headers or {}), "body": body, "timeout_seconds": timeout_seconds}
     try:
-        return _exchange(path, payload, float(timeout_seconds) + 5.0)  # type: ignore[return-value]
+        return rumi_wire.exchange(path, payload, float(timeout_seconds) + 5.0)  # type: ignore[return-value]
     except (OSError, ValueError) as exc:
         return {"success": False, "status_code": 0, "headers": {}, "body": "", "error": f"egress error: {exc}", "error_type": "egress_error"}
 
@@ -97,7 +72,7 @@ def network_check(domain: str, port: int = 443) -> NetworkCheck:
     if path is None:
         return {"allowed": False, "reason": "egress not available: this kernel has no egress socket for the pack"}
     try:
-        reply = _exchange(path, {"op": "network_check", "domain": domain, "port": int(port)}, 10.0)
+        reply = rumi_wire.exchange(path, {"op": "network_check", "domain": domain, "port": int(port)}, 10.0)
         return {"allowed": bool(reply.get("allowed")), "reason": str(reply.get("reason", ""))}
     except (OSError, ValueError) as exc:
         return {"allowed": False, "reason": f"egress error: {exc}"}

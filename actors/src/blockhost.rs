@@ -17,6 +17,7 @@ pub const FILES: &[(&str, &str)] = &[
         "rumi_capability.py",
         include_str!("../python/rumi_capability.py"),
     ),
+    ("rumi_wire.py", include_str!("../python/rumi_wire.py")),
 ];
 
 /// Writes the embedded files into `dir` (replacing stale copies) and returns the host script.

@@ -570,6 +570,25 @@ impl Registry {
         }
     }
 
+    /// Answers a decision once its audit entry is on disk: an acknowledged approval or rejection
+    /// is never lost to a buffer.
+    fn acknowledge(
+        &self,
+        id: String,
+        entry: AuditEntry,
+    ) -> ResponseFuture<Result<PackInfo, RegistryError>> {
+        let info = self.info(&id);
+        let audit = self.audit.clone();
+        Box::pin(async move {
+            audit
+                .send(RecordDurable(entry))
+                .await
+                .map_err(|_| RegistryError::Storage)?
+                .map_err(|_| RegistryError::Storage)?;
+            info.ok_or(RegistryError::NotFound(id))
+        })
+    }
+
     fn after_decision(&mut self, id: &str) {
         self.reconcile_container(id);
         self.publish_states();
@@ -651,16 +670,7 @@ impl Handler<Approve> for Registry {
             Err(err) => return Box::pin(async move { Err(err) }),
         };
         self.after_decision(&id);
-        let info = self.info(&id);
-        let audit = self.audit.clone();
-        Box::pin(async move {
-            audit
-                .send(RecordDurable(audit_entry))
-                .await
-                .map_err(|_| RegistryError::Storage)?
-                .map_err(|_| RegistryError::Storage)?;
-            info.ok_or(RegistryError::NotFound(id))
-        })
+        self.acknowledge(id, audit_entry)
     }
 }
 
@@ -695,16 +705,7 @@ impl Handler<Reject> for Registry {
         if let Some(r) = &reason {
             audit_entry = audit_entry.rejection(r);
         }
-        let info = self.info(&id);
-        let audit = self.audit.clone();
-        Box::pin(async move {
-            audit
-                .send(RecordDurable(audit_entry))
-                .await
-                .map_err(|_| RegistryError::Storage)?
-                .map_err(|_| RegistryError::Storage)?;
-            info.ok_or(RegistryError::NotFound(id))
-        })
+        self.acknowledge(id, audit_entry)
     }
 }
 

@@ -38,6 +38,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad path: {e}")).into()),
     )
+    // The hot route first: actix tries resources in order, `{id}` ones by regex.
+    .service(resource("/api/flows/{id}/run").post(flows::run))
     .service(resource("/api/health").get(system::health))
     .service(resource("/api/diagnostics").get(system::diagnostics))
     .service(resource("/api/audit").get(system::audit))
@@ -51,7 +53,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/flows").get(flows::list))
     .service(resource("/api/flows/reload").post(flows::reload))
     .service(resource("/api/flows/{id}").get(flows::get))
-    .service(resource("/api/flows/{id}/run").post(flows::run))
     .service(resource("/api/runs").get(runs::list))
     .service(resource("/api/runs/{run_id}").get(runs::get))
     .default_service(web::to(not_found));

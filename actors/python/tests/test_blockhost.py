@@ -117,5 +117,62 @@ class BlockHostTest(unittest.TestCase):
         self.assertIn("[log truncated]", r["log"])
 
 
+class WireTest(unittest.TestCase):
+    """rumi_syscall and rumi_capability against a real Unix socket speaking the kernel's framing."""
+
+    def setUp(self):
+        import socket
+        import threading
+
+        sys.path.insert(0, os.path.dirname(HOST))
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "s.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(4)
+        self.seen = []
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = self.server.accept()
+                except OSError:
+                    return
+                with conn:
+                    (n,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+                    req = json.loads(conn.recv(n, socket.MSG_WAITALL))
+                    self.seen.append(req)
+                    if req.get("op") == "network_check":
+                        reply = {"allowed": True, "reason": "granted"}
+                    else:
+                        reply = {"success": True, "status_code": 200, "body": "hi", "echo": req}
+                    body = json.dumps(reply).encode()
+                    conn.sendall(struct.pack(">I", len(body)) + body)
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def tearDown(self):
+        self.server.close()
+        self.dir.cleanup()
+        os.environ.pop("RUMI_EGRESS_SOCKET", None)
+        os.environ.pop("RUMI_CAPABILITY_SOCKET", None)
+
+    def test_requests_are_framed_and_answers_decoded(self):
+        import rumi_capability
+        import rumi_syscall
+
+        os.environ["RUMI_EGRESS_SOCKET"] = self.path
+        os.environ["RUMI_CAPABILITY_SOCKET"] = self.path
+        r = rumi_syscall.post_json("https://example.com/x", {"a": 1}, timeout_seconds=5)
+        self.assertTrue(r["success"])
+        sent = self.seen[-1]
+        self.assertEqual((sent["method"], sent["url"], json.loads(sent["body"])), ("POST", "https://example.com/x", {"a": 1}))
+        self.assertEqual(sent["headers"]["Content-Type"], "application/json")
+        self.assertEqual(rumi_syscall.network_check("example.com", 443), {"allowed": True, "reason": "granted"})
+        c = rumi_capability.call("store.get", {"store_id": "s", "key": "k"}, request_id="r1")
+        self.assertEqual(c["echo"]["permission_id"], "store.get")
+        self.assertEqual(c["echo"]["request_id"], "r1")
+
+
 if __name__ == "__main__":
     unittest.main()
