@@ -132,7 +132,21 @@ struct FileStat {
     dev: u64,
 }
 
+/// A stat younger than this is never trusted: file timestamps are coarse (a clock tick of a few
+/// milliseconds), so a change made in the same tick as the cached stat would not show. Git calls
+/// this the "racily clean" problem; like git, we re-check such entries until they are old enough.
+const RACY_WINDOW_NS: i128 = 2_000_000_000;
+
 impl FileStat {
+    /// True when the stat is older than `window_ns` and so can be trusted as a cache key.
+    fn settled(&self, window_ns: i128) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        now - self.ctime_ns.max(self.mtime_ns) > window_ns
+    }
+
     fn of(m: &fs::Metadata) -> FileStat {
         FileStat {
             size: m.size(),
@@ -251,8 +265,14 @@ pub struct ManifestVerifier {
     root: PathBuf,
     manifest: Manifest,
     known_good: HashMap<String, FileStat>,
+    /// Directory listings, valid while the directory's own stat is unchanged (adding, removing or
+    /// renaming an entry changes the directory's mtime and ctime).
+    listings: HashMap<String, (FileStat, Vec<(String, bool)>)>,
     /// Full hashes done (observable: tests and snapshots show the cache works).
     pub rehashed: u64,
+    /// Directories read (observable, as above).
+    pub dirs_read: u64,
+    racy_window_ns: i128,
 }
 
 impl ManifestVerifier {
@@ -261,13 +281,87 @@ impl ManifestVerifier {
             root,
             manifest,
             known_good: HashMap::new(),
+            listings: HashMap::new(),
             rehashed: 0,
+            dirs_read: 0,
+            racy_window_ns: RACY_WINDOW_NS,
         }
+    }
+
+    /// The racy window in tests, where waiting for real seconds is not allowed.
+    #[cfg(test)]
+    fn with_racy_window(mut self, ns: i128) -> Self {
+        self.racy_window_ns = ns;
+        self
+    }
+
+    /// Like [`walk`], but a directory whose stat is unchanged (and settled) is not read again.
+    fn walk_cached(&mut self) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
+        while let Some((rel_dir, depth)) = stack.pop() {
+            if depth > MAX_PACK_DEPTH {
+                return Err(ManifestError::TooDeep);
+            }
+            let dir_path = if rel_dir.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(&rel_dir)
+            };
+            let io = |e: io::Error| ManifestError::Io(format!("{rel_dir}: {}", e.kind()));
+            let dir_stat = FileStat::of(&fs::symlink_metadata(&dir_path).map_err(io)?);
+            let children = match self.listings.get(&rel_dir) {
+                Some((cached, children)) if *cached == dir_stat => children.clone(),
+                _ => {
+                    self.dirs_read += 1;
+                    let mut children = Vec::new();
+                    for entry in fs::read_dir(&dir_path).map_err(io)? {
+                        let entry = entry.map_err(io)?;
+                        // d_type: no extra stat, and a symlink to a directory is not a directory.
+                        let is_dir = entry.file_type().map_err(io)?.is_dir();
+                        children.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+                    }
+                    if dir_stat.settled(self.racy_window_ns) {
+                        self.listings
+                            .insert(rel_dir.clone(), (dir_stat, children.clone()));
+                    } else {
+                        self.listings.remove(&rel_dir);
+                    }
+                    children
+                }
+            };
+            for (name, is_dir) in children {
+                let rel = if rel_dir.is_empty() {
+                    name
+                } else {
+                    format!("{rel_dir}/{name}")
+                };
+                if is_dir {
+                    stack.push((rel, depth + 1));
+                    continue;
+                }
+                match fs::symlink_metadata(self.root.join(&rel)) {
+                    Ok(meta) => out.push((rel, meta)),
+                    // Gone since the listing was cached: the directory changed; read everything again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.listings.clear();
+                        return walk(&self.root);
+                    }
+                    Err(e) => return Err(ManifestError::Io(format!("{rel}: {}", e.kind()))),
+                }
+                if out.len() > MAX_PACK_FILES {
+                    return Err(ManifestError::TooManyFiles);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Verifies the pack. `Ok` means every file is exactly as approved.
     pub fn verify(&mut self) -> Result<(), VerifyFailure> {
-        let entries = walk(&self.root).map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
+        let entries = self
+            .walk_cached()
+            .map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
         let mut diff = ManifestDiff::default();
         let mut seen = 0usize;
         for (rel, meta) in &entries {
@@ -283,7 +377,10 @@ impl ManifestVerifier {
             self.rehashed += 1;
             match hash_entry(&self.root.join(rel), meta) {
                 Ok(sha) if &sha == expected => {
-                    self.known_good.insert(rel.clone(), stat);
+                    // A stat from the last clock tick or two is not a safe key (see RACY_WINDOW_NS).
+                    if stat.settled(self.racy_window_ns) {
+                        self.known_good.insert(rel.clone(), stat);
+                    }
                 }
                 Ok(_) => {
                     self.known_good.remove(rel);
@@ -333,7 +430,10 @@ mod tests {
         let mut v = ManifestVerifier::new(d.path().to_path_buf(), m.clone());
         v.verify().unwrap();
         v.verify().unwrap();
-        assert_eq!(v.rehashed, 2, "the second verify hashes nothing");
+        assert_eq!(
+            v.rehashed, 4,
+            "files changed in the last two seconds are never trusted from cache"
+        );
 
         fs::write(d.path().join("blocks/a.py"), "def run(i): return 2\n").unwrap();
         assert!(
@@ -354,6 +454,29 @@ mod tests {
         fs::remove_file(d.path().join("blocks/a.py")).unwrap();
         assert!(
             matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.removed == ["blocks/a.py"])
+        );
+    }
+
+    #[test]
+    fn settled_entries_are_cached_and_directories_not_reread() {
+        let d = pack();
+        let m = compute_manifest(d.path()).unwrap();
+        // A window of -1 ns: every stat counts as settled (timestamps may equal "now").
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), m).with_racy_window(-1);
+        v.verify().unwrap();
+        let (hashed, read) = (v.rehashed, v.dirs_read);
+        for _ in 0..5 {
+            v.verify().unwrap();
+        }
+        assert_eq!(v.rehashed, hashed, "settled files are not hashed again");
+        assert_eq!(
+            v.dirs_read, read,
+            "unchanged directories are not read again"
+        );
+        // Adding a file changes its directory's stat: the listing is read again and the file seen.
+        fs::write(d.path().join("blocks/new.py"), "x").unwrap();
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/new.py"])
         );
     }
 
