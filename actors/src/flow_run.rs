@@ -12,6 +12,7 @@ use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::clock::SystemClock;
 use crate::limiter::Permit;
 use crate::pack_container::{BlockOutput, ExecuteBlock};
+use crate::registry::SandboxLost;
 use crate::run_history::{RunFinished, RunHistory};
 use crate::view::{KernelView, PackState};
 use actix::prelude::*;
@@ -30,6 +31,8 @@ pub struct RunDeps {
     pub view: Arc<KernelView>,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
+    /// Told when a pack's sandbox does not answer, so it is replaced at once.
+    pub sandbox_lost: Recipient<SandboxLost>,
     pub execution_mode: &'static str,
 }
 
@@ -168,9 +171,10 @@ impl FlowRun {
                             .into_actor(self)
                             .map(move |answer, act, ctx| {
                                 let answer = answer.unwrap_or_else(|_| {
+                                    act.deps.sandbox_lost.do_send(SandboxLost { pack_id: pack.clone() });
                                     Err(StepFailure::new(
                                         ErrorType::WorkerUnavailable,
-                                        format!("the sandbox of pack {pack:?} is not running"),
+                                        format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
                                     ))
                                 });
                                 act.audit_block(&step_id, &phase, &pack, &answer);

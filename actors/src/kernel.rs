@@ -136,6 +136,7 @@ impl Kernel {
             view: Arc::clone(&view),
             audit: audit.clone(),
             history: history.clone(),
+            sandbox_lost: registry.clone().recipient(),
             execution_mode: config.mode.as_str(),
         };
         Ok(Kernel {

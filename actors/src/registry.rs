@@ -80,6 +80,13 @@ pub struct GetPack {
 #[rtype(result = "Diagnostics")]
 pub struct GetDiagnostics;
 
+/// A pack's sandbox stopped answering (its actor died); sent by a `FlowRun` whose call failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SandboxLost {
+    pub pack_id: String,
+}
+
 /// Stops every pack's sandbox (kernel shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -448,6 +455,38 @@ impl Registry {
         }
     }
 
+    /// Supervision: a sandbox actor that died (a panic in a handler ends its task) is replaced
+    /// from the same factory (`reconcile_container`), and the restart is audited. actix does not
+    /// restart a panicked actor by itself, and a dead address in the view would fail every call of
+    /// the pack until the next approval.
+    fn restart_dead_sandboxes(&mut self, only: Option<&str>) {
+        let dead: Vec<String> = self
+            .packs
+            .iter()
+            .filter(|(id, _)| only.is_none_or(|o| o == id.as_str()))
+            .filter(|(_, e)| e.container.as_ref().is_some_and(|a| !a.connected()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            tracing::error!(pack_id = %id, "a pack sandbox died; starting a new one");
+            if let Some(e) = self.packs.get_mut(&id) {
+                e.container = None;
+            }
+            self.view.set_container(&id, None);
+            self.reconcile_container(&id);
+            self.audit.do_send(Record(
+                AuditEntry::new(Category::System, "sandbox_restarted", false)
+                    .severity(Severity::Error)
+                    .pack(&id)
+                    .error(
+                        "the pack's sandbox actor stopped unexpectedly and was replaced",
+                        None,
+                    ),
+            ));
+            self.event(json!({"pack_id": id, "event": "sandbox_restarted"}));
+        }
+    }
+
     fn publish_states(&self) {
         self.view.publish_states(
             self.packs
@@ -604,6 +643,9 @@ impl Actor for Registry {
         ctx.set_mailbox_capacity(256);
         self.self_addr = Some(ctx.address());
         self.scan();
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
+            act.restart_dead_sandboxes(None)
+        });
     }
 }
 
@@ -768,6 +810,15 @@ impl Handler<GetDiagnostics> for Registry {
     }
 }
 
+impl Handler<SandboxLost> for Registry {
+    type Result = ();
+
+    /// Replaces the pack's sandbox now if it is dead (the periodic check would within a second).
+    fn handle(&mut self, msg: SandboxLost, _: &mut Self::Context) {
+        self.restart_dead_sandboxes(Some(&msg.pack_id));
+    }
+}
+
 impl Handler<StopAll> for Registry {
     type Result = ();
 
@@ -822,4 +873,109 @@ fn read_limited(path: &Path) -> Result<String, String> {
     }
     let bytes = fs::read(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
     String::from_utf8(bytes).map_err(|_| "file is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Query;
+    use crate::keys::SigningKey;
+    use std::time::Duration;
+
+    #[actix_rt::test]
+    async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
+        let home = tempfile::tempdir().unwrap();
+        let blocks = home.path().join("ecosystem/p/backend/blocks");
+        fs::create_dir_all(&blocks).unwrap();
+        fs::write(
+            home.path().join("ecosystem/p/backend/ecosystem.json"),
+            r#"{"pack_id":"p","pack_identity":"t:p"}"#,
+        )
+        .unwrap();
+        fs::write(blocks.join("b.py"), "def run(i): return 1\n").unwrap();
+        let layout = Layout::new(home.path());
+        // Strict mode without Docker: the sandbox needs no Python, which keeps this test pure.
+        let config =
+            RuntimeConfig::new(SecurityMode::Strict, PathBuf::from("/nonexistent/python3"));
+        let view = Arc::new(KernelView::default());
+        let approvals = ApprovalStore::new(layout.approvals(), SigningKey::from_bytes(&[1; 32]));
+        let audit = AuditWriter::new(layout.audit(), Duration::from_millis(10)).start();
+        let sandbox = SandboxSettings {
+            host_script: PathBuf::new(),
+            modules_dir: PathBuf::new(),
+            arbiters: vec![Arbiter::current()],
+        };
+        let registry = Registry::new(
+            layout,
+            config,
+            Arc::clone(&view),
+            approvals,
+            audit.clone(),
+            sandbox,
+        )
+        .start();
+        registry
+            .send(Approve {
+                pack_id: "p".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let first = view.container("p").expect("an approved pack has a sandbox");
+
+        let crashed = first.send(crate::pack_container::InjectPanic).await;
+        assert!(crashed.is_err(), "the panicking handler never answers");
+        assert!(!first.connected(), "the panicked actor is gone");
+        registry
+            .send(SandboxLost {
+                pack_id: "p".into(),
+            })
+            .await
+            .unwrap();
+        let second = view.container("p").expect("a new sandbox");
+        assert!(second.connected());
+        let snap = second
+            .send(crate::pack_container::GetSnapshot)
+            .await
+            .unwrap();
+        assert_eq!(snap.pack_id, "p");
+
+        let entries = audit
+            .send(Query {
+                category: Some(Category::System),
+                date: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["action"] == "sandbox_restarted" && e["owner_pack"] == "p"),
+            "{entries:?}"
+        );
+        let diag = registry.send(GetDiagnostics).await.unwrap();
+        assert!(diag
+            .events
+            .iter()
+            .any(|e| e["event"] == "sandbox_restarted"));
+
+        // A sandbox stopped on purpose (reject) is not resurrected.
+        registry
+            .send(Reject {
+                pack_id: "p".into(),
+                reason: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        registry
+            .send(SandboxLost {
+                pack_id: "p".into(),
+            })
+            .await
+            .unwrap();
+        assert!(view.container("p").is_none());
+    }
 }

@@ -480,6 +480,21 @@ impl Handler<GetSnapshot> for PackContainer {
     }
 }
 
+/// Makes the actor panic, as a bug in a handler would (tests of supervision only).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+#[cfg(test)]
+impl Handler<InjectPanic> for PackContainer {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {
+        panic!("injected panic in the sandbox of {}", self.pack_id);
+    }
+}
+
 // ---- helpers ----------------------------------------------------------------------------------
 
 /// Resolves a block file inside the pack (contract §5.1.3): tries `blocks/<file>`,
