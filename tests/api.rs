@@ -421,3 +421,27 @@ fn invalid_configuration_stops_startup_naming_the_variable() {
         assert!(err.contains(var), "{var}={value}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_result_over_the_response_limit_is_summarised() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    write(
+        home.path(),
+        "user_data/shared/flows/big.flow.yaml",
+        "flow_id: big\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: blob, value: \"${ctx.text}\"}}\n",
+    );
+    let k = Kernel::start(home.path(), &[("RUMI_MAX_RESPONSE_BYTES", "2048")]);
+    let (s, run) = k.run("big", json!({"text": "x".repeat(4000)})).await;
+    assert_eq!(s, 200);
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["result"], json!({"_truncated": true, "_keys": ["blob", "text"]}));
+    let (s, small) = k.run("big", json!({"text": "short"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(small["result"]["blob"], "short");
+    let (_, rec) = k.get(&format!("/api/runs/{}", small["run_id"].as_str().unwrap())).await;
+    assert_eq!(rec["data"]["result"]["blob"], "short");
+    assert_eq!(rec["data"]["trigger"], "api");
+}

@@ -7,8 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rumi_actors::registry::Reload;
 use rumi_actors::{Kernel, SecurityMode};
 use rumi_domain::flow::{Step, StepKind};
-use rumi_domain::run::{RunRecord, RunStatus};
+use rumi_domain::run::{RunRecord, RunStatus, StepRecord};
 use rumi_domain::Flow;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -87,40 +88,89 @@ pub async fn reload(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     Ok(ok(k.registry.send(Reload).await?))
 }
 
-/// The run as the API answers it.
-pub fn run_response(k: &Kernel, r: &RunRecord) -> Value {
-    let mut result = r.result.clone();
-    let size = serde_json::to_vec(&result)
-        .map(|b| b.len())
-        .unwrap_or(usize::MAX);
-    if size > k.config.max_response_bytes {
-        let keys: Vec<String> = result
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        result = json!({"_truncated": true, "_keys": keys});
+/// The run as the API answers it, borrowed from the record (serialized once).
+#[derive(Serialize)]
+pub struct RunView<'a> {
+    run_id: &'a str,
+    flow_id: &'a str,
+    status: RunStatus,
+    result: &'a Value,
+    steps: &'a [StepRecord],
+    /// Seconds.
+    execution_time: f64,
+    execution_time_ms: f64,
+    execution_mode: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_step: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs_digest: Option<&'a str>,
+}
+
+impl<'a> RunView<'a> {
+    /// The view of a run; `detail` adds the record's trigger, times and inputs digest.
+    pub fn new(k: &Kernel, r: &'a RunRecord, result: &'a Value, detail: bool) -> Self {
+        RunView {
+            run_id: &r.run_id,
+            flow_id: &r.flow_id,
+            status: r.status,
+            result,
+            steps: &r.steps,
+            execution_time: r.execution_time_ms / 1000.0,
+            execution_time_ms: r.execution_time_ms,
+            execution_mode: &r.execution_mode,
+            reason: r.reason.as_deref(),
+            failed_step: r.failed_step.as_deref(),
+            warnings: (k.config.mode == SecurityMode::Permissive).then_some([
+                "permissive mode: blocks ran as host processes without container isolation",
+            ]),
+            trigger: detail.then_some(r.trigger.as_str()),
+            started: detail.then_some(r.started.as_str()),
+            ended: if detail { r.ended.as_deref() } else { None },
+            inputs_digest: detail.then_some(r.inputs_digest.as_str()),
+        }
     }
-    let mut v = json!({
-        "run_id": r.run_id,
-        "flow_id": r.flow_id,
-        "status": r.status,
-        "result": result,
-        "steps": r.steps,
-        "execution_time": r.execution_time_ms / 1000.0,
-        "execution_time_ms": r.execution_time_ms,
-        "execution_mode": r.execution_mode,
-    });
-    if let Some(reason) = &r.reason {
-        v["reason"] = json!(reason);
+}
+
+/// The response body of a run: the envelope serialized once; when the result makes it larger
+/// than `RUMI_MAX_RESPONSE_BYTES`, the result is replaced by `{_truncated, _keys}`.
+pub fn run_body(
+    k: &Kernel,
+    r: &RunRecord,
+    success: bool,
+    error: Option<String>,
+    detail: bool,
+) -> Vec<u8> {
+    let body = serde_json::to_vec(&Envelope {
+        success,
+        data: Some(RunView::new(k, r, &r.result, detail)),
+        error: error.clone(),
+    })
+    .unwrap_or_default();
+    if body.len() <= k.config.max_response_bytes {
+        return body;
     }
-    if let Some(step) = &r.failed_step {
-        v["failed_step"] = json!(step);
-    }
-    if k.config.mode == SecurityMode::Permissive {
-        v["warnings"] =
-            json!(["permissive mode: blocks ran as host processes without container isolation"]);
-    }
-    v
+    let keys: Vec<String> = r
+        .result
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let truncated = json!({"_truncated": true, "_keys": keys});
+    serde_json::to_vec(&Envelope {
+        success,
+        data: Some(RunView::new(k, r, &truncated, detail)),
+        error,
+    })
+    .unwrap_or_default()
 }
 
 /// `POST /api/flows/{id}/run {inputs, timeout}`
@@ -150,7 +200,6 @@ pub async fn run(
         .run_flow(&path, inputs, timeout, "api")
         .instrument(span)
         .await?;
-    let data = run_response(&k, &record);
     let (status, success, error) = match record.status {
         RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
         RunStatus::TimedOut => (
@@ -169,9 +218,7 @@ pub async fn run(
             ),
         ),
     };
-    Ok(HttpResponse::build(status).json(Envelope {
-        success,
-        data: Some(data),
-        error,
-    }))
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(run_body(&k, &record, success, error, false)))
 }

@@ -1,7 +1,7 @@
 //! Run history endpoints.
 
 use super::error::{ok, ApiError};
-use super::flows::run_response;
+use super::flows::{run_body, RunView};
 use actix_web::{web, HttpResponse};
 use rumi_actors::run_history::{GetRun, ListRuns};
 use rumi_actors::Kernel;
@@ -29,7 +29,7 @@ pub async fn list(
         .await?;
     Ok(ok(runs
         .iter()
-        .map(|r| run_response(&k, r))
+        .map(|r| RunView::new(&k, r, &r.result, false))
         .collect::<Vec<_>>()))
 }
 
@@ -39,10 +39,7 @@ pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpRe
         k.history.send(GetRun(path.clone())).await?.ok_or_else(|| {
             ApiError::not_found(format!("no run {:?} is recorded", path.as_str()))
         })?;
-    let mut v = run_response(&k, &r);
-    v["trigger"] = serde_json::json!(r.trigger);
-    v["started"] = serde_json::json!(r.started);
-    v["ended"] = serde_json::json!(r.ended);
-    v["inputs_digest"] = serde_json::json!(r.inputs_digest);
-    Ok(ok(v))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(run_body(&k, &r, true, None, true)))
 }
