@@ -96,8 +96,8 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         runtime.run_history = n;
     }
     let cpu_policy = match var("RUMI_CPU_AFFINITY").as_deref() {
-        Some("half") => CpuPolicy::Half,
-        None | Some("pack") => CpuPolicy::Pack,
+        None | Some("half") => CpuPolicy::Half,
+        Some("pack") => CpuPolicy::Pack,
         Some("off") => CpuPolicy::Off,
         Some(other) => bail!("RUMI_CPU_AFFINITY={other:?} is invalid: use half, pack or off"),
     };

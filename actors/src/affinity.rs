@@ -11,15 +11,15 @@
 //! operators who prefer spreading over latency choose another policy.
 //!
 //! Policies (`RUMI_CPU_AFFINITY`):
-//! * `pack` (default): only pack arbiters and their workers are pinned; the rest of the kernel
-//!   (HTTP workers, other actors) uses every CPU.
-//! * `half`: the whole kernel process — HTTP workers, actors, pack workers — is confined
+//! * `half` (default): the whole kernel process — HTTP workers, actors, pack workers — is confined
 //!   to the upper half of the CPUs it may use (at least one), and pack arbiters are pinned inside
-//!   that set. The lower half is left to clients, containers and everything else on the machine.
-//!   Measured on the 2-vCPU host (bench client on the same machine): 1-step block flow p50
-//!   0.75 → 0.5–0.6 ms, because every kernel-internal hand-off becomes a same-CPU wake-up; but
-//!   the kernel then has one CPU, so throughput under load fell ~10 % and the 50-client p99 rose
-//!   (20.7 → 23 ms) in back-to-back runs. Latency-first deployments choose it.
+//!   that set, so every kernel-internal hand-off is a same-CPU wake-up. The lower half is left to
+//!   clients, containers and everything else on the machine. Measured back to back on the 2-vCPU
+//!   host, bench client on the same machine: 1-step block flow p50 0.41 ms (`pack`: 0.51), `set`
+//!   p50 0.20–0.22 ms (0.27), and the same throughput (5.8–6.1k flows/s), because per-request
+//!   kernel work is small enough for one CPU.
+//! * `pack`: only pack arbiters and their workers are pinned; the rest of the kernel uses every CPU.
+//!   For machines where the kernel's own CPU work is the bottleneck.
 //! * `off`: nothing is pinned.
 
 /// The CPUs this process may run on.
