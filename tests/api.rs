@@ -437,11 +437,16 @@ async fn a_result_over_the_response_limit_is_summarised() {
     let (s, run) = k.run("big", json!({"text": "x".repeat(4000)})).await;
     assert_eq!(s, 200);
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(run["result"], json!({"_truncated": true, "_keys": ["blob", "text"]}));
+    assert_eq!(
+        run["result"],
+        json!({"_truncated": true, "_keys": ["blob", "text"]})
+    );
     let (s, small) = k.run("big", json!({"text": "short"})).await;
     assert_eq!(s, 200);
     assert_eq!(small["result"]["blob"], "short");
-    let (_, rec) = k.get(&format!("/api/runs/{}", small["run_id"].as_str().unwrap())).await;
+    let (_, rec) = k
+        .get(&format!("/api/runs/{}", small["run_id"].as_str().unwrap()))
+        .await;
     assert_eq!(rec["data"]["result"]["blob"], "short");
     assert_eq!(rec["data"]["trigger"], "api");
 }

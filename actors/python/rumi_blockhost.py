@@ -112,8 +112,10 @@ class BlockHost:
     def __init__(self, pack_root: str) -> None:
         self.pack_root = os.path.realpath(pack_root)
         self._cache: Dict[str, Tuple[Tuple[int, int], Callable[..., Any], int]] = {}
+        # Appended, not prepended: a pack file named like a kernel module (rumi_syscall.py) must
+        # not shadow it; the pack's own modules stay importable.
         if self.pack_root not in sys.path:
-            sys.path.insert(0, self.pack_root)
+            sys.path.append(self.pack_root)
 
     def _load(self, rel: str) -> Tuple[Callable[..., Any], int]:
         path = os.path.join(self.pack_root, rel)

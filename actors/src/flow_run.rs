@@ -129,6 +129,15 @@ impl FlowRun {
                 Next::Block(call) => {
                     let remaining = self.deadline.saturating_duration_since(Instant::now());
                     let step_limit = Duration::from_secs(u64::from(call.timeout_seconds));
+                    if remaining.is_zero() {
+                        // No time left: fail the step without touching (and so killing) a worker.
+                        let f = StepFailure::new(
+                            ErrorType::RunTimeout,
+                            "the run's deadline passed before the step could start",
+                        );
+                        self.engine.fail_pending(f, &self.clock);
+                        continue;
+                    }
                     let (timeout, bound) = if remaining < step_limit {
                         (remaining, true)
                     } else {

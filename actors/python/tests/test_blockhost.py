@@ -110,6 +110,14 @@ class BlockHostTest(unittest.TestCase):
         self.write("m.py", "import rumi_syscall, rumi_capability\ndef run(i, c=None):\n    return {'get': rumi_syscall.get('https://x')['error_type'], 'cap': rumi_capability.call('store.get', {})['error_type']}\n")
         self.assertEqual(self.host.call("blocks/m.py")["result"], {"get": "egress_unavailable", "cap": "capability_unavailable"})
 
+    def test_pack_files_cannot_shadow_kernel_modules(self):
+        with open(os.path.join(self.root, "rumi_syscall.py"), "w") as f:
+            f.write("SHADOW = True\n")
+        with open(os.path.join(self.root, "helper.py"), "w") as f:
+            f.write("VALUE = 7\n")
+        self.write("s.py", "import rumi_syscall, helper\ndef run(i, c=None):\n    return {'shadowed': hasattr(rumi_syscall, 'SHADOW'), 'helper': helper.VALUE}\n")
+        self.assertEqual(self.host.call("blocks/s.py")["result"], {"shadowed": False, "helper": 7})
+
     def test_log_is_bounded(self):
         self.write("big.py", "def run(i, c=None):\n    print('x' * 100000)\n    return 1\n")
         r = self.host.call("blocks/big.py")
