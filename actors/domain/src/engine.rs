@@ -768,4 +768,55 @@ steps:
         assert_eq!(e.result()["echo"], json!("${ctx.secret}"));
         assert_eq!(e.result()["echo2"], json!("got ${ctx.secret}"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (phase index, priority, condition flag: None = no `when`, Some(b) = `when` on a key
+        /// that holds b)
+        fn arb_steps() -> impl Strategy<Value = Vec<(usize, i32, Option<bool>)>> {
+            prop::collection::vec(
+                (0usize..3, -3i32..3, prop::option::of(any::<bool>())),
+                1..25,
+            )
+        }
+
+        proptest! {
+            /// For any flow of `set` steps: the run succeeds, every step is recorded exactly once in
+            /// (phase, priority, id) order, a step is skipped exactly when its condition is false,
+            /// and each executed step's value is in the result.
+            #[test]
+            fn run_engine_records_every_step_in_order(specs in arb_steps()) {
+                let mut text = String::from("flow_id: p\nphases: [a, b, c]\nsteps:\n");
+                for (i, (phase, prio, cond)) in specs.iter().enumerate() {
+                    let when = match cond {
+                        None => String::new(),
+                        Some(b) => format!(", when: \"${{ctx.flag{b}}}\""),
+                    };
+                    text.push_str(&format!(
+                        "  - {{id: s{i:02}, phase: {}, priority: {prio}, type: set, input: {{key: v{i:02}, value: {i}}}{when}}}\n",
+                        ["a", "b", "c"][*phase]
+                    ));
+                }
+                let (e, o) = run_inline(&text, json!({"flagtrue": true, "flagfalse": false}));
+                prop_assert_eq!(o.status, RunStatus::Succeeded);
+                prop_assert_eq!(e.records().len(), specs.len());
+                let key = |id: &str| {
+                    let i: usize = id[1..].parse().unwrap();
+                    (specs[i].0, specs[i].1, id.to_string())
+                };
+                for pair in e.records().windows(2) {
+                    prop_assert!(key(&pair[0].id) <= key(&pair[1].id));
+                }
+                for r in e.records() {
+                    let i: usize = r.id[1..].parse().unwrap();
+                    let runs = specs[i].2 != Some(false);
+                    prop_assert_eq!(r.status == StepStatus::Skipped, !runs);
+                    let stored = e.result().get(&format!("v{i:02}")).cloned();
+                    prop_assert_eq!(stored, if runs { Some(json!(i)) } else { None });
+                }
+            }
+        }
+    }
 }
