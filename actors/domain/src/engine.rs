@@ -813,7 +813,7 @@ steps:
                     let i: usize = r.id[1..].parse().unwrap();
                     let runs = specs[i].2 != Some(false);
                     prop_assert_eq!(r.status == StepStatus::Skipped, !runs);
-                    let stored = e.result().get(&format!("v{i:02}")).cloned();
+                    let stored = e.result().get(format!("v{i:02}")).cloned();
                     prop_assert_eq!(stored, if runs { Some(json!(i)) } else { None });
                 }
             }
