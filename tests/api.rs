@@ -240,14 +240,25 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
     let v: Value = resp.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("queue"));
-    let mut ends = Vec::new();
+    let mut started = Vec::new();
     for h in running {
         let (s, v) = h.await.unwrap();
         assert_eq!(s, 200, "{v}");
-        ends.push(v["data"]["result"]["w"]["done"].as_i64().unwrap());
+        let n = v["data"]["result"]["w"]["done"].as_i64().unwrap();
+        let (_, rec) = k
+            .get(&format!(
+                "/api/runs/{}",
+                v["data"]["run_id"].as_str().unwrap()
+            ))
+            .await;
+        started.push((rec["data"]["started"].as_str().unwrap().to_string(), n));
     }
-    assert_eq!(ends, [0, 1, 2, 3]);
-    // Queued runs started in FIFO order: their start times follow their arrival.
+    // Queued runs started in FIFO order: runs 2 and 3 waited (arriving 100 ms apart), and the
+    // first freed slot went to run 2. Sorting by the time each run actually started must give
+    // the arrival order; a LIFO queue would start 3 before 2.
+    started.sort();
+    let order: Vec<i64> = started.iter().map(|(_, n)| *n).collect();
+    assert_eq!(order, [0, 1, 2, 3], "start times: {started:?}");
     let (_, runs) = k.get("/api/runs?flow_id=wait&limit=10").await;
     let runs = runs["data"].as_array().unwrap();
     assert_eq!(runs.len(), 4);

@@ -169,39 +169,6 @@ pub enum ManifestError {
     Io(String),
 }
 
-/// Lists every entry under `root` with its stat (no hashing), depth-first, never following links.
-fn walk(root: &Path) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
-    let mut out = Vec::new();
-    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
-    while let Some((dir, prefix, depth)) = stack.pop() {
-        if depth > MAX_PACK_DEPTH {
-            return Err(ManifestError::TooDeep);
-        }
-        let entries =
-            fs::read_dir(&dir).map_err(|e| ManifestError::Io(format!("{prefix}: {}", e.kind())))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| ManifestError::Io(e.kind().to_string()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let meta = fs::symlink_metadata(entry.path())
-                .map_err(|e| ManifestError::Io(format!("{rel}: {}", e.kind())))?;
-            if meta.is_dir() {
-                stack.push((entry.path(), rel, depth + 1));
-            } else {
-                out.push((rel, meta));
-                if out.len() > MAX_PACK_FILES {
-                    return Err(ManifestError::TooManyFiles);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The content hash of one entry: regular files by their bytes, symlinks by their target text,
 /// anything else by its type (never opened: a FIFO would block the hasher forever).
 fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
@@ -239,14 +206,9 @@ fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError>
     }
 }
 
-/// Computes the manifest of every file under `root`.
+/// Computes the manifest of every file under `root` (see [`ManifestVerifier::snapshot`]).
 pub fn compute_manifest(root: &Path) -> Result<Manifest, ManifestError> {
-    let mut manifest = Manifest::default();
-    for (rel, meta) in walk(root)? {
-        let sha = hash_entry(&root.join(&rel), &meta)?;
-        manifest.files.insert(rel, sha);
-    }
-    Ok(manifest)
+    ManifestVerifier::snapshot(root.to_path_buf()).map(|v| v.manifest)
 }
 
 /// Why verification failed.
@@ -295,8 +257,35 @@ impl ManifestVerifier {
         self
     }
 
-    /// Like [`walk`], but a directory whose stat is unchanged (and settled) is not read again.
-    fn walk_cached(&mut self) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
+    /// Hashes every file under `root` now: the manifest to approve, and a verifier that is
+    /// already warm for it (its next `verify` re-hashes only what changed since).
+    pub fn snapshot(root: PathBuf) -> Result<Self, ManifestError> {
+        ManifestVerifier::new(root, Manifest::default()).fill()
+    }
+
+    /// Hashes every entry into the (empty) manifest, recording settled stats.
+    fn fill(self) -> Result<Self, ManifestError> {
+        let mut v = self;
+        for (rel, meta) in v.walk(false)? {
+            let sha = hash_entry(&v.root.join(&rel), &meta)?;
+            let stat = FileStat::of(&meta);
+            if stat.settled(v.racy_window_ns) {
+                v.known_good.insert(rel.clone(), stat);
+            }
+            v.manifest.files.insert(rel, sha);
+        }
+        Ok(v)
+    }
+
+    /// The manifest this verifier checks against.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Lists every entry under the root with its stat (no hashing), depth-first, never following
+    /// links; a directory whose stat is unchanged (and settled) is not read again. When a listed
+    /// file vanished in between, the walk starts over once from fresh listings.
+    fn walk(&mut self, retried: bool) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
         let mut out = Vec::new();
         let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
         while let Some((rel_dir, depth)) = stack.pop() {
@@ -342,10 +331,10 @@ impl ManifestVerifier {
                 }
                 match fs::symlink_metadata(self.root.join(&rel)) {
                     Ok(meta) => out.push((rel, meta)),
-                    // Gone since the listing was cached: the directory changed; read everything again.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Gone since the listing was read: the pack is changing; read everything again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !retried => {
                         self.listings.clear();
-                        return walk(&self.root);
+                        return self.walk(true);
                     }
                     Err(e) => return Err(ManifestError::Io(format!("{rel}: {}", e.kind()))),
                 }
@@ -360,7 +349,7 @@ impl ManifestVerifier {
     /// Verifies the pack. `Ok` means every file is exactly as approved.
     pub fn verify(&mut self) -> Result<(), VerifyFailure> {
         let entries = self
-            .walk_cached()
+            .walk(false)
             .map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
         let mut diff = ManifestDiff::default();
         let mut seen = 0usize;
@@ -477,6 +466,23 @@ mod tests {
         fs::write(d.path().join("blocks/new.py"), "x").unwrap();
         assert!(
             matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/new.py"])
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_the_manifest_and_a_warm_verifier() {
+        let d = pack();
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), Manifest::default())
+            .with_racy_window(-1)
+            .fill()
+            .unwrap();
+        assert_eq!(v.manifest(), &compute_manifest(d.path()).unwrap());
+        let hashed_by_snapshot = v.rehashed;
+        v.verify().unwrap();
+        assert_eq!(v.rehashed, hashed_by_snapshot, "nothing is hashed twice");
+        fs::write(d.path().join("blocks/a.py"), "def run(i): return 3\n").unwrap();
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"])
         );
     }
 

@@ -125,6 +125,23 @@ impl AuditEntry {
             execution_mode: None,
         }
     }
+    /// The `security` entry for a block call refused before any code ran (not approved, files
+    /// changed, path outside the pack, no sandbox).
+    pub fn block_refused(
+        flow_id: &str,
+        run_id: &str,
+        step_id: &str,
+        phase: &str,
+        pack: &str,
+        failure: &rumi_domain::run::StepFailure,
+    ) -> Self {
+        AuditEntry::new(Category::Security, "block_refused", false)
+            .run(flow_id, run_id)
+            .step(step_id, phase)
+            .pack(pack)
+            .error(&failure.error, Some(failure.error_type.as_str()))
+    }
+
     pub fn severity(mut self, s: Severity) -> Self {
         self.severity = s;
         self

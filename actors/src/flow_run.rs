@@ -57,13 +57,6 @@ pub struct RunRequest {
 #[rtype(result = "()")]
 pub struct Start;
 
-/// Ends the run now as `timed_out` (used by the deadline timer and by callers giving up).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Cancel {
-    pub reason: String,
-}
-
 // ---- actor ------------------------------------------------------------------------------------
 
 /// One run (see the module docs).
@@ -155,7 +148,14 @@ impl FlowRun {
                     let Some(container) = self.deps.view.container(&call.owner_pack) else {
                         let state = self.deps.view.pack_state(&call.owner_pack);
                         let failure = not_approved(&call.owner_pack, state);
-                        self.audit_refusal(&call.step_id, &call.phase, &call.owner_pack, &failure);
+                        self.deps.audit.do_send(Record(AuditEntry::block_refused(
+                            self.flow_id(),
+                            &self.run_id,
+                            &call.step_id,
+                            &call.phase,
+                            &call.owner_pack,
+                            &failure,
+                        )));
                         self.engine.fail_pending(failure, &self.clock);
                         continue;
                     };
@@ -245,16 +245,6 @@ impl FlowRun {
         }
     }
 
-    fn audit_refusal(&self, step_id: &str, phase: &str, pack: &str, f: &StepFailure) {
-        self.deps.audit.do_send(Record(
-            AuditEntry::new(Category::Security, "block_refused", false)
-                .run(self.flow_id(), &self.run_id)
-                .step(step_id, phase)
-                .pack(pack)
-                .error(&f.error, Some(f.error_type.as_str())),
-        ));
-    }
-
     fn audit_block(
         &self,
         step_id: &str,
@@ -293,6 +283,7 @@ impl FlowRun {
             .cloned()
             .expect("finish is called once the engine is done");
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (steps, result) = self.engine.take_record_parts();
         let record = RunRecord {
             run_id: self.run_id.clone(),
             flow_id: self.flow_id().to_string(),
@@ -303,8 +294,8 @@ impl FlowRun {
             status: outcome.status,
             reason: outcome.reason.clone(),
             failed_step: outcome.failed_step.clone(),
-            steps: self.engine.records().to_vec(),
-            result: self.engine.result(),
+            steps,
+            result,
             execution_time_ms: (elapsed * 1000.0).round() / 1000.0,
             execution_mode: self.deps.execution_mode.to_string(),
         };
@@ -350,16 +341,6 @@ impl Handler<Start> for FlowRun {
             act.finish(ctx);
         });
         self.drive(ctx);
-    }
-}
-
-impl Handler<Cancel> for FlowRun {
-    type Result = ();
-
-    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) {
-        tracing::info!(run_id = %self.run_id, reason = %msg.reason, "run cancelled");
-        self.engine.time_out(&self.clock);
-        self.finish(ctx);
     }
 }
 

@@ -10,8 +10,7 @@
 //! a person approves it again.
 
 use crate::approval::{
-    compute_manifest, ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval,
-    VerifyFailure,
+    ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure,
 };
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
 use crate::config::{RuntimeConfig, SecurityMode};
@@ -152,6 +151,9 @@ struct PackEntry {
     record: Option<ApprovalRecord>,
     changes: Option<ManifestDiff>,
     container: Option<Addr<PackContainer>>,
+    /// A verifier that has just checked (or hashed) the pack against its record, handed to the
+    /// next sandbox so its first call does not hash the pack again.
+    warm: Option<ManifestVerifier>,
 }
 
 /// What the Registry needs to start pack sandboxes.
@@ -293,7 +295,7 @@ impl Registry {
             if let Some(e) = &error {
                 self.pack_problems.push(format!("pack {id:?}: {e}"));
             }
-            let (state, record, changes) = self.decide_state(&id, &dir, error.is_some());
+            let (state, record, changes, warm) = self.decide_state(&id, &dir, error.is_some());
             let container = self.packs.get_mut(&id).and_then(|e| e.container.take());
             self.packs.insert(
                 id.clone(),
@@ -306,6 +308,7 @@ impl Registry {
                     record,
                     changes,
                     container,
+                    warm,
                 },
             );
             self.reconcile_container(&id);
@@ -325,7 +328,12 @@ impl Registry {
         id: &str,
         dir: &Path,
         broken: bool,
-    ) -> (PackState, Option<ApprovalRecord>, Option<ManifestDiff>) {
+    ) -> (
+        PackState,
+        Option<ApprovalRecord>,
+        Option<ManifestDiff>,
+        Option<ManifestVerifier>,
+    ) {
         match self.approvals.load(id) {
             StoredApproval::None => (
                 if broken {
@@ -333,6 +341,7 @@ impl Registry {
                 } else {
                     PackState::Installed
                 },
+                None,
                 None,
                 None,
             ),
@@ -344,25 +353,26 @@ impl Registry {
                         .error("the approval record failed its signature check; the pack is treated as modified", None),
                 ));
                 self.event(json!({"pack_id": id, "event": "approval_record_invalid"}));
-                (PackState::Modified, None, None)
+                (PackState::Modified, None, None, None)
             }
             StoredApproval::Valid(rec) => match rec.decision {
-                Decision::Blocked => (PackState::Blocked, Some(rec), None),
-                Decision::Modified => (PackState::Modified, Some(rec), None),
+                Decision::Blocked => (PackState::Blocked, Some(rec), None, None),
+                Decision::Modified => (PackState::Modified, Some(rec), None, None),
                 Decision::Approved => {
-                    // Keep a running sandbox's warm verifier; a full check happens in it anyway.
+                    // A full check now (files may have changed while the kernel was down); the
+                    // verifier that did it goes to the sandbox, warm.
                     let mut verifier =
                         ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone());
                     match verifier.verify() {
-                        Ok(()) => (PackState::Approved, Some(rec), None),
+                        Ok(()) => (PackState::Approved, Some(rec), None, Some(verifier)),
                         Err(VerifyFailure::Changed(diff)) => {
                             let rec = self.persist_modified(id, rec, &diff);
-                            (PackState::Modified, Some(rec), Some(diff))
+                            (PackState::Modified, Some(rec), Some(diff), None)
                         }
                         Err(VerifyFailure::Unreadable(why)) => {
                             self.pack_problems
                                 .push(format!("pack {id:?} could not be verified: {why}"));
-                            (PackState::Error, Some(rec), None)
+                            (PackState::Error, Some(rec), None, None)
                         }
                     }
                 }
@@ -400,8 +410,12 @@ impl Registry {
             return;
         };
         let wanted = entry.state == PackState::Approved;
+        if !wanted {
+            entry.warm = None;
+        }
         match (wanted, entry.container.is_some()) {
             (true, false) => {
+                let warm = entry.warm.take();
                 let manifest = entry
                     .record
                     .as_ref()
@@ -426,7 +440,9 @@ impl Registry {
                             .into(),
                     },
                 };
-                let verifier = ManifestVerifier::new(entry.dir.clone(), manifest);
+                let verifier = warm
+                    .filter(|v| *v.manifest() == manifest)
+                    .unwrap_or_else(|| ManifestVerifier::new(entry.dir.clone(), manifest));
                 let (pid, root, limit) = (
                     id.to_string(),
                     entry.subdir.clone(),
@@ -677,11 +693,13 @@ impl Handler<Approve> for Registry {
                     why: e.clone(),
                 });
             }
-            let manifest: Manifest =
-                compute_manifest(&entry.dir).map_err(|e| RegistryError::Invalid {
+            let warm = ManifestVerifier::snapshot(entry.dir.clone()).map_err(|e| {
+                RegistryError::Invalid {
                     pack_id: id.clone(),
                     why: e.to_string(),
-                })?;
+                }
+            })?;
+            let manifest: Manifest = warm.manifest().clone();
             let record = ApprovalRecord {
                 pack_id: id.clone(),
                 decision: Decision::Approved,
@@ -701,6 +719,7 @@ impl Handler<Approve> for Registry {
             }
             entry.state = PackState::Approved;
             entry.changes = None;
+            entry.warm = Some(warm);
             let entry_audit = AuditEntry::new(Category::Approval, "pack_approved", true)
                 .pack(&id)
                 .details(json!({"manifest_hash": record.manifest_hash, "files": record.manifest.files.len()}));

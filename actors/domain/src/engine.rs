@@ -120,6 +120,18 @@ impl RunEngine {
         )
     }
 
+    /// Moves the step records and the result (the context without `_` keys) out of a finished
+    /// run, without copying them; the engine is empty afterwards.
+    pub fn take_record_parts(&mut self) -> (Vec<StepRecord>, Value) {
+        let ctx = std::mem::take(&mut self.ctx);
+        let result = Value::Object(
+            ctx.into_iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .collect(),
+        );
+        (std::mem::take(&mut self.records), result)
+    }
+
     /// The step currently waiting for outside work, if any.
     pub fn pending_step(&self) -> Option<&Step> {
         self.pending.as_ref().map(|(i, _, _)| &self.flow.steps[*i])
@@ -603,6 +615,20 @@ steps:
   - {id: a, phase: main, priority: 1, type: python_file_call, owner_pack: p, file: a.py, input: {x: "${ctx.x}"}, output: a_out}
   - {id: b, phase: main, priority: 2, type: python_file_call, owner_pack: p, file: b.py, input: "${ctx.a_out}", output: b_out}
 "#;
+
+    #[test]
+    fn record_parts_are_moved_out() {
+        let (mut e, _) = run_inline(
+            "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: _x, value: 1}}\n  - {id: b, phase: m, type: set, input: {key: y, value: 2}}\n",
+            json!({"in": 0}),
+        );
+        let expected = e.result();
+        let (records, result) = e.take_record_parts();
+        assert_eq!(records.len(), 2);
+        assert_eq!(result, expected);
+        assert_eq!(result, json!({"in": 0, "y": 2}));
+        assert!(e.records().is_empty());
+    }
 
     #[test]
     fn block_calls_and_fail_soft() {

@@ -16,12 +16,12 @@
 pub mod worker;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
-use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
+use crate::audit::{AuditEntry, AuditWriter, Record};
 use actix::prelude::*;
 use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::run::{ErrorType, StepFailure};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -72,11 +72,6 @@ pub struct BlockOutput {
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// Kills idle workers and starts fresh ones.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Restart;
-
 /// Observable counters.
 #[derive(Message)]
 #[rtype(result = "ContainerSnapshot")]
@@ -104,6 +99,28 @@ pub struct ContainerSnapshot {
     pub restarts: u64,
     pub manifest_rehashes: u64,
     pub worker_pids: Vec<i32>,
+}
+
+/// One call as the block host reads it (serialized once, borrowing the message).
+#[derive(Serialize)]
+struct CallRequest<'a> {
+    id: u64,
+    op: &'static str,
+    file: &'a str,
+    input: &'a Value,
+    context: CallContext<'a>,
+}
+
+/// The JSON part of the block's `context` (the host adds `network_check` and `http_request`).
+#[derive(Serialize)]
+struct CallContext<'a> {
+    flow_id: &'a str,
+    run_id: &'a str,
+    step_id: &'a str,
+    phase: &'a str,
+    ts: String,
+    owner_pack: &'a str,
+    inputs: &'a Value,
 }
 
 // ---- actor ------------------------------------------------------------------------------------
@@ -231,9 +248,19 @@ impl PackContainer {
         Ok(rel)
     }
 
-    /// Starts queued calls while workers are free.
+    /// Starts queued calls while workers are free. A call is checked (§5.1) only when a worker
+    /// can take it, so a call that waits is verified once, just before it runs.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while let Some(job) = self.queue.pop_front() {
+        while !self.queue.is_empty() {
+            if self.idle.is_empty() {
+                self.fill_pool();
+            }
+            if self.idle.is_empty() && self.live > 0 {
+                return; // every worker is busy; the next completion pumps again
+            }
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
             if job.reply.is_closed() {
                 continue;
             }
@@ -245,41 +272,48 @@ impl PackContainer {
                     continue;
                 }
             };
-            if self.idle.is_empty() {
-                self.fill_pool();
-            }
-            let Some(worker) = self.idle.pop() else {
-                if self.live == 0 {
-                    let f = StepFailure::new(
-                        ErrorType::WorkerUnavailable,
-                        format!("the worker of pack {:?} could not be started", self.pack_id),
-                    );
-                    let _ = job.reply.send(Err(f));
-                    continue;
-                }
-                self.queue.push_front(job);
-                return;
+            let Some(mut worker) = self.idle.pop() else {
+                let f = StepFailure::new(
+                    ErrorType::WorkerUnavailable,
+                    format!("the worker of pack {:?} could not be started", self.pack_id),
+                );
+                let _ = job.reply.send(Err(f));
+                continue;
             };
             self.calls += 1;
             let Job { msg, reply } = job;
             let span = tracing::info_span!(parent: &msg.span, "pack.execute", pack_id = %self.pack_id, step_id = %msg.step_id, pid = worker.pid());
-            let mut context = Map::new();
-            context.insert("flow_id".into(), Value::from(msg.flow_id.as_str()));
-            context.insert("run_id".into(), Value::from(msg.run_id.as_str()));
-            context.insert("step_id".into(), Value::from(msg.step_id.as_str()));
-            context.insert("phase".into(), Value::from(msg.phase.as_str()));
-            context.insert("ts".into(), Value::from(crate::clock::now_rfc3339()));
-            context.insert("owner_pack".into(), Value::from(self.pack_id.as_str()));
-            context.insert("inputs".into(), (*msg.inputs).clone());
-            let mut request = Map::new();
-            request.insert("op".into(), Value::from("call"));
-            request.insert("file".into(), Value::from(rel));
-            request.insert("input".into(), msg.input);
-            request.insert("context".into(), Value::Object(context));
-            let timeout = msg.timeout;
-            let bound = msg.run_deadline_bound;
+            let id = worker.next_request_id();
+            let request = CallRequest {
+                id,
+                op: "call",
+                file: &rel,
+                input: &msg.input,
+                context: CallContext {
+                    flow_id: &msg.flow_id,
+                    run_id: &msg.run_id,
+                    step_id: &msg.step_id,
+                    phase: &msg.phase,
+                    ts: crate::clock::now_rfc3339(),
+                    owner_pack: &self.pack_id,
+                    inputs: &msg.inputs,
+                },
+            };
+            let body = match serde_json::to_vec(&request) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.idle.push(worker);
+                    let f = StepFailure::new(
+                        ErrorType::BlockError,
+                        format!("the block's input could not be encoded: {e}"),
+                    );
+                    let _ = reply.send(Err(f));
+                    continue;
+                }
+            };
+            let (timeout, bound) = (msg.timeout, msg.run_deadline_bound);
             let fut = worker
-                .call(request, timeout)
+                .call(id, body, timeout)
                 .instrument(tracing::debug_span!(parent: &span, "worker.call"));
             ctx.spawn(
                 fut.into_actor(self)
@@ -371,15 +405,16 @@ impl PackContainer {
 
     fn refuse(&self, msg: &ExecuteBlock, failure: &StepFailure) {
         if failure.error_type.is_security() {
-            self.audit.do_send(Record(
-                AuditEntry::new(Category::Security, "block_refused", false)
-                    .severity(Severity::Warning)
-                    .run(&msg.flow_id, &msg.run_id)
-                    .step(&msg.step_id, &msg.phase)
-                    .pack(&self.pack_id)
-                    .error(&failure.error, Some(failure.error_type.as_str()))
-                    .details(json!({"file": msg.file})),
-            ));
+            let entry = AuditEntry::block_refused(
+                &msg.flow_id,
+                &msg.run_id,
+                &msg.step_id,
+                &msg.phase,
+                &self.pack_id,
+                failure,
+            )
+            .details(json!({"file": msg.file}));
+            self.audit.do_send(Record(entry));
         }
     }
 }
@@ -442,18 +477,6 @@ impl Handler<Stop> for PackContainer {
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.idle.clear();
         ctx.stop();
-    }
-}
-
-impl Handler<Restart> for PackContainer {
-    type Result = ();
-
-    fn handle(&mut self, _: Restart, _: &mut Self::Context) {
-        let killed = self.idle.len();
-        self.idle.clear();
-        self.live = self.live.saturating_sub(killed);
-        self.restarts += killed as u64;
-        self.fill_pool();
     }
 }
 

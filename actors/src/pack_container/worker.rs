@@ -118,25 +118,22 @@ impl Worker {
         self.pgid
     }
 
-    /// Sends one request and waits for its reply within `timeout`. Consumes the worker and gives
-    /// it back when it is still usable; on any failure it is killed and `None` comes back.
-    pub async fn call(
-        mut self,
-        mut request: serde_json::Map<String, Value>,
-        timeout: Duration,
-    ) -> (Option<Worker>, Result<Value, CallError>) {
+    /// The id for the next request (the reply must carry it back).
+    pub fn next_request_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        request.insert("id".into(), Value::from(id));
-        let body = match serde_json::to_vec(&request) {
-            Ok(b) => b,
-            Err(e) => {
-                return (
-                    Some(self),
-                    Err(CallError::Crashed(format!("request not encodable: {e}"))),
-                )
-            }
-        };
+        id
+    }
+
+    /// Sends one request (`body`, already encoded, carrying `id`) and waits for its reply within
+    /// `timeout`. Consumes the worker and gives it back when it is still usable; on any failure it
+    /// is killed and `None` comes back.
+    pub async fn call(
+        mut self,
+        id: u64,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> (Option<Worker>, Result<Value, CallError>) {
         let exchange = async {
             let mut frame = Vec::with_capacity(4 + body.len());
             frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
