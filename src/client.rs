@@ -15,9 +15,10 @@ impl Client {
     pub fn from_env() -> Result<Client> {
         let (host, port) = crate::config::api_address()?;
         let home = crate::config::home()?;
-        let token = crate::token::read(&home.join("user_data/api_token")).ok_or_else(|| {
-            anyhow!("no API token: start the kernel once (`rumi serve`) or set RUMI_API_TOKEN")
-        })?;
+        let token =
+            crate::token::read(&rumi_actors::Layout::new(home).api_token()).ok_or_else(|| {
+                anyhow!("no API token: start the kernel once (`rumi serve`) or set RUMI_API_TOKEN")
+            })?;
         Ok(Client {
             base: format!("http://{host}:{port}"),
             token,

@@ -26,7 +26,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve { permissive } => boot::serve(config::load(permissive)?),
         Command::Token => {
             let home = config::home()?;
-            let t = token::read(&home.join("user_data/api_token"))
+            let t = token::read(&rumi_actors::Layout::new(home).api_token())
                 .ok_or_else(|| anyhow!("no token yet: start the kernel once with `rumi serve`"))?;
             println!("{t}");
             Ok(())

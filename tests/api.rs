@@ -292,6 +292,10 @@ async fn runs_audit_and_diagnostics_are_served() {
         "records keep a digest of the inputs"
     );
     assert!(!rec["data"]["inputs_digest"].to_string().contains("Ann"));
+    assert!(
+        rec["data"].get("inputs").is_none(),
+        "no input values in the record"
+    );
     let (_, list) = k.get("/api/runs").await;
     assert_eq!(list["data"][0]["run_id"], id);
     let (_, audit) = k.get("/api/audit?category=flow_execution").await;
@@ -326,6 +330,20 @@ async fn runs_audit_and_diagnostics_are_served() {
             .any(|f| f.starts_with("flow_execution_") && f.ends_with(".jsonl")),
         "{files:?}"
     );
+    // The digest identifies the inputs: equal inputs, equal digest; other inputs, another one.
+    let digest_of = |name: &'static str| {
+        let k = &k;
+        async move {
+            let (_, run) = k.run("hello", json!({"name": name})).await;
+            let (_, rec) = k
+                .get(&format!("/api/runs/{}", run["run_id"].as_str().unwrap()))
+                .await;
+            rec["data"]["inputs_digest"].as_str().unwrap().to_string()
+        }
+    };
+    let first = rec["data"]["inputs_digest"].as_str().unwrap().to_string();
+    assert_eq!(digest_of("Ann").await, first);
+    assert_ne!(digest_of("Bo").await, first);
 }
 
 #[test]

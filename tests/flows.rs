@@ -170,6 +170,13 @@ steps:
     let (_, run) = k.run("order", json!({"mode": "slow"})).await;
     assert_eq!(run["result"]["path"], "slow");
     assert_eq!(run["result"]["got"], "d", "ctx.get default");
+    let (_, f) = k.get("/api/flows/order").await;
+    let steps = f["data"]["steps"].as_array().unwrap();
+    let slow = steps.iter().find(|s| s["id"] == "slow").unwrap();
+    assert_eq!(
+        slow["when"], "${ctx.is_fast} != true",
+        "the API shows the condition"
+    );
 }
 
 #[tokio::test]

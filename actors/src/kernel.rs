@@ -7,7 +7,7 @@ use crate::config::RuntimeConfig;
 use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
-use crate::limiter::{Acquire, ConcurrencyLimiter, Gate, LimiterError};
+use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
 use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
 use crate::view::KernelView;
@@ -15,7 +15,6 @@ use actix::prelude::*;
 use rumi_domain::run::RunRecord;
 use serde_json::{json, Map, Value};
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -31,13 +30,11 @@ pub struct Kernel {
     pub config: RuntimeConfig,
     pub view: Arc<KernelView>,
     pub registry: Addr<Registry>,
-    pub limiter: Addr<ConcurrencyLimiter>,
+    pub limiter: LimiterHandle,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
     pub started: Instant,
     deps: RunDeps,
-    gate: Gate,
-    fast_grants: Arc<AtomicU64>,
 }
 
 /// Why a run could not be started or finished.
@@ -107,9 +104,8 @@ impl Kernel {
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
             RunHistory::load(runs_dir, cap, to_audit)
         });
-        let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit);
-        let (gate, fast_grants) = limiter.gate();
-        let limiter = limiter.start();
+        let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit)
+            .start_handle();
 
         let view = Arc::new(KernelView::default());
         let sandbox = SandboxSettings {
@@ -149,8 +145,6 @@ impl Kernel {
             history,
             started: Instant::now(),
             deps,
-            gate,
-            fast_grants,
         })
     }
 
@@ -174,13 +168,12 @@ impl Kernel {
         let run_id = new_run_id();
         let span =
             tracing::info_span!("run_request", run_id = %run_id, flow_id = %flow_id, trigger);
-        let fast = tracing::debug_span!(parent: &span, "limiter.try_acquire").in_scope(|| {
-            ConcurrencyLimiter::try_acquire(&self.limiter, &self.gate, &self.fast_grants)
-        });
+        let fast = tracing::debug_span!(parent: &span, "limiter.try_acquire")
+            .in_scope(|| self.limiter.try_acquire());
         let permit = match fast {
             Some(p) => p,
             None => {
-                let acquire = self.limiter.send(Acquire {
+                let acquire = self.limiter.addr.send(Acquire {
                     run_id: run_id.clone(),
                     span: span.clone(),
                 });

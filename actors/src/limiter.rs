@@ -66,6 +66,8 @@ pub enum LimiterError {
 pub struct GateState {
     free: usize,
     waiting: usize,
+    /// Permits taken on the fast path (the actor counts its own).
+    granted_fast: u64,
 }
 
 /// The shared gate (see the module docs).
@@ -99,7 +101,30 @@ pub struct ConcurrencyLimiter {
     queue: VecDeque<oneshot::Sender<Permit>>,
     granted_slow: u64,
     rejected: u64,
-    fast: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What callers hold: the limiter's address and its gate, for [`LimiterHandle::try_acquire`].
+#[derive(Clone)]
+pub struct LimiterHandle {
+    pub addr: Addr<ConcurrencyLimiter>,
+    gate: Gate,
+}
+
+impl LimiterHandle {
+    /// The fast path: a free slot while nobody waits, without a message. `None` means "ask the
+    /// actor" (it may still grant at once).
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut g = self.gate.lock();
+        if g.waiting == 0 && g.free > 0 {
+            g.free -= 1;
+            g.granted_fast += 1;
+            return Some(Permit {
+                limiter: self.addr.clone(),
+                gate: self.gate.clone(),
+            });
+        }
+        None
+    }
 }
 
 impl ConcurrencyLimiter {
@@ -111,36 +136,21 @@ impl ConcurrencyLimiter {
             gate: std::sync::Arc::new(parking_lot::Mutex::new(GateState {
                 free: max,
                 waiting: 0,
+                granted_fast: 0,
             })),
             queue: VecDeque::new(),
             granted_slow: 0,
             rejected: 0,
-            fast: Default::default(),
         }
     }
 
-    /// The fast path: a free slot while nobody waits, without a message. `None` means "ask the
-    /// actor" (it may still grant at once).
-    pub fn try_acquire(
-        addr: &Addr<ConcurrencyLimiter>,
-        gate: &Gate,
-        fast: &std::sync::atomic::AtomicU64,
-    ) -> Option<Permit> {
-        let mut g = gate.lock();
-        if g.waiting == 0 && g.free > 0 {
-            g.free -= 1;
-            fast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Some(Permit {
-                limiter: addr.clone(),
-                gate: gate.clone(),
-            });
+    /// Starts the actor on the current arbiter and returns the handle callers use.
+    pub fn start_handle(self) -> LimiterHandle {
+        let gate = self.gate.clone();
+        LimiterHandle {
+            addr: self.start(),
+            gate,
         }
-        None
-    }
-
-    /// The gate and fast-path counter to hand to callers of [`ConcurrencyLimiter::try_acquire`].
-    pub fn gate(&self) -> (Gate, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        (self.gate.clone(), self.fast.clone())
     }
 
     fn permit(&mut self, ctx: &Context<Self>) -> Permit {
@@ -225,13 +235,16 @@ impl Handler<GetSnapshot> for ConcurrencyLimiter {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        let free = self.gate.lock().free;
+        let (free, granted_fast) = {
+            let g = self.gate.lock();
+            (g.free, g.granted_fast)
+        };
         MessageResult(LimiterSnapshot {
             max_concurrent: self.max,
             queue_limit: self.queue_limit,
             running: self.max - free,
             queued: self.queue.iter().filter(|t| !t.is_closed()).count(),
-            granted_total: self.granted_slow + self.fast.load(std::sync::atomic::Ordering::Relaxed),
+            granted_total: self.granted_slow + granted_fast,
             rejected_total: self.rejected,
         })
     }
@@ -294,26 +307,19 @@ mod tests {
 
     #[actix_rt::test]
     async fn fast_path_never_overtakes_waiters() {
-        let limiter = ConcurrencyLimiter::new(1, 5);
-        let (gate, fast) = limiter.gate();
-        let l = limiter.start();
-        let p = ConcurrencyLimiter::try_acquire(&l, &gate, &fast).expect("free slot");
-        assert!(
-            ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none(),
-            "cap of one"
-        );
+        let h = ConcurrencyLimiter::new(1, 5).start_handle();
+        let l = h.addr.clone();
+        let p = h.try_acquire().expect("free slot");
+        assert!(h.try_acquire().is_none(), "cap of one");
         let waiter = actix_rt::spawn(l.send(acquire()));
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(p);
         // The freed slot went to the waiter, not back to the fast path.
-        assert!(ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_none());
+        assert!(h.try_acquire().is_none());
         let got = waiter.await.unwrap().unwrap().unwrap();
         drop(got);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(
-            ConcurrencyLimiter::try_acquire(&l, &gate, &fast).is_some(),
-            "the slot is free again"
-        );
+        assert!(h.try_acquire().is_some(), "the slot is free again");
         let snap = l.send(GetSnapshot).await.unwrap();
         assert_eq!(snap.granted_total, 3);
     }

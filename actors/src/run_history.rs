@@ -10,7 +10,7 @@ use actix::prelude::*;
 use rumi_domain::run::RunRecord;
 use serde_json::Value;
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -175,9 +175,4 @@ impl Handler<ListRuns> for RunHistory {
                 .collect(),
         )
     }
-}
-
-/// Removes the history file (tests).
-pub fn clear(dir: &std::path::Path) {
-    let _ = fs::remove_file(dir.join("runs.jsonl"));
 }

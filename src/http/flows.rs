@@ -34,7 +34,7 @@ fn step_json(s: &Step) -> Value {
         "phase": s.phase,
         "priority": s.priority,
         "type": s.kind.type_name(),
-        "when": s.when.as_ref().map(|_| true),
+        "when": s.when.as_ref().map(ToString::to_string),
         "output": s.output,
         "timeout_seconds": s.timeout_seconds,
         "on_error": s.on_error,

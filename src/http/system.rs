@@ -16,7 +16,7 @@ pub async fn health(k: web::Data<Kernel>) -> HttpResponse {
 /// `GET /api/diagnostics`: load problems, runtime events and every actor's counters.
 pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     let d = k.registry.send(GetDiagnostics).await?;
-    let lim = k.limiter.send(limiter::GetSnapshot).await?;
+    let lim = k.limiter.addr.send(limiter::GetSnapshot).await?;
     let aud = k.audit.send(audit::GetSnapshot).await?;
     let mut containers = Vec::new();
     for (_, addr) in k.view.containers() {

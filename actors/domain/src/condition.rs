@@ -77,6 +77,17 @@ impl Condition {
     }
 }
 
+/// The condition in its canonical text form (what `GET /api/flows/{id}` shows).
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Truthy(op) => write!(f, "{op}"),
+            Condition::Equals(a, b) => write!(f, "{a} == {b}"),
+            Condition::NotEquals(a, b) => write!(f, "{a} != {b}"),
+        }
+    }
+}
+
 impl fmt::Display for Operand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -219,6 +230,28 @@ mod tests {
         let c = ctx(json!({"s": "a==b"}));
         assert!(Condition::parse("${ctx.s} == \"a==b\"").unwrap().eval(&c));
         assert!(Condition::parse("'x != y'").unwrap().eval(&c));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "${ctx.a.b} == true",
+            "${ctx.n} != 3",
+            "${ctx}",
+            "\"on\"",
+            "${ctx.s} == \"a b\"",
+        ] {
+            let c = Condition::parse(text).unwrap();
+            assert_eq!(
+                Condition::parse(&c.to_string()).unwrap(),
+                c,
+                "{text} -> {c}"
+            );
+        }
+        assert_eq!(
+            Condition::parse("${ctx.a}==1").unwrap().to_string(),
+            "${ctx.a} == 1"
+        );
     }
 
     #[test]

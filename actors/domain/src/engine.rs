@@ -132,11 +132,6 @@ impl RunEngine {
         (std::mem::take(&mut self.records), result)
     }
 
-    /// The step currently waiting for outside work, if any.
-    pub fn pending_step(&self) -> Option<&Step> {
-        self.pending.as_ref().map(|(i, _, _)| &self.flow.steps[*i])
-    }
-
     /// Runs steps until outside work is needed or the run ends.
     pub fn advance(&mut self, clock: &dyn Clock) -> Next {
         if let Some(outcome) = &self.outcome {

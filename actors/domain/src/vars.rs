@@ -110,11 +110,6 @@ fn pieces(template: &str) -> Vec<Piece<'_>> {
     out
 }
 
-/// True when `s` contains at least one `${ctx…}` reference.
-pub fn has_reference(s: &str) -> bool {
-    pieces(s).iter().any(|p| matches!(p, Piece::Ref(_)))
-}
-
 /// If `s` is exactly one reference and nothing else, returns it.
 pub fn whole_reference(s: &str) -> Option<Reference> {
     let parts = pieces(s);
