@@ -77,8 +77,19 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     kernel.ready().await.context("the registry did not start")?;
     if settings.runtime.mode == SecurityMode::Permissive {
         tracing::warn!("permissive mode: blocks run as host processes WITHOUT container isolation");
-    } else {
-        tracing::warn!("strict mode: this build has no Docker backend yet, so block calls are refused with docker_required (use --permissive to run them unisolated)");
+    } else if let Some(status) = kernel.docker_status().await {
+        match (status.available, status.image_present, &status.reason) {
+            (true, Some(true), _) => tracing::info!(
+                image = %status.image,
+                version = status.version.as_deref().unwrap_or("?"),
+                "strict mode: blocks run in one container per pack"
+            ),
+            (_, _, reason) => {
+                let why = reason.clone().unwrap_or_else(|| "Docker is not usable".into());
+                tracing::warn!("strict mode: block calls are refused with docker_required until this is fixed: {why}");
+                println!("warning: block calls are refused until this is fixed: {why}");
+            }
+        }
     }
     let kernel_data = web::Data::new(kernel.clone());
     let token_data = web::Data::new(ApiToken(token));

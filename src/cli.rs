@@ -17,7 +17,17 @@ pub enum Command {
         /// Run blocks as host processes without container isolation.
         #[arg(long)]
         permissive: bool,
+        /// In strict mode, build the pack runtime image first when it is missing.
+        #[arg(long)]
+        build_image: bool,
     },
+    /// The pack runtime image (strict mode).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Check Docker, the image, the socket directories and the security mode.
+    Doctor,
     /// Print the API token.
     Token,
     /// Manage packs of the running kernel.
@@ -44,6 +54,18 @@ pub enum PackCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build the image locally (debootstrap + import; no registry). Skipped when present.
+    Build {
+        /// The Debian mirror to bootstrap from.
+        #[arg(long, env = "RUMI_DEBIAN_MIRROR", default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+    },
+    /// Print the image the kernel uses and whether it is present (exit code 3 when missing).
+    Show,
 }
 
 #[derive(Subcommand)]

@@ -78,8 +78,14 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         }
     };
     let (host, port) = api_address()?;
-    let python = resolve_python(&home)?;
+    // Strict mode runs blocks in containers, so a host interpreter is needed only in permissive.
+    let python = match (mode, resolve_python(&home)) {
+        (_, Ok(p)) => p,
+        (SecurityMode::Strict, Err(_)) => PathBuf::from("/usr/bin/python3"),
+        (SecurityMode::Permissive, Err(e)) => return Err(e),
+    };
     let mut runtime = RuntimeConfig::new(mode, python);
+    container_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
         runtime.max_concurrent_flows = n;
     }
@@ -124,6 +130,55 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
         runtime,
     })
+}
+
+/// Pack container settings (strict mode): image, limits, start policy, socket group and mode.
+fn container_settings(runtime: &mut RuntimeConfig) -> Result<()> {
+    let c = &mut runtime.container;
+    if let Some(image) = var("RUMI_PACK_IMAGE") {
+        let valid = image.len() <= 255
+            && image
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-/:@".contains(ch));
+        if !valid {
+            bail!("RUMI_PACK_IMAGE={image:?} is not a valid image reference");
+        }
+        c.image = image;
+    }
+    if let Some(mb) = parse_num::<i64>("RUMI_CONTAINER_MEMORY_MB", 32, 1 << 20)? {
+        c.memory_bytes = mb * 1024 * 1024;
+    }
+    if let Some(n) = parse_num::<i64>("RUMI_CONTAINER_PIDS", 8, 100_000)? {
+        c.pids_limit = n;
+    }
+    if let Some(cpus) = parse_num::<f64>("RUMI_CONTAINER_CPUS", 0.01, 1024.0)? {
+        c.nano_cpus = (cpus * 1e9) as i64;
+    }
+    if let Some(secs) = parse_num::<u64>("RUMI_CONTAINER_START_TIMEOUT", 1, 600)? {
+        c.start_timeout = std::time::Duration::from_secs(secs);
+    }
+    if let Some(gid) = parse_num::<u32>("RUMI_EGRESS_SOCKET_GID", 0, u32::MAX - 1)? {
+        c.socket_gid = gid;
+    }
+    if let Some(mode) = var("RUMI_EGRESS_SOCKET_MODE") {
+        c.socket_mode = match mode.trim() {
+            "0600" | "600" => 0o600,
+            "0660" | "660" => 0o660,
+            "0666" | "666" => {
+                eprintln!("warning: RUMI_EGRESS_SOCKET_MODE=0666 lets every local user reach the pack sockets");
+                0o666
+            }
+            other => bail!("RUMI_EGRESS_SOCKET_MODE={other:?} is invalid: use 0600, 0660 or 0666"),
+        };
+    }
+    runtime.container_start_eager = match var("RUMI_CONTAINER_START").as_deref() {
+        None | Some("first_call") => false,
+        Some("approval") => true,
+        Some(other) => {
+            bail!("RUMI_CONTAINER_START={other:?} is invalid: use first_call or approval")
+        }
+    };
+    Ok(())
 }
 
 /// The Python interpreter for pack workers, as an absolute path to a real executable.

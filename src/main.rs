@@ -4,12 +4,13 @@ mod boot;
 mod cli;
 mod client;
 mod config;
+mod docker_cli;
 mod http;
 mod token;
 
 use anyhow::{anyhow, Result};
 use clap::Parser;
-use cli::{Cli, Command, FlowCommand, PackCommand};
+use cli::{Cli, Command, FlowCommand, ImageCommand, PackCommand};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -23,7 +24,24 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { permissive } => boot::serve(config::load(permissive)?),
+        Command::Serve {
+            permissive,
+            build_image,
+        } => {
+            let settings = config::load(permissive)?;
+            if build_image && settings.runtime.mode == rumi_actors::SecurityMode::Strict {
+                docker_cli::build_image(&settings, None)?;
+            }
+            boot::serve(settings)
+        }
+        Command::Image { command } => {
+            let settings = config::load(false)?;
+            match command {
+                ImageCommand::Build { mirror } => docker_cli::build_image(&settings, Some(mirror)),
+                ImageCommand::Show => docker_cli::show_image(&settings),
+            }
+        }
+        Command::Doctor => docker_cli::doctor(),
         Command::Token => {
             let home = config::home()?;
             let t = token::read(&rumi_actors::Layout::new(home).api_token())

@@ -1,7 +1,8 @@
 """Rumi block host: runs one pack's blocks inside its worker (a host process or a container).
 
-The kernel talks to this process over a private pair of file descriptors with frames of a 4-byte
-big-endian length followed by UTF-8 JSON. One request at a time:
+The kernel talks to this process over a private channel with frames of a 4-byte big-endian length
+followed by UTF-8 JSON: duplicates of stdin/stdout for a host worker, or, in a pack's container
+(`--connect /run/rumi/host.sock`), a Unix socket the kernel listens on. One request at a time:
 
     {"id": 7, "op": "call", "file": "blocks/hello.py", "input": ..., "context": {...}}
     {"id": 8, "op": "ping"}
@@ -10,6 +11,10 @@ and one answer each:
 
     {"id": 7, "ok": true, "result": ..., "log": "what the block printed"}
     {"id": 7, "ok": false, "error": "ValueError: bad", "error_type": "block_error", "log": "..."}
+
+In a container a reply also carries `"strays": n` when the block left n processes running; the
+kernel then replaces the container. A child forked by a block loses the channel at fork time and
+exits when it returns into the host, so it can never answer in the host's name.
 
 Why the descriptors are moved: a block that prints (or writes to fd 1 directly) must never corrupt
 the protocol, and a block that reads stdin must not steal the kernel's next request. So the
@@ -216,16 +221,78 @@ def _make_context(fields: Dict[str, Any]) -> Dict[str, Any]:
     return context
 
 
+class _SocketWriter:
+    """A socket's sending side with the file interface write_frame uses (sendall: never short)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _count_strays() -> int:
+    """Processes in the container besides init (pid 1) and this host: whatever a block forked and
+    left running. Only meaningful in a container, whose pid namespace holds nothing else."""
+    me = os.getpid()
+    try:
+        return sum(1 for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, me))
+    except OSError:
+        return 0
+
+
+def _parse_args(argv: list) -> Tuple[Optional[str], str]:
+    connect = None
+    rest = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--connect" and i + 1 < len(argv):
+            connect = argv[i + 1]
+            i += 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return connect, (rest[0] if rest else "/pack")
+
+
 def main() -> int:
-    pack_root = sys.argv[1] if len(sys.argv) > 1 else "/pack"
-    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
-    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    connect, pack_root = _parse_args(sys.argv[1:])
+    host_pid = os.getpid()
+    if connect is None:
+        # A host worker: the protocol runs on duplicates of stdin/stdout.
+        proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+        proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+        channel_fds = [proto_in.fileno(), proto_out.fileno()]
+    else:
+        # In a container: the kernel listens on the pack's socket directory, mounted read-only.
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(connect)
+        proto_in = sock.makefile("rb", buffering=0)
+        proto_out = _SocketWriter(sock)
+        channel_fds = [sock.fileno()]
+
+    def _forked_child() -> None:
+        # A block that forks must not be able to speak for the host: the child loses the channel.
+        for fd in channel_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=_forked_child)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)
     sys.stdin = open(os.devnull, "r")
     sys.stdout = sys.stderr
+    if os.path.isdir("/pip-packages") and "/pip-packages" not in sys.path:
+        sys.path.append("/pip-packages")
     host = BlockHost(pack_root)
     while True:
         try:
@@ -240,6 +307,13 @@ def main() -> int:
             reply = {"ok": True, "result": {"pong": True, "pid": os.getpid(), "ts": time.time()}}
         elif op == "call":
             reply = host.call(request)
+            if os.getpid() != host_pid:
+                # A forked child returned from the block: it has no channel and must not go on.
+                os._exit(0)
+            if connect is not None:
+                strays = _count_strays()
+                if strays:
+                    reply["strays"] = strays
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}", "error_type": "protocol_error"}
         reply["id"] = request.get("id")

@@ -1,6 +1,7 @@
 //! The runtime's configuration: plain values the edge parses from the environment (§14) and
 //! passes in at construction.
 
+use crate::docker::ContainerSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,8 +42,13 @@ pub struct RuntimeConfig {
     pub run_history: usize,
     /// How often the audit writer fsyncs buffered entries.
     pub audit_sync_interval: Duration,
-    /// Pin pack arbiter threads (and so their workers) to CPUs; see [`crate::affinity`].
+    /// Pin pack arbiter threads (and so their workers and containers) to CPUs; see
+    /// [`crate::affinity`].
     pub pack_cpu_pinning: bool,
+    /// Pack containers (strict mode): image, limits, socket group.
+    pub container: ContainerSettings,
+    /// Start a pack's container when it is approved (and at boot) rather than at its first call.
+    pub container_start_eager: bool,
 }
 
 impl RuntimeConfig {
@@ -59,6 +65,8 @@ impl RuntimeConfig {
             run_history: 1000,
             audit_sync_interval: Duration::from_millis(200),
             pack_cpu_pinning: true,
+            container: ContainerSettings::new(crate::docker::image::default_tag()),
+            container_start_eager: false,
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::approval::ApprovalStore;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
-use crate::config::RuntimeConfig;
+use crate::config::{RuntimeConfig, SecurityMode};
+use crate::docker::{DockerEngine, DockerStatus, ManagedContainer};
+use crate::pack_container::{ReleaseSandbox, StartSandbox};
 use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
@@ -34,7 +36,20 @@ pub struct Kernel {
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
     pub started: Instant,
+    /// The Docker backend (strict mode only).
+    pub docker: Option<Arc<DockerEngine>>,
     deps: RunDeps,
+}
+
+/// Why a container request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("containers exist only in strict mode; this kernel runs in permissive mode")]
+    NotStrict,
+    #[error("pack {0:?} is not approved, so it has no container")]
+    NoSuchPack(String),
+    #[error("{0}")]
+    Docker(String),
 }
 
 /// Why a run could not be started or finished.
@@ -53,7 +68,7 @@ pub enum RunError {
 
 /// The arbiters that host pack sandboxes: one per two CPUs, each pinned to its own CPU when
 /// pinning is on (see [`crate::affinity`]).
-fn pack_arbiters(config: &RuntimeConfig) -> Vec<ArbiterHandle> {
+fn pack_arbiters(config: &RuntimeConfig) -> Vec<(ArbiterHandle, Option<usize>)> {
     let cpus = crate::affinity::allowed_cpus().len().max(1);
     let n = (cpus / 2).max(1);
     let targets = if config.pack_cpu_pinning {
@@ -74,7 +89,7 @@ fn pack_arbiters(config: &RuntimeConfig) -> Vec<ArbiterHandle> {
                     }
                 });
             }
-            arbiter.handle()
+            (arbiter.handle(), targets.get(i).copied())
         })
         .collect()
 }
@@ -108,10 +123,19 @@ impl Kernel {
             .start_handle();
 
         let view = Arc::new(KernelView::default());
+        let docker = (config.mode == SecurityMode::Strict).then(|| {
+            DockerEngine::new(
+                config.container.clone(),
+                crate::docker::instance_id(layout.home()),
+            )
+        });
+        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {
             modules_dir: layout.runtime_python(),
             host_script,
-            arbiters: pack_arbiters(&config),
+            arbiters,
+            arbiter_cpus,
+            docker: docker.clone(),
         };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
@@ -144,6 +168,7 @@ impl Kernel {
             audit,
             history,
             started: Instant::now(),
+            docker,
             deps,
         })
     }
@@ -203,7 +228,21 @@ impl Kernel {
 
     /// Waits until the Registry has done its first scan (packs, approvals, flows), so no request
     /// is ever answered from an empty flow table at start-up.
+    /// In strict mode it also removes containers left by an earlier kernel process that crashed.
     pub async fn ready(&self) -> Result<(), actix::MailboxError> {
+        if let Some(docker) = &self.docker {
+            match docker.remove_leftovers().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(removed = n, "removed pack containers left by an earlier run");
+                    self.audit.do_send(Record(
+                        AuditEntry::new(Category::System, "containers_cleaned", true)
+                            .details(json!({"removed": n})),
+                    ));
+                }
+                Err(why) => tracing::warn!("could not look for leftover containers: {why}"),
+            }
+        }
         // `started` (the first scan) always runs before the actor handles any message.
         self.registry
             .send(crate::registry::ListPacks)
@@ -211,9 +250,77 @@ impl Kernel {
             .map(|_| ())
     }
 
-    /// Stops every pack sandbox (shutdown).
+    /// Stops every pack sandbox (shutdown); in strict mode every container of this installation
+    /// is removed before this returns.
     pub async fn shutdown(&self) {
         let _ = self.registry.send(StopAll).await;
+        if let Some(docker) = &self.docker {
+            match docker.remove_managed(None).await {
+                Ok(n) => tracing::info!(removed = n, "pack containers removed"),
+                Err(why) => tracing::warn!("could not remove the pack containers: {why}"),
+            }
+        }
+    }
+
+    /// `GET /api/docker/status`.
+    pub async fn docker_status(&self) -> Option<DockerStatus> {
+        match &self.docker {
+            Some(d) => Some(d.status().await),
+            None => None,
+        }
+    }
+
+    fn docker(&self) -> Result<&Arc<DockerEngine>, ContainerError> {
+        self.docker.as_ref().ok_or(ContainerError::NotStrict)
+    }
+
+    /// `GET /api/containers`: this installation's pack containers.
+    pub async fn containers(&self) -> Result<Vec<ManagedContainer>, ContainerError> {
+        self.docker()?
+            .list_managed(None)
+            .await
+            .map_err(ContainerError::Docker)
+    }
+
+    /// `POST /api/containers/{id}/start`: starts an approved pack's container and waits until
+    /// its block host answers.
+    pub async fn start_container(&self, pack_id: &str) -> Result<(), ContainerError> {
+        self.docker()?;
+        let addr = self
+            .view
+            .container(pack_id)
+            .ok_or_else(|| ContainerError::NoSuchPack(pack_id.to_string()))?;
+        match addr.send(StartSandbox).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(f)) => Err(ContainerError::Docker(f.error)),
+            Err(_) => Err(ContainerError::Docker(
+                "the pack's sandbox stopped while starting".into(),
+            )),
+        }
+    }
+
+    /// `POST /api/containers/{id}/stop` (`remove: false`) and `DELETE /api/containers/{id}`
+    /// (`remove: true`). The pack's next call starts a fresh container. Answers whether there
+    /// was a container.
+    pub async fn stop_container(&self, pack_id: &str, remove: bool) -> Result<bool, ContainerError> {
+        let docker = self.docker()?;
+        let addr = self.view.container(pack_id);
+        let known = addr.is_some() || self.view.pack_state(pack_id).is_some();
+        if !known {
+            return Err(ContainerError::NoSuchPack(pack_id.to_string()));
+        }
+        if let Some(addr) = addr {
+            let _ = addr.send(ReleaseSandbox).await;
+        }
+        if remove {
+            docker
+                .remove_managed(Some(pack_id))
+                .await
+                .map(|n| n > 0)
+                .map_err(ContainerError::Docker)
+        } else {
+            docker.stop_pack(pack_id).await.map_err(ContainerError::Docker)
+        }
     }
 
     pub fn execution_mode(&self) -> &'static str {

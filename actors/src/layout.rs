@@ -52,6 +52,18 @@ impl Layout {
     pub fn pack_data(&self, pack_id: &str) -> PathBuf {
         self.user_data().join("packs").join(pack_id)
     }
+    /// The pack's installed pip packages (`/pip-packages` in containers).
+    pub fn pack_site_packages(&self, pack_id: &str) -> PathBuf {
+        self.pack_data(pack_id).join("python").join("site-packages")
+    }
+    /// Per-pack socket directories (`/run/rumi` in containers): the block host's channel, and
+    /// the egress and capability sockets.
+    pub fn sockets(&self) -> PathBuf {
+        self.user_data().join("sockets")
+    }
+    pub fn pack_sockets(&self, pack_id: &str) -> PathBuf {
+        self.sockets().join(pack_id)
+    }
     /// Where the embedded Python runtime files are written at start-up.
     pub fn runtime_python(&self) -> PathBuf {
         self.user_data().join("runtime").join("python")

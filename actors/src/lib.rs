@@ -12,6 +12,7 @@ pub mod audit;
 pub mod blockhost;
 pub mod clock;
 pub mod config;
+pub mod docker;
 pub mod flow_run;
 pub mod fsutil;
 pub mod kernel;

@@ -14,6 +14,7 @@ use crate::approval::{
 };
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
 use crate::config::{RuntimeConfig, SecurityMode};
+use crate::docker::{DockerEngine, PackSpec};
 use crate::layout::Layout;
 use crate::pack_container::worker::WorkerSpec;
 use crate::pack_container::{self, Backend, PackContainer, PackModified};
@@ -163,6 +164,10 @@ pub struct SandboxSettings {
     pub modules_dir: PathBuf,
     /// Pack sandboxes are spread over these by a hash of the pack id.
     pub arbiters: Vec<ArbiterHandle>,
+    /// The CPU each arbiter is pinned to (a container of that arbiter's pack uses it too).
+    pub arbiter_cpus: Vec<Option<usize>>,
+    /// The Docker backend (strict mode).
+    pub docker: Option<Arc<DockerEngine>>,
 }
 
 /// The registry (see the module docs).
@@ -421,6 +426,10 @@ impl Registry {
                     .as_ref()
                     .map(|r| r.manifest.clone())
                     .unwrap_or_default();
+                let slot = id
+                    .bytes()
+                    .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+                    % self.sandbox.arbiters.len().max(1);
                 let backend = match self.config.mode {
                     SecurityMode::Permissive => Backend::HostWorkers {
                         spec: WorkerSpec {
@@ -434,10 +443,32 @@ impl Registry {
                         },
                         pool: self.config.workers_per_pack.max(1),
                     },
-                    SecurityMode::Strict => Backend::Unavailable {
-                        reason: "strict mode runs blocks only in Docker containers, and this build has no Docker backend yet; \
-                                 the kernel never falls back to running them unisolated (start with --permissive to accept that)"
-                            .into(),
+                    SecurityMode::Strict => match &self.sandbox.docker {
+                        Some(engine) => Backend::Docker {
+                            engine: Arc::clone(engine),
+                            spec: PackSpec {
+                                pack_id: id.to_string(),
+                                pack_root: entry.subdir.clone(),
+                                data_dir: self.layout.pack_data(id),
+                                site_packages: self.layout.pack_site_packages(id),
+                                socket_dir: self.layout.pack_sockets(id),
+                                runtime_dir: self.sandbox.modules_dir.clone(),
+                                max_frame: self.config.max_response_bytes,
+                                cpuset: self
+                                    .sandbox
+                                    .arbiter_cpus
+                                    .get(slot)
+                                    .copied()
+                                    .flatten()
+                                    .map(|c| c.to_string()),
+                            },
+                            eager: self.config.container_start_eager,
+                        },
+                        None => Backend::Unavailable {
+                            reason: "strict mode runs blocks only in Docker containers and this kernel has no Docker backend; \
+                                     it never falls back to running them unisolated (start with --permissive to accept that)"
+                                .into(),
+                        },
                     },
                 };
                 let verifier = warm
@@ -450,10 +481,6 @@ impl Registry {
                 );
                 let audit = self.audit.clone();
                 let registry = self.self_addr.clone().expect("set in started").recipient();
-                let slot = id
-                    .bytes()
-                    .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-                    % self.sandbox.arbiters.len().max(1);
                 let addr =
                     PackContainer::start_in_arbiter(&self.sandbox.arbiters[slot], move |_| {
                         PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
@@ -923,6 +950,8 @@ mod tests {
             host_script: PathBuf::new(),
             modules_dir: PathBuf::new(),
             arbiters: vec![Arbiter::current()],
+            arbiter_cpus: vec![None],
+            docker: None,
         };
         let registry = Registry::new(
             layout,

@@ -57,6 +57,11 @@ pub enum ErrorType {
     PathRejected,
     /// Strict mode without a usable Docker backend.
     DockerRequired,
+    /// The block used more memory than its sandbox allows; the sandbox was replaced.
+    MemoryLimit,
+    /// The block left processes running (a fork storm meets the pids limit); the sandbox was
+    /// replaced.
+    ProcessLimit,
     /// The block raised an exception.
     BlockError,
     /// The block returned something that is not JSON.
@@ -86,6 +91,8 @@ impl ErrorType {
             ErrorType::HashVerificationFailed => "hash_verification_failed",
             ErrorType::PathRejected => "path_rejected",
             ErrorType::DockerRequired => "docker_required",
+            ErrorType::MemoryLimit => "memory_limit",
+            ErrorType::ProcessLimit => "process_limit",
             ErrorType::BlockError => "block_error",
             ErrorType::InvalidResult => "invalid_result",
             ErrorType::WorkerCrashed => "worker_crashed",

@@ -1,6 +1,6 @@
 //! `PackContainer`: one per approved pack; owns the pack's sandbox (a warm host worker pool in
-//! permissive mode; a long-lived container in strict mode, which arrives with the Docker backend),
-//! its manifest verifier and its queue of block calls. `FlowRun`s send it [`ExecuteBlock`]; the
+//! permissive mode; one long-lived Docker container in strict mode, see [`crate::docker`]), its
+//! manifest verifier and its queue of block calls. `FlowRun`s send it [`ExecuteBlock`]; the
 //! `Registry` starts and stops it and hears [`PackModified`] from it.
 //!
 //! Before every call, in order (contract §5.1): the manifest verifies (cheaply, stat-cached) → the
@@ -8,10 +8,13 @@
 //! without Docker answers `docker_required`, never a silent fallback). Each refusal is a failed
 //! step with its `error_type` and a `security` audit entry.
 //!
-//! Calls queue in the actor (bounded) and go to an idle worker; the worker is moved into the
+//! Calls queue in the actor (bounded) and go to an idle sandbox; the sandbox is moved into the
 //! call's future and comes back in the continuation, so no other message can see it half-used. A
-//! timed-out or crashed worker is killed and a fresh one started at once, so the pack's next call
-//! finds a warm worker. Workers are never shared between packs.
+//! timed-out, crashed, out-of-memory or process-leaking sandbox is killed and a fresh one started
+//! at once, so the pack's next call finds a warm one; a container that dies while idle is
+//! replaced the same way. Sandboxes are never shared between packs. A container starts on the
+//! pack's first call (or at approval when configured); a failed start answers the calls waiting
+//! for it and is retried by the next call.
 
 pub mod worker;
 
@@ -28,6 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
+use crate::docker::sandbox::{self, DockerSandbox, StartError};
+use crate::docker::{DockerEngine, PackSpec};
 use worker::{CallError, Worker, WorkerSpec};
 
 /// Where a pack's blocks run.
@@ -35,8 +40,56 @@ use worker::{CallError, Worker, WorkerSpec};
 pub enum Backend {
     /// Warm host Python workers (permissive mode).
     HostWorkers { spec: WorkerSpec, pool: usize },
+    /// One long-lived Docker container (strict mode).
+    Docker {
+        engine: Arc<DockerEngine>,
+        spec: PackSpec,
+        /// Start the container when the actor starts (at approval), not at the first call.
+        eager: bool,
+    },
     /// No usable sandbox: every call is refused with `docker_required` and this reason.
     Unavailable { reason: String },
+}
+
+/// A started sandbox: a host worker or a container.
+enum Sandbox {
+    Host(Worker),
+    Container(DockerSandbox),
+}
+
+impl Sandbox {
+    fn next_request_id(&mut self) -> u64 {
+        match self {
+            Sandbox::Host(w) => w.next_request_id(),
+            Sandbox::Container(c) => c.next_request_id(),
+        }
+    }
+
+    /// For spans and snapshots: the worker's pid or the container's id.
+    fn label(&self) -> String {
+        match self {
+            Sandbox::Host(w) => w.pid().to_string(),
+            Sandbox::Container(c) => c.id().to_string(),
+        }
+    }
+
+    async fn call(
+        self,
+        id: u64,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> (Option<Sandbox>, Result<Value, CallError>) {
+        match self {
+            Sandbox::Host(w) => {
+                let (w, r) = w.call(id, body, timeout).await;
+                (w.map(Sandbox::Host), r)
+            }
+            Sandbox::Container(c) => {
+                let (c, r) = c.call(id, body, timeout).await;
+                (c.map(Sandbox::Container), r)
+            }
+        }
+    }
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -72,6 +125,19 @@ pub struct BlockOutput {
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// Starts the pack's container now if it is not running (`POST /api/containers/{id}/start`);
+/// answers when it is ready.
+#[derive(Message)]
+#[rtype(result = "Result<(), StepFailure>")]
+pub struct StartSandbox;
+
+/// Lets go of the pack's idle container and does not replace it until the next call
+/// (`POST /api/containers/{id}/stop`, `DELETE /api/containers/{id}`); the caller stops or
+/// removes it through the engine. A call in flight finishes or fails on its own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseSandbox;
+
 /// Observable counters.
 #[derive(Message)]
 #[rtype(result = "ContainerSnapshot")]
@@ -98,7 +164,10 @@ pub struct ContainerSnapshot {
     pub timeouts: u64,
     pub restarts: u64,
     pub manifest_rehashes: u64,
+    /// Idle host workers' pids.
     pub worker_pids: Vec<i32>,
+    /// The idle container's short id (strict mode).
+    pub container_id: Option<String>,
 }
 
 /// One call as the block host reads it (serialized once, borrowing the message).
@@ -138,8 +207,16 @@ pub struct PackContainer {
     verifier: ManifestVerifier,
     /// file as written → path relative to the pack root; valid while the manifest verifies.
     resolved: HashMap<String, String>,
-    idle: Vec<Worker>,
+    idle: Vec<Sandbox>,
     live: usize,
+    /// A container start is under way.
+    starting: bool,
+    /// Why the last container start failed; answers the calls that waited for it.
+    start_error: Option<StepFailure>,
+    /// Callers of [`StartSandbox`] waiting for the start under way.
+    start_waiters: Vec<oneshot::Sender<Result<(), StepFailure>>>,
+    /// Released on request: not replaced until the next call.
+    parked: bool,
     queue: VecDeque<Job>,
     queue_limit: usize,
     registry: Recipient<PackModified>,
@@ -169,6 +246,10 @@ impl PackContainer {
             resolved: HashMap::new(),
             idle: Vec::new(),
             live: 0,
+            starting: false,
+            start_error: None,
+            start_waiters: Vec::new(),
+            parked: false,
             queue: VecDeque::new(),
             queue_limit,
             registry,
@@ -181,22 +262,89 @@ impl PackContainer {
         }
     }
 
-    /// Starts workers until the pool is full (warm start and replacement after a kill).
-    fn fill_pool(&mut self) {
-        let Backend::HostWorkers { spec, pool } = &self.backend else {
-            return;
-        };
-        while self.live < *pool {
-            match Worker::spawn(spec) {
-                Ok(w) => {
-                    self.live += 1;
-                    self.idle.push(w);
-                }
-                Err(e) => {
-                    tracing::error!(pack_id = %self.pack_id, error = %e, "cannot start the pack's worker");
-                    break;
+    /// Fills the pool: host workers start at once; a container start is spawned (one at a time)
+    /// and the queue is pumped when it is ready. Warm start and replacement after a kill.
+    fn fill_pool(&mut self, ctx: &mut Context<Self>) {
+        match &self.backend {
+            Backend::HostWorkers { spec, pool } => {
+                while self.live < *pool {
+                    match Worker::spawn(spec) {
+                        Ok(w) => {
+                            self.live += 1;
+                            self.idle.push(Sandbox::Host(w));
+                        }
+                        Err(e) => {
+                            tracing::error!(pack_id = %self.pack_id, error = %e, "cannot start the pack's worker");
+                            break;
+                        }
+                    }
                 }
             }
+            Backend::Docker { engine, spec, .. } => {
+                if self.live > 0 || self.starting || self.start_error.is_some() || self.parked {
+                    return;
+                }
+                self.starting = true;
+                let (engine, spec) = (Arc::clone(engine), spec.clone());
+                let span = tracing::info_span!("pack.container_start", pack_id = %self.pack_id);
+                let fut = async move { sandbox::start(&engine, &spec).await }.instrument(span);
+                ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+                    act.started_container(result, ctx);
+                    act.pump(ctx);
+                }));
+            }
+            Backend::Unavailable { .. } => {}
+        }
+    }
+
+    /// A container start finished: keep the sandbox and watch it, or remember why it failed.
+    fn started_container(
+        &mut self,
+        result: Result<DockerSandbox, StartError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.starting = false;
+        let outcome = match result {
+            Ok(sb) => {
+                tracing::info!(pack_id = %self.pack_id, container = %sb.name(), id = %sb.id(), "pack container ready");
+                let id = sb.id().to_string();
+                ctx.spawn(
+                    sb.exited()
+                        .into_actor(self)
+                        .map(move |(), act, ctx| act.container_exited(&id, ctx)),
+                );
+                self.live += 1;
+                self.idle.push(Sandbox::Container(sb));
+                Ok(())
+            }
+            Err(e) => {
+                let failure = match e {
+                    StartError::Unavailable(why) => StepFailure::new(ErrorType::DockerRequired, why),
+                    StartError::Failed(why) => StepFailure::new(
+                        ErrorType::WorkerUnavailable,
+                        format!("the container of pack {:?} could not be started: {why}", self.pack_id),
+                    ),
+                };
+                tracing::warn!(pack_id = %self.pack_id, error = %failure.error, "pack container start failed");
+                self.start_error = Some(failure.clone());
+                Err(failure)
+            }
+        };
+        for waiter in self.start_waiters.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    /// An idle container stopped by itself: drop it and start a fresh one.
+    fn container_exited(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let before = self.idle.len();
+        self.idle
+            .retain(|s| !matches!(s, Sandbox::Container(c) if c.id() == id));
+        if self.idle.len() < before {
+            tracing::warn!(pack_id = %self.pack_id, container = %id, "the pack's container stopped by itself; replacing it");
+            self.live = self.live.saturating_sub(1);
+            self.restarts += 1;
+            self.fill_pool(ctx);
         }
     }
 
@@ -253,10 +401,10 @@ impl PackContainer {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while !self.queue.is_empty() {
             if self.idle.is_empty() {
-                self.fill_pool();
+                self.fill_pool(ctx);
             }
-            if self.idle.is_empty() && self.live > 0 {
-                return; // every worker is busy; the next completion pumps again
+            if self.idle.is_empty() && (self.live > 0 || self.starting) {
+                return; // every sandbox is busy or starting; its completion pumps again
             }
             let Some(job) = self.queue.pop_front() else {
                 return;
@@ -273,16 +421,18 @@ impl PackContainer {
                 }
             };
             let Some(mut worker) = self.idle.pop() else {
-                let f = StepFailure::new(
-                    ErrorType::WorkerUnavailable,
-                    format!("the worker of pack {:?} could not be started", self.pack_id),
-                );
+                let f = self.start_error.clone().unwrap_or_else(|| {
+                    StepFailure::new(
+                        ErrorType::WorkerUnavailable,
+                        format!("the worker of pack {:?} could not be started", self.pack_id),
+                    )
+                });
                 let _ = job.reply.send(Err(f));
                 continue;
             };
             self.calls += 1;
             let Job { msg, reply } = job;
-            let span = tracing::info_span!(parent: &msg.span, "pack.execute", pack_id = %self.pack_id, step_id = %msg.step_id, pid = worker.pid());
+            let span = tracing::info_span!(parent: &msg.span, "pack.execute", pack_id = %self.pack_id, step_id = %msg.step_id, sandbox = %worker.label());
             let id = worker.next_request_id();
             let request = CallRequest {
                 id,
@@ -314,7 +464,7 @@ impl PackContainer {
             let (timeout, bound) = (msg.timeout, msg.run_deadline_bound);
             let fut = worker
                 .call(id, body, timeout)
-                .instrument(tracing::debug_span!(parent: &span, "worker.call"));
+                .instrument(tracing::debug_span!(parent: &span, "sandbox.call"));
             ctx.spawn(
                 fut.into_actor(self)
                     .map(move |(worker, outcome), act, ctx| {
@@ -324,7 +474,7 @@ impl PackContainer {
                         } else {
                             act.live = act.live.saturating_sub(1);
                             act.restarts += 1;
-                            act.fill_pool();
+                            act.fill_pool(ctx);
                         }
                         let result = act.interpret(outcome, timeout, bound);
                         if result.is_err() {
@@ -335,6 +485,8 @@ impl PackContainer {
                     }),
             );
         }
+        // Every call that waited for a failed start has its answer; the next call tries again.
+        self.start_error = None;
     }
 
     /// Turns a worker reply (or failure) into the step's result.
@@ -378,13 +530,13 @@ impl PackContainer {
                 if bound {
                     Err(StepFailure::new(
                         ErrorType::RunTimeout,
-                        "the run's deadline passed while the block ran; its worker was stopped",
+                        "the run's deadline passed while the block ran; its sandbox was stopped",
                     ))
                 } else {
                     Err(StepFailure::new(
                         ErrorType::Timeout,
                         format!(
-                            "the block ran longer than {}s; its worker was stopped and replaced",
+                            "the block ran longer than {}s; its sandbox was stopped and replaced",
                             timeout.as_secs_f64()
                         ),
                     ))
@@ -392,12 +544,32 @@ impl PackContainer {
             }
             Err(CallError::Crashed(why)) => Err(StepFailure::new(
                 ErrorType::WorkerCrashed,
-                format!("the block's worker failed ({why}); it was replaced"),
+                format!("the block's sandbox failed ({why}); it was replaced"),
             )),
+            Err(CallError::OutOfMemory) => {
+                let limit = match &self.backend {
+                    Backend::Docker { engine, .. } => engine.settings().memory_bytes >> 20,
+                    _ => 0,
+                };
+                Err(StepFailure::new(
+                    ErrorType::MemoryLimit,
+                    format!("the block used more than the pack's memory limit ({limit} MiB); its container was killed and replaced"),
+                ))
+            }
+            Err(CallError::Strays(n)) => {
+                let limit = match &self.backend {
+                    Backend::Docker { engine, .. } => engine.settings().pids_limit,
+                    _ => 0,
+                };
+                Err(StepFailure::new(
+                    ErrorType::ProcessLimit,
+                    format!("the block left {n} processes running after it returned (a pack may run at most {limit}); its container was killed and replaced"),
+                ))
+            }
             Err(CallError::TooLarge(n)) => Err(StepFailure::new(
                 ErrorType::InvalidResult,
                 format!(
-                    "the block's reply of {n} bytes is over the limit; its worker was replaced"
+                    "the block's reply of {n} bytes is over the limit; its sandbox was replaced"
                 ),
             )),
         }
@@ -424,7 +596,10 @@ impl Actor for PackContainer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        self.fill_pool();
+        // Host workers are always warm; a container starts here only when configured to.
+        if !matches!(self.backend, Backend::Docker { eager: false, .. }) {
+            self.fill_pool(ctx);
+        }
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -458,6 +633,7 @@ impl Handler<ExecuteBlock> for PackContainer {
         }
         let (tx, rx) = oneshot::channel();
         self.queue.push_back(Job { msg, reply: tx });
+        self.parked = false;
         self.pump(ctx);
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
@@ -480,6 +656,44 @@ impl Handler<Stop> for PackContainer {
     }
 }
 
+impl Handler<StartSandbox> for PackContainer {
+    type Result = ResponseFuture<Result<(), StepFailure>>;
+
+    fn handle(&mut self, _: StartSandbox, ctx: &mut Self::Context) -> Self::Result {
+        if let Backend::Unavailable { reason } = &self.backend {
+            let f = StepFailure::new(ErrorType::DockerRequired, reason.clone());
+            return Box::pin(async move { Err(f) });
+        }
+        if self.live > 0 {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.start_waiters.push(tx);
+        self.parked = false;
+        self.start_error = None;
+        self.fill_pool(ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StepFailure::new(
+                    ErrorType::WorkerUnavailable,
+                    "the pack's sandbox stopped while starting",
+                ))
+            })
+        })
+    }
+}
+
+impl Handler<ReleaseSandbox> for PackContainer {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseSandbox, _: &mut Self::Context) {
+        self.parked = true;
+        let released = self.idle.len();
+        self.idle.clear();
+        self.live = self.live.saturating_sub(released);
+    }
+}
+
 impl Handler<GetSnapshot> for PackContainer {
     type Result = MessageResult<GetSnapshot>;
 
@@ -488,6 +702,7 @@ impl Handler<GetSnapshot> for PackContainer {
             pack_id: self.pack_id.clone(),
             backend: match self.backend {
                 Backend::HostWorkers { .. } => "host_worker",
+                Backend::Docker { .. } => "docker",
                 Backend::Unavailable { .. } => "unavailable",
             },
             workers: self.live,
@@ -498,7 +713,18 @@ impl Handler<GetSnapshot> for PackContainer {
             timeouts: self.timeouts,
             restarts: self.restarts,
             manifest_rehashes: self.verifier.rehashed,
-            worker_pids: self.idle.iter().map(Worker::pid).collect(),
+            worker_pids: self
+                .idle
+                .iter()
+                .filter_map(|s| match s {
+                    Sandbox::Host(w) => Some(w.pid()),
+                    Sandbox::Container(_) => None,
+                })
+                .collect(),
+            container_id: self.idle.iter().find_map(|s| match s {
+                Sandbox::Container(c) => Some(c.id().to_string()),
+                Sandbox::Host(_) => None,
+            }),
         })
     }
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How to start a pack's worker.
@@ -42,6 +42,10 @@ pub enum CallError {
     Crashed(String),
     /// The reply was larger than allowed; the worker was killed.
     TooLarge(usize),
+    /// The sandbox ran out of memory and was killed (containers).
+    OutOfMemory,
+    /// The block left this many processes running; the sandbox was replaced (containers).
+    Strays(u64),
 }
 
 /// A running worker process.
@@ -134,39 +138,7 @@ impl Worker {
         body: Vec<u8>,
         timeout: Duration,
     ) -> (Option<Worker>, Result<Value, CallError>) {
-        let exchange = async {
-            let mut frame = Vec::with_capacity(4 + body.len());
-            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&body);
-            self.stdin
-                .write_all(&frame)
-                .await
-                .map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
-            self.stdin
-                .flush()
-                .await
-                .map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
-            let mut header = [0u8; 4];
-            self.stdout
-                .read_exact(&mut header)
-                .await
-                .map_err(|_| CallError::Crashed("the worker exited".into()))?;
-            let len = u32::from_be_bytes(header) as usize;
-            if len > self.max_frame + 64 * 1024 {
-                return Err(CallError::TooLarge(len));
-            }
-            let mut buf = vec![0u8; len];
-            self.stdout
-                .read_exact(&mut buf)
-                .await
-                .map_err(|_| CallError::Crashed("the worker exited mid-reply".into()))?;
-            let reply: Value = serde_json::from_slice(&buf)
-                .map_err(|_| CallError::Crashed("the worker sent a malformed reply".into()))?;
-            if reply.get("id").and_then(Value::as_u64) != Some(id) {
-                return Err(CallError::Crashed("the worker answered out of turn".into()));
-            }
-            Ok(reply)
-        };
+        let exchange = exchange(&mut self.stdout, &mut self.stdin, id, &body, self.max_frame);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => (Some(self), Ok(reply)),
             Ok(Err(e)) => {
@@ -188,6 +160,55 @@ impl Worker {
         }
         let _ = self.child.start_kill();
     }
+}
+
+/// One request/reply on a framed channel (4-byte big-endian length + JSON): writes `body` (which
+/// carries `id`) and reads the reply, which must carry the same id and fit `max_frame` (plus room
+/// for the envelope). Shared by host workers (pipes) and containers (a Unix socket).
+pub(crate) async fn exchange<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    id: u64,
+    body: &[u8],
+    max_frame: usize,
+) -> Result<Value, CallError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(body);
+    writer
+        .write_all(&frame)
+        .await
+        .map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
+    let mut header = [0u8; 4];
+    reader
+        .read_exact(&mut header)
+        .await
+        .map_err(|_| CallError::Crashed("the block host exited".into()))?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max_frame + 64 * 1024 {
+        return Err(CallError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    reader
+        .read_exact(&mut buf)
+        .await
+        .map_err(|_| CallError::Crashed("the block host exited mid-reply".into()))?;
+    let reply: Value = serde_json::from_slice(&buf)
+        .map_err(|_| CallError::Crashed("the block host sent a malformed reply".into()))?;
+    if reply.get("id").and_then(Value::as_u64) != Some(id) {
+        return Err(CallError::Crashed(
+            "the block host answered out of turn".into(),
+        ));
+    }
+    Ok(reply)
 }
 
 impl Drop for Worker {

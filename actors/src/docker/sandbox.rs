@@ -1,0 +1,430 @@
+//! One pack container and its channel (see the module docs of [`crate::docker`]).
+//!
+//! Start-up: the kernel binds `host.sock` in the pack's socket directory (group
+//! [`ContainerSettings::socket_gid`], mode 0660, never 0666), creates and starts `rumi-pack-<id>`
+//! with every flag of §5.3, and accepts exactly one connection, from uid 65534; then the socket
+//! file is unlinked, so nothing else in the container can connect a second time, and a ping proves
+//! the block host answers. A call is one frame each way on that connection.
+//!
+//! Failure: a timeout, a dead block host, a reply over the limit or processes left running after a
+//! call remove the container before the call's result is returned (so the next call cannot meet
+//! it); the owner starts a fresh one. A dead block host is classified by the daemon's `OOMKilled`.
+
+use super::{describe, remove, ContainerSettings, DockerEngine, PackSpec};
+use super::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
+use crate::pack_container::worker::{exchange, CallError};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixListener;
+
+/// The user every pack container runs as.
+pub const PACK_UID: u32 = 65534;
+/// Where the pack's socket directory appears inside its container.
+pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/rumi";
+/// The longest Unix socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Why a container could not be started.
+#[derive(Debug, Clone)]
+pub enum StartError {
+    /// Docker (or the image) is not usable: calls answer `docker_required`.
+    Unavailable(String),
+    /// Docker is there but this container failed to come up.
+    Failed(String),
+}
+
+/// A running pack container with its open channel.
+pub struct DockerSandbox {
+    client: Docker,
+    name: String,
+    id: String,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+    max_frame: usize,
+    /// Set once the container is removed, so dropping does not remove it twice.
+    gone: bool,
+}
+
+/// Creates the pack's container and waits until its block host has connected and answered.
+pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandbox, StartError> {
+    let settings = engine.settings();
+    let client = engine.client().await.map_err(StartError::Unavailable)?;
+    match super::image::present(&client, &settings.image).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(StartError::Unavailable(super::image::missing_message(
+                &settings.image,
+            )))
+        }
+        Err(why) => {
+            engine.reset();
+            return Err(StartError::Unavailable(why));
+        }
+    }
+    let name = spec.container_name();
+    if engine.owns(&client, &name).await.map_err(StartError::Failed)? {
+        // A leftover of ours (a crash, or a stopped container): start from a clean one.
+        remove(&client, &name)
+            .await
+            .map_err(|why| StartError::Failed(format!("removing the old {name} failed ({why})")))?;
+    }
+    let listener = bind_channel(spec, settings).map_err(StartError::Failed)?;
+    let body = container_body(engine, spec);
+    let options = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    let created = client
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| StartError::Failed(format!("creating {name} failed ({})", describe(&e))))?;
+    let id: String = created.id.chars().take(12).collect();
+    let result = async {
+        client
+            .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| format!("starting {name} failed ({})", describe(&e)))?;
+        accept(&client, &name, &listener, settings.start_timeout).await
+    }
+    .await;
+    let _ = std::fs::remove_file(spec.socket_dir.join("host.sock"));
+    drop(listener);
+    let stream = match result {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = remove(&client, &name).await;
+            return Err(StartError::Failed(why));
+        }
+    };
+    let (read, write) = stream.into_split();
+    let mut sandbox = DockerSandbox {
+        client,
+        name,
+        id,
+        reader: BufReader::new(read),
+        writer: write,
+        next_id: 1,
+        max_frame: spec.max_frame,
+        gone: false,
+    };
+    let ping = serde_json::to_vec(&json!({"id": 0, "op": "ping"})).unwrap_or_default();
+    let pong = tokio::time::timeout(
+        settings.start_timeout,
+        exchange(&mut sandbox.reader, &mut sandbox.writer, 0, &ping, 4096),
+    )
+    .await;
+    match pong {
+        Ok(Ok(_)) => Ok(sandbox),
+        _ => {
+            sandbox.destroy().await;
+            Err(StartError::Failed(format!(
+                "the block host in {} did not answer its first ping",
+                sandbox.name
+            )))
+        }
+    }
+}
+
+/// Prepares the pack's directories and binds the channel socket.
+fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixListener, String> {
+    let sock = spec.socket_dir.join("host.sock");
+    if sock.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the pack's socket path is {} bytes, over the limit of {MAX_SOCKET_PATH}; choose a shorter RUMI_HOME or RUMI_EGRESS_SOCK_DIR",
+            sock.as_os_str().len()
+        ));
+    }
+    crate::fsutil::ensure_dir(&spec.data_dir, 0o755)
+        .map_err(|e| format!("the pack's data directory cannot be created ({})", e.kind()))?;
+    crate::fsutil::ensure_dir(&spec.socket_dir, 0o750)
+        .map_err(|e| format!("the pack's socket directory cannot be created ({})", e.kind()))?;
+    set_group(&spec.socket_dir, settings.socket_gid, 0o750)?;
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| format!("the pack's channel socket cannot be bound ({})", e.kind()))?;
+    set_group(&sock, settings.socket_gid, settings.socket_mode)?;
+    Ok(listener)
+}
+
+/// Gives `path` to group `gid` with `mode` (the container's user is in that group).
+fn set_group(path: &Path, gid: u32, mode: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+        format!(
+            "the pack's sockets cannot be given to group {gid} ({}); run the kernel as root or set RUMI_EGRESS_SOCKET_GID to a group it belongs to",
+            e.kind()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("setting the mode of the pack's sockets failed ({})", e.kind()))
+}
+
+/// Waits for the block host's connection; gives up when the container exits or time runs out.
+async fn accept(
+    client: &Docker,
+    name: &str,
+    listener: &UnixListener,
+    limit: Duration,
+) -> Result<tokio::net::UnixStream, String> {
+    let exited = async {
+        let options = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let outcome = client.wait_container(name, Some(options)).next().await;
+        match outcome {
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Ok(r)) => r.status_code,
+            _ => -1,
+        }
+    };
+    tokio::select! {
+        conn = listener.accept() => {
+            let (stream, _) = conn.map_err(|e| format!("accepting the block host failed ({})", e.kind()))?;
+            let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+            if uid != PACK_UID {
+                return Err(format!("the channel was opened by uid {uid}, not the pack's user {PACK_UID}"));
+            }
+            Ok(stream)
+        }
+        code = exited => Err(format!("{name} exited (code {code}) before its block host connected; `docker logs {name}` shows why")),
+        _ = tokio::time::sleep(limit) => Err(format!("the block host in {name} did not connect within {}s", limit.as_secs())),
+    }
+}
+
+/// The container's configuration: every flag of §5.3. Only the variables listed here reach it;
+/// the kernel's environment never does.
+fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody {
+    let settings = engine.settings();
+    let bind = |source: &Path, target: &str| Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let mut mounts = vec![
+        bind(&spec.pack_root, "/pack"),
+        bind(&spec.data_dir, "/data"),
+        bind(&spec.socket_dir, SOCKET_DIR_IN_CONTAINER),
+        bind(&spec.runtime_dir, "/opt/rumi"),
+    ];
+    if spec.site_packages.is_dir() {
+        mounts.push(bind(&spec.site_packages, "/pip-packages"));
+    }
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_PACK.to_string(), spec.pack_id.clone()),
+        (LABEL_INSTANCE.to_string(), engine.instance().to_string()),
+        (LABEL_BOOT.to_string(), engine.boot().to_string()),
+    ]);
+    let group_add = (settings.socket_gid != PACK_UID).then(|| vec![settings.socket_gid.to_string()]);
+    ContainerCreateBody {
+        image: Some(settings.image.clone()),
+        cmd: Some(
+            [
+                "python3",
+                "-B",
+                "-I",
+                "-S",
+                "/opt/rumi/rumi_blockhost.py",
+                "--connect",
+                "/run/rumi/host.sock",
+                "/pack",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        entrypoint: Some(Vec::new()),
+        user: Some(format!("{PACK_UID}:{PACK_UID}")),
+        env: Some(vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+            "HOME=/tmp".into(),
+            "PYTHONDONTWRITEBYTECODE=1".into(),
+            format!("RUMI_PACK_ID={}", spec.pack_id),
+            format!("RUMI_MAX_RESULT_BYTES={}", spec.max_frame),
+        ]),
+        working_dir: Some("/tmp".into()),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        attach_stdin: Some(false),
+        open_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(settings.memory_bytes),
+            memory_swap: Some(settings.memory_bytes),
+            pids_limit: Some(settings.pids_limit),
+            nano_cpus: Some(settings.nano_cpus),
+            cpuset_cpus: spec.cpuset.clone(),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}m", settings.tmp_mib),
+            )])),
+            mounts: Some(mounts),
+            init: Some(true),
+            ipc_mode: Some("private".into()),
+            group_add,
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(1024),
+                hard: Some(1024),
+            }]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "1m".to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl DockerSandbox {
+    /// The container's short id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The id for the next request.
+    pub fn next_request_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// One call (see [`crate::pack_container::worker::Worker::call`] for the contract). On any
+    /// failure the container is removed before this returns.
+    pub async fn call(
+        mut self,
+        id: u64,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> (Option<DockerSandbox>, Result<Value, CallError>) {
+        let outcome = tokio::time::timeout(
+            timeout,
+            exchange(
+                &mut self.reader,
+                &mut self.writer,
+                id,
+                &body,
+                self.max_frame,
+            ),
+        )
+        .await;
+        let error = match outcome {
+            Ok(Ok(reply)) => {
+                match reply.get("strays").and_then(Value::as_u64) {
+                    Some(n) if n > 0 => CallError::Strays(n),
+                    _ => return (Some(self), Ok(reply)),
+                }
+            }
+            Ok(Err(CallError::Crashed(why))) => {
+                if self.oom_killed().await {
+                    CallError::OutOfMemory
+                } else {
+                    CallError::Crashed(why)
+                }
+            }
+            Ok(Err(e)) => e,
+            Err(_) => CallError::TimedOut,
+        };
+        self.destroy().await;
+        (None, Err(error))
+    }
+
+    /// After the block host died: lets the container finish exiting, then asks whether the
+    /// kernel's OOM killer ended it.
+    async fn oom_killed(&self) -> bool {
+        for _ in 0..40 {
+            match self
+                .client
+                .inspect_container(&self.name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(info) => {
+                    let state = info.state.unwrap_or_default();
+                    if state.oom_killed == Some(true) {
+                        return true;
+                    }
+                    if state.running != Some(true) {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Removes the container now.
+    pub async fn destroy(&mut self) {
+        if let Err(why) = remove(&self.client, &self.name).await {
+            tracing::warn!(container = %self.name, "could not remove the container: {why}");
+        }
+        self.gone = true;
+    }
+
+    /// Resolves when the container stops running (it died by itself, or was removed).
+    pub fn exited(&self) -> impl std::future::Future<Output = ()> + 'static {
+        // Waits are long polls: a client without the request timeout, re-asked if it lapses.
+        let client = self.client.clone().with_timeout(Duration::from_secs(3600));
+        let name = self.name.clone();
+        async move {
+            loop {
+                let options = WaitContainerOptions {
+                    condition: "not-running".into(),
+                };
+                match client.wait_container(&name, Some(options)).next().await {
+                    Some(Err(bollard::errors::Error::RequestTimeoutError)) => continue,
+                    Some(Err(bollard::errors::Error::HyperLegacyError { .. })) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DockerSandbox {
+    /// A sandbox dropped without [`DockerSandbox::destroy`] (its pack stopped, or its call was
+    /// abandoned) is removed in the background; shutdown sweeps whatever is left by label.
+    fn drop(&mut self) {
+        if self.gone {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (client, name) = (self.client.clone(), self.name.clone());
+            rt.spawn(async move {
+                if let Err(why) = remove(&client, &name).await {
+                    tracing::warn!(container = %name, "could not remove the container: {why}");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `rumi image build|show` and `rumi doctor`: the Docker side of strict mode from the command
+//! line, without a running kernel.
+
+use crate::config::{self, Settings};
+use anyhow::{anyhow, bail, Result};
+use rumi_actors::docker::image::{self, BuildOptions, Built};
+use rumi_actors::docker::sandbox::MAX_SOCKET_PATH;
+use rumi_actors::docker::{instance_id, ContainerSettings, DockerEngine};
+use rumi_actors::{Layout, SecurityMode};
+use std::sync::Arc;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn engine(settings: &Settings) -> Arc<DockerEngine> {
+    DockerEngine::new(
+        settings.runtime.container.clone(),
+        instance_id(&settings.home),
+    )
+}
+
+/// `rumi image build`: builds the default image unless present, printing progress.
+pub fn build_image(settings: &Settings, mirror: Option<String>) -> Result<()> {
+    let tag = settings.runtime.container.image.clone();
+    if tag != image::default_tag() {
+        // A custom image is the operator's to provide; only check it.
+        return show_image(settings);
+    }
+    let mirror = mirror
+        .or_else(|| std::env::var("RUMI_DEBIAN_MIRROR").ok())
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    let layout = Layout::new(settings.home.clone());
+    let options = BuildOptions {
+        tag: tag.clone(),
+        mirror,
+        work_dir: layout.user_data().join("runtime").join("image-build"),
+    };
+    let engine = engine(settings);
+    runtime()?.block_on(async {
+        let client = engine.client().await.map_err(|why| anyhow!("{why}"))?;
+        let mut progress = |line: &str| println!("[image] {line}");
+        match image::build(&client, &options, &mut progress).await {
+            Ok(Built::AlreadyPresent) | Ok(Built::Imported) => Ok(()),
+            Err(why) => bail!("building {tag} failed: {why}"),
+        }
+    })
+}
+
+/// `rumi image show`: the image in use and whether it is present (exit code 3 when missing).
+pub fn show_image(settings: &Settings) -> Result<()> {
+    let engine = engine(settings);
+    let status = runtime()?.block_on(engine.status());
+    println!("image: {}", status.image);
+    match status.image_present {
+        Some(true) => {
+            println!("present: yes");
+            Ok(())
+        }
+        Some(false) => {
+            println!("present: no ({})", image::missing_message(&status.image));
+            std::process::exit(3);
+        }
+        None => bail!(
+            "{}",
+            status
+                .reason
+                .unwrap_or_else(|| "the Docker daemon is not reachable".into())
+        ),
+    }
+}
+
+/// `rumi doctor`: what strict mode needs, one line each; exit code 1 when the configured mode
+/// cannot run blocks.
+pub fn doctor() -> Result<()> {
+    let settings = config::load(false)?;
+    let mode = settings.runtime.mode;
+    let layout = Layout::new(settings.home.clone());
+    let mut problems = 0;
+    let mut line = |ok: bool, what: &str, text: String| {
+        println!("{} {what:<18} {text}", if ok { "ok " } else { "!! " });
+        if !ok {
+            problems += 1;
+        }
+    };
+    println!("rumi doctor ({})", settings.home.display());
+    line(true, "security mode", mode.as_str().to_string());
+    let engine = engine(&settings);
+    let status = runtime()?.block_on(engine.status());
+    let strict = mode == SecurityMode::Strict;
+    match (&status.version, status.available) {
+        (Some(v), true) => line(
+            true,
+            "docker",
+            format!(
+                "reachable, version {v} (API {})",
+                status.api_version.as_deref().unwrap_or("?")
+            ),
+        ),
+        _ => line(
+            !strict,
+            "docker",
+            status
+                .reason
+                .clone()
+                .unwrap_or_else(|| "not reachable".into()),
+        ),
+    }
+    match status.image_present {
+        Some(true) => line(true, "image", format!("{} (present)", status.image)),
+        Some(false) => line(!strict, "image", image::missing_message(&status.image)),
+        None => line(
+            !strict,
+            "image",
+            format!("{} (unknown: Docker is not reachable)", status.image),
+        ),
+    }
+    let debootstrap = image::find_program("debootstrap");
+    line(
+        true,
+        "debootstrap",
+        match debootstrap {
+            Some(p) => format!("{} (rumi image build can run)", p.display()),
+            None => "not installed (needed only to build the image: apt-get install debootstrap)"
+                .into(),
+        },
+    );
+    let c: &ContainerSettings = &settings.runtime.container;
+    line(
+        true,
+        "limits",
+        format!(
+            "memory {} MiB, pids {}, cpus {}, start {}",
+            c.memory_bytes >> 20,
+            c.pids_limit,
+            c.nano_cpus as f64 / 1e9,
+            if settings.runtime.container_start_eager {
+                "at approval"
+            } else {
+                "at first call"
+            }
+        ),
+    );
+    let sockets = layout.sockets();
+    // The longest socket path: a 64-character pack id and the longest socket name.
+    let longest = sockets.join("x".repeat(64)).join("capability.sock");
+    let length_ok = longest.as_os_str().len() <= MAX_SOCKET_PATH;
+    let writable = std::fs::create_dir_all(&sockets).is_ok()
+        && tempfile_in(&sockets).is_ok();
+    line(
+        writable && length_ok,
+        "socket dirs",
+        format!(
+            "{} ({}, group {} mode {:o}{})",
+            sockets.display(),
+            if writable { "writable" } else { "NOT writable" },
+            c.socket_gid,
+            c.socket_mode,
+            if length_ok {
+                String::new()
+            } else {
+                format!(
+                    "; socket paths can reach {} bytes, over {MAX_SOCKET_PATH}: use a shorter RUMI_HOME",
+                    longest.as_os_str().len()
+                )
+            }
+        ),
+    );
+    let root = rumi_actors::docker::is_root();
+    line(
+        root || !strict,
+        "socket group",
+        if root {
+            "the kernel runs as root and can give sockets to the group".into()
+        } else {
+            format!(
+                "the kernel is not root: it must belong to group {} (RUMI_EGRESS_SOCKET_GID)",
+                c.socket_gid
+            )
+        },
+    );
+    line(
+        strict || settings.runtime.python.is_file(),
+        "python (host)",
+        format!(
+            "{} (used in permissive mode only)",
+            settings.runtime.python.display()
+        ),
+    );
+    if problems > 0 {
+        println!("{problems} problem(s): strict mode cannot run blocks until they are fixed");
+        std::process::exit(1);
+    }
+    println!("ready");
+    Ok(())
+}
+
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
