@@ -315,26 +315,6 @@ steps:
 }
 
 #[tokio::test]
-async fn strict_mode_refuses_blocks_without_docker_and_keeps_serving() {
-    if !python_available() {
-        return;
-    }
-    let home = fresh_home();
-    let k = Kernel::start_mode(home.path(), &[], false);
-    let (_, h) = k.get("/api/health").await;
-    assert_eq!(h["data"]["mode"], "strict");
-    k.approve("my_pack").await;
-    let (s, run) = k.run(HELLO_FLOW, json!({"name": "Ann"})).await;
-    assert_eq!(s, 200);
-    let st = step(&run, "call_hello");
-    assert_eq!(st["error_type"], "docker_required", "{run}");
-    assert!(st["error"].as_str().unwrap().contains("never falls back"));
-    assert!(run.get("warnings").is_none());
-    let (s, _) = k.get("/api/flows").await;
-    assert_eq!(s, 200, "the kernel keeps serving");
-}
-
-#[tokio::test]
 async fn unknown_packs_and_invalid_ids() {
     if !python_available() {
         return;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod containers;
 pub mod error;
 pub mod flows;
 pub mod packs;
@@ -55,5 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/flows/{id}").get(flows::get))
     .service(resource("/api/runs").get(runs::list))
     .service(resource("/api/runs/{run_id}").get(runs::get))
+    .service(resource("/api/docker/status").get(containers::status))
+    .service(resource("/api/containers").get(containers::list))
+    .service(resource("/api/containers/{id}").delete(containers::remove))
+    .service(resource("/api/containers/{id}/start").post(containers::start))
+    .service(resource("/api/containers/{id}/stop").post(containers::stop))
     .default_service(web::to(not_found));
 }

@@ -8,7 +8,7 @@ use rumi_actors::view::PackState;
 use rumi_actors::Kernel;
 use serde_json::json;
 
-fn pack_id(raw: &str) -> Result<String, ApiError> {
+pub fn pack_id(raw: &str) -> Result<String, ApiError> {
     if rumi_domain::pack::valid_pack_id(raw) {
         Ok(raw.to_string())
     } else {

@@ -55,6 +55,8 @@ pub struct DockerSandbox {
     writer: OwnedWriteHalf,
     next_id: u64,
     max_frame: usize,
+    /// The container's pids limit (to recognise a fork storm).
+    pids_limit: u64,
     /// Set once the container is removed, so dropping does not remove it twice.
     gone: bool,
 }
@@ -81,6 +83,15 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         remove(&client, &name)
             .await
             .map_err(|why| StartError::Failed(format!("removing the old {name} failed ({why})")))?;
+        // A removal already under way answers at once; the name is free only when it is done.
+        let mut waited = 0;
+        while engine.owns(&client, &name).await.map_err(StartError::Failed)? {
+            if waited >= 100 {
+                return Err(StartError::Failed(format!("the old {name} is still being removed")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
     }
     let listener = bind_channel(spec, settings).map_err(StartError::Failed)?;
     let body = container_body(engine, spec);
@@ -119,6 +130,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         writer: write,
         next_id: 1,
         max_frame: spec.max_frame,
+        pids_limit: settings.pids_limit.max(0) as u64,
         gone: false,
     };
     let ping = serde_json::to_vec(&json!({"id": 0, "op": "ping"})).unwrap_or_default();
@@ -336,12 +348,10 @@ impl DockerSandbox {
         )
         .await;
         let error = match outcome {
-            Ok(Ok(reply)) => {
-                match reply.get("strays").and_then(Value::as_u64) {
-                    Some(n) if n > 0 => CallError::Strays(n),
-                    _ => return (Some(self), Ok(reply)),
-                }
-            }
+            Ok(Ok(reply)) => match reply.get("strays").and_then(Value::as_u64) {
+                Some(n) if n > 0 => CallError::Strays(n),
+                _ => return (Some(self), Ok(reply)),
+            },
             Ok(Err(CallError::Crashed(why))) => {
                 if self.oom_killed().await {
                     CallError::OutOfMemory
@@ -350,10 +360,30 @@ impl DockerSandbox {
                 }
             }
             Ok(Err(e)) => e,
-            Err(_) => CallError::TimedOut,
+            // A fork storm starves the block host of CPU, so it rarely answers in time: a call
+            // that overran with the pids limit (nearly) reached is reported as what it is.
+            Err(_) => match self.processes().await {
+                Some(n) if n >= self.pids_limit.saturating_sub(5).max(1) => CallError::Strays(n),
+                _ => CallError::TimedOut,
+            },
         };
         self.destroy().await;
         (None, Err(error))
+    }
+
+    /// How many processes the container runs now (one-shot stats).
+    async fn processes(&self) -> Option<u64> {
+        let options = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let stats = self
+            .client
+            .stats(&self.name, Some(options))
+            .next()
+            .await?
+            .ok()?;
+        stats.pids_stats?.current
     }
 
     /// After the block host died: lets the container finish exiting, then asks whether the
@@ -379,6 +409,11 @@ impl DockerSandbox {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
+    }
+
+    /// Lets go of the container without removing it (the caller stops or removes it).
+    pub fn forget(mut self) {
+        self.gone = true;
     }
 
     /// Removes the container now.

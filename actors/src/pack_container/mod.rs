@@ -319,7 +319,10 @@ impl PackContainer {
             }
             Err(e) => {
                 let failure = match e {
-                    StartError::Unavailable(why) => StepFailure::new(ErrorType::DockerRequired, why),
+                    StartError::Unavailable(why) => StepFailure::new(
+                        ErrorType::DockerRequired,
+                        format!("{why}; strict mode never falls back to running blocks outside a container"),
+                    ),
                     StartError::Failed(why) => StepFailure::new(
                         ErrorType::WorkerUnavailable,
                         format!("the container of pack {:?} could not be started: {why}", self.pack_id),
@@ -337,10 +340,19 @@ impl PackContainer {
 
     /// An idle container stopped by itself: drop it and start a fresh one.
     fn container_exited(&mut self, id: &str, ctx: &mut Context<Self>) {
-        let before = self.idle.len();
-        self.idle
-            .retain(|s| !matches!(s, Sandbox::Container(c) if c.id() == id));
-        if self.idle.len() < before {
+        let Some(pos) = self
+            .idle
+            .iter()
+            .position(|s| matches!(s, Sandbox::Container(c) if c.id() == id))
+        else {
+            return;
+        };
+        if let Sandbox::Container(c) = self.idle.swap_remove(pos) {
+            // The next start removes the dead container by name; removing it here as well
+            // would race with that.
+            c.forget();
+        }
+        {
             tracing::warn!(pack_id = %self.pack_id, container = %id, "the pack's container stopped by itself; replacing it");
             self.live = self.live.saturating_sub(1);
             self.restarts += 1;
@@ -563,7 +575,7 @@ impl PackContainer {
                 };
                 Err(StepFailure::new(
                     ErrorType::ProcessLimit,
-                    format!("the block left {n} processes running after it returned (a pack may run at most {limit}); its container was killed and replaced"),
+                    format!("the block had {n} processes running when its call ended (a pack may run at most {limit}); its container was killed and replaced"),
                 ))
             }
             Err(CallError::TooLarge(n)) => Err(StepFailure::new(
@@ -688,9 +700,12 @@ impl Handler<ReleaseSandbox> for PackContainer {
 
     fn handle(&mut self, _: ReleaseSandbox, _: &mut Self::Context) {
         self.parked = true;
-        let released = self.idle.len();
-        self.idle.clear();
-        self.live = self.live.saturating_sub(released);
+        for sandbox in self.idle.drain(..) {
+            self.live = self.live.saturating_sub(1);
+            if let Sandbox::Container(c) = sandbox {
+                c.forget();
+            }
+        }
     }
 }
 
