@@ -8,28 +8,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use criterion::{Criterion, Throughput};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use serde_json::json;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "bench-token";
-
-struct Kernel {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::*;
 
 fn bench_home() -> tempfile::TempDir {
     let dir = common::fresh_home();
@@ -51,132 +37,7 @@ fn bench_home() -> tempfile::TempDir {
 }
 
 fn start(home: &Path, trace: Option<&Path>) -> (Kernel, Instant) {
-    let t0 = Instant::now();
-    // BENCH_KERNEL_CPUS=0 runs the kernel (and so its workers) under `taskset -c 0`.
-    let mut cmd = match std::env::var("BENCH_KERNEL_CPUS") {
-        Ok(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_rumi")]);
-            c
-        }
-        Err(_) => Command::new(env!("CARGO_BIN_EXE_rumi")),
-    };
-    cmd.args(["serve", "--permissive"])
-        .env("RUMI_HOME", home)
-        .env("RUMI_API_PORT", "0")
-        .env("RUMI_API_TOKEN", TOKEN)
-        .env("RUMI_LOG", "error")
-        .env("RUMI_FLOW_QUEUE_LIMIT", "1000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(t) = trace {
-        cmd.env("RUMI_TRACE", format!("chrome:{}", t.display()));
-    }
-    let mut child = cmd.spawn().expect("start rumi");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("kernel output").unwrap();
-        if let Some(rest) = line.strip_prefix("rumi listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    (Kernel { child, base }, t0)
-}
-
-async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value, String> {
-    let r = c
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let v: Value = r.json().await.map_err(|e| e.to_string())?;
-    if status.is_success() && v["success"] == true {
-        Ok(v)
-    } else {
-        Err(format!("{status}: {v}"))
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-#[derive(Default)]
-struct Summary {
-    rows: Vec<(String, String)>,
-}
-
-impl Summary {
-    fn add(&mut self, k: &str, v: String) {
-        println!("  >> {k}: {v}");
-        self.rows.push((k.to_string(), v));
-    }
-}
-
-fn latency_bench(
-    c: &mut Criterion,
-    rt: &tokio::runtime::Runtime,
-    client: &reqwest::Client,
-    base: &str,
-    name: &str,
-    flow: &str,
-    summary: &mut Summary,
-) {
-    let url = format!("{base}/api/flows/{flow}/run");
-    let body = json!({"inputs": {"name": "bench"}});
-    let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
-    let inner = Arc::new(Mutex::new(Vec::<f64>::new()));
-    let (s2, i2) = (samples.clone(), inner.clone());
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let v = post(client, &url, &body).await.expect("run");
-                    let d = t.elapsed();
-                    total += d;
-                    s2.lock().unwrap().push(d.as_secs_f64() * 1000.0);
-                    i2.lock()
-                        .unwrap()
-                        .push(v["data"]["execution_time_ms"].as_f64().unwrap_or(f64::NAN));
-                }
-                total
-            })
-        })
-    });
-    let mut v = samples.lock().unwrap().clone();
-    v.sort_by(f64::total_cmp);
-    let mut inner = inner.lock().unwrap().clone();
-    inner.sort_by(f64::total_cmp);
-    summary.add(
-        name,
-        format!(
-            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} requests (inside the FlowRun: p50 {:.3} ms)",
-            pct(&v, 0.5),
-            pct(&v, 0.95),
-            pct(&v, 0.99),
-            v.len(),
-            pct(&inner, 0.5)
-        ),
-    );
+    start_with(home, &["--permissive"], &[], trace)
 }
 
 fn throughput_bench(
@@ -405,20 +266,9 @@ fn main() {
     );
 
     c.final_summary();
-    println!("\n== rumi kernel bench summary ==");
-    for (k, v) in &summary.rows {
-        println!("{k:<40} {v}");
-    }
-    let out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rumi-bench-summary.json");
-    let _ = std::fs::write(
-        out,
-        serde_json::to_vec_pretty(
-            &summary
-                .rows
-                .iter()
-                .map(|(k, v)| json!({"metric": k, "value": v}))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap(),
+    finish(
+        &summary,
+        "rumi kernel bench summary",
+        "rumi-bench-summary.json",
     );
 }

@@ -85,7 +85,9 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
                 "strict mode: blocks run in one container per pack"
             ),
             (_, _, reason) => {
-                let why = reason.clone().unwrap_or_else(|| "Docker is not usable".into());
+                let why = reason
+                    .clone()
+                    .unwrap_or_else(|| "Docker is not usable".into());
                 tracing::warn!("strict mode: block calls are refused with docker_required until this is fixed: {why}");
                 println!("warning: block calls are refused until this is fixed: {why}");
             }

@@ -61,7 +61,11 @@ pub enum ImageCommand {
     /// Build the image locally (debootstrap + import; no registry). Skipped when present.
     Build {
         /// The Debian mirror to bootstrap from.
-        #[arg(long, env = "RUMI_DEBIAN_MIRROR", default_value = "http://deb.debian.org/debian")]
+        #[arg(
+            long,
+            env = "RUMI_DEBIAN_MIRROR",
+            default_value = "http://deb.debian.org/debian"
+        )]
         mirror: String,
     },
     /// Print the image the kernel uses and whether it is present (exit code 3 when missing).

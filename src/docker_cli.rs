@@ -123,8 +123,9 @@ pub fn doctor() -> Result<()> {
         "debootstrap",
         match debootstrap {
             Some(p) => format!("{} (rumi image build can run)", p.display()),
-            None => "not installed (needed only to build the image: apt-get install debootstrap)"
-                .into(),
+            None => {
+                "not installed (needed only to build the image: apt-get install debootstrap)".into()
+            }
         },
     );
     let c: &ContainerSettings = &settings.runtime.container;
@@ -147,8 +148,7 @@ pub fn doctor() -> Result<()> {
     // The longest socket path: a 64-character pack id and the longest socket name.
     let longest = sockets.join("x".repeat(64)).join("capability.sock");
     let length_ok = longest.as_os_str().len() <= MAX_SOCKET_PATH;
-    let writable = std::fs::create_dir_all(&sockets).is_ok()
-        && tempfile_in(&sockets).is_ok();
+    let writable = std::fs::create_dir_all(&sockets).is_ok() && tempfile_in(&sockets).is_ok();
     line(
         writable && length_ok,
         "socket dirs",

@@ -111,7 +111,9 @@ fn block_flows(home: &Path, pack: &str, blocks: &[(&str, &str)]) {
 
 /// Runs a block's flow; returns the step record and the run's result.
 async fn call(k: &Kernel, pack: &str, block: &str, arg: Value) -> (Value, Value) {
-    let (s, run) = k.run(&format!("{pack}__{block}"), json!({"arg": arg})).await;
+    let (s, run) = k
+        .run(&format!("{pack}__{block}"), json!({"arg": arg}))
+        .await;
     assert_eq!(s, 200, "{run}");
     (step(&run, "b").clone(), run["result"]["out"].clone())
 }
@@ -192,8 +194,16 @@ async fn a_block_in_its_container_is_isolated() {
     let home = fresh_home();
     let h = home.path();
     block_flows(h, "iso_a", &[("probe.py", PROBE)]);
-    make_pack(h, "iso_other", &[("noop.py", "def run(i):\n    return {}\n")]);
-    write(h, "user_data/packs/iso_other/secret.txt", "other-pack-secret-42");
+    make_pack(
+        h,
+        "iso_other",
+        &[("noop.py", "def run(i):\n    return {}\n")],
+    );
+    write(
+        h,
+        "user_data/packs/iso_other/secret.txt",
+        "other-pack-secret-42",
+    );
     write(h, "user_data/packs/iso_a/own.txt", "own data");
     let k = start_strict(h, &[("RUMI_TEST_KERNEL_SECRET", "kernel-env-secret-17")]);
     k.approve("iso_a").await;
@@ -212,15 +222,35 @@ async fn a_block_in_its_container_is_isolated() {
     let env = out["env"].as_object().unwrap();
     let env_text = serde_json::to_string(env).unwrap();
     for n in needles {
-        assert!(!env_text.contains(n), "{n} leaked into the environment: {env_text}");
+        assert!(
+            !env_text.contains(n),
+            "{n} leaked into the environment: {env_text}"
+        );
     }
-    assert!(env.keys().all(|k| !k.starts_with("RUMI_") || k == "RUMI_PACK_ID" || k == "RUMI_MAX_RESULT_BYTES"), "{env_text}");
-    assert_eq!(out["found"], json!([]), "nothing visible holds the token, a kernel secret or another pack's data");
-    let mounts: Vec<&str> = out["mounts"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(
+        env.keys().all(|k| !k.starts_with("RUMI_")
+            || k == "RUMI_PACK_ID"
+            || k == "RUMI_MAX_RESULT_BYTES"),
+        "{env_text}"
+    );
+    assert_eq!(
+        out["found"],
+        json!([]),
+        "nothing visible holds the token, a kernel secret or another pack's data"
+    );
+    let mounts: Vec<&str> = out["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     for m in ["/pack", "/data", "/run/rumi", "/opt/rumi", "/tmp"] {
         assert!(mounts.contains(&m), "{m} mounted: {mounts:?}");
     }
-    assert!(!mounts.iter().any(|m| m.starts_with("/pip-packages")), "no site-packages were installed");
+    assert!(
+        !mounts.iter().any(|m| m.starts_with("/pip-packages")),
+        "no site-packages were installed"
+    );
     // The pack's own data is visible read-only; the probe's write attempts left nothing.
     assert!(!h.join("ecosystem/iso_a/backend/x.txt").exists());
     assert!(!h.join("user_data/packs/iso_a/x.txt").exists());
@@ -240,8 +270,14 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
     let k = start_strict(h, &[("RUMI_TEST_KERNEL_SECRET", "kernel-env-secret-99")]);
     k.approve("flags_a").await;
     k.approve("flags_b").await;
-    assert_eq!(call_ok(&k, "flags_a", "who", json!(null)).await["pack"], "flags_a");
-    assert_eq!(call_ok(&k, "flags_b", "who", json!(null)).await["pack"], "flags_b");
+    assert_eq!(
+        call_ok(&k, "flags_a", "who", json!(null)).await["pack"],
+        "flags_a"
+    );
+    assert_eq!(
+        call_ok(&k, "flags_b", "who", json!(null)).await["pack"],
+        "flags_b"
+    );
     let a = inspect("rumi-pack-flags_a").expect("flags_a has a container");
     let b = inspect("rumi-pack-flags_b").expect("flags_b has a container");
     assert_ne!(a["Id"], b["Id"], "two packs, two containers");
@@ -249,9 +285,16 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
     assert_eq!(hc["NetworkMode"], "none");
     assert_eq!(hc["ReadonlyRootfs"], true);
     assert_eq!(hc["CapDrop"], json!(["ALL"]));
-    assert!(hc["SecurityOpt"].to_string().contains("no-new-privileges"), "{hc}");
+    assert!(
+        hc["SecurityOpt"].to_string().contains("no-new-privileges"),
+        "{hc}"
+    );
     assert_eq!(hc["Memory"], 256 * 1024 * 1024);
-    assert_eq!(hc["MemorySwap"], 256 * 1024 * 1024, "no swap beyond the limit");
+    assert_eq!(
+        hc["MemorySwap"],
+        256 * 1024 * 1024,
+        "no swap beyond the limit"
+    );
     assert_eq!(hc["PidsLimit"], 100);
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert_eq!(hc["Privileged"], false);
@@ -261,7 +304,10 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
     assert_eq!(cfg["Labels"]["rumi.managed"], "true");
     assert_eq!(cfg["Labels"]["rumi.pack_id"], "flags_a");
     let env = cfg["Env"].to_string();
-    assert!(!env.contains(TOKEN) && !env.contains("kernel-env-secret-99"), "{env}");
+    assert!(
+        !env.contains(TOKEN) && !env.contains("kernel-env-secret-99"),
+        "{env}"
+    );
     let mounts = a["Mounts"].as_array().unwrap();
     let mount = |dest: &str| {
         mounts
@@ -273,7 +319,11 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
         assert_eq!(mount(dest)["RW"], false, "{dest} is read-only");
     }
     let pack_source = mount("/pack")["Source"].as_str().unwrap().to_string();
-    assert!(pack_source.ends_with("ecosystem/flags_a") || pack_source.ends_with("ecosystem/flags_a/backend"), "{pack_source}");
+    assert!(
+        pack_source.ends_with("ecosystem/flags_a")
+            || pack_source.ends_with("ecosystem/flags_a/backend"),
+        "{pack_source}"
+    );
     assert!(mount("/data")["Source"]
         .as_str()
         .unwrap()
@@ -294,8 +344,14 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
     assert_eq!(again["Id"], a["Id"], "one long-lived container");
     // Shutdown removes every managed container.
     k.stop();
-    assert!(inspect("rumi-pack-flags_a").is_none(), "removed at shutdown");
-    assert!(inspect("rumi-pack-flags_b").is_none(), "removed at shutdown");
+    assert!(
+        inspect("rumi-pack-flags_a").is_none(),
+        "removed at shutdown"
+    );
+    assert!(
+        inspect("rumi-pack-flags_b").is_none(),
+        "removed at shutdown"
+    );
 }
 
 #[tokio::test]
@@ -318,7 +374,11 @@ async fn hostile_blocks_are_contained_and_the_pack_recovers() {
             ("dies.py", "import os\ndef run(i):\n    os._exit(7)\n"),
         ],
     );
-    make_pack(h, "bystander", &[("ok.py", "def run(i):\n    return {'fine': True}\n")]);
+    make_pack(
+        h,
+        "bystander",
+        &[("ok.py", "def run(i):\n    return {'fine': True}\n")],
+    );
     write(
         h,
         "user_data/shared/flows/bystander__ok.flow.yaml",
@@ -384,7 +444,14 @@ async fn a_container_that_dies_by_itself_is_replaced() {
     let _containers = Containers::of(&["selfdie"]);
     let home = fresh_home();
     let h = home.path();
-    block_flows(h, "selfdie", &[("ok.py", "import os\ndef run(i):\n    return {'host': os.uname().nodename}\n")]);
+    block_flows(
+        h,
+        "selfdie",
+        &[(
+            "ok.py",
+            "import os\ndef run(i):\n    return {'host': os.uname().nodename}\n",
+        )],
+    );
     let k = start_strict(h, &[]);
     k.approve("selfdie").await;
     let first = call_ok(&k, "selfdie", "ok", json!(null)).await["host"].clone();
@@ -396,8 +463,9 @@ async fn a_container_that_dies_by_itself_is_replaced() {
     // Replaced without waiting for a call.
     assert!(
         wait_for(15, || inspect("rumi-pack-selfdie")
-            .is_some_and(|c| c["State"]["Running"] == true
-                && c["Config"]["Hostname"] != first)),
+            .is_some_and(
+                |c| c["State"]["Running"] == true && c["Config"]["Hostname"] != first
+            )),
         "a fresh container runs again"
     );
     let second = call_ok(&k, "selfdie", "ok", json!(null)).await["host"].clone();
@@ -412,8 +480,16 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
     let _containers = Containers::of(&["modpack", "rejpack"]);
     let home = fresh_home();
     let h = home.path();
-    block_flows(h, "modpack", &[("ok.py", "def run(i):\n    return {'v': 1}\n")]);
-    block_flows(h, "rejpack", &[("ok.py", "def run(i):\n    return {'v': 1}\n")]);
+    block_flows(
+        h,
+        "modpack",
+        &[("ok.py", "def run(i):\n    return {'v': 1}\n")],
+    );
+    block_flows(
+        h,
+        "rejpack",
+        &[("ok.py", "def run(i):\n    return {'v': 1}\n")],
+    );
     let k = start_strict(h, &[]);
     k.approve("modpack").await;
     k.approve("rejpack").await;
@@ -422,10 +498,17 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
     assert!(running("rumi-pack-modpack") && running("rumi-pack-rejpack"));
     // The file changes under the running container: the next call is refused and the container goes.
     std::thread::sleep(Duration::from_millis(2100));
-    write(h, "ecosystem/modpack/backend/blocks/ok.py", "def run(i):\n    return {'v': 'evil'}\n");
+    write(
+        h,
+        "ecosystem/modpack/backend/blocks/ok.py",
+        "def run(i):\n    return {'v': 'evil'}\n",
+    );
     let (st, out) = call(&k, "modpack", "ok", json!(null)).await;
     assert_eq!(st["error_type"], "hash_verification_failed", "{st}");
-    assert!(!out.to_string().contains("evil"), "the changed code never ran: {out}");
+    assert!(
+        !out.to_string().contains("evil"),
+        "the changed code never ran: {out}"
+    );
     assert!(
         wait_for(10, || inspect("rumi-pack-modpack").is_none()),
         "the modified pack's container is gone"
@@ -458,7 +541,10 @@ async fn leftovers_of_a_crashed_kernel_are_removed_at_start() {
     k.child.wait().unwrap();
     assert!(!k.alive());
     // The block host exits when its channel closes; the stopped container stays behind.
-    assert!(inspect("rumi-pack-crashleft").is_some(), "a crash leaves the container");
+    assert!(
+        inspect("rumi-pack-crashleft").is_some(),
+        "a crash leaves the container"
+    );
     let k2 = start_strict(h, &[]);
     assert!(
         inspect("rumi-pack-crashleft").is_none(),
@@ -484,7 +570,10 @@ async fn the_container_api() {
     assert_eq!(v["data"]["available"], true, "{v}");
     assert_eq!(v["data"]["mode"], "strict");
     assert!(v["data"]["version"].is_string());
-    assert!(v["data"]["image"].as_str().unwrap().starts_with("rumi-pack-runtime:"));
+    assert!(v["data"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("rumi-pack-runtime:"));
     assert_eq!(v["data"]["image_present"], true);
 
     let (s, v) = k.post("/api/containers/apipack/start", json!({})).await;
@@ -493,7 +582,11 @@ async fn the_container_api() {
     k.approve("apipack").await;
     let (s, v) = k.get("/api/containers").await;
     assert_eq!(s, 200);
-    assert_eq!(v["data"], json!([]), "started at the first call, not before");
+    assert_eq!(
+        v["data"],
+        json!([]),
+        "started at the first call, not before"
+    );
     let (s, v) = k.post("/api/containers/apipack/start", json!({})).await;
     assert_eq!(s, 200, "{v}");
     assert!(running("rumi-pack-apipack"));
@@ -508,7 +601,10 @@ async fn the_container_api() {
     let (s, v) = k.post("/api/containers/apipack/stop", json!({})).await;
     assert_eq!(s, 200, "{v}");
     assert!(!running("rumi-pack-apipack"), "stopped");
-    assert!(inspect("rumi-pack-apipack").is_some(), "stop keeps the container");
+    assert!(
+        inspect("rumi-pack-apipack").is_some(),
+        "stop keeps the container"
+    );
     // The next call starts a fresh one.
     call_ok(&k, "apipack", "ok", json!(null)).await;
     assert!(running("rumi-pack-apipack"));
@@ -538,7 +634,10 @@ async fn without_a_daemon_strict_mode_refuses_and_keeps_serving() {
     let st = step(&run, "call_hello");
     assert_eq!(st["error_type"], "docker_required", "{run}");
     let error = st["error"].as_str().unwrap();
-    assert!(error.contains("not reachable") && error.contains("never"), "{error}");
+    assert!(
+        error.contains("not reachable") && error.contains("never"),
+        "{error}"
+    );
     assert!(!error.contains("/nonexistent"), "no host path: {error}");
     let (s, v) = k.get("/api/docker/status").await;
     assert_eq!(s, 200);

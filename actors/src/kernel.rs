@@ -5,11 +5,11 @@ use crate::approval::ApprovalStore;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
 use crate::config::{RuntimeConfig, SecurityMode};
 use crate::docker::{DockerEngine, DockerStatus, ManagedContainer};
-use crate::pack_container::{ReleaseSandbox, StartSandbox};
 use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
 use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
+use crate::pack_container::{ReleaseSandbox, StartSandbox};
 use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
 use crate::view::KernelView;
@@ -234,7 +234,10 @@ impl Kernel {
             match docker.remove_leftovers().await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(removed = n, "removed pack containers left by an earlier run");
+                    tracing::info!(
+                        removed = n,
+                        "removed pack containers left by an earlier run"
+                    );
                     self.audit.do_send(Record(
                         AuditEntry::new(Category::System, "containers_cleaned", true)
                             .details(json!({"removed": n})),
@@ -302,7 +305,11 @@ impl Kernel {
     /// `POST /api/containers/{id}/stop` (`remove: false`) and `DELETE /api/containers/{id}`
     /// (`remove: true`). The pack's next call starts a fresh container. Answers whether there
     /// was a container.
-    pub async fn stop_container(&self, pack_id: &str, remove: bool) -> Result<bool, ContainerError> {
+    pub async fn stop_container(
+        &self,
+        pack_id: &str,
+        remove: bool,
+    ) -> Result<bool, ContainerError> {
         let docker = self.docker()?;
         let addr = self.view.container(pack_id);
         let known = addr.is_some() || self.view.pack_state(pack_id).is_some();
@@ -319,7 +326,10 @@ impl Kernel {
                 .map(|n| n > 0)
                 .map_err(ContainerError::Docker)
         } else {
-            docker.stop_pack(pack_id).await.map_err(ContainerError::Docker)
+            docker
+                .stop_pack(pack_id)
+                .await
+                .map_err(ContainerError::Docker)
         }
     }
 

@@ -51,7 +51,10 @@ pub async fn list(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `POST /api/containers/{id}/start`: answers when the block host inside is ready.
-pub async fn start(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn start(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     k.start_container(&id).await?;
     Ok(ok(json!({"pack_id": id, "state": "running"})))
@@ -61,12 +64,19 @@ pub async fn start(k: web::Data<Kernel>, path: web::Path<String>) -> Result<Http
 pub async fn stop(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let had = k.stop_container(&id, false).await?;
-    Ok(ok(json!({"pack_id": id, "state": "stopped", "had_container": had})))
+    Ok(ok(
+        json!({"pack_id": id, "state": "stopped", "had_container": had}),
+    ))
 }
 
 /// `DELETE /api/containers/{id}`: removes the container; the pack's next call starts a new one.
-pub async fn remove(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn remove(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let had = k.stop_container(&id, true).await?;
-    Ok(ok(json!({"pack_id": id, "state": "removed", "had_container": had})))
+    Ok(ok(
+        json!({"pack_id": id, "state": "removed", "had_container": had}),
+    ))
 }

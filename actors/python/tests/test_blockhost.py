@@ -182,5 +182,61 @@ class WireTest(unittest.TestCase):
         self.assertEqual(c["echo"]["request_id"], "r1")
 
 
+class ConnectModeTest(unittest.TestCase):
+    """--connect: the container's mode. The host connects to the kernel's socket; a child forked
+    by a block loses the channel, so it can never answer in the host's name."""
+
+    def test_socket_channel_and_forked_children(self):
+        import socket
+
+        with tempfile.TemporaryDirectory() as d:
+            root = os.path.join(d, "pack")
+            os.makedirs(os.path.join(root, "blocks"))
+            with open(os.path.join(root, "blocks", "forker.py"), "w") as f:
+                f.write(textwrap.dedent("""
+                    import os, time
+                    def run(input_data, context=None):
+                        pid = os.fork()
+                        if pid == 0:
+                            time.sleep(0.3)
+                            return {"from": "child"}
+                        os.waitpid(pid, 0)
+                        return {"from": "parent"}
+                """))
+            path = os.path.join(d, "host.sock")
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(path)
+            server.listen(1)
+            p = subprocess.Popen([sys.executable, "-B", "-I", "-S", HOST, "--connect", path, root], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+            try:
+                server.settimeout(10)
+                conn, _ = server.accept()
+                conn.settimeout(10)
+
+                def exchange(msg):
+                    body = json.dumps(msg).encode()
+                    conn.sendall(struct.pack(">I", len(body)) + body)
+                    (n,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+                    return json.loads(conn.recv(n, socket.MSG_WAITALL))
+
+                self.assertTrue(exchange({"id": 1, "op": "ping"})["ok"])
+                reply = exchange({"id": 2, "op": "call", "file": "blocks/forker.py", "input": None, "context": {}})
+                self.assertEqual(reply["result"], {"from": "parent"}, reply)
+                self.assertEqual(reply["id"], 2)
+                # Nothing else arrives: the child returned into the host and exited silently.
+                conn.settimeout(0.5)
+                with self.assertRaises(socket.timeout):
+                    conn.recv(1)
+                conn.settimeout(10)
+                self.assertEqual(exchange({"id": 3, "op": "ping"})["id"], 3)
+                conn.close()
+                self.assertEqual(p.wait(5), 0, "EOF on the channel ends the host")
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                p.stderr.close()
+                server.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -60,7 +60,9 @@ pub fn missing_message(image: &str) -> String {
             "the pack runtime image {image} is not present; build it with `rumi image build` (no registry needed)"
         )
     } else {
-        format!("the pack runtime image {image} (RUMI_PACK_IMAGE) is not present on the Docker daemon")
+        format!(
+            "the pack runtime image {image} (RUMI_PACK_IMAGE) is not present on the Docker daemon"
+        )
     }
 }
 
@@ -115,7 +117,9 @@ pub async fn build(
         "debootstrap is not installed; install it (Debian/Ubuntu: `apt-get install debootstrap`) and run `rumi image build` again".to_string()
     })?;
     if !super::is_root() {
-        return Err("debootstrap needs root: run `rumi image build` as root (e.g. with sudo)".into());
+        return Err(
+            "debootstrap needs root: run `rumi image build` as root (e.g. with sudo)".into(),
+        );
     }
     let rootfs = options.work_dir.join("rootfs");
     if rootfs.exists() {
@@ -199,11 +203,7 @@ async fn import(
         changes: CHANGES.iter().map(|c| c.to_string()).collect(),
         ..Default::default()
     };
-    let mut stream = client.create_image(
-        Some(options),
-        Some(bollard::body_try_stream(body)),
-        None,
-    );
+    let mut stream = client.create_image(Some(options), Some(bollard::body_try_stream(body)), None);
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -214,10 +214,7 @@ async fn import(
             Err(e) => return Err(format!("the import failed ({})", super::describe(&e))),
         }
     }
-    let status = tar
-        .wait()
-        .await
-        .map_err(|e| format!("tar failed: {e}"))?;
+    let status = tar.wait().await.map_err(|e| format!("tar failed: {e}"))?;
     if !status.success() {
         return Err(format!("tar failed ({status})"));
     }

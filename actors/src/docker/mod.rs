@@ -301,7 +301,10 @@ impl DockerEngine {
         let list = self.list_managed(pack).await?;
         let client = self.client().await?;
         let mut removed = 0;
-        for c in list.iter().filter(|c| !earlier_boots || c.boot != self.boot) {
+        for c in list
+            .iter()
+            .filter(|c| !earlier_boots || c.boot != self.boot)
+        {
             match remove(&client, &c.id).await {
                 Ok(()) => removed += 1,
                 Err(why) => tracing::warn!(container = %c.name, "could not remove: {why}"),
@@ -385,12 +388,16 @@ pub fn describe(e: &BollardError) -> String {
         }
         BollardError::RequestTimeoutError => "the request timed out".into(),
         BollardError::IOError { err } => format!("I/O error: {}", err.kind()),
-        BollardError::SocketNotFoundError(_) => "no Docker socket at DOCKER_HOST or the default path".into(),
+        BollardError::SocketNotFoundError(_) => {
+            "no Docker socket at DOCKER_HOST or the default path".into()
+        }
         BollardError::HyperLegacyError { .. } | BollardError::HyperResponseError { .. } => {
             "the connection failed".into()
         }
         BollardError::APIVersionParseError {} => "the daemon's API version is unreadable".into(),
-        BollardError::UnsupportedURISchemeError { .. } => "DOCKER_HOST has an unsupported scheme".into(),
+        BollardError::UnsupportedURISchemeError { .. } => {
+            "DOCKER_HOST has an unsupported scheme".into()
+        }
         other => {
             let text = other.to_string();
             if text.contains('/') {

@@ -78,16 +78,26 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         }
     }
     let name = spec.container_name();
-    if engine.owns(&client, &name).await.map_err(StartError::Failed)? {
+    if engine
+        .owns(&client, &name)
+        .await
+        .map_err(StartError::Failed)?
+    {
         // A leftover of ours (a crash, or a stopped container): start from a clean one.
         remove(&client, &name)
             .await
             .map_err(|why| StartError::Failed(format!("removing the old {name} failed ({why})")))?;
         // A removal already under way answers at once; the name is free only when it is done.
         let mut waited = 0;
-        while engine.owns(&client, &name).await.map_err(StartError::Failed)? {
+        while engine
+            .owns(&client, &name)
+            .await
+            .map_err(StartError::Failed)?
+        {
             if waited >= 100 {
-                return Err(StartError::Failed(format!("the old {name} is still being removed")));
+                return Err(StartError::Failed(format!(
+                    "the old {name} is still being removed"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += 1;
@@ -106,7 +116,10 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
     let id: String = created.id.chars().take(12).collect();
     let result = async {
         client
-            .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(|e| format!("starting {name} failed ({})", describe(&e)))?;
         accept(&client, &name, &listener, settings.start_timeout).await
@@ -162,8 +175,12 @@ fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixLis
     }
     crate::fsutil::ensure_dir(&spec.data_dir, 0o755)
         .map_err(|e| format!("the pack's data directory cannot be created ({})", e.kind()))?;
-    crate::fsutil::ensure_dir(&spec.socket_dir, 0o750)
-        .map_err(|e| format!("the pack's socket directory cannot be created ({})", e.kind()))?;
+    crate::fsutil::ensure_dir(&spec.socket_dir, 0o750).map_err(|e| {
+        format!(
+            "the pack's socket directory cannot be created ({})",
+            e.kind()
+        )
+    })?;
     set_group(&spec.socket_dir, settings.socket_gid, 0o750)?;
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -180,8 +197,12 @@ fn set_group(path: &Path, gid: u32, mode: u32) -> Result<(), String> {
             e.kind()
         )
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("setting the mode of the pack's sockets failed ({})", e.kind()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        format!(
+            "setting the mode of the pack's sockets failed ({})",
+            e.kind()
+        )
+    })
 }
 
 /// Waits for the block host's connection; gives up when the container exits or time runs out.
@@ -242,7 +263,8 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
         (LABEL_INSTANCE.to_string(), engine.instance().to_string()),
         (LABEL_BOOT.to_string(), engine.boot().to_string()),
     ]);
-    let group_add = (settings.socket_gid != PACK_UID).then(|| vec![settings.socket_gid.to_string()]);
+    let group_add =
+        (settings.socket_gid != PACK_UID).then(|| vec![settings.socket_gid.to_string()]);
     ContainerCreateBody {
         image: Some(settings.image.clone()),
         cmd: Some(

@@ -20,6 +20,8 @@ pub mod worker;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use crate::audit::{AuditEntry, AuditWriter, Record};
+use crate::docker::sandbox::{self, DockerSandbox, StartError};
+use crate::docker::{DockerEngine, PackSpec};
 use actix::prelude::*;
 use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::run::{ErrorType, StepFailure};
@@ -31,8 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use crate::docker::sandbox::{self, DockerSandbox, StartError};
-use crate::docker::{DockerEngine, PackSpec};
 use worker::{CallError, Worker, WorkerSpec};
 
 /// Where a pack's blocks run.
