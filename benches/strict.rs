@@ -109,6 +109,10 @@ fn main() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(f64::NAN);
     drop(kernel);
+    // The kernel was killed, not stopped: remove what it left.
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "rumi-pack-my_pack"])
+        .output();
 
     // The original's way: a container per call, with the same flags and the same block.
     let pack = home.path().join("ecosystem/my_pack");

@@ -178,6 +178,8 @@ def run(input_data, context=None):
         "write_data": attempt(write_to("/data/x.txt")),
         "write_root": attempt(write_to("/x.txt")),
         "write_tmp": attempt(write_to("/tmp/x.txt")),
+        "write_pip": attempt(write_to("/pip-packages/x.py")),
+        "pip_import": attempt(lambda: __import__("rumi_test_dep")),
         "env": dict(os.environ),
         "mounts": mounts,
         "found": walk_for(input_data["needles"]),
@@ -205,6 +207,11 @@ async fn a_block_in_its_container_is_isolated() {
         "other-pack-secret-42",
     );
     write(h, "user_data/packs/iso_a/own.txt", "own data");
+    write(
+        h,
+        "user_data/packs/iso_a/python/site-packages/rumi_test_dep.py",
+        "VALUE = 1\n",
+    );
     let k = start_strict(h, &[("RUMI_TEST_KERNEL_SECRET", "kernel-env-secret-17")]);
     k.approve("iso_a").await;
     k.approve("iso_other").await;
@@ -215,7 +222,11 @@ async fn a_block_in_its_container_is_isolated() {
     assert_ne!(out["connect"], "ok", "no network: {out}");
     assert_ne!(out["resolve"], "ok", "no name resolution: {out}");
     assert_eq!(out["interfaces"], json!(["lo"]), "only loopback: {out}");
-    for key in ["write_pack", "write_data", "write_root"] {
+    assert_eq!(
+        out["pip_import"], "ok",
+        "installed packages import from /pip-packages: {out}"
+    );
+    for key in ["write_pack", "write_data", "write_root", "write_pip"] {
         assert_eq!(out[key], "OSError", "{key} must be refused: {out}");
     }
     assert_eq!(out["write_tmp"], "ok", "/tmp is writable: {out}");
@@ -247,10 +258,7 @@ async fn a_block_in_its_container_is_isolated() {
     for m in ["/pack", "/data", "/run/rumi", "/opt/rumi", "/tmp"] {
         assert!(mounts.contains(&m), "{m} mounted: {mounts:?}");
     }
-    assert!(
-        !mounts.iter().any(|m| m.starts_with("/pip-packages")),
-        "no site-packages were installed"
-    );
+    assert!(mounts.contains(&"/pip-packages"), "{mounts:?}");
     // The pack's own data is visible read-only; the probe's write attempts left nothing.
     assert!(!h.join("ecosystem/iso_a/backend/x.txt").exists());
     assert!(!h.join("user_data/packs/iso_a/x.txt").exists());
@@ -452,8 +460,12 @@ async fn a_container_that_dies_by_itself_is_replaced() {
             "import os\ndef run(i):\n    return {'host': os.uname().nodename}\n",
         )],
     );
-    let k = start_strict(h, &[]);
+    let k = start_strict(h, &[("RUMI_CONTAINER_START", "approval")]);
     k.approve("selfdie").await;
+    assert!(
+        wait_for(15, || running("rumi-pack-selfdie")),
+        "RUMI_CONTAINER_START=approval starts the container without a call"
+    );
     let first = call_ok(&k, "selfdie", "ok", json!(null)).await["host"].clone();
     let status = Command::new("docker")
         .args(["kill", "rumi-pack-selfdie"])
@@ -616,6 +628,61 @@ async fn the_container_api() {
     assert_eq!(s, 404, "{v}");
     let (s, v) = k.post("/api/containers/bad%20id/start", json!({})).await;
     assert_eq!(s, 400, "{v}");
+}
+
+#[test]
+fn doctor_and_image_build_report_what_strict_mode_needs() {
+    if !docker_ready() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let rumi = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
+        cmd.args(args).env("RUMI_HOME", home.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = rumi(&["doctor"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    for want in [
+        "security mode      strict",
+        "docker             reachable",
+        "(present)",
+        "ready",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    // The image is present: building again is a no-op that says so.
+    let (code, text) = rumi(&["image", "build"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("nothing to do"), "{text}");
+    // Without a daemon, strict mode is not ready and the doctor says why.
+    let (code, text) = rumi(
+        &["doctor"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("!!  docker") && text.contains("not reachable"),
+        "{text}"
+    );
+    // A custom image that is not there is named as such.
+    let (code, text) = rumi(
+        &["image", "show"],
+        &[("RUMI_PACK_IMAGE", "rumi-test-absent:1")],
+    );
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("RUMI_PACK_IMAGE"), "{text}");
+    let (code, text) = rumi(&["doctor"], &[("RUMI_PACK_IMAGE", "bad image!")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("RUMI_PACK_IMAGE"), "{text}");
 }
 
 #[tokio::test]

@@ -167,12 +167,6 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
 /// Prepares the pack's directories and binds the channel socket.
 fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixListener, String> {
     let sock = spec.socket_dir.join("host.sock");
-    if sock.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(format!(
-            "the pack's socket path is {} bytes, over the limit of {MAX_SOCKET_PATH}; choose a shorter RUMI_HOME or RUMI_EGRESS_SOCK_DIR",
-            sock.as_os_str().len()
-        ));
-    }
     crate::fsutil::ensure_dir(&spec.data_dir, 0o755)
         .map_err(|e| format!("the pack's data directory cannot be created ({})", e.kind()))?;
     crate::fsutil::ensure_dir(&spec.socket_dir, 0o750).map_err(|e| {
@@ -183,10 +177,26 @@ fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixLis
     })?;
     set_group(&spec.socket_dir, settings.socket_gid, 0o750)?;
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)
+    let listener = bind_unix(&spec.socket_dir, "host.sock")
         .map_err(|e| format!("the pack's channel socket cannot be bound ({})", e.kind()))?;
     set_group(&sock, settings.socket_gid, settings.socket_mode)?;
     Ok(listener)
+}
+
+/// Binds a Unix socket `name` in `dir`. A path longer than `sun_path` holds (a deep `RUMI_HOME`, a
+/// long pack id) is bound through `/proc/self/fd/<dir>/name`, which names the same directory in a
+/// few bytes.
+pub fn bind_unix(dir: &Path, name: &str) -> std::io::Result<UnixListener> {
+    let path = dir.join(name);
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return UnixListener::bind(&path);
+    }
+    let dir_fd = std::fs::File::open(dir)?;
+    use std::os::fd::AsRawFd;
+    let short = format!("/proc/self/fd/{}/{name}", dir_fd.as_raw_fd());
+    let listener = UnixListener::bind(&short);
+    drop(dir_fd);
+    listener
 }
 
 /// Gives `path` to group `gid` with `mode` (the container's user is in that group).
@@ -483,5 +493,36 @@ impl Drop for DockerSandbox {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sockets_bind_in_directories_deeper_than_sun_path_allows() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("x".repeat(60)).join("y".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(deep.join("host.sock").as_os_str().len() > MAX_SOCKET_PATH);
+        assert!(
+            UnixListener::bind(deep.join("host.sock")).is_err(),
+            "the plain path is too long"
+        );
+        let listener = bind_unix(&deep, "host.sock").unwrap();
+        let meta = std::fs::symlink_metadata(deep.join("host.sock")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            meta.file_type().is_socket(),
+            "the socket is in the deep directory"
+        );
+        // Reachable: connect through the same short alias.
+        let dir = std::fs::File::open(&deep).unwrap();
+        use std::os::fd::AsRawFd;
+        let alias = format!("/proc/self/fd/{}/host.sock", dir.as_raw_fd());
+        let client = tokio::net::UnixStream::connect(&alias);
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        assert!(accepted.is_ok() && connected.is_ok());
     }
 }
