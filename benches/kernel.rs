@@ -126,15 +126,7 @@ fn throughput_bench(
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut c, rt) = setup();
     let mut summary = Summary::default();
 
     let home = bench_home();

@@ -8,10 +8,9 @@
 mod common;
 mod support;
 
-use criterion::Criterion;
 use serde_json::json;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::*;
 
 /// The image the kernel would use, if Docker and the image are there.
@@ -34,15 +33,7 @@ fn main() {
         println!("SKIPPED: strict-mode benchmarks need Docker and the image (`rumi image build`)");
         return;
     };
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut c, rt) = setup();
     let mut summary = Summary::default();
     let home = common::fresh_home();
     let _ = Command::new("docker")

@@ -114,6 +114,20 @@ impl Summary {
     }
 }
 
+/// Criterion with the settings every bench here uses, and a two-thread runtime for the client.
+pub fn setup() -> (Criterion, tokio::runtime::Runtime) {
+    let c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    (c, rt)
+}
+
 /// Latency of one flow over HTTP (criterion samples, plus p50/p95/p99 of every request and the
 /// p50 of the time inside the FlowRun) into the summary.
 pub fn latency_bench(

@@ -53,7 +53,6 @@ pub struct DockerSandbox {
     id: String,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
-    next_id: u64,
     max_frame: usize,
     /// The container's pids limit (to recognise a fork storm).
     pids_limit: u64,
@@ -141,7 +140,6 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         id,
         reader: BufReader::new(read),
         writer: write,
-        next_id: 1,
         max_frame: spec.max_frame,
         pids_limit: settings.pids_limit.max(0) as u64,
         gone: false,
@@ -351,13 +349,6 @@ impl DockerSandbox {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The id for the next request.
-    pub fn next_request_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
     }
 
     /// One call (see [`crate::pack_container::worker::Worker::call`] for the contract). On any

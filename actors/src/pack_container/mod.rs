@@ -58,13 +58,6 @@ enum Sandbox {
 }
 
 impl Sandbox {
-    fn next_request_id(&mut self) -> u64 {
-        match self {
-            Sandbox::Host(w) => w.next_request_id(),
-            Sandbox::Container(c) => c.next_request_id(),
-        }
-    }
-
     /// For spans and snapshots: the worker's pid or the container's id.
     fn label(&self) -> String {
         match self {
@@ -217,6 +210,7 @@ pub struct PackContainer {
     start_waiters: Vec<oneshot::Sender<Result<(), StepFailure>>>,
     /// Released on request: not replaced until the next call.
     parked: bool,
+    next_request_id: u64,
     queue: VecDeque<Job>,
     queue_limit: usize,
     registry: Recipient<PackModified>,
@@ -250,6 +244,7 @@ impl PackContainer {
             start_error: None,
             start_waiters: Vec::new(),
             parked: false,
+            next_request_id: 0,
             queue: VecDeque::new(),
             queue_limit,
             registry,
@@ -432,7 +427,7 @@ impl PackContainer {
                     continue;
                 }
             };
-            let Some(mut worker) = self.idle.pop() else {
+            let Some(worker) = self.idle.pop() else {
                 let f = self.start_error.clone().unwrap_or_else(|| {
                     StepFailure::new(
                         ErrorType::WorkerUnavailable,
@@ -445,7 +440,9 @@ impl PackContainer {
             self.calls += 1;
             let Job { msg, reply } = job;
             let span = tracing::info_span!(parent: &msg.span, "pack.execute", pack_id = %self.pack_id, step_id = %msg.step_id, sandbox = %worker.label());
-            let id = worker.next_request_id();
+            // Unique per pack, so per channel: a reply must carry its request's id back.
+            self.next_request_id += 1;
+            let id = self.next_request_id;
             let request = CallRequest {
                 id,
                 op: "call",

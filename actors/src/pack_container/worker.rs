@@ -54,7 +54,6 @@ pub struct Worker {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pgid: i32,
-    next_id: u64,
     max_frame: usize,
 }
 
@@ -112,7 +111,6 @@ impl Worker {
             stdin,
             stdout: BufReader::new(stdout),
             pgid: pid,
-            next_id: 1,
             max_frame: spec.max_frame,
         })
     }
@@ -120,13 +118,6 @@ impl Worker {
     /// The worker's process id (for tests and snapshots).
     pub fn pid(&self) -> i32 {
         self.pgid
-    }
-
-    /// The id for the next request (the reply must carry it back).
-    pub fn next_request_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
     }
 
     /// Sends one request (`body`, already encoded, carrying `id`) and waits for its reply within
