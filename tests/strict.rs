@@ -489,7 +489,7 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
     if !docker_ready() {
         return;
     }
-    let _containers = Containers::of(&["modpack", "rejpack"]);
+    let _containers = Containers::of(&["modpack", "rejpack", "gonepack"]);
     let home = fresh_home();
     let h = home.path();
     block_flows(
@@ -502,6 +502,7 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
         "rejpack",
         &[("ok.py", "def run(i):\n    return {'v': 1}\n")],
     );
+    block_flows(h, "gonepack", &[("ok.py", "def run(i):\n    return {}\n")]);
     let k = start_strict(h, &[]);
     k.approve("modpack").await;
     k.approve("rejpack").await;
@@ -532,6 +533,17 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
     assert!(
         wait_for(10, || inspect("rumi-pack-rejpack").is_none()),
         "the rejected pack's container is gone"
+    );
+    // Uninstalled: its directory removed, then a scan.
+    k.approve("gonepack").await;
+    call_ok(&k, "gonepack", "ok", json!(null)).await;
+    assert!(running("rumi-pack-gonepack"));
+    std::fs::remove_dir_all(h.join("ecosystem/gonepack")).unwrap();
+    let (s, v) = k.post("/api/packs/scan", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        wait_for(10, || inspect("rumi-pack-gonepack").is_none()),
+        "the uninstalled pack's container is gone"
     );
 }
 

@@ -347,12 +347,10 @@ impl PackContainer {
             // would race with that.
             c.forget();
         }
-        {
-            tracing::warn!(pack_id = %self.pack_id, container = %id, "the pack's container stopped by itself; replacing it");
-            self.live = self.live.saturating_sub(1);
-            self.restarts += 1;
-            self.fill_pool(ctx);
-        }
+        tracing::warn!(pack_id = %self.pack_id, container = %id, "the pack's container stopped by itself; replacing it");
+        self.live = self.live.saturating_sub(1);
+        self.restarts += 1;
+        self.fill_pool(ctx);
     }
 
     /// The checks of §5.1 that precede any code; returns the path relative to the pack root.
