@@ -698,6 +698,33 @@ fn doctor_and_image_build_report_what_strict_mode_needs() {
 }
 
 #[tokio::test]
+async fn a_missing_image_is_named_and_refused() {
+    if !docker_ready() {
+        return;
+    }
+    let _containers = Containers::of(&["noimage"]);
+    let home = fresh_home();
+    let h = home.path();
+    block_flows(h, "noimage", &[("ok.py", "def run(i):\n    return {}\n")]);
+    let k = start_strict(h, &[("RUMI_PACK_IMAGE", "rumi-test-absent:1")]);
+    k.approve("noimage").await;
+    let (st, _) = call(&k, "noimage", "ok", json!(null)).await;
+    assert_eq!(st["error_type"], "docker_required", "{st}");
+    let error = st["error"].as_str().unwrap();
+    assert!(
+        error.contains("rumi-test-absent:1") && error.contains("not present"),
+        "{error}"
+    );
+    assert!(
+        inspect("rumi-pack-noimage").is_none(),
+        "nothing was started"
+    );
+    let (_, v) = k.get("/api/docker/status").await;
+    assert_eq!(v["data"]["available"], true);
+    assert_eq!(v["data"]["image_present"], false, "{v}");
+}
+
+#[tokio::test]
 async fn without_a_daemon_strict_mode_refuses_and_keeps_serving() {
     if !python_available() {
         return;
