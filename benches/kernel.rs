@@ -185,33 +185,13 @@ fn main() {
         "http_health (floor)",
         format!("p50 {:.3} ms, p95 {:.3} ms", pct(&v, 0.5), pct(&v, 0.95)),
     );
-    latency_bench(
-        &mut c,
-        &rt,
-        &client,
-        &kernel.base,
-        "flow_1_step_block",
-        "hello",
-        &mut summary,
-    );
-    latency_bench(
-        &mut c,
-        &rt,
-        &client,
-        &kernel.base,
-        "flow_5_step_block",
-        "five",
-        &mut summary,
-    );
-    latency_bench(
-        &mut c,
-        &rt,
-        &client,
-        &kernel.base,
-        "flow_set_only",
-        "set_only",
-        &mut summary,
-    );
+    for (name, flow) in [
+        ("flow_1_step_block", "hello"),
+        ("flow_5_step_block", "five"),
+        ("flow_set_only", "set_only"),
+    ] {
+        latency_bench(&mut c, &rt, &client, &kernel.base, name, flow, &mut summary);
+    }
     throughput_bench(&mut c, &rt, &kernel.base, 10, pid, &mut summary);
     throughput_bench(&mut c, &rt, &kernel.base, 50, pid, &mut summary);
     summary.add(

@@ -327,9 +327,9 @@ async fn docker_inspect_shows_every_flag_and_two_packs_get_two_containers() {
         assert_eq!(mount(dest)["RW"], false, "{dest} is read-only");
     }
     let pack_source = mount("/pack")["Source"].as_str().unwrap().to_string();
+    // The pack subdir (the directory holding ecosystem.json), not the whole pack directory.
     assert!(
-        pack_source.ends_with("ecosystem/flags_a")
-            || pack_source.ends_with("ecosystem/flags_a/backend"),
+        pack_source.ends_with("ecosystem/flags_a/backend"),
         "{pack_source}"
     );
     assert!(mount("/data")["Source"]
@@ -745,6 +745,17 @@ async fn without_a_daemon_strict_mode_refuses_and_keeps_serving() {
         "{error}"
     );
     assert!(!error.contains("/nonexistent"), "no host path: {error}");
+    // A refusal of §5.1: audited in the security category.
+    let (s, v) = k.get("/api/audit?category=security").await;
+    assert_eq!(s, 200);
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["error_type"] == "docker_required" && e["owner_pack"] == "my_pack"),
+        "{v}"
+    );
     let (s, v) = k.get("/api/docker/status").await;
     assert_eq!(s, 200);
     assert_eq!(v["data"]["available"], false);

@@ -13,7 +13,7 @@ use crate::approval::{
     ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure,
 };
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
-use crate::config::{RuntimeConfig, SecurityMode};
+use crate::config::RuntimeConfig;
 use crate::docker::{DockerEngine, PackSpec};
 use crate::layout::Layout;
 use crate::pack_container::worker::WorkerSpec;
@@ -166,7 +166,7 @@ pub struct SandboxSettings {
     pub arbiters: Vec<ArbiterHandle>,
     /// The CPU each arbiter is pinned to (a container of that arbiter's pack uses it too).
     pub arbiter_cpus: Vec<Option<usize>>,
-    /// The Docker backend (strict mode).
+    /// The Docker backend: present exactly in strict mode.
     pub docker: Option<Arc<DockerEngine>>,
 }
 
@@ -430,8 +430,9 @@ impl Registry {
                     .bytes()
                     .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
                     % self.sandbox.arbiters.len().max(1);
-                let backend = match self.config.mode {
-                    SecurityMode::Permissive => Backend::HostWorkers {
+                // Strict mode is exactly "the kernel booted a Docker engine".
+                let backend = match &self.sandbox.docker {
+                    None => Backend::HostWorkers {
                         spec: WorkerSpec {
                             pack_id: id.to_string(),
                             python: self.config.python.clone(),
@@ -443,32 +444,25 @@ impl Registry {
                         },
                         pool: self.config.workers_per_pack.max(1),
                     },
-                    SecurityMode::Strict => match &self.sandbox.docker {
-                        Some(engine) => Backend::Docker {
-                            engine: Arc::clone(engine),
-                            spec: PackSpec {
-                                pack_id: id.to_string(),
-                                pack_root: entry.subdir.clone(),
-                                data_dir: self.layout.pack_data(id),
-                                site_packages: self.layout.pack_site_packages(id),
-                                socket_dir: self.layout.pack_sockets(id),
-                                runtime_dir: self.sandbox.modules_dir.clone(),
-                                max_frame: self.config.max_response_bytes,
-                                cpuset: self
-                                    .sandbox
-                                    .arbiter_cpus
-                                    .get(slot)
-                                    .copied()
-                                    .flatten()
-                                    .map(|c| c.to_string()),
-                            },
-                            eager: self.config.container_start_eager,
+                    Some(engine) => Backend::Docker {
+                        engine: Arc::clone(engine),
+                        spec: PackSpec {
+                            pack_id: id.to_string(),
+                            pack_root: entry.subdir.clone(),
+                            data_dir: self.layout.pack_data(id),
+                            site_packages: self.layout.pack_site_packages(id),
+                            socket_dir: self.layout.pack_sockets(id),
+                            runtime_dir: self.sandbox.modules_dir.clone(),
+                            max_frame: self.config.max_response_bytes,
+                            cpuset: self
+                                .sandbox
+                                .arbiter_cpus
+                                .get(slot)
+                                .copied()
+                                .flatten()
+                                .map(|c| c.to_string()),
                         },
-                        None => Backend::Unavailable {
-                            reason: "strict mode runs blocks only in Docker containers and this kernel has no Docker backend; \
-                                     it never falls back to running them unisolated (start with --permissive to accept that)"
-                                .into(),
-                        },
+                        eager: self.config.container_start_eager,
                     },
                 };
                 let verifier = warm
@@ -925,6 +919,7 @@ fn read_limited(path: &Path) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::audit::Query;
+    use crate::config::SecurityMode;
     use crate::keys::SigningKey;
     use std::time::Duration;
 
@@ -940,7 +935,8 @@ mod tests {
         .unwrap();
         fs::write(blocks.join("b.py"), "def run(i): return 1\n").unwrap();
         let layout = Layout::new(home.path());
-        // Strict mode without Docker: the sandbox needs no Python, which keeps this test pure.
+        // Strict mode: the engine connects only when a container starts, which no call here does,
+        // so the test needs neither Docker nor Python.
         let config =
             RuntimeConfig::new(SecurityMode::Strict, PathBuf::from("/nonexistent/python3"));
         let view = Arc::new(KernelView::default());
@@ -951,7 +947,10 @@ mod tests {
             modules_dir: PathBuf::new(),
             arbiters: vec![Arbiter::current()],
             arbiter_cpus: vec![None],
-            docker: None,
+            docker: Some(crate::docker::DockerEngine::new(
+                crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
+                "test".into(),
+            )),
         };
         let registry = Registry::new(
             layout,

@@ -100,13 +100,6 @@ pub struct PackSpec {
     pub cpuset: Option<String>,
 }
 
-impl PackSpec {
-    /// The container's name: `rumi-pack-<id>`.
-    pub fn container_name(&self) -> String {
-        container_name(&self.pack_id)
-    }
-}
-
 /// `rumi-pack-<id>`.
 pub fn container_name(pack_id: &str) -> String {
     format!("rumi-pack-{pack_id}")

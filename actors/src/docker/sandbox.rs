@@ -76,7 +76,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
             return Err(StartError::Unavailable(why));
         }
     }
-    let name = spec.container_name();
+    let name = super::container_name(&spec.pack_id);
     if engine
         .owns(&client, &name)
         .await

@@ -40,15 +40,14 @@ use worker::{CallError, Worker, WorkerSpec};
 pub enum Backend {
     /// Warm host Python workers (permissive mode).
     HostWorkers { spec: WorkerSpec, pool: usize },
-    /// One long-lived Docker container (strict mode).
+    /// One long-lived Docker container (strict mode). Without a daemon or an image, its start
+    /// fails and calls are refused with `docker_required` (never a silent fallback).
     Docker {
         engine: Arc<DockerEngine>,
         spec: PackSpec,
         /// Start the container when the actor starts (at approval), not at the first call.
         eager: bool,
     },
-    /// No usable sandbox: every call is refused with `docker_required` and this reason.
-    Unavailable { reason: String },
 }
 
 /// A started sandbox: a host worker or a container.
@@ -288,7 +287,6 @@ impl PackContainer {
                     act.pump(ctx);
                 }));
             }
-            Backend::Unavailable { .. } => {}
         }
     }
 
@@ -395,9 +393,6 @@ impl PackContainer {
                 r
             }
         };
-        if let Backend::Unavailable { reason } = &self.backend {
-            return Err(StepFailure::new(ErrorType::DockerRequired, reason.clone()));
-        }
         Ok(rel)
     }
 
@@ -432,6 +427,8 @@ impl PackContainer {
                         format!("the worker of pack {:?} could not be started", self.pack_id),
                     )
                 });
+                // `docker_required` is a security refusal (§5.1) and is audited as one.
+                self.refuse(&job.msg, &f);
                 let _ = job.reply.send(Err(f));
                 continue;
             };
@@ -667,10 +664,6 @@ impl Handler<StartSandbox> for PackContainer {
     type Result = ResponseFuture<Result<(), StepFailure>>;
 
     fn handle(&mut self, _: StartSandbox, ctx: &mut Self::Context) -> Self::Result {
-        if let Backend::Unavailable { reason } = &self.backend {
-            let f = StepFailure::new(ErrorType::DockerRequired, reason.clone());
-            return Box::pin(async move { Err(f) });
-        }
         if self.live > 0 {
             return Box::pin(async { Ok(()) });
         }
@@ -713,7 +706,6 @@ impl Handler<GetSnapshot> for PackContainer {
             backend: match self.backend {
                 Backend::HostWorkers { .. } => "host_worker",
                 Backend::Docker { .. } => "docker",
-                Backend::Unavailable { .. } => "unavailable",
             },
             workers: self.live,
             idle: self.idle.len(),
