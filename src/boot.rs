@@ -55,7 +55,7 @@ pub fn serve(settings: Settings) -> Result<()> {
             "kernel confined to these CPUs (RUMI_CPU_AFFINITY=half)"
         );
     }
-    let layout = Layout::new(settings.home.clone());
+    let layout = settings.layout();
     let result = actix_rt::System::new().block_on(run(settings, layout));
     drop(guard);
     result

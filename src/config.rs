@@ -19,7 +19,16 @@ pub struct Settings {
     pub cpu_policy: CpuPolicy,
     pub trace: Option<PathBuf>,
     pub log_filter: String,
+    /// `RUMI_EGRESS_SOCK_DIR`: where the per-pack socket directories live.
+    pub sockets_dir: Option<PathBuf>,
     pub runtime: RuntimeConfig,
+}
+
+impl Settings {
+    /// The installation's layout (with the socket directory override).
+    pub fn layout(&self) -> rumi_actors::Layout {
+        rumi_actors::Layout::new(self.home.clone()).with_sockets(self.sockets_dir.clone())
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -86,6 +95,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     };
     let mut runtime = RuntimeConfig::new(mode, python);
     container_settings(&mut runtime)?;
+    let sockets_dir = egress_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
         runtime.max_concurrent_flows = n;
     }
@@ -128,6 +138,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         cpu_policy,
         trace,
         log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
+        sockets_dir,
         runtime,
     })
 }
@@ -159,6 +170,7 @@ fn container_settings(runtime: &mut RuntimeConfig) -> Result<()> {
     }
     if let Some(gid) = parse_num::<u32>("RUMI_EGRESS_SOCKET_GID", 0, u32::MAX - 1)? {
         c.socket_gid = gid;
+        runtime.egress.socket_gid = Some(gid);
     }
     if let Some(mode) = var("RUMI_EGRESS_SOCKET_MODE") {
         c.socket_mode = match mode.trim() {
@@ -179,6 +191,42 @@ fn container_settings(runtime: &mut RuntimeConfig) -> Result<()> {
         }
     };
     Ok(())
+}
+
+/// Egress settings (§6, §14); answers the socket directory override.
+fn egress_settings(runtime: &mut RuntimeConfig) -> Result<Option<PathBuf>> {
+    let e = &mut runtime.egress;
+    if let Some(list) = var("RUMI_EGRESS_ALLOW_CIDRS") {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let cidr = item
+                .parse()
+                .map_err(|why| anyhow!("RUMI_EGRESS_ALLOW_CIDRS: {why}"))?;
+            e.allow_cidrs.push(cidr);
+        }
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_EGRESS_MAX_CONNECTIONS", 1, 4096)? {
+        e.max_connections = n;
+    }
+    if let Some(secs) = parse_num::<f64>("RUMI_EGRESS_READ_TIMEOUT", 0.1, 300.0)? {
+        e.read_timeout = std::time::Duration::from_secs_f64(secs);
+    }
+    if let Some(file) = var("RUMI_EGRESS_CA_FILE") {
+        let path = PathBuf::from(&file);
+        if !path.is_file() {
+            bail!("RUMI_EGRESS_CA_FILE={file:?} is not a file");
+        }
+        e.extra_ca_file = Some(path);
+    }
+    match var("RUMI_EGRESS_SOCK_DIR") {
+        None => Ok(None),
+        Some(dir) => {
+            let path = PathBuf::from(&dir);
+            if !path.is_absolute() {
+                bail!("RUMI_EGRESS_SOCK_DIR={dir:?} must be an absolute path");
+            }
+            Ok(Some(path))
+        }
+    }
 }
 
 /// The Python interpreter for pack workers, as an absolute path to a real executable.

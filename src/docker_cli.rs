@@ -4,9 +4,9 @@
 use crate::config::{self, Settings};
 use anyhow::{anyhow, bail, Result};
 use rumi_actors::docker::image::{self, BuildOptions, Built};
-use rumi_actors::docker::sandbox::bind_unix;
 use rumi_actors::docker::{instance_id, ContainerSettings, DockerEngine};
-use rumi_actors::{Layout, SecurityMode};
+use rumi_actors::sockets::bind_unix;
+use rumi_actors::SecurityMode;
 use std::sync::Arc;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -32,7 +32,7 @@ pub fn build_image(settings: &Settings, mirror: Option<String>) -> Result<()> {
     let mirror = mirror
         .or_else(|| std::env::var("RUMI_DEBIAN_MIRROR").ok())
         .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    let layout = Layout::new(settings.home.clone());
+    let layout = settings.layout();
     let options = BuildOptions {
         tag: tag.clone(),
         mirror,
@@ -77,7 +77,7 @@ pub fn show_image(settings: &Settings) -> Result<()> {
 pub fn doctor() -> Result<()> {
     let settings = config::load(false)?;
     let mode = settings.runtime.mode;
-    let layout = Layout::new(settings.home.clone());
+    let layout = settings.layout();
     let mut problems = 0;
     let mut line = |ok: bool, what: &str, text: String| {
         println!("{} {what:<18} {text}", if ok { "ok " } else { "!! " });

@@ -2,14 +2,21 @@
 
 Blocks have no network of their own. Every request goes as one frame (4-byte big-endian length +
 UTF-8 JSON) to the pack's egress socket, whose path is in ``RUMI_EGRESS_SOCKET``; the kernel
-checks the pack's grant and the destination on every hop. When the socket is not there (no
-egress configured for this kernel yet), every call answers ``success: False`` with
+checks the pack's grant and the destination on every hop, and answers a dict with ``success``,
+``status_code``, ``headers``, ``body``, ``error``, ``error_type``, ``latency_ms``,
+``redirect_hops``, ``bytes_read`` and ``final_url``. A binary body travels as base64, marked by
+the header ``X-Proxy-Body-Encoding: base64`` (both ways); :func:`body_bytes` decodes it.
+
+Errors are short (``Request blocked by security policy``, ``Network access denied: <reason>``,
+``response_too_large``, ``too_many_redirects``, ``timeout``); the kernel's audit has the details.
+When the socket is not there, every call answers ``success: False`` with
 ``error_type: "egress_unavailable"`` and ``network_check`` answers ``allowed: False``: nothing
 here ever claims access it does not have.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any, Dict, Mapping, Optional, TypedDict, Union
@@ -42,8 +49,15 @@ def _socket_path() -> Optional[str]:
     return None
 
 
+_ENCODING_HEADER = "X-Proxy-Body-Encoding"
+
+
+def _failure(error_type: str, error: str) -> ProxyResponse:
+    return {"success": False, "status_code": 0, "headers": {}, "body": "", "error": error, "error_type": error_type}
+
+
 def _unavailable(reason: str) -> ProxyResponse:
-    return {"success": False, "status_code": 0, "headers": {}, "body": "", "error": reason, "error_type": "egress_unavailable"}
+    return _failure("egress_unavailable", reason)
 
 
 def http_request(
@@ -57,13 +71,30 @@ def http_request(
     path = _socket_path()
     if path is None:
         return _unavailable("egress not available: this kernel has no egress socket for the pack")
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
-    payload = {"method": method, "url": url, "headers": dict(headers or {}), "body": body, "timeout_seconds": timeout_seconds}
+    sent_headers = dict(headers or {})
+    if isinstance(body, (bytes, bytearray)):
+        body = base64.b64encode(bytes(body)).decode("ascii")
+        sent_headers[_ENCODING_HEADER] = "base64"
+    payload = {"method": method, "url": url, "headers": sent_headers, "body": body, "timeout_seconds": timeout_seconds}
     try:
-        return rumi_wire.exchange(path, payload, float(timeout_seconds) + 5.0)  # type: ignore[return-value]
-    except (OSError, ValueError) as exc:
-        return {"success": False, "status_code": 0, "headers": {}, "body": "", "error": f"egress error: {exc}", "error_type": "egress_error"}
+        response: ProxyResponse = rumi_wire.exchange(path, payload, float(timeout_seconds) + 5.0)  # type: ignore[assignment]
+    except ValueError as exc:
+        if str(exc) == "response_too_large":
+            return _failure("response_too_large", "response_too_large")
+        return _failure("egress_error", f"egress error: {exc}")
+    except OSError as exc:
+        return _failure("egress_error", f"egress error: {exc}")
+    if int(response.get("bytes_read") or 0) > rumi_wire.MAX_RESPONSE_BYTES:
+        return _failure("response_too_large", "response_too_large")
+    return response
+
+
+def body_bytes(response: ProxyResponse) -> bytes:
+    """The response body as bytes (decoding base64 when the proxy marked it so)."""
+    body = response.get("body") or ""
+    if (response.get("headers") or {}).get(_ENCODING_HEADER.lower()) == "base64":
+        return base64.b64decode(body)
+    return body.encode("utf-8")
 
 
 def network_check(domain: str, port: int = 443) -> NetworkCheck:

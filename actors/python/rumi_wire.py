@@ -1,13 +1,19 @@
-"""The kernel's socket framing, shared by rumi_syscall and rumi_capability: one request and one
-response per connection, each a 4-byte big-endian length followed by UTF-8 JSON."""
+"""The kernel's socket framing, shared by rumi_syscall and rumi_capability: each request and
+response is a 4-byte big-endian length followed by UTF-8 JSON; one exchange per connection."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 
-MAX_RESPONSE_FRAME = 8 * 1024 * 1024
+# Largest response frame accepted: the body limit (RUMI_MAX_RESULT_BYTES) base64-encoded and
+# JSON-escaped, plus headers. A larger frame is refused here too, whatever the kernel sent.
+MAX_RESPONSE_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
+MAX_RESPONSE_FRAME = MAX_RESPONSE_BYTES * 6 + 1024 * 1024
+# sun_path holds 108 bytes with its NUL.
+_MAX_SOCKET_PATH = 107
 
 
 def exchange(path, payload, timeout):
@@ -15,7 +21,7 @@ def exchange(path, payload, timeout):
     body = json.dumps(payload).encode("utf-8")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(path)
+        _connect(s, path)
         s.sendall(struct.pack(">I", len(body)) + body)
         (length,) = struct.unpack(">I", _recv_exact(s, 4))
         if length > MAX_RESPONSE_FRAME:
@@ -23,10 +29,22 @@ def exchange(path, payload, timeout):
         return json.loads(_recv_exact(s, length).decode("utf-8"))
 
 
+def _connect(s, path):
+    if len(path.encode()) <= _MAX_SOCKET_PATH:
+        s.connect(path)
+        return
+    # A deep directory: connect through /proc/self/fd/<dir>/<name>, which names it in few bytes.
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        s.connect(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
+    finally:
+        os.close(fd)
+
+
 def _recv_exact(s, n):
     buf = bytearray()
     while len(buf) < n:
-        chunk = s.recv(n - len(buf))
+        chunk = s.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise ConnectionError("the kernel closed the socket")
         buf.extend(chunk)

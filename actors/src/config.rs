@@ -2,6 +2,8 @@
 //! passes in at construction.
 
 use crate::docker::ContainerSettings;
+use crate::egress::EgressSettings;
+use crate::sockets::SocketAccess;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +51,8 @@ pub struct RuntimeConfig {
     pub container: ContainerSettings,
     /// Start a pack's container when it is approved (and at boot) rather than at its first call.
     pub container_start_eager: bool,
+    /// The egress proxy: opened ranges, connection limits, deadlines, socket group, extra CA.
+    pub egress: EgressSettings,
 }
 
 impl RuntimeConfig {
@@ -67,6 +71,20 @@ impl RuntimeConfig {
             pack_cpu_pinning: true,
             container: ContainerSettings::new(crate::docker::image::default_tag()),
             container_start_eager: false,
+            egress: EgressSettings::default(),
+        }
+    }
+
+    /// Who may connect to a pack's sockets: in strict mode the container's group (so its user
+    /// reaches them), in permissive mode the kernel's user and `RUMI_EGRESS_SOCKET_GID` if set.
+    pub fn socket_access(&self) -> SocketAccess {
+        let gid = match self.mode {
+            SecurityMode::Strict => Some(self.container.socket_gid),
+            SecurityMode::Permissive => self.egress.socket_gid,
+        };
+        SocketAccess {
+            gid,
+            mode: self.container.socket_mode,
         }
     }
 }

@@ -2,9 +2,12 @@
 //! configuration, built once by [`Kernel::boot`] and passed to the edge (no globals).
 
 use crate::approval::ApprovalStore;
+use crate::audit::RecordDurable;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
 use crate::config::{RuntimeConfig, SecurityMode};
 use crate::docker::{DockerEngine, DockerStatus, ManagedContainer};
+use crate::egress::grants::{GrantError, NetworkPolicy};
+use crate::egress::proxy::Proxy;
 use crate::flow_run::{new_run_id, FlowRun, RunDeps, RunRequest};
 use crate::keys::SigningKey;
 use crate::layout::Layout;
@@ -14,6 +17,7 @@ use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
 use crate::view::KernelView;
 use actix::prelude::*;
+use rumi_domain::egress::NetworkGrant;
 use rumi_domain::run::RunRecord;
 use serde_json::{json, Map, Value};
 use std::io;
@@ -38,6 +42,8 @@ pub struct Kernel {
     pub started: Instant,
     /// The Docker backend (strict mode only).
     pub docker: Option<Arc<DockerEngine>>,
+    /// The packs' network grants (the egress proxy's step 2, and the grants API).
+    pub network: Arc<NetworkPolicy>,
     deps: RunDeps,
 }
 
@@ -102,6 +108,7 @@ impl Kernel {
             layout.audit(),
             layout.runs(),
             layout.approvals(),
+            layout.network_grants(),
         ] {
             crate::fsutil::ensure_dir(&dir, 0o700)?;
         }
@@ -129,6 +136,21 @@ impl Kernel {
                 crate::docker::instance_id(layout.home()),
             )
         });
+        let (network, tampered) =
+            NetworkPolicy::load(layout.network_grants(), key.clone(), Arc::clone(&view));
+        for pack in tampered {
+            tracing::error!(pack_id = %pack, "a network grant file failed its signature check; the pack's requests are denied");
+            audit.do_send(Record(crate::egress::grants::tampered_entry(&pack)));
+        }
+        let network = Arc::new(network);
+        let proxy = Proxy::new(
+            Arc::clone(&network),
+            config.egress.allow_cidrs.clone(),
+            config.max_response_bytes,
+            config.egress.extra_ca_file.as_deref(),
+            audit.clone(),
+        )
+        .map_err(io::Error::other)?;
         let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {
             modules_dir: layout.runtime_python(),
@@ -136,6 +158,7 @@ impl Kernel {
             arbiters,
             arbiter_cpus,
             docker: docker.clone(),
+            proxy: Arc::new(proxy),
         };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
@@ -169,6 +192,7 @@ impl Kernel {
             history,
             started: Instant::now(),
             docker,
+            network,
             deps,
         })
     }
@@ -330,6 +354,47 @@ impl Kernel {
                 .stop_pack(pack_id)
                 .await
                 .map_err(ContainerError::Docker)
+        }
+    }
+
+    /// `POST /api/network/grant`: replaces the pack's lists and enables its grant; answers once the
+    /// signed file and its audit entry are on disk.
+    pub async fn grant_network(
+        &self,
+        pack_id: &str,
+        domains: &[String],
+        ports: &[i64],
+        notes: &str,
+    ) -> Result<NetworkGrant, GrantError> {
+        let grant = self.network.grant(pack_id, domains, ports, notes)?;
+        self.audit_durably(
+            AuditEntry::new(Category::Network, "network_grant", true)
+                .pack(pack_id)
+                .details(json!({"allowed_domains": grant.allowed_domains, "allowed_ports": grant.allowed_ports})),
+        )
+        .await;
+        Ok(grant)
+    }
+
+    /// `POST /api/network/revoke`.
+    pub async fn revoke_network(
+        &self,
+        pack_id: &str,
+        reason: &str,
+    ) -> Result<NetworkGrant, GrantError> {
+        let grant = self.network.revoke(pack_id, reason)?;
+        self.audit_durably(
+            AuditEntry::new(Category::Network, "network_revoke", true)
+                .pack(pack_id)
+                .details(json!({"reason": grant.revoke_reason})),
+        )
+        .await;
+        Ok(grant)
+    }
+
+    async fn audit_durably(&self, entry: AuditEntry) {
+        if !matches!(self.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
+            tracing::error!("an audit entry could not be written durably");
         }
     }
 

@@ -7,12 +7,23 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Layout {
     home: PathBuf,
+    /// `RUMI_EGRESS_SOCK_DIR`: where the per-pack socket directories live, when not under the home.
+    sockets: Option<PathBuf>,
 }
 
 impl Layout {
     /// `home` should be absolute; the edge canonicalises it at start-up.
     pub fn new(home: impl Into<PathBuf>) -> Self {
-        Layout { home: home.into() }
+        Layout {
+            home: home.into(),
+            sockets: None,
+        }
+    }
+    /// Puts the per-pack socket directories under `dir` (`RUMI_EGRESS_SOCK_DIR`), e.g. a short
+    /// path or a tmpfs; `None` keeps `user_data/sockets`.
+    pub fn with_sockets(mut self, dir: Option<PathBuf>) -> Self {
+        self.sockets = dir;
+        self
     }
     pub fn home(&self) -> &Path {
         &self.home
@@ -32,6 +43,10 @@ impl Layout {
     }
     pub fn approvals(&self) -> PathBuf {
         self.user_data().join("permissions").join("approvals")
+    }
+    /// Signed network grants, one file per pack.
+    pub fn network_grants(&self) -> PathBuf {
+        self.user_data().join("permissions").join("network")
     }
     pub fn keys(&self) -> PathBuf {
         self.user_data().join("keys")
@@ -59,7 +74,9 @@ impl Layout {
     /// Per-pack socket directories (`/run/rumi` in containers): the block host's channel, and
     /// the egress and capability sockets.
     pub fn sockets(&self) -> PathBuf {
-        self.user_data().join("sockets")
+        self.sockets
+            .clone()
+            .unwrap_or_else(|| self.user_data().join("sockets"))
     }
     pub fn pack_sockets(&self, pack_id: &str) -> PathBuf {
         self.sockets().join(pack_id)

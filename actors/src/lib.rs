@@ -13,7 +13,9 @@ pub mod blockhost;
 pub mod clock;
 pub mod config;
 pub mod docker;
+pub mod egress;
 pub mod flow_run;
+pub mod frame;
 pub mod fsutil;
 pub mod kernel;
 pub mod keys;
@@ -22,6 +24,7 @@ pub mod limiter;
 pub mod pack_container;
 pub mod registry;
 pub mod run_history;
+pub mod sockets;
 pub mod view;
 
 pub use config::{RuntimeConfig, SecurityMode};

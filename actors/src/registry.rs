@@ -15,6 +15,8 @@ use crate::approval::{
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
 use crate::config::RuntimeConfig;
 use crate::docker::{DockerEngine, PackSpec};
+use crate::egress::listener::{EgressListener, StopListener};
+use crate::egress::proxy::Proxy;
 use crate::layout::Layout;
 use crate::pack_container::worker::WorkerSpec;
 use crate::pack_container::{self, Backend, PackContainer, PackModified};
@@ -122,12 +124,14 @@ pub struct FlowsReloaded {
 }
 
 /// Diagnostics (bounded).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Diagnostics {
     pub flow_problems: Vec<FlowProblem>,
     pub pack_problems: Vec<String>,
     pub load_order: Vec<String>,
     pub events: Vec<Value>,
+    /// Every approved pack's egress listener (asked for its snapshot by the caller).
+    pub egress: Vec<Addr<EgressListener>>,
 }
 
 /// Registry refusals.
@@ -152,6 +156,8 @@ struct PackEntry {
     record: Option<ApprovalRecord>,
     changes: Option<ManifestDiff>,
     container: Option<Addr<PackContainer>>,
+    /// The pack's egress socket (approved packs only).
+    egress: Option<Addr<EgressListener>>,
     /// A verifier that has just checked (or hashed) the pack against its record, handed to the
     /// next sandbox so its first call does not hash the pack again.
     warm: Option<ManifestVerifier>,
@@ -168,6 +174,8 @@ pub struct SandboxSettings {
     pub arbiter_cpus: Vec<Option<usize>>,
     /// The Docker backend: present exactly in strict mode.
     pub docker: Option<Arc<DockerEngine>>,
+    /// The egress proxy every pack's socket hands its requests to.
+    pub proxy: Arc<Proxy>,
 }
 
 /// The registry (see the module docs).
@@ -301,7 +309,10 @@ impl Registry {
                 self.pack_problems.push(format!("pack {id:?}: {e}"));
             }
             let (state, record, changes, warm) = self.decide_state(&id, &dir, error.is_some());
-            let container = self.packs.get_mut(&id).and_then(|e| e.container.take());
+            let (container, egress) = match self.packs.get_mut(&id) {
+                Some(e) => (e.container.take(), e.egress.take()),
+                None => (None, None),
+            };
             self.packs.insert(
                 id.clone(),
                 PackEntry {
@@ -313,6 +324,7 @@ impl Registry {
                     record,
                     changes,
                     container,
+                    egress,
                     warm,
                 },
             );
@@ -409,7 +421,8 @@ impl Registry {
         rec
     }
 
-    /// Starts the sandbox of an approved pack, stops it for any other state.
+    /// Starts the sandbox and the egress listener of an approved pack, stops both for any other
+    /// state.
     fn reconcile_container(&mut self, id: &str) {
         let Some(entry) = self.packs.get_mut(id) else {
             return;
@@ -418,6 +431,22 @@ impl Registry {
         if !wanted {
             entry.warm = None;
         }
+        match (wanted, entry.egress.is_some()) {
+            (true, false) => {
+                let listener = self.start_egress(id);
+                self.packs.get_mut(id).expect("checked above").egress = Some(listener);
+            }
+            (false, true) => {
+                if let Some(l) = entry.egress.take() {
+                    l.do_send(StopListener);
+                }
+            }
+            _ => {}
+        }
+        let slot = self.slot(id);
+        let Some(entry) = self.packs.get_mut(id) else {
+            return;
+        };
         match (wanted, entry.container.is_some()) {
             (true, false) => {
                 let warm = entry.warm.take();
@@ -426,10 +455,6 @@ impl Registry {
                     .as_ref()
                     .map(|r| r.manifest.clone())
                     .unwrap_or_default();
-                let slot = id
-                    .bytes()
-                    .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-                    % self.sandbox.arbiters.len().max(1);
                 // Strict mode is exactly "the kernel booted a Docker engine".
                 let backend = match &self.sandbox.docker {
                     None => Backend::HostWorkers {
@@ -441,6 +466,11 @@ impl Registry {
                             pack_root: entry.subdir.clone(),
                             data_dir: self.layout.pack_data(id),
                             max_frame: self.config.max_response_bytes,
+                            egress_socket: Some(
+                                self.layout
+                                    .pack_sockets(id)
+                                    .join(crate::egress::SOCKET_NAME),
+                            ),
                         },
                         pool: self.config.workers_per_pack.max(1),
                     },
@@ -492,11 +522,47 @@ impl Registry {
         }
     }
 
+    /// Starts the pack's egress listener on the arbiter of its sandbox.
+    fn start_egress(&self, id: &str) -> Addr<EgressListener> {
+        let (pid, dir, access, proxy, settings) = (
+            id.to_string(),
+            self.layout.pack_sockets(id),
+            self.config.socket_access(),
+            Arc::clone(&self.sandbox.proxy),
+            self.config.egress.clone(),
+        );
+        EgressListener::start_in_arbiter(&self.sandbox.arbiters[self.slot(id)], move |_| {
+            EgressListener::new(pid, dir, access, proxy, settings)
+        })
+    }
+
+    /// The arbiter a pack's actors live on: a hash of its id.
+    fn slot(&self, id: &str) -> usize {
+        id.bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % self.sandbox.arbiters.len().max(1)
+    }
+
     /// Supervision: a sandbox actor that died (a panic in a handler ends its task) is replaced
     /// from the same factory (`reconcile_container`), and the restart is audited. actix does not
     /// restart a panicked actor by itself, and a dead address in the view would fail every call of
     /// the pack until the next approval.
     fn restart_dead_sandboxes(&mut self, only: Option<&str>) {
+        // A dead egress listener (a panic) is replaced the same way, quietly: requests that met
+        // the gap were refused by the missing socket, never let through.
+        let dead_egress: Vec<String> = self
+            .packs
+            .iter()
+            .filter(|(_, e)| e.egress.as_ref().is_some_and(|a| !a.connected()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead_egress {
+            tracing::error!(pack_id = %id, "a pack's egress listener died; starting a new one");
+            let listener = self.start_egress(&id);
+            if let Some(e) = self.packs.get_mut(&id) {
+                e.egress = Some(listener);
+            }
+        }
         let dead: Vec<String> = self
             .packs
             .iter()
@@ -846,6 +912,11 @@ impl Handler<GetDiagnostics> for Registry {
             pack_problems: self.pack_problems.clone(),
             load_order: self.load_order.clone(),
             events: self.events.iter().cloned().collect(),
+            egress: self
+                .packs
+                .values()
+                .filter_map(|e| e.egress.clone())
+                .collect(),
         })
     }
 }
@@ -866,6 +937,9 @@ impl Handler<StopAll> for Registry {
         for (id, entry) in self.packs.iter_mut() {
             if let Some(c) = entry.container.take() {
                 c.do_send(pack_container::Stop);
+            }
+            if let Some(l) = entry.egress.take() {
+                l.do_send(StopListener);
             }
             self.view.set_container(id, None);
         }
@@ -951,6 +1025,23 @@ mod tests {
                 crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
                 "test".into(),
             )),
+            proxy: Arc::new(
+                Proxy::new(
+                    Arc::new(
+                        crate::egress::grants::NetworkPolicy::load(
+                            layout.network_grants(),
+                            SigningKey::from_bytes(&[1; 32]),
+                            Arc::clone(&view),
+                        )
+                        .0,
+                    ),
+                    Vec::new(),
+                    1 << 20,
+                    None,
+                    audit.clone(),
+                )
+                .unwrap(),
+            ),
         };
         let registry = Registry::new(
             layout,

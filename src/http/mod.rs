@@ -6,6 +6,7 @@ pub mod body;
 pub mod containers;
 pub mod error;
 pub mod flows;
+pub mod network;
 pub mod packs;
 pub mod runs;
 pub mod system;
@@ -56,6 +57,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/flows/{id}").get(flows::get))
     .service(resource("/api/runs").get(runs::list))
     .service(resource("/api/runs/{run_id}").get(runs::get))
+    .service(resource("/api/network/grant").post(network::grant))
+    .service(resource("/api/network/revoke").post(network::revoke))
+    .service(resource("/api/network/check").post(network::check))
+    .service(resource("/api/network/list").get(network::list))
     .service(resource("/api/docker/status").get(containers::status))
     .service(resource("/api/containers").get(containers::list))
     .service(resource("/api/containers/{id}").delete(containers::remove))

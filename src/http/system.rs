@@ -3,6 +3,7 @@
 use super::error::{ok, ApiError};
 use actix_web::{web, HttpResponse};
 use rumi_actors::audit::{self, Category, Query};
+use rumi_actors::egress::listener::GetEgressSnapshot;
 use rumi_actors::registry::GetDiagnostics;
 use rumi_actors::{limiter, pack_container, Kernel};
 use serde::Deserialize;
@@ -25,6 +26,13 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         }
     }
     containers.sort_by(|a, b| a.pack_id.cmp(&b.pack_id));
+    let mut egress = Vec::new();
+    for addr in &d.egress {
+        if let Ok(s) = addr.send(GetEgressSnapshot).await {
+            egress.push(s);
+        }
+    }
+    egress.sort_by(|a, b| a.pack_id.cmp(&b.pack_id));
     Ok(ok(json!({
         "mode": k.execution_mode(),
         "uptime_seconds": k.started.elapsed().as_secs_f64(),
@@ -35,6 +43,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         "limiter": lim,
         "audit": aud,
         "containers": containers,
+        "egress": egress,
     })))
 }
 

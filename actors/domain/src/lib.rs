@@ -3,11 +3,13 @@
 //! Everything here is deterministic and is where the property tests live: flow parsing and
 //! validation ([`flow`]), variable resolution ([`vars`]), conditions ([`condition`]), the run engine
 //! that steps through a flow ([`engine`]), flow sources and their precedence ([`sources`]), pack
-//! metadata and load order ([`pack`]), manifests and signatures ([`manifest`]), egress address
+//! metadata and load order ([`pack`]), manifests and signatures ([`manifest`]), egress requests and
+//! grants ([`egress`]), egress address
 //! classification ([`net`]), and hostile-YAML
 //! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
 
 pub mod condition;
+pub mod egress;
 pub mod engine;
 pub mod flow;
 pub mod handler;

@@ -152,6 +152,10 @@ class WireTest(unittest.TestCase):
                     self.seen.append(req)
                     if req.get("op") == "network_check":
                         reply = {"allowed": True, "reason": "granted"}
+                    elif req.get("url", "").endswith("/bin"):
+                        reply = {"success": True, "status_code": 200, "body": "AAH/", "headers": {"x-proxy-body-encoding": "base64"}, "bytes_read": 3}
+                    elif req.get("url", "").endswith("/big"):
+                        reply = {"success": True, "status_code": 200, "body": "", "headers": {}, "bytes_read": 1 << 40}
                     else:
                         reply = {"success": True, "status_code": 200, "body": "hi", "echo": req}
                     body = json.dumps(reply).encode()
@@ -177,6 +181,15 @@ class WireTest(unittest.TestCase):
         self.assertEqual((sent["method"], sent["url"], json.loads(sent["body"])), ("POST", "https://example.com/x", {"a": 1}))
         self.assertEqual(sent["headers"]["Content-Type"], "application/json")
         self.assertEqual(rumi_syscall.network_check("example.com", 443), {"allowed": True, "reason": "granted"})
+        r = rumi_syscall.post("https://example.com/upload", b"\x00\xff")
+        sent = self.seen[-1]
+        self.assertEqual(sent["headers"]["X-Proxy-Body-Encoding"], "base64")
+        self.assertEqual(sent["body"], "AP8=")
+        r = rumi_syscall.get("https://example.com/bin")
+        self.assertEqual(rumi_syscall.body_bytes(r), b"\x00\x01\xff")
+        self.assertEqual(rumi_syscall.body_bytes({"body": "h\u00e9", "headers": {}}), "hé".encode())
+        big = rumi_syscall.get("https://example.com/big")
+        self.assertEqual((big["success"], big["error_type"]), (False, "response_too_large"))
         c = rumi_capability.call("store.get", {"store_id": "s", "key": "k"}, request_id="r1")
         self.assertEqual(c["echo"]["permission_id"], "store.get")
         self.assertEqual(c["echo"]["request_id"], "r1")

@@ -13,6 +13,7 @@
 use super::{describe, remove, ContainerSettings, DockerEngine, PackSpec};
 use super::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
 use crate::pack_container::worker::{exchange, CallError};
+use crate::sockets::{bind_pack_socket, prepare_dir, SocketAccess};
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
 };
@@ -23,7 +24,6 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::BufReader;
@@ -34,8 +34,6 @@ use tokio::net::UnixListener;
 pub const PACK_UID: u32 = 65534;
 /// Where the pack's socket directory appears inside its container.
 pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/rumi";
-/// The longest Unix socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
 
 /// Why a container could not be started.
 #[derive(Debug, Clone)]
@@ -144,7 +142,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         pids_limit: settings.pids_limit.max(0) as u64,
         gone: false,
     };
-    let ping = serde_json::to_vec(&json!({"id": 0, "op": "ping"})).unwrap_or_default();
+    let ping = crate::frame::encode(&json!({"id": 0, "op": "ping"})).unwrap_or_default();
     let pong = tokio::time::timeout(
         settings.start_timeout,
         exchange(&mut sandbox.reader, &mut sandbox.writer, 0, &ping, 4096),
@@ -164,53 +162,14 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
 
 /// Prepares the pack's directories and binds the channel socket.
 fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixListener, String> {
-    let sock = spec.socket_dir.join("host.sock");
     crate::fsutil::ensure_dir(&spec.data_dir, 0o755)
         .map_err(|e| format!("the pack's data directory cannot be created ({})", e.kind()))?;
-    crate::fsutil::ensure_dir(&spec.socket_dir, 0o750).map_err(|e| {
-        format!(
-            "the pack's socket directory cannot be created ({})",
-            e.kind()
-        )
-    })?;
-    set_group(&spec.socket_dir, settings.socket_gid, 0o750)?;
-    let _ = std::fs::remove_file(&sock);
-    let listener = bind_unix(&spec.socket_dir, "host.sock")
-        .map_err(|e| format!("the pack's channel socket cannot be bound ({})", e.kind()))?;
-    set_group(&sock, settings.socket_gid, settings.socket_mode)?;
-    Ok(listener)
-}
-
-/// Binds a Unix socket `name` in `dir`. A path longer than `sun_path` holds (a deep `RUMI_HOME`, a
-/// long pack id) is bound through `/proc/self/fd/<dir>/name`, which names the same directory in a
-/// few bytes.
-pub fn bind_unix(dir: &Path, name: &str) -> std::io::Result<UnixListener> {
-    let path = dir.join(name);
-    if path.as_os_str().len() <= MAX_SOCKET_PATH {
-        return UnixListener::bind(&path);
-    }
-    let dir_fd = std::fs::File::open(dir)?;
-    use std::os::fd::AsRawFd;
-    let short = format!("/proc/self/fd/{}/{name}", dir_fd.as_raw_fd());
-    let listener = UnixListener::bind(&short);
-    drop(dir_fd);
-    listener
-}
-
-/// Gives `path` to group `gid` with `mode` (the container's user is in that group).
-fn set_group(path: &Path, gid: u32, mode: u32) -> Result<(), String> {
-    std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
-        format!(
-            "the pack's sockets cannot be given to group {gid} ({}); run the kernel as root or set RUMI_EGRESS_SOCKET_GID to a group it belongs to",
-            e.kind()
-        )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-        format!(
-            "setting the mode of the pack's sockets failed ({})",
-            e.kind()
-        )
-    })
+    let access = SocketAccess {
+        gid: Some(settings.socket_gid),
+        mode: settings.socket_mode,
+    };
+    prepare_dir(&spec.socket_dir, access)?;
+    bind_pack_socket(&spec.socket_dir, "host.sock", access)
 }
 
 /// Waits for the block host's connection; gives up when the container exits or time runs out.
@@ -298,6 +257,10 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
             "PYTHONDONTWRITEBYTECODE=1".into(),
             format!("RUMI_PACK_ID={}", spec.pack_id),
             format!("RUMI_MAX_RESULT_BYTES={}", spec.max_frame),
+            format!(
+                "RUMI_EGRESS_SOCKET={SOCKET_DIR_IN_CONTAINER}/{}",
+                crate::egress::SOCKET_NAME
+            ),
         ]),
         working_dir: Some("/tmp".into()),
         labels: Some(labels),
@@ -356,7 +319,7 @@ impl DockerSandbox {
     pub async fn call(
         mut self,
         id: u64,
-        body: Vec<u8>,
+        frame: Vec<u8>,
         timeout: Duration,
     ) -> (Option<DockerSandbox>, Result<Value, CallError>) {
         let outcome = tokio::time::timeout(
@@ -365,7 +328,7 @@ impl DockerSandbox {
                 &mut self.reader,
                 &mut self.writer,
                 id,
-                &body,
+                &frame,
                 self.max_frame,
             ),
         )
@@ -484,36 +447,5 @@ impl Drop for DockerSandbox {
                 }
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sockets_bind_in_directories_deeper_than_sun_path_allows() {
-        let d = tempfile::tempdir().unwrap();
-        let deep = d.path().join("x".repeat(60)).join("y".repeat(60));
-        std::fs::create_dir_all(&deep).unwrap();
-        assert!(deep.join("host.sock").as_os_str().len() > MAX_SOCKET_PATH);
-        assert!(
-            UnixListener::bind(deep.join("host.sock")).is_err(),
-            "the plain path is too long"
-        );
-        let listener = bind_unix(&deep, "host.sock").unwrap();
-        let meta = std::fs::symlink_metadata(deep.join("host.sock")).unwrap();
-        use std::os::unix::fs::FileTypeExt;
-        assert!(
-            meta.file_type().is_socket(),
-            "the socket is in the deep directory"
-        );
-        // Reachable: connect through the same short alias.
-        let dir = std::fs::File::open(&deep).unwrap();
-        use std::os::fd::AsRawFd;
-        let alias = format!("/proc/self/fd/{}/host.sock", dir.as_raw_fd());
-        let client = tokio::net::UnixStream::connect(&alias);
-        let (accepted, connected) = tokio::join!(listener.accept(), client);
-        assert!(accepted.is_ok() && connected.is_ok());
     }
 }

@@ -68,16 +68,16 @@ impl Sandbox {
     async fn call(
         self,
         id: u64,
-        body: Vec<u8>,
+        frame: Vec<u8>,
         timeout: Duration,
     ) -> (Option<Sandbox>, Result<Value, CallError>) {
         match self {
             Sandbox::Host(w) => {
-                let (w, r) = w.call(id, body, timeout).await;
+                let (w, r) = w.call(id, frame, timeout).await;
                 (w.map(Sandbox::Host), r)
             }
             Sandbox::Container(c) => {
-                let (c, r) = c.call(id, body, timeout).await;
+                let (c, r) = c.call(id, frame, timeout).await;
                 (c.map(Sandbox::Container), r)
             }
         }
@@ -186,9 +186,11 @@ struct CallContext<'a> {
 
 // ---- actor ------------------------------------------------------------------------------------
 
+type Reply = oneshot::Sender<Result<BlockOutput, StepFailure>>;
+
 struct Job {
     msg: ExecuteBlock,
-    reply: oneshot::Sender<Result<BlockOutput, StepFailure>>,
+    reply: Reply,
 }
 
 /// The pack's sandbox owner (see the module docs).
@@ -215,6 +217,11 @@ pub struct PackContainer {
     registry: Recipient<PackModified>,
     audit: Addr<AuditWriter>,
     modified: bool,
+    /// A change found by verification that the Registry has not been told of yet.
+    unreported: Option<ManifestDiff>,
+    /// Refusals held until the Registry has recorded the change, so that a caller who sees
+    /// `hash_verification_failed` then sees the pack `modified` (and its grants suspended).
+    held: Option<Vec<(Reply, StepFailure)>>,
     calls: u64,
     failures: u64,
     timeouts: u64,
@@ -249,6 +256,8 @@ impl PackContainer {
             registry,
             audit,
             modified: false,
+            unreported: None,
+            held: None,
             calls: 0,
             failures: 0,
             timeouts: 0,
@@ -372,10 +381,7 @@ impl PackContainer {
                     self.pack_id,
                     describe_diff(&diff)
                 );
-                self.registry.do_send(PackModified {
-                    pack_id: self.pack_id.clone(),
-                    diff,
-                });
+                self.unreported = Some(diff);
                 return Err(StepFailure::new(ErrorType::HashVerificationFailed, message));
             }
             Err(VerifyFailure::Unreadable(why)) => {
@@ -394,6 +400,26 @@ impl PackContainer {
             }
         };
         Ok(rel)
+    }
+
+    /// Tells the Registry of a change verification found, holding the refusals until it has
+    /// recorded it (or is gone).
+    fn report_modified(&mut self, ctx: &mut Context<Self>) {
+        let Some(diff) = self.unreported.take() else {
+            return;
+        };
+        self.held = Some(Vec::new());
+        let sent = self.registry.send(PackModified {
+            pack_id: self.pack_id.clone(),
+            diff,
+        });
+        ctx.spawn(sent.into_actor(self).map(|_, act, _| act.release_held()));
+    }
+
+    fn release_held(&mut self) {
+        for (reply, failure) in self.held.take().into_iter().flatten() {
+            let _ = reply.send(Err(failure));
+        }
     }
 
     /// Starts queued calls while workers are free. A call is checked (§5.1) only when a worker
@@ -416,7 +442,13 @@ impl PackContainer {
                 Ok(rel) => rel,
                 Err(failure) => {
                     self.refuse(&job.msg, &failure);
-                    let _ = job.reply.send(Err(failure));
+                    self.report_modified(ctx);
+                    match &mut self.held {
+                        Some(held) => held.push((job.reply, failure)),
+                        None => {
+                            let _ = job.reply.send(Err(failure));
+                        }
+                    }
                     continue;
                 }
             };
@@ -453,7 +485,7 @@ impl PackContainer {
                     inputs: &msg.inputs,
                 },
             };
-            let body = match serde_json::to_vec(&request) {
+            let frame = match crate::frame::encode(&request) {
                 Ok(b) => b,
                 Err(e) => {
                     self.idle.push(worker);
@@ -467,7 +499,7 @@ impl PackContainer {
             };
             let (timeout, bound) = (msg.timeout, msg.run_deadline_bound);
             let fut = worker
-                .call(id, body, timeout)
+                .call(id, frame, timeout)
                 .instrument(tracing::debug_span!(parent: &span, "sandbox.call"));
             ctx.spawn(
                 fut.into_actor(self)
@@ -607,6 +639,7 @@ impl Actor for PackContainer {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.release_held();
         for job in self.queue.drain(..) {
             let _ = job.reply.send(Err(StepFailure::new(
                 ErrorType::WorkerUnavailable,

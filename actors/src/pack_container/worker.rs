@@ -7,12 +7,13 @@
 //! change the pack's files and trip its own manifest). A call that overruns its deadline kills
 //! the whole process group; the worker is then gone and the owner starts a fresh one.
 
+use crate::frame::ReadError;
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How to start a pack's worker.
@@ -31,6 +32,8 @@ pub struct WorkerSpec {
     pub data_dir: PathBuf,
     /// Largest reply frame accepted.
     pub max_frame: usize,
+    /// The pack's egress socket (`RUMI_EGRESS_SOCKET` in the worker's environment).
+    pub egress_socket: Option<PathBuf>,
 }
 
 /// Why a call failed at the worker level (the block's own errors come back in the reply).
@@ -76,8 +79,11 @@ impl Worker {
             .env("HOME", &spec.data_dir)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("RUMI_PACK_ID", &spec.pack_id)
-            .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string())
-            .stdin(Stdio::piped())
+            .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string());
+        if let Some(sock) = &spec.egress_socket {
+            cmd.env("RUMI_EGRESS_SOCKET", sock);
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -120,16 +126,22 @@ impl Worker {
         self.pgid
     }
 
-    /// Sends one request (`body`, already encoded, carrying `id`) and waits for its reply within
+    /// Sends one request (`frame`, already encoded, carrying `id`) and waits for its reply within
     /// `timeout`. Consumes the worker and gives it back when it is still usable; on any failure it
     /// is killed and `None` comes back.
     pub async fn call(
         mut self,
         id: u64,
-        body: Vec<u8>,
+        frame: Vec<u8>,
         timeout: Duration,
     ) -> (Option<Worker>, Result<Value, CallError>) {
-        let exchange = exchange(&mut self.stdout, &mut self.stdin, id, &body, self.max_frame);
+        let exchange = exchange(
+            &mut self.stdout,
+            &mut self.stdin,
+            id,
+            &frame,
+            self.max_frame,
+        );
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => (Some(self), Ok(reply)),
             Ok(Err(e)) => {
@@ -153,45 +165,31 @@ impl Worker {
     }
 }
 
-/// One request/reply on a framed channel (4-byte big-endian length + JSON): writes `body` (which
-/// carries `id`) and reads the reply, which must carry the same id and fit `max_frame` (plus room
+/// One request/reply on a framed channel ([`crate::frame`]): writes `frame` (already encoded,
+/// carrying `id`) and reads the reply, which must carry the same id and fit `max_frame` (plus room
 /// for the envelope). Shared by host workers (pipes) and containers (a Unix socket).
 pub(crate) async fn exchange<R, W>(
     reader: &mut R,
     writer: &mut W,
     id: u64,
-    body: &[u8],
+    frame: &[u8],
     max_frame: usize,
 ) -> Result<Value, CallError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(body);
-    writer
-        .write_all(&frame)
+    crate::frame::write(writer, frame)
         .await
         .map_err(|e| CallError::Crashed(format!("write: {}", e.kind())))?;
-    writer
-        .flush()
+    let buf = crate::frame::read(reader, max_frame + 64 * 1024)
         .await
-        .map_err(|e| CallError::Crashed(format!("flush: {}", e.kind())))?;
-    let mut header = [0u8; 4];
-    reader
-        .read_exact(&mut header)
-        .await
-        .map_err(|_| CallError::Crashed("the block host exited".into()))?;
-    let len = u32::from_be_bytes(header) as usize;
-    if len > max_frame + 64 * 1024 {
-        return Err(CallError::TooLarge(len));
-    }
-    let mut buf = vec![0u8; len];
-    reader
-        .read_exact(&mut buf)
-        .await
-        .map_err(|_| CallError::Crashed("the block host exited mid-reply".into()))?;
+        .map_err(|e| match e {
+            ReadError::TooLarge(n) => CallError::TooLarge(n),
+            ReadError::Closed => CallError::Crashed("the block host exited".into()),
+            ReadError::Truncated => CallError::Crashed("the block host exited mid-reply".into()),
+            ReadError::Empty => CallError::Crashed("the block host sent a malformed reply".into()),
+        })?;
     let reply: Value = serde_json::from_slice(&buf)
         .map_err(|_| CallError::Crashed("the block host sent a malformed reply".into()))?;
     if reply.get("id").and_then(Value::as_u64) != Some(id) {

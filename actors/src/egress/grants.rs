@@ -1,0 +1,378 @@
+//! Network grants: signed files, an in-memory table for the per-hop check, and the check itself.
+//!
+//! Attacks stopped here:
+//! * a flow or pack granting itself network rights (the original let any flow do it) — grants
+//!   change only through the authenticated API;
+//! * editing a grant file to widen it — each file carries an HMAC over its content with the
+//!   installation's key; a file that fails the check denies every request of that pack (it never
+//!   falls back to an older or wider grant) and is reported in the `security` audit;
+//! * a pack whose files changed after approval keeping its network — the check asks for an
+//!   approved pack, so a `modified` pack's grant is suspended, and comes back with re-approval
+//!   without being granted again.
+
+use crate::audit::{AuditEntry, Category, Severity};
+use crate::fsutil;
+use crate::keys::SigningKey;
+use crate::view::{KernelView, PackState};
+use parking_lot::{Mutex, RwLock};
+use rumi_domain::egress::{grant_allows, normalise_grant_lists, NetworkGrant};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Serialize, Deserialize)]
+struct SignedGrant {
+    grant: NetworkGrant,
+    signature: String,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Valid(NetworkGrant),
+    /// The file exists but fails its signature or shape check: denies.
+    Tampered,
+}
+
+/// The reason an allowed check gives.
+pub const ALLOWED: &str = "allowed by the pack's grant";
+
+/// Why the check said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+    /// The pack's grant file failed its signature check (a security event).
+    pub tampered: bool,
+}
+
+impl Denial {
+    fn plain(reason: impl Into<String>) -> Denial {
+        Denial {
+            reason: reason.into(),
+            tampered: false,
+        }
+    }
+}
+
+/// The `security` audit entry for a grant file that failed its signature check.
+pub fn tampered_entry(pack_id: &str) -> AuditEntry {
+    AuditEntry::new(Category::Security, "network_grant_tampered", false)
+        .severity(Severity::Error)
+        .pack(pack_id)
+        .error(
+            "the pack's grant file failed its signature check; its requests are denied",
+            Some("grant_tampered"),
+        )
+}
+
+/// A pack's grant as `GET /api/network/list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantInfo {
+    pub pack_id: String,
+    /// `active`, `revoked`, `suspended` (the pack is not approved now) or `tampered`.
+    pub state: &'static str,
+    pub pack_state: Option<PackState>,
+    #[serde(flatten)]
+    pub grant: Option<NetworkGrant>,
+}
+
+/// Why a grant could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no pack {0:?} is installed")]
+    NoSuchPack(String),
+    #[error("pack {0:?} has no network grant")]
+    NoGrant(String),
+    #[error("the grant could not be recorded; nothing was changed")]
+    Storage,
+}
+
+/// The grants (see the module docs). Reads take a shared lock; changes are serialised, written
+/// durably, then published.
+pub struct NetworkPolicy {
+    dir: PathBuf,
+    key: SigningKey,
+    view: Arc<KernelView>,
+    slots: RwLock<BTreeMap<String, Slot>>,
+    writes: Mutex<()>,
+}
+
+impl NetworkPolicy {
+    /// Loads every grant file of `dir`; answers the policy and the packs whose file is tampered.
+    pub fn load(dir: PathBuf, key: SigningKey, view: Arc<KernelView>) -> (Self, Vec<String>) {
+        let mut slots = BTreeMap::new();
+        let mut tampered = Vec::new();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pack_id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if pack_id.starts_with('.') {
+                    continue;
+                }
+                let slot = read_slot(&entry.path(), pack_id, &key);
+                if matches!(slot, Slot::Tampered) {
+                    tampered.push(pack_id.to_string());
+                }
+                slots.insert(pack_id.to_string(), slot);
+            }
+        }
+        let policy = NetworkPolicy {
+            dir,
+            key,
+            view,
+            slots: RwLock::new(slots),
+            writes: Mutex::new(()),
+        };
+        (policy, tampered)
+    }
+
+    fn path(&self, pack_id: &str) -> PathBuf {
+        self.dir.join(format!("{pack_id}.json"))
+    }
+
+    /// Step 2 of §6: may `pack_id` reach `host:port` now?
+    pub fn check(&self, pack_id: &str, host: &str, port: u16) -> Result<(), Denial> {
+        match self.view.pack_state(pack_id) {
+            Some(PackState::Approved) => {}
+            Some(other) => {
+                return Err(Denial::plain(format!(
+                    "the pack is {} (its grant is suspended until it is approved)",
+                    other.as_str()
+                )))
+            }
+            None => return Err(Denial::plain("the pack is not installed")),
+        }
+        match self.slots.read().get(pack_id) {
+            None => Err(Denial::plain("the pack has no network grant")),
+            Some(Slot::Tampered) => Err(Denial {
+                reason: "the pack's grant file failed its signature check".into(),
+                tampered: true,
+            }),
+            Some(Slot::Valid(g)) => grant_allows(g, host, port).map_err(Denial::plain),
+        }
+    }
+
+    /// `POST /api/network/grant`: replaces both lists and enables the grant.
+    pub fn grant(
+        &self,
+        pack_id: &str,
+        domains: &[String],
+        ports: &[i64],
+        notes: &str,
+    ) -> Result<NetworkGrant, GrantError> {
+        if self.view.pack_state(pack_id).is_none() {
+            return Err(GrantError::NoSuchPack(pack_id.to_string()));
+        }
+        let (allowed_domains, allowed_ports) =
+            normalise_grant_lists(domains, ports).map_err(GrantError::Invalid)?;
+        if notes.len() > 2000 {
+            return Err(GrantError::Invalid(
+                "notes must be at most 2000 bytes".into(),
+            ));
+        }
+        let grant = NetworkGrant {
+            pack_id: pack_id.to_string(),
+            enabled: true,
+            allowed_domains,
+            allowed_ports,
+            notes: notes.to_string(),
+            granted_at: crate::clock::now_rfc3339(),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        self.store(grant)
+    }
+
+    /// `POST /api/network/revoke`: disables the grant (kept, so the list shows who had what).
+    pub fn revoke(&self, pack_id: &str, reason: &str) -> Result<NetworkGrant, GrantError> {
+        let current = match self.slots.read().get(pack_id) {
+            Some(Slot::Valid(g)) => Some(g.clone()),
+            Some(Slot::Tampered) => None,
+            None => return Err(GrantError::NoGrant(pack_id.to_string())),
+        };
+        // A tampered grant is replaced by an empty, disabled one: revoking always denies.
+        let mut grant = current.unwrap_or_else(|| NetworkGrant {
+            pack_id: pack_id.to_string(),
+            enabled: false,
+            allowed_domains: Vec::new(),
+            allowed_ports: Vec::new(),
+            notes: String::new(),
+            granted_at: crate::clock::now_rfc3339(),
+            revoked_at: None,
+            revoke_reason: None,
+        });
+        grant.enabled = false;
+        grant.revoked_at = Some(crate::clock::now_rfc3339());
+        grant.revoke_reason = Some(reason.chars().take(500).collect());
+        self.store(grant)
+    }
+
+    /// Removes a pack's grant (uninstall).
+    pub fn remove(&self, pack_id: &str) -> io::Result<()> {
+        let _w = self.writes.lock();
+        match fs::remove_file(self.path(pack_id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.slots.write().remove(pack_id);
+        Ok(())
+    }
+
+    fn store(&self, grant: NetworkGrant) -> Result<NetworkGrant, GrantError> {
+        let _w = self.writes.lock();
+        let message = serde_json::to_vec(&grant).map_err(|_| GrantError::Storage)?;
+        let signed = SignedGrant {
+            signature: self.key.sign(&message),
+            grant,
+        };
+        let bytes = serde_json::to_vec_pretty(&signed).map_err(|_| GrantError::Storage)?;
+        fsutil::ensure_dir(&self.dir, 0o700).map_err(|_| GrantError::Storage)?;
+        fsutil::write_atomic(&self.path(&signed.grant.pack_id), &bytes, 0o600).map_err(|e| {
+            tracing::error!(error = %e, "grant file write failed");
+            GrantError::Storage
+        })?;
+        self.slots.write().insert(
+            signed.grant.pack_id.clone(),
+            Slot::Valid(signed.grant.clone()),
+        );
+        Ok(signed.grant)
+    }
+
+    /// Every grant.
+    pub fn list(&self) -> Vec<GrantInfo> {
+        let slots = self.slots.read().clone();
+        slots
+            .into_iter()
+            .map(|(id, slot)| self.describe(&id, slot))
+            .collect()
+    }
+
+    fn describe(&self, pack_id: &str, slot: Slot) -> GrantInfo {
+        let pack_state = self.view.pack_state(pack_id);
+        let (state, grant) = match slot {
+            Slot::Tampered => ("tampered", None),
+            Slot::Valid(g) if !g.enabled => ("revoked", Some(g)),
+            Slot::Valid(g) if pack_state != Some(PackState::Approved) => ("suspended", Some(g)),
+            Slot::Valid(g) => ("active", Some(g)),
+        };
+        GrantInfo {
+            pack_id: pack_id.to_string(),
+            state,
+            pack_state,
+            grant,
+        }
+    }
+}
+
+fn read_slot(path: &Path, pack_id: &str, key: &SigningKey) -> Slot {
+    let Ok(bytes) = fs::read(path) else {
+        return Slot::Tampered;
+    };
+    let Ok(signed) = serde_json::from_slice::<SignedGrant>(&bytes) else {
+        return Slot::Tampered;
+    };
+    let Ok(message) = serde_json::to_vec(&signed.grant) else {
+        return Slot::Tampered;
+    };
+    if !key.verify(&message, &signed.signature) || signed.grant.pack_id != pack_id {
+        return Slot::Tampered;
+    }
+    Slot::Valid(signed.grant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn policy(dir: &Path, approved: &[&str]) -> (NetworkPolicy, Vec<String>) {
+        let view = Arc::new(KernelView::default());
+        view.publish_states(
+            approved
+                .iter()
+                .map(|p| (p.to_string(), PackState::Approved))
+                .collect::<HashMap<_, _>>(),
+        );
+        NetworkPolicy::load(dir.to_path_buf(), SigningKey::from_bytes(&[7; 32]), view)
+    }
+
+    #[test]
+    fn grants_survive_restart_and_tampering_denies() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = policy(d.path(), &["a"]);
+        p.grant("a", &["api.example.com".into()], &[443], "n")
+            .unwrap();
+        assert!(p.check("a", "api.example.com", 443).is_ok());
+        assert!(p.check("a", "api.example.com", 80).is_err());
+
+        let (p2, tampered) = policy(d.path(), &["a"]);
+        assert!(tampered.is_empty());
+        assert!(
+            p2.check("a", "api.example.com", 443).is_ok(),
+            "survives restart"
+        );
+
+        // Widen the file by hand: the signature no longer matches.
+        let file = d.path().join("a.json");
+        let text = fs::read_to_string(&file).unwrap();
+        fs::write(&file, text.replace("api.example.com", "*")).unwrap();
+        let (p3, tampered) = policy(d.path(), &["a"]);
+        assert_eq!(tampered, vec!["a".to_string()]);
+        let denial = p3.check("a", "anything.net", 443).unwrap_err();
+        assert!(denial.tampered && denial.reason.contains("signature"));
+        assert_eq!(p3.list()[0].state, "tampered");
+        // Revoking a tampered grant writes a valid, disabled one.
+        p3.revoke("a", "tampered").unwrap();
+        assert!(!p3.check("a", "api.example.com", 443).unwrap_err().tampered);
+    }
+
+    #[test]
+    fn a_grant_copied_to_another_pack_does_not_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = policy(d.path(), &["a", "b"]);
+        p.grant("a", &["*".into()], &[0], "").unwrap();
+        fs::copy(d.path().join("a.json"), d.path().join("b.json")).unwrap();
+        let (p2, tampered) = policy(d.path(), &["a", "b"]);
+        assert_eq!(tampered, vec!["b".to_string()]);
+        assert!(p2.check("b", "x.com", 1).is_err());
+    }
+
+    #[test]
+    fn only_approved_packs_use_their_grant() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = policy(d.path(), &["a"]);
+        p.grant("a", &["*".into()], &[0], "").unwrap();
+        p.view
+            .publish_states(HashMap::from([("a".to_string(), PackState::Modified)]));
+        assert!(p
+            .check("a", "x.com", 1)
+            .unwrap_err()
+            .reason
+            .contains("modified"));
+        assert_eq!(p.list()[0].state, "suspended");
+        p.view
+            .publish_states(HashMap::from([("a".to_string(), PackState::Approved)]));
+        assert!(
+            p.check("a", "x.com", 1).is_ok(),
+            "restored without a new grant"
+        );
+        assert!(matches!(
+            p.grant("ghost", &[], &[], ""),
+            Err(GrantError::NoSuchPack(_))
+        ));
+        assert!(matches!(p.revoke("b", ""), Err(GrantError::NoGrant(_))));
+        p.revoke("a", "done").unwrap();
+        assert!(p
+            .check("a", "x.com", 1)
+            .unwrap_err()
+            .reason
+            .contains("revoked"));
+        assert_eq!(p.list()[0].state, "revoked");
+    }
+}

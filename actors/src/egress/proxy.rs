@@ -1,0 +1,715 @@
+//! One pack request through the egress proxy: the checks of §6 on every hop, then the hop itself.
+//!
+//! Attacks stopped here:
+//! * DNS rebinding (a name that resolves to a public address when checked and to an internal one
+//!   when connected) — each hop's name is resolved once, every address is checked, and the TCP
+//!   connection goes to a checked address; TLS still verifies the certificate against the name;
+//! * redirects into the internal network, or from https down to another scheme — each hop is
+//!   checked again from step 1, at most [`MAX_REDIRECTS`] are followed, and only for GET/HEAD;
+//!   credentials (`Authorization`, `Cookie`) are not carried to another origin;
+//! * memory exhaustion by a huge or endless upstream body — the body is counted as it arrives and
+//!   the request fails at the limit (a declared `Content-Length` over it fails before reading);
+//! * a stalling upstream — the whole request, every hop included, has one deadline.
+
+use super::grants::NetworkPolicy;
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
+use actix::Addr;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rumi_domain::egress::url;
+use rumi_domain::egress::{
+    self, EgressRequest, Host, HttpRequest, Method, ProxyResponse, Target, BLOCKED, MAX_REDIRECTS,
+};
+use rumi_domain::net::{self, Cidr};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Resolves a name to addresses (the system resolver; tests substitute a table).
+pub type Resolver = Arc<
+    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The system resolver (`getaddrinfo` on the blocking pool).
+pub fn system_resolver() -> Resolver {
+    Arc::new(|name, port| {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), port)).await?;
+            let mut out: Vec<IpAddr> = Vec::new();
+            for a in addrs {
+                if !out.contains(&a.ip()) {
+                    out.push(a.ip());
+                }
+            }
+            Ok(out)
+        })
+    })
+}
+
+/// What a frame gets back.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Http(Box<ProxyResponse>),
+    Check { allowed: bool, reason: String },
+}
+
+/// The proxy shared by every pack's listener.
+pub struct Proxy {
+    policy: Arc<NetworkPolicy>,
+    allow: Vec<Cidr>,
+    max_response: usize,
+    tls: TlsConnector,
+    resolver: Resolver,
+    audit: Addr<AuditWriter>,
+}
+
+/// A failed hop or request: the error type and the short text the pack sees, and the detail
+/// that goes only to the audit.
+#[derive(Debug)]
+struct Failure {
+    error_type: &'static str,
+    short: String,
+    detail: String,
+}
+
+impl Failure {
+    fn new(error_type: &'static str, short: impl Into<String>, detail: impl Into<String>) -> Self {
+        Failure {
+            error_type,
+            short: short.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Error types that are the policy saying no (the rest are failures of an allowed request).
+const POLICY_REFUSALS: [&str; 5] = [
+    "validation",
+    "access_denied",
+    "security_blocked",
+    "response_too_large",
+    "too_many_redirects",
+];
+
+/// Where the request ended up, for the audit.
+#[derive(Default)]
+struct Trail {
+    domain: String,
+    port: u16,
+    path: String,
+    hops: u32,
+    status: u16,
+    bytes: u64,
+}
+
+impl Proxy {
+    /// Builds the proxy; `extra_ca` adds PEM roots to the built-in web roots.
+    pub fn new(
+        policy: Arc<NetworkPolicy>,
+        allow: Vec<Cidr>,
+        max_response: usize,
+        extra_ca: Option<&Path>,
+        audit: Addr<AuditWriter>,
+    ) -> Result<Proxy, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(file) = extra_ca {
+            let pem = std::fs::read(file)
+                .map_err(|e| format!("RUMI_EGRESS_CA_FILE cannot be read ({})", e.kind()))?;
+            let mut n = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|_| "RUMI_EGRESS_CA_FILE is not PEM".to_string())?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("RUMI_EGRESS_CA_FILE holds a bad certificate ({e})"))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err("RUMI_EGRESS_CA_FILE holds no certificate".into());
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up failed ({e})"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Proxy {
+            policy,
+            allow,
+            max_response,
+            tls: TlsConnector::from(Arc::new(config)),
+            resolver: system_resolver(),
+            audit,
+        })
+    }
+
+    /// Replaces the resolver (tests: names that resolve to local addresses).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Proxy {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Answers one parsed frame of `pack_id`, and audits the decision.
+    pub async fn handle(&self, pack_id: &str, request: EgressRequest) -> Reply {
+        match request {
+            EgressRequest::Check { domain, port } => {
+                let verdict = self.policy.check(pack_id, &domain, port);
+                let (allowed, reason) = match &verdict {
+                    Ok(()) => (true, super::grants::ALLOWED.to_string()),
+                    Err(d) => (false, d.reason.clone()),
+                };
+                if let Err(d) = &verdict {
+                    self.audit_tampered(pack_id, d.tampered);
+                }
+                self.audit.do_send(Record(
+                    AuditEntry::new(Category::Network, "network_check", allowed)
+                        .pack(pack_id)
+                        .details(json!({"allowed": allowed, "reason": reason, "domain": domain, "port": port})),
+                ));
+                Reply::Check { allowed, reason }
+            }
+            EgressRequest::Http(req) => Reply::Http(Box::new(self.fetch(pack_id, req).await)),
+        }
+    }
+
+    /// Audits a refused frame (bad framing or validation) and answers it.
+    pub fn refuse(&self, pack_id: &str, error_type: &str, reason: &str) -> Reply {
+        self.audit.do_send(Record(
+            AuditEntry::new(Category::Network, "egress_refused", false)
+                .severity(Severity::Warning)
+                .pack(pack_id)
+                .error(reason, Some(error_type))
+                .details(json!({"allowed": false, "reason": reason})),
+        ));
+        Reply::Http(Box::new(ProxyResponse::failure(error_type, reason)))
+    }
+
+    fn audit_tampered(&self, pack_id: &str, tampered: bool) {
+        if tampered {
+            self.audit
+                .do_send(Record(super::grants::tampered_entry(pack_id)));
+        }
+    }
+
+    /// An HTTP request, every hop checked; always answers (failures are responses).
+    async fn fetch(&self, pack_id: &str, req: HttpRequest) -> ProxyResponse {
+        let started = Instant::now();
+        let method = req.method;
+        let mut trail = Trail::default();
+        let outcome = tokio::time::timeout(req.timeout, self.hops(pack_id, req, &mut trail))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::new(
+                    "timeout",
+                    "timeout",
+                    "the request did not finish within its timeout_seconds",
+                ))
+            });
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (mut response, allowed, reason) = match outcome {
+            Ok(r) => (r, true, "allowed".to_string()),
+            Err(f) => {
+                let reason = f.detail.clone();
+                let allowed = !POLICY_REFUSALS.contains(&f.error_type);
+                (
+                    ProxyResponse::failure(f.error_type, f.short),
+                    allowed,
+                    reason,
+                )
+            }
+        };
+        response.latency_ms = latency_ms;
+        response.redirect_hops = trail.hops;
+        let mut entry = AuditEntry::new(Category::Network, "egress_request", response.success)
+            .pack(pack_id)
+            .details(json!({
+                "allowed": allowed,
+                "reason": reason,
+                "domain": trail.domain,
+                "port": trail.port,
+                "method": method.as_str(),
+                "path": trail.path,
+                "status": trail.status,
+                "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
+                "bytes": trail.bytes,
+                "hops": trail.hops,
+            }));
+        if let Some(t) = &response.error_type {
+            let sev = if allowed {
+                Severity::Info
+            } else {
+                Severity::Warning
+            };
+            entry = entry.severity(sev).error(&reason, Some(t));
+        }
+        self.audit.do_send(Record(entry));
+        response
+    }
+
+    async fn hops(
+        &self,
+        pack_id: &str,
+        req: HttpRequest,
+        trail: &mut Trail,
+    ) -> Result<ProxyResponse, Failure> {
+        let HttpRequest {
+            mut method,
+            mut url,
+            mut headers,
+            body,
+            ..
+        } = req;
+        // Converted once; every hop shares it (a clone is a reference count).
+        let mut body = Bytes::from(body);
+        loop {
+            trail.path = url.path().chars().take(200).collect();
+            // 1. Validation (the scheme of a redirect target included).
+            let target = egress::target(&url).map_err(|e| {
+                Failure::new("validation", format!("Network access denied: {e}"), e)
+            })?;
+            trail.domain = target.host.grant_name();
+            trail.port = target.port;
+            // 2. Grant.
+            if let Err(d) = self.policy.check(pack_id, &trail.domain, target.port) {
+                self.audit_tampered(pack_id, d.tampered);
+                return Err(Failure::new(
+                    "access_denied",
+                    format!("Network access denied: {}", d.reason),
+                    d.reason,
+                ));
+            }
+            // 3. Address: resolve once, check every address.
+            let addrs = self.checked_addresses(&target).await?;
+            // The hop, to a checked address.
+            let response = self
+                .send(&target, &addrs, &url, method, &headers, &body)
+                .await?;
+            // 4. Limits: redirects.
+            let status = response.status().as_u16();
+            trail.status = status;
+            let location = response
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if matches!(status, 301 | 302 | 303 | 307 | 308) && method.follows_redirects() {
+                if let Some(location) = location {
+                    if trail.hops >= MAX_REDIRECTS {
+                        return Err(Failure::new(
+                            "too_many_redirects",
+                            "too_many_redirects",
+                            format!("more than {MAX_REDIRECTS} redirects"),
+                        ));
+                    }
+                    let next = url.join(&location).map_err(|_| {
+                        Failure::new(
+                            "upstream_error",
+                            "the upstream sent an invalid redirect",
+                            "invalid Location header",
+                        )
+                    })?;
+                    if next.origin() != url.origin() {
+                        headers.retain(|(k, _)| {
+                            !["authorization", "cookie", "proxy-authorization"]
+                                .contains(&k.to_ascii_lowercase().as_str())
+                        });
+                    }
+                    if status == 303 && method != Method::Head {
+                        method = Method::Get;
+                    }
+                    body = Bytes::new();
+                    url = next;
+                    trail.hops += 1;
+                    continue;
+                }
+            }
+            return self.read_response(response, &url, trail).await;
+        }
+    }
+
+    async fn checked_addresses(&self, target: &Target) -> Result<Vec<SocketAddr>, Failure> {
+        let ips = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => (self.resolver)(name.clone(), target.port)
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        "dns_error",
+                        "could not resolve the host",
+                        format!("{name} did not resolve"),
+                    )
+                })?,
+        };
+        if ips.is_empty() {
+            return Err(Failure::new(
+                "dns_error",
+                "could not resolve the host",
+                "no addresses",
+            ));
+        }
+        for ip in &ips {
+            if self.allow.iter().any(|c| c.contains(*ip)) {
+                continue;
+            }
+            if let Some(why) = net::blocked_reason(*ip) {
+                return Err(Failure::new(
+                    "security_blocked",
+                    BLOCKED,
+                    format!(
+                        "{} resolves to a {why} address ({ip})",
+                        target.host.grant_name()
+                    ),
+                ));
+            }
+        }
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, target.port))
+            .collect())
+    }
+
+    async fn send(
+        &self,
+        target: &Target,
+        addrs: &[SocketAddr],
+        url: &url::Url,
+        method: Method,
+        headers: &[(String, String)],
+        body: &Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let mut builder = hyper::Request::builder()
+            .method(method.as_str())
+            .uri(&url[url::Position::BeforePath..url::Position::AfterQuery])
+            .header(
+                hyper::header::HOST,
+                &url[url::Position::BeforeHost..url::Position::AfterPort],
+            );
+        for (k, v) in headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let request = builder.body(Full::new(body.clone())).map_err(|e| {
+            Failure::new(
+                "validation",
+                "Network access denied: a header is not valid HTTP",
+                e.to_string(),
+            )
+        })?;
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(tcp) = tcp else {
+            return Err(Failure::new(
+                "connection_error",
+                "could not connect to the host",
+                format!(
+                    "connect failed ({})",
+                    last.map(|e| e.kind().to_string()).unwrap_or_default()
+                ),
+            ));
+        };
+        let _ = tcp.set_nodelay(true);
+        if !target.https {
+            return exchange(tcp, request).await;
+        }
+        let name = match &target.host {
+            Host::Name(n) => ServerName::try_from(n.clone()).map_err(|_| {
+                Failure::new(
+                    "validation",
+                    "Network access denied: bad host name",
+                    "bad name",
+                )
+            })?,
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        };
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| {
+            Failure::new(
+                "tls_error",
+                "the TLS handshake with the host failed",
+                format!("TLS: {e}"),
+            )
+        })?;
+        exchange(tls, request).await
+    }
+
+    async fn read_response(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+        url: &url::Url,
+        trail: &mut Trail,
+    ) -> Result<ProxyResponse, Failure> {
+        let too_large = || {
+            Failure::new(
+                "response_too_large",
+                "response_too_large",
+                format!("the response is larger than {} bytes", self.max_response),
+            )
+        };
+        let declared = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_response as u64) {
+            return Err(too_large());
+        }
+        let status = response.status().as_u16();
+        let mut headers: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in response.headers() {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            headers
+                .entry(k.as_str().to_string())
+                .and_modify(|e| {
+                    e.push_str(", ");
+                    e.push_str(&v);
+                })
+                .or_insert(v);
+        }
+        // The proxy owns this marker: an upstream cannot make a text body look like base64.
+        headers.remove(egress::BODY_ENCODING_HEADER);
+        let mut incoming = response.into_body();
+        let mut data = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| {
+                Failure::new(
+                    "upstream_error",
+                    "the upstream connection failed",
+                    e.to_string(),
+                )
+            })?;
+            if let Ok(chunk) = frame.into_data() {
+                if data.len() + chunk.len() > self.max_response {
+                    trail.bytes = (data.len() + chunk.len()) as u64;
+                    return Err(too_large());
+                }
+                data.extend_from_slice(&chunk);
+            }
+        }
+        trail.bytes = data.len() as u64;
+        let mut out = ProxyResponse {
+            success: true,
+            status_code: status,
+            headers,
+            bytes_read: data.len() as u64,
+            final_url: url.to_string(),
+            ..ProxyResponse::default()
+        };
+        out.set_body(data);
+        Ok(out)
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection.
+async fn exchange<IO>(
+    io: IO,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, Failure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upstream = |e: hyper::Error| {
+        Failure::new(
+            "upstream_error",
+            "the upstream connection failed",
+            e.to_string(),
+        )
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(upstream)?;
+    // The connection task ends with the response body (or when the request is dropped).
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(request).await.map_err(upstream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditWriter;
+    use crate::keys::SigningKey;
+    use crate::view::{KernelView, PackState};
+    use actix::Actor;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A resolver from a table, counting its calls.
+    fn table(entries: &[(&str, &[&str])], calls: Arc<AtomicUsize>) -> Resolver {
+        let map: HashMap<String, Vec<IpAddr>> = entries
+            .iter()
+            .map(|(n, ips)| {
+                (
+                    n.to_string(),
+                    ips.iter().map(|i| i.parse().unwrap()).collect(),
+                )
+            })
+            .collect();
+        Arc::new(move |name, _| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let found = map.get(&name).cloned();
+            Box::pin(async move { found.ok_or_else(|| io::Error::other("unknown name")) })
+        })
+    }
+
+    fn proxy(dir: &Path, ca: Option<&Path>, resolver: Resolver) -> Proxy {
+        let view = Arc::new(KernelView::default());
+        view.publish_states(HashMap::from([("p".to_string(), PackState::Approved)]));
+        let (policy, _) =
+            NetworkPolicy::load(dir.join("grants"), SigningKey::from_bytes(&[3; 32]), view);
+        policy.grant("p", &["*".into()], &[0], "").unwrap();
+        let audit =
+            AuditWriter::new(dir.join("audit"), std::time::Duration::from_millis(50)).start();
+        Proxy::new(
+            Arc::new(policy),
+            vec!["127.0.0.1/32".parse().unwrap()],
+            1 << 20,
+            ca,
+            audit,
+        )
+        .unwrap()
+        .with_resolver(resolver)
+    }
+
+    fn get(url: &str) -> EgressRequest {
+        let frame = json!({"method": "GET", "url": url}).to_string();
+        rumi_domain::egress::parse_request(frame.as_bytes()).unwrap()
+    }
+
+    async fn fetch(p: &Proxy, url: &str) -> ProxyResponse {
+        match p.handle("p", get(url)).await {
+            Reply::Http(r) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Answers every request with "ok", over TLS when `tls` is given.
+    async fn server(tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf).await;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .await;
+                        let _ = s.shutdown().await;
+                    }
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                answer(s).await
+                            }
+                        }
+                        None => answer(s).await,
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[actix_rt::test]
+    async fn tls_goes_to_the_checked_address_and_verifies_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["upstream.test".into()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let port = server(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let resolver = table(
+            &[
+                ("upstream.test", &["127.0.0.1"]),
+                ("wrong.test", &["127.0.0.1"]),
+            ],
+            Arc::clone(&calls),
+        );
+        let p = proxy(dir.path(), Some(&ca), resolver);
+        let ok = fetch(&p, &format!("https://upstream.test:{port}/")).await;
+        assert!(ok.success, "{ok:?}");
+        assert_eq!(ok.body, "ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "resolved once");
+        // The same address under a name the certificate does not carry.
+        let bad = fetch(&p, &format!("https://wrong.test:{port}/")).await;
+        assert_eq!(bad.error_type.as_deref(), Some("tls_error"), "{bad:?}");
+        // Without the extra root the certificate is not trusted at all.
+        let strict = proxy(
+            &dir.path().join("b"),
+            None,
+            table(&[("upstream.test", &["127.0.0.1"])], calls),
+        );
+        let untrusted = fetch(&strict, &format!("https://upstream.test:{port}/")).await;
+        assert_eq!(untrusted.error_type.as_deref(), Some("tls_error"));
+    }
+
+    #[actix_rt::test]
+    async fn any_internal_address_among_the_resolved_ones_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = server(None).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let resolver = table(
+            &[
+                ("plain.test", &["127.0.0.1"]),
+                ("mixed.test", &["93.184.216.34", "10.1.2.3"]),
+                ("rebind.test", &["93.184.216.34", "::ffff:169.254.169.254"]),
+                ("inner.test", &["192.168.0.10"]),
+            ],
+            Arc::clone(&calls),
+        );
+        let p = proxy(dir.path(), None, resolver);
+        let ok = fetch(&p, &format!("http://plain.test:{port}/")).await;
+        assert!(ok.success && ok.body == "ok", "{ok:?}");
+        for name in ["mixed.test", "rebind.test", "inner.test"] {
+            let r = fetch(&p, &format!("http://{name}:{port}/")).await;
+            assert_eq!(r.error_type.as_deref(), Some("security_blocked"), "{name}");
+            assert_eq!(r.error.as_deref(), Some(BLOCKED));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "one resolution per request"
+        );
+        let r = fetch(&p, &format!("http://nowhere.test:{port}/")).await;
+        assert_eq!(r.error_type.as_deref(), Some("dns_error"));
+    }
+}

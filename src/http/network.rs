@@ -1,0 +1,107 @@
+//! Network grant endpoints (contract §6): grant, revoke, check, list.
+
+use super::body::json_object;
+use super::error::{ok, ApiError};
+use super::packs::pack_id;
+use actix_web::{web, HttpRequest, HttpResponse};
+use rumi_actors::egress::grants::{GrantError, ALLOWED};
+use rumi_actors::Kernel;
+use serde_json::{json, Map, Value};
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            GrantError::NoSuchPack(_) | GrantError::NoGrant(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            GrantError::Storage => ApiError::internal(e),
+        }
+    }
+}
+
+fn field_pack(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("pack_id") {
+        Some(Value::String(s)) => pack_id(s),
+        _ => Err(ApiError::bad_request("pack_id must be a string")),
+    }
+}
+
+fn optional_text(body: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+/// `POST /api/network/grant {pack_id, allowed_domains, allowed_ports, notes}`
+pub async fn grant(
+    k: web::Data<Kernel>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&req, body).await?;
+    let id = field_pack(&body)?;
+    let domains: Vec<String> = match body.get("allowed_domains") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_request("allowed_domains must be a list of strings"))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "allowed_domains must be a list of strings",
+            ))
+        }
+    };
+    let ports: Vec<i64> = match body.get("allowed_ports") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(Value::as_i64)
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_request("allowed_ports must be a list of integers"))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "allowed_ports must be a list of integers",
+            ))
+        }
+    };
+    let notes = optional_text(&body, "notes")?;
+    Ok(ok(k.grant_network(&id, &domains, &ports, &notes).await?))
+}
+
+/// `POST /api/network/revoke {pack_id, reason}`
+pub async fn revoke(
+    k: web::Data<Kernel>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&req, body).await?;
+    let id = field_pack(&body)?;
+    let reason = optional_text(&body, "reason")?;
+    Ok(ok(k.revoke_network(&id, &reason).await?))
+}
+
+/// `POST /api/network/check {pack_id, domain, port}` → `{allowed, reason}`: the same check the
+/// proxy and a block's `network_check` ask.
+pub async fn check(
+    k: web::Data<Kernel>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&req, body).await?;
+    let id = field_pack(&body)?;
+    let (domain, port) = rumi_domain::egress::check_target(body.get("domain"), body.get("port"))
+        .map_err(ApiError::bad_request)?;
+    let (allowed, reason) = match k.network.check(&id, &domain, port) {
+        Ok(()) => (true, ALLOWED.to_string()),
+        Err(d) => (false, d.reason),
+    };
+    Ok(ok(json!({"allowed": allowed, "reason": reason})))
+}
+
+/// `GET /api/network/list`
+pub async fn list(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
+    Ok(ok(k.network.list()))
+}
