@@ -60,6 +60,7 @@ fn main() {
             pack_root: pack_dir.join("backend"),
             data_dir: tmp.path().join("data"),
             max_frame: 4 << 20,
+            egress_socket: None,
         };
         let arbiter = Arbiter::new();
         let verifier = ManifestVerifier::new(pack_dir.clone(), manifest.clone());

@@ -44,13 +44,7 @@ fn main() {
     let run_url = format!("{}/api/flows/hello/run", kernel.base);
     let body = json!({"inputs": {"name": "bench"}});
     rt.block_on(async {
-        post(
-            &client,
-            &format!("{}/api/packs/my_pack/approve", kernel.base),
-            &json!({}),
-        )
-        .await
-        .expect("approve");
+        approve(&client, &kernel.base, "my_pack").await;
     });
 
     // Cold: remove the container, then time the call that starts a new one.

@@ -223,14 +223,18 @@ steps:
     let net = &run["result"]["net"];
     assert_eq!(
         net["check"]["allowed"], false,
-        "network_check never claims access without egress"
+        "network_check asks the real grant check: no grant, no access"
     );
     assert!(net["check"]["reason"]
         .as_str()
         .unwrap()
-        .contains("egress not available"));
+        .contains("no network grant"));
     assert_eq!(net["req"]["success"], false);
-    assert_eq!(net["req"]["error_type"], "egress_unavailable");
+    assert_eq!(net["req"]["error_type"], "access_denied");
+    assert_eq!(
+        net["req"]["error"],
+        "Network access denied: the pack has no network grant"
+    );
 }
 
 #[tokio::test]

@@ -241,9 +241,11 @@ async fn a_block_in_its_container_is_isolated() {
     assert!(
         env.keys().all(|k| !k.starts_with("RUMI_")
             || k == "RUMI_PACK_ID"
-            || k == "RUMI_MAX_RESULT_BYTES"),
+            || k == "RUMI_MAX_RESULT_BYTES"
+            || k == "RUMI_EGRESS_SOCKET"),
         "{env_text}"
     );
+    assert_eq!(env["RUMI_EGRESS_SOCKET"], "/run/rumi/egress.sock");
     assert_eq!(
         out["found"],
         json!([]),
@@ -772,4 +774,51 @@ async fn without_a_daemon_strict_mode_refuses_and_keeps_serving() {
     assert_eq!(v["data"]["mode"], "permissive");
     let (s, v) = p.get("/api/containers").await;
     assert_eq!(s, 409, "{v}");
+}
+
+/// The only way out of a container: its egress socket at `/run/rumi/egress.sock`, which reaches
+/// exactly what the pack's grant allows — the container itself has no network.
+const EGRESS: &str = r#"
+import os, rumi_syscall
+
+def run(arg, context=None):
+    sock = os.environ.get("RUMI_EGRESS_SOCKET")
+    allowed = rumi_syscall.get(arg["url"], timeout_seconds=10)
+    internal = rumi_syscall.get(arg["internal"], timeout_seconds=10)
+    return {
+        "sock": sock,
+        "exists": os.path.exists(sock or ""),
+        "status": allowed.get("status_code"),
+        "body": allowed.get("body"),
+        "internal": internal.get("error_type"),
+        "check": context["network_check"]("127.0.0.2", int(arg["port"])),
+    }
+"#;
+
+#[tokio::test]
+async fn a_container_reaches_granted_hosts_only_through_its_egress_socket() {
+    if !docker_ready() {
+        return;
+    }
+    let _containers = Containers::of(&["egress_box"]);
+    let up = Upstream::start("127.0.0.2");
+    let home = fresh_home();
+    block_flows(home.path(), "egress_box", &[("net.py", EGRESS)]);
+    let k = start_strict(home.path(), &[("RUMI_EGRESS_ALLOW_CIDRS", "127.0.0.2/32")]);
+    k.approve("egress_box").await;
+    let (s, v) = k
+        .post(
+            "/api/network/grant",
+            json!({"pack_id": "egress_box", "allowed_domains": ["127.0.0.2", "169.254.169.254"], "allowed_ports": [up.addr.port(), 80]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let arg = json!({"url": up.url("/hop/1"), "internal": "http://169.254.169.254/latest/meta-data/", "port": up.addr.port()});
+    let out = call_ok(&k, "egress_box", "net", arg).await;
+    assert_eq!(out["sock"], "/run/rumi/egress.sock", "{out}");
+    assert_eq!(out["exists"], true);
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["body"], "landed");
+    assert_eq!(out["internal"], "security_blocked");
+    assert_eq!(out["check"]["allowed"], true, "{out}");
 }

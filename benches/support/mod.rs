@@ -84,6 +84,13 @@ pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value,
     }
 }
 
+/// Approves a pack of the running kernel.
+pub async fn approve(c: &reqwest::Client, base: &str, pack: &str) {
+    post(c, &format!("{base}/api/packs/{pack}/approve"), &json!({}))
+        .await
+        .expect("approve");
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -228,3 +228,175 @@ pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in {run}"))
 }
+
+/// A local upstream HTTP server for the egress tests, on its own thread and runtime. Routes:
+/// `/echo` (method, path, Host, body as hex), `/bin` (bytes 00 01 02 ff fe), `/big` and
+/// `/big-chunked` (5 MiB, with and without a length), `/stall` (never answers), `/hop/<n>`
+/// (redirects down to `/hop/0`), `/to?<url>` (302 to `<url>`), `/post-redirect` (307).
+pub struct Upstream {
+    pub addr: std::net::SocketAddr,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn start(ip: &str) -> Upstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind upstream");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve_upstream(sock, addr));
+                }
+            });
+        });
+        Upstream { addr, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+async fn serve_upstream(mut sock: tokio::net::TcpStream, me: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let first: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    let (method, target) = (
+        first[0].to_string(),
+        first.get(1).unwrap_or(&"/").to_string(),
+    );
+    let mut headers = serde_json::Map::new();
+    let mut length = 0usize;
+    for l in lines.filter(|l| !l.is_empty()) {
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            }
+            headers.insert(k, Value::String(v));
+        }
+    }
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let respond = |status: &str, extra: &str, body: &[u8]| {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let out = match path {
+        "/echo" => {
+            let v = json!({"method": method, "path": target, "headers": headers, "body_hex": hex(&body)});
+            respond(
+                "200 OK",
+                "Content-Type: application/json\r\n",
+                v.to_string().as_bytes(),
+            )
+        }
+        "/bin" => respond(
+            "200 OK",
+            "Content-Type: application/octet-stream\r\n",
+            &[0, 1, 2, 0xff, 0xfe],
+        ),
+        "/big" => respond("200 OK", "", &vec![b'x'; 5 << 20]),
+        "/big-chunked" => {
+            let _ = sock
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let piece = vec![b'y'; 64 * 1024];
+            for _ in 0..80 {
+                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                c.extend_from_slice(&piece);
+                c.extend_from_slice(b"\r\n");
+                if sock.write_all(&c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sock.write_all(b"0\r\n\r\n").await;
+            return;
+        }
+        "/stall" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        "/post-redirect" => respond("307 Temporary Redirect", "Location: /echo\r\n", b""),
+        "/to" => respond("302 Found", &format!("Location: {query}\r\n"), b""),
+        p if p.starts_with("/hop/") => {
+            let n: u32 = p[5..].parse().unwrap_or(0);
+            if n == 0 {
+                respond("200 OK", "", b"landed")
+            } else {
+                respond(
+                    "302 Found",
+                    &format!("Location: http://{me}/hop/{}\r\n", n - 1),
+                    b"",
+                )
+            }
+        }
+        _ => respond("404 Not Found", "", b"no such route"),
+    };
+    let _ = sock.write_all(&out).await;
+    let _ = sock.shutdown().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One frame to a Unix socket and its answer (the pack side of the egress protocol).
+pub fn socket_exchange(path: &Path, payload: &[u8]) -> Option<Value> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    s.write_all(&frame).ok()?;
+    read_frame(&mut s)
+}
+
+/// Reads one length-prefixed JSON frame (None at EOF or on a bad frame).
+pub fn read_frame(s: &mut impl std::io::Read) -> Option<Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
