@@ -35,6 +35,20 @@ fn optional_text(body: &Map<String, Value>, name: &str) -> Result<String, ApiErr
     }
 }
 
+/// The list `name` of `body`, every item converted by `item` (else a 400 naming the field).
+fn list_field<T>(
+    body: &Map<String, Value>,
+    name: &str,
+    kind: &str,
+    item: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, ApiError> {
+    let items = match body.get(name) {
+        Some(Value::Array(items)) => items.iter().map(item).collect::<Option<Vec<T>>>(),
+        _ => None,
+    };
+    items.ok_or_else(|| ApiError::bad_request(format!("{name} must be a list of {kind}")))
+}
+
 /// `POST /api/network/grant {pack_id, allowed_domains, allowed_ports, notes}`
 pub async fn grant(
     k: web::Data<Kernel>,
@@ -43,30 +57,10 @@ pub async fn grant(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_object(&req, body).await?;
     let id = field_pack(&body)?;
-    let domains: Vec<String> = match body.get("allowed_domains") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| ApiError::bad_request("allowed_domains must be a list of strings"))?,
-        _ => {
-            return Err(ApiError::bad_request(
-                "allowed_domains must be a list of strings",
-            ))
-        }
-    };
-    let ports: Vec<i64> = match body.get("allowed_ports") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(Value::as_i64)
-            .collect::<Option<_>>()
-            .ok_or_else(|| ApiError::bad_request("allowed_ports must be a list of integers"))?,
-        _ => {
-            return Err(ApiError::bad_request(
-                "allowed_ports must be a list of integers",
-            ))
-        }
-    };
+    let domains = list_field(&body, "allowed_domains", "strings", |v| {
+        v.as_str().map(str::to_string)
+    })?;
+    let ports = list_field(&body, "allowed_ports", "integers", Value::as_i64)?;
     let notes = optional_text(&body, "notes")?;
     Ok(ok(k.grant_network(&id, &domains, &ports, &notes).await?))
 }
