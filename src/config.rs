@@ -95,7 +95,6 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     };
     let mut runtime = RuntimeConfig::new(mode, python);
     container_settings(&mut runtime)?;
-    let sockets_dir = egress_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
         runtime.max_concurrent_flows = n;
     }
@@ -105,6 +104,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     if let Some(n) = parse_num::<usize>("RUMI_MAX_RESPONSE_BYTES", 1024, 1 << 30)? {
         runtime.max_response_bytes = n;
     }
+    let sockets_dir = egress_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_PACK_WORKERS", 1, 64)? {
         runtime.workers_per_pack = n;
     }
@@ -193,9 +193,21 @@ fn container_settings(runtime: &mut RuntimeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Egress settings (§6, §14); answers the socket directory override.
+/// Egress settings (§6, §14), after `RUMI_MAX_RESPONSE_BYTES`; answers the socket directory
+/// override.
 fn egress_settings(runtime: &mut RuntimeConfig) -> Result<Option<PathBuf>> {
+    let max_response = runtime.max_response_bytes;
     let e = &mut runtime.egress;
+    if let Some(n) = parse_num::<usize>("RUMI_EGRESS_BUFFER_BYTES", 1 << 20, 1 << 40)? {
+        let one = max_response.saturating_mul(rumi_actors::egress::budget::CHARGE_PER_BYTE);
+        if n < one {
+            bail!(
+                "RUMI_EGRESS_BUFFER_BYTES={n} cannot hold one response of RUMI_MAX_RESPONSE_BYTES={max_response} \
+                 (it is charged {one} bytes); use at least {one}"
+            );
+        }
+        e.buffer_bytes = Some(n);
+    }
     if let Some(list) = var("RUMI_EGRESS_ALLOW_CIDRS") {
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let cidr = item

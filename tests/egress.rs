@@ -55,8 +55,14 @@ def run(input_data, context=None):
 
 fn net_home(pack: &str) -> tempfile::TempDir {
     let home = fresh_home();
+    add_net_pack(home.path(), pack);
+    home
+}
+
+/// A pack with the blocks above and a flow for each (`<pack>_req`, `_par`, `_chk`).
+fn add_net_pack(home: &Path, pack: &str) {
     make_pack(
-        home.path(),
+        home,
         pack,
         &[
             ("req.py", REQ),
@@ -70,12 +76,11 @@ fn net_home(pack: &str) -> tempfile::TempDir {
         ("chk", "check.py"),
     ] {
         write(
-            home.path(),
+            home,
             &format!("user_data/shared/flows/{pack}_{flow}.flow.yaml"),
             &format!("flow_id: {pack}_{flow}\nphases: [m]\nsteps:\n  - {{id: s, phase: m, type: python_file_call, owner_pack: {pack}, file: {file}, timeout_seconds: 60, output: out}}\n"),
         );
     }
-    home
 }
 
 fn start(home: &Path, allow: Option<&str>, extra: &[(&str, &str)]) -> Kernel {
@@ -441,6 +446,61 @@ async fn redirects_limits_bodies_and_validation() {
 }
 
 #[tokio::test]
+async fn response_memory_is_bounded_and_released_once_written() {
+    if !python_available() {
+        return;
+    }
+    let up = Upstream::start("127.0.0.2");
+    let pack = "eg_memory";
+    let home = net_home(pack);
+    // Room for one 5 MiB body (charged three times: body, and its frame) and a little more.
+    let k = start(
+        home.path(),
+        Some("127.0.0.2/32"),
+        &[
+            ("RUMI_MAX_RESPONSE_BYTES", "6291456"),
+            ("RUMI_EGRESS_BUFFER_BYTES", "18874368"),
+        ],
+    );
+    k.approve(pack).await;
+    grant(&k, pack, json!(["127.0.0.2"]), json!([up.addr.port()])).await;
+    let big = json!({"method": "GET", "url": up.url("/big")}).to_string();
+
+    // A client asks for 5 MiB and does not read its reply: the kernel holds it, charged.
+    let mut slow = UnixStream::connect(socket(&k, pack)).unwrap();
+    slow.write_all(&(big.len() as u32).to_be_bytes()).unwrap();
+    slow.write_all(big.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listener = connections_settle(&k, pack, 1).await;
+        if listener["buffered_bytes"] == 3 * (5 << 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the body is charged: {listener}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile another large response finds no room: `busy` at once, nothing else is held.
+    let r = one(&k, pack, json!({"url": up.url("/big")})).await;
+    assert_eq!(r["error_type"], "busy", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("retry"), "{r}");
+    // The slow client reads its reply after all: whole, and the memory is free again.
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let first = read_frame(&mut slow).expect("the held reply");
+    assert_eq!(first["success"], true);
+    assert_eq!(first["body"].as_str().unwrap().len(), 5 << 20);
+    drop(slow);
+    let listener = connections_settle(&k, pack, 0).await;
+    assert_eq!(listener["buffered_bytes"], 0, "{listener}");
+    let again = socket_exchange(&socket(&k, pack), big.as_bytes()).unwrap();
+    assert_eq!(again["success"], true, "{}", again["error"]);
+    audit(&k, "network", |e| {
+        e["action"] == "egress_request" && e["error_type"] == "busy"
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_socket_survives_hostile_frames() {
     if !python_available() {
         return;
@@ -687,14 +747,44 @@ async fn without_allow_cidrs_a_local_upstream_is_blocked_and_sockets_can_move() 
     // socket through `RUMI_EGRESS_SOCKET`.
     let socks = tempfile::tempdir().unwrap();
     let sock_dir = socks.path().to_str().unwrap();
+    // A second pack whose socket cannot be bound: a file stands where its directory would be.
+    let unbound = "eg_unbound";
+    add_net_pack(home.path(), unbound);
+    std::fs::write(socks.path().join(unbound), "not a directory").unwrap();
     let k = start(home.path(), None, &[("RUMI_EGRESS_SOCK_DIR", sock_dir)]);
     k.approve(pack).await;
+    k.approve(unbound).await;
     grant(&k, pack, json!(["*"]), json!([0])).await;
+    grant(&k, unbound, json!(["*"]), json!([0])).await;
     let r = one(&k, pack, json!({"url": up.url("/echo")})).await;
     assert_blocked(&r, "127.0.0.2 without RUMI_EGRESS_ALLOW_CIDRS");
     assert!(socks.path().join(pack).join("egress.sock").exists());
     assert!(!socket(&k, pack).exists());
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // The unbound pack's requests fail plainly (nothing claims access it does not have); the
+    // listener stays down without bringing the kernel down, and diagnostics say so.
+    let r = one(&k, unbound, json!({"url": up.url("/echo")})).await;
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["error_type"], "egress_unavailable", "{r}");
+    let (_, v) = k.get("/api/diagnostics").await;
+    let listeners = v["data"]["egress"].as_array().unwrap();
+    let bound = |id: &str| {
+        listeners
+            .iter()
+            .find(|l| l["pack_id"] == id)
+            .map(|l| l["bound"].clone())
+    };
+    assert_eq!(bound(unbound), Some(json!(false)), "{listeners:?}");
+    assert_eq!(bound(pack), Some(json!(true)), "{listeners:?}");
+    assert!(
+        !v.to_string().contains(sock_dir),
+        "diagnostics name no host path"
+    );
+    assert_blocked(
+        &one(&k, pack, json!({"url": up.url("/echo")})).await,
+        "the other pack is unaffected",
+    );
 }
 
 #[test]
@@ -705,6 +795,8 @@ fn bad_egress_settings_stop_start_up_naming_the_variable() {
         ("RUMI_EGRESS_SOCK_DIR", "relative/dir"),
         ("RUMI_EGRESS_CA_FILE", "/nonexistent/ca.pem"),
         ("RUMI_EGRESS_READ_TIMEOUT", "0"),
+        ("RUMI_EGRESS_BUFFER_BYTES", "1048576"),
+        ("RUMI_EGRESS_BUFFER_BYTES", "lots"),
     ] {
         let home = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rumi"))

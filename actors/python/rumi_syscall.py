@@ -5,7 +5,9 @@ UTF-8 JSON) to the pack's egress socket, whose path is in ``RUMI_EGRESS_SOCKET``
 checks the pack's grant and the destination on every hop, and answers a dict with ``success``,
 ``status_code``, ``headers``, ``body``, ``error``, ``error_type``, ``latency_ms``,
 ``redirect_hops``, ``bytes_read`` and ``final_url``. A binary body travels as base64, marked by
-the header ``X-Proxy-Body-Encoding: base64`` (both ways); :func:`body_bytes` decodes it.
+the header ``X-Proxy-Body-Encoding: base64`` (both ways); so does a response body that is mostly
+control characters. :func:`body_bytes` decodes either; ``busy`` means the kernel's egress
+buffers were full (retry later).
 
 Errors are short (``Request blocked by security policy``, ``Network access denied: <reason>``,
 ``response_too_large``, ``too_many_redirects``, ``timeout``); the kernel's audit has the details.

@@ -145,9 +145,8 @@ impl Kernel {
         let network = Arc::new(network);
         let proxy = Proxy::new(
             Arc::clone(&network),
-            config.egress.allow_cidrs.clone(),
+            &config.egress,
             config.max_response_bytes,
-            config.egress.extra_ca_file.as_deref(),
             audit.clone(),
         )
         .map_err(io::Error::other)?;

@@ -1035,9 +1035,8 @@ mod tests {
                         )
                         .0,
                     ),
-                    Vec::new(),
+                    &crate::egress::EgressSettings::default(),
                     1 << 20,
-                    None,
                     audit.clone(),
                 )
                 .unwrap(),

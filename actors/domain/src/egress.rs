@@ -458,17 +458,33 @@ impl ProxyResponse {
         }
     }
 
-    /// Sets the body: UTF-8 as is, anything else base64 with the marker header.
+    /// Sets the body: UTF-8 text as is, anything else base64 with the marker header. Text that
+    /// JSON would escape to more than twice its size (control characters become `\u00XX`) is
+    /// sent as base64 too, so a reply frame is never more than about twice its body.
     pub fn set_body(&mut self, bytes: Vec<u8>) {
-        match String::from_utf8(bytes) {
-            Ok(text) => self.body = text,
-            Err(e) => {
-                self.body = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
-                self.headers
-                    .insert(BODY_ENCODING_HEADER.to_string(), "base64".to_string());
+        let bytes = match String::from_utf8(bytes) {
+            Ok(text) if json_escaped_len(text.as_bytes()) <= 2 * text.len() => {
+                self.body = text;
+                return;
             }
-        }
+            Ok(text) => text.into_bytes(),
+            Err(e) => e.into_bytes(),
+        };
+        self.body = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        self.headers
+            .insert(BODY_ENCODING_HEADER.to_string(), "base64".to_string());
     }
+}
+
+/// The size of `text` inside a JSON string (serde_json's escapes).
+fn json_escaped_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// The short error texts of §6.
@@ -602,6 +618,25 @@ mod tests {
         resp.set_body("héllo".as_bytes().to_vec());
         assert_eq!(resp.body, "héllo");
         assert!(resp.headers.is_empty());
+        // Quotes at most double the frame: still text. Control characters would grow it six-fold.
+        for (body, base64) in [
+            (vec![b'"'; 1000], false),
+            (b"{\"a\":\"b\"}\n".repeat(100), false),
+            (vec![1u8; 1000], true),
+            ([b"ab\x01".as_slice(); 100].concat(), true),
+        ] {
+            let mut resp = ProxyResponse::default();
+            resp.set_body(body.clone());
+            assert_eq!(resp.headers.contains_key(BODY_ENCODING_HEADER), base64);
+            let frame = serde_json::to_string(&resp).unwrap();
+            assert!(frame.len() < 2 * body.len() + 300, "{} bytes", frame.len());
+            if base64 {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(&resp.body)
+                    .unwrap();
+                assert_eq!(decoded, body);
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! * an oversized, empty, truncated or non-JSON frame — answered `protocol_error` (when the peer
 //!   still listens) and the connection closed, without reading a declared oversized body.
 
-use super::proxy::{Proxy, Reply};
+use super::budget::PackBudget;
+use super::proxy::{Answer, Proxy, Reply};
 use super::{EgressSettings, SOCKET_NAME};
 use crate::frame::ReadError;
 use crate::sockets::{bind_pack_socket, prepare_dir, SocketAccess};
@@ -27,7 +28,7 @@ use tracing::Instrument;
 
 /// One request frame, from a connection to its own actor (the pack is the connection's).
 #[derive(Message)]
-#[rtype(result = "Reply")]
+#[rtype(result = "Answer")]
 pub struct HandleRequest {
     pub frame: Vec<u8>,
 }
@@ -53,6 +54,8 @@ pub struct EgressSnapshot {
     pub accepted: u64,
     /// Connections told `busy` because every slot was taken.
     pub refused_busy: u64,
+    /// Bytes charged to the pack's share of the response budget now.
+    pub buffered_bytes: usize,
 }
 
 /// A connection ended (its slot is free again).
@@ -67,6 +70,8 @@ pub struct EgressListener {
     access: SocketAccess,
     proxy: Arc<Proxy>,
     settings: EgressSettings,
+    /// This pack's share of the response memory.
+    budget: PackBudget,
     active: usize,
     accepted: u64,
     refused_busy: u64,
@@ -87,6 +92,7 @@ impl EgressListener {
             pack_id,
             dir,
             access,
+            budget: proxy.budget().for_pack(),
             proxy,
             settings,
             active: 0,
@@ -172,6 +178,7 @@ impl StreamHandler<io::Result<UnixStream>> for EgressListener {
         let conn = EgressConnection {
             pack_id: self.pack_id.clone(),
             proxy: Arc::clone(&self.proxy),
+            budget: self.budget.clone(),
             read_timeout: self.settings.read_timeout,
             stream: Some(stream),
             listener: ctx.address(),
@@ -200,6 +207,7 @@ impl Handler<GetEgressSnapshot> for EgressListener {
             max_connections: self.settings.max_connections,
             accepted: self.accepted,
             refused_busy: self.refused_busy,
+            buffered_bytes: self.budget.in_use(),
         })
     }
 }
@@ -215,6 +223,7 @@ impl Handler<StopListener> for EgressListener {
 pub struct EgressConnection {
     pack_id: String,
     proxy: Arc<Proxy>,
+    budget: PackBudget,
     read_timeout: Duration,
     stream: Option<UnixStream>,
     listener: Addr<EgressListener>,
@@ -244,7 +253,7 @@ impl Actor for EgressConnection {
             let (mut rd, mut wr) = stream.into_split();
             loop {
                 let next = crate::frame::read(&mut rd, MAX_REQUEST_FRAME);
-                let reply = match tokio::time::timeout(limit, next).await {
+                let answer = match tokio::time::timeout(limit, next).await {
                     // Idle or too slow to deliver a frame: close.
                     Err(_) => break,
                     Ok(Err(ReadError::Closed)) => break,
@@ -260,12 +269,15 @@ impl Actor for EgressConnection {
                         &format!("the request frame has {n} bytes; at most {MAX_REQUEST_FRAME} are allowed"),
                     ),
                     Ok(Ok(frame)) => match addr.send(HandleRequest { frame }).await {
-                        Ok(reply) => reply,
+                        Ok(answer) => answer,
                         Err(_) => break,
                     },
                 };
-                let fatal = matches!(&reply, Reply::Http(r) if r.error_type.as_deref() == Some("protocol_error"));
-                let wrote = tokio::time::timeout(limit, write_reply(&mut wr, &reply)).await;
+                let reply = &answer.reply;
+                let fatal = matches!(reply, Reply::Http(r) if r.error_type.as_deref() == Some("protocol_error"));
+                let wrote = tokio::time::timeout(limit, write_reply(&mut wr, reply)).await;
+                // The response's memory is released here, once its frame is written (or not).
+                drop(answer);
                 if fatal || !matches!(wrote, Ok(Ok(()))) {
                     break;
                 }
@@ -280,15 +292,19 @@ impl Actor for EgressConnection {
 }
 
 impl Handler<HandleRequest> for EgressConnection {
-    type Result = ResponseFuture<Reply>;
+    type Result = ResponseFuture<Answer>;
 
     fn handle(&mut self, msg: HandleRequest, _: &mut Self::Context) -> Self::Result {
-        let (proxy, pack) = (Arc::clone(&self.proxy), self.pack_id.clone());
+        let (proxy, pack, budget) = (
+            Arc::clone(&self.proxy),
+            self.pack_id.clone(),
+            self.budget.clone(),
+        );
         let span = tracing::debug_span!("egress.request", pack_id = %pack, bytes = msg.frame.len());
         Box::pin(
             async move {
                 match parse_request(&msg.frame) {
-                    Ok(request) => proxy.handle(&pack, request).await,
+                    Ok(request) => proxy.handle(&pack, request, &budget).await,
                     Err(refusal) => proxy.refuse(&pack, refusal.error_type, &refusal.reason),
                 }
             }

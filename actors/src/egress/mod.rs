@@ -7,12 +7,14 @@
 //!   grant → address → limits), the connection to the *checked* address (no second resolution;
 //!   TLS still verifies the host name), bounded bodies and redirects, a `network` audit entry for
 //!   every decision.
+//! * [`budget::Budget`] — the memory responses may hold, per pack and in all, until written.
 //! * [`listener::EgressListener`] (one per approved pack, on its socket
 //!   `<sockets>/<pack>/egress.sock`) and [`listener::EgressConnection`] (one per connection,
 //!   bounded in number, with read deadlines) — the actors that speak the framed protocol.
 //!
 //! The socket is the pack's identity: what a payload says about its owner is ignored.
 
+pub mod budget;
 pub mod grants;
 pub mod listener;
 pub mod proxy;
@@ -39,6 +41,15 @@ pub struct EgressSettings {
     /// `RUMI_EGRESS_CA_FILE`: PEM certificates trusted besides the built-in web roots (an
     /// intranet CA).
     pub extra_ca_file: Option<PathBuf>,
+    /// `RUMI_EGRESS_BUFFER_BYTES`: memory all packs' responses may hold together until their
+    /// replies are written (see [`budget`]); `None` is [`default_buffer_bytes`].
+    pub buffer_bytes: Option<usize>,
+}
+
+/// The default response budget: 256 MiB, or enough for every pack's share (a quarter of the
+/// total) to hold one response of `max_response` bytes.
+pub fn default_buffer_bytes(max_response: usize) -> usize {
+    (256usize << 20).max(max_response.saturating_mul(budget::CHARGE_PER_BYTE * 4))
 }
 
 impl Default for EgressSettings {
@@ -49,6 +60,7 @@ impl Default for EgressSettings {
             read_timeout: Duration::from_secs(10),
             socket_gid: None,
             extra_ca_file: None,
+            buffer_bytes: None,
         }
     }
 }

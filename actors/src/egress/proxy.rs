@@ -11,7 +11,9 @@
 //!   the request fails at the limit (a declared `Content-Length` over it fails before reading);
 //! * a stalling upstream — the whole request, every hop included, has one deadline.
 
+use super::budget::{Budget, Hold, PackBudget};
 use super::grants::NetworkPolicy;
+use super::EgressSettings;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use actix::Addr;
 use bytes::Bytes;
@@ -30,7 +32,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +62,13 @@ pub fn system_resolver() -> Resolver {
     })
 }
 
+/// A reply, and the response memory it holds until it has been written.
+#[derive(Debug)]
+pub struct Answer {
+    pub reply: Reply,
+    pub hold: Hold,
+}
+
 /// What a frame gets back.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -74,6 +82,7 @@ pub struct Proxy {
     policy: Arc<NetworkPolicy>,
     allow: Vec<Cidr>,
     max_response: usize,
+    budget: Budget,
     tls: TlsConnector,
     resolver: Resolver,
     audit: Addr<AuditWriter>,
@@ -119,17 +128,17 @@ struct Trail {
 }
 
 impl Proxy {
-    /// Builds the proxy; `extra_ca` adds PEM roots to the built-in web roots.
+    /// Builds the proxy from the egress settings (internal ranges opened, the extra CA file, the
+    /// response budget) and the response size limit.
     pub fn new(
         policy: Arc<NetworkPolicy>,
-        allow: Vec<Cidr>,
+        settings: &EgressSettings,
         max_response: usize,
-        extra_ca: Option<&Path>,
         audit: Addr<AuditWriter>,
     ) -> Result<Proxy, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(file) = extra_ca {
+        if let Some(file) = &settings.extra_ca_file {
             let pem = std::fs::read(file)
                 .map_err(|e| format!("RUMI_EGRESS_CA_FILE cannot be read ({})", e.kind()))?;
             let mut n = 0;
@@ -151,10 +160,14 @@ impl Proxy {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let total = settings
+            .buffer_bytes
+            .unwrap_or_else(|| super::default_buffer_bytes(max_response));
         Ok(Proxy {
             policy,
-            allow,
+            allow: settings.allow_cidrs.clone(),
             max_response,
+            budget: Budget::new(total, max_response),
             tls: TlsConnector::from(Arc::new(config)),
             resolver: system_resolver(),
             audit,
@@ -167,9 +180,21 @@ impl Proxy {
         self
     }
 
-    /// Answers one parsed frame of `pack_id`, and audits the decision.
-    pub async fn handle(&self, pack_id: &str, request: EgressRequest) -> Reply {
-        match request {
+    /// The kernel-wide response budget (each listener takes its pack's share).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Answers one parsed frame of `pack_id`, and audits the decision. The answer holds the
+    /// memory charged for its body to `budget` until it is dropped (after the reply is written).
+    pub async fn handle(
+        &self,
+        pack_id: &str,
+        request: EgressRequest,
+        budget: &PackBudget,
+    ) -> Answer {
+        let mut hold = budget.hold();
+        let reply = match request {
             EgressRequest::Check { domain, port } => {
                 let verdict = self.policy.check(pack_id, &domain, port);
                 let (allowed, reason) = match &verdict {
@@ -186,12 +211,15 @@ impl Proxy {
                 ));
                 Reply::Check { allowed, reason }
             }
-            EgressRequest::Http(req) => Reply::Http(Box::new(self.fetch(pack_id, req).await)),
-        }
+            EgressRequest::Http(req) => {
+                Reply::Http(Box::new(self.fetch(pack_id, req, &mut hold).await))
+            }
+        };
+        Answer { reply, hold }
     }
 
     /// Audits a refused frame (bad framing or validation) and answers it.
-    pub fn refuse(&self, pack_id: &str, error_type: &str, reason: &str) -> Reply {
+    pub fn refuse(&self, pack_id: &str, error_type: &str, reason: &str) -> Answer {
         self.audit.do_send(Record(
             AuditEntry::new(Category::Network, "egress_refused", false)
                 .severity(Severity::Warning)
@@ -199,7 +227,10 @@ impl Proxy {
                 .error(reason, Some(error_type))
                 .details(json!({"allowed": false, "reason": reason})),
         ));
-        Reply::Http(Box::new(ProxyResponse::failure(error_type, reason)))
+        Answer {
+            reply: Reply::Http(Box::new(ProxyResponse::failure(error_type, reason))),
+            hold: Hold::none(),
+        }
     }
 
     fn audit_tampered(&self, pack_id: &str, tampered: bool) {
@@ -210,11 +241,11 @@ impl Proxy {
     }
 
     /// An HTTP request, every hop checked; always answers (failures are responses).
-    async fn fetch(&self, pack_id: &str, req: HttpRequest) -> ProxyResponse {
+    async fn fetch(&self, pack_id: &str, req: HttpRequest, hold: &mut Hold) -> ProxyResponse {
         let started = Instant::now();
         let method = req.method;
         let mut trail = Trail::default();
-        let outcome = tokio::time::timeout(req.timeout, self.hops(pack_id, req, &mut trail))
+        let outcome = tokio::time::timeout(req.timeout, self.hops(pack_id, req, &mut trail, hold))
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::new(
@@ -227,6 +258,8 @@ impl Proxy {
         let (mut response, allowed, reason) = match outcome {
             Ok(r) => (r, true, "allowed".to_string()),
             Err(f) => {
+                // A failed request's partial body is gone already.
+                hold.release();
                 let reason = f.detail.clone();
                 let allowed = !POLICY_REFUSALS.contains(&f.error_type);
                 (
@@ -269,6 +302,7 @@ impl Proxy {
         pack_id: &str,
         req: HttpRequest,
         trail: &mut Trail,
+        hold: &mut Hold,
     ) -> Result<ProxyResponse, Failure> {
         let HttpRequest {
             mut method,
@@ -341,7 +375,7 @@ impl Proxy {
                     continue;
                 }
             }
-            return self.read_response(response, &url, trail).await;
+            return self.read_response(response, &url, trail, hold).await;
         }
     }
 
@@ -462,6 +496,7 @@ impl Proxy {
         response: hyper::Response<hyper::body::Incoming>,
         url: &url::Url,
         trail: &mut Trail,
+        hold: &mut Hold,
     ) -> Result<ProxyResponse, Failure> {
         let too_large = || {
             Failure::new(
@@ -507,6 +542,13 @@ impl Proxy {
                     trail.bytes = (data.len() + chunk.len()) as u64;
                     return Err(too_large());
                 }
+                hold.charge(chunk.len()).map_err(|e| {
+                    Failure::new(
+                        "busy",
+                        "the kernel's egress buffers are full; retry later",
+                        e.0,
+                    )
+                })?;
                 data.extend_from_slice(&chunk);
             }
         }
@@ -557,6 +599,7 @@ mod tests {
     use crate::view::{KernelView, PackState};
     use actix::Actor;
     use std::collections::HashMap;
+    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -579,6 +622,16 @@ mod tests {
     }
 
     fn proxy(dir: &Path, ca: Option<&Path>, resolver: Resolver) -> Proxy {
+        let settings = EgressSettings {
+            allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+            extra_ca_file: ca.map(Path::to_path_buf),
+            ..EgressSettings::default()
+        };
+        build(dir, &settings, resolver)
+    }
+
+    /// A proxy for pack "p" (granted `*`, every port), limit 1 MiB.
+    fn build(dir: &Path, settings: &EgressSettings, resolver: Resolver) -> Proxy {
         let view = Arc::new(KernelView::default());
         view.publish_states(HashMap::from([("p".to_string(), PackState::Approved)]));
         let (policy, _) =
@@ -586,15 +639,9 @@ mod tests {
         policy.grant("p", &["*".into()], &[0], "").unwrap();
         let audit =
             AuditWriter::new(dir.join("audit"), std::time::Duration::from_millis(50)).start();
-        Proxy::new(
-            Arc::new(policy),
-            vec!["127.0.0.1/32".parse().unwrap()],
-            1 << 20,
-            ca,
-            audit,
-        )
-        .unwrap()
-        .with_resolver(resolver)
+        Proxy::new(Arc::new(policy), settings, 1 << 20, audit)
+            .unwrap()
+            .with_resolver(resolver)
     }
 
     fn get(url: &str) -> EgressRequest {
@@ -603,7 +650,7 @@ mod tests {
     }
 
     async fn fetch(p: &Proxy, url: &str) -> ProxyResponse {
-        match p.handle("p", get(url)).await {
+        match p.handle("p", get(url), &p.budget().for_pack()).await.reply {
             Reply::Http(r) => *r,
             other => panic!("{other:?}"),
         }
@@ -611,27 +658,37 @@ mod tests {
 
     /// Answers every request with "ok", over TLS when `tls` is given.
     async fn server(tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
+        serve_body(tls, b"ok".to_vec()).await
+    }
+
+    /// Answers every request with `body`.
+    async fn serve_body(tls: Option<tokio_rustls::TlsAcceptor>, body: Vec<u8>) -> u16 {
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(&body);
+        let response: &'static [u8] = Box::leak(response.into_boxed_slice());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+                    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, r: &[u8]) {
                         let mut buf = [0u8; 4096];
                         let _ = s.read(&mut buf).await;
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                            .await;
+                        let _ = s.write_all(r).await;
                         let _ = s.shutdown().await;
                     }
                     match tls {
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(s).await {
-                                answer(s).await
+                                answer(s, response).await
                             }
                         }
-                        None => answer(s).await,
+                        None => answer(s, response).await,
                     }
                 });
             }
@@ -711,5 +768,45 @@ mod tests {
         );
         let r = fetch(&p, &format!("http://nowhere.test:{port}/")).await;
         assert_eq!(r.error_type.as_deref(), Some("dns_error"));
+    }
+
+    #[actix_rt::test]
+    async fn response_memory_is_bounded_and_released_with_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = serve_body(None, vec![b'a'; 600 << 10]).await;
+        let resolver = table(&[], Arc::new(AtomicUsize::new(0)));
+        // Room for one 600 KiB body (charged 1.8 MiB) in all: the pack's share is the total.
+        let settings = EgressSettings {
+            allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+            buffer_bytes: Some(3 << 20),
+            ..EgressSettings::default()
+        };
+        let p = build(dir.path(), &settings, resolver);
+        let share = p.budget().for_pack();
+        let url = format!("http://127.0.0.1:{port}/");
+        let first = p.handle("p", get(&url), &share).await;
+        assert!(matches!(&first.reply, Reply::Http(r) if r.success && r.body.len() == 600 << 10));
+        assert_eq!(
+            share.in_use(),
+            3 * (600 << 10),
+            "held until the answer is dropped"
+        );
+        // While the first answer is unwritten, a second one finds no room and fails at once.
+        let second = p.handle("p", get(&url), &share).await;
+        match &second.reply {
+            Reply::Http(r) => {
+                assert_eq!(r.error_type.as_deref(), Some("busy"), "{r:?}");
+                assert!(r.error.as_deref().unwrap().contains("retry"), "{r:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(second.hold.bytes(), 0, "a refused response holds nothing");
+        drop((first, second));
+        assert_eq!(share.in_use(), 0);
+        let third = p.handle("p", get(&url), &share).await;
+        assert!(
+            matches!(&third.reply, Reply::Http(r) if r.success),
+            "{third:?}"
+        );
     }
 }
