@@ -8,10 +8,11 @@ import os
 import socket
 import struct
 
-# Largest response frame accepted: the body limit (RUMI_MAX_RESULT_BYTES) base64-encoded and
-# JSON-escaped, plus headers. A larger frame is refused here too, whatever the kernel sent.
+# Largest response frame accepted: the body limit (RUMI_MAX_RESULT_BYTES) as the kernel encodes it
+# (JSON text escapes at most double a body; bodies that would grow more, and binary ones, travel as
+# base64, a third larger), plus headers. A larger frame is refused here too, whatever the kernel sent.
 MAX_RESPONSE_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
-MAX_RESPONSE_FRAME = MAX_RESPONSE_BYTES * 6 + 1024 * 1024
+MAX_RESPONSE_FRAME = MAX_RESPONSE_BYTES * 2 + 1024 * 1024
 # sun_path holds 108 bytes with its NUL.
 _MAX_SOCKET_PATH = 107
 

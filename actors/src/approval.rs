@@ -9,8 +9,7 @@
 //! * a FIFO or device planted in a pack to hang the hasher — only regular files are opened; other
 //!   entries are recorded by type (symlinks by their target text) and never followed.
 
-use crate::fsutil;
-use crate::keys::SigningKey;
+use crate::keys::{SignedRecords, SigningKey, Stored};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,76 +47,33 @@ pub struct ApprovalRecord {
     pub reason: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SignedRecord {
-    record: ApprovalRecord,
-    signature: String,
-}
-
 /// What the store found for a pack.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoredApproval {
-    None,
-    Valid(ApprovalRecord),
-    /// The file exists but its signature (or shape) is wrong: never approved.
-    Tampered,
-}
+pub type StoredApproval = Stored<ApprovalRecord>;
 
 /// Signed approval records under `user_data/permissions/approvals/<pack_id>.json`.
 #[derive(Debug, Clone)]
-pub struct ApprovalStore {
-    dir: PathBuf,
-    key: SigningKey,
-}
+pub struct ApprovalStore(SignedRecords);
 
 impl ApprovalStore {
     pub fn new(dir: PathBuf, key: SigningKey) -> Self {
-        ApprovalStore { dir, key }
+        ApprovalStore(SignedRecords::new(dir, key))
     }
 
-    fn path(&self, pack_id: &str) -> PathBuf {
-        self.dir.join(format!("{pack_id}.json"))
-    }
-
-    /// Loads and checks a pack's record.
+    /// Loads and checks a pack's record (its own pack id, its manifest's hash).
     pub fn load(&self, pack_id: &str) -> StoredApproval {
-        let bytes = match fs::read(self.path(pack_id)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return StoredApproval::None,
-            Err(_) => return StoredApproval::Tampered,
-        };
-        let Ok(signed) = serde_json::from_slice::<SignedRecord>(&bytes) else {
-            return StoredApproval::Tampered;
-        };
-        let Ok(message) = serde_json::to_vec(&signed.record) else {
-            return StoredApproval::Tampered;
-        };
-        if !self.key.verify(&message, &signed.signature)
-            || signed.record.pack_id != pack_id
-            || signed.record.manifest.hash() != signed.record.manifest_hash
-        {
-            return StoredApproval::Tampered;
-        }
-        StoredApproval::Valid(signed.record)
+        self.0.load(pack_id, |r: &ApprovalRecord| {
+            r.pack_id == pack_id && r.manifest.hash() == r.manifest_hash
+        })
     }
 
     /// Signs and durably writes a record.
     pub fn save(&self, record: &ApprovalRecord) -> io::Result<()> {
-        let message = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let signed = SignedRecord {
-            record: record.clone(),
-            signature: self.key.sign(&message),
-        };
-        let bytes = serde_json::to_vec_pretty(&signed).map_err(io::Error::other)?;
-        fsutil::write_atomic(&self.path(&record.pack_id), &bytes, 0o600)
+        self.0.save(&record.pack_id, record)
     }
 
     /// Removes a pack's record (uninstall).
     pub fn remove(&self, pack_id: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(pack_id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.0.remove(pack_id)
     }
 }
 

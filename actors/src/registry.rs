@@ -558,10 +558,10 @@ impl Registry {
             .collect();
         for id in dead_egress {
             tracing::error!(pack_id = %id, "a pack's egress listener died; starting a new one");
-            let listener = self.start_egress(&id);
             if let Some(e) = self.packs.get_mut(&id) {
-                e.egress = Some(listener);
+                e.egress = None;
             }
+            self.reconcile_container(&id);
         }
         let dead: Vec<String> = self
             .packs

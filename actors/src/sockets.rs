@@ -2,8 +2,8 @@
 //! Unix sockets in them: the block host's channel, the egress socket and (later) the capability
 //! socket. One place decides their modes and group, so no socket is ever left 0666 by accident.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
@@ -19,37 +19,61 @@ pub struct SocketAccess {
     pub mode: u32,
 }
 
-/// Creates a pack's socket directory (0750, or 0700 without a group) and gives it the group.
-pub fn prepare_dir(dir: &Path, access: SocketAccess) -> Result<(), String> {
-    let mode = if access.gid.is_some() { 0o750 } else { 0o700 };
-    crate::fsutil::ensure_dir(dir, mode).map_err(|e| {
+impl SocketAccess {
+    /// Gives `path` the group (when there is one) and `mode`.
+    fn apply(self, path: &Path, mode: u32) -> Result<(), String> {
+        match self.gid {
+            Some(gid) => set_group(path, gid, mode),
+            None => set_mode(path, mode),
+        }
+    }
+}
+
+/// The socket file a [`bind_pack_socket`] call made; [`BoundSocket::remove`] removes that file
+/// only, never a successor bound at the same path since.
+#[derive(Debug)]
+pub struct BoundSocket {
+    path: PathBuf,
+    /// (device, inode) of the bound file.
+    id: Option<(u64, u64)>,
+}
+
+impl BoundSocket {
+    pub fn remove(&self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Creates the pack's socket directory when missing (0750, or 0700 without a group; given the
+/// group), then binds `name` in it (replacing a stale socket file) with the group and mode.
+pub fn bind_pack_socket(
+    dir: &Path,
+    name: &str,
+    access: SocketAccess,
+) -> Result<(UnixListener, BoundSocket), String> {
+    let dir_mode = if access.gid.is_some() { 0o750 } else { 0o700 };
+    crate::fsutil::ensure_dir(dir, dir_mode).map_err(|e| {
         format!(
             "the pack's socket directory cannot be created ({})",
             e.kind()
         )
     })?;
-    match access.gid {
-        Some(gid) => set_group(dir, gid, mode),
-        None => set_mode(dir, mode),
-    }
-}
-
-/// Binds `name` in an existing pack socket directory (replacing a stale socket file) and gives it
-/// the group and mode.
-pub fn bind_pack_socket(
-    dir: &Path,
-    name: &str,
-    access: SocketAccess,
-) -> Result<UnixListener, String> {
+    access.apply(dir, dir_mode)?;
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
     let listener = bind_unix(dir, name)
         .map_err(|e| format!("the pack's {name} socket cannot be bound ({})", e.kind()))?;
-    match access.gid {
-        Some(gid) => set_group(&path, gid, access.mode)?,
-        None => set_mode(&path, access.mode)?,
-    }
-    Ok(listener)
+    access.apply(&path, access.mode)?;
+    let id = file_id(&path);
+    Ok((listener, BoundSocket { path, id }))
 }
 
 /// Binds a Unix socket `name` in `dir`. A path longer than `sun_path` holds (a deep `RUMI_HOME`, a
@@ -126,16 +150,26 @@ mod tests {
             gid: None,
             mode: 0o660,
         };
-        prepare_dir(&dir, access).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .unwrap();
-        let _l = rt
+        let (_l, bound) = rt
             .block_on(async { bind_pack_socket(&dir, "egress.sock", access) })
             .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("egress.sock")), 0o660);
+        // A successor bound at the same path is not removed by the first binding's owner.
+        let (_l2, successor) = rt
+            .block_on(async { bind_pack_socket(&dir, "egress.sock", access) })
+            .unwrap();
+        bound.remove();
+        assert!(
+            dir.join("egress.sock").exists(),
+            "the successor's socket stays"
+        );
+        successor.remove();
+        assert!(!dir.join("egress.sock").exists());
     }
 }

@@ -331,7 +331,7 @@ fn truncate(s: &str, n: usize) -> String {
 // ---- grants ----------------------------------------------------------------------------------
 
 /// A pack's network grant (the signed content of its grant file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkGrant {
     pub pack_id: String,
     pub enabled: bool,

@@ -13,7 +13,7 @@
 use super::{describe, remove, ContainerSettings, DockerEngine, PackSpec};
 use super::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
 use crate::pack_container::worker::{exchange, CallError};
-use crate::sockets::{bind_pack_socket, prepare_dir, SocketAccess};
+use crate::sockets::{bind_pack_socket, BoundSocket, SocketAccess};
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
 };
@@ -100,7 +100,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
             waited += 1;
         }
     }
-    let listener = bind_channel(spec, settings).map_err(StartError::Failed)?;
+    let (listener, bound) = bind_channel(spec, settings).map_err(StartError::Failed)?;
     let body = container_body(engine, spec);
     let options = CreateContainerOptions {
         name: Some(name.clone()),
@@ -122,7 +122,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         accept(&client, &name, &listener, settings.start_timeout).await
     }
     .await;
-    let _ = std::fs::remove_file(spec.socket_dir.join("host.sock"));
+    bound.remove();
     drop(listener);
     let stream = match result {
         Ok(s) => s,
@@ -161,14 +161,16 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
 }
 
 /// Prepares the pack's directories and binds the channel socket.
-fn bind_channel(spec: &PackSpec, settings: &ContainerSettings) -> Result<UnixListener, String> {
+fn bind_channel(
+    spec: &PackSpec,
+    settings: &ContainerSettings,
+) -> Result<(UnixListener, BoundSocket), String> {
     crate::fsutil::ensure_dir(&spec.data_dir, 0o755)
         .map_err(|e| format!("the pack's data directory cannot be created ({})", e.kind()))?;
     let access = SocketAccess {
         gid: Some(settings.socket_gid),
         mode: settings.socket_mode,
     };
-    prepare_dir(&spec.socket_dir, access)?;
     bind_pack_socket(&spec.socket_dir, "host.sock", access)
 }
 

@@ -64,8 +64,7 @@ impl PackBudget {
     pub fn hold(&self) -> Hold {
         Hold {
             budget: Some(self.clone()),
-            permits: Vec::new(),
-            bytes: 0,
+            permits: None,
         }
     }
 
@@ -79,8 +78,8 @@ impl PackBudget {
 #[derive(Debug, Default)]
 pub struct Hold {
     budget: Option<PackBudget>,
-    permits: Vec<OwnedSemaphorePermit>,
-    bytes: usize,
+    /// The pack's and the kernel's permits (always the same count): each charge merges into them.
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl Hold {
@@ -116,21 +115,24 @@ impl Hold {
                     b.total
                 ))
             })?;
-        self.permits.push(pack);
-        self.permits.push(global);
-        self.bytes += n;
+        match &mut self.permits {
+            Some((p, g)) => {
+                p.merge(pack);
+                g.merge(global);
+            }
+            None => self.permits = Some((pack, global)),
+        }
         Ok(())
     }
 
     /// Gives back everything charged (the body it paid for is gone).
     pub fn release(&mut self) {
-        self.permits.clear();
-        self.bytes = 0;
+        self.permits = None;
     }
 
     /// Bytes charged so far.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.permits.as_ref().map_or(0, |(p, _)| p.num_permits())
     }
 }
 

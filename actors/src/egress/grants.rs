@@ -11,23 +11,15 @@
 //!   without being granted again.
 
 use crate::audit::{AuditEntry, Category, Severity};
-use crate::fsutil;
-use crate::keys::SigningKey;
+use crate::keys::{SignedRecords, SigningKey, Stored};
 use crate::view::{KernelView, PackState};
 use parking_lot::{Mutex, RwLock};
 use rumi_domain::egress::{grant_allows, normalise_grant_lists, NetworkGrant};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-
-#[derive(Serialize, Deserialize)]
-struct SignedGrant {
-    grant: NetworkGrant,
-    signature: String,
-}
 
 #[derive(Debug, Clone)]
 enum Slot {
@@ -94,8 +86,7 @@ pub enum GrantError {
 /// The grants (see the module docs). Reads take a shared lock; changes are serialised, written
 /// durably, then published.
 pub struct NetworkPolicy {
-    dir: PathBuf,
-    key: SigningKey,
+    files: SignedRecords,
     view: Arc<KernelView>,
     slots: RwLock<BTreeMap<String, Slot>>,
     writes: Mutex<()>,
@@ -104,36 +95,27 @@ pub struct NetworkPolicy {
 impl NetworkPolicy {
     /// Loads every grant file of `dir`; answers the policy and the packs whose file is tampered.
     pub fn load(dir: PathBuf, key: SigningKey, view: Arc<KernelView>) -> (Self, Vec<String>) {
+        let files = SignedRecords::new(dir, key);
         let mut slots = BTreeMap::new();
         let mut tampered = Vec::new();
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for entry in entries.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(pack_id) = name.strip_suffix(".json") else {
-                    continue;
-                };
-                if pack_id.starts_with('.') {
-                    continue;
+        for pack_id in files.ids() {
+            let slot = match files.load(&pack_id, |g: &NetworkGrant| g.pack_id == pack_id) {
+                Stored::Valid(g) => Slot::Valid(g),
+                // Gone since the listing, unreadable, or failing its check: denies.
+                Stored::None | Stored::Tampered => {
+                    tampered.push(pack_id.clone());
+                    Slot::Tampered
                 }
-                let slot = read_slot(&entry.path(), pack_id, &key);
-                if matches!(slot, Slot::Tampered) {
-                    tampered.push(pack_id.to_string());
-                }
-                slots.insert(pack_id.to_string(), slot);
-            }
+            };
+            slots.insert(pack_id, slot);
         }
         let policy = NetworkPolicy {
-            dir,
-            key,
+            files,
             view,
             slots: RwLock::new(slots),
             writes: Mutex::new(()),
         };
         (policy, tampered)
-    }
-
-    fn path(&self, pack_id: &str) -> PathBuf {
-        self.dir.join(format!("{pack_id}.json"))
     }
 
     /// Step 2 of §6: may `pack_id` reach `host:port` now?
@@ -183,8 +165,7 @@ impl NetworkPolicy {
             allowed_ports,
             notes: notes.to_string(),
             granted_at: crate::clock::now_rfc3339(),
-            revoked_at: None,
-            revoke_reason: None,
+            ..NetworkGrant::default()
         };
         self.store(grant)
     }
@@ -199,13 +180,8 @@ impl NetworkPolicy {
         // A tampered grant is replaced by an empty, disabled one: revoking always denies.
         let mut grant = current.unwrap_or_else(|| NetworkGrant {
             pack_id: pack_id.to_string(),
-            enabled: false,
-            allowed_domains: Vec::new(),
-            allowed_ports: Vec::new(),
-            notes: String::new(),
             granted_at: crate::clock::now_rfc3339(),
-            revoked_at: None,
-            revoke_reason: None,
+            ..NetworkGrant::default()
         });
         grant.enabled = false;
         grant.revoked_at = Some(crate::clock::now_rfc3339());
@@ -216,32 +192,21 @@ impl NetworkPolicy {
     /// Removes a pack's grant (uninstall).
     pub fn remove(&self, pack_id: &str) -> io::Result<()> {
         let _w = self.writes.lock();
-        match fs::remove_file(self.path(pack_id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        self.files.remove(pack_id)?;
         self.slots.write().remove(pack_id);
         Ok(())
     }
 
     fn store(&self, grant: NetworkGrant) -> Result<NetworkGrant, GrantError> {
         let _w = self.writes.lock();
-        let message = serde_json::to_vec(&grant).map_err(|_| GrantError::Storage)?;
-        let signed = SignedGrant {
-            signature: self.key.sign(&message),
-            grant,
-        };
-        let bytes = serde_json::to_vec_pretty(&signed).map_err(|_| GrantError::Storage)?;
-        fsutil::ensure_dir(&self.dir, 0o700).map_err(|_| GrantError::Storage)?;
-        fsutil::write_atomic(&self.path(&signed.grant.pack_id), &bytes, 0o600).map_err(|e| {
+        self.files.save(&grant.pack_id, &grant).map_err(|e| {
             tracing::error!(error = %e, "grant file write failed");
             GrantError::Storage
         })?;
-        self.slots.write().insert(
-            signed.grant.pack_id.clone(),
-            Slot::Valid(signed.grant.clone()),
-        );
-        Ok(signed.grant)
+        self.slots
+            .write()
+            .insert(grant.pack_id.clone(), Slot::Valid(grant.clone()));
+        Ok(grant)
     }
 
     /// Every grant.
@@ -270,26 +235,12 @@ impl NetworkPolicy {
     }
 }
 
-fn read_slot(path: &Path, pack_id: &str, key: &SigningKey) -> Slot {
-    let Ok(bytes) = fs::read(path) else {
-        return Slot::Tampered;
-    };
-    let Ok(signed) = serde_json::from_slice::<SignedGrant>(&bytes) else {
-        return Slot::Tampered;
-    };
-    let Ok(message) = serde_json::to_vec(&signed.grant) else {
-        return Slot::Tampered;
-    };
-    if !key.verify(&message, &signed.signature) || signed.grant.pack_id != pack_id {
-        return Slot::Tampered;
-    }
-    Slot::Valid(signed.grant)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::fs;
+    use std::path::Path;
 
     fn policy(dir: &Path, approved: &[&str]) -> (NetworkPolicy, Vec<String>) {
         let view = Arc::new(KernelView::default());

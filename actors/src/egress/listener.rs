@@ -14,7 +14,7 @@ use super::budget::PackBudget;
 use super::proxy::{Answer, Proxy, Reply};
 use super::{EgressSettings, SOCKET_NAME};
 use crate::frame::ReadError;
-use crate::sockets::{bind_pack_socket, prepare_dir, SocketAccess};
+use crate::sockets::{bind_pack_socket, BoundSocket, SocketAccess};
 use actix::prelude::*;
 use futures_util::stream;
 use rumi_domain::egress::{parse_request, ProxyResponse, MAX_REQUEST_FRAME};
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tracing::Instrument;
 
 /// One request frame, from a connection to its own actor (the pack is the connection's).
@@ -75,9 +75,8 @@ pub struct EgressListener {
     active: usize,
     accepted: u64,
     refused_busy: u64,
-    /// The bound socket file's (device, inode): on stop only that file is removed, never a
-    /// successor's socket bound at the same path.
-    bound: Option<(u64, u64)>,
+    /// The socket file it bound: on stop only that file is removed, never a successor's.
+    bound: Option<BoundSocket>,
 }
 
 impl EgressListener {
@@ -101,11 +100,6 @@ impl EgressListener {
             bound: None,
         }
     }
-
-    fn bind(&self) -> Result<UnixListener, String> {
-        prepare_dir(&self.dir, self.access)?;
-        bind_pack_socket(&self.dir, SOCKET_NAME, self.access)
-    }
 }
 
 impl Actor for EgressListener {
@@ -113,9 +107,9 @@ impl Actor for EgressListener {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        match self.bind() {
-            Ok(listener) => {
-                self.bound = file_id(&self.dir.join(SOCKET_NAME));
+        match bind_pack_socket(&self.dir, SOCKET_NAME, self.access) {
+            Ok((listener, bound)) => {
+                self.bound = Some(bound);
                 let accepts = stream::unfold(listener, |l| async move {
                     let next = l.accept().await.map(|(s, _)| s);
                     Some((next, l))
@@ -131,18 +125,10 @@ impl Actor for EgressListener {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let path = self.dir.join(SOCKET_NAME);
-        if self.bound.is_some() && file_id(&path) == self.bound {
-            let _ = std::fs::remove_file(path);
+        if let Some(bound) = &self.bound {
+            bound.remove();
         }
     }
-}
-
-fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 impl StreamHandler<io::Result<UnixStream>> for EgressListener {

@@ -363,7 +363,8 @@ impl Proxy {
                     if next.origin() != url.origin() {
                         headers.retain(|(k, _)| {
                             !["authorization", "cookie", "proxy-authorization"]
-                                .contains(&k.to_ascii_lowercase().as_str())
+                                .iter()
+                                .any(|h| k.eq_ignore_ascii_case(h))
                         });
                     }
                     if status == 303 && method != Method::Head {

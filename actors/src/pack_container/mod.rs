@@ -217,8 +217,6 @@ pub struct PackContainer {
     registry: Recipient<PackModified>,
     audit: Addr<AuditWriter>,
     modified: bool,
-    /// A change found by verification that the Registry has not been told of yet.
-    unreported: Option<ManifestDiff>,
     /// Refusals held until the Registry has recorded the change, so that a caller who sees
     /// `hash_verification_failed` then sees the pack `modified` (and its grants suspended).
     held: Option<Vec<(Reply, StepFailure)>>,
@@ -256,7 +254,6 @@ impl PackContainer {
             registry,
             audit,
             modified: false,
-            unreported: None,
             held: None,
             calls: 0,
             failures: 0,
@@ -361,7 +358,11 @@ impl PackContainer {
     }
 
     /// The checks of §5.1 that precede any code; returns the path relative to the pack root.
-    fn precheck(&mut self, msg: &ExecuteBlock) -> Result<String, StepFailure> {
+    fn precheck(
+        &mut self,
+        msg: &ExecuteBlock,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, StepFailure> {
         if self.modified {
             return Err(StepFailure::new(
                 ErrorType::HashVerificationFailed,
@@ -381,7 +382,7 @@ impl PackContainer {
                     self.pack_id,
                     describe_diff(&diff)
                 );
-                self.unreported = Some(diff);
+                self.report_modified(diff, ctx);
                 return Err(StepFailure::new(ErrorType::HashVerificationFailed, message));
             }
             Err(VerifyFailure::Unreadable(why)) => {
@@ -404,10 +405,7 @@ impl PackContainer {
 
     /// Tells the Registry of a change verification found, holding the refusals until it has
     /// recorded it (or is gone).
-    fn report_modified(&mut self, ctx: &mut Context<Self>) {
-        let Some(diff) = self.unreported.take() else {
-            return;
-        };
+    fn report_modified(&mut self, diff: ManifestDiff, ctx: &mut Context<Self>) {
         self.held = Some(Vec::new());
         let sent = self.registry.send(PackModified {
             pack_id: self.pack_id.clone(),
@@ -438,11 +436,10 @@ impl PackContainer {
             if job.reply.is_closed() {
                 continue;
             }
-            let rel = match self.precheck(&job.msg) {
+            let rel = match self.precheck(&job.msg, ctx) {
                 Ok(rel) => rel,
                 Err(failure) => {
                     self.refuse(&job.msg, &failure);
-                    self.report_modified(ctx);
                     match &mut self.held {
                         Some(held) => held.push((job.reply, failure)),
                         None => {
