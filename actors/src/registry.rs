@@ -548,45 +548,47 @@ impl Registry {
     /// restart a panicked actor by itself, and a dead address in the view would fail every call of
     /// the pack until the next approval.
     fn restart_dead_sandboxes(&mut self, only: Option<&str>) {
-        // A dead egress listener (a panic) is replaced the same way, quietly: requests that met
-        // the gap were refused by the missing socket, never let through.
-        let dead_egress: Vec<String> = self
-            .packs
-            .iter()
-            .filter(|(_, e)| e.egress.as_ref().is_some_and(|a| !a.connected()))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead_egress {
-            tracing::error!(pack_id = %id, "a pack's egress listener died; starting a new one");
-            if let Some(e) = self.packs.get_mut(&id) {
-                e.egress = None;
-            }
-            self.reconcile_container(&id);
+        fn dead<A: Actor>(a: &Option<Addr<A>>) -> bool {
+            a.as_ref().is_some_and(|a| !a.connected())
         }
-        let dead: Vec<String> = self
+        let dead: Vec<(String, bool, bool)> = self
             .packs
             .iter()
             .filter(|(id, _)| only.is_none_or(|o| o == id.as_str()))
-            .filter(|(_, e)| e.container.as_ref().is_some_and(|a| !a.connected()))
-            .map(|(id, _)| id.clone())
+            .map(|(id, e)| (id.clone(), dead(&e.container), dead(&e.egress)))
+            .filter(|(_, container, egress)| *container || *egress)
             .collect();
-        for id in dead {
-            tracing::error!(pack_id = %id, "a pack sandbox died; starting a new one");
+        for (id, container, egress) in dead {
             if let Some(e) = self.packs.get_mut(&id) {
-                e.container = None;
+                if container {
+                    e.container = None;
+                }
+                if egress {
+                    e.egress = None;
+                }
             }
-            self.view.set_container(&id, None);
+            // A dead egress listener is replaced quietly: requests that met the gap were refused
+            // by the missing socket, never let through.
+            if egress {
+                tracing::error!(pack_id = %id, "a pack's egress listener died; starting a new one");
+            }
+            if container {
+                tracing::error!(pack_id = %id, "a pack sandbox died; starting a new one");
+                self.view.set_container(&id, None);
+            }
             self.reconcile_container(&id);
-            self.audit.do_send(Record(
-                AuditEntry::new(Category::System, "sandbox_restarted", false)
-                    .severity(Severity::Error)
-                    .pack(&id)
-                    .error(
-                        "the pack's sandbox actor stopped unexpectedly and was replaced",
-                        None,
-                    ),
-            ));
-            self.event(json!({"pack_id": id, "event": "sandbox_restarted"}));
+            if container {
+                self.audit.do_send(Record(
+                    AuditEntry::new(Category::System, "sandbox_restarted", false)
+                        .severity(Severity::Error)
+                        .pack(&id)
+                        .error(
+                            "the pack's sandbox actor stopped unexpectedly and was replaced",
+                            None,
+                        ),
+                ));
+                self.event(json!({"pack_id": id, "event": "sandbox_restarted"}));
+            }
         }
     }
 
@@ -1097,6 +1099,35 @@ mod tests {
             .events
             .iter()
             .any(|e| e["event"] == "sandbox_restarted"));
+
+        // The pack's egress listener is supervised the same way.
+        let listener = diag
+            .egress
+            .first()
+            .cloned()
+            .expect("an approved pack has a listener");
+        let crashed = listener.send(crate::egress::listener::InjectPanic).await;
+        assert!(crashed.is_err(), "the panicking handler never answers");
+        assert!(!listener.connected());
+        registry
+            .send(SandboxLost {
+                pack_id: "p".into(),
+            })
+            .await
+            .unwrap();
+        let diag = registry.send(GetDiagnostics).await.unwrap();
+        assert_eq!(diag.egress.len(), 1);
+        let replaced = &diag.egress[0];
+        assert!(replaced.connected(), "a new listener");
+        let snap = replaced
+            .send(crate::egress::listener::GetEgressSnapshot)
+            .await
+            .unwrap();
+        assert_eq!((snap.pack_id.as_str(), snap.accepted), ("p", 0));
+        assert!(
+            view.container("p") == Some(second.clone()),
+            "the healthy sandbox is kept, not replaced"
+        );
 
         // A sandbox stopped on purpose (reject) is not resurrected.
         registry

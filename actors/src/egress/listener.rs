@@ -198,6 +198,21 @@ impl Handler<GetEgressSnapshot> for EgressListener {
     }
 }
 
+/// Test only: makes the listener's handler panic (the actor dies, as on a bug).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+#[cfg(test)]
+impl Handler<InjectPanic> for EgressListener {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {
+        panic!("injected panic in the egress listener of {}", self.pack_id);
+    }
+}
+
 impl Handler<StopListener> for EgressListener {
     type Result = ();
     fn handle(&mut self, _: StopListener, ctx: &mut Self::Context) {
