@@ -196,11 +196,12 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
         return;
     }
     let home = fresh_home();
-    make_pack(home.path(), "slow", &[("wait.py", "import time\ndef run(i, c=None):\n    time.sleep(float(i.get('s', 1)))\n    return {'done': i.get('n')}\n")]);
+    // Runs hold their slot until the test creates the release file (or 30 s pass).
+    make_pack(home.path(), "slow", &[("wait.py", "import os, time\ndef run(i, c=None):\n    end = time.time() + 30\n    while i.get('path') and not os.path.exists(i['path']) and time.time() < end:\n        time.sleep(0.01)\n    return {'done': i.get('n')}\n")]);
     write(
         home.path(),
         "user_data/shared/flows/wait.flow.yaml",
-        "flow_id: wait\nphases: [m]\nsteps:\n  - {id: w, phase: m, type: python_file_call, owner_pack: slow, file: wait.py, input: {s: \"${ctx.s}\", n: \"${ctx.n}\"}, output: w}\n",
+        "flow_id: wait\nphases: [m]\nsteps:\n  - {id: w, phase: m, type: python_file_call, owner_pack: slow, file: wait.py, input: {path: \"${ctx.path}\", n: \"${ctx.n}\"}, output: w}\n",
     );
     let k = Kernel::start(
         home.path(),
@@ -214,13 +215,21 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
     let k = std::sync::Arc::new(k);
     // Two run (cap), two wait (queue), the fifth is refused with 429 and Retry-After.
     let mut running = Vec::new();
-    for n in 0..4 {
-        let k = k.clone();
+    let release = home.path().join("release");
+    for n in 0..4u64 {
+        let (kc, path) = (k.clone(), release.to_string_lossy().to_string());
         running.push(tokio::spawn(async move {
-            k.post("/api/flows/wait/run", json!({"inputs": {"s": 1.5, "n": n}}))
-                .await
+            kc.post(
+                "/api/flows/wait/run",
+                json!({"inputs": {"path": path, "n": n}}),
+            )
+            .await
         }));
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Arrival order is the order the limiter saw them: wait until it has this one.
+        limiter_until(&k, |l| {
+            l["running"].as_u64().unwrap() + l["queued"].as_u64().unwrap() == n + 1
+        })
+        .await;
     }
     let (_, d) = k.get("/api/diagnostics").await;
     assert_eq!(
@@ -240,6 +249,7 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
     let v: Value = resp.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("queue"));
+    std::fs::write(&release, b"go").unwrap();
     let mut started = Vec::new();
     for h in running {
         let (s, v) = h.await.unwrap();
@@ -270,6 +280,96 @@ async fn the_limiter_caps_queues_fifo_and_answers_429() {
         .post("/api/flows/wait/run", json!({"inputs": {"s": 0}}))
         .await;
     assert_eq!(s, 200);
+}
+
+/// Polls the limiter's counters in `/api/diagnostics` until `pred` holds (10 s deadline).
+async fn limiter_until(k: &Kernel, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, d) = k.get("/api/diagnostics").await;
+        let l = d["data"]["limiter"].clone();
+        if pred(&l) {
+            return l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limiter never reached the expected state: {l}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Hardening defect 1b: runs that gave up waiting (408) stayed in the queue for good, so once
+/// the queue had filled with them every later run was answered 429 on an idle kernel. Now each
+/// leaves the queue as it gives up, and a new run queues and runs.
+#[tokio::test]
+async fn runs_that_time_out_waiting_leave_the_queue() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let release = home.path().join("release-the-slot");
+    make_pack(home.path(), "hold", &[("hold.py", "import os, time\ndef run(i, c=None):\n    end = time.time() + 30\n    while not os.path.exists(i['path']) and time.time() < end:\n        time.sleep(0.01)\n    return {'released': os.path.exists(i['path'])}\n")]);
+    write(
+        home.path(),
+        "user_data/shared/flows/hold.flow.yaml",
+        "flow_id: hold\nphases: [m]\nsteps:\n  - {id: h, phase: m, type: python_file_call, owner_pack: hold, file: hold.py, input: {path: \"${ctx.path}\"}, output: h}\n",
+    );
+    write(
+        home.path(),
+        "user_data/shared/flows/set_only.flow.yaml",
+        "flow_id: set_only\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: x, value: 1}}\n",
+    );
+    let k = Kernel::start(
+        home.path(),
+        &[
+            ("RUMI_MAX_CONCURRENT_FLOWS", "1"),
+            ("RUMI_FLOW_QUEUE_LIMIT", "5"),
+        ],
+    );
+    k.approve("hold").await;
+    let k = std::sync::Arc::new(k);
+    // One run holds the only slot until the test lets it go.
+    let holder = {
+        let (k, path) = (k.clone(), release.to_string_lossy().to_string());
+        tokio::spawn(async move { k.run("hold", json!({"path": path})).await })
+    };
+    limiter_until(&k, |l| l["running"] == 1).await;
+    // Five runs fill the queue and give up at their one-second deadline.
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let k = k.clone();
+            tokio::spawn(async move {
+                k.post(
+                    "/api/flows/set_only/run",
+                    json!({"inputs": {}, "timeout": 1}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (s, v) = w.await.unwrap();
+        assert_eq!(s, 408, "{v}");
+    }
+    let l = limiter_until(&k, |l| l["queued"] == 0).await;
+    assert_eq!(l["running"], 1, "{l}");
+    // The queue has room again: a new run waits (not 429) and runs once the slot is free.
+    let queued = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            k.post("/api/flows/set_only/run", json!({"inputs": {}}))
+                .await
+        })
+    };
+    limiter_until(&k, |l| l["queued"] == 1).await;
+    std::fs::write(&release, b"go").unwrap();
+    let (s, v) = queued.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = holder.await.unwrap();
+    assert_eq!((s, &v["result"]["h"]["released"]), (200, &json!(true)));
+    let l = limiter_until(&k, |l| l["running"] == 0).await;
+    assert_eq!(l["queued"], 0);
 }
 
 #[tokio::test]

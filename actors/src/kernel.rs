@@ -225,10 +225,17 @@ impl Kernel {
                     run_id: run_id.clone(),
                     span: span.clone(),
                 });
-                match tokio::time::timeout_at(deadline.into(), acquire).await {
-                    Ok(Ok(Ok(p))) => p,
-                    Ok(Ok(Err(e))) => return Err(RunError::Limiter(e)),
-                    Ok(Err(_)) => return Err(RunError::Limiter(LimiterError::Closed)),
+                // The ticket is ours: when the deadline passes (or the client goes and this
+                // future is dropped) the waiter is dropped with it and leaves the queue.
+                let wait = async {
+                    match acquire.await {
+                        Ok(ticket) => ticket?.into_permit().await,
+                        Err(_) => Err(LimiterError::Closed),
+                    }
+                };
+                match tokio::time::timeout_at(deadline.into(), wait).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return Err(RunError::Limiter(e)),
                     Err(_) => return Err(RunError::TimedOutWaiting { run_id }),
                 }
             }

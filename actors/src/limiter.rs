@@ -3,35 +3,42 @@
 //! parent's.
 //!
 //! A [`Permit`] gives itself back when dropped, so no path — error, panic, timeout, client gone —
-//! can leak a slot. A queued caller that gives up simply drops its receiver; when its turn comes
-//! the permit handed to it is dropped with the channel and released at once.
+//! can leak a slot.
 //!
-//! Fast path: the actor publishes its free-slot count in a small shared [`Gate`]. When slots are
-//! free and nobody waits, [`ConcurrencyLimiter::try_acquire`] takes one without a message, and a
-//! permit dropped while nobody waits puts it back the same way — on this 2-core machine each
-//! cross-thread message costs a wake-up of tens of microseconds, which is most of a `set`-only
-//! run. As soon as anyone has to wait, everything goes through the actor: it owns the FIFO queue,
-//! decides 429s, and hands freed slots to waiters in order, so newcomers never overtake the queue.
+//! **One lock, one invariant.** The free-slot count and the wait queue live together in one
+//! [`Slots`] behind one mutex, and every decision (grant, queue, refuse, hand a freed slot on) is
+//! taken under it. Invariant: `free > 0` only while the queue is empty — a freed slot goes to the
+//! oldest waiter first. An earlier version checked `free` under one lock and enqueued under
+//! another, so a permit dropped in between returned its slot to `free` while a waiter was being
+//! queued, and that waiter was never woken (a lost wake-up that jammed the kernel for good).
+//!
+//! **The caller owns the wait.** A queued caller gets a [`Ticket::Queued`] holding the receiving
+//! end of its channel and awaits it itself. Giving up (its deadline, its client gone) drops the
+//! receiver, which closes the channel: the waiter stops counting as queued at once, and a slot
+//! handed to it later comes straight back. An earlier version awaited the receiver inside the
+//! actor's response future, which outlived the caller, so abandoned waiters filled the queue
+//! until every run was answered 429 on an idle kernel.
+//!
+//! Fast path: [`LimiterHandle::try_acquire`] takes a free slot without a message — on this 2-core
+//! machine each cross-thread message costs a wake-up of tens of microseconds, which is most of a
+//! `set`-only run. Only a caller that has to wait goes through the actor ([`Acquire`]).
 
 use actix::prelude::*;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 // ---- messages ---------------------------------------------------------------------------------
 
-/// Asks for a permit; waits in the FIFO queue when all are taken.
+/// Asks for a permit: granted at once, queued, or refused when the queue is full.
 #[derive(Message)]
-#[rtype(result = "Result<Permit, LimiterError>")]
+#[rtype(result = "Result<Ticket, LimiterError>")]
 pub struct Acquire {
     pub run_id: String,
     pub span: tracing::Span,
 }
-
-/// Gives a permit back (sent by [`Permit`]'s `Drop`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Release;
 
 /// Observable counters.
 #[derive(Message)]
@@ -60,33 +67,172 @@ pub enum LimiterError {
     Closed,
 }
 
-/// The counters the actor shares with the fast path. Invariant: a slot is free in `free` only
-/// while `waiting` is 0 (the actor hands freed slots straight to waiters instead).
-#[derive(Debug, Default)]
-pub struct GateState {
-    free: usize,
-    waiting: usize,
-    /// Permits taken on the fast path (the actor counts its own).
-    granted_fast: u64,
+/// The answer to [`Acquire`].
+pub enum Ticket {
+    /// A slot was free.
+    Granted(Permit),
+    /// In the queue: await [`Waiter::wait`]; dropping the waiter leaves the queue.
+    Queued(Waiter),
 }
 
-/// The shared gate (see the module docs).
-pub type Gate = std::sync::Arc<parking_lot::Mutex<GateState>>;
+impl Ticket {
+    /// The permit, waiting for it if queued. Dropping this future gives up the place in the queue.
+    pub async fn into_permit(self) -> Result<Permit, LimiterError> {
+        match self {
+            Ticket::Granted(p) => Ok(p),
+            Ticket::Queued(w) => w.wait().await,
+        }
+    }
+}
+
+/// A place in the queue, owned by the caller.
+pub struct Waiter {
+    rx: oneshot::Receiver<Permit>,
+}
+
+impl Waiter {
+    /// Waits for a freed slot.
+    pub async fn wait(self) -> Result<Permit, LimiterError> {
+        self.rx.await.map_err(|_| LimiterError::Closed)
+    }
+}
+
+// ---- the shared slots (pure locking logic, tested without actix) -------------------------------
+
+/// The free-slot count and the FIFO queue, always changed together under one lock.
+#[derive(Debug)]
+struct SlotState {
+    max: usize,
+    queue_limit: usize,
+    /// Invariant: `free > 0` implies `queue` is empty.
+    free: usize,
+    queue: VecDeque<oneshot::Sender<Permit>>,
+    granted: u64,
+    rejected: u64,
+}
+
+/// The limiter's state, shared by the actor, the fast path and every [`Permit`].
+#[derive(Debug, Clone)]
+pub struct Slots(Arc<Mutex<SlotState>>);
+
+impl Slots {
+    /// `max` permits (at least one) and room for `queue_limit` waiters.
+    pub fn new(max: usize, queue_limit: usize) -> Slots {
+        let max = max.max(1);
+        Slots(Arc::new(Mutex::new(SlotState {
+            max,
+            queue_limit,
+            free: max,
+            queue: VecDeque::new(),
+            granted: 0,
+            rejected: 0,
+        })))
+    }
+
+    fn permit(&self) -> Permit {
+        Permit {
+            slots: Some(self.clone()),
+        }
+    }
+
+    /// A free slot, or `None` (without queueing).
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut s = self.0.lock();
+        if s.free == 0 {
+            return None;
+        }
+        s.free -= 1;
+        s.granted += 1;
+        drop(s);
+        Some(self.permit())
+    }
+
+    /// Grants, queues or refuses — decided under the one lock, so no release can slip between
+    /// the check and the enqueue.
+    pub fn acquire(&self) -> Result<Ticket, LimiterError> {
+        let mut s = self.0.lock();
+        if s.free > 0 {
+            // The invariant says nobody waits, so granting cannot overtake the queue.
+            s.free -= 1;
+            s.granted += 1;
+            drop(s);
+            return Ok(Ticket::Granted(self.permit()));
+        }
+        if s.queue.len() >= s.queue_limit {
+            // Waiters who gave up do not hold queue room.
+            s.queue.retain(|tx| !tx.is_closed());
+            if s.queue.len() >= s.queue_limit {
+                s.rejected += 1;
+                return Err(LimiterError::QueueFull {
+                    limit: s.queue_limit,
+                });
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        s.queue.push_back(tx);
+        Ok(Ticket::Queued(Waiter { rx }))
+    }
+
+    /// A slot came back: hand it to the oldest live waiter, or mark it free when none is left.
+    ///
+    /// The send happens outside the lock: a permit refused by a waiter that has just gone (or
+    /// dropped by the channel as it closes) runs its own `Drop` — which takes this lock — on this
+    /// thread, and must not deadlock. The slot in transit is counted nowhere, so no other caller
+    /// can take it meanwhile; if the send fails the loop offers it to the next waiter, still in
+    /// FIFO order, and only an empty queue makes it free.
+    fn release(&self) {
+        loop {
+            let tx = {
+                let mut s = self.0.lock();
+                match s.queue.pop_front() {
+                    Some(tx) => tx,
+                    None => {
+                        s.free += 1;
+                        debug_assert!(s.free <= s.max, "more slots than permits");
+                        return;
+                    }
+                }
+            };
+            if tx.is_closed() {
+                continue;
+            }
+            match tx.send(self.permit()) {
+                Ok(()) => {
+                    self.0.lock().granted += 1;
+                    return;
+                }
+                // The waiter left between the check and the send: disarm this permit (its slot
+                // is still ours to hand on) and try the next waiter.
+                Err(mut refused) => refused.slots = None,
+            }
+        }
+    }
+
+    /// The counters; `queued` counts only waiters still waiting.
+    pub fn snapshot(&self) -> LimiterSnapshot {
+        let s = self.0.lock();
+        LimiterSnapshot {
+            max_concurrent: s.max,
+            queue_limit: s.queue_limit,
+            running: s.max - s.free,
+            queued: s.queue.iter().filter(|t| !t.is_closed()).count(),
+            granted_total: s.granted,
+            rejected_total: s.rejected,
+        }
+    }
+}
 
 /// A running slot; released when dropped.
+#[derive(Debug)]
 pub struct Permit {
-    limiter: Addr<ConcurrencyLimiter>,
-    gate: Gate,
+    /// `None` only for a permit that was never handed out (see [`Slots::release`]).
+    slots: Option<Slots>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut g = self.gate.lock();
-        if g.waiting == 0 {
-            g.free += 1;
-        } else {
-            drop(g);
-            self.limiter.do_send(Release);
+        if let Some(slots) = self.slots.take() {
+            slots.release();
         }
     }
 }
@@ -95,76 +241,37 @@ impl Drop for Permit {
 
 /// The flow concurrency limiter (see the module docs).
 pub struct ConcurrencyLimiter {
-    max: usize,
-    queue_limit: usize,
-    gate: Gate,
-    queue: VecDeque<oneshot::Sender<Permit>>,
-    granted_slow: u64,
-    rejected: u64,
+    slots: Slots,
 }
 
-/// What callers hold: the limiter's address and its gate, for [`LimiterHandle::try_acquire`].
+/// What callers hold: the limiter's address and its slots, for [`LimiterHandle::try_acquire`].
 #[derive(Clone)]
 pub struct LimiterHandle {
     pub addr: Addr<ConcurrencyLimiter>,
-    gate: Gate,
+    slots: Slots,
 }
 
 impl LimiterHandle {
-    /// The fast path: a free slot while nobody waits, without a message. `None` means "ask the
-    /// actor" (it may still grant at once).
+    /// The fast path: a free slot without a message. `None` means "ask the actor".
     pub fn try_acquire(&self) -> Option<Permit> {
-        let mut g = self.gate.lock();
-        if g.waiting == 0 && g.free > 0 {
-            g.free -= 1;
-            g.granted_fast += 1;
-            return Some(Permit {
-                limiter: self.addr.clone(),
-                gate: self.gate.clone(),
-            });
-        }
-        None
+        self.slots.try_acquire()
     }
 }
 
 impl ConcurrencyLimiter {
     pub fn new(max: usize, queue_limit: usize) -> Self {
-        let max = max.max(1);
         ConcurrencyLimiter {
-            max,
-            queue_limit,
-            gate: std::sync::Arc::new(parking_lot::Mutex::new(GateState {
-                free: max,
-                waiting: 0,
-                granted_fast: 0,
-            })),
-            queue: VecDeque::new(),
-            granted_slow: 0,
-            rejected: 0,
+            slots: Slots::new(max, queue_limit),
         }
     }
 
     /// Starts the actor on the current arbiter and returns the handle callers use.
     pub fn start_handle(self) -> LimiterHandle {
-        let gate = self.gate.clone();
+        let slots = self.slots.clone();
         LimiterHandle {
             addr: self.start(),
-            gate,
+            slots,
         }
-    }
-
-    fn permit(&mut self, ctx: &Context<Self>) -> Permit {
-        self.granted_slow += 1;
-        Permit {
-            limiter: ctx.address(),
-            gate: self.gate.clone(),
-        }
-    }
-
-    /// Drops waiters who gave up, keeping `waiting` equal to the live queue.
-    fn prune(&mut self) {
-        self.queue.retain(|tx| !tx.is_closed());
-        self.gate.lock().waiting = self.queue.len();
     }
 }
 
@@ -177,57 +284,19 @@ impl Actor for ConcurrencyLimiter {
 }
 
 impl Handler<Acquire> for ConcurrencyLimiter {
-    type Result = ResponseFuture<Result<Permit, LimiterError>>;
+    type Result = Result<Ticket, LimiterError>;
 
-    /// Grants at once when a slot is free and nobody waits (FIFO: newcomers never overtake the
-    /// queue); queues when the queue has room; refuses otherwise.
-    fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
+    /// Grants at once when a slot is free (nobody waits then: FIFO), queues when the queue has
+    /// room, refuses otherwise. Answers at once either way; the caller waits on its ticket.
+    fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
         let _span =
             tracing::debug_span!(parent: &msg.span, "limiter.acquire", run_id = %msg.run_id)
                 .entered();
-        // Drop waiters who gave up, so they do not hold queue room.
-        self.prune();
-        {
-            let mut g = self.gate.lock();
-            if g.waiting == 0 && g.free > 0 {
-                g.free -= 1;
-                drop(g);
-                let permit = self.permit(ctx);
-                return Box::pin(async move { Ok(permit) });
-            }
+        let ticket = self.slots.acquire();
+        if let Ok(Ticket::Queued(_)) = &ticket {
+            tracing::debug!("run queued");
         }
-        if self.queue.len() >= self.queue_limit {
-            self.rejected += 1;
-            let limit = self.queue_limit;
-            return Box::pin(async move { Err(LimiterError::QueueFull { limit }) });
-        }
-        let (tx, rx) = oneshot::channel();
-        self.queue.push_back(tx);
-        self.gate.lock().waiting = self.queue.len();
-        tracing::debug!(queued = self.queue.len(), "run queued");
-        Box::pin(async move { rx.await.map_err(|_| LimiterError::Closed) })
-    }
-}
-
-impl Handler<Release> for ConcurrencyLimiter {
-    type Result = ();
-
-    /// A slot was freed while runs wait: hand it to the oldest waiter still waiting, or back to
-    /// the gate when every waiter gave up.
-    fn handle(&mut self, _: Release, ctx: &mut Self::Context) {
-        while let Some(tx) = self.queue.pop_front() {
-            self.gate.lock().waiting = self.queue.len();
-            if tx.is_closed() {
-                continue;
-            }
-            let permit = self.permit(ctx);
-            // If the waiter went away in between, the permit comes back through its Drop.
-            let _ = tx.send(permit);
-            return;
-        }
-        let mut g = self.gate.lock();
-        g.waiting = 0;
-        g.free += 1;
+        ticket
     }
 }
 
@@ -235,92 +304,9 @@ impl Handler<GetSnapshot> for ConcurrencyLimiter {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        let (free, granted_fast) = {
-            let g = self.gate.lock();
-            (g.free, g.granted_fast)
-        };
-        MessageResult(LimiterSnapshot {
-            max_concurrent: self.max,
-            queue_limit: self.queue_limit,
-            running: self.max - free,
-            queued: self.queue.iter().filter(|t| !t.is_closed()).count(),
-            granted_total: self.granted_slow + granted_fast,
-            rejected_total: self.rejected,
-        })
+        MessageResult(self.slots.snapshot())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn acquire() -> Acquire {
-        Acquire {
-            run_id: "r".into(),
-            span: tracing::Span::none(),
-        }
-    }
-
-    #[actix_rt::test]
-    async fn cap_queue_fifo_and_release() {
-        let l = ConcurrencyLimiter::new(2, 2).start();
-        let p1 = l.send(acquire()).await.unwrap().unwrap();
-        let p2 = l.send(acquire()).await.unwrap().unwrap();
-        // Two waiters fit in the queue, the third is refused.
-        let w1 = l.send(acquire());
-        let w2 = l.send(acquire());
-        let (w1, w2) = (actix_rt::spawn(w1), actix_rt::spawn(w2));
-        tokio::task::yield_now().await;
-        let snap = l.send(GetSnapshot).await.unwrap();
-        assert_eq!((snap.running, snap.queued), (2, 2));
-        let refused = l.send(acquire()).await.unwrap();
-        assert_eq!(refused.err(), Some(LimiterError::QueueFull { limit: 2 }));
-        drop(p1);
-        let got1 = w1.await.unwrap().unwrap().unwrap();
-        drop(p2);
-        let got2 = w2.await.unwrap().unwrap().unwrap();
-        drop((got1, got2));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let snap = l.send(GetSnapshot).await.unwrap();
-        assert_eq!(
-            (
-                snap.running,
-                snap.queued,
-                snap.granted_total,
-                snap.rejected_total
-            ),
-            (0, 0, 4, 1)
-        );
-    }
-
-    #[actix_rt::test]
-    async fn a_waiter_that_gives_up_does_not_leak_the_slot() {
-        let l = ConcurrencyLimiter::new(1, 5).start();
-        let p = l.send(acquire()).await.unwrap().unwrap();
-        let gave_up = tokio::time::timeout(Duration::from_millis(20), l.send(acquire())).await;
-        assert!(gave_up.is_err());
-        drop(p);
-        let again = tokio::time::timeout(Duration::from_secs(2), l.send(acquire())).await;
-        assert!(again.unwrap().unwrap().is_ok(), "the slot came back");
-    }
-
-    #[actix_rt::test]
-    async fn fast_path_never_overtakes_waiters() {
-        let h = ConcurrencyLimiter::new(1, 5).start_handle();
-        let l = h.addr.clone();
-        let p = h.try_acquire().expect("free slot");
-        assert!(h.try_acquire().is_none(), "cap of one");
-        let waiter = actix_rt::spawn(l.send(acquire()));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        drop(p);
-        // The freed slot went to the waiter, not back to the fast path.
-        assert!(h.try_acquire().is_none());
-        let got = waiter.await.unwrap().unwrap().unwrap();
-        drop(got);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(h.try_acquire().is_some(), "the slot is free again");
-        let snap = l.send(GetSnapshot).await.unwrap();
-        assert_eq!(snap.granted_total, 3);
-    }
-}
+mod tests;
