@@ -104,6 +104,19 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     if let Some(n) = parse_num::<usize>("RUMI_MAX_RESPONSE_BYTES", 1024, 1 << 30)? {
         runtime.max_response_bytes = n;
     }
+    // A run's context holds at least one largest value; by default two.
+    runtime.max_context_bytes = runtime.max_response_bytes.saturating_mul(2);
+    if let Some(n) = parse_num::<usize>("RUMI_MAX_CONTEXT_BYTES", 1024, 1 << 32)? {
+        if n < runtime.max_response_bytes {
+            bail!(
+                "RUMI_MAX_CONTEXT_BYTES={n} is smaller than RUMI_MAX_RESPONSE_BYTES={}: a run's \
+                 context must hold at least one value of the largest size; raise it or lower \
+                 RUMI_MAX_RESPONSE_BYTES",
+                runtime.max_response_bytes
+            );
+        }
+        runtime.max_context_bytes = n;
+    }
     let sockets_dir = egress_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_PACK_WORKERS", 1, 64)? {
         runtime.workers_per_pack = n;

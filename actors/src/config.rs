@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     pub flow_queue_limit: usize,
     /// Largest result returned in a response or accepted from a block.
     pub max_response_bytes: usize,
+    /// Largest a run's context may grow (as JSON); at least `max_response_bytes`.
+    pub max_context_bytes: usize,
     /// The Python interpreter for permissive workers (an absolute path).
     pub python: PathBuf,
     /// Warm workers per pack in permissive mode.
@@ -63,6 +65,7 @@ impl RuntimeConfig {
             max_concurrent_flows: 10,
             flow_queue_limit: 100,
             max_response_bytes: 4 * 1024 * 1024,
+            max_context_bytes: 8 * 1024 * 1024,
             python,
             workers_per_pack: 1,
             pack_queue_limit: 1000,

@@ -34,6 +34,8 @@ pub struct RunDeps {
     /// Told when a pack's sandbox does not answer, so it is replaced at once.
     pub sandbox_lost: Recipient<SandboxLost>,
     pub execution_mode: &'static str,
+    /// What one run may hold (values and the whole context).
+    pub limits: engine::ContextLimits,
 }
 
 /// How a run was started.
@@ -90,7 +92,7 @@ impl FlowRun {
         chain.push(req.flow.flow_id.clone());
         let run = FlowRun {
             run_id: req.run_id,
-            engine: RunEngine::new(req.flow, req.inputs),
+            engine: RunEngine::new(req.flow, req.inputs).with_limits(deps.limits),
             deps,
             clock: SystemClock::default(),
             trigger: req.trigger,

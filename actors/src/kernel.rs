@@ -180,6 +180,10 @@ impl Kernel {
             history: history.clone(),
             sandbox_lost: registry.clone().recipient(),
             execution_mode: config.mode.as_str(),
+            limits: rumi_domain::engine::ContextLimits {
+                max_value_bytes: config.max_response_bytes,
+                max_context_bytes: config.max_context_bytes,
+            },
         };
         Ok(Kernel {
             layout,

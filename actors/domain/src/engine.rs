@@ -17,6 +17,26 @@ use std::sync::Arc;
 /// Deepest nesting of `kernel:flow.run`.
 pub const MAX_FLOW_DEPTH: usize = 8;
 
+/// How much one run may hold. Every value stored in the context and every resolved step input
+/// counts against `max_value_bytes`; the whole context against `max_context_bytes` (sizes as
+/// compact JSON). A step that would pass either fails with `context_limit` and stores nothing,
+/// so a flow cannot grow the kernel's memory without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextLimits {
+    pub max_value_bytes: usize,
+    pub max_context_bytes: usize,
+}
+
+impl Default for ContextLimits {
+    /// The kernel's defaults: `RUMI_MAX_RESPONSE_BYTES` (4 MiB) per value, twice that in all.
+    fn default() -> Self {
+        ContextLimits {
+            max_value_bytes: 4 << 20,
+            max_context_bytes: 8 << 20,
+        }
+    }
+}
+
 /// Time as the engine needs it; injected so tests control it.
 pub trait Clock {
     /// Wall-clock time, RFC 3339 UTC.
@@ -79,11 +99,19 @@ pub struct RunEngine {
     /// The step waiting for outside work: (index, started wall time, monotonic start).
     pending: Option<(usize, String, f64)>,
     events: Vec<Emitted>,
+    limits: ContextLimits,
+    /// The context's size as JSON, kept up to date by [`RunEngine::store`].
+    ctx_bytes: usize,
 }
 
 impl RunEngine {
     /// Starts a run with `inputs` as the initial context.
     pub fn new(flow: Arc<Flow>, inputs: Map<String, Value>) -> Self {
+        let ctx_bytes = vars::json_size(&Value::Object(Map::new()), usize::MAX)
+            + inputs
+                .iter()
+                .map(|(k, v)| entry_size(k, v, usize::MAX))
+                .sum::<usize>();
         RunEngine {
             flow,
             ctx: inputs,
@@ -92,7 +120,73 @@ impl RunEngine {
             outcome: None,
             pending: None,
             events: Vec::new(),
+            limits: ContextLimits::default(),
+            ctx_bytes,
         }
+    }
+
+    /// Sets the run's size limits (the defaults are the kernel's defaults).
+    pub fn with_limits(mut self, limits: ContextLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The context's current size as JSON (bytes).
+    pub fn context_bytes(&self) -> usize {
+        self.ctx_bytes
+    }
+
+    /// Resolves a step's template within the value limit.
+    fn resolve(&self, template: &Value, what: &str) -> Result<Value, StepFailure> {
+        vars::resolve_capped(template, &self.ctx, self.limits.max_value_bytes).map_err(|e| {
+            StepFailure::new(
+                ErrorType::ContextLimit,
+                format!(
+                    "resolving {what} would make a value larger than {} bytes (the limit of one \
+                     value, RUMI_MAX_RESPONSE_BYTES); keep large data out of the flow's context",
+                    e.limit
+                ),
+            )
+        })
+    }
+
+    /// Stores `value` under `key`, unless it would pass the value or the context limit; the only
+    /// way anything enters the context after the inputs.
+    fn store(&mut self, key: &str, value: Value) -> Result<(), StepFailure> {
+        let limits = self.limits;
+        let new = entry_size(
+            key,
+            &value,
+            limits.max_value_bytes.saturating_add(key.len() + 4),
+        );
+        if new > limits.max_value_bytes.saturating_add(key.len() + 4) {
+            return Err(StepFailure::new(
+                ErrorType::ContextLimit,
+                format!(
+                    "the value for {key:?} is larger than {} bytes (the limit of one value, \
+                     RUMI_MAX_RESPONSE_BYTES); keep large data out of the flow's context",
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+        let old = self
+            .ctx
+            .get(key)
+            .map_or(0, |v| entry_size(key, v, usize::MAX));
+        let total = self.ctx_bytes - old.min(self.ctx_bytes) + new;
+        if total > limits.max_context_bytes {
+            return Err(StepFailure::new(
+                ErrorType::ContextLimit,
+                format!(
+                    "storing {key:?} would grow the run's context past {} bytes \
+                     (RUMI_MAX_CONTEXT_BYTES); keep large data out of the flow's context",
+                    limits.max_context_bytes
+                ),
+            ));
+        }
+        self.ctx.insert(key.to_string(), value);
+        self.ctx_bytes = total;
+        Ok(())
     }
 
     pub fn flow(&self) -> &Arc<Flow> {
@@ -160,44 +254,55 @@ impl RunEngine {
                     file,
                     input,
                     principal_override,
-                } => {
-                    self.pending = Some((index, started, t0));
-                    return Next::Block(BlockCall {
-                        step_id: step.id.clone(),
-                        phase: step.phase.clone(),
-                        owner_pack: owner_pack.clone(),
-                        file: file.clone(),
-                        input: vars::resolve(input, &self.ctx),
-                        timeout_seconds: step.timeout_seconds,
-                        principal_override: principal_override.clone(),
-                    });
-                }
+                } => match self.resolve(input, "the block's input") {
+                    Ok(input) => {
+                        self.pending = Some((index, started, t0));
+                        return Next::Block(BlockCall {
+                            step_id: step.id.clone(),
+                            phase: step.phase.clone(),
+                            owner_pack: owner_pack.clone(),
+                            file: file.clone(),
+                            input,
+                            timeout_seconds: step.timeout_seconds,
+                            principal_override: principal_override.clone(),
+                        });
+                    }
+                    Err(failure) => Err(failure),
+                },
                 StepKind::Set { key, value } => {
-                    let value = vars::resolve(value, &self.ctx);
                     let key = key
                         .as_ref()
                         .or(step.output.as_ref())
                         .expect("validated: set has key or output");
-                    self.ctx.insert(key.clone(), value);
-                    self.record(
-                        step,
-                        StepStatus::Succeeded,
-                        started,
-                        clock.monotonic_ms() - t0,
-                        None,
-                        None,
-                    );
-                    continue;
+                    let stored = self
+                        .resolve(value, "the value")
+                        .and_then(|value| self.store(key, value));
+                    match stored {
+                        Ok(()) => {
+                            self.record(
+                                step,
+                                StepStatus::Succeeded,
+                                started,
+                                clock.monotonic_ms() - t0,
+                                None,
+                                None,
+                            );
+                            continue;
+                        }
+                        Err(failure) => Err(failure),
+                    }
                 }
                 StepKind::If { condition } => Ok(Value::Bool(condition.eval(&self.ctx))),
                 StepKind::Handler { handler, args } => {
-                    let args = vars::resolve(args, &self.ctx);
-                    match self.run_handler(step, *handler, args) {
-                        HandlerResult::Done(r) => r,
-                        HandlerResult::Child(call) => {
-                            self.pending = Some((index, started, t0));
-                            return Next::Child(call);
-                        }
+                    match self.resolve(args, "the handler's args") {
+                        Ok(args) => match self.run_handler(step, *handler, args) {
+                            HandlerResult::Done(r) => r,
+                            HandlerResult::Child(call) => {
+                                self.pending = Some((index, started, t0));
+                                return Next::Child(call);
+                            }
+                        },
+                        Err(failure) => Err(failure),
                     }
                 }
             };
@@ -338,7 +443,10 @@ impl RunEngine {
             Ok(value) => {
                 let abort_reason = flow_control_abort(&value);
                 if let Some(out) = &step.output {
-                    self.ctx.insert(out.clone(), value);
+                    if let Err(failure) = self.store(out, value) {
+                        // Too large to keep: the step fails as if it had failed itself.
+                        return self.finish_step(index, Err(failure), started, elapsed, log);
+                    }
                 }
                 match abort_reason {
                     Some(reason) => {
@@ -354,10 +462,14 @@ impl RunEngine {
             }
             Err(failure) => {
                 if let Some(out) = &step.output {
-                    self.ctx.insert(
-                        out.clone(),
-                        json!({"error": failure.error, "error_type": failure.error_type}),
-                    );
+                    let error = json!({"error": failure.error, "error_type": failure.error_type});
+                    // The error object is small; if even it does not fit, the key is dropped so
+                    // no stale value stays under it.
+                    if self.store(out, error).is_err() {
+                        if let Some(old) = self.ctx.remove(out.as_str()) {
+                            self.ctx_bytes -= entry_size(out, &old, usize::MAX).min(self.ctx_bytes);
+                        }
+                    }
                 }
                 let timed_out = failure.error_type == ErrorType::RunTimeout;
                 let message = failure.error.clone();
@@ -430,15 +542,15 @@ impl RunEngine {
             KernelHandler::CtxGet => arg_str("key").map(|key| {
                 vars::get_path(&self.ctx, &key).unwrap_or_else(|| args.get("default").cloned().unwrap_or(Value::Null))
             }),
-            KernelHandler::CtxSet => arg_str("key").map(|key| {
+            KernelHandler::CtxSet => arg_str("key").and_then(|key| {
                 let value = args.get("value").cloned().unwrap_or(Value::Null);
-                self.ctx.insert(key, value.clone());
-                value
+                self.store(&key, value.clone())?;
+                Ok(value)
             }),
             KernelHandler::CtxCopy => arg_str("from_key").and_then(|from| {
                 let to = arg_str("to_key")?;
                 let value = vars::get_path(&self.ctx, &from).unwrap_or(Value::Null);
-                self.ctx.insert(to, value.clone());
+                self.store(&to, value.clone())?;
                 Ok(value)
             }),
             KernelHandler::Emit => arg_str("event").map(|event| {
@@ -471,6 +583,11 @@ impl RunEngine {
         };
         HandlerResult::Done(r)
     }
+}
+
+/// The bytes one context entry adds to the context's JSON: its key, a colon and a comma.
+fn entry_size(key: &str, value: &Value, limit: usize) -> usize {
+    key.len() + 4 + vars::json_size(value, limit)
 }
 
 enum HandlerResult {
@@ -510,334 +627,4 @@ pub fn check_nesting(chain: &[String], flow_id: &str) -> Result<(), StepFailure>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flow::{parse_flow, FlowOrigin, SourceRank};
-    use std::cell::Cell;
-
-    struct TestClock(Cell<f64>);
-    impl Clock for TestClock {
-        fn wall(&self) -> String {
-            "2026-01-01T00:00:00Z".into()
-        }
-        fn monotonic_ms(&self) -> f64 {
-            let t = self.0.get();
-            self.0.set(t + 1.0);
-            t
-        }
-    }
-
-    fn flow(text: &str) -> Arc<Flow> {
-        Arc::new(
-            parse_flow(
-                text,
-                FlowOrigin {
-                    rank: SourceRank::Shared,
-                    path: "t.flow.yaml".into(),
-                    pack_id: None,
-                },
-            )
-            .unwrap(),
-        )
-    }
-
-    fn inputs(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
-    }
-
-    fn run_inline(text: &str, input: Value) -> (RunEngine, Outcome) {
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(text), inputs(input));
-        match e.advance(&clock) {
-            Next::Done(o) => (e, o),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn set_if_when_and_handlers() {
-        let text = r#"
-flow_id: f
-phases: [prepare, main]
-steps:
-  - {id: s1, phase: prepare, type: set, input: {key: model, value: "gpt-${ctx.v}"}}
-  - {id: s2, phase: prepare, priority: 1, type: set, input: {key: n, value: "${ctx.v}"}}
-  - {id: c, phase: main, priority: 1, type: if, input: {condition: "${ctx.n} == 4"}, output: is_four}
-  - {id: yes, phase: main, priority: 2, type: set, when: "${ctx.is_four}", input: {key: branch, value: four}}
-  - {id: no, phase: main, priority: 2, type: set, when: "${ctx.is_four} == false", input: {key: branch, value: other}}
-  - {id: g, phase: main, priority: 3, type: handler, input: {handler: "kernel:ctx.get", args: {key: "model"}}, output: got}
-  - {id: gd, phase: main, priority: 3, type: handler, input: {handler: "kernel:ctx.get", args: {key: "nope", default: 7}}, output: gotd}
-  - {id: cp, phase: main, priority: 4, type: handler, input: {handler: "kernel:ctx.copy", args: {from_key: "got", to_key: "copied"}}}
-  - {id: st, phase: main, priority: 5, type: handler, input: {handler: "kernel:ctx.set", args: {key: "_hidden", value: 1}}, output: set_out}
-  - {id: nop, phase: main, priority: 6, type: handler, input: {handler: "kernel:noop"}, output: nothing}
-  - {id: em, phase: main, priority: 7, type: handler, input: {handler: "kernel:emit", args: {event: done, payload: {x: 1}}}, output: emitted}
-"#;
-        let (mut e, o) = run_inline(text, json!({"v": 4}));
-        assert_eq!(o.status, RunStatus::Succeeded);
-        let r = e.result();
-        assert_eq!(r["model"], json!("gpt-4"));
-        assert_eq!(r["n"], json!(4));
-        assert_eq!(r["is_four"], json!(true));
-        assert_eq!(r["branch"], json!("four"));
-        assert_eq!(r["got"], json!("gpt-4"));
-        assert_eq!(r["gotd"], json!(7));
-        assert_eq!(r["copied"], json!("gpt-4"));
-        assert_eq!(r["set_out"], json!(1));
-        assert!(
-            r.get("_hidden").is_none(),
-            "underscore keys are not part of the result"
-        );
-        assert_eq!(r["nothing"], Value::Null);
-        assert_eq!(r["emitted"], json!({"event": "done", "emitted": true}));
-        let statuses: Vec<_> = e
-            .records()
-            .iter()
-            .map(|r| (r.id.as_str(), r.status))
-            .collect();
-        assert!(statuses.contains(&("no", StepStatus::Skipped)));
-        assert_eq!(
-            e.records()[0].id,
-            "s2",
-            "priority 1 runs before the default 100"
-        );
-        assert_eq!(e.take_events().len(), 1);
-    }
-
-    const BLOCKS: &str = r#"
-flow_id: b
-phases: [main]
-steps:
-  - {id: a, phase: main, priority: 1, type: python_file_call, owner_pack: p, file: a.py, input: {x: "${ctx.x}"}, output: a_out}
-  - {id: b, phase: main, priority: 2, type: python_file_call, owner_pack: p, file: b.py, input: "${ctx.a_out}", output: b_out}
-"#;
-
-    #[test]
-    fn record_parts_are_moved_out() {
-        let (mut e, _) = run_inline(
-            "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: _x, value: 1}}\n  - {id: b, phase: m, type: set, input: {key: y, value: 2}}\n",
-            json!({"in": 0}),
-        );
-        let expected = e.result();
-        let (records, result) = e.take_record_parts();
-        assert_eq!(records.len(), 2);
-        assert_eq!(result, expected);
-        assert_eq!(result, json!({"in": 0, "y": 2}));
-        assert!(e.records().is_empty());
-    }
-
-    #[test]
-    fn block_calls_and_fail_soft() {
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(BLOCKS), inputs(json!({"x": [1, 2]})));
-        let Next::Block(call) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(call.input, json!({"x": [1, 2]}));
-        assert_eq!(call.owner_pack, "p");
-        e.complete_block(
-            Err(StepFailure::new(ErrorType::BlockError, "boom")),
-            Some("printed".into()),
-            &clock,
-        );
-        let Next::Block(call) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(
-            call.input,
-            json!({"error": "boom", "error_type": "block_error"})
-        );
-        e.complete_block(Ok(json!({"ok": true})), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(o.status, RunStatus::Succeeded);
-        assert_eq!(e.records()[0].status, StepStatus::Failed);
-        assert_eq!(e.records()[0].error_type, Some(ErrorType::BlockError));
-        assert_eq!(e.records()[0].log.as_deref(), Some("printed"));
-        assert_eq!(e.result()["b_out"], json!({"ok": true}));
-    }
-
-    #[test]
-    fn fail_hard_stops_the_run() {
-        let text = BLOCKS.replace(
-            "phases: [main]",
-            "phases: [main]\ndefaults: {fail_soft: false}",
-        );
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(&text), Map::new());
-        let Next::Block(_) = e.advance(&clock) else {
-            panic!()
-        };
-        e.complete_block(
-            Err(StepFailure::new(ErrorType::Timeout, "step timed out")),
-            None,
-            &clock,
-        );
-        let Next::Done(o) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(o.status, RunStatus::Failed);
-        assert_eq!(o.failed_step.as_deref(), Some("a"));
-        assert_eq!(e.records().len(), 1);
-    }
-
-    #[test]
-    fn flow_control_abort_stops_later_steps() {
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else {
-            panic!()
-        };
-        e.complete_block(
-            Ok(json!({"__flow_control": "abort", "reason": "Invalid input"})),
-            None,
-            &clock,
-        );
-        let Next::Done(o) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(o.status, RunStatus::Aborted);
-        assert_eq!(o.reason.as_deref(), Some("Invalid input"));
-        assert_eq!(e.result()["a_out"]["__flow_control"], json!("abort"));
-        assert_eq!(e.records().len(), 1);
-        assert_eq!(e.records()[0].status, StepStatus::Aborted);
-    }
-
-    #[test]
-    fn run_timeout_wins_over_fail_soft() {
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else {
-            panic!()
-        };
-        e.complete_block(
-            Err(StepFailure::new(ErrorType::RunTimeout, "deadline")),
-            None,
-            &clock,
-        );
-        let Next::Done(o) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(o.status, RunStatus::TimedOut);
-        let mut e = RunEngine::new(flow(BLOCKS), Map::new());
-        let Next::Block(_) = e.advance(&clock) else {
-            panic!()
-        };
-        e.time_out(&clock);
-        assert_eq!(e.outcome().unwrap().status, RunStatus::TimedOut);
-        assert_eq!(e.records()[0].error_type, Some(ErrorType::RunTimeout));
-    }
-
-    #[test]
-    fn nested_flows() {
-        let text = r#"
-flow_id: parent
-phases: [m]
-steps:
-  - {id: c, phase: m, type: handler, input: {handler: "kernel:flow.run", args: {flow_id: child, inputs: {v: "${ctx.v}"}}}, output: child}
-"#;
-        let clock = TestClock(Cell::new(0.0));
-        let mut e = RunEngine::new(flow(text), inputs(json!({"v": 1})));
-        let Next::Child(call) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(call.flow_id, "child");
-        assert_eq!(call.inputs, inputs(json!({"v": 1})));
-        e.complete_child(RunStatus::Succeeded, json!({"r": 2}), None, &clock);
-        let Next::Done(o) = e.advance(&clock) else {
-            panic!()
-        };
-        assert_eq!(o.status, RunStatus::Succeeded);
-        assert_eq!(e.result()["child"], json!({"r": 2}));
-
-        assert!(check_nesting(&["a".into(), "b".into()], "c").is_ok());
-        assert_eq!(
-            check_nesting(&["a".into(), "b".into()], "a")
-                .unwrap_err()
-                .error_type,
-            ErrorType::RecursionRefused
-        );
-        let deep: Vec<String> = (0..MAX_FLOW_DEPTH).map(|i| format!("f{i}")).collect();
-        assert!(check_nesting(&deep, "x").is_err());
-    }
-
-    #[test]
-    fn handler_argument_errors_fail_the_step() {
-        let text = r#"
-flow_id: f
-phases: [m]
-steps:
-  - {id: g, phase: m, type: handler, input: {handler: "kernel:ctx.get", args: {}}, output: g}
-  - {id: s, phase: m, type: handler, input: {handler: "kernel:skill.run"}, output: s}
-"#;
-        let (e, o) = run_inline(text, json!({}));
-        assert_eq!(o.status, RunStatus::Succeeded);
-        assert_eq!(e.result()["g"]["error_type"], json!("handler_error"));
-        assert_eq!(e.result()["s"]["error_type"], json!("handler_unavailable"));
-    }
-
-    #[test]
-    fn input_text_is_never_expanded_twice() {
-        let text = r#"
-flow_id: f
-phases: [m]
-steps:
-  - {id: a, phase: m, type: set, input: {key: echo, value: "${ctx.user}"}}
-  - {id: b, phase: m, type: set, input: {key: echo2, value: "got ${ctx.echo}"}}
-"#;
-        let (e, _) = run_inline(text, json!({"user": "${ctx.secret}", "secret": "s3cr3t"}));
-        assert_eq!(e.result()["echo"], json!("${ctx.secret}"));
-        assert_eq!(e.result()["echo2"], json!("got ${ctx.secret}"));
-    }
-
-    mod props {
-        use super::*;
-        use proptest::prelude::*;
-
-        /// (phase index, priority, condition flag: None = no `when`, Some(b) = `when` on a key
-        /// that holds b)
-        fn arb_steps() -> impl Strategy<Value = Vec<(usize, i32, Option<bool>)>> {
-            prop::collection::vec(
-                (0usize..3, -3i32..3, prop::option::of(any::<bool>())),
-                1..25,
-            )
-        }
-
-        proptest! {
-            /// For any flow of `set` steps: the run succeeds, every step is recorded exactly once in
-            /// (phase, priority, id) order, a step is skipped exactly when its condition is false,
-            /// and each executed step's value is in the result.
-            #[test]
-            fn run_engine_records_every_step_in_order(specs in arb_steps()) {
-                let mut text = String::from("flow_id: p\nphases: [a, b, c]\nsteps:\n");
-                for (i, (phase, prio, cond)) in specs.iter().enumerate() {
-                    let when = match cond {
-                        None => String::new(),
-                        Some(b) => format!(", when: \"${{ctx.flag{b}}}\""),
-                    };
-                    text.push_str(&format!(
-                        "  - {{id: s{i:02}, phase: {}, priority: {prio}, type: set, input: {{key: v{i:02}, value: {i}}}{when}}}\n",
-                        ["a", "b", "c"][*phase]
-                    ));
-                }
-                let (e, o) = run_inline(&text, json!({"flagtrue": true, "flagfalse": false}));
-                prop_assert_eq!(o.status, RunStatus::Succeeded);
-                prop_assert_eq!(e.records().len(), specs.len());
-                let key = |id: &str| {
-                    let i: usize = id[1..].parse().unwrap();
-                    (specs[i].0, specs[i].1, id.to_string())
-                };
-                for pair in e.records().windows(2) {
-                    prop_assert!(key(&pair[0].id) <= key(&pair[1].id));
-                }
-                for r in e.records() {
-                    let i: usize = r.id[1..].parse().unwrap();
-                    let runs = specs[i].2 != Some(false);
-                    prop_assert_eq!(r.status == StepStatus::Skipped, !runs);
-                    let stored = e.result().get(format!("v{i:02}")).cloned();
-                    prop_assert_eq!(stored, if runs { Some(json!(i)) } else { None });
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -80,6 +80,8 @@ pub enum ErrorType {
     FlowNotFound,
     /// `kernel:flow.run` would recurse or nest deeper than allowed.
     RecursionRefused,
+    /// A value or the run's whole context would pass its byte limit.
+    ContextLimit,
 }
 
 impl ErrorType {
@@ -102,6 +104,7 @@ impl ErrorType {
             ErrorType::HandlerUnavailable => "handler_unavailable",
             ErrorType::FlowNotFound => "flow_not_found",
             ErrorType::RecursionRefused => "recursion_refused",
+            ErrorType::ContextLimit => "context_limit",
         }
     }
 

@@ -168,6 +168,175 @@ pub fn resolve(template: &Value, ctx: &Map<String, Value>) -> Value {
     }
 }
 
+/// A resolved value would pass its byte limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a resolved value would be larger than {limit} bytes")]
+pub struct TooLarge {
+    pub limit: usize,
+}
+
+/// The size of `value` as compact JSON, counted only up to `limit`: any result above `limit`
+/// means "too large", and the walk stops there, so measuring a huge value costs no more than
+/// `limit` steps. String escapes are counted at their longest (`\u00XX`), so the figure is never
+/// below what the value occupies as text.
+pub fn json_size(value: &Value, limit: usize) -> usize {
+    let mut n = 0usize;
+    add_size(value, limit, &mut n);
+    n
+}
+
+fn str_size(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+fn add_size(value: &Value, limit: usize, n: &mut usize) {
+    if *n > limit {
+        return;
+    }
+    match value {
+        Value::Null => *n += 4,
+        Value::Bool(_) => *n += 5,
+        Value::Number(x) => *n += x.to_string().len(),
+        Value::String(s) => *n += str_size(s),
+        Value::Array(items) => {
+            *n += 2 + items.len();
+            for item in items {
+                add_size(item, limit, n);
+                if *n > limit {
+                    return;
+                }
+            }
+        }
+        Value::Object(map) => {
+            *n += 2 + map.len();
+            for (k, v) in map {
+                *n += str_size(k) + 1;
+                add_size(v, limit, n);
+                if *n > limit {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// [`resolve`] with a cap: every resolved string, and the resolved template as a whole, stay
+/// within `limit` bytes (as JSON), or the resolution stops with [`TooLarge`] before allocating
+/// past it. Without it, a chain of steps each setting `"${ctx.k}${ctx.k}"` doubles a value per
+/// step and reaches gigabytes in about forty synchronous steps, which no deadline interrupts.
+pub fn resolve_capped(
+    template: &Value,
+    ctx: &Map<String, Value>,
+    limit: usize,
+) -> Result<Value, TooLarge> {
+    let mut used = 0usize;
+    resolve_within(template, ctx, limit, &mut used)
+}
+
+fn resolve_within(
+    template: &Value,
+    ctx: &Map<String, Value>,
+    limit: usize,
+    used: &mut usize,
+) -> Result<Value, TooLarge> {
+    let charge = |n: usize, used: &mut usize| -> Result<(), TooLarge> {
+        *used = used.saturating_add(n);
+        if *used > limit {
+            Err(TooLarge { limit })
+        } else {
+            Ok(())
+        }
+    };
+    match template {
+        Value::String(s) if s.contains("${") => {
+            let v = resolve_str_capped(s, ctx, limit.saturating_sub(*used))?;
+            charge(json_size(&v, limit), used)?;
+            Ok(v)
+        }
+        Value::Array(items) => {
+            charge(2, used)?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(resolve_within(item, ctx, limit, used)?);
+                charge(1, used)?;
+            }
+            Ok(Value::Array(out))
+        }
+        Value::Object(map) => {
+            charge(2, used)?;
+            let mut out = Map::new();
+            for (k, v) in map {
+                charge(str_size(k) + 2, used)?;
+                out.insert(k.clone(), resolve_within(v, ctx, limit, used)?);
+            }
+            Ok(Value::Object(out))
+        }
+        other => {
+            charge(json_size(other, limit), used)?;
+            Ok(other.clone())
+        }
+    }
+}
+
+/// [`resolve_str`] that measures before it copies: a whole reference is measured in place, and
+/// an embedded one is written into the output only while the output stays within `limit`.
+fn resolve_str_capped(
+    template: &str,
+    ctx: &Map<String, Value>,
+    limit: usize,
+) -> Result<Value, TooLarge> {
+    let measure = |r: &Reference| -> usize {
+        if r.path.is_empty() {
+            let mut n = 2 + ctx.len();
+            for (k, v) in ctx {
+                n += str_size(k) + 1 + json_size(v, limit);
+                if n > limit {
+                    break;
+                }
+            }
+            n
+        } else {
+            r.lookup(ctx).map_or(4, |v| json_size(v, limit))
+        }
+    };
+    let parts = pieces(template);
+    match parts.as_slice() {
+        [] => Ok(Value::String(String::new())),
+        [Piece::Ref(r)] => {
+            if measure(r) > limit {
+                return Err(TooLarge { limit });
+            }
+            Ok(r.resolve(ctx))
+        }
+        _ => {
+            let mut out = String::with_capacity(template.len().min(limit));
+            for part in &parts {
+                match part {
+                    Piece::Text(t) => out.push_str(t),
+                    Piece::Ref(r) => {
+                        // The JSON size bounds the embedded text (strings lose their quotes).
+                        if out.len().saturating_add(measure(r)) > limit.saturating_add(2) {
+                            return Err(TooLarge { limit });
+                        }
+                        out.push_str(&embed_text(&r.resolve(ctx)));
+                    }
+                }
+                if out.len() > limit {
+                    return Err(TooLarge { limit });
+                }
+            }
+            Ok(Value::String(out))
+        }
+    }
+}
+
 /// Reads a dotted key (`a.b.0`) from the context, as `kernel:ctx.get` does.
 pub fn get_path(ctx: &Map<String, Value>, key: &str) -> Option<Value> {
     let mut segments = key.split('.');
@@ -250,6 +419,63 @@ mod tests {
         assert_eq!(resolve(&t, &c), json!({"${ctx.a}": 1}));
     }
 
+    #[test]
+    fn json_size_matches_compact_json_for_plain_values() {
+        for v in [
+            json!(null),
+            json!(true),
+            json!(12.5),
+            json!("abc"),
+            json!([1, "x", {"k": [null]}]),
+            json!({"a": {"b": "c"}, "d": []}),
+        ] {
+            assert!(json_size(&v, usize::MAX) >= v.to_string().len(), "{v}");
+        }
+        assert_eq!(json_size(&json!({"a": [1, 2]}), usize::MAX), 13);
+        // Escapes are counted at their longest, never below the text.
+        let tricky = json!("\"\\\n\u{1}");
+        assert!(json_size(&tricky, usize::MAX) >= tricky.to_string().len());
+    }
+
+    /// The doubling chain of the hardening review: each step sets `k{n} = "${ctx.k{n-1}}${ctx.k{n-1}}"`.
+    /// With a cap, the step that would pass it is refused before anything that large exists.
+    #[test]
+    fn doubling_stops_at_the_cap() {
+        let limit = 1 << 20;
+        let mut c = ctx(json!({"k0": "xxxxxxxxxxxxxxxx"}));
+        let mut refused_at = None;
+        for n in 1..40 {
+            let t = json!(format!("${{ctx.k{}}}${{ctx.k{}}}", n - 1, n - 1));
+            match resolve_capped(&t, &c, limit) {
+                Ok(v) => {
+                    assert!(json_size(&v, usize::MAX) <= limit);
+                    c.insert(format!("k{n}"), v);
+                }
+                Err(e) => {
+                    assert_eq!(e, TooLarge { limit });
+                    refused_at = Some(n);
+                    break;
+                }
+            }
+        }
+        // 16 bytes doubled 16 times is 1 MiB (plus quotes): the 16th doubling is refused.
+        assert_eq!(refused_at, Some(16));
+    }
+
+    #[test]
+    fn whole_references_and_containers_are_capped_too() {
+        let big = "y".repeat(1000);
+        let c = ctx(json!({"big": big, "n": 1}));
+        assert!(resolve_capped(&json!("${ctx.big}"), &c, 500).is_err());
+        assert!(resolve_capped(&json!("${ctx}"), &c, 500).is_err());
+        assert!(resolve_capped(&json!(["${ctx.big}", "${ctx.big}"]), &c, 1500).is_err());
+        assert!(resolve_capped(&json!({"a": "${ctx.big}", "b": "${ctx.big}"}), &c, 1500).is_err());
+        assert_eq!(
+            resolve_capped(&json!({"a": ["${ctx.n}", "v${ctx.n}"]}), &c, 100),
+            Ok(json!({"a": [1, "v1"]}))
+        );
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -291,6 +517,22 @@ mod tests {
             c.insert("k".into(), v.clone());
             let out = resolve_str(&format!("{pre}${{ctx.k}}{post}"), &c);
             prop_assert_eq!(out, Value::String(format!("{pre}{}{post}", embed_text(&v))));
+        }
+
+        /// Under a cap the capped resolver agrees with the plain one, or refuses a result whose
+        /// size is over the cap — never anything else.
+        #[test]
+        fn capped_agrees_or_refuses(t in arb_json(), c in arb_json(), limit in 0usize..400) {
+            let ctx = match c { Value::Object(m) => m, _ => Map::new() };
+            let plain = resolve(&t, &ctx);
+            match resolve_capped(&t, &ctx, limit) {
+                Ok(v) => {
+                    prop_assert_eq!(&v, &plain);
+                    prop_assert!(json_size(&v, usize::MAX) <= limit);
+                }
+                Err(e) => prop_assert_eq!(e.limit, limit),
+            }
+            prop_assert_eq!(resolve_capped(&t, &ctx, usize::MAX), Ok(plain));
         }
 
         /// Resolving never panics and leaves non-string leaves alone.
