@@ -6,7 +6,7 @@ use crate::http;
 use crate::http::auth::ApiToken;
 use crate::http::body::BodyLimit;
 use actix_web::{middleware, web, App, HttpServer};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use rumi_actors::affinity::CpuPolicy;
 use rumi_actors::{Kernel, Layout, SecurityMode};
 use tracing_subscriber::layer::SubscriberExt;
@@ -62,6 +62,22 @@ pub fn serve(settings: Settings) -> Result<()> {
 }
 
 async fn run(settings: Settings, layout: Layout) -> Result<()> {
+    // Before anything of the home is touched: the lock (one kernel per home), then the port, so a
+    // second `rumi serve` fails without disturbing the running kernel's containers and sockets.
+    let mut home_lock =
+        rumi_actors::home_lock::HomeLock::acquire(&layout.user_data()).map_err(|e| anyhow!(e))?;
+    let listener = std::net::TcpListener::bind((settings.host.as_str(), settings.port))
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (RUMI_API_HOST / RUMI_API_PORT)",
+                settings.host, settings.port
+            )
+        })?;
+    // With RUMI_API_PORT=0 the OS picks the port; the banner names the real one (tests read it).
+    let port = listener.local_addr()?.port();
+    home_lock
+        .note(Some(port))
+        .context("cannot write user_data/kernel.lock")?;
     let token = match &settings.token_override {
         Some(t) => t.clone(),
         None => {
@@ -109,19 +125,8 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             .http_workers
             .unwrap_or_else(|| rumi_actors::affinity::allowed_cpus().len().max(1)),
     )
-    .bind((settings.host.as_str(), settings.port))
-    .with_context(|| {
-        format!(
-            "cannot listen on {}:{} (RUMI_API_HOST / RUMI_API_PORT)",
-            settings.host, settings.port
-        )
-    })?;
-    // With RUMI_API_PORT=0 the OS picks the port; the banner names the real one (tests read it).
-    let port = server
-        .addrs()
-        .first()
-        .map(|a| a.port())
-        .unwrap_or(settings.port);
+    .listen(listener)
+    .context("the HTTP server could not use its socket")?;
     tracing::info!(host = %settings.host, port, mode = kernel.execution_mode(), "rumi kernel listening");
     println!(
         "rumi listening on http://{}:{} ({} mode)",
@@ -132,5 +137,6 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     server.run().await.context("the HTTP server failed")?;
     tracing::info!("shutting down");
     kernel.shutdown().await;
+    drop(home_lock);
     Ok(())
 }

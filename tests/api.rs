@@ -579,3 +579,43 @@ async fn a_result_over_the_response_limit_is_summarised() {
     assert_eq!(rec["data"]["result"]["blob"], "short");
     assert_eq!(rec["data"]["trigger"], "api");
 }
+
+/// Hardening defect 5: a second `rumi serve` on the same home booted far enough to remove the
+/// running kernel's containers and re-bind its egress sockets before failing on the port, and
+/// the running kernel's egress then failed for good. Now it stops first — on any port — naming
+/// the kernel that holds the home, and the running kernel is untouched.
+#[tokio::test]
+async fn a_second_kernel_on_the_same_home_is_refused_and_changes_nothing() {
+    if !python_available() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let home = fresh_home();
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("my_pack").await;
+    let sock = home.path().join("user_data/sockets/my_pack/egress.sock");
+    let inode = std::fs::metadata(&sock).expect("egress socket").ino();
+    let port = port_of(&k);
+    // On its own free port (the old code started a second kernel), and on the busy one.
+    for p in ["0".to_string(), port.to_string()] {
+        let err = serve_refused(home.path(), &[("RUMI_API_PORT", &p)]);
+        let want = format!(
+            "another kernel (pid {}) serves this home on :{port}",
+            k.child.id()
+        );
+        assert!(err.contains(&want), "{err}");
+        assert!(err.contains("RUMI_HOME"), "says what to do: {err}");
+    }
+    // The running kernel kept its socket (same file, still answering) and runs flows.
+    assert_eq!(std::fs::metadata(&sock).unwrap().ino(), inode);
+    let r = socket_exchange(&sock, b"{not json").expect("the egress socket still answers");
+    assert_eq!(r["error_type"], "protocol_error", "{r}");
+    let (s, run) = k.run("hello", json!({"name": "Ann"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(run["result"]["greeting"]["message"], "Hello, Ann!");
+    // The lock goes with its holder, even a killed one: a kernel starts again on the home.
+    drop(k);
+    let k2 = Kernel::start(home.path(), &[]);
+    let (s, _) = k2.get("/api/packs").await;
+    assert_eq!(s, 200);
+}

@@ -61,28 +61,6 @@ async fn a_doubling_flow_is_stopped_by_the_context_limits() {
     );
     // A bad limit stops start-up and names the variable.
     k.stop();
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_rumi"))
-        .args(["serve", "--permissive"])
-        .env("RUMI_HOME", home.path())
-        .env("RUMI_API_PORT", "0")
-        .env("RUMI_MAX_CONTEXT_BYTES", "2048")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = serve.kill();
-            panic!("the kernel started with RUMI_MAX_CONTEXT_BYTES below the response limit");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success());
+    let err = serve_refused(home.path(), &[("RUMI_MAX_CONTEXT_BYTES", "2048")]);
     assert!(err.contains("RUMI_MAX_CONTEXT_BYTES"), "{err}");
 }

@@ -43,19 +43,39 @@ fn docker_ready() -> bool {
 
 /// Removes the named packs' containers when created (a leftover of an earlier, aborted test run)
 /// and when dropped (a test that panicked kills its kernel with SIGKILL, which leaves them).
+/// Pack ids are unique across these tests, so a pack id names one test's container whatever
+/// the installation (`rumi-pack-<id>.<instance>`).
 struct Containers(Vec<String>);
 
 impl Containers {
     fn of(packs: &[&str]) -> Containers {
-        let c = Containers(packs.iter().map(|p| format!("rumi-pack-{p}")).collect());
+        let c = Containers(packs.iter().map(|p| p.to_string()).collect());
         c.remove();
         c
     }
     fn remove(&self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&self.0)
-            .output();
+        let ids: Vec<String> = self.0.iter().flat_map(|p| containers_of(p)).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// The ids of every container (of any installation) of the pack `pack`.
+fn containers_of(pack: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=rumi.pack_id={pack}"))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -65,10 +85,13 @@ impl Drop for Containers {
     }
 }
 
-/// `docker inspect <name>` as JSON (None when there is no such container).
+/// `docker inspect` of a pack's container as JSON (None when there is none). `name` is
+/// `rumi-pack-<id>`: the installation's suffix is found by the pack label.
 fn inspect(name: &str) -> Option<Value> {
+    let pack = name.strip_prefix("rumi-pack-").expect("rumi-pack-<id>");
+    let id = containers_of(pack).into_iter().next()?;
     let out = Command::new("docker")
-        .args(["inspect", name])
+        .args(["inspect", &id])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -469,8 +492,17 @@ async fn a_container_that_dies_by_itself_is_replaced() {
         "RUMI_CONTAINER_START=approval starts the container without a call"
     );
     let first = call_ok(&k, "selfdie", "ok", json!(null)).await["host"].clone();
+    let name = inspect("rumi-pack-selfdie").unwrap()["Name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    assert!(
+        name.starts_with("rumi-pack-selfdie.") && name.len() == "rumi-pack-selfdie.".len() + 12,
+        "rumi-pack-<id>.<installation digest>: {name}"
+    );
     let status = Command::new("docker")
-        .args(["kill", "rumi-pack-selfdie"])
+        .args(["kill", &name])
         .output()
         .unwrap();
     assert!(status.status.success());
@@ -579,6 +611,46 @@ async fn leftovers_of_a_crashed_kernel_are_removed_at_start() {
     // And the pack works again with a fresh container.
     call_ok(&k2, "crashleft", "ok", json!(null)).await;
     assert!(running("rumi-pack-crashleft"));
+}
+
+/// Two installations on one daemon run the same pack id side by side: each container carries its
+/// installation's digest in its name (`rumi-pack-<id>.<digest>`). A second kernel started on one
+/// of the homes is refused before it touches that home's container.
+#[tokio::test]
+async fn two_homes_run_the_same_pack_id_and_a_second_kernel_changes_nothing() {
+    if !docker_ready() {
+        return;
+    }
+    let _containers = Containers::of(&["twin"]);
+    let (home_a, home_b) = (fresh_home(), fresh_home());
+    let ok = [(
+        "ok.py",
+        "import os\ndef run(i):\n    return {'host': os.uname().nodename}\n",
+    )];
+    block_flows(home_a.path(), "twin", &ok);
+    block_flows(home_b.path(), "twin", &ok);
+    let a = start_strict(home_a.path(), &[]);
+    let b = start_strict(home_b.path(), &[]);
+    a.approve("twin").await;
+    b.approve("twin").await;
+    let host_a = call_ok(&a, "twin", "ok", json!(null)).await["host"].clone();
+    let host_b = call_ok(&b, "twin", "ok", json!(null)).await["host"].clone();
+    assert_ne!(host_a, host_b, "two containers");
+    assert_eq!(containers_of("twin").len(), 2);
+    let ids_before = containers_of("twin");
+    let err = serve_refused(home_a.path(), &[]);
+    assert!(
+        err.contains(&format!("another kernel (pid {})", a.child.id())),
+        "{err}"
+    );
+    // Neither container was removed or replaced, and both kernels still call their own.
+    assert_eq!(containers_of("twin"), ids_before);
+    assert_eq!(call_ok(&a, "twin", "ok", json!(null)).await["host"], host_a);
+    assert_eq!(call_ok(&b, "twin", "ok", json!(null)).await["host"], host_b);
+    // Stopping one kernel removes its own container only.
+    a.stop();
+    assert!(wait_for(15, || containers_of("twin").len() == 1));
+    assert_eq!(call_ok(&b, "twin", "ok", json!(null)).await["host"], host_b);
 }
 
 #[tokio::test]

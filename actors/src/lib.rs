@@ -17,6 +17,7 @@ pub mod egress;
 pub mod flow_run;
 pub mod frame;
 pub mod fsutil;
+pub mod home_lock;
 pub mod kernel;
 pub mod keys;
 pub mod layout;

@@ -400,3 +400,50 @@ pub fn read_frame(s: &mut impl std::io::Read) -> Option<Value> {
     s.read_exact(&mut body).ok()?;
     serde_json::from_slice(&body).ok()
 }
+
+/// Runs `rumi serve` in `home` expecting it to refuse to start: waits (20 s deadline) for it to
+/// exit, asserts it failed, and returns what it printed on stderr. A kernel that starts instead
+/// is killed and the test fails.
+pub fn serve_refused(home: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
+    cmd.args(["serve", "--permissive"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUMI_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUMI_HOME", home)
+        .env("RUMI_API_PORT", "0")
+        .env("RUMI_API_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start rumi");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`rumi serve` started where it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "refused with a failure status: {err}");
+    err
+}
+
+/// The port a running kernel listens on.
+pub fn port_of(k: &Kernel) -> u16 {
+    k.base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the kernel's port")
+}

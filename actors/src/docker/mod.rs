@@ -100,9 +100,11 @@ pub struct PackSpec {
     pub cpuset: Option<String>,
 }
 
-/// `rumi-pack-<id>`.
-pub fn container_name(pack_id: &str) -> String {
-    format!("rumi-pack-{pack_id}")
+/// `rumi-pack-<id>.<instance>`: the installation's digest ([`instance_id`]) in the name lets two
+/// homes on one Docker daemon run the same pack id side by side, without either one taking (or
+/// removing) the other's container.
+pub fn container_name(instance: &str, pack_id: &str) -> String {
+    format!("rumi-pack-{pack_id}.{instance}")
 }
 
 /// `GET /api/docker/status`.
@@ -309,7 +311,7 @@ impl DockerEngine {
     /// Stops one pack's container without removing it (`POST /api/containers/{id}/stop`).
     pub async fn stop_pack(&self, pack_id: &str) -> Result<bool, String> {
         let client = self.client().await?;
-        let name = container_name(pack_id);
+        let name = container_name(&self.instance, pack_id);
         if !self.owns(&client, &name).await? {
             return Ok(false);
         }

@@ -1,7 +1,7 @@
 //! One pack container and its channel (see the module docs of [`crate::docker`]).
 //!
 //! Start-up: the kernel binds `host.sock` in the pack's socket directory (group
-//! [`ContainerSettings::socket_gid`], mode 0660, never 0666), creates and starts `rumi-pack-<id>`
+//! [`ContainerSettings::socket_gid`], mode 0660, never 0666), creates and starts `rumi-pack-<id>.<instance>`
 //! with every flag of §5.3, and accepts exactly one connection, from uid 65534; then the socket
 //! file is unlinked, so nothing else in the container can connect a second time, and a ping proves
 //! the block host answers. A call is one frame each way on that connection.
@@ -74,7 +74,7 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
             return Err(StartError::Unavailable(why));
         }
     }
-    let name = super::container_name(&spec.pack_id);
+    let name = super::container_name(engine.instance(), &spec.pack_id);
     if engine
         .owns(&client, &name)
         .await
