@@ -13,8 +13,8 @@ use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 /// How to start a pack's worker.
 #[derive(Debug, Clone)]
@@ -102,15 +102,8 @@ impl Worker {
             .take()
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
-            let pack = spec.pack_id.clone();
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let line: String = line.chars().take(2000).collect();
-                    tracing::debug!(pack_id = %pack, "worker: {line}");
-                }
-            });
+            tokio::spawn(log_stderr(stderr, spec.pack_id.clone()));
         }
         Ok(Worker {
             child,
@@ -203,5 +196,136 @@ where
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The most of one stderr line the kernel keeps for its log; the rest of a longer line is dropped
+/// up to its newline.
+pub const STDERR_LINE_CAP: usize = 2000;
+/// How much of a worker's stderr is read at a time.
+const STDERR_CHUNK: usize = 16 * 1024;
+
+/// Logs a worker's stderr line by line (at debug level), reading it in bounded chunks.
+///
+/// Stops: a block that writes hundreds of MiB to fd 2 without a newline. Reading whole lines and
+/// cutting them afterwards held the entire "line" in the kernel (400 MiB took the kernel from
+/// 22 MB to 432 MB of RSS, for good); here the kernel never holds more than one chunk and one
+/// capped line per worker, and the stream keeps being drained so the block never blocks on it.
+async fn log_stderr(mut stderr: ChildStderr, pack: String) {
+    let mut chunk = vec![0u8; STDERR_CHUNK];
+    let mut lines = CappedLines::new(STDERR_LINE_CAP);
+    let log = |line: &[u8], truncated: bool| {
+        let more = if truncated { " [line truncated]" } else { "" };
+        tracing::debug!(pack_id = %pack, "worker: {}{more}", String::from_utf8_lossy(line));
+    };
+    loop {
+        match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => lines.feed(&chunk[..n], log),
+        }
+    }
+    lines.finish(log);
+}
+
+/// Splits a byte stream into lines, holding at most `cap` bytes of the current one. A line that
+/// reaches the cap is handed over at once, cut and marked truncated, and what follows it is
+/// skipped up to the next newline.
+#[derive(Debug)]
+struct CappedLines {
+    line: Vec<u8>,
+    cap: usize,
+    /// Inside a line that was already handed over cut: bytes are skipped until its newline.
+    skipping: bool,
+}
+
+impl CappedLines {
+    fn new(cap: usize) -> Self {
+        CappedLines {
+            // Allocated once at the cap, so it never grows past it.
+            line: Vec::with_capacity(cap),
+            cap,
+            skipping: false,
+        }
+    }
+
+    /// Feeds one chunk; `emit(line, truncated)` gets every line finished (or cut) by it.
+    fn feed(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8], bool)) {
+        while !chunk.is_empty() {
+            let end = chunk.iter().position(|&b| b == b'\n');
+            let part = &chunk[..end.unwrap_or(chunk.len())];
+            if !self.skipping {
+                let room = self.cap - self.line.len();
+                if part.len() > room {
+                    self.line.extend_from_slice(&part[..room]);
+                    emit(&self.line, true);
+                    self.line.clear();
+                    self.skipping = true;
+                } else {
+                    self.line.extend_from_slice(part);
+                }
+            }
+            match end {
+                Some(i) => {
+                    if !self.skipping {
+                        emit(&self.line, false);
+                    }
+                    self.line.clear();
+                    self.skipping = false;
+                    chunk = &chunk[i + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// At the end of the stream: hands over an unfinished line.
+    fn finish(self, mut emit: impl FnMut(&[u8], bool)) {
+        if !self.line.is_empty() {
+            emit(&self.line, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
+        let mut lines = CappedLines::new(cap);
+        let mut out = Vec::new();
+        let mut held = 0;
+        for c in chunks {
+            lines.feed(c, |l, t| {
+                out.push((String::from_utf8_lossy(l).into_owned(), t))
+            });
+            held = held.max(lines.line.capacity());
+        }
+        lines.finish(|l, t| out.push((String::from_utf8_lossy(l).into_owned(), t)));
+        (out, held)
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_capped() {
+        let (out, _) = split(5, &[b"ab", b"c\nde\n\nxy"]);
+        let want = [("abc", false), ("de", false), ("", false), ("xy", false)];
+        assert_eq!(out, want.map(|(l, t)| (l.to_string(), t)));
+        // Exactly the cap is a whole line; one byte more is cut, and the rest of it is dropped.
+        let (out, _) = split(3, &[b"abc\nabcd", b"efg\nok\n"]);
+        let want = [("abc", false), ("abc", true), ("ok", false)];
+        assert_eq!(out, want.map(|(l, t)| (l.to_string(), t)));
+    }
+
+    #[test]
+    fn a_flood_without_newlines_holds_at_most_the_cap() {
+        // The attack: megabytes with no newline, then a normal line that must still be logged.
+        let flood = vec![b'x'; 1 << 20];
+        let mut chunks: Vec<&[u8]> = vec![&flood; 64];
+        chunks.push(b"\nafter\n");
+        let (out, held) = split(STDERR_LINE_CAP, &chunks);
+        assert!(held <= STDERR_LINE_CAP, "held {held} bytes");
+        assert_eq!(out.len(), 2, "one cut line, then the next line");
+        assert_eq!(out[0].0.len(), STDERR_LINE_CAP);
+        assert!(out[0].1);
+        assert_eq!(out[1], ("after".to_string(), false));
     }
 }
