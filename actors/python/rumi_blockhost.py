@@ -48,6 +48,12 @@ if HOST_DIR not in sys.path:
 MAX_FRAME = 64 * 1024 * 1024
 MAX_LOG_CHARS = 16 * 1024
 MAX_RESULT_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
+# The deepest result a block may return (a list or dict is one level). The kernel's JSON parser
+# stops at 128 levels and the reply adds one, so a deeper result would read as a broken reply and
+# cost the pack its worker; it is refused here as `invalid_result` instead, with room to spare.
+MAX_RESULT_DEPTH = 100
+# The kernel reads numbers as 64-bit integers or doubles: a larger integer would not parse.
+_MAX_NUMBER = 10**308
 
 
 class BoundedLog(io.TextIOBase):
@@ -161,13 +167,39 @@ class BlockHost:
             return {"ok": False, "error": _describe(exc), "error_type": "block_error", "log": log.text()}
         finally:
             sys.stdout, sys.stderr = saved
+        problem = _unreadable(result)
+        if problem is not None:
+            return {"ok": False, "error": f"run() returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}
         try:
             encoded = json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             return {"ok": False, "error": f"run() returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
         if len(encoded) > MAX_RESULT_BYTES:
             return {"ok": False, "error": f"run() returned {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}", "error_type": "invalid_result", "log": log.text()}
         return {"ok": True, "result": result, "log": log.text()}
+
+
+def _unreadable(value: Any) -> Optional[str]:
+    """Why the kernel could not read `value` as JSON (nesting past MAX_RESULT_DEPTH, an integer
+    past the range of a double), or None. Iterative, so a deep value cannot exhaust the host's own
+    stack, and it stops at the limit, so a value that contains itself ends here too."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            if isinstance(v, int) and not -_MAX_NUMBER < v < _MAX_NUMBER:
+                return "an integer with more than 308 digits; return it as a string"
+            continue
+        if depth > MAX_RESULT_DEPTH:
+            return f"it is nested deeper than {MAX_RESULT_DEPTH} levels; return flatter data"
+        for child in children:
+            if isinstance(child, (dict, list, tuple, int)):
+                stack.append((child, depth + 1))
+    return None
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:
@@ -319,7 +351,7 @@ def main() -> int:
         reply["id"] = request.get("id")
         try:
             write_frame(proto_out, reply)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             write_frame(proto_out, {"id": request.get("id"), "ok": False, "error": f"result not serialisable: {exc}", "error_type": "invalid_result"})
 
 

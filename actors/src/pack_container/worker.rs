@@ -8,7 +8,8 @@
 //! the whole process group; the worker is then gone and the owner starts a fresh one.
 
 use crate::frame::ReadError;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -183,14 +184,48 @@ where
             ReadError::Truncated => CallError::Crashed("the block host exited mid-reply".into()),
             ReadError::Empty => CallError::Crashed("the block host sent a malformed reply".into()),
         })?;
-    let reply: Value = serde_json::from_slice(&buf)
-        .map_err(|_| CallError::Crashed("the block host sent a malformed reply".into()))?;
+    let reply: Value = match serde_json::from_slice(&buf) {
+        Ok(reply) => reply,
+        Err(e) => return unreadable_reply(&buf, id, &e),
+    };
     if reply.get("id").and_then(Value::as_u64) != Some(id) {
         return Err(CallError::Crashed(
             "the block host answered out of turn".into(),
         ));
     }
     Ok(reply)
+}
+
+/// The envelope of a reply, for when its result cannot be read as a [`Value`]. Everything else
+/// is skipped by serde_json without recursion, so a reply of any depth yields its id.
+#[derive(Deserialize)]
+struct Envelope {
+    id: Option<u64>,
+    log: Option<String>,
+}
+
+/// A whole frame arrived but its JSON is not a [`Value`] the kernel can hold: a result nested
+/// past serde_json's recursion limit (128), or a number out of range. The block host refuses such
+/// results itself; this is for one that slips through (or a tampered host). Stops: a block that
+/// returns a deep value to have its worker declared crashed and replaced. The frame was read whole
+/// and carries this request's id, so the channel is still in step and the worker is kept.
+fn unreadable_reply(buf: &[u8], id: u64, error: &serde_json::Error) -> Result<Value, CallError> {
+    let malformed = || CallError::Crashed("the block host sent a malformed reply".into());
+    let envelope: Envelope = serde_json::from_slice(buf).map_err(|_| malformed())?;
+    if envelope.id != Some(id) {
+        return Err(malformed());
+    }
+    let what = error.to_string();
+    let what = what.split(" at line ").next().unwrap_or_default();
+    let error = if what == "recursion limit exceeded" {
+        "run() returned a value nested deeper than the kernel reads (128 levels); return flatter data"
+            .to_string()
+    } else {
+        format!("run() returned a value the kernel cannot read ({what}); return plain JSON data")
+    };
+    Ok(
+        json!({"id": id, "ok": false, "error_type": "invalid_result", "error": error, "log": envelope.log}),
+    )
 }
 
 impl Drop for Worker {
@@ -302,6 +337,41 @@ mod tests {
         }
         lines.finish(|l, t| out.push((String::from_utf8_lossy(l).into_owned(), t)));
         (out, held)
+    }
+
+    /// Runs one exchange against `reply`, written beforehand by the "block host".
+    async fn exchange_with(reply: &[u8]) -> (Result<Value, CallError>, tokio::io::DuplexStream) {
+        use tokio::io::AsyncWriteExt;
+        let (mut kernel_r, mut host_w) = tokio::io::duplex(1 << 16);
+        let (mut kernel_w, _host_r) = tokio::io::duplex(1 << 16);
+        let mut frame = (reply.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(reply);
+        host_w.write_all(&frame).await.unwrap();
+        let request = crate::frame::encode(&json!({"id": 7})).unwrap();
+        let out = exchange(&mut kernel_r, &mut kernel_w, 7, &request, 1 << 16).await;
+        drop(kernel_r);
+        (out, host_w)
+    }
+
+    #[tokio::test]
+    async fn a_reply_too_deep_to_parse_is_an_invalid_result_not_a_crash() {
+        // The attack: a result nested past serde_json's limit, to get the worker replaced.
+        let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+        let reply = format!(r#"{{"id":7,"ok":true,"result":{deep},"log":"printed"}}"#);
+        let (out, _) = exchange_with(reply.as_bytes()).await;
+        let reply = out.unwrap_or_else(|e| panic!("the worker would be dropped: {e:?}"));
+        assert_eq!(reply["error_type"], "invalid_result");
+        assert_eq!(reply["log"], "printed");
+        assert!(reply["error"].as_str().unwrap().contains("nested deeper"));
+        // Out of range numbers are the other value serde_json refuses.
+        let (out, _) = exchange_with(br#"{"id":7,"ok":true,"result":1e400}"#).await;
+        assert_eq!(out.unwrap()["error_type"], "invalid_result");
+        // Broken JSON, or a deep reply to another request, is still a broken channel.
+        let (out, _) = exchange_with(br#"{"id":7,"ok":tru"#).await;
+        assert!(matches!(out, Err(CallError::Crashed(_))), "{out:?}");
+        let wrong_id = format!(r#"{{"id":8,"result":{deep}}}"#);
+        let (out, _) = exchange_with(wrong_id.as_bytes()).await;
+        assert!(matches!(out, Err(CallError::Crashed(_))), "{out:?}");
     }
 
     #[test]
