@@ -7,9 +7,43 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Writes raw bytes to fd 2 (the worker's stderr pipe, which the kernel reads), never a newline.
 const FLOOD: &str = "import os\ndef run(input_data, context=None):\n    chunk = b'x' * (1 << 20)\n    for _ in range(int(input_data['mib'])):\n        os.write(2, chunk)\n    return {'flooded': int(input_data['mib'])}\n";
+
+/// Leaves three processes behind and returns their pids: one in a new session
+/// (`start_new_session=True`, out of the worker's process group), a forked child that never
+/// returns into the host, and the grandchild of a double fork whose middle process called setsid
+/// and exited (so its parent is gone before the call ends).
+const LEAVE: &str = r#"import os, subprocess, time
+def run(input_data, context=None):
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    detached = subprocess.Popen(['sleep', '300'], start_new_session=True, **quiet)
+    child = os.fork()
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        grandchild = os.fork()
+        if grandchild == 0:
+            time.sleep(300)
+            os._exit(0)
+        os.write(w, str(grandchild).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(middle, 0)
+    grandchild = int(os.read(r, 32))
+    if input_data.get('then_sleep'):
+        with open('left.json', 'w') as f:
+            f.write(str([detached.pid, child, grandchild]))
+        time.sleep(300)
+    return {'pids': [detached.pid, child, grandchild], 'worker': os.getpid()}
+"#;
 
 const DEEP: &str = "def run(input_data, context=None):\n    v = 'bottom'\n    for _ in range(int(input_data['depth'])):\n        v = [v]\n    return v\n";
 
@@ -38,6 +72,31 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
+}
+
+/// True while `pid` exists, zombies included (a zombie is a process nobody reaped).
+fn exists(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until every pid is gone from /proc, up to `limit`; returns those still there.
+async fn gone_within(pids: &[i64], limit: Duration) -> Vec<i64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<i64> = pids.iter().copied().filter(|p| exists(*p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pids_of(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("no pids in {v}"))
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect()
 }
 
 async fn pack_counters(k: &Kernel) -> Value {
@@ -75,6 +134,64 @@ async fn a_stderr_flood_without_newlines_does_not_grow_the_kernel() {
         run["status"], "succeeded",
         "the kernel still answers: {run}"
     );
+}
+
+#[tokio::test]
+async fn processes_a_block_leaves_behind_are_killed_after_a_successful_call() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("leave.py", LEAVE), ("pid.py", PID)]);
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("leave", json!({"input": {}})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let out = &run["result"]["out"];
+    let pids = pids_of(&out["pids"]);
+    let left = gone_within(&pids, Duration::from_secs(10)).await;
+    assert!(
+        left.is_empty(),
+        "processes the block left ({pids:?}: new session, fork, double fork) still exist: {left:?}"
+    );
+    let log = step(&run, "s")["log"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        log.contains("killed 3 process(es) the block left running"),
+        "the step's log says what was done: {log:?}"
+    );
+    // The worker was cleaned, not replaced: the next call runs in the same process.
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], out["worker"], "{run}");
+    assert_eq!(pack_counters(&k).await["restarts"], 0);
+}
+
+#[tokio::test]
+async fn processes_a_timed_out_block_left_are_killed_with_its_worker() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("leave.py", LEAVE), ("pid.py", PID)]);
+    write(
+        home.path(),
+        "user_data/shared/flows/leave.flow.yaml",
+        "flow_id: leave\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: python_file_call, owner_pack: hostile, file: leave.py, input: {then_sleep: true}, timeout_seconds: 3, output: out}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("leave", json!({})).await;
+    assert_eq!(step(&run, "s")["error_type"], "timeout", "{run}");
+    let written = std::fs::read_to_string(home.path().join("user_data/packs/hostile/left.json"))
+        .expect("the block wrote its pids before it overran");
+    let pids = pids_of(&serde_json::from_str(&written).unwrap());
+    let left = gone_within(&pids, Duration::from_secs(10)).await;
+    assert!(
+        left.is_empty(),
+        "processes of the timed-out block ({pids:?}) still exist: {left:?}"
+    );
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    assert!(run["result"]["out"]["pid"].is_i64(), "{run}");
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ and one answer each:
     {"id": 7, "ok": false, "error": "ValueError: bad", "error_type": "block_error", "log": "..."}
 
 In a container a reply also carries `"strays": n` when the block left n processes running; the
-kernel then replaces the container. A child forked by a block loses the channel at fork time and
+kernel then replaces the container. In a host worker (which the kernel makes the child subreaper
+of everything it starts) the host kills and reaps whatever the block left running before it
+answers, and says so in the log. A child forked by a block loses the channel at fork time and
 exits when it returns into the host, so it can never answer in the host's name.
 
 Why the descriptors are moved: a block that prints (or writes to fd 1 directly) must never corrupt
@@ -276,6 +278,86 @@ def _count_strays() -> int:
         return 0
 
 
+def _processes() -> list:
+    """(pid, ppid, state) of every process, from /proc. The command name may hold spaces and
+    parentheses, so fields are counted from the last ')'."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split(b" ", 2)
+            out.append((int(name), int(fields[1]), fields[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _kill_leftovers(me: int) -> int:
+    """Kills and reaps every process under this host worker; returns how many were running.
+
+    Stops: processes a block leaves running past its call (a forked child that never returns, a
+    `start_new_session=True` child outside the worker's process group, a double fork's
+    grandchild). The kernel makes the worker their child subreaper before Python starts, so all of
+    them are under it, however detached. Each is sent SIGSTOP before its children are looked up
+    and walks repeat until nothing new appears and all found are stopped, so nothing forks past
+    the walk; then SIGKILL, and the host reaps them (it is their parent or reaper), so none is
+    left even as a zombie. A host with no child at all (every call that started nothing) costs
+    one waitpid."""
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break  # a child still runs
+    except ChildProcessError:
+        return 0
+    import signal
+
+    deadline = time.monotonic() + 1.0
+    found: Dict[int, bool] = {}
+    while True:
+        procs = _processes()
+        children: Dict[int, list] = {}
+        state = {}
+        for pid, ppid, st in procs:
+            children.setdefault(ppid, []).append(pid)
+            state[pid] = st
+        tree, todo = [], list(children.get(me, ()))
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, ()))
+        new = [pid for pid in tree if pid not in found]
+        for pid in new:
+            found[pid] = state.get(pid) not in (b"Z", b"X")
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        if not new and all(state.get(pid) in (b"T", b"t", b"Z", b"X") for pid in tree):
+            break
+        if time.monotonic() > deadline:
+            break
+        if not new:
+            time.sleep(0.0002)  # signalled processes stop when next scheduled
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    # The killed children, and grandchildren re-parented here as their parents died.
+    while time.monotonic() < deadline + 1.0:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.0005)
+    return sum(found.values())
+
+
 def _parse_args(argv: list) -> Tuple[Optional[str], str]:
     connect = None
     rest = []
@@ -346,6 +428,10 @@ def main() -> int:
                 strays = _count_strays()
                 if strays:
                     reply["strays"] = strays
+            else:
+                killed = _kill_leftovers(host_pid)
+                if killed:
+                    reply["log"] = (reply.get("log") or "") + f"\n[rumi: killed {killed} process(es) the block left running]"
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}", "error_type": "protocol_error"}
         reply["id"] = request.get("id")

@@ -131,6 +131,27 @@ class BlockHostTest(unittest.TestCase):
             self.assertIn(want, r["error"])
         self.assertTrue(self.host.send({"id": 99, "op": "ping"})["ok"])
 
+    def test_processes_left_running_are_killed_and_reaped_after_the_call(self):
+        # Attack: a block leaves a forked child and a child in its own session running. (The
+        # kernel also makes the host their subreaper, for double forks; not here.)
+        self.write("leave.py", """
+            import os, subprocess, time
+            def run(i, c=None):
+                detached = subprocess.Popen(["sleep", "60"], start_new_session=True)
+                child = os.fork()
+                if child == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                return [detached.pid, child]
+            """)
+        r = self.host.call("blocks/leave.py")
+        self.assertTrue(r["ok"], r)
+        self.assertIn("killed 2 process(es)", r["log"])
+        # Reaped before the answer: not even a zombie is left.
+        self.assertEqual([p for p in r["result"] if os.path.exists(f"/proc/{p}")], [])
+        self.write("quiet.py", "def run(i, c=None):\n    return 1\n")
+        self.assertEqual(self.host.call("blocks/quiet.py")["log"], "")
+
     def test_log_is_bounded(self):
         self.write("big.py", "def run(i, c=None):\n    print('x' * 100000)\n    return 1\n")
         r = self.host.call("blocks/big.py")

@@ -4,9 +4,12 @@
 //! process group with a scrubbed environment (only what Python needs, never the kernel's
 //! variables, so no token or secret in the kernel's environment reaches pack code), and
 //! `PYTHONDONTWRITEBYTECODE=1` plus `-B` so it never writes `.pyc` files into the pack (which would
-//! change the pack's files and trip its own manifest). A call that overruns its deadline kills
-//! the whole process group; the worker is then gone and the owner starts a fresh one.
+//! change the pack's files and trip its own manifest). It is the subreaper of whatever its blocks
+//! start, which the block host kills after every call (see [`super::proctree`]). A call that
+//! overruns its deadline, or breaks the protocol, kills the worker with every process under it;
+//! the owner then starts a fresh one.
 
+use super::proctree;
 use crate::frame::ReadError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -59,7 +62,12 @@ pub struct Worker {
     stdout: BufReader<ChildStdout>,
     pgid: i32,
     max_frame: usize,
+    /// The tree was killed already (a failed call, then the drop).
+    killed: bool,
 }
+
+/// How long killing a worker may spend stopping its tree before everything found gets SIGKILL.
+const KILL_WALK_LIMIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     /// Starts a worker. The process is ready when Python has started; the first request simply
@@ -88,8 +96,15 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // Its own process group, so a timeout kills whatever the block forked too.
+            // Its own process group: signals for the kernel's process group never reach pack code.
             .process_group(0);
+        // SAFETY: the closure makes one async-signal-safe system call (prctl) between fork and
+        // exec. As its descendants' subreaper the worker keeps every process a block starts
+        // under it, however detached, so the block host can kill them after each call and the
+        // kernel with the worker (see `proctree`).
+        unsafe {
+            cmd.pre_exec(proctree::become_subreaper);
+        }
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
@@ -112,6 +127,7 @@ impl Worker {
             stdout: BufReader::new(stdout),
             pgid: pid,
             max_frame: spec.max_frame,
+            killed: false,
         })
     }
 
@@ -149,11 +165,12 @@ impl Worker {
         }
     }
 
-    /// Kills the worker's whole process group now; the zombie is reaped in the background.
+    /// Kills the worker, every process under it and its process group now (once); the zombie
+    /// is reaped in the background.
     pub fn kill(&mut self) {
-        // SAFETY: killpg only sends a signal; a stale pgid at worst targets nothing (ESRCH).
-        unsafe {
-            libc::killpg(self.pgid, libc::SIGKILL);
+        if !self.killed {
+            self.killed = true;
+            proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
         }
         let _ = self.child.start_kill();
     }
