@@ -28,7 +28,7 @@ fn python_block_host_unit_tests_pass() {
         })
         .unwrap_or(0);
     assert!(
-        ran >= 11,
+        ran >= 13,
         "expected the block host's tests to run, saw {ran}: {report}"
     );
 }

@@ -13,7 +13,9 @@ and one answer each:
     {"id": 7, "ok": false, "error": "ValueError: bad", "error_type": "block_error", "log": "..."}
 
 In a container a reply also carries `"strays": n` when the block left n processes running; the
-kernel then replaces the container. A child forked by a block loses the channel at fork time and
+kernel then replaces the container. In a host worker (which the kernel makes the child subreaper
+of everything it starts) the host kills and reaps whatever the block left running before it
+answers, and says so in the log. A child forked by a block loses the channel at fork time and
 exits when it returns into the host, so it can never answer in the host's name.
 
 Why the descriptors are moved: a block that prints (or writes to fd 1 directly) must never corrupt
@@ -48,6 +50,12 @@ if HOST_DIR not in sys.path:
 MAX_FRAME = 64 * 1024 * 1024
 MAX_LOG_CHARS = 16 * 1024
 MAX_RESULT_BYTES = int(os.environ.get("RUMI_MAX_RESULT_BYTES", str(4 * 1024 * 1024)))
+# The deepest result a block may return (a list or dict is one level). The kernel's JSON parser
+# stops at 128 levels and the reply adds one, so a deeper result would read as a broken reply and
+# cost the pack its worker; it is refused here as `invalid_result` instead, with room to spare.
+MAX_RESULT_DEPTH = 100
+# The kernel reads numbers as 64-bit integers or doubles: a larger integer would not parse.
+_MAX_NUMBER = 10**308
 
 
 class BoundedLog(io.TextIOBase):
@@ -161,13 +169,39 @@ class BlockHost:
             return {"ok": False, "error": _describe(exc), "error_type": "block_error", "log": log.text()}
         finally:
             sys.stdout, sys.stderr = saved
+        problem = _unreadable(result)
+        if problem is not None:
+            return {"ok": False, "error": f"run() returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}
         try:
             encoded = json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             return {"ok": False, "error": f"run() returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
         if len(encoded) > MAX_RESULT_BYTES:
             return {"ok": False, "error": f"run() returned {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}", "error_type": "invalid_result", "log": log.text()}
         return {"ok": True, "result": result, "log": log.text()}
+
+
+def _unreadable(value: Any) -> Optional[str]:
+    """Why the kernel could not read `value` as JSON (nesting past MAX_RESULT_DEPTH, an integer
+    past the range of a double), or None. Iterative, so a deep value cannot exhaust the host's own
+    stack, and it stops at the limit, so a value that contains itself ends here too."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            if isinstance(v, int) and not -_MAX_NUMBER < v < _MAX_NUMBER:
+                return "an integer with more than 308 digits; return it as a string"
+            continue
+        if depth > MAX_RESULT_DEPTH:
+            return f"it is nested deeper than {MAX_RESULT_DEPTH} levels; return flatter data"
+        for child in children:
+            if isinstance(child, (dict, list, tuple, int)):
+                stack.append((child, depth + 1))
+    return None
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:
@@ -244,6 +278,86 @@ def _count_strays() -> int:
         return 0
 
 
+def _processes() -> list:
+    """(pid, ppid, state) of every process, from /proc. The command name may hold spaces and
+    parentheses, so fields are counted from the last ')'."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split(b" ", 2)
+            out.append((int(name), int(fields[1]), fields[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _kill_leftovers(me: int) -> int:
+    """Kills and reaps every process under this host worker; returns how many were running.
+
+    Stops: processes a block leaves running past its call (a forked child that never returns, a
+    `start_new_session=True` child outside the worker's process group, a double fork's
+    grandchild). The kernel makes the worker their child subreaper before Python starts, so all of
+    them are under it, however detached. Each is sent SIGSTOP before its children are looked up
+    and walks repeat until nothing new appears and all found are stopped, so nothing forks past
+    the walk; then SIGKILL, and the host reaps them (it is their parent or reaper), so none is
+    left even as a zombie. A host with no child at all (every call that started nothing) costs
+    one waitpid."""
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break  # a child still runs
+    except ChildProcessError:
+        return 0
+    import signal
+
+    deadline = time.monotonic() + 1.0
+    found: Dict[int, bool] = {}
+    while True:
+        procs = _processes()
+        children: Dict[int, list] = {}
+        state = {}
+        for pid, ppid, st in procs:
+            children.setdefault(ppid, []).append(pid)
+            state[pid] = st
+        tree, todo = [], list(children.get(me, ()))
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, ()))
+        new = [pid for pid in tree if pid not in found]
+        for pid in new:
+            found[pid] = state.get(pid) not in (b"Z", b"X")
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        if not new and all(state.get(pid) in (b"T", b"t", b"Z", b"X") for pid in tree):
+            break
+        if time.monotonic() > deadline:
+            break
+        if not new:
+            time.sleep(0.0002)  # signalled processes stop when next scheduled
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    # The killed children, and grandchildren re-parented here as their parents died.
+    while time.monotonic() < deadline + 1.0:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.0005)
+    return sum(found.values())
+
+
 def _parse_args(argv: list) -> Tuple[Optional[str], str]:
     connect = None
     rest = []
@@ -314,12 +428,16 @@ def main() -> int:
                 strays = _count_strays()
                 if strays:
                     reply["strays"] = strays
+            else:
+                killed = _kill_leftovers(host_pid)
+                if killed:
+                    reply["log"] = (reply.get("log") or "") + f"\n[rumi: killed {killed} process(es) the block left running]"
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}", "error_type": "protocol_error"}
         reply["id"] = request.get("id")
         try:
             write_frame(proto_out, reply)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             write_frame(proto_out, {"id": request.get("id"), "ok": False, "error": f"result not serialisable: {exc}", "error_type": "invalid_result"})
 
 

@@ -118,6 +118,40 @@ class BlockHostTest(unittest.TestCase):
         self.write("s.py", "import rumi_syscall, helper\ndef run(i, c=None):\n    return {'shadowed': hasattr(rumi_syscall, 'SHADOW'), 'helper': helper.VALUE}\n")
         self.assertEqual(self.host.call("blocks/s.py")["result"], {"shadowed": False, "helper": 7})
 
+    def test_results_the_kernel_cannot_read_are_refused_and_the_host_goes_on(self):
+        # Attack: a result nested past the kernel parser's limit (128), which used to read as a
+        # broken reply and cost the pack its worker; a self-containing list; a huge integer.
+        self.write("deep.py", "def run(i, c=None):\n    v = 0\n    for _ in range(i):\n        v = [v]\n    return v\n")
+        self.write("loop.py", "def run(i, c=None):\n    v = []\n    v.append(v)\n    return {'v': v}\n")
+        self.write("big.py", "def run(i, c=None):\n    return {'n': 10 ** 400}\n")
+        self.assertTrue(self.host.call("blocks/deep.py", 100)["ok"])
+        for file, inp, want in [("deep.py", 101, "nested deeper than 100"), ("deep.py", 5000, "nested deeper than 100"), ("loop.py", None, "nested deeper"), ("big.py", None, "308 digits")]:
+            r = self.host.call("blocks/" + file, inp)
+            self.assertEqual((r["ok"], r["error_type"]), (False, "invalid_result"), r)
+            self.assertIn(want, r["error"])
+        self.assertTrue(self.host.send({"id": 99, "op": "ping"})["ok"])
+
+    def test_processes_left_running_are_killed_and_reaped_after_the_call(self):
+        # Attack: a block leaves a forked child and a child in its own session running. (The
+        # kernel also makes the host their subreaper, for double forks; not here.)
+        self.write("leave.py", """
+            import os, subprocess, time
+            def run(i, c=None):
+                detached = subprocess.Popen(["sleep", "60"], start_new_session=True)
+                child = os.fork()
+                if child == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                return [detached.pid, child]
+            """)
+        r = self.host.call("blocks/leave.py")
+        self.assertTrue(r["ok"], r)
+        self.assertIn("killed 2 process(es)", r["log"])
+        # Reaped before the answer: not even a zombie is left.
+        self.assertEqual([p for p in r["result"] if os.path.exists(f"/proc/{p}")], [])
+        self.write("quiet.py", "def run(i, c=None):\n    return 1\n")
+        self.assertEqual(self.host.call("blocks/quiet.py")["log"], "")
+
     def test_log_is_bounded(self):
         self.write("big.py", "def run(i, c=None):\n    print('x' * 100000)\n    return 1\n")
         r = self.host.call("blocks/big.py")

@@ -16,6 +16,7 @@
 //! pack's first call (or at approval when configured); a failed start answers the calls waiting
 //! for it and is retried by the next call.
 
+pub mod proctree;
 pub mod worker;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};

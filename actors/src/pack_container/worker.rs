@@ -4,17 +4,21 @@
 //! process group with a scrubbed environment (only what Python needs, never the kernel's
 //! variables, so no token or secret in the kernel's environment reaches pack code), and
 //! `PYTHONDONTWRITEBYTECODE=1` plus `-B` so it never writes `.pyc` files into the pack (which would
-//! change the pack's files and trip its own manifest). A call that overruns its deadline kills
-//! the whole process group; the worker is then gone and the owner starts a fresh one.
+//! change the pack's files and trip its own manifest). It is the subreaper of whatever its blocks
+//! start, which the block host kills after every call (see [`super::proctree`]). A call that
+//! overruns its deadline, or breaks the protocol, kills the worker with every process under it;
+//! the owner then starts a fresh one.
 
+use super::proctree;
 use crate::frame::ReadError;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 /// How to start a pack's worker.
 #[derive(Debug, Clone)]
@@ -58,7 +62,12 @@ pub struct Worker {
     stdout: BufReader<ChildStdout>,
     pgid: i32,
     max_frame: usize,
+    /// The tree was killed already (a failed call, then the drop).
+    killed: bool,
 }
+
+/// How long killing a worker may spend stopping its tree before everything found gets SIGKILL.
+const KILL_WALK_LIMIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     /// Starts a worker. The process is ready when Python has started; the first request simply
@@ -87,8 +96,15 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // Its own process group, so a timeout kills whatever the block forked too.
+            // Its own process group: signals for the kernel's process group never reach pack code.
             .process_group(0);
+        // SAFETY: the closure makes one async-signal-safe system call (prctl) between fork and
+        // exec. As its descendants' subreaper the worker keeps every process a block starts
+        // under it, however detached, so the block host can kill them after each call and the
+        // kernel with the worker (see `proctree`).
+        unsafe {
+            cmd.pre_exec(proctree::become_subreaper);
+        }
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
@@ -102,15 +118,8 @@ impl Worker {
             .take()
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
-            let pack = spec.pack_id.clone();
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let line: String = line.chars().take(2000).collect();
-                    tracing::debug!(pack_id = %pack, "worker: {line}");
-                }
-            });
+            tokio::spawn(log_stderr(stderr, spec.pack_id.clone()));
         }
         Ok(Worker {
             child,
@@ -118,6 +127,7 @@ impl Worker {
             stdout: BufReader::new(stdout),
             pgid: pid,
             max_frame: spec.max_frame,
+            killed: false,
         })
     }
 
@@ -155,11 +165,12 @@ impl Worker {
         }
     }
 
-    /// Kills the worker's whole process group now; the zombie is reaped in the background.
+    /// Kills the worker, every process under it and its process group now (once); the zombie
+    /// is reaped in the background.
     pub fn kill(&mut self) {
-        // SAFETY: killpg only sends a signal; a stale pgid at worst targets nothing (ESRCH).
-        unsafe {
-            libc::killpg(self.pgid, libc::SIGKILL);
+        if !self.killed {
+            self.killed = true;
+            proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
         }
         let _ = self.child.start_kill();
     }
@@ -190,8 +201,10 @@ where
             ReadError::Truncated => CallError::Crashed("the block host exited mid-reply".into()),
             ReadError::Empty => CallError::Crashed("the block host sent a malformed reply".into()),
         })?;
-    let reply: Value = serde_json::from_slice(&buf)
-        .map_err(|_| CallError::Crashed("the block host sent a malformed reply".into()))?;
+    let reply: Value = match serde_json::from_slice(&buf) {
+        Ok(reply) => reply,
+        Err(e) => return unreadable_reply(&buf, id, &e),
+    };
     if reply.get("id").and_then(Value::as_u64) != Some(id) {
         return Err(CallError::Crashed(
             "the block host answered out of turn".into(),
@@ -200,8 +213,206 @@ where
     Ok(reply)
 }
 
+/// The envelope of a reply, for when its result cannot be read as a [`Value`]. Everything else
+/// is skipped by serde_json without recursion, so a reply of any depth yields its id.
+#[derive(Deserialize)]
+struct Envelope {
+    id: Option<u64>,
+    log: Option<String>,
+}
+
+/// A whole frame arrived but its JSON is not a [`Value`] the kernel can hold: a result nested
+/// past serde_json's recursion limit (128), or a number out of range. The block host refuses such
+/// results itself; this is for one that slips through (or a tampered host). Stops: a block that
+/// returns a deep value to have its worker declared crashed and replaced. The frame was read whole
+/// and carries this request's id, so the channel is still in step and the worker is kept.
+fn unreadable_reply(buf: &[u8], id: u64, error: &serde_json::Error) -> Result<Value, CallError> {
+    let malformed = || CallError::Crashed("the block host sent a malformed reply".into());
+    let envelope: Envelope = serde_json::from_slice(buf).map_err(|_| malformed())?;
+    if envelope.id != Some(id) {
+        return Err(malformed());
+    }
+    let what = error.to_string();
+    let what = what.split(" at line ").next().unwrap_or_default();
+    let error = if what == "recursion limit exceeded" {
+        "run() returned a value nested deeper than the kernel reads (128 levels); return flatter data"
+            .to_string()
+    } else {
+        format!("run() returned a value the kernel cannot read ({what}); return plain JSON data")
+    };
+    Ok(
+        json!({"id": id, "ok": false, "error_type": "invalid_result", "error": error, "log": envelope.log}),
+    )
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The most of one stderr line the kernel keeps for its log; the rest of a longer line is dropped
+/// up to its newline.
+pub const STDERR_LINE_CAP: usize = 2000;
+/// How much of a worker's stderr is read at a time.
+const STDERR_CHUNK: usize = 16 * 1024;
+
+/// Logs a worker's stderr line by line (at debug level), reading it in bounded chunks.
+///
+/// Stops: a block that writes hundreds of MiB to fd 2 without a newline. Reading whole lines and
+/// cutting them afterwards held the entire "line" in the kernel (400 MiB took the kernel from
+/// 22 MB to 432 MB of RSS, for good); here the kernel never holds more than one chunk and one
+/// capped line per worker, and the stream keeps being drained so the block never blocks on it.
+async fn log_stderr(mut stderr: ChildStderr, pack: String) {
+    let mut chunk = vec![0u8; STDERR_CHUNK];
+    let mut lines = CappedLines::new(STDERR_LINE_CAP);
+    let log = |line: &[u8], truncated: bool| {
+        let more = if truncated { " [line truncated]" } else { "" };
+        tracing::debug!(pack_id = %pack, "worker: {}{more}", String::from_utf8_lossy(line));
+    };
+    loop {
+        match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => lines.feed(&chunk[..n], log),
+        }
+    }
+    lines.finish(log);
+}
+
+/// Splits a byte stream into lines, holding at most `cap` bytes of the current one. A line that
+/// reaches the cap is handed over at once, cut and marked truncated, and what follows it is
+/// skipped up to the next newline.
+#[derive(Debug)]
+struct CappedLines {
+    line: Vec<u8>,
+    cap: usize,
+    /// Inside a line that was already handed over cut: bytes are skipped until its newline.
+    skipping: bool,
+}
+
+impl CappedLines {
+    fn new(cap: usize) -> Self {
+        CappedLines {
+            // Allocated once at the cap, so it never grows past it.
+            line: Vec::with_capacity(cap),
+            cap,
+            skipping: false,
+        }
+    }
+
+    /// Feeds one chunk; `emit(line, truncated)` gets every line finished (or cut) by it.
+    fn feed(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8], bool)) {
+        while !chunk.is_empty() {
+            let end = chunk.iter().position(|&b| b == b'\n');
+            let part = &chunk[..end.unwrap_or(chunk.len())];
+            if !self.skipping {
+                let room = self.cap - self.line.len();
+                if part.len() > room {
+                    self.line.extend_from_slice(&part[..room]);
+                    emit(&self.line, true);
+                    self.line.clear();
+                    self.skipping = true;
+                } else {
+                    self.line.extend_from_slice(part);
+                }
+            }
+            match end {
+                Some(i) => {
+                    if !self.skipping {
+                        emit(&self.line, false);
+                    }
+                    self.line.clear();
+                    self.skipping = false;
+                    chunk = &chunk[i + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// At the end of the stream: hands over an unfinished line.
+    fn finish(self, mut emit: impl FnMut(&[u8], bool)) {
+        if !self.line.is_empty() {
+            emit(&self.line, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
+        let mut lines = CappedLines::new(cap);
+        let mut out = Vec::new();
+        let mut held = 0;
+        for c in chunks {
+            lines.feed(c, |l, t| {
+                out.push((String::from_utf8_lossy(l).into_owned(), t))
+            });
+            held = held.max(lines.line.capacity());
+        }
+        lines.finish(|l, t| out.push((String::from_utf8_lossy(l).into_owned(), t)));
+        (out, held)
+    }
+
+    /// Runs one exchange against `reply`, written beforehand by the "block host".
+    async fn exchange_with(reply: &[u8]) -> (Result<Value, CallError>, tokio::io::DuplexStream) {
+        use tokio::io::AsyncWriteExt;
+        let (mut kernel_r, mut host_w) = tokio::io::duplex(1 << 16);
+        let (mut kernel_w, _host_r) = tokio::io::duplex(1 << 16);
+        let mut frame = (reply.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(reply);
+        host_w.write_all(&frame).await.unwrap();
+        let request = crate::frame::encode(&json!({"id": 7})).unwrap();
+        let out = exchange(&mut kernel_r, &mut kernel_w, 7, &request, 1 << 16).await;
+        drop(kernel_r);
+        (out, host_w)
+    }
+
+    #[tokio::test]
+    async fn a_reply_too_deep_to_parse_is_an_invalid_result_not_a_crash() {
+        // The attack: a result nested past serde_json's limit, to get the worker replaced.
+        let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+        let reply = format!(r#"{{"id":7,"ok":true,"result":{deep},"log":"printed"}}"#);
+        let (out, _) = exchange_with(reply.as_bytes()).await;
+        let reply = out.unwrap_or_else(|e| panic!("the worker would be dropped: {e:?}"));
+        assert_eq!(reply["error_type"], "invalid_result");
+        assert_eq!(reply["log"], "printed");
+        assert!(reply["error"].as_str().unwrap().contains("nested deeper"));
+        // Out of range numbers are the other value serde_json refuses.
+        let (out, _) = exchange_with(br#"{"id":7,"ok":true,"result":1e400}"#).await;
+        assert_eq!(out.unwrap()["error_type"], "invalid_result");
+        // Broken JSON, or a deep reply to another request, is still a broken channel.
+        let (out, _) = exchange_with(br#"{"id":7,"ok":tru"#).await;
+        assert!(matches!(out, Err(CallError::Crashed(_))), "{out:?}");
+        let wrong_id = format!(r#"{{"id":8,"result":{deep}}}"#);
+        let (out, _) = exchange_with(wrong_id.as_bytes()).await;
+        assert!(matches!(out, Err(CallError::Crashed(_))), "{out:?}");
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_capped() {
+        let (out, _) = split(5, &[b"ab", b"c\nde\n\nxy"]);
+        let want = [("abc", false), ("de", false), ("", false), ("xy", false)];
+        assert_eq!(out, want.map(|(l, t)| (l.to_string(), t)));
+        // Exactly the cap is a whole line; one byte more is cut, and the rest of it is dropped.
+        let (out, _) = split(3, &[b"abc\nabcd", b"efg\nok\n"]);
+        let want = [("abc", false), ("abc", true), ("ok", false)];
+        assert_eq!(out, want.map(|(l, t)| (l.to_string(), t)));
+    }
+
+    #[test]
+    fn a_flood_without_newlines_holds_at_most_the_cap() {
+        // The attack: megabytes with no newline, then a normal line that must still be logged.
+        let flood = vec![b'x'; 1 << 20];
+        let mut chunks: Vec<&[u8]> = vec![&flood; 64];
+        chunks.push(b"\nafter\n");
+        let (out, held) = split(STDERR_LINE_CAP, &chunks);
+        assert!(held <= STDERR_LINE_CAP, "held {held} bytes");
+        assert_eq!(out.len(), 2, "one cut line, then the next line");
+        assert_eq!(out[0].0.len(), STDERR_LINE_CAP);
+        assert!(out[0].1);
+        assert_eq!(out[1], ("after".to_string(), false));
     }
 }

@@ -1,0 +1,195 @@
+//! The processes under a host worker, and how they are stopped (permissive mode).
+//!
+//! A worker is made a *child subreaper* before its interpreter starts ([`become_subreaper`]), so
+//! whatever a block starts stays under it: a process whose parent exits (a double fork, or
+//! `start_new_session=True` and then the parent's exit) is re-parented to the worker instead of
+//! init, and the worker's process group no longer bounds what a block started. The block host
+//! kills and reaps its descendants after every call; the kernel kills the whole tree with the
+//! worker whenever it kills a worker ([`kill_tree`]).
+//!
+//! Why a subreaper and not a PID namespace or a cgroup per worker: it needs no privilege (a PID
+//! namespace needs CAP_SYS_ADMIN or an unprivileged user namespace, which many distributions
+//! disable; a cgroup needs delegation) and no kernel option (`/proc/<pid>/task/*/children` needs
+//! CONFIG_PROC_CHILDREN, missing on this project's VM), so it behaves the same as root and not.
+//! What it cannot stop: a block clearing the flag with `prctl` from its own interpreter and then
+//! double-forking, or a process of another user (a setuid program); permissive mode is not
+//! isolation, strict mode's containers are.
+
+use std::time::{Duration, Instant};
+
+/// Makes the calling process the child subreaper of its descendants. Meant for `pre_exec`: one
+/// system call, async-signal-safe; the flag survives `execve`.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on the calling process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One process as /proc shows it.
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    state: u8,
+}
+
+impl Proc {
+    /// Stopped, or already dead: it can start nothing more.
+    fn is_inert(&self) -> bool {
+        matches!(self.state, b'T' | b't' | b'Z' | b'X')
+    }
+}
+
+/// Every process on the machine with its parent and state (one `/proc/<pid>/stat` each).
+fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read(e.path().join("stat")).ok()?;
+        parse_stat(pid, &stat)
+    })
+    .collect()
+}
+
+/// `pid (comm) S ppid …`: the command may hold spaces and parentheses, so fields are counted from
+/// the last `)`.
+fn parse_stat(pid: i32, stat: &[u8]) -> Option<Proc> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat.get(close + 2..)?.split(|&b| b == b' ');
+    let state = *fields.next()?.first()?;
+    let ppid = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    Some(Proc { pid, ppid, state })
+}
+
+/// The processes under `root` in `all` (root excluded), parents before children.
+fn tree(all: &[Proc], root: i32) -> Vec<Proc> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(parent) = todo.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent && p.pid != root) {
+            out.push(*p);
+            todo.push(p.pid);
+        }
+    }
+    out
+}
+
+/// Kills `root` and every process under it; returns how many descendants were found.
+///
+/// Stops: a block's processes outliving the worker that was killed for them (a timeout, a crash
+/// or the pack's stop), including those that left the worker's process group (`setsid`,
+/// `start_new_session=True`) and so escaped the group kill. Each process is sent SIGSTOP before
+/// its children are looked up, and walks repeat until one finds nothing new with everything found
+/// stopped, so nothing in the tree can fork past the walk (a fork bomb included); then all get
+/// SIGKILL. Bounded by `limit`; the process group is killed as well, whatever the walk found.
+pub fn kill_tree(root: i32, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let signal = |pid: i32, sig: i32| {
+        // SAFETY: kill only sends a signal; a pid that exited at worst targets nothing (ESRCH).
+        unsafe { libc::kill(pid, sig) };
+    };
+    signal(root, libc::SIGSTOP);
+    let mut found: Vec<i32> = Vec::new();
+    loop {
+        let all = processes();
+        let under = tree(&all, root);
+        let mut new = false;
+        for p in &under {
+            if !found.contains(&p.pid) {
+                signal(p.pid, libc::SIGSTOP);
+                found.push(p.pid);
+                new = true;
+            }
+        }
+        let root_inert = all
+            .iter()
+            .find(|p| p.pid == root)
+            .is_none_or(Proc::is_inert);
+        let settled = !new && root_inert && under.iter().all(Proc::is_inert);
+        if settled || Instant::now() >= deadline {
+            break;
+        }
+        if !new {
+            // Signalled processes stop when next scheduled; give them the CPU.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    for &pid in &found {
+        signal(pid, libc::SIGKILL);
+    }
+    // SAFETY: as above; the group id is the worker's pid, held (unreaped) by its owner.
+    unsafe { libc::killpg(root, libc::SIGKILL) };
+    signal(root, libc::SIGKILL);
+    found.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn stat_lines_with_awkward_names_parse() {
+        let p = parse_stat(7, b"7 (a) b (c)) S 3 7 7 0").unwrap();
+        assert_eq!((p.pid, p.ppid, p.state), (7, 3, b'S'));
+        assert!(parse_stat(7, b"garbage").is_none());
+    }
+
+    /// Whether `pid` still runs (a zombie has exited; its parent, the test, reaps it later).
+    fn running(pid: i32) -> bool {
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).ok();
+        stat.and_then(|s| parse_stat(pid, &s))
+            .is_some_and(|p| !matches!(p.state, b'Z' | b'X'))
+    }
+
+    #[test]
+    fn the_whole_tree_dies_even_what_left_the_process_group() {
+        // The attack: a shell (own process group, like a worker) with a plain background child
+        // and one in a new session, which the group kill alone would miss.
+        let mut root = Command::new("sh");
+        root.args(["-c", "sleep 60 & setsid sleep 60 & echo ready; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0);
+        // SAFETY: pre_exec runs become_subreaper, one async-signal-safe system call.
+        unsafe {
+            root.pre_exec(become_subreaper);
+        }
+        let mut root = root.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(root.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let pid = root.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let under = loop {
+            let under: Vec<i32> = tree(&processes(), pid).iter().map(|p| p.pid).collect();
+            if under.len() >= 2 || Instant::now() > deadline {
+                break under;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            under.len() >= 2,
+            "both sleeps run under the shell: {under:?}"
+        );
+
+        assert!(kill_tree(pid, Duration::from_secs(2)) >= 2);
+        root.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while under.iter().any(|p| running(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: Vec<i32> = under.into_iter().filter(|p| running(*p)).collect();
+        assert!(left.is_empty(), "still running: {left:?}");
+    }
+}

@@ -1,0 +1,228 @@
+//! Hostile blocks against a permissive worker's hygiene (README, "Workers"): a block that floods
+//! stderr, leaves processes behind or returns a result nested too deep must not grow the kernel's
+//! memory, leave processes running after its call, or cost the pack its worker. Through the real
+//! binary, real HTTP and real Python workers.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Writes raw bytes to fd 2 (the worker's stderr pipe, which the kernel reads), never a newline.
+const FLOOD: &str = "import os\ndef run(input_data, context=None):\n    chunk = b'x' * (1 << 20)\n    for _ in range(int(input_data['mib'])):\n        os.write(2, chunk)\n    return {'flooded': int(input_data['mib'])}\n";
+
+/// Leaves three processes behind and returns their pids: one in a new session
+/// (`start_new_session=True`, out of the worker's process group), a forked child that never
+/// returns into the host, and the grandchild of a double fork whose middle process called setsid
+/// and exited (so its parent is gone before the call ends).
+const LEAVE: &str = r#"import os, subprocess, time
+def run(input_data, context=None):
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    detached = subprocess.Popen(['sleep', '300'], start_new_session=True, **quiet)
+    child = os.fork()
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        grandchild = os.fork()
+        if grandchild == 0:
+            time.sleep(300)
+            os._exit(0)
+        os.write(w, str(grandchild).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(middle, 0)
+    grandchild = int(os.read(r, 32))
+    if input_data.get('then_sleep'):
+        with open('left.json', 'w') as f:
+            f.write(str([detached.pid, child, grandchild]))
+        time.sleep(300)
+    return {'pids': [detached.pid, child, grandchild], 'worker': os.getpid()}
+"#;
+
+const DEEP: &str = "def run(input_data, context=None):\n    v = 'bottom'\n    for _ in range(int(input_data['depth'])):\n        v = [v]\n    return v\n";
+
+const PID: &str =
+    "import os\ndef run(input_data, context=None):\n    return {'pid': os.getpid()}\n";
+
+fn home_with(blocks: &[(&str, &str)]) -> tempfile::TempDir {
+    let home = fresh_home();
+    make_pack(home.path(), "hostile", blocks);
+    for (name, _) in blocks {
+        let id = name.trim_end_matches(".py");
+        write(
+            home.path(),
+            &format!("user_data/shared/flows/{id}.flow.yaml"),
+            &format!("flow_id: {id}\nphases: [m]\nsteps:\n  - {{id: s, phase: m, type: python_file_call, owner_pack: hostile, file: {name}, input: \"${{ctx.input}}\", timeout_seconds: 120, output: out}}\n"),
+        );
+    }
+    home
+}
+
+/// The kernel's resident memory in KiB (`VmRSS` of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("kernel status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// True while `pid` exists, zombies included (a zombie is a process nobody reaped).
+fn exists(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until every pid is gone from /proc, up to `limit`; returns those still there.
+async fn gone_within(pids: &[i64], limit: Duration) -> Vec<i64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<i64> = pids.iter().copied().filter(|p| exists(*p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pids_of(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("no pids in {v}"))
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect()
+}
+
+async fn pack_counters(k: &Kernel) -> Value {
+    let (_, d) = k.get("/api/diagnostics").await;
+    d["data"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["pack_id"] == "hostile")
+        .cloned()
+        .unwrap_or_else(|| panic!("no counters for the pack in {d}"))
+}
+
+#[tokio::test]
+async fn a_stderr_flood_without_newlines_does_not_grow_the_kernel() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("flood.py", FLOOD)]);
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("flood", json!({"input": {"mib": 1}})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let pid = k.child.id();
+    let before = rss_kib(pid);
+    let (_, run) = k.run("flood", json!({"input": {"mib": 256}})).await;
+    assert_eq!(run["result"]["out"]["flooded"], 256, "{run}");
+    let after = rss_kib(pid);
+    assert!(
+        after <= before + 32 * 1024,
+        "256 MiB on stderr without a newline grew the kernel from {before} KiB to {after} KiB"
+    );
+    let (_, run) = k.run("flood", json!({"input": {"mib": 0}})).await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "the kernel still answers: {run}"
+    );
+}
+
+#[tokio::test]
+async fn processes_a_block_leaves_behind_are_killed_after_a_successful_call() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("leave.py", LEAVE), ("pid.py", PID)]);
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("leave", json!({"input": {}})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let out = &run["result"]["out"];
+    let pids = pids_of(&out["pids"]);
+    let left = gone_within(&pids, Duration::from_secs(10)).await;
+    assert!(
+        left.is_empty(),
+        "processes the block left ({pids:?}: new session, fork, double fork) still exist: {left:?}"
+    );
+    let log = step(&run, "s")["log"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        log.contains("killed 3 process(es) the block left running"),
+        "the step's log says what was done: {log:?}"
+    );
+    // The worker was cleaned, not replaced: the next call runs in the same process.
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], out["worker"], "{run}");
+    assert_eq!(pack_counters(&k).await["restarts"], 0);
+}
+
+#[tokio::test]
+async fn processes_a_timed_out_block_left_are_killed_with_its_worker() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("leave.py", LEAVE), ("pid.py", PID)]);
+    write(
+        home.path(),
+        "user_data/shared/flows/leave.flow.yaml",
+        "flow_id: leave\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: python_file_call, owner_pack: hostile, file: leave.py, input: {then_sleep: true}, timeout_seconds: 3, output: out}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("leave", json!({})).await;
+    assert_eq!(step(&run, "s")["error_type"], "timeout", "{run}");
+    let written = std::fs::read_to_string(home.path().join("user_data/packs/hostile/left.json"))
+        .expect("the block wrote its pids before it overran");
+    let pids = pids_of(&serde_json::from_str(&written).unwrap());
+    let left = gone_within(&pids, Duration::from_secs(10)).await;
+    assert!(
+        left.is_empty(),
+        "processes of the timed-out block ({pids:?}) still exist: {left:?}"
+    );
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    assert!(run["result"]["out"]["pid"].is_i64(), "{run}");
+}
+
+#[tokio::test]
+async fn a_result_nested_too_deep_is_invalid_and_the_worker_stays() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("deep.py", DEEP), ("pid.py", PID)]);
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    let worker = run["result"]["out"]["pid"].clone();
+    assert!(worker.is_i64(), "{run}");
+
+    // Deep, but within the limit: returned as it is.
+    let (_, run) = k.run("deep", json!({"input": {"depth": 90}})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let (_, run) = k.run("deep", json!({"input": {"depth": 200}})).await;
+    let s = step(&run, "s");
+    assert_eq!(s["error_type"], "invalid_result", "{run}");
+    assert!(
+        s["error"].as_str().unwrap().contains("nested"),
+        "the error says what was wrong: {s}"
+    );
+
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    assert_eq!(
+        run["result"]["out"]["pid"], worker,
+        "the same worker answers: {run}"
+    );
+    let counters = pack_counters(&k).await;
+    assert_eq!(counters["restarts"], 0, "{counters}");
+}
