@@ -134,7 +134,7 @@ impl Kernel {
         });
         let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
-            RunHistory::load(runs_dir, cap, to_audit)
+            RunHistory::load(runs_dir, cap, sync, to_audit)
         });
         let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit)
             .start_handle();
