@@ -205,7 +205,6 @@ pub fn query(dir: &Path, q: &AuditQuery) -> Result<AuditPage, AuditError> {
         let Some((i, _, _)) = pick else { break };
         let s = &mut sources[i];
         let head = s.head.take().expect("picked a source with a head");
-        s.taken_start.get_or_insert(head.start);
         s.oldest_taken = Some(if forward {
             s.oldest_taken.unwrap_or(head.start)
         } else {
@@ -326,7 +325,6 @@ struct Source {
     head: Option<Head>,
     lo: u64,
     hi: u64,
-    taken_start: Option<u64>,
     oldest_taken: Option<u64>,
     newest_taken_end: Option<u64>,
 }
@@ -344,7 +342,6 @@ impl Source {
             head: None,
             lo,
             hi,
-            taken_start: None,
             oldest_taken: None,
             newest_taken_end: None,
         }
