@@ -78,6 +78,10 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     home_lock
         .note(Some(port))
         .context("cannot write user_data/kernel.lock")?;
+    // The kernel first: its boot removes what a crash left half-written under user_data/,
+    // which must happen before the token (or anything else) is written there.
+    let kernel = Kernel::boot(layout.clone(), settings.runtime.clone())
+        .context("the kernel could not start")?;
     let token = match &settings.token_override {
         Some(t) => t.clone(),
         None => {
@@ -88,8 +92,6 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             t
         }
     };
-    let kernel =
-        Kernel::boot(layout, settings.runtime.clone()).context("the kernel could not start")?;
     kernel.ready().await.context("the registry did not start")?;
     if settings.runtime.mode == SecurityMode::Permissive {
         tracing::warn!("permissive mode: blocks run as host processes WITHOUT container isolation");

@@ -4,16 +4,20 @@
 //! message is handled (so a kernel crash loses nothing the OS has), and the files are fsynced on a
 //! short interval (group commit) so thousands of entries a second do not cost thousands of
 //! fsyncs. A caller that must not acknowledge before the entry is on disk (an approval, a grant)
-//! sends [`RecordDurable`], which answers after the fsync. The writer runs on its own arbiter, so
-//! disk latency never stalls the actors that run flows.
+//! sends [`RecordDurable`], which answers after the fsync; a run's entry is [`RecordWritten`]
+//! (answered once written: it survives a kernel crash, see `run_history`). The writer runs on its
+//! own arbiter, so disk latency never stalls the actors that run flows. Reading is not its job:
+//! `GET /api/audit` reads the files on a blocking thread (`audit_query`) after [`AwaitWritten`].
+//! At start it gives every file whose last line a crash cut its newline, so that line is skipped
+//! by readers instead of swallowing the next entry.
 
 use actix::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::fs;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +62,11 @@ impl Category {
 
     pub fn parse(s: &str) -> Option<Category> {
         Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The position in [`Category::ALL`] (the merge order of ties, and the cursors' spelling).
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -191,15 +200,20 @@ pub struct Record(pub AuditEntry);
 #[rtype(result = "Result<(), AuditError>")]
 pub struct RecordDurable(pub AuditEntry);
 
-/// Reads the newest entries of one day, optionally of one category.
+/// Writes an entry and answers once it is in its file (fsynced at the next group sync).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Value>, AuditError>")]
-pub struct Query {
-    pub category: Option<Category>,
-    /// `YYYY-MM-DD`; today (UTC) when absent.
-    pub date: Option<String>,
-    pub limit: usize,
-}
+#[rtype(result = "Result<(), AuditError>")]
+pub struct RecordWritten(pub AuditEntry);
+
+/// Answers once every entry sent before it is in its file: a reader that asks first sees them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AwaitWritten;
+
+/// A reader met unreadable lines (counted in the snapshot, so none is lost silently).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LinesSkipped(pub u64);
 
 /// Observable counters.
 #[derive(Message)]
@@ -213,6 +227,10 @@ pub struct AuditSnapshot {
     pub failed: u64,
     pub syncs: u64,
     pub open_files: usize,
+    /// Torn last lines given their newline (at start, or when a file was opened to append).
+    pub torn_lines_terminated: u64,
+    /// Unreadable lines readers skipped.
+    pub unreadable_lines_skipped: u64,
 }
 
 /// Audit failures.
@@ -220,6 +238,8 @@ pub struct AuditSnapshot {
 pub enum AuditError {
     #[error("date must be YYYY-MM-DD")]
     BadDate,
+    #[error("bad cursor: {0}; pass back the Rumi-Audit-Before or Rumi-Audit-After header of an earlier page")]
+    BadCursor(String),
     #[error("the audit log could not be written or read")]
     Io(#[from] io::Error),
 }
@@ -235,6 +255,8 @@ pub struct AuditWriter {
     written: u64,
     failed: u64,
     syncs: u64,
+    torn: u64,
+    skipped: u64,
 }
 
 impl AuditWriter {
@@ -247,7 +269,34 @@ impl AuditWriter {
             written: 0,
             failed: 0,
             syncs: 0,
+            torn: 0,
+            skipped: 0,
         }
+    }
+
+    /// Gives every log file a crash left with a cut last line its newline (see the module docs).
+    fn terminate_torn_lines(&mut self) -> io::Result<()> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let is_log = entry.file_name().to_string_lossy().ends_with(".jsonl");
+            if is_log && entry.file_type()?.is_file() {
+                let mut f = OpenOptions::new()
+                    .append(true)
+                    .read(true)
+                    .open(entry.path())?;
+                if crate::fsutil::terminate_last_line(&mut f)? {
+                    self.torn += 1;
+                    self.dirty = true;
+                    f.sync_data()?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, entry: &AuditEntry) -> io::Result<()> {
@@ -258,11 +307,11 @@ impl AuditWriter {
             self.files.retain(|(_, d), _| *d == key.1);
             crate::fsutil::ensure_dir(&self.dir, 0o700)?;
             let path = self.dir.join(format!("{}_{}.jsonl", key.0.as_str(), key.1));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)?;
+            let (f, repaired) = crate::fsutil::open_log(&path, 0o600)?;
+            if repaired {
+                self.torn += 1;
+                tracing::warn!(file = %format!("{}_{}.jsonl", key.0.as_str(), key.1), "an audit file ended in a torn line (a crash cut it); it is kept as an unreadable line and skipped");
+            }
             self.files.insert(key.clone(), f);
         }
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
@@ -291,6 +340,15 @@ impl Actor for AuditWriter {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        if let Err(e) = self.terminate_torn_lines() {
+            tracing::error!(error = %e, "could not check the audit files for torn last lines");
+        }
+        if self.torn > 0 {
+            tracing::warn!(
+                files = self.torn,
+                "audit files ended in a torn line (a crash cut it); each is kept as an unreadable line and skipped by readers"
+            );
+        }
         ctx.run_interval(self.sync_interval, |act, _| {
             if let Err(e) = act.sync() {
                 tracing::error!(error = %e, "audit fsync failed");
@@ -333,41 +391,35 @@ impl Handler<RecordDurable> for AuditWriter {
     }
 }
 
-impl Handler<Query> for AuditWriter {
-    type Result = Result<Vec<Value>, AuditError>;
+impl Handler<RecordWritten> for AuditWriter {
+    type Result = Result<(), AuditError>;
 
-    /// Reads the newest `limit` entries (oldest first). The date is validated before it is used
-    /// in a file name, so a query cannot name another file.
-    fn handle(&mut self, msg: Query, _: &mut Self::Context) -> Self::Result {
-        let date = match msg.date {
-            Some(d) => d,
-            None => crate::clock::now_rfc3339()[..10].to_string(),
-        };
-        if !valid_date(&date) {
-            return Err(AuditError::BadDate);
-        }
-        let _ = self.sync();
-        let categories: Vec<Category> = match msg.category {
-            Some(c) => vec![c],
-            None => Category::ALL.to_vec(),
-        };
-        let mut entries: Vec<Value> = Vec::new();
-        for c in categories {
-            let path = self.dir.join(format!("{}_{}.jsonl", c.as_str(), date));
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for line in BufReader::new(file).lines() {
-                if let Ok(v) = serde_json::from_str::<Value>(&line?) {
-                    entries.push(v);
-                }
+    /// Appends the entry and answers; the next group sync makes it durable.
+    fn handle(&mut self, msg: RecordWritten, _: &mut Self::Context) -> Self::Result {
+        let r = self.write(&msg.0);
+        match &r {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.failed += 1;
+                tracing::error!(error = %e, category = msg.0.category.as_str(), "audit write failed");
             }
         }
-        entries.sort_by(|a, b| a["ts"].as_str().cmp(&b["ts"].as_str()));
-        let skip = entries.len().saturating_sub(msg.limit);
-        Ok(entries.split_off(skip))
+        r.map_err(AuditError::Io)
+    }
+}
+
+impl Handler<AwaitWritten> for AuditWriter {
+    type Result = ();
+
+    /// Nothing to do: being handled means every earlier message was.
+    fn handle(&mut self, _: AwaitWritten, _: &mut Self::Context) {}
+}
+
+impl Handler<LinesSkipped> for AuditWriter {
+    type Result = ();
+
+    fn handle(&mut self, LinesSkipped(n): LinesSkipped, _: &mut Self::Context) {
+        self.skipped += n;
     }
 }
 
@@ -380,11 +432,14 @@ impl Handler<GetSnapshot> for AuditWriter {
             failed: self.failed,
             syncs: self.syncs,
             open_files: self.files.len(),
+            torn_lines_terminated: self.torn,
+            unreadable_lines_skipped: self.skipped,
         })
     }
 }
 
-fn valid_date(d: &str) -> bool {
+/// `YYYY-MM-DD` (digits and dashes only), so a date can be put in a file name.
+pub(crate) fn valid_date(d: &str) -> bool {
     let b = d.as_bytes();
     b.len() == 10
         && b.iter().enumerate().all(|(i, c)| {
@@ -399,14 +454,23 @@ fn valid_date(d: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit_query::{query, AuditQuery};
+
+    fn q(category: Option<Category>, date: Option<&str>) -> AuditQuery {
+        AuditQuery {
+            category,
+            date: date.map(str::to_string),
+            limit: 10,
+            before: None,
+            after: None,
+        }
+    }
 
     #[actix_rt::test]
-    async fn writes_queries_and_refuses_bad_dates() {
+    async fn writes_reads_and_refuses_bad_dates() {
         let dir = tempfile::tempdir().unwrap();
         let addr = AuditWriter::new(dir.path().to_path_buf(), Duration::from_millis(10)).start();
-        addr.send(Record(AuditEntry::new(Category::System, "one", true)))
-            .await
-            .unwrap();
+        addr.do_send(Record(AuditEntry::new(Category::System, "one", true)));
         addr.send(RecordDurable(AuditEntry::new(
             Category::Security,
             "two",
@@ -415,40 +479,64 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        let all = addr
-            .send(Query {
-                category: None,
-                date: None,
-                limit: 10,
-            })
-            .await
+        addr.send(RecordWritten(AuditEntry::new(
+            Category::FlowExecution,
+            "three",
+            true,
+        )))
+        .await
+        .unwrap()
+        .unwrap();
+        addr.send(AwaitWritten).await.unwrap();
+        let all = query(dir.path(), &q(None, None)).unwrap().entries;
+        assert_eq!(all.len(), 3);
+        let sec = query(dir.path(), &q(Some(Category::Security), None))
             .unwrap()
-            .unwrap();
-        assert_eq!(all.len(), 2);
-        let sec = addr
-            .send(Query {
-                category: Some(Category::Security),
-                date: None,
-                limit: 10,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            .entries;
         assert_eq!(sec.len(), 1);
         assert_eq!(sec[0]["action"], "two");
         assert_eq!(sec[0]["severity"], "warning");
         for bad in ["../../etc", "2026-1-01", "2026-01-01/../x", "abcd-ef-gh"] {
-            let r = addr
-                .send(Query {
-                    category: None,
-                    date: Some(bad.into()),
-                    limit: 1,
-                })
-                .await
-                .unwrap();
+            let r = query(dir.path(), &q(None, Some(bad)));
             assert!(matches!(r, Err(AuditError::BadDate)), "{bad}");
         }
+        addr.do_send(LinesSkipped(2));
         let snap = addr.send(GetSnapshot).await.unwrap();
-        assert_eq!(snap.written, 2);
+        assert_eq!(snap.written, 3);
+        assert_eq!(snap.unreadable_lines_skipped, 2);
+    }
+
+    /// Review defect 12: a crash that cut a file's last line must not glue the next entry to it.
+    #[actix_rt::test]
+    async fn torn_last_lines_are_terminated_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = &crate::clock::now_rfc3339()[..10];
+        let old = dir.path().join("network_2020-01-01.jsonl");
+        let current = dir.path().join(format!("system_{today}.jsonl"));
+        std::fs::write(&old, b"{\"ts\":\"2020-01-01T00:00:00.000Z\"}\n{\"ts\":\"20").unwrap();
+        std::fs::write(&current, b"{\"ts\":\"20").unwrap();
+        let addr = AuditWriter::new(dir.path().to_path_buf(), Duration::from_millis(10)).start();
+        addr.send(RecordWritten(AuditEntry::new(
+            Category::System,
+            "after",
+            true,
+        )))
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(std::fs::read(&old).unwrap().ends_with(b"\n"));
+        let page = query(dir.path(), &q(Some(Category::System), None)).unwrap();
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0]["action"], "after");
+        assert_eq!(page.skipped_lines, 1);
+        let snap = addr.send(GetSnapshot).await.unwrap();
+        assert_eq!(snap.torn_lines_terminated, 2);
+    }
+
+    #[test]
+    fn category_indexes_follow_all() {
+        for (i, c) in Category::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
     }
 }

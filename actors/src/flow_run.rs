@@ -5,8 +5,9 @@
 //! `FlowRun` (inside this run's permit and deadline), and each answer comes back as a continuation
 //! on this actor, so no message can interleave with a half-finished step. The run's deadline is a
 //! timer on the actor; block calls are given at most the time left, so the worker is stopped at
-//! the deadline too. When the run ends the record goes to `RunHistory` and the audit, the permit
-//! is dropped (freeing the slot), the caller gets the record, and the actor stops.
+//! the deadline too. When the run ends the permit is dropped (freeing the slot), the record and
+//! its audit entry go to `RunHistory`, and once they are written the caller gets the record and
+//! the actor stops.
 
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::clock::SystemClock;
@@ -265,7 +266,8 @@ impl FlowRun {
         self.deps.audit.do_send(Record(e));
     }
 
-    /// Writes the record, releases the permit, answers the caller and stops.
+    /// Releases the permit, stores the record and its audit entry, then answers the caller and
+    /// stops.
     fn finish(&mut self, ctx: &mut Context<Self>) {
         let Some(reply) = self.reply.take() else {
             return;
@@ -316,14 +318,31 @@ impl FlowRun {
             record: record.clone(),
             audit: entry,
         };
+        // The slot is free now: waiting for the disk below must not hold back queued runs.
         self.permit.take();
-        let _ = reply.send(record);
-        // Waking the disk thread costs a cross-CPU interrupt; queued as a local task behind the
-        // caller (which `reply` just woke on this same thread), it happens right after the response
-        // is written instead of before it. The entry still leaves within microseconds.
-        let history = self.deps.history.clone();
-        actix_rt::spawn(async move { history.do_send(finished) });
-        ctx.stop();
+        // Acknowledged means stored: the caller hears of the run only once its record and audit
+        // entry are written, so a kernel crash after the answer cannot lose them (invariant 9).
+        // The disk thread answers within microseconds; it fsyncs in groups on its own interval.
+        ctx.spawn(
+            self.deps
+                .history
+                .send(finished)
+                .into_actor(self)
+                .map(move |stored, act, ctx| {
+                    match stored {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(run_id = %act.run_id, error = %e, "a finished run was not stored")
+                        }
+                        Err(_) => tracing::error!(
+                            run_id = %act.run_id,
+                            "a finished run was not stored: the run history is not running"
+                        ),
+                    }
+                    let _ = reply.send(record);
+                    ctx.stop();
+                }),
+        );
     }
 }
 

@@ -101,8 +101,18 @@ fn pack_arbiters(config: &RuntimeConfig) -> Vec<(ArbiterHandle, Option<usize>)> 
 }
 
 impl Kernel {
-    /// Starts every kernel actor. Must be called inside a running actix `System`.
+    /// Starts every kernel actor. Must be called inside a running actix `System`, before anything
+    /// else writes under `user_data/` (the edge creates the API token after it).
     pub fn boot(layout: Layout, config: RuntimeConfig) -> io::Result<Kernel> {
+        // A crash between an atomic write's temporary file and its rename leaves the temporary
+        // file behind; nothing is writing yet, so every one found is stale.
+        let stale = crate::fsutil::remove_interrupted_writes(&layout.atomic_write_dirs())?;
+        if stale > 0 {
+            tracing::warn!(
+                removed = stale,
+                "removed temporary files of writes an earlier crash interrupted"
+            );
+        }
         for dir in [
             layout.user_data(),
             layout.audit(),
@@ -124,7 +134,7 @@ impl Kernel {
         });
         let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
-            RunHistory::load(runs_dir, cap, to_audit)
+            RunHistory::load(runs_dir, cap, sync, to_audit)
         });
         let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit)
             .start_handle();

@@ -85,6 +85,20 @@ impl Layout {
     pub fn runtime_python(&self) -> PathBuf {
         self.user_data().join("runtime").join("python")
     }
+    /// Every directory the kernel writes with `fsutil::write_atomic` (the token, the signing
+    /// key, approvals, network grants, the compacted run history, the pending summary, the
+    /// embedded Python runtime): where a crash can leave a temporary file behind.
+    pub fn atomic_write_dirs(&self) -> Vec<PathBuf> {
+        vec![
+            self.user_data(),
+            self.keys(),
+            self.approvals(),
+            self.network_grants(),
+            self.runs(),
+            self.user_data().join("pending"),
+            self.runtime_python(),
+        ]
+    }
     /// Shows a path relative to the home, for messages (never a host path outside it).
     pub fn display(&self, path: &Path) -> String {
         match path.strip_prefix(&self.home) {

@@ -9,6 +9,7 @@
 pub mod affinity;
 pub mod approval;
 pub mod audit;
+pub mod audit_query;
 pub mod blockhost;
 pub mod clock;
 pub mod config;

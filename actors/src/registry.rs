@@ -994,7 +994,8 @@ fn read_limited(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Query;
+    use crate::audit::AwaitWritten;
+    use crate::audit_query::{query, AuditQuery};
     use crate::config::SecurityMode;
     use crate::keys::SigningKey;
     use std::time::Duration;
@@ -1079,15 +1080,19 @@ mod tests {
             .unwrap();
         assert_eq!(snap.pack_id, "p");
 
-        let entries = audit
-            .send(Query {
+        audit.send(AwaitWritten).await.unwrap();
+        let entries = query(
+            &home.path().join("user_data/audit"),
+            &AuditQuery {
                 category: Some(Category::System),
                 date: None,
                 limit: 10,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+                before: None,
+                after: None,
+            },
+        )
+        .unwrap()
+        .entries;
         assert!(
             entries
                 .iter()

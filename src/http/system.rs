@@ -1,8 +1,9 @@
 //! Health, diagnostics and audit endpoints.
 
-use super::error::{ok, ApiError};
+use super::error::{ok, ApiError, Envelope};
 use actix_web::{web, HttpResponse};
-use rumi_actors::audit::{self, Category, Query};
+use rumi_actors::audit::{self, Category};
+use rumi_actors::audit_query::{self, Cursor};
 use rumi_actors::egress::listener::GetEgressSnapshot;
 use rumi_actors::registry::GetDiagnostics;
 use rumi_actors::{limiter, pack_container, Kernel};
@@ -53,13 +54,30 @@ pub struct AuditQuery {
     category: Option<String>,
     date: Option<String>,
     limit: Option<usize>,
+    before: Option<String>,
+    after: Option<String>,
 }
 
-/// `GET /api/audit?category=&date=&limit=`
+impl From<audit::AuditError> for ApiError {
+    fn from(e: audit::AuditError) -> Self {
+        match e {
+            audit::AuditError::BadDate | audit::AuditError::BadCursor(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// `GET /api/audit?category=&date=&limit=&before=&after=`: one page of a day's entries, oldest
+/// first; the cursors of the neighbouring pages and the count of unreadable lines met are in the
+/// `Rumi-Audit-Before`, `Rumi-Audit-After` and `Rumi-Audit-Skipped-Lines` headers (the body
+/// stays the envelope with the list of entries).
 pub async fn audit(
     k: web::Data<Kernel>,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
     let category = match q.category.as_deref() {
         None | Some("") => None,
         Some(c) => Some(Category::parse(c).ok_or_else(|| {
@@ -70,18 +88,39 @@ pub async fn audit(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = k
-        .audit
-        .send(Query {
-            category,
-            date: q.date.clone(),
-            limit,
-        })
-        .await?
-        .map_err(|e| match e {
-            audit::AuditError::BadDate => ApiError::bad_request(e.to_string()),
-            other => ApiError::internal(other),
-        })?;
-    Ok(ok(entries))
+    let cursor = |c: Option<String>| c.map(|c| Cursor::parse(&c)).transpose();
+    let query = audit_query::AuditQuery {
+        category,
+        date: q.date,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        before: cursor(q.before)?,
+        after: cursor(q.after)?,
+    };
+    // Entries recorded before this request are in their files once the writer has handled
+    // everything sent before this message.
+    k.audit.send(audit::AwaitWritten).await?;
+    // Reading is blocking file I/O of unbounded size: on a blocking thread, so it stalls neither
+    // this HTTP worker nor the disk arbiter (whose writes acknowledge runs).
+    let dir = k.layout.audit();
+    let page = web::block(move || audit_query::query(&dir, &query))
+        .await
+        .map_err(ApiError::internal)??;
+    if page.skipped_lines > 0 {
+        tracing::warn!(
+            skipped = page.skipped_lines,
+            "audit: unreadable lines were skipped while reading a page (a crash can cut a line)"
+        );
+        k.audit.do_send(audit::LinesSkipped(page.skipped_lines));
+    }
+    let mut resp = HttpResponse::Ok();
+    if let Some(before) = &page.before {
+        resp.insert_header(("Rumi-Audit-Before", before.to_string()));
+    }
+    resp.insert_header(("Rumi-Audit-After", page.after.to_string()));
+    resp.insert_header(("Rumi-Audit-Skipped-Lines", page.skipped_lines.to_string()));
+    Ok(resp.json(Envelope {
+        success: true,
+        data: Some(page.entries),
+        error: None,
+    }))
 }
