@@ -172,6 +172,10 @@ impl NetworkPolicy {
 
     /// `POST /api/network/revoke`: disables the grant (kept, so the list shows who had what).
     pub fn revoke(&self, pack_id: &str, reason: &str) -> Result<NetworkGrant, GrantError> {
+        // Read and write under one writes lock: a revoke that read the grant before a concurrent
+        // grant stored its new lists would otherwise write the old lists back over a grant that
+        // was acknowledged a moment earlier.
+        let _w = self.writes.lock();
         let current = match self.slots.read().get(pack_id) {
             Some(Slot::Valid(g)) => Some(g.clone()),
             Some(Slot::Tampered) => None,
@@ -186,7 +190,7 @@ impl NetworkPolicy {
         grant.enabled = false;
         grant.revoked_at = Some(crate::clock::now_rfc3339());
         grant.revoke_reason = Some(reason.chars().take(500).collect());
-        self.store(grant)
+        self.store_locked(grant)
     }
 
     /// Removes a pack's grant (uninstall).
@@ -199,6 +203,11 @@ impl NetworkPolicy {
 
     fn store(&self, grant: NetworkGrant) -> Result<NetworkGrant, GrantError> {
         let _w = self.writes.lock();
+        self.store_locked(grant)
+    }
+
+    /// Writes the signed file, then the in-memory slot; the caller holds `writes`.
+    fn store_locked(&self, grant: NetworkGrant) -> Result<NetworkGrant, GrantError> {
         self.files.save(&grant.pack_id, &grant).map_err(|e| {
             tracing::error!(error = %e, "grant file write failed");
             GrantError::Storage
@@ -281,6 +290,50 @@ mod tests {
         // Revoking a tampered grant writes a valid, disabled one.
         p3.revoke("a", "tampered").unwrap();
         assert!(!p3.check("a", "api.example.com", 443).unwrap_err().tampered);
+    }
+
+    /// Hardening defect 13: `revoke` read the grant outside the writes lock, so a revoke racing a
+    /// grant could write the *previous* lists back, disabled, over the grant acknowledged a moment
+    /// before. Each round races one grant of new lists against one revoke; whichever is stored
+    /// last, a revoked result must carry the lists of the grant it followed. Seeded by the round.
+    #[test]
+    fn a_revoke_racing_a_grant_never_writes_older_lists() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = policy(d.path(), &["a"]);
+        let p = Arc::new(p);
+        p.grant("a", &["g0.example.com".into()], &[443], "").unwrap();
+        for round in 1..=150 {
+            let domain = format!("g{round}.example.com");
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let granter = {
+                let (p, b, domain) = (Arc::clone(&p), Arc::clone(&barrier), domain.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    p.grant("a", &[domain], &[443], "").unwrap();
+                })
+            };
+            let revoker = {
+                let (p, b) = (Arc::clone(&p), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    b.wait();
+                    p.revoke("a", "race").unwrap();
+                })
+            };
+            granter.join().unwrap();
+            revoker.join().unwrap();
+            let info = p.list().pop().unwrap();
+            let g = info.grant.unwrap();
+            if !g.enabled {
+                assert_eq!(
+                    g.allowed_domains,
+                    vec![domain.clone()],
+                    "round {round}: the revoke wrote lists older than the acknowledged grant"
+                );
+            }
+            // The file on disk says the same as memory.
+            let (reloaded, _) = policy(d.path(), &["a"]);
+            assert_eq!(reloaded.list().pop().unwrap().grant.unwrap(), g);
+        }
     }
 
     #[test]
