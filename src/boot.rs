@@ -113,7 +113,10 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     }
     let kernel_data = web::Data::new(kernel.clone());
     let token_data = web::Data::new(ApiToken(token));
-    let limit = BodyLimit(settings.max_body_bytes);
+    let limit = BodyLimit {
+        max_bytes: settings.max_body_bytes,
+        read_timeout: settings.body_read_timeout,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(kernel_data.clone())

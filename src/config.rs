@@ -14,6 +14,8 @@ pub struct Settings {
     pub port: u16,
     pub token_override: Option<String>,
     pub max_body_bytes: usize,
+    /// `RUMI_BODY_READ_TIMEOUT`: how long a request body may take to arrive (default 30 s).
+    pub body_read_timeout: std::time::Duration,
     /// `RUMI_HTTP_WORKERS`; default: one per CPU the kernel may use (after the CPU policy).
     pub http_workers: Option<usize>,
     pub cpu_policy: CpuPolicy,
@@ -133,6 +135,9 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     runtime.pack_cpu_pinning = cpu_policy != CpuPolicy::Off;
     let max_body_bytes =
         parse_num::<usize>("RUMI_MAX_BODY_BYTES", 1024, 1 << 30)?.unwrap_or(1024 * 1024);
+    let body_read_timeout = std::time::Duration::from_secs_f64(
+        parse_num::<f64>("RUMI_BODY_READ_TIMEOUT", 0.1, 600.0)?.unwrap_or(30.0),
+    );
     let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?;
     let trace = match var("RUMI_TRACE") {
         None => None,
@@ -147,6 +152,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         port,
         token_override: var("RUMI_API_TOKEN"),
         max_body_bytes,
+        body_read_timeout,
         http_workers,
         cpu_policy,
         trace,

@@ -534,6 +534,8 @@ fn invalid_configuration_stops_startup_naming_the_variable() {
         ("RUMI_API_PORT", "99999"),
         ("RUMI_TRACE", "json:/tmp/x"),
         ("RUMI_LOG", "=[bad"),
+        ("RUMI_BODY_READ_TIMEOUT", "0"),
+        ("RUMI_MAX_CONTEXT_BYTES", "lots"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_rumi"))
             .arg("serve")
@@ -712,4 +714,51 @@ async fn audit_pages_with_cursors() {
             "{bad}: {v}"
         );
     }
+}
+
+/// Hardening defect 13: a body sent a few bytes at a time held its connection forever. Now the
+/// whole body must arrive within `RUMI_BODY_READ_TIMEOUT`: past it the client gets 408 with the
+/// envelope, and the kernel goes on serving.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_answered_408() {
+    if !python_available() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let home = fresh_home();
+    let k = Kernel::start(home.path(), &[("RUMI_BODY_READ_TIMEOUT", "1")]);
+    let addr = k.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            s,
+            "POST /api/flows/hello/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"inputs\":"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the kernel answers and closes (or the 20 s read deadline fails the test).
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("no answer: {e}; got {:?}", String::from_utf8_lossy(&got)),
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&got).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("RUMI_BODY_READ_TIMEOUT"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let (s, _) = k.get("/api/packs").await;
+    assert_eq!(s, 200, "still serving");
 }
