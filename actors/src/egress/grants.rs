@@ -301,7 +301,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (p, _) = policy(d.path(), &["a"]);
         let p = Arc::new(p);
-        p.grant("a", &["g0.example.com".into()], &[443], "").unwrap();
+        p.grant("a", &["g0.example.com".into()], &[443], "")
+            .unwrap();
         for round in 1..=150 {
             let domain = format!("g{round}.example.com");
             let barrier = Arc::new(std::sync::Barrier::new(2));

@@ -17,7 +17,10 @@
 //! for it and is retried by the next call.
 
 pub mod proctree;
+mod resolve;
 pub mod worker;
+
+pub use resolve::resolve_block;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use crate::audit::{AuditEntry, AuditWriter, Record};
@@ -29,7 +32,7 @@ use rumi_domain::run::{ErrorType, StepFailure};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -779,55 +782,6 @@ impl Handler<InjectPanic> for PackContainer {
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-/// Resolves a block file inside the pack (contract §5.1.3): tries `blocks/<file>`,
-/// `backend/blocks/<file>`, `<file>`; after resolving symlinks the path must lie inside the pack
-/// root and be a regular `.py` file. Stops: `../` traversal, absolute paths, and symlinks that
-/// point out of the pack (`blocks/x.py -> /etc/...`). Messages name only pack-relative paths.
-pub fn resolve_block(pack_root: &Path, file: &str) -> Result<String, StepFailure> {
-    let reject = |why: String| StepFailure::new(ErrorType::PathRejected, why);
-    let rel = Path::new(file);
-    if rel.is_absolute()
-        || rel.components().any(|c| {
-            matches!(
-                c,
-                Component::ParentDir | Component::RootDir | Component::Prefix(_)
-            )
-        })
-    {
-        return Err(reject(format!("Path outside pack boundary: {file}")));
-    }
-    let root = pack_root
-        .canonicalize()
-        .map_err(|_| reject("the pack directory is not readable".into()))?;
-    let candidates = [
-        format!("blocks/{file}"),
-        format!("backend/blocks/{file}"),
-        file.to_string(),
-    ];
-    for candidate in &candidates {
-        let path = root.join(candidate);
-        let Ok(real) = path.canonicalize() else {
-            continue;
-        };
-        let Ok(inside) = real.strip_prefix(&root) else {
-            return Err(reject(format!("Path outside pack boundary: {candidate}")));
-        };
-        let meta = std::fs::metadata(&real)
-            .map_err(|_| reject(format!("File not readable: {candidate}")))?;
-        if !meta.is_file() {
-            return Err(reject(format!("Not a regular file: {candidate}")));
-        }
-        if real.extension().and_then(|e| e.to_str()) != Some("py") {
-            return Err(reject(format!("Not a .py file: {candidate}")));
-        }
-        return Ok(inside.to_string_lossy().into_owned());
-    }
-    Err(reject(format!(
-        "File not found: {file} (searched {})",
-        candidates.join(", ")
-    )))
-}
-
 fn describe_diff(d: &ManifestDiff) -> String {
     let mut parts = Vec::new();
     let list = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
@@ -852,50 +806,4 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    #[test]
-    fn resolution_and_boundaries() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("pack");
-        fs::create_dir_all(root.join("blocks/sub")).unwrap();
-        fs::write(root.join("blocks/hello.py"), "").unwrap();
-        fs::write(root.join("blocks/sub/x.py"), "").unwrap();
-        fs::write(root.join("blocks/data.txt"), "").unwrap();
-        fs::write(d.path().join("outside.py"), "").unwrap();
-        std::os::unix::fs::symlink(d.path().join("outside.py"), root.join("blocks/escape.py"))
-            .unwrap();
-        std::os::unix::fs::symlink("hello.py", root.join("blocks/alias.py")).unwrap();
-
-        assert_eq!(resolve_block(&root, "hello.py").unwrap(), "blocks/hello.py");
-        assert_eq!(
-            resolve_block(&root, "blocks/hello.py").unwrap(),
-            "blocks/hello.py"
-        );
-        assert_eq!(resolve_block(&root, "sub/x.py").unwrap(), "blocks/sub/x.py");
-        assert_eq!(resolve_block(&root, "alias.py").unwrap(), "blocks/hello.py");
-        for (bad, want) in [
-            ("../outside.py", "outside pack boundary"),
-            ("/etc/passwd", "outside pack boundary"),
-            ("blocks/../../outside.py", "outside pack boundary"),
-            ("escape.py", "outside pack boundary"),
-            ("data.txt", "Not a .py file"),
-            ("sub", "Not a regular file"),
-            ("nope.py", "File not found"),
-        ] {
-            let e = resolve_block(&root, bad).unwrap_err();
-            assert_eq!(e.error_type, ErrorType::PathRejected);
-            assert!(e.error.contains(want), "{bad}: {}", e.error);
-            assert!(
-                !e.error.contains(d.path().to_str().unwrap()),
-                "no host path in {}",
-                e.error
-            );
-        }
-    }
 }
