@@ -18,8 +18,11 @@ use tracing_subscriber::EnvFilter;
 fn init_tracing(settings: &Settings) -> Result<Option<tracing_chrome::FlushGuard>> {
     let filter = EnvFilter::try_new(&settings.log_filter)
         .with_context(|| format!("RUMI_LOG={:?} is not a valid filter", settings.log_filter))?;
+    // Colours only for a person at a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .with_filter(filter);
     match &settings.trace {

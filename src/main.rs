@@ -16,6 +16,15 @@ use serde_json::{json, Map, Value};
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // A client command whose reader went away (`rumi pack list | head`) ends quietly, as
+        // Unix tools do, instead of panicking in `println!`. The server keeps Rust's default
+        // (SIGPIPE ignored): a peer closing a socket must never kill the kernel.
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Err(e) = dispatch(cli) {
         eprintln!("rumi: {e:#}");
         std::process::exit(1);
@@ -83,16 +92,64 @@ fn dispatch(cli: Cli) -> Result<()> {
                             .unwrap_or_else(|_| Value::String(v.to_string()));
                         map.insert(k.to_string(), value);
                     }
-                    c.call(
-                        Method::POST,
-                        &format!("/api/flows/{flow_id}/run"),
-                        Some(json!({"inputs": map, "timeout": timeout})),
-                    )
-                    .await
+                    let run = c
+                        .call(
+                            Method::POST,
+                            &format!("/api/flows/{flow_id}/run"),
+                            Some(json!({"inputs": map, "timeout": timeout})),
+                        )
+                        .await?;
+                    println!("{}", serde_json::to_string_pretty(&run)?);
+                    let (line, ok) = run_summary(&run);
+                    eprintln!("{line}");
+                    if !ok {
+                        std::process::exit(1);
+                    }
+                    Ok(Value::Null)
                 }
             }
         }),
     }
+}
+
+/// One line about a run for the terminal, and whether it succeeded: `run <id>: succeeded in 12
+/// ms`, or the status with the step that failed and why. Steps that failed under fail-soft are
+/// counted even when the run succeeded.
+fn run_summary(run: &Value) -> (String, bool) {
+    let status = run["status"].as_str().unwrap_or("unknown");
+    let id = run["run_id"].as_str().unwrap_or("?");
+    let ms = run["execution_time_ms"]
+        .as_f64()
+        .map(|t| format!(" in {t:.0} ms"))
+        .unwrap_or_default();
+    let steps = run["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let failed: Vec<&Value> = steps.iter().filter(|s| s["status"] == "failed").collect();
+    let mut line = format!("run {id}: {status}{ms}");
+    if status == "succeeded" {
+        if !failed.is_empty() {
+            line.push_str(&format!(
+                " ({} step(s) failed and the run went on: {})",
+                failed.len(),
+                failed
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        return (line, true);
+    }
+    if let Some(step) = failed.last() {
+        line.push_str(&format!(
+            "; step {} failed ({}): {}",
+            step["id"].as_str().unwrap_or("?"),
+            step["error_type"].as_str().unwrap_or("error"),
+            step["error"].as_str().unwrap_or("")
+        ));
+    } else if let Some(reason) = run["reason"].as_str() {
+        line.push_str(&format!(": {reason}"));
+    }
+    (line, false)
 }
 
 fn client_command<F, Fut>(f: F) -> Result<()>
@@ -104,6 +161,8 @@ where
         .enable_all()
         .build()?;
     let data = rt.block_on(async { f(client::Client::from_env()?).await })?;
-    println!("{}", serde_json::to_string_pretty(&data)?);
+    if !data.is_null() {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    }
     Ok(())
 }

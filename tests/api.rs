@@ -452,6 +452,11 @@ fn the_cli_talks_to_the_running_kernel() {
         return;
     }
     let home = fresh_home();
+    write(
+        home.path(),
+        "user_data/shared/flows/fails.flow.yaml",
+        "flow_id: fails\nphases: [m]\nsteps:\n  - {id: f, phase: m, type: handler, on_error: abort, input: {handler: \"kernel:ctx.get\", args: {}}}\n",
+    );
     let k = Kernel::start(home.path(), &[]);
     let port = k.base.rsplit(':').next().unwrap().to_string();
     let cli = |args: &[&str]| {
@@ -478,6 +483,29 @@ fn the_cli_talks_to_the_running_kernel() {
     let (ok, out, err) = cli(&["flow", "run", "hello", "--input", "name=Cli"]);
     assert!(ok, "{err}");
     assert!(out.contains("Hello, Cli!"), "{out}");
+    assert!(err.starts_with("run ") && err.contains(": succeeded in "), "{err}");
+    // Hardening defect 14: a run that failed exited 0 without a word. Now the record still goes
+    // to stdout, one line says what failed on stderr, and the exit status is non-zero.
+    let (ok, out, err) = cli(&["flow", "run", "fails"]);
+    assert!(!ok, "a failed run exits non-zero");
+    assert!(out.contains("\"status\": \"failed\""), "{out}");
+    assert!(
+        err.contains(": failed in ") && err.contains("step f failed (handler_error)"),
+        "{err}"
+    );
+    // A reader that goes away (`rumi pack list | head`) ends the client quietly, no panic.
+    let piped = Command::new("sh")
+        .args(["-c", "\"$0\" pack list | true", env!("CARGO_BIN_EXE_rumi")])
+        .env("RUMI_HOME", home.path())
+        .env("RUMI_API_PORT", &port)
+        .env("RUMI_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let piped_err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!piped_err.contains("panicked"), "{piped_err}");
+    // The kernel's log is plain text when it is not a terminal (the harness writes it to a file).
+    let log = std::fs::read_to_string(&k.stderr_log).unwrap();
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file: {log}");
     let (ok, _, err) = cli(&["flow", "run", "nope"]);
     assert!(!ok && err.contains("404"), "{err}");
     let (ok, _, err) = cli(&["pack", "reject", "nope"]);
