@@ -483,7 +483,10 @@ fn the_cli_talks_to_the_running_kernel() {
     let (ok, out, err) = cli(&["flow", "run", "hello", "--input", "name=Cli"]);
     assert!(ok, "{err}");
     assert!(out.contains("Hello, Cli!"), "{out}");
-    assert!(err.starts_with("run ") && err.contains(": succeeded in "), "{err}");
+    assert!(
+        err.starts_with("run ") && err.contains(": succeeded in "),
+        "{err}"
+    );
     // Hardening defect 14: a run that failed exited 0 without a word. Now the record still goes
     // to stdout, one line says what failed on stderr, and the exit status is non-zero.
     let (ok, out, err) = cli(&["flow", "run", "fails"]);
@@ -505,7 +508,10 @@ fn the_cli_talks_to_the_running_kernel() {
     assert!(!piped_err.contains("panicked"), "{piped_err}");
     // The kernel's log is plain text when it is not a terminal (the harness writes it to a file).
     let log = std::fs::read_to_string(&k.stderr_log).unwrap();
-    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI escapes in a log file: {log}"
+    );
     let (ok, _, err) = cli(&["flow", "run", "nope"]);
     assert!(!ok && err.contains("404"), "{err}");
     let (ok, _, err) = cli(&["pack", "reject", "nope"]);

@@ -758,6 +758,56 @@ async fn without_allow_cidrs_a_local_upstream_is_blocked_and_sockets_can_move() 
     grant(&k, unbound, json!(["*"]), json!([0])).await;
     let r = one(&k, pack, json!({"url": up.url("/echo")})).await;
     assert_blocked(&r, "127.0.0.2 without RUMI_EGRESS_ALLOW_CIDRS");
+    // Hardening defect 14: the check said `allowed` for a granted name that resolves to a blocked
+    // address. Its address step now resolves and classifies, names the range and the setting
+    // that opens it, and the kernel log says the same; the pack's own check stays short.
+    let (_, v) = k
+        .post(
+            "/api/network/check",
+            json!({"pack_id": pack, "domain": "localhost", "port": 80}),
+        )
+        .await;
+    let check = &v["data"];
+    assert_eq!(check["allowed"], false, "{check}");
+    assert_eq!(check["grant"]["allowed"], true, "{check}");
+    let why = check["address"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("loopback") && why.contains("RUMI_EGRESS_ALLOW_CIDRS="),
+        "{why}"
+    );
+    assert_eq!(check["reason"], why);
+    let (_, run) = k
+        .run(
+            &format!("{pack}_chk"),
+            json!({"domain": "localhost", "port": 80}),
+        )
+        .await;
+    let r = &run["result"]["out"];
+    assert_eq!(r["allowed"], false, "{run}");
+    assert!(
+        !r.to_string().contains("127.0.0.1"),
+        "the pack is not told the address: {r}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&k.stderr_log)
+        .unwrap_or_default()
+        .contains("egress: localhost resolves to 127.0.0.1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel log warns about the blocked address"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A name that does not resolve is not a policy refusal: the check says so and allows.
+    let (_, v) = k
+        .post(
+            "/api/network/check",
+            json!({"pack_id": pack, "domain": "no-such-host.invalid", "port": 80}),
+        )
+        .await;
+    assert_eq!(v["data"]["allowed"], true, "{v}");
+    assert_eq!(v["data"]["address"]["resolved"], false, "{v}");
     assert!(socks.path().join(pack).join("egress.sock").exists());
     assert!(!socket(&k, pack).exists());
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -44,6 +44,8 @@ pub struct Kernel {
     pub docker: Option<Arc<DockerEngine>>,
     /// The packs' network grants (the egress proxy's step 2, and the grants API).
     pub network: Arc<NetworkPolicy>,
+    /// The egress proxy (its checks answer `POST /api/network/check`).
+    pub egress: Arc<Proxy>,
     deps: RunDeps,
 }
 
@@ -160,6 +162,7 @@ impl Kernel {
             audit.clone(),
         )
         .map_err(io::Error::other)?;
+        let proxy = Arc::new(proxy);
         let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {
             modules_dir: layout.runtime_python(),
@@ -167,7 +170,7 @@ impl Kernel {
             arbiters,
             arbiter_cpus,
             docker: docker.clone(),
-            proxy: Arc::new(proxy),
+            proxy: Arc::clone(&proxy),
         };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
@@ -206,6 +209,7 @@ impl Kernel {
             started: Instant::now(),
             docker,
             network,
+            egress: proxy,
             deps,
         })
     }

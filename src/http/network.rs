@@ -4,9 +4,9 @@ use super::body::json_object;
 use super::error::{ok, ApiError};
 use super::packs::pack_id;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::egress::grants::{GrantError, ALLOWED};
+use rumi_actors::egress::grants::GrantError;
 use rumi_actors::Kernel;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 impl From<GrantError> for ApiError {
     fn from(e: GrantError) -> Self {
@@ -77,8 +77,10 @@ pub async fn revoke(
     Ok(ok(k.revoke_network(&id, &reason).await?))
 }
 
-/// `POST /api/network/check {pack_id, domain, port}` → `{allowed, reason}`: the same check the
-/// proxy and a block's `network_check` ask.
+/// `POST /api/network/check {pack_id, domain, port}` → `{allowed, reason, grant: {allowed,
+/// reason}, address: {allowed, reason, addresses}|null}`: the checks a request passes, step by
+/// step — the grant, then the addresses the name resolves to (`address` is null when the grant
+/// step refused).
 pub async fn check(
     k: web::Data<Kernel>,
     req: HttpRequest,
@@ -88,11 +90,7 @@ pub async fn check(
     let id = field_pack(&body)?;
     let (domain, port) = rumi_domain::egress::check_target(body.get("domain"), body.get("port"))
         .map_err(ApiError::bad_request)?;
-    let (allowed, reason) = match k.network.check(&id, &domain, port) {
-        Ok(()) => (true, ALLOWED.to_string()),
-        Err(d) => (false, d.reason),
-    };
-    Ok(ok(json!({"allowed": allowed, "reason": reason})))
+    Ok(ok(k.egress.check(&id, &domain, port).await))
 }
 
 /// `GET /api/network/list`

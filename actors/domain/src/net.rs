@@ -149,8 +149,47 @@ impl FromStr for Cidr {
     }
 }
 
+/// The first of a name's addresses that egress must not reach (and why), skipping those the
+/// operator opened: one blocked address blocks the whole name, so a resolver cannot hand the
+/// proxy a public address now and an internal one at connect time.
+pub fn first_blocked(ips: &[IpAddr], allow: &[Cidr]) -> Option<(IpAddr, Reason)> {
+    ips.iter()
+        .filter(|ip| !allow.iter().any(|c| c.contains(**ip)))
+        .find_map(|ip| blocked_reason(*ip).map(|why| (*ip, why)))
+}
+
+/// The operator's explanation of a blocked name: which address, which range, and the setting
+/// that would open exactly that address (for a local test upstream, never for production).
+pub fn blocked_explanation(host: &str, ip: IpAddr, why: Reason) -> String {
+    let single = if ip.is_ipv4() { 32 } else { 128 };
+    format!(
+        "{host} resolves to {ip}, a {why} address, which egress never reaches; \
+         RUMI_EGRESS_ALLOW_CIDRS={ip}/{single} would open that one address (for a local test \
+         upstream, not for production)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_first_blocked_address_is_named_unless_opened() {
+        let ips: Vec<IpAddr> = vec![
+            "93.184.215.14".parse().unwrap(),
+            "127.0.0.2".parse().unwrap(),
+        ];
+        let (ip, why) = first_blocked(&ips, &[]).unwrap();
+        assert_eq!(ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+        let text = blocked_explanation("api.test", ip, why);
+        assert!(text.contains("127.0.0.2") && text.contains(why), "{text}");
+        assert!(
+            text.contains("RUMI_EGRESS_ALLOW_CIDRS=127.0.0.2/32"),
+            "{text}"
+        );
+        let opened: Cidr = "127.0.0.0/8".parse().unwrap();
+        assert_eq!(first_blocked(&ips, &[opened]), None);
+        assert_eq!(first_blocked(&ips[..1], &[]), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

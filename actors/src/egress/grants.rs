@@ -59,15 +59,40 @@ pub fn tampered_entry(pack_id: &str) -> AuditEntry {
         )
 }
 
-/// A pack's grant as `GET /api/network/list` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A pack's grant as `GET /api/network/list` shows it: `pack_id`, `state`, `pack_state`, then
+/// the grant's own fields (lists, notes, times) side by side — `pack_id` once.
+#[derive(Debug, Clone)]
 pub struct GrantInfo {
     pub pack_id: String,
     /// `active`, `revoked`, `suspended` (the pack is not approved now) or `tampered`.
     pub state: &'static str,
     pub pack_state: Option<PackState>,
-    #[serde(flatten)]
     pub grant: Option<NetworkGrant>,
+}
+
+impl Serialize for GrantInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        // `#[serde(flatten)]` wrote the grant's own `pack_id` a second time into each object.
+        let fields = match &self.grant {
+            Some(g) => match serde_json::to_value(g).map_err(S::Error::custom)? {
+                serde_json::Value::Object(mut m) => {
+                    m.remove("pack_id");
+                    m
+                }
+                _ => serde_json::Map::new(),
+            },
+            None => serde_json::Map::new(),
+        };
+        let mut map = s.serialize_map(Some(3 + fields.len()))?;
+        map.serialize_entry("pack_id", &self.pack_id)?;
+        map.serialize_entry("state", self.state)?;
+        map.serialize_entry("pack_state", &self.pack_state)?;
+        for (k, v) in &fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Why a grant could not be changed.
@@ -335,6 +360,23 @@ mod tests {
             let (reloaded, _) = policy(d.path(), &["a"]);
             assert_eq!(reloaded.list().pop().unwrap().grant.unwrap(), g);
         }
+    }
+
+    /// Hardening defect 14: each listed object carried `pack_id` twice (once flattened from the
+    /// grant), which strict JSON readers reject.
+    #[test]
+    fn a_listed_grant_names_its_pack_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = policy(d.path(), &["a"]);
+        p.grant("a", &["api.example.com".into()], &[443], "n")
+            .unwrap();
+        let text = serde_json::to_string(&p.list()).unwrap();
+        assert_eq!(text.matches("\"pack_id\"").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v[0]["pack_id"], "a");
+        assert_eq!(v[0]["state"], "active");
+        assert_eq!(v[0]["allowed_domains"][0], "api.example.com");
+        assert_eq!(v[0]["enabled"], true);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   the request fails at the limit (a declared `Content-Length` over it fails before reading);
 //! * a stalling upstream — the whole request, every hop included, has one deadline.
 
+mod check;
+pub use check::{AddressCheck, CheckVerdict};
+
 use super::budget::{Budget, Hold, PackBudget};
 use super::grants::NetworkPolicy;
 use super::EgressSettings;
@@ -80,6 +83,8 @@ pub enum Reply {
 /// The proxy shared by every pack's listener.
 pub struct Proxy {
     policy: Arc<NetworkPolicy>,
+    /// When each (pack, host) last had a "resolves to a blocked address" warning logged.
+    warned: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     allow: Vec<Cidr>,
     max_response: usize,
     budget: Budget,
@@ -165,6 +170,7 @@ impl Proxy {
             .unwrap_or_else(|| super::default_buffer_bytes(max_response));
         Ok(Proxy {
             policy,
+            warned: Default::default(),
             allow: settings.allow_cidrs.clone(),
             max_response,
             budget: Budget::new(total, max_response),
@@ -196,20 +202,23 @@ impl Proxy {
         let mut hold = budget.hold();
         let reply = match request {
             EgressRequest::Check { domain, port } => {
-                let verdict = self.policy.check(pack_id, &domain, port);
-                let (allowed, reason) = match &verdict {
-                    Ok(()) => (true, super::grants::ALLOWED.to_string()),
-                    Err(d) => (false, d.reason.clone()),
-                };
-                if let Err(d) = &verdict {
-                    self.audit_tampered(pack_id, d.tampered);
-                }
+                let verdict = self.check(pack_id, &domain, port).await;
                 self.audit.do_send(Record(
-                    AuditEntry::new(Category::Network, "network_check", allowed)
+                    AuditEntry::new(Category::Network, "network_check", verdict.allowed)
                         .pack(pack_id)
-                        .details(json!({"allowed": allowed, "reason": reason, "domain": domain, "port": port})),
+                        .details(json!({"allowed": verdict.allowed, "reason": verdict.reason, "domain": domain, "port": port})),
                 ));
-                Reply::Check { allowed, reason }
+                // The pack learns that an address is internal, never which one.
+                let reason = match &verdict.address {
+                    Some(a) if !a.allowed => {
+                        format!("{BLOCKED}: the host resolves to an internal address")
+                    }
+                    _ => verdict.reason,
+                };
+                Reply::Check {
+                    allowed: verdict.allowed,
+                    reason,
+                }
             }
             EgressRequest::Http(req) => {
                 Reply::Http(Box::new(self.fetch(pack_id, req, &mut hold).await))
@@ -400,20 +409,10 @@ impl Proxy {
                 "no addresses",
             ));
         }
-        for ip in &ips {
-            if self.allow.iter().any(|c| c.contains(*ip)) {
-                continue;
-            }
-            if let Some(why) = net::blocked_reason(*ip) {
-                return Err(Failure::new(
-                    "security_blocked",
-                    BLOCKED,
-                    format!(
-                        "{} resolves to a {why} address ({ip})",
-                        target.host.grant_name()
-                    ),
-                ));
-            }
+        if let Some((ip, why)) = net::first_blocked(&ips, &self.allow) {
+            let explanation = net::blocked_explanation(&target.host.grant_name(), ip, why);
+            self.warn_blocked(&explanation);
+            return Err(Failure::new("security_blocked", BLOCKED, explanation));
         }
         Ok(ips
             .into_iter()
