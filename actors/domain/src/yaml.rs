@@ -7,7 +7,7 @@
 //! aliases outright, so a document cannot multiply its size at all beyond a small factor).
 //!
 //! Every limit is checked on the text before serde_yaml sees it, in one linear pass each: the
-//! parser's scanner is quadratic in nesting (see [`nesting`]), so a depth check on the parsed value
+//! parser's scanner is quadratic in nesting (see `yaml/nesting.rs`), so a depth check on the parsed value
 //! alone would come minutes too late. The parsed value's depth is checked again after aliases
 //! expand.
 

@@ -8,7 +8,7 @@
 //! file in a signed record; a changed file moves the pack to `modified` (persisted, so changing
 //! the file back does not silently re-approve), which stops its sandbox and unloads its flows until
 //! a person approves it again. Flows are read and parsed off the Registry's thread, one load at a
-//! time, and only from approved packs whose files match their manifest ([`flows`]).
+//! time, and only from approved packs whose files match their manifest (`flows.rs`).
 
 mod flows;
 
