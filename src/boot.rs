@@ -128,6 +128,8 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             .wrap(middleware::from_fn(http::auth::require_token))
             .configure(http::routes)
     })
+    // Signals are ours (see `stop_on_signal`), so the shutdown can release waiting requests first.
+    .disable_signals()
     .workers(
         settings
             .http_workers
@@ -142,9 +144,32 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
         port,
         kernel.execution_mode()
     );
-    server.run().await.context("the HTTP server failed")?;
+    let server = server.run();
+    actix_rt::spawn(stop_on_signal(server.handle(), kernel.clone()));
+    server.await.context("the HTTP server failed")?;
     tracing::info!("shutting down");
     kernel.shutdown().await;
     drop(home_lock);
     Ok(())
+}
+
+/// On SIGTERM or SIGINT: answers requests that wait for a flow load at once (a parse in progress
+/// runs on a detached thread and must not hold the kernel up), then stops the HTTP server
+/// gracefully (requests in flight finish, within actix-web's shutdown timeout).
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, kernel: Kernel) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the kernel with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stopping");
+    let _ = kernel.registry.send(rumi_actors::registry::Stopping).await;
+    server.stop(true).await;
 }

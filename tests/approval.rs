@@ -347,3 +347,119 @@ async fn unknown_packs_and_invalid_ids() {
         "{problems}"
     );
 }
+
+/// An approved pack's flows load only while every file of the pack is as approved.
+const EVIL_FLOW: &str = "flow_id: evil\nphases: [m]\nsteps:\n  - {id: pwn, phase: m, type: python_file_call, file: blocks/hello.py, input: {name: evil}, output: out}\n";
+
+/// The pack was found changed by a flow load: `modified`, its flows gone, and why, in the audit
+/// log and the diagnostics.
+async fn expect_found_by_flow_load(k: &Kernel, pack: &str, file: &str, how: &str) {
+    let (s, p) = k.get(&format!("/api/packs/{pack}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(p["data"]["state"], "modified", "{p}");
+    assert!(
+        p["data"]["changes"][how]
+            .as_array()
+            .unwrap()
+            .contains(&json!(file)),
+        "{p}"
+    );
+    let (_, flows) = k.get("/api/flows").await;
+    assert!(
+        !flows["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["pack_id"] == pack),
+        "no flow of a modified pack is listed: {flows}"
+    );
+    let (_, audit) = k.get("/api/audit?category=security").await;
+    let entry = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "pack_modified" && e["owner_pack"] == pack)
+        .unwrap_or_else(|| panic!("a pack_modified audit entry: {audit}"));
+    assert_eq!(entry["details"]["found_by"], "flow_reload", "{entry}");
+    assert!(
+        entry["details"][how]
+            .as_array()
+            .unwrap()
+            .contains(&json!(file)),
+        "{entry}"
+    );
+    assert!(
+        entry["error"].as_str().unwrap().contains("approve"),
+        "{entry}"
+    );
+    let (_, diag) = k.get("/api/diagnostics").await;
+    assert!(
+        diag["data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "pack_modified" && e["pack_id"] == pack),
+        "{diag}"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_on_reload() {
+    let home = fresh_home();
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("my_pack").await;
+    write(
+        home.path(),
+        "ecosystem/my_pack/backend/flows/evil.flow.yaml",
+        EVIL_FLOW,
+    );
+    k.reload().await;
+    assert_eq!(k.get("/api/flows/evil").await.0, 404);
+    assert_eq!(k.run("evil", json!({})).await.0, 404);
+    expect_found_by_flow_load(&k, "my_pack", "backend/flows/evil.flow.yaml", "added").await;
+    // It stays out until a person approves the pack again (with the new file).
+    k.reload().await;
+    assert_eq!(k.get("/api/flows/evil").await.0, 404);
+    k.approve("my_pack").await;
+    assert_eq!(k.get("/api/flows/evil").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_when_another_pack_is_approved() {
+    let home = fresh_home();
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("my_pack").await;
+    write(
+        home.path(),
+        "ecosystem/my_pack/backend/flows/evil.flow.yaml",
+        EVIL_FLOW,
+    );
+    // Approving any pack reloads every flow.
+    k.approve("text_tools").await;
+    assert_eq!(k.get("/api/flows/evil").await.0, 404);
+    assert_eq!(k.run("evil", json!({})).await.0, 404);
+    assert_eq!(k.get("/api/flows/text_tools.report").await.0, 200);
+    expect_found_by_flow_load(&k, "my_pack", "backend/flows/evil.flow.yaml", "added").await;
+}
+
+#[tokio::test]
+async fn an_approved_flow_file_edited_in_place_is_not_loaded() {
+    let home = fresh_home();
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("text_tools").await;
+    assert_eq!(k.get("/api/flows/text_tools.report").await.0, 200);
+    let rel = "ecosystem/text_tools/backend/flows/text_report.flow.yaml";
+    let text = std::fs::read_to_string(home.path().join(rel)).unwrap();
+    // Same flow id, same size class: one step's input changed.
+    write(home.path(), rel, &text.replace("value: 3", "value: 9"));
+    k.reload().await;
+    assert_eq!(k.get("/api/flows/text_tools.report").await.0, 404);
+    assert_eq!(k.run("text_tools.report", json!({})).await.0, 404);
+    expect_found_by_flow_load(
+        &k,
+        "text_tools",
+        "backend/flows/text_report.flow.yaml",
+        "changed",
+    )
+    .await;
+}

@@ -565,3 +565,107 @@ async fn the_kernel_environment_never_reaches_blocks() {
     assert_eq!(run["status"], "succeeded");
     assert_eq!(step(&run, "e")["status"], "succeeded");
 }
+
+/// A legitimate flow file of about 1 MiB (a wide `inputs` mapping): seconds of parsing in a debug
+/// build, so a reload of a few of them is still running while the test asks other things.
+fn wide_flow(id: usize) -> String {
+    let mut text = format!("flow_id: wide{id}\nphases: [m]\nsteps: []\ninputs:\n");
+    let mut i = 0;
+    while text.len() < (1 << 20) - 64 {
+        text.push_str(&format!("  field_{i}: [string, \"x]\", 'y}}', {{a: b}}]\n"));
+        i += 1;
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_deeply_nested_flow_file_freezes_neither_the_registry_nor_the_shutdown() {
+    let home = fresh_home();
+    let mut k = Kernel::start(home.path(), &[]);
+    // Dropped after start: with the file present at boot, the old kernel never began listening.
+    flow(home.path(), "deep", &"[".repeat(1 << 20));
+    for i in 0..3 {
+        flow(home.path(), &format!("wide{i}"), &wide_flow(i));
+    }
+    let reload = {
+        let (http, url) = (k.http.clone(), k.url("/api/flows/reload"));
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(TOKEN).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The Registry answers while the files are read and parsed on another thread.
+    let asked = Instant::now();
+    let packs = tokio::time::timeout(std::time::Duration::from_secs(3), k.get("/api/packs")).await;
+    let took = asked.elapsed();
+    assert!(
+        matches!(packs, Ok((200, _))),
+        "GET /api/packs did not answer within 3 s during a reload"
+    );
+    eprintln!(
+        "GET /api/packs answered in {took:?}; the reload was {}",
+        if reload.is_finished() {
+            "already done"
+        } else {
+            "still running"
+        }
+    );
+    let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(120), reload)
+        .await
+        .expect("the reload answers within its deadline")
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let refusal = "user_data/shared/flows/deep.flow.yaml:1: nesting deeper than 32 levels";
+    assert!(
+        v["data"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with(refusal)),
+        "{v}"
+    );
+    let (_, diag) = k.get("/api/diagnostics").await;
+    assert!(
+        diag["data"]["flow_problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["message"].as_str().unwrap().starts_with(refusal)
+                && p["problem"]["error"]["file"] == "user_data/shared/flows/deep.flow.yaml"),
+        "{diag}"
+    );
+    assert_eq!(
+        k.get("/api/flows/wide0").await.0,
+        200,
+        "the wide flows load"
+    );
+
+    // SIGTERM while a reload parses: the kernel stops without waiting for the parse.
+    std::fs::remove_file(home.path().join("user_data/shared/flows/deep.flow.yaml")).unwrap();
+    let pending = {
+        let (http, url) = (k.http.clone(), k.url("/api/flows/reload"));
+        tokio::spawn(async move { http.post(url).bearer_auth(TOKEN).send().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    unsafe {
+        libc::kill(k.child.id() as i32, libc::SIGTERM);
+    }
+    while k.alive() && signalled.elapsed() < std::time::Duration::from_secs(5) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!k.alive(), "the kernel still runs 5 s after SIGTERM");
+    eprintln!(
+        "stopped {:?} after SIGTERM; the reload was {}",
+        signalled.elapsed(),
+        if pending.is_finished() {
+            "answered"
+        } else {
+            "cut off"
+        }
+    );
+}

@@ -294,9 +294,10 @@ impl Kernel {
                 Err(why) => tracing::warn!("could not look for leftover containers: {why}"),
             }
         }
-        // `started` (the first scan) always runs before the actor handles any message.
+        // `started` (the first scan) always runs before the actor handles any message; its flows
+        // are read off the Registry's thread, and the kernel serves once they are published.
         self.registry
-            .send(crate::registry::ListPacks)
+            .send(crate::registry::AwaitFlows)
             .await
             .map(|_| ())
     }

@@ -31,6 +31,20 @@ impl Manifest {
         hex::encode(h.finalize())
     }
 
+    /// How `bytes`, read now from the file at `path`, compare with the approval: `None` when they
+    /// are exactly what was approved, else the difference (`added` for a file the manifest does
+    /// not list, `changed` for other content). A caller that goes on to use the file uses these
+    /// same bytes, so nothing can change between the check and the use.
+    pub fn check_file(&self, path: &str, bytes: &[u8]) -> Option<ManifestDiff> {
+        let mut diff = ManifestDiff::default();
+        match self.files.get(path) {
+            None => diff.added.push(path.to_string()),
+            Some(sha) if *sha != sha256_hex(bytes) => diff.changed.push(path.to_string()),
+            Some(_) => return None,
+        }
+        Some(diff)
+    }
+
     /// What differs from `other` (added, removed, changed paths), for messages and audit.
     pub fn diff(&self, newer: &Manifest) -> ManifestDiff {
         let mut d = ManifestDiff::default();
@@ -118,6 +132,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_checked_against_its_approved_hash() {
+        let approved = m(&[("flows/a.flow.yaml", &sha256_hex(b"flow_id: a\n"))]);
+        assert_eq!(
+            approved.check_file("flows/a.flow.yaml", b"flow_id: a\n"),
+            None
+        );
+        let edited = approved
+            .check_file("flows/a.flow.yaml", b"flow_id: b\n")
+            .unwrap();
+        assert_eq!(edited.changed, ["flows/a.flow.yaml"]);
+        let added = approved.check_file("flows/evil.flow.yaml", b"").unwrap();
+        assert_eq!(added.added, ["flows/evil.flow.yaml"]);
+    }
+
+    #[test]
     fn signatures() {
         let s = sign(b"key", b"msg");
         assert!(verify(b"key", b"msg", &s));
@@ -128,6 +157,17 @@ mod tests {
     }
 
     proptest! {
+        /// Any change of one bit of an approved file is seen.
+        #[test]
+        fn any_edit_of_an_approved_file_is_seen(bytes in prop::collection::vec(any::<u8>(), 1..256), i in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let approved = m(&[("f", &sha256_hex(&bytes))]);
+            prop_assert_eq!(approved.check_file("f", &bytes), None);
+            let mut edited = bytes.clone();
+            let idx = i.index(edited.len());
+            edited[idx] ^= 1 << bit;
+            prop_assert!(approved.check_file("f", &edited).is_some());
+        }
+
         /// Any change of one bit of the message breaks the signature.
         #[test]
         fn tamper_detected(msg in prop::collection::vec(any::<u8>(), 1..64), i in any::<prop::sample::Index>(), bit in 0u8..8) {

@@ -2,9 +2,16 @@
 //!
 //! A flow or modifier file comes from a shared folder or a pack, so it is untrusted input. The
 //! limits here stop the classic attacks: a huge file (size), a deeply nested document that exhausts
-//! the stack (depth), and alias bombs ("billion laughs") that expand a few lines into gigabytes
-//! (serde_yaml refuses excessive alias repetition; we also cap the number of aliases outright, so a
-//! document cannot multiply its size at all beyond a small factor).
+//! the stack or the parser's time (depth), and alias bombs ("billion laughs") that expand a few
+//! lines into gigabytes (serde_yaml refuses excessive alias repetition; we also cap the number of
+//! aliases outright, so a document cannot multiply its size at all beyond a small factor).
+//!
+//! Every limit is checked on the text before serde_yaml sees it, in one linear pass each: the
+//! parser's scanner is quadratic in nesting (see `yaml/nesting.rs`), so a depth check on the parsed value
+//! alone would come minutes too late. The parsed value's depth is checked again after aliases
+//! expand.
+
+mod nesting;
 
 use serde::de::DeserializeOwned;
 
@@ -20,7 +27,7 @@ pub const MAX_ALIASES: usize = 64;
 pub enum YamlError {
     #[error("file is {size} bytes; the limit is {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("nesting deeper than {limit} levels{}", line_suffix(*line))]
+    #[error("nesting deeper than {limit} levels{}; flatten the document", line_suffix(*line))]
     TooDeep { limit: usize, line: Option<usize> },
     #[error("more than {limit} aliases (*name); alias expansion is limited")]
     TooManyAliases { limit: usize },
@@ -68,11 +75,19 @@ fn clean_message(message: &str) -> String {
     }
 }
 
-/// Counts aliases on the text before anything is expanded, then checks the depth of the parsed
-/// value (serde_yaml's own recursion limit keeps the parser's stack safe while it builds it).
+/// Counts aliases and bounds the nesting on the text before anything is parsed or expanded, then
+/// checks the depth of the parsed value, aliases expanded (serde_yaml's own recursion limit keeps
+/// the parser's stack safe while it builds it).
 fn check_structure(text: &str) -> Result<(), YamlError> {
     if alias_tokens(text).count() > MAX_ALIASES {
         return Err(YamlError::TooManyAliases { limit: MAX_ALIASES });
+    }
+    // `MAX_DEPTH` open collections put their contents at level `MAX_DEPTH + 1`.
+    if let Err(line) = nesting::max_nesting(text, MAX_DEPTH) {
+        return Err(YamlError::TooDeep {
+            limit: MAX_DEPTH,
+            line: Some(line),
+        });
     }
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| YamlError::Syntax {
         line: e.location().map(|l| l.line()),
@@ -176,6 +191,28 @@ mod tests {
             matches!(err, YamlError::TooDeep { .. } | YamlError::Syntax { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_mebibyte_of_brackets_is_refused_for_its_depth_before_parsing() {
+        // serde_yaml's scanner is quadratic in flow nesting: this file took minutes to refuse.
+        let doc = "[".repeat(MAX_YAML_BYTES);
+        let started = std::time::Instant::now();
+        let err = parse_limited::<serde_yaml::Value>(&doc).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            err,
+            YamlError::TooDeep {
+                limit: MAX_DEPTH,
+                line: Some(1)
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "nesting deeper than 32 levels (line 1); flatten the document"
+        );
+        // A complexity check, not a benchmark: linear work stops at the 32nd bracket.
+        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //! Only `approved` packs run code and contribute flows. An approval records the SHA-256 of every
 //! file in a signed record; a changed file moves the pack to `modified` (persisted, so changing
 //! the file back does not silently re-approve), which stops its sandbox and unloads its flows until
-//! a person approves it again.
+//! a person approves it again. Flows are read and parsed off the Registry's thread, one load at a
+//! time, and only from approved packs whose files match their manifest (`flows.rs`).
+
+mod flows;
+
+pub use flows::Stopping;
 
 use crate::approval::{
     ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure,
@@ -22,7 +27,6 @@ use crate::pack_container::worker::WorkerSpec;
 use crate::pack_container::{self, Backend, PackContainer, PackModified};
 use crate::view::{KernelView, PackState};
 use actix::prelude::*;
-use rumi_domain::flow::{parse_flow, FlowOrigin, SourceRank};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use rumi_domain::pack::{self, PackMeta};
 use rumi_domain::sources::{self, FlowProblem};
@@ -32,9 +36,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
-/// Most flow files read from one source tree.
-const MAX_FLOW_FILES: usize = 5000;
 /// Runtime problems kept for diagnostics.
 const MAX_EVENTS: usize = 200;
 
@@ -60,10 +63,15 @@ pub struct Reject {
     pub reason: Option<String>,
 }
 
-/// Re-reads every flow file.
+/// Re-reads every flow file; answers once the new table is published.
 #[derive(Message)]
 #[rtype(result = "FlowsReloaded")]
 pub struct Reload;
+
+/// Answers once every flow load asked for so far is published (the first one at start-up).
+#[derive(Message)]
+#[rtype(result = "FlowsReloaded")]
+pub struct AwaitFlows;
 
 /// Every pack.
 #[derive(Message)]
@@ -117,7 +125,7 @@ pub struct PackInfo {
 }
 
 /// The answer to [`Reload`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct FlowsReloaded {
     pub flows: usize,
     pub problems: Vec<String>,
@@ -191,6 +199,7 @@ pub struct Registry {
     load_order: Vec<String>,
     flow_problems: Vec<FlowProblem>,
     events: VecDeque<Value>,
+    reloads: flows::Reloads,
     self_addr: Option<Addr<Registry>>,
 }
 
@@ -215,6 +224,7 @@ impl Registry {
             load_order: Vec::new(),
             flow_problems: Vec::new(),
             events: VecDeque::new(),
+            reloads: flows::Reloads::default(),
             self_addr: None,
         }
     }
@@ -269,8 +279,9 @@ impl Registry {
         found.into_iter().collect()
     }
 
-    /// Re-reads packs from disk and reconciles sandboxes and flows.
-    fn scan(&mut self) {
+    /// Re-reads packs from disk and reconciles sandboxes and flows; the receiver answers once the
+    /// flows are reloaded.
+    fn scan(&mut self) -> oneshot::Receiver<FlowsReloaded> {
         self.pack_problems.clear();
         let found = self.discover();
         let present: std::collections::HashSet<&str> =
@@ -335,8 +346,10 @@ impl Registry {
         self.pack_problems.extend(order.problems);
         self.load_order = order.order;
         self.publish_states();
-        self.reload_flows();
+        self.drop_unapproved_flows();
+        let reloaded = self.request_reload();
         self.write_pending_summary();
+        reloaded
     }
 
     /// The state a pack is in given its record and its files now.
@@ -383,7 +396,7 @@ impl Registry {
                     match verifier.verify() {
                         Ok(()) => (PackState::Approved, Some(rec), None, Some(verifier)),
                         Err(VerifyFailure::Changed(diff)) => {
-                            let rec = self.persist_modified(id, rec, &diff);
+                            let rec = self.persist_modified(id, rec, &diff, "scan");
                             (PackState::Modified, Some(rec), Some(diff), None)
                         }
                         Err(VerifyFailure::Unreadable(why)) => {
@@ -397,11 +410,13 @@ impl Registry {
         }
     }
 
+    /// Records that an approved pack's files changed (`found_by`: what noticed it), audited.
     fn persist_modified(
         &mut self,
         id: &str,
         mut rec: ApprovalRecord,
         diff: &ManifestDiff,
+        found_by: &'static str,
     ) -> ApprovalRecord {
         rec.decision = Decision::Modified;
         rec.decided_at = crate::clock::now_rfc3339();
@@ -413,11 +428,18 @@ impl Registry {
             AuditEntry::new(Category::Security, "pack_modified", false)
                 .severity(Severity::Warning)
                 .pack(id)
-                .details(
-                    json!({"added": diff.added, "removed": diff.removed, "changed": diff.changed}),
+                .details(json!({
+                    "added": diff.added, "removed": diff.removed, "changed": diff.changed,
+                    "found_by": found_by,
+                }))
+                .error(
+                    "files changed after approval; approve the pack again to load and run it",
+                    None,
                 ),
         ));
-        self.event(json!({"pack_id": id, "event": "pack_modified", "changes": diff}));
+        self.event(
+            json!({"pack_id": id, "event": "pack_modified", "changes": diff, "found_by": found_by}),
+        );
         rec
     }
 
@@ -601,47 +623,11 @@ impl Registry {
         );
     }
 
-    /// Reads every flow file of the three sources and publishes the table.
-    fn reload_flows(&mut self) -> FlowsReloaded {
-        let mut files = Vec::new();
-        let home = self.layout.home().to_path_buf();
-        let display = |p: &Path| {
-            p.strip_prefix(&home)
-                .map(|r| r.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
-        let mut read = |path: &Path, rank: SourceRank, pack_id: Option<&str>| {
-            let origin = FlowOrigin {
-                rank,
-                path: display(path),
-                pack_id: pack_id.map(str::to_string),
-            };
-            let text = match read_limited(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    files.push(Err(rumi_domain::FlowError {
-                        file: origin.path,
-                        line: None,
-                        message: e,
-                    }));
-                    return;
-                }
-            };
-            files.push(parse_flow(&text, origin));
-        };
-        for p in flow_files(&self.layout.official_flows(), false) {
-            read(&p, SourceRank::Official, None);
-        }
-        for p in flow_files(&self.layout.shared_flows(), true) {
-            read(&p, SourceRank::Shared, None);
-        }
-        for (id, entry) in &self.packs {
-            if entry.state == PackState::Approved {
-                for p in flow_files(&entry.subdir.join("flows"), true) {
-                    read(&p, SourceRank::Pack, Some(id));
-                }
-            }
-        }
+    /// Builds the flow table from loaded files and publishes it.
+    fn publish_flows(
+        &mut self,
+        files: Vec<Result<rumi_domain::Flow, rumi_domain::FlowError>>,
+    ) -> FlowsReloaded {
         let table = sources::build_table(files);
         let reloaded = FlowsReloaded {
             flows: table.flows.len(),
@@ -714,12 +700,13 @@ impl Registry {
         }
     }
 
-    /// Answers a decision once its audit entry is on disk: an acknowledged approval or rejection
-    /// is never lost to a buffer.
+    /// Answers a decision once its audit entry is on disk (an acknowledged approval or rejection
+    /// is never lost to a buffer) and the flows it changed are published.
     fn acknowledge(
         &self,
         id: String,
         entry: AuditEntry,
+        reloaded: oneshot::Receiver<FlowsReloaded>,
     ) -> ResponseFuture<Result<PackInfo, RegistryError>> {
         let info = self.info(&id);
         let audit = self.audit.clone();
@@ -729,15 +716,44 @@ impl Registry {
                 .await
                 .map_err(|_| RegistryError::Storage)?
                 .map_err(|_| RegistryError::Storage)?;
+            // A load that was given up still answers; a dropped sender means the Registry stopped.
+            let _ = reloaded.await;
             info.ok_or(RegistryError::NotFound(id))
         })
     }
 
-    fn after_decision(&mut self, id: &str) {
+    /// After a pack's state changed: its sandbox and egress follow, its flows leave the table at
+    /// once if it is no longer approved, and the flows are reloaded (the receiver answers then).
+    fn after_decision(&mut self, id: &str) -> oneshot::Receiver<FlowsReloaded> {
         self.reconcile_container(id);
         self.publish_states();
-        self.reload_flows();
+        self.drop_unapproved_flows();
+        let reloaded = self.request_reload();
         self.write_pending_summary();
+        reloaded
+    }
+
+    /// An approved pack's files differ from its manifest (found by a block call's check or by a
+    /// flow load): persist `modified` and audit it, stop its sandbox and egress (its grant is
+    /// suspended with the state), unload its flows. One path for both; a scan decides the state
+    /// of each pack it finds in `decide_state`, which records a change the same way.
+    fn pack_changed(
+        &mut self,
+        id: &str,
+        diff: ManifestDiff,
+        found_by: &'static str,
+    ) -> Option<oneshot::Receiver<FlowsReloaded>> {
+        let entry = self.packs.get(id)?;
+        if entry.state != PackState::Approved {
+            return None;
+        }
+        let rec = entry.record.clone();
+        let rec = rec.map(|r| self.persist_modified(id, r, &diff, found_by));
+        let entry = self.packs.get_mut(id).expect("checked above");
+        entry.state = PackState::Modified;
+        entry.record = rec;
+        entry.changes = Some(diff);
+        Some(self.after_decision(id))
     }
 }
 
@@ -747,7 +763,8 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
         self.self_addr = Some(ctx.address());
-        self.scan();
+        // `AwaitFlows` answers when this first load is published.
+        drop(self.scan());
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
             act.restart_dead_sandboxes(None)
         });
@@ -755,12 +772,16 @@ impl Actor for Registry {
 }
 
 impl Handler<Scan> for Registry {
-    type Result = MessageResult<Scan>;
+    type Result = ResponseFuture<Vec<PackInfo>>;
 
-    /// Re-reads the ecosystem and answers with every pack.
+    /// Re-reads the ecosystem and answers with every pack once the flows are reloaded.
     fn handle(&mut self, _: Scan, _: &mut Self::Context) -> Self::Result {
-        self.scan();
-        MessageResult(self.packs.keys().filter_map(|id| self.info(id)).collect())
+        let reloaded = self.scan();
+        let packs: Vec<PackInfo> = self.packs.keys().filter_map(|id| self.info(id)).collect();
+        Box::pin(async move {
+            let _ = reloaded.await;
+            packs
+        })
     }
 }
 
@@ -819,8 +840,8 @@ impl Handler<Approve> for Registry {
             Ok(e) => e,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
-        self.after_decision(&id);
-        self.acknowledge(id, audit_entry)
+        let reloaded = self.after_decision(&id);
+        self.acknowledge(id, audit_entry, reloaded)
     }
 }
 
@@ -850,20 +871,33 @@ impl Handler<Reject> for Registry {
         entry.state = PackState::Blocked;
         entry.record = Some(record);
         entry.changes = None;
-        self.after_decision(&id);
+        let reloaded = self.after_decision(&id);
         let mut audit_entry = AuditEntry::new(Category::Approval, "pack_rejected", true).pack(&id);
         if let Some(r) = &reason {
             audit_entry = audit_entry.rejection(r);
         }
-        self.acknowledge(id, audit_entry)
+        self.acknowledge(id, audit_entry, reloaded)
     }
 }
 
 impl Handler<Reload> for Registry {
-    type Result = MessageResult<Reload>;
+    type Result = ResponseFuture<FlowsReloaded>;
 
+    /// Starts a load (or joins the next one) and answers when its table is published; the
+    /// Registry answers other messages meanwhile.
     fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.reload_flows())
+        let reloaded = self.request_reload();
+        Box::pin(async move { reloaded.await.unwrap_or_default() })
+    }
+}
+
+impl Handler<AwaitFlows> for Registry {
+    type Result = ResponseFuture<FlowsReloaded>;
+
+    /// Answers when every load asked for so far is published.
+    fn handle(&mut self, _: AwaitFlows, _: &mut Self::Context) -> Self::Result {
+        let reloaded = self.reloads.wait();
+        Box::pin(async move { reloaded.await.unwrap_or_default() })
     }
 }
 
@@ -887,21 +921,10 @@ impl Handler<GetPack> for Registry {
 impl Handler<PackModified> for Registry {
     type Result = ();
 
-    /// A sandbox found its pack's files changed: persist `modified`, stop it, unload its flows.
+    /// A sandbox found its pack's files changed: persist `modified`, stop it, unload its flows
+    /// (they leave the table before this answers; the reload that follows runs on its own).
     fn handle(&mut self, msg: PackModified, _: &mut Self::Context) {
-        let Some(entry) = self.packs.get(&msg.pack_id) else {
-            return;
-        };
-        if entry.state != PackState::Approved {
-            return;
-        }
-        let rec = entry.record.clone();
-        let rec = rec.map(|r| self.persist_modified(&msg.pack_id, r, &msg.diff));
-        let entry = self.packs.get_mut(&msg.pack_id).expect("checked above");
-        entry.state = PackState::Modified;
-        entry.record = rec;
-        entry.changes = Some(msg.diff);
-        self.after_decision(&msg.pack_id);
+        drop(self.pack_changed(&msg.pack_id, msg.diff, "block_call"));
     }
 }
 
@@ -946,49 +969,6 @@ impl Handler<StopAll> for Registry {
             self.view.set_container(id, None);
         }
     }
-}
-
-// ---- helpers ----------------------------------------------------------------------------------
-
-/// `*.flow.yaml` files under `root` (recursively when asked), never under a `modifiers/`
-/// directory, never through a symlink (a link could pull in files from outside the tree).
-fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name().to_string_lossy().into_owned();
-            if ft.is_dir() {
-                if recursive && name != "modifiers" {
-                    stack.push(e.path());
-                }
-            } else if ft.is_file() && name.ends_with(".flow.yaml") {
-                out.push(e.path());
-                if out.len() >= MAX_FLOW_FILES {
-                    return out;
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn read_limited(path: &Path) -> Result<String, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
-    if meta.len() as usize > rumi_domain::yaml::MAX_YAML_BYTES {
-        return Err(format!(
-            "file is {} bytes; the limit is {} bytes",
-            meta.len(),
-            rumi_domain::yaml::MAX_YAML_BYTES
-        ));
-    }
-    let bytes = fs::read(path).map_err(|e| format!("unreadable: {}", e.kind()))?;
-    String::from_utf8(bytes).map_err(|_| "file is not UTF-8".to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,811 @@
+//! A linear bound on how deeply a YAML document nests, computed before any parser sees it.
+//!
+//! Why it exists: serde_yaml's scanner (libyaml) keeps one "simple key" slot per open flow
+//! collection and looks at the slots for every token, so a file of n `[` costs O(n²) before the
+//! parser reports anything (40 000 `[` took 6 s; a 1 MiB file, minutes). A depth check on the
+//! parsed value comes too late to stop that, so this pass walks the text once and refuses a
+//! document as soon as its nesting reaches the limit.
+//!
+//! Counting `[` is not enough: a bracket inside a quoted scalar, a comment, a block scalar (`|`,
+//! `>`) or the middle of a plain scalar is text, and an attacker who could make this pass read a
+//! region differently from the parser could hide nesting in it (a quote this pass believes open
+//! while the parser believes it closed turns the parser's `]]]]` into text here). So the walk
+//! follows libyaml's own rules for where tokens start (its `fetch_next_token`, `scan_plain_scalar`,
+//! `scan_block_scalar`, `scan_tag` and the simple-key bookkeeping that decides block indentation),
+//! and counts what libyaml would push: flow collections, block collections (including a sequence
+//! written at its mapping's indentation, which libyaml does not push) and tags (serde_yaml wraps a
+//! tagged node in one more level). Where libyaml would stop with an error, nothing after matters:
+//! the parser never reads it.
+//!
+//! The bound is conservative: a tag counts for the rest of its enclosing collection, and an
+//! indentation-less sequence for the rest of its mapping. Aliases are not expanded here; the
+//! depth of the expanded value is checked after parsing (see `yaml.rs`).
+
+/// Block collection kinds, as libyaml's `roll_indent` pushes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sequence,
+    Mapping,
+}
+
+/// An open block collection: its indentation column and how many levels it stands for.
+#[derive(Debug)]
+struct Block {
+    column: usize,
+    kind: Kind,
+    weight: usize,
+    /// A sequence already sits at this mapping's indentation (counted once).
+    indentless: bool,
+}
+
+/// A possible simple key of the block context (libyaml keeps one per flow level; only the block
+/// level's decides indentation).
+#[derive(Debug, Clone, Copy, Default)]
+struct SimpleKey {
+    possible: bool,
+    line: usize,
+    index: usize,
+    column: usize,
+}
+
+/// How far a simple key may be from its `:` (libyaml's limit, in characters).
+const SIMPLE_KEY_REACH: usize = 1024;
+
+/// Walks `text` the way libyaml tokenizes it and returns the most collections open at once.
+/// Returns `Err(line)` (1-based) at the first point where `limit` collections are open.
+pub(crate) fn max_nesting(text: &str, limit: usize) -> Result<usize, usize> {
+    Scanner::new(text, limit).run()
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    /// Byte offset of the current character.
+    pos: usize,
+    /// Characters consumed (libyaml's `mark.index`, which bounds a simple key's reach).
+    index: usize,
+    line: usize,
+    column: usize,
+    /// Weights of the open flow collections, innermost last.
+    flow: Vec<usize>,
+    block: Vec<Block>,
+    /// Levels added outside any collection (a tag on the root node).
+    base: usize,
+    open: usize,
+    max: usize,
+    limit: usize,
+    simple_key_allowed: bool,
+    key: SimpleKey,
+}
+
+fn is_break(c: Option<char>) -> bool {
+    matches!(c, Some('\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'))
+}
+
+fn is_blank(c: Option<char>) -> bool {
+    matches!(c, Some(' ' | '\t'))
+}
+
+fn is_breakz(c: Option<char>) -> bool {
+    c.is_none() || c == Some('\0') || is_break(c)
+}
+
+fn is_blankz(c: Option<char>) -> bool {
+    is_blank(c) || is_breakz(c)
+}
+
+/// libyaml's `IS_ALPHA`: the characters of an anchor or alias name.
+fn is_alpha(c: Option<char>) -> bool {
+    matches!(c, Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str, limit: usize) -> Self {
+        Scanner {
+            text,
+            pos: 0,
+            index: 0,
+            line: 0,
+            column: 0,
+            flow: Vec::new(),
+            block: Vec::new(),
+            base: 0,
+            open: 0,
+            max: 0,
+            limit,
+            simple_key_allowed: true,
+            key: SimpleKey::default(),
+        }
+    }
+
+    fn peek(&self, ahead: usize) -> Option<char> {
+        self.text[self.pos..].chars().nth(ahead)
+    }
+
+    fn cur(&self) -> Option<char> {
+        self.peek(0)
+    }
+
+    /// Consumes one character; a line break (`\r\n` as one) moves to the next line.
+    fn bump(&mut self) {
+        let Some(c) = self.cur() else { return };
+        self.pos += c.len_utf8();
+        self.index += 1;
+        if is_break(Some(c)) {
+            if c == '\r' && self.cur() == Some('\n') {
+                self.pos += 1;
+                self.index += 1;
+            }
+            self.line += 1;
+            self.column = 0;
+        } else {
+            self.column += 1;
+        }
+    }
+
+    fn in_flow(&self) -> bool {
+        !self.flow.is_empty()
+    }
+
+    /// libyaml's `parser->indent`: the innermost block collection's column, -1 at the top.
+    fn indent(&self) -> isize {
+        self.block.last().map_or(-1, |b| b.column as isize)
+    }
+
+    fn grew(&mut self, by: usize) -> Result<(), usize> {
+        self.open += by;
+        self.max = self.max.max(self.open);
+        if self.open >= self.limit {
+            Err(self.line + 1)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn at_document_indicator(&self) -> bool {
+        self.column == 0
+            && matches!(
+                (self.peek(0), self.peek(1), self.peek(2)),
+                (Some('-'), Some('-'), Some('-')) | (Some('.'), Some('.'), Some('.'))
+            )
+            && is_blankz(self.peek(3))
+    }
+
+    fn run(mut self) -> Result<usize, usize> {
+        loop {
+            self.skip_to_next_token();
+            let Some(c) = self.cur() else {
+                return Ok(self.max);
+            };
+            if self.key.possible
+                && (self.key.line < self.line || self.key.index + SIMPLE_KEY_REACH < self.index)
+            {
+                self.key.possible = false;
+            }
+            if !self.in_flow() {
+                self.unroll(self.column as isize);
+            }
+            let next = self.peek(1);
+            match c {
+                '%' if self.column == 0 => {
+                    // A directive; its tag prefix may hold any URI character.
+                    self.unroll(-1);
+                    self.key.possible = false;
+                    self.simple_key_allowed = false;
+                    while !is_breakz(self.cur()) {
+                        self.bump();
+                    }
+                }
+                _ if self.at_document_indicator() => {
+                    self.unroll(-1);
+                    self.key.possible = false;
+                    self.simple_key_allowed = false;
+                    for _ in 0..3 {
+                        self.bump();
+                    }
+                }
+                '[' | '{' => {
+                    self.save_key();
+                    self.flow.push(1);
+                    self.simple_key_allowed = true;
+                    self.bump();
+                    self.grew(1)?;
+                }
+                ']' | '}' => {
+                    match self.flow.pop() {
+                        Some(weight) => self.open -= weight,
+                        None => self.key.possible = false,
+                    }
+                    self.simple_key_allowed = false;
+                    self.bump();
+                }
+                ',' => {
+                    self.remove_key();
+                    self.simple_key_allowed = true;
+                    self.bump();
+                }
+                '-' if is_blankz(next) => {
+                    if !self.in_flow() {
+                        self.roll(self.column, Kind::Sequence)?;
+                    }
+                    self.remove_key();
+                    self.simple_key_allowed = true;
+                    self.bump();
+                }
+                '?' if self.in_flow() || is_blankz(next) => {
+                    if !self.in_flow() {
+                        self.roll(self.column, Kind::Mapping)?;
+                    }
+                    self.remove_key();
+                    self.simple_key_allowed = !self.in_flow();
+                    self.bump();
+                }
+                ':' if self.in_flow() || is_blankz(next) => {
+                    if self.in_flow() {
+                        self.simple_key_allowed = false;
+                    } else if self.key.possible {
+                        self.roll(self.key.column, Kind::Mapping)?;
+                        self.key.possible = false;
+                        self.simple_key_allowed = false;
+                    } else {
+                        self.roll(self.column, Kind::Mapping)?;
+                        self.simple_key_allowed = true;
+                    }
+                    self.bump();
+                }
+                '*' | '&' => {
+                    self.save_key();
+                    self.simple_key_allowed = false;
+                    self.bump();
+                    while is_alpha(self.cur()) {
+                        self.bump();
+                    }
+                }
+                '!' => {
+                    self.save_key();
+                    self.simple_key_allowed = false;
+                    self.tag()?;
+                }
+                '|' | '>' if !self.in_flow() => {
+                    self.remove_key();
+                    self.simple_key_allowed = true;
+                    self.block_scalar();
+                }
+                '\'' | '"' => {
+                    self.save_key();
+                    self.simple_key_allowed = false;
+                    self.quoted(c);
+                }
+                _ => {
+                    // Anything else starts a plain scalar (or is an error, after which the parser
+                    // reads nothing more, so treating it as text is harmless).
+                    self.save_key();
+                    self.simple_key_allowed = false;
+                    self.plain();
+                }
+            }
+        }
+    }
+
+    /// libyaml's `scan_to_next_token`: spaces, tabs where allowed, comments and line breaks.
+    fn skip_to_next_token(&mut self) {
+        loop {
+            if self.column == 0 && self.cur() == Some('\u{feff}') {
+                self.bump();
+            }
+            while self.cur() == Some(' ')
+                || ((self.in_flow() || !self.simple_key_allowed) && self.cur() == Some('\t'))
+            {
+                self.bump();
+            }
+            if self.cur() == Some('#') {
+                while !is_breakz(self.cur()) {
+                    self.bump();
+                }
+            }
+            if !is_break(self.cur()) {
+                return;
+            }
+            self.bump();
+            if !self.in_flow() {
+                self.simple_key_allowed = true;
+            }
+        }
+    }
+
+    fn save_key(&mut self) {
+        if self.simple_key_allowed && !self.in_flow() {
+            self.key = SimpleKey {
+                possible: true,
+                line: self.line,
+                index: self.index,
+                column: self.column,
+            };
+        }
+    }
+
+    fn remove_key(&mut self) {
+        if !self.in_flow() {
+            self.key.possible = false;
+        }
+    }
+
+    /// libyaml's `unroll_indent`: closes block collections indented deeper than `column`.
+    fn unroll(&mut self, column: isize) {
+        while let Some(top) = self.block.last() {
+            if top.column as isize <= column {
+                break;
+            }
+            self.open -= top.weight;
+            self.block.pop();
+        }
+    }
+
+    /// libyaml's `roll_indent`, plus the level libyaml leaves implicit: a sequence written at
+    /// its mapping's own indentation (`key:` then `- item` on the same column).
+    fn roll(&mut self, column: usize, kind: Kind) -> Result<(), usize> {
+        if self.indent() < column as isize {
+            self.block.push(Block {
+                column,
+                kind,
+                weight: 1,
+                indentless: false,
+            });
+            return self.grew(1);
+        }
+        if let Some(top) = self.block.last_mut() {
+            if kind == Kind::Sequence
+                && top.column == column
+                && top.kind == Kind::Mapping
+                && !top.indentless
+            {
+                top.indentless = true;
+                top.weight += 1;
+                return self.grew(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// A tag wraps the next node in one more level; it is charged to the innermost open
+    /// collection for as long as that stays open.
+    fn tag(&mut self) -> Result<(), usize> {
+        self.bump();
+        if self.cur() == Some('<') {
+            while !is_breakz(self.cur()) && self.cur() != Some('>') {
+                self.bump();
+            }
+            self.bump();
+        }
+        while !(is_blankz(self.cur()) || self.in_flow() && self.cur() == Some(',')) {
+            self.bump();
+        }
+        if let Some(w) = self.flow.last_mut() {
+            *w += 1;
+        } else if let Some(b) = self.block.last_mut() {
+            b.weight += 1;
+        } else {
+            self.base += 1;
+        }
+        self.grew(1)
+    }
+
+    /// A single- or double-quoted scalar, across lines: `''` and `\x` do not end it.
+    fn quoted(&mut self, quote: char) {
+        self.bump();
+        loop {
+            match self.cur() {
+                None => return,
+                Some('\'') if quote == '\'' => {
+                    self.bump();
+                    if self.cur() == Some('\'') {
+                        self.bump();
+                    } else {
+                        return;
+                    }
+                }
+                Some('"') if quote == '"' => {
+                    self.bump();
+                    return;
+                }
+                Some('\\') if quote == '"' => {
+                    self.bump();
+                    self.bump();
+                }
+                Some(_) => self.bump(),
+            }
+        }
+    }
+
+    /// libyaml's `scan_plain_scalar`: quotes, `[` (in the block context) and `- ` inside it are
+    /// text; it continues on the next lines while they are indented deeper than its collection.
+    fn plain(&mut self) {
+        let indent = self.indent() + 1;
+        let mut leading_blanks = false;
+        loop {
+            if self.at_document_indicator() || self.cur() == Some('#') {
+                break;
+            }
+            while !is_blankz(self.cur()) {
+                let c = self.cur();
+                if c == Some(':') && is_blankz(self.peek(1)) {
+                    break;
+                }
+                if self.in_flow() && matches!(c, Some(',' | '[' | ']' | '{' | '}')) {
+                    break;
+                }
+                if self.in_flow()
+                    && c == Some(':')
+                    && matches!(self.peek(1), Some(',' | '?' | '[' | ']' | '{' | '}'))
+                {
+                    break; // an error in libyaml
+                }
+                self.bump();
+            }
+            if !(is_blank(self.cur()) || is_break(self.cur())) {
+                break;
+            }
+            while is_blank(self.cur()) || is_break(self.cur()) {
+                if is_break(self.cur()) {
+                    leading_blanks = true;
+                }
+                self.bump();
+            }
+            if !self.in_flow() && (self.column as isize) < indent {
+                break;
+            }
+        }
+        if leading_blanks {
+            self.simple_key_allowed = true;
+        }
+    }
+
+    /// libyaml's `scan_block_scalar`: the header, then every line indented at least as far as
+    /// the content (given by an indentation indicator or by the first non-empty line).
+    fn block_scalar(&mut self) {
+        self.bump();
+        let mut increment = 0usize;
+        let digit = |c: Option<char>| c.and_then(|c| c.to_digit(10)).map(|d| d as usize);
+        if matches!(self.cur(), Some('+' | '-')) {
+            self.bump();
+            if let Some(d) = digit(self.cur()) {
+                increment = d;
+                self.bump();
+            }
+        } else if let Some(d) = digit(self.cur()) {
+            increment = d;
+            self.bump();
+            if matches!(self.cur(), Some('+' | '-')) {
+                self.bump();
+            }
+        }
+        while is_blank(self.cur()) {
+            self.bump();
+        }
+        if self.cur() == Some('#') {
+            while !is_breakz(self.cur()) {
+                self.bump();
+            }
+        }
+        if !is_breakz(self.cur()) {
+            return; // an error in libyaml
+        }
+        self.bump();
+        let parent = self.indent();
+        let mut indent = match increment {
+            0 => 0,
+            d if parent >= 0 => parent as usize + d,
+            d => d,
+        };
+        self.block_scalar_breaks(&mut indent, parent);
+        while self.column == indent && self.cur().is_some() {
+            while !is_breakz(self.cur()) {
+                self.bump();
+            }
+            if self.cur().is_none() {
+                return;
+            }
+            self.bump();
+            self.block_scalar_breaks(&mut indent, parent);
+        }
+    }
+
+    /// libyaml's `scan_block_scalar_breaks`: empty lines and indentation, detecting the
+    /// content's indentation when it is not given.
+    fn block_scalar_breaks(&mut self, indent: &mut usize, parent: isize) {
+        let mut max_indent = 0;
+        loop {
+            while (*indent == 0 || self.column < *indent) && self.cur() == Some(' ') {
+                self.bump();
+            }
+            max_indent = max_indent.max(self.column);
+            if !is_break(self.cur()) {
+                break;
+            }
+            self.bump();
+        }
+        if *indent == 0 {
+            *indent = max_indent.max((parent + 1).max(1) as usize);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_yaml::Value;
+
+    /// The most collections open at once, with no limit.
+    fn bound(text: &str) -> usize {
+        max_nesting(text, usize::MAX).expect("no limit")
+    }
+
+    /// The level of the deepest node, as `yaml::walk_depth` counts it (the root is level 1).
+    fn depth(v: &Value) -> usize {
+        1 + match v {
+            Value::Sequence(items) => items.iter().map(depth).max().unwrap_or(0),
+            Value::Mapping(m) => m
+                .iter()
+                .map(|(k, v)| depth(k).max(depth(v)))
+                .max()
+                .unwrap_or(0),
+            Value::Tagged(t) => depth(&t.value),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn counts_flow_and_block_collections() {
+        assert_eq!(bound("a: 1\n"), 1);
+        assert_eq!(bound("[[[1]]]"), 3);
+        assert_eq!(bound("{a: [1, {b: 2}]}"), 3);
+        assert_eq!(bound("a:\n  b:\n    - c\n"), 3);
+        assert_eq!(bound("- - - x\n"), 3);
+        // A sequence at its mapping's indentation is a level libyaml does not push.
+        assert_eq!(bound("a:\n- b:\n    c: 1\n"), 4);
+        assert_eq!(
+            depth(&serde_yaml::from_str("a:\n- b:\n    c: 1\n").unwrap()),
+            5
+        );
+        assert_eq!(bound("!t [1]"), 2);
+    }
+
+    #[test]
+    fn text_is_not_structure() {
+        let deep = "[".repeat(1000);
+        for doc in [
+            format!("a: '{deep}'\n"),
+            format!("a: \"{deep}\"\n"),
+            format!("a: 1 # {deep}\n"),
+            format!("a: x {deep}\n"),
+            format!("a: |\n  {deep}\n  {deep}\nb: 2\n"),
+            format!("a: >-\n\n  {deep}\nb: 2\n"),
+            format!("a: 'it''s\n  {deep}'\n"),
+            format!("a: \"\\\"{deep}\"\n"),
+            format!("a: plain\n  continued {deep}\n"),
+        ] {
+            assert!(bound(&doc) <= 2, "{doc:.60}");
+            serde_yaml::from_str::<Value>(&doc).expect("valid YAML");
+        }
+    }
+
+    #[test]
+    fn hiding_nesting_behind_a_quote_does_not_work() {
+        // `it's` is a plain scalar: its quote opens nothing. A scanner that thought it did would
+        // then take the real quote on the next line for a closing one and count its `]` as
+        // closes.
+        let n = 40;
+        let doc = format!(
+            "a: it's\nb: '\n{}'\nc: {}1{}\n",
+            "]".repeat(n),
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        assert!(bound(&doc) > n, "{}", bound(&doc));
+        let doc = format!(
+            "- [x 'y, '{}']\n- {}1{}\n",
+            "]".repeat(n),
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        assert!(bound(&doc) > n);
+    }
+
+    #[test]
+    fn stops_at_the_limit_with_its_line() {
+        let doc = format!("a: 1\nb: 2\nc: {}", "[".repeat(100));
+        assert_eq!(max_nesting(&doc, 32), Err(3));
+        let block: String = (0..40)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(max_nesting(&block, 32), Err(32));
+        assert_eq!(max_nesting(&"- ".repeat(100), 32), Err(1));
+    }
+
+    #[test]
+    fn a_mebibyte_of_brackets_is_refused_at_once() {
+        for c in ['[', '{'] {
+            let doc = c.to_string().repeat(1 << 20);
+            let t = std::time::Instant::now();
+            assert_eq!(max_nesting(&doc, 32), Err(1));
+            assert!(t.elapsed() < std::time::Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn a_wide_mebibyte_is_scanned_in_linear_time() {
+        let doc = format!("[{}]", "[1, 'x]', \"y}\", {a: b}], ".repeat(40_000));
+        let t = std::time::Instant::now();
+        assert_eq!(bound(&doc), 3);
+        // Generous: a linear pass over 1 MiB takes a few milliseconds even unoptimised.
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    /// A YAML tree to render in mixed styles.
+    #[derive(Debug, Clone)]
+    enum Node {
+        Scalar(usize),
+        Seq(Vec<Node>),
+        Map(Vec<Node>),
+        Tagged(Box<Node>),
+    }
+
+    /// Scalars that look like structure: quotes, brackets, comments, escapes, continuation lines.
+    const SCALARS: &[&str] = &[
+        "plain",
+        "it's",
+        "x#y",
+        "'it''s [not] {nested}'",
+        "\"a \\\" ]] }} [[ {{ \\\\\"",
+        "\"# not a comment [\"",
+        "'two\n  lines ]] ['",
+        "\"esc \\\n  aped ]\"",
+        "a - b",
+        "'#'",
+        "\"'\"",
+        "'\"'",
+        "1",
+    ];
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = (0..SCALARS.len()).prop_map(Node::Scalar);
+        leaf.prop_recursive(12, 64, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Node::Seq),
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Node::Map),
+                // One tag per node: a tag on a tag is not YAML.
+                inner.prop_map(|n| match n {
+                    Node::Tagged(_) => Node::Seq(vec![n]),
+                    n => Node::Tagged(Box::new(n)),
+                }),
+            ]
+        })
+    }
+
+    /// Renders `n` in the flow style (the only style allowed inside a flow collection).
+    fn flow(n: &Node, out: &mut String) {
+        match n {
+            Node::Scalar(i) => out.push_str(SCALARS[*i]),
+            Node::Seq(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    flow(item, out);
+                }
+                out.push(']');
+            }
+            Node::Map(items) => {
+                out.push('{');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&format!("k{i}: "));
+                    flow(item, out);
+                }
+                out.push('}');
+            }
+            Node::Tagged(inner) => {
+                out.push_str("!t ");
+                flow(inner, out);
+            }
+        }
+    }
+
+    /// Renders `n` as the value after `key:` or `-` (the indicator is already written) in the
+    /// block style where `block` says so, choosing flow or block per node from `style`.
+    fn value(n: &Node, indent: usize, style: &mut impl Iterator<Item = u8>, out: &mut String) {
+        let pick = style.next().unwrap_or(0);
+        let pad = " ".repeat(indent);
+        match n {
+            Node::Scalar(_) if pick % 4 == 0 => {
+                out.push_str(&format!(" |\n{pad}  [[ ' \"\n{pad}  ]] {{\n"));
+            }
+            Node::Seq(items) if !items.is_empty() && pick % 3 != 0 => {
+                out.push('\n');
+                // Sometimes at the parent's own indentation (libyaml's indentless sequence).
+                let at = if pick % 3 == 1 { indent } else { indent + 2 };
+                for item in items {
+                    out.push_str(&format!("{}-", " ".repeat(at)));
+                    value(item, at + 2, style, out);
+                }
+            }
+            Node::Map(items) if !items.is_empty() && pick % 3 != 0 => {
+                out.push('\n');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(&format!("{pad}  k{i}:"));
+                    value(item, indent + 2, style, out);
+                }
+            }
+            Node::Tagged(inner) if pick % 2 == 0 => {
+                out.push_str(" !t");
+                value(inner, indent, style, out);
+            }
+            _ => {
+                out.push(' ');
+                flow(n, out);
+                if pick % 5 == 1 {
+                    out.push_str(" # ]] ' \" {");
+                }
+                out.push('\n');
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever the parser accepts, the pre-scan counted at least as deep (the parsed value's
+        /// deepest node sits one level inside the most collections ever open).
+        #[test]
+        fn never_under_counts_what_the_parser_builds(
+            tree in node(),
+            style in prop::collection::vec(any::<u8>(), 64),
+        ) {
+            let mut doc = String::from("root:");
+            value(&tree, 0, &mut style.into_iter(), &mut doc);
+            let parsed: Value = serde_yaml::from_str(&doc)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
+            prop_assert!(bound(&doc) + 1 >= depth(&parsed), "{} < {}\n{doc}", bound(&doc) + 1, depth(&parsed));
+        }
+
+        /// The same against strings of structure characters, valid or not.
+        #[test]
+        fn never_under_counts_arbitrary_text(doc in "[\\[\\]{}'\"#:\\-|>!&?, \\na1\\t\\\\]{0,120}") {
+            if let Ok(parsed) = serde_yaml::from_str::<Value>(&doc) {
+                prop_assert!(bound(&doc) + 1 >= depth(&parsed), "{doc:?}");
+            }
+        }
+
+        /// A chain nested past the limit, in any mix of styles, is refused before parsing.
+        #[test]
+        fn refuses_every_chain_past_the_limit(
+            n in 20usize..48,
+            style in prop::collection::vec(any::<u8>(), 48),
+        ) {
+            let mut tree = Node::Scalar(3);
+            for s in style.iter().take(n) {
+                tree = match s % 3 {
+                    0 => Node::Seq(vec![Node::Scalar(1), tree]),
+                    1 => Node::Map(vec![Node::Scalar(4), tree]),
+                    _ => Node::Seq(vec![tree]),
+                };
+            }
+            let mut doc = String::from("root:");
+            value(&tree, 0, &mut style.into_iter(), &mut doc);
+            // n chained collections under the root mapping: the innermost scalar is at n + 2.
+            if n + 2 > crate::yaml::MAX_DEPTH {
+                prop_assert!(max_nesting(&doc, crate::yaml::MAX_DEPTH).is_err(), "{doc}");
+            }
+            if n < 25 {
+                prop_assert!(max_nesting(&doc, crate::yaml::MAX_DEPTH).is_ok(), "over-counted {}\n{doc}", bound(&doc));
+            }
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! Flow loading for the [`Registry`](super::Registry): which files of the three sources are read,
+//! how an approved pack's flow files are checked against its approved manifest, and the
+//! bookkeeping that runs one load at a time off the Registry's thread.
+//!
+//! A load reads and parses hostile YAML, so it runs on a thread of its own and reports back with
+//! a message ([`FlowsRead`]); the Registry keeps answering meanwhile. Loads run one at a time
+//! ([`Reloads`]): a reload asked for while one runs is served by the next load, which takes its
+//! snapshot of the packs when it starts, so a reload is never answered with files read before it
+//! was asked for, and an older result can never replace a newer table.
+//!
+//! Attacks stopped here:
+//! * a flow file added to, or edited in, an approved pack after its approval (invariant 1): the
+//!   pack is verified against its approved manifest before anything of it is read, then each flow
+//!   file is read once, its bytes hashed and compared with the manifest, and exactly those bytes
+//!   parsed — a file swapped between the check and the parse is never the one parsed. A pack
+//!   found changed loads nothing and is reported `modified`;
+//! * a flow file that keeps the parser busy for minutes: nesting is refused by a linear pre-scan
+//!   (`rumi_domain::yaml`), the parse runs off the Registry's thread, and the loading thread is
+//!   detached, so a shutdown never waits for it and a load that overruns [`LOAD_DEADLINE`] is
+//!   given up;
+//! * a flow file swapped for a symlink or a FIFO after it was listed: it is opened without
+//!   following links and without blocking, and read only if the opened file is a regular file.
+
+use super::{FlowsReloaded, Registry};
+use crate::approval::{ManifestVerifier, VerifyFailure};
+use actix::prelude::*;
+use rumi_domain::flow::{parse_flow, FlowOrigin, SourceRank};
+use rumi_domain::manifest::{Manifest, ManifestDiff};
+use rumi_domain::{Flow, FlowError};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most flow files read from one source tree.
+const MAX_FLOW_FILES: usize = 5000;
+/// How long a load may take before its result is given up (the thread is left to finish alone).
+pub(super) const LOAD_DEADLINE: Duration = Duration::from_secs(60);
+
+// ---- messages ---------------------------------------------------------------------------------
+
+/// The kernel is stopping: every request waiting for a flow load is answered now, with the table
+/// as it is (a load in progress is not waited for; its thread dies with the process).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stopping;
+
+/// A load finished (`None`: its thread died or overran [`LOAD_DEADLINE`]); sent by the task that
+/// waits for the loading thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct FlowsRead {
+    pub generation: u64,
+    pub loaded: Option<LoadedFlows>,
+}
+
+// ---- what a load reads and finds ----------------------------------------------------------------
+
+/// An approved pack as a load sees it: where it is and what was approved.
+pub(super) struct PackSource {
+    pub pack_id: String,
+    /// The pack directory: manifest paths are relative to it.
+    pub dir: PathBuf,
+    /// Where `flows/` lives (the pack's `backend/` when it has one).
+    pub subdir: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_hash: String,
+}
+
+/// Everything a load needs, taken from the Registry when the load starts.
+pub(super) struct FlowSources {
+    pub home: PathBuf,
+    pub official: PathBuf,
+    pub shared: PathBuf,
+    pub packs: Vec<PackSource>,
+}
+
+/// One flow file's outcome, with the pack it came from.
+pub(super) struct LoadedFile {
+    pub pack_id: Option<String>,
+    pub result: Result<Flow, FlowError>,
+}
+
+/// What a load found.
+#[derive(Default)]
+pub(super) struct LoadedFlows {
+    pub files: Vec<LoadedFile>,
+    /// Packs whose files were all as approved, with the manifest hash they were checked against.
+    pub verified: BTreeMap<String, String>,
+    /// Packs whose files differ from their approved manifest (with that manifest's hash).
+    pub modified: Vec<(String, String, ManifestDiff)>,
+}
+
+/// Reads and parses every flow file of `sources` (blocking: run it on its own thread).
+pub(super) fn load(sources: &FlowSources) -> LoadedFlows {
+    let mut out = LoadedFlows::default();
+    let display = |p: &Path| {
+        p.strip_prefix(&sources.home)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    for (root, rank, recursive) in [
+        (&sources.official, SourceRank::Official, false),
+        (&sources.shared, SourceRank::Shared, true),
+    ] {
+        for path in flow_files(root, recursive) {
+            let origin = FlowOrigin {
+                rank,
+                path: display(&path),
+                pack_id: None,
+            };
+            let result = read_flow_file(&path).and_then(|bytes| parse(&bytes, origin.clone()));
+            out.files.push(LoadedFile {
+                pack_id: None,
+                result: result.map_err(|e| e.at(&origin)),
+            });
+        }
+    }
+    for pack in &sources.packs {
+        load_pack(pack, &display, &mut out);
+    }
+    out
+}
+
+/// Loads an approved pack's flows only if every file of the pack is as approved, and each flow
+/// file from the very bytes whose hash matched.
+fn load_pack(pack: &PackSource, display: &dyn Fn(&Path) -> String, out: &mut LoadedFlows) {
+    let flows_dir = pack.subdir.join("flows");
+    let mut verifier = ManifestVerifier::new(pack.dir.clone(), pack.manifest.clone());
+    match verifier.verify() {
+        Ok(()) => {}
+        Err(VerifyFailure::Changed(diff)) => {
+            out.modified
+                .push((pack.pack_id.clone(), pack.manifest_hash.clone(), diff));
+            return;
+        }
+        Err(VerifyFailure::Unreadable(why)) => {
+            out.files.push(LoadedFile {
+                pack_id: Some(pack.pack_id.clone()),
+                result: Err(FlowError {
+                    file: display(&flows_dir),
+                    line: None,
+                    message: format!(
+                        "pack {:?} could not be verified ({why}); none of its flows is loaded",
+                        pack.pack_id
+                    ),
+                }),
+            });
+            return;
+        }
+    }
+    let mut files = Vec::new();
+    for path in flow_files(&flows_dir, true) {
+        let origin = FlowOrigin {
+            rank: SourceRank::Pack,
+            path: display(&path),
+            pack_id: Some(pack.pack_id.clone()),
+        };
+        let bytes = match read_flow_file(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                files.push(LoadedFile {
+                    pack_id: Some(pack.pack_id.clone()),
+                    result: Err(e.at(&origin)),
+                });
+                continue;
+            }
+        };
+        // Changed since the walk above: the pack is changing under us; load nothing of it.
+        if let Some(diff) = pack
+            .manifest
+            .check_file(&manifest_path(&pack.dir, &path), &bytes)
+        {
+            out.modified
+                .push((pack.pack_id.clone(), pack.manifest_hash.clone(), diff));
+            return;
+        }
+        files.push(LoadedFile {
+            pack_id: Some(pack.pack_id.clone()),
+            result: parse(&bytes, origin.clone()).map_err(|e| e.at(&origin)),
+        });
+    }
+    out.files.extend(files);
+    out.verified
+        .insert(pack.pack_id.clone(), pack.manifest_hash.clone());
+}
+
+/// A file's path as the manifest names it: relative to the pack directory, `/`-separated.
+fn manifest_path(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .map(|rel| {
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .unwrap_or_default()
+}
+
+/// Why a file could not be read or parsed, before it is given its origin.
+enum FileError {
+    Read(String),
+    Flow(FlowError),
+}
+
+impl FileError {
+    fn at(self, origin: &FlowOrigin) -> FlowError {
+        match self {
+            FileError::Read(message) => FlowError {
+                file: origin.path.clone(),
+                line: None,
+                message,
+            },
+            FileError::Flow(e) => e,
+        }
+    }
+}
+
+fn parse(bytes: &[u8], origin: FlowOrigin) -> Result<Flow, FileError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| FileError::Read("file is not UTF-8".to_string()))?;
+    parse_flow(text, origin).map_err(FileError::Flow)
+}
+
+/// `*.flow.yaml` files under `root` (recursively when asked), never under a `modifiers/`
+/// directory, never through a symlink (a link could pull in files from outside the tree).
+fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                if recursive && name != "modifiers" {
+                    stack.push(e.path());
+                }
+            } else if ft.is_file() && name.ends_with(".flow.yaml") {
+                out.push(e.path());
+                if out.len() >= MAX_FLOW_FILES {
+                    return out;
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads a flow file once, bounded by the YAML size limit. Opened without following a link and
+/// without blocking (a FIFO swapped in after the listing would hang the load), and read only if
+/// what was opened is a regular file.
+fn read_flow_file(path: &Path) -> Result<Vec<u8>, FileError> {
+    let unreadable = |e: std::io::Error| FileError::Read(format!("unreadable: {}", e.kind()));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(FileError::Read("not a regular file".to_string()));
+    }
+    let limit = rumi_domain::yaml::MAX_YAML_BYTES;
+    let too_large =
+        |size: u64| FileError::Read(format!("file is {size} bytes; the limit is {limit} bytes"));
+    if meta.len() > limit as u64 {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+// ---- one load at a time ---------------------------------------------------------------------------
+
+/// Which loads were asked for, which one runs, and who waits for which (see the module docs).
+#[derive(Default)]
+pub(super) struct Reloads {
+    /// The newest generation asked for.
+    requested: u64,
+    /// The generation being loaded.
+    running: Option<u64>,
+    /// The newest generation applied (or given up).
+    done: u64,
+    waiters: Vec<(u64, oneshot::Sender<FlowsReloaded>)>,
+    /// The answer of the newest applied load.
+    last: Option<FlowsReloaded>,
+}
+
+impl Reloads {
+    /// Asks for a load; returns the generation to start now, unless one is running (the next
+    /// load, started when it finishes, serves this request).
+    pub fn request(&mut self) -> Option<u64> {
+        self.requested += 1;
+        if self.running.is_some() {
+            return None;
+        }
+        self.running = Some(self.requested);
+        self.running
+    }
+
+    /// Answers once a load that started after every request so far has been applied.
+    pub fn wait(&mut self) -> oneshot::Receiver<FlowsReloaded> {
+        let (tx, rx) = oneshot::channel();
+        match &self.last {
+            Some(last) if self.done >= self.requested => {
+                let _ = tx.send(last.clone());
+            }
+            _ => self.waiters.push((self.requested, tx)),
+        }
+        rx
+    }
+
+    /// Answers every waiter now with `answer` (shutdown).
+    pub fn release(&mut self, answer: FlowsReloaded) {
+        for (_, tx) in self.waiters.drain(..) {
+            let _ = tx.send(answer.clone());
+        }
+    }
+
+    /// Load `generation` finished with `answer` (the table now published); returns the next
+    /// generation to start when requests came in meanwhile.
+    pub fn finished(&mut self, generation: u64, answer: FlowsReloaded) -> Option<u64> {
+        self.running = None;
+        self.done = self.done.max(generation);
+        let done = self.done;
+        let (ready, waiting) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(wanted, _)| *wanted <= done);
+        self.waiters = waiting;
+        for (_, tx) in ready {
+            let _ = tx.send(answer.clone());
+        }
+        self.last = Some(answer);
+        if self.requested > self.done {
+            self.running = Some(self.requested);
+        }
+        self.running
+    }
+}
+
+// ---- the Registry's side -------------------------------------------------------------------------
+
+impl Registry {
+    /// Asks for the flow table to be rebuilt from the files (see [`Reloads`]); the receiver
+    /// answers once a load that covers this request is applied.
+    pub(super) fn request_reload(&mut self) -> oneshot::Receiver<FlowsReloaded> {
+        if let Some(generation) = self.reloads.request() {
+            self.start_load(generation);
+        }
+        self.reloads.wait()
+    }
+
+    /// Starts load `generation` on its own thread, from a snapshot of the approved packs taken
+    /// now; a task on the Registry's arbiter waits for it (within [`LOAD_DEADLINE`]) and reports
+    /// back with [`FlowsRead`].
+    fn start_load(&mut self, generation: u64) {
+        let sources = FlowSources {
+            home: self.layout.home().to_path_buf(),
+            official: self.layout.official_flows(),
+            shared: self.layout.shared_flows(),
+            packs: self
+                .packs
+                .iter()
+                .filter(|(_, e)| e.state == crate::view::PackState::Approved)
+                .filter_map(|(id, e)| {
+                    let record = e.record.as_ref()?;
+                    Some(PackSource {
+                        pack_id: id.clone(),
+                        dir: e.dir.clone(),
+                        subdir: e.subdir.clone(),
+                        manifest: record.manifest.clone(),
+                        manifest_hash: record.manifest_hash.clone(),
+                    })
+                })
+                .collect(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("rumi-flow-load".into())
+            .spawn(move || {
+                let _ = tx.send(load(&sources));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start a thread to load flows");
+        }
+        let me = self.self_addr.clone().expect("set in started");
+        actix::spawn(async move {
+            let loaded = match tokio::time::timeout(LOAD_DEADLINE, rx).await {
+                Ok(Ok(loaded)) => Some(loaded),
+                Ok(Err(_)) | Err(_) => None,
+            };
+            me.do_send(FlowsRead { generation, loaded });
+        });
+    }
+
+    /// The flows of packs that are no longer approved leave the table at once; the reload
+    /// that follows rebuilds it (a same-rank clash they were part of may now resolve).
+    pub(super) fn drop_unapproved_flows(&self) {
+        let table = self.view.flows();
+        let approved = |f: &Flow| {
+            f.origin.pack_id.as_ref().is_none_or(|id| {
+                self.packs
+                    .get(id)
+                    .is_some_and(|e| e.state == crate::view::PackState::Approved)
+            })
+        };
+        if table.flows.values().all(|f| approved(f)) {
+            return;
+        }
+        let mut kept = (*table).clone();
+        kept.flows.retain(|_, f| approved(f));
+        self.view.publish_flows(kept);
+    }
+
+    /// What the published table holds, as a reload answers it.
+    fn current_answer(&self) -> FlowsReloaded {
+        FlowsReloaded {
+            flows: self.view.flows().flows.len(),
+            problems: self
+                .flow_problems
+                .iter()
+                .map(rumi_domain::sources::FlowProblem::message)
+                .collect(),
+        }
+    }
+
+    /// True when `pack_id` is approved now, against the manifest a load checked it with.
+    fn still_approved(&self, pack_id: &str, manifest_hash: &str) -> bool {
+        self.packs.get(pack_id).is_some_and(|e| {
+            e.state == crate::view::PackState::Approved
+                && e.record
+                    .as_ref()
+                    .is_some_and(|r| r.manifest_hash == manifest_hash)
+        })
+    }
+}
+
+impl Handler<FlowsRead> for Registry {
+    type Result = ();
+
+    /// Applies a finished load: a pack it found changed moves to `modified` (as at a block call);
+    /// only files of packs still approved against the manifest they were checked with enter the
+    /// table; then the next load starts if reloads were asked for meanwhile.
+    fn handle(&mut self, msg: FlowsRead, _: &mut Self::Context) {
+        let answer = match msg.loaded {
+            Some(loaded) => {
+                for (pack_id, hash, diff) in loaded.modified {
+                    if self.still_approved(&pack_id, &hash) {
+                        // Its own reload follows (requested, started when this one is done).
+                        drop(self.pack_changed(&pack_id, diff, "flow_reload"));
+                    }
+                }
+                // A flow only from a pack verified by this load and approved against the same
+                // manifest now; a load error of any pack still approved (it says what to fix).
+                let files = loaded
+                    .files
+                    .into_iter()
+                    .filter(|f| match (&f.pack_id, &f.result) {
+                        (None, _) => true,
+                        (Some(id), Ok(_)) => loaded
+                            .verified
+                            .get(id)
+                            .is_some_and(|hash| self.still_approved(id, hash)),
+                        (Some(id), Err(_)) => self
+                            .packs
+                            .get(id)
+                            .is_some_and(|e| e.state == crate::view::PackState::Approved),
+                    })
+                    .map(|f| f.result)
+                    .collect();
+                self.publish_flows(files)
+            }
+            None => {
+                let reason = format!(
+                    "the flow load failed or did not finish within {} s; the flow table is unchanged",
+                    LOAD_DEADLINE.as_secs()
+                );
+                tracing::error!("{reason}");
+                self.event(serde_json::json!({"event": "flow_reload_failed", "reason": reason}));
+                self.drop_unapproved_flows();
+                self.current_answer()
+            }
+        };
+        if let Some(next) = self.reloads.finished(msg.generation, answer) {
+            self.start_load(next);
+        }
+    }
+}
+
+impl Handler<Stopping> for Registry {
+    type Result = ();
+
+    /// Releases every request waiting for a flow load (see [`Stopping`]).
+    fn handle(&mut self, _: Stopping, _: &mut Self::Context) {
+        let answer = self.current_answer();
+        self.reloads.release(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(flows: usize) -> FlowsReloaded {
+        FlowsReloaded {
+            flows,
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_load_at_a_time_and_no_request_is_answered_by_an_older_load() {
+        let mut r = Reloads::default();
+        assert_eq!(r.request(), Some(1));
+        let mut first = r.wait();
+        // Asked while load 1 runs: served by load 2, which starts when 1 finishes.
+        assert_eq!(r.request(), None);
+        let mut second = r.wait();
+        assert_eq!(r.request(), None);
+        let mut third = r.wait();
+        assert_eq!(r.finished(1, answer(1)), Some(3));
+        assert_eq!(first.try_recv().unwrap().flows, 1);
+        assert!(
+            second.try_recv().is_err(),
+            "load 1 read its files before this request"
+        );
+        assert_eq!(r.finished(3, answer(3)), None);
+        assert_eq!(second.try_recv().unwrap().flows, 3);
+        assert_eq!(third.try_recv().unwrap().flows, 3);
+        // Nothing asked since: a waiter is answered at once with the newest table.
+        assert_eq!(r.wait().try_recv().unwrap().flows, 3);
+    }
+
+    #[test]
+    fn manifest_paths_are_relative_and_slash_separated() {
+        assert_eq!(
+            manifest_path(
+                Path::new("/h/ecosystem/p"),
+                Path::new("/h/ecosystem/p/backend/flows/a/x.flow.yaml")
+            ),
+            "backend/flows/a/x.flow.yaml"
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("f.flow.yaml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(
+            matches!(read_flow_file(&fifo), Err(FileError::Read(m)) if m == "not a regular file")
+        );
+        let link = d.path().join("l.flow.yaml");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        assert!(read_flow_file(&link).is_err());
+    }
+}
