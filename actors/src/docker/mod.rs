@@ -44,6 +44,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to and negotiating with the daemon may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a removal may take before shutdown (or `DELETE /api/containers/{id}`) stops waiting.
+const REMOVAL_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Limits and settings of a pack container (defaults from the contract, §5.3).
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
@@ -295,17 +298,30 @@ impl DockerEngine {
     async fn remove_where(&self, pack: Option<&str>, earlier_boots: bool) -> Result<usize, String> {
         let list = self.list_managed(pack).await?;
         let client = self.client().await?;
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for c in list
             .iter()
             .filter(|c| !earlier_boots || c.boot != self.boot)
         {
             match remove(&client, &c.id).await {
-                Ok(()) => removed += 1,
+                Ok(()) => removed.push(c),
                 Err(why) => tracing::warn!(container = %c.name, "could not remove: {why}"),
             }
         }
-        Ok(removed)
+        // The daemon answers a removal already under way (a sandbox stopping its own container)
+        // at once: wait until each is really gone, so "removed" is true when this returns (the
+        // kernel's shutdown promises it, and a new kernel must not meet a half-removed one).
+        let deadline = tokio::time::Instant::now() + REMOVAL_DEADLINE;
+        for c in &removed {
+            while client.inspect_container(&c.id, None).await.is_ok() {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(container = %c.name, "still being removed after {REMOVAL_DEADLINE:?}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(removed.len())
     }
 
     /// Stops one pack's container without removing it (`POST /api/containers/{id}/stop`).
