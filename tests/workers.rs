@@ -226,3 +226,32 @@ async fn a_result_nested_too_deep_is_invalid_and_the_worker_stays() {
     let counters = pack_counters(&k).await;
     assert_eq!(counters["restarts"], 0, "{counters}");
 }
+
+/// A worker dies with its kernel, even one the kernel had just stopped (SIGSTOP of the worker is
+/// the first step of its kill walk, and a kernel can be SIGKILLed in the middle of it). Workers
+/// carry `PR_SET_PDEATHSIG(SIGKILL)`, which reaches a stopped process. (The orphaned-process-group
+/// rule, SIGHUP + SIGCONT, covers this plain case too, so this test documents the behaviour rather
+/// than catching the old code; the walks now kill each process as they find it, so no
+/// descendant outside the worker's group — `setsid` — can be left stopped either.)
+#[tokio::test]
+async fn a_stopped_worker_dies_with_its_kernel() {
+    if !python_available() {
+        return;
+    }
+    let home = home_with(&[("pid.py", PID)]);
+    let mut k = Kernel::start(home.path(), &[]);
+    k.approve("hostile").await;
+    let (_, run) = k.run("pid", json!({"input": {}})).await;
+    let worker = run["result"]["out"]["pid"]
+        .as_i64()
+        .expect("the worker's pid");
+    // SAFETY: signals to processes this test started.
+    unsafe { libc::kill(worker as i32, libc::SIGSTOP) };
+    k.child.kill().unwrap(); // SIGKILL: no orderly shutdown
+    k.child.wait().unwrap();
+    let left = gone_within(&[worker], Duration::from_secs(10)).await;
+    if !left.is_empty() {
+        unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "the stopped worker outlived its kernel");
+}

@@ -301,10 +301,12 @@ def _kill_leftovers(me: int) -> int:
     Stops: processes a block leaves running past its call (a forked child that never returns, a
     `start_new_session=True` child outside the worker's process group, a double fork's
     grandchild). The kernel makes the worker their child subreaper before Python starts, so all of
-    them are under it, however detached. Each is sent SIGSTOP before its children are looked up
-    and walks repeat until nothing new appears and all found are stopped, so nothing forks past
-    the walk; then SIGKILL, and the host reaps them (it is their parent or reaper), so none is
-    left even as a zombie. A host with no child at all (every call that started nothing) costs
+    them are under it, however detached. Each is sent SIGKILL as soon as a walk finds it (its own
+    children then come to the host, their reaper, and the next walk finds them), and walks repeat
+    until nothing new appears and all found are dead, so nothing forks past the walk; the host
+    reaps them, so none is left even as a zombie. Killing at once, rather than stopping all and
+    killing at the end, means a host killed in the middle of this (its kernel gone) never leaves a
+    process stopped forever. A host with no child at all (every call that started nothing) costs
     one waitpid."""
     try:
         while True:
@@ -333,20 +335,15 @@ def _kill_leftovers(me: int) -> int:
         for pid in new:
             found[pid] = state.get(pid) not in (b"Z", b"X")
             try:
-                os.kill(pid, signal.SIGSTOP)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        if not new and all(state.get(pid) in (b"T", b"t", b"Z", b"X") for pid in tree):
+        if not new and all(state.get(pid) in (b"Z", b"X") for pid in tree):
             break
         if time.monotonic() > deadline:
             break
         if not new:
-            time.sleep(0.0002)  # signalled processes stop when next scheduled
-    for pid in found:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            time.sleep(0.0002)  # killed processes die when next scheduled
     # The killed children, and grandchildren re-parented here as their parents died.
     while time.monotonic() < deadline + 1.0:
         try:

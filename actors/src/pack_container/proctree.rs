@@ -29,6 +29,29 @@ pub fn become_subreaper() -> std::io::Result<()> {
     }
 }
 
+/// Everything a worker needs between fork and exec, for `pre_exec`: the subreaper flag, and
+/// SIGKILL when the kernel's thread that started it ends (`PR_SET_PDEATHSIG`). The second stops a
+/// worker outliving a kernel killed with SIGKILL — in particular one the kernel had just sent
+/// SIGSTOP in [`kill_tree`] and never got to kill, which would stay stopped forever. Workers are
+/// started on a pack arbiter's thread, which lives as long as the kernel. `kernel_pid` is the
+/// kernel's pid, read before the fork: if the kernel is already gone the worker exits at once.
+/// Async-signal-safe system calls only.
+pub fn prepare_worker(kernel_pid: i32) -> std::io::Result<()> {
+    become_subreaper()?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets the signal delivered to this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != kernel_pid {
+        return Err(std::io::Error::other(
+            "the kernel exited while starting a worker",
+        ));
+    }
+    Ok(())
+}
+
 /// One process as /proc shows it.
 #[derive(Debug, Clone, Copy)]
 struct Proc {
@@ -41,6 +64,11 @@ impl Proc {
     /// Stopped, or already dead: it can start nothing more.
     fn is_inert(&self) -> bool {
         matches!(self.state, b'T' | b't' | b'Z' | b'X')
+    }
+
+    /// Dead (a zombie until its reaper collects it).
+    fn is_dead(&self) -> bool {
+        matches!(self.state, b'Z' | b'X')
     }
 }
 
@@ -85,10 +113,14 @@ fn tree(all: &[Proc], root: i32) -> Vec<Proc> {
 ///
 /// Stops: a block's processes outliving the worker that was killed for them (a timeout, a crash
 /// or the pack's stop), including those that left the worker's process group (`setsid`,
-/// `start_new_session=True`) and so escaped the group kill. Each process is sent SIGSTOP before
-/// its children are looked up, and walks repeat until one finds nothing new with everything found
-/// stopped, so nothing in the tree can fork past the walk (a fork bomb included); then all get
-/// SIGKILL. Bounded by `limit`; the process group is killed as well, whatever the walk found.
+/// `start_new_session=True`) and so escaped the group kill. The root (the worker, their
+/// subreaper) is stopped first, so it can neither fork nor reap; every descendant is sent SIGKILL
+/// as soon as a walk finds it (its children come to the stopped root and the next walk finds
+/// them), and walks repeat until one finds nothing new with everything found dead, so nothing in
+/// the tree can fork past the walk (a fork bomb included). Killing at once instead of stopping
+/// all and killing at the end means a kernel that dies in the middle of this leaves nothing
+/// stopped for good (the root itself dies with the kernel: `PR_SET_PDEATHSIG`). Bounded by
+/// `limit`; the process group is killed as well, whatever the walk found.
 pub fn kill_tree(root: i32, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
     let signal = |pid: i32, sig: i32| {
@@ -103,7 +135,7 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
         let mut new = false;
         for p in &under {
             if !found.contains(&p.pid) {
-                signal(p.pid, libc::SIGSTOP);
+                signal(p.pid, libc::SIGKILL);
                 found.push(p.pid);
                 new = true;
             }
@@ -112,17 +144,14 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
             .iter()
             .find(|p| p.pid == root)
             .is_none_or(Proc::is_inert);
-        let settled = !new && root_inert && under.iter().all(Proc::is_inert);
+        let settled = !new && root_inert && under.iter().all(Proc::is_dead);
         if settled || Instant::now() >= deadline {
             break;
         }
         if !new {
-            // Signalled processes stop when next scheduled; give them the CPU.
+            // Signalled processes die (or stop) when next scheduled; give them the CPU.
             std::thread::sleep(Duration::from_micros(200));
         }
-    }
-    for &pid in &found {
-        signal(pid, libc::SIGKILL);
     }
     // SAFETY: as above; the group id is the worker's pid, held (unreaped) by its owner.
     unsafe { libc::killpg(root, libc::SIGKILL) };

@@ -98,12 +98,14 @@ impl Worker {
             .kill_on_drop(true)
             // Its own process group: signals for the kernel's process group never reach pack code.
             .process_group(0);
-        // SAFETY: the closure makes one async-signal-safe system call (prctl) between fork and
-        // exec. As its descendants' subreaper the worker keeps every process a block starts
-        // under it, however detached, so the block host can kill them after each call and the
-        // kernel with the worker (see `proctree`).
+        // SAFETY: getpid has no preconditions.
+        let kernel_pid = unsafe { libc::getpid() };
+        // SAFETY: the closure makes async-signal-safe system calls only (prctl, getppid) between
+        // fork and exec. As its descendants' subreaper the worker keeps every process a block
+        // starts under it, however detached, so the block host can kill them after each call and
+        // the kernel with the worker; and it dies with the kernel (see `proctree`).
         unsafe {
-            cmd.pre_exec(proctree::become_subreaper);
+            cmd.pre_exec(move || proctree::prepare_worker(kernel_pid));
         }
         let mut child = cmd.spawn()?;
         let pid = child
