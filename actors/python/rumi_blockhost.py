@@ -319,6 +319,7 @@ def _kill_leftovers(me: int) -> int:
 
     deadline = time.monotonic() + 1.0
     found: Dict[int, bool] = {}
+    unkillable = set()
     while True:
         procs = _processes()
         children: Dict[int, list] = {}
@@ -336,9 +337,11 @@ def _kill_leftovers(me: int) -> int:
             found[pid] = state.get(pid) not in (b"Z", b"X")
             try:
                 os.kill(pid, signal.SIGKILL)
+            except PermissionError:
+                unkillable.add(pid)  # another user's process: it will not die, do not wait
             except OSError:
                 pass
-        if not new and all(state.get(pid) in (b"Z", b"X") for pid in tree):
+        if not new and all(state.get(pid) in (b"Z", b"X") or pid in unkillable for pid in tree):
             break
         if time.monotonic() > deadline:
             break
@@ -351,6 +354,9 @@ def _kill_leftovers(me: int) -> int:
         except ChildProcessError:
             break
         if pid == 0:
+            # Only processes that cannot be killed may remain: do not wait for them.
+            if all(p in unkillable or not os.path.exists("/proc/%d" % p) for p in found):
+                break
             time.sleep(0.0005)
     return sum(found.values())
 

@@ -182,6 +182,11 @@ impl FlowRun {
                             .instrument(step_span)
                             .into_actor(self)
                             .map(move |answer, act, ctx| {
+                                if act.finished() {
+                                    // The deadline ended the run while the block ran; its
+                                    // record is being stored. The late answer changes nothing.
+                                    return;
+                                }
                                 let answer = answer.unwrap_or_else(|_| {
                                     act.deps.sandbox_lost.do_send(SandboxLost { pack_id: pack.clone() });
                                     Err(StepFailure::new(
@@ -228,6 +233,9 @@ impl FlowRun {
                     };
                     let rx = FlowRun::launch(child, self.deps.clone());
                     ctx.spawn(rx.into_actor(self).map(|record, act, ctx| {
+                        if act.finished() {
+                            return; // as for a late block answer
+                        }
                         match record {
                             Ok(r) => act
                                 .engine
@@ -246,6 +254,12 @@ impl FlowRun {
                 }
             }
         }
+    }
+
+    /// Whether the run has ended (its record is being stored or the caller has been answered):
+    /// continuations that arrive after the deadline ended the run must not touch the engine.
+    fn finished(&self) -> bool {
+        self.reply.is_none()
     }
 
     fn audit_block(
@@ -330,7 +344,11 @@ impl FlowRun {
                 .into_actor(self)
                 .map(move |stored, act, ctx| {
                     match stored {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => {
+                            let _ = reply.send(record);
+                        }
+                        // Not stored, so not acknowledged: the caller gets an error (500), never
+                        // a run that a restart would not know.
                         Ok(Err(e)) => {
                             tracing::error!(run_id = %act.run_id, error = %e, "a finished run was not stored")
                         }
@@ -339,7 +357,6 @@ impl FlowRun {
                             "a finished run was not stored: the run history is not running"
                         ),
                     }
-                    let _ = reply.send(record);
                     ctx.stop();
                 }),
         );

@@ -65,12 +65,19 @@ pub enum ContainerError {
 pub enum RunError {
     #[error("no flow {0:?} is loaded")]
     FlowNotFound(String),
+    #[error(
+        "the inputs are nested deeper than {} levels; flatten them",
+        rumi_domain::vars::MAX_VALUE_DEPTH
+    )]
+    InputsTooDeep,
     #[error(transparent)]
     Limiter(#[from] LimiterError),
     /// The deadline passed while the run waited for a slot.
     #[error("the run's deadline passed while it waited for a free slot")]
     TimedOutWaiting { run_id: String },
-    #[error("the run stopped without a result")]
+    /// The run ended but its record could not be stored (the kernel log says why), or its actor
+    /// stopped without one: it is not acknowledged.
+    #[error("the run's record could not be stored; the kernel log says why")]
     Lost,
 }
 
@@ -227,6 +234,13 @@ impl Kernel {
             .view
             .flow(flow_id)
             .ok_or_else(|| RunError::FlowNotFound(flow_id.to_string()))?;
+        // A run's context never holds anything deeper than a step could store (its record must
+        // read back, and every walk of it recurses per level).
+        if inputs.values().any(|v| {
+            rumi_domain::vars::measure(v, usize::MAX).depth > rumi_domain::vars::MAX_VALUE_DEPTH
+        }) {
+            return Err(RunError::InputsTooDeep);
+        }
         let secs = timeout_secs
             .unwrap_or(DEFAULT_RUN_TIMEOUT_SECS)
             .clamp(1.0, MAX_RUN_TIMEOUT_SECS);

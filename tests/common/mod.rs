@@ -88,21 +88,8 @@ impl Kernel {
 
     pub fn start_mode(home: &Path, env: &[(&str, &str)], permissive: bool) -> Kernel {
         let log = home.join("kernel-stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
-        cmd.arg("serve");
-        if permissive {
-            cmd.arg("--permissive");
-        }
-        // The test's own RUMI_* settings never leak into the kernel under test.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RUMI_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("RUMI_HOME", home)
-            .env("RUMI_API_PORT", "0")
-            .env("RUMI_API_TOKEN", TOKEN)
-            .env("RUMI_HTTP_WORKERS", "2")
+        let mut cmd = serve_command(home, permissive);
+        cmd.env("RUMI_HTTP_WORKERS", "2")
             .env("RUMI_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -401,12 +388,14 @@ pub fn read_frame(s: &mut impl std::io::Read) -> Option<Value> {
     serde_json::from_slice(&body).ok()
 }
 
-/// Runs `rumi serve` in `home` expecting it to refuse to start: waits (20 s deadline) for it to
-/// exit, asserts it failed, and returns what it printed on stderr. A kernel that starts instead
-/// is killed and the test fails.
-pub fn serve_refused(home: &Path, env: &[(&str, &str)]) -> String {
+/// `rumi serve` in `home` on any free port with the test token; the test's own RUMI_* settings
+/// never leak into the kernel under test.
+fn serve_command(home: &Path, permissive: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
-    cmd.args(["serve", "--permissive"]);
+    cmd.arg("serve");
+    if permissive {
+        cmd.arg("--permissive");
+    }
     for (k, _) in std::env::vars() {
         if k.starts_with("RUMI_") {
             cmd.env_remove(k);
@@ -414,9 +403,16 @@ pub fn serve_refused(home: &Path, env: &[(&str, &str)]) -> String {
     }
     cmd.env("RUMI_HOME", home)
         .env("RUMI_API_PORT", "0")
-        .env("RUMI_API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env("RUMI_API_TOKEN", TOKEN);
+    cmd
+}
+
+/// Runs `rumi serve` in `home` expecting it to refuse to start: waits (20 s deadline) for it to
+/// exit, asserts it failed, and returns what it printed on stderr. A kernel that starts instead
+/// is killed and the test fails.
+pub fn serve_refused(home: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = serve_command(home, true);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -102,6 +102,8 @@ pub struct RunEngine {
     limits: ContextLimits,
     /// The context's size as JSON, kept up to date by [`RunEngine::store`].
     ctx_bytes: usize,
+    /// What the emitted events hold, counted against the same limit as the context.
+    events_bytes: usize,
 }
 
 impl RunEngine {
@@ -122,6 +124,7 @@ impl RunEngine {
             events: Vec::new(),
             limits: ContextLimits::default(),
             ctx_bytes,
+            events_bytes: 0,
         }
     }
 
@@ -139,12 +142,19 @@ impl RunEngine {
     /// Resolves a step's template within the value limit.
     fn resolve(&self, template: &Value, what: &str) -> Result<Value, StepFailure> {
         vars::resolve_capped(template, &self.ctx, self.limits.max_value_bytes).map_err(|e| {
+            let why = match e {
+                vars::TooLarge::Bytes { limit } => format!(
+                    "larger than {limit} bytes (the limit of one value, RUMI_MAX_RESPONSE_BYTES)"
+                ),
+                vars::TooLarge::Depth => {
+                    format!("nested deeper than {} levels", vars::MAX_VALUE_DEPTH)
+                }
+            };
             StepFailure::new(
                 ErrorType::ContextLimit,
                 format!(
-                    "resolving {what} would make a value larger than {} bytes (the limit of one \
-                     value, RUMI_MAX_RESPONSE_BYTES); keep large data out of the flow's context",
-                    e.limit
+                    "resolving {what} would make a value {why}; keep large data out of the \
+                     flow's context"
                 ),
             )
         })
@@ -154,12 +164,18 @@ impl RunEngine {
     /// way anything enters the context after the inputs.
     fn store(&mut self, key: &str, value: Value) -> Result<(), StepFailure> {
         let limits = self.limits;
-        let new = entry_size(
-            key,
-            &value,
-            limits.max_value_bytes.saturating_add(key.len() + 4),
-        );
-        if new > limits.max_value_bytes.saturating_add(key.len() + 4) {
+        let measured = vars::measure(&value, limits.max_value_bytes);
+        if measured.depth > vars::MAX_VALUE_DEPTH {
+            return Err(StepFailure::new(
+                ErrorType::ContextLimit,
+                format!(
+                    "the value for {key:?} is nested deeper than {} levels; flatten it",
+                    vars::MAX_VALUE_DEPTH
+                ),
+            ));
+        }
+        let new = key.len() + 4 + measured.bytes;
+        if measured.bytes > limits.max_value_bytes {
             return Err(StepFailure::new(
                 ErrorType::ContextLimit,
                 format!(
@@ -173,7 +189,7 @@ impl RunEngine {
             .ctx
             .get(key)
             .map_or(0, |v| entry_size(key, v, usize::MAX));
-        let total = self.ctx_bytes - old.min(self.ctx_bytes) + new;
+        let total = self.ctx_bytes - old.min(self.ctx_bytes) + new + self.events_bytes;
         if total > limits.max_context_bytes {
             return Err(StepFailure::new(
                 ErrorType::ContextLimit,
@@ -185,7 +201,7 @@ impl RunEngine {
             ));
         }
         self.ctx.insert(key.to_string(), value);
-        self.ctx_bytes = total;
+        self.ctx_bytes = total - self.events_bytes;
         Ok(())
     }
 
@@ -553,10 +569,25 @@ impl RunEngine {
                 self.store(&to, value.clone())?;
                 Ok(value)
             }),
-            KernelHandler::Emit => arg_str("event").map(|event| {
+            KernelHandler::Emit => arg_str("event").and_then(|event| {
                 let payload = args.get("payload").cloned().unwrap_or(Value::Null);
+                // Held until the run ends, then written to the audit: counted with the context,
+                // or a flow emitting the same large value in a loop grows memory and disk freely.
+                let size = event.len() + vars::json_size(&payload, self.limits.max_context_bytes);
+                let total = self.ctx_bytes.saturating_add(self.events_bytes).saturating_add(size);
+                if total > self.limits.max_context_bytes {
+                    return Err(StepFailure::new(
+                        ErrorType::ContextLimit,
+                        format!(
+                            "kernel:emit: the run's context and events would pass {} bytes \
+                             (RUMI_MAX_CONTEXT_BYTES); emit less, or smaller payloads",
+                            self.limits.max_context_bytes
+                        ),
+                    ));
+                }
+                self.events_bytes += size;
                 self.events.push(Emitted { step_id: step.id.clone(), event: event.clone(), payload });
-                json!({"event": event, "emitted": true})
+                Ok(json!({"event": event, "emitted": true}))
             }),
             KernelHandler::FlowRun => {
                 let flow_id = match arg_str("flow_id") {

@@ -168,11 +168,29 @@ pub fn resolve(template: &Value, ctx: &Map<String, Value>) -> Value {
     }
 }
 
-/// A resolved value would pass its byte limit.
+/// Deepest nesting of arrays and objects a value in a run's context may have (the same bound as
+/// a block's result). Every walk of a value (cloning, serialising, reading a record back, whose
+/// parser stops at 128 levels) recurses once per level: without a bound a flow that wraps a value
+/// in a few more levels per step overflows the kernel's stack.
+pub const MAX_VALUE_DEPTH: usize = 100;
+
+/// A resolved value would pass its byte limit (`limit` bytes) or [`MAX_VALUE_DEPTH`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a resolved value would be larger than {limit} bytes")]
-pub struct TooLarge {
-    pub limit: usize,
+pub enum TooLarge {
+    #[error("a resolved value would be larger than {limit} bytes")]
+    Bytes { limit: usize },
+    #[error("a resolved value would be nested deeper than {MAX_VALUE_DEPTH} levels")]
+    Depth,
+}
+
+impl TooLarge {
+    /// The byte limit, for a byte refusal.
+    pub fn limit(&self) -> Option<usize> {
+        match self {
+            TooLarge::Bytes { limit } => Some(*limit),
+            TooLarge::Depth => None,
+        }
+    }
 }
 
 /// The size of `value` as compact JSON, counted only up to `limit`: any result above `limit`
@@ -180,9 +198,48 @@ pub struct TooLarge {
 /// `limit` steps. String escapes are counted at their longest (`\u00XX`), so the figure is never
 /// below what the value occupies as text.
 pub fn json_size(value: &Value, limit: usize) -> usize {
-    let mut n = 0usize;
-    add_size(value, limit, &mut n);
-    n
+    measure(value, limit).bytes
+}
+
+/// What [`measure`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measure {
+    /// As [`json_size`].
+    pub bytes: usize,
+    /// Nesting of arrays and objects (a scalar is 0, `[1]` is 1), counted until the byte limit.
+    pub depth: usize,
+}
+
+/// Size and depth of `value` in one walk, with an explicit stack (no recursion, so any depth is
+/// measured safely), stopping once `limit` bytes are passed.
+pub fn measure(value: &Value, limit: usize) -> Measure {
+    let mut m = Measure { bytes: 0, depth: 0 };
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, level)) = stack.pop() {
+        if m.bytes > limit {
+            break;
+        }
+        match v {
+            Value::Null => m.bytes += 4,
+            Value::Bool(_) => m.bytes += 5,
+            Value::Number(x) => m.bytes += x.to_string().len(),
+            Value::String(s) => m.bytes += str_size(s),
+            Value::Array(items) => {
+                m.depth = m.depth.max(level + 1);
+                m.bytes += 2 + items.len();
+                stack.extend(items.iter().rev().map(|i| (i, level + 1)));
+            }
+            Value::Object(map) => {
+                m.depth = m.depth.max(level + 1);
+                m.bytes += 2 + map.len();
+                for (k, item) in map {
+                    m.bytes += str_size(k) + 1;
+                    stack.push((item, level + 1));
+                }
+            }
+        }
+    }
+    m
 }
 
 fn str_size(s: &str) -> usize {
@@ -196,37 +253,6 @@ fn str_size(s: &str) -> usize {
         .sum::<usize>()
 }
 
-fn add_size(value: &Value, limit: usize, n: &mut usize) {
-    if *n > limit {
-        return;
-    }
-    match value {
-        Value::Null => *n += 4,
-        Value::Bool(_) => *n += 5,
-        Value::Number(x) => *n += x.to_string().len(),
-        Value::String(s) => *n += str_size(s),
-        Value::Array(items) => {
-            *n += 2 + items.len();
-            for item in items {
-                add_size(item, limit, n);
-                if *n > limit {
-                    return;
-                }
-            }
-        }
-        Value::Object(map) => {
-            *n += 2 + map.len();
-            for (k, v) in map {
-                *n += str_size(k) + 1;
-                add_size(v, limit, n);
-                if *n > limit {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// [`resolve`] with a cap: every resolved string, and the resolved template as a whole, stay
 /// within `limit` bytes (as JSON), or the resolution stops with [`TooLarge`] before allocating
 /// past it. Without it, a chain of steps each setting `"${ctx.k}${ctx.k}"` doubles a value per
@@ -237,7 +263,13 @@ pub fn resolve_capped(
     limit: usize,
 ) -> Result<Value, TooLarge> {
     let mut used = 0usize;
-    resolve_within(template, ctx, limit, &mut used)
+    let v = resolve_within(template, ctx, limit, &mut used)?;
+    // The template's own levels plus a referenced value's: bounded (YAML depth + context depth),
+    // so building it was safe; keeping it must not deepen the context.
+    if measure(&v, usize::MAX).depth > MAX_VALUE_DEPTH {
+        return Err(TooLarge::Depth);
+    }
+    Ok(v)
 }
 
 fn resolve_within(
@@ -249,7 +281,7 @@ fn resolve_within(
     let charge = |n: usize, used: &mut usize| -> Result<(), TooLarge> {
         *used = used.saturating_add(n);
         if *used > limit {
-            Err(TooLarge { limit })
+            Err(TooLarge::Bytes { limit })
         } else {
             Ok(())
         }
@@ -311,7 +343,7 @@ fn resolve_str_capped(
         [] => Ok(Value::String(String::new())),
         [Piece::Ref(r)] => {
             if measure(r) > limit {
-                return Err(TooLarge { limit });
+                return Err(TooLarge::Bytes { limit });
             }
             Ok(r.resolve(ctx))
         }
@@ -323,13 +355,13 @@ fn resolve_str_capped(
                     Piece::Ref(r) => {
                         // The JSON size bounds the embedded text (strings lose their quotes).
                         if out.len().saturating_add(measure(r)) > limit.saturating_add(2) {
-                            return Err(TooLarge { limit });
+                            return Err(TooLarge::Bytes { limit });
                         }
                         out.push_str(&embed_text(&r.resolve(ctx)));
                     }
                 }
                 if out.len() > limit {
-                    return Err(TooLarge { limit });
+                    return Err(TooLarge::Bytes { limit });
                 }
             }
             Ok(Value::String(out))
@@ -452,7 +484,7 @@ mod tests {
                     c.insert(format!("k{n}"), v);
                 }
                 Err(e) => {
-                    assert_eq!(e, TooLarge { limit });
+                    assert_eq!(e, TooLarge::Bytes { limit });
                     refused_at = Some(n);
                     break;
                 }
@@ -530,7 +562,7 @@ mod tests {
                     prop_assert_eq!(&v, &plain);
                     prop_assert!(json_size(&v, usize::MAX) <= limit);
                 }
-                Err(e) => prop_assert_eq!(e.limit, limit),
+                Err(e) => prop_assert_eq!(e.limit(), Some(limit)),
             }
             prop_assert_eq!(resolve_capped(&t, &ctx, usize::MAX), Ok(plain));
         }

@@ -82,6 +82,21 @@ fn check_structure(text: &str) -> Result<(), YamlError> {
     if alias_tokens(text).count() > MAX_ALIASES {
         return Err(YamlError::TooManyAliases { limit: MAX_ALIASES });
     }
+    // The characters libyaml's reader refuses, refused first: the pre-scan below follows the
+    // scanner's rules for readable text only (a NUL once made it spin forever).
+    if let Some((line, c)) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.chars().find(|c| !yaml_printable(*c)).map(|c| (i + 1, c)))
+    {
+        return Err(YamlError::Syntax {
+            line: Some(line),
+            message: format!(
+                "the file holds the control character U+{:04X}, which YAML does not allow",
+                u32::from(c)
+            ),
+        });
+    }
     // `MAX_DEPTH` open collections put their contents at level `MAX_DEPTH + 1`.
     if let Err(line) = nesting::max_nesting(text, MAX_DEPTH) {
         return Err(YamlError::TooDeep {
@@ -94,6 +109,11 @@ fn check_structure(text: &str) -> Result<(), YamlError> {
         message: clean_message(&e.to_string()),
     })?;
     walk_depth(&value, 1)
+}
+
+/// YAML 1.1's printable set, as libyaml's reader checks it (line breaks are split off before).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\r' | '\n' | '\u{20}'..='\u{7e}' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
 fn walk_depth(value: &serde_yaml::Value, level: usize) -> Result<(), YamlError> {
@@ -181,6 +201,23 @@ mod tests {
         }
         let err = parse_limited::<serde_yaml::Value>(&doc).unwrap_err();
         assert!(matches!(err, YamlError::TooManyAliases { .. }), "{err:?}");
+    }
+
+    /// Review finding: a NUL in a flow file hung the pre-scan, and with it every flow load.
+    #[test]
+    fn control_characters_are_refused_with_their_line() {
+        for doc in ["flow_id: evil\n\0\n", "a: 1\nb: \u{1b}[31m\n", "a: \u{7f}"] {
+            match parse_limited::<serde_yaml::Value>(doc).unwrap_err() {
+                YamlError::Syntax { line, message } => {
+                    assert!(
+                        line.is_some() && message.contains("control character"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse_limited::<serde_yaml::Value>("a: \"tab\there é 日本\"\r\n").is_ok());
     }
 
     #[test]

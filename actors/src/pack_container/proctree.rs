@@ -123,11 +123,15 @@ fn tree(all: &[Proc], root: i32) -> Vec<Proc> {
 /// `limit`; the process group is killed as well, whatever the walk found.
 pub fn kill_tree(root: i32, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
-    let signal = |pid: i32, sig: i32| {
+    // Whether the signal could be sent: EPERM (another user's process, a setuid program) means
+    // it never will be, so the walk does not wait for that process to die.
+    let signal = |pid: i32, sig: i32| -> bool {
         // SAFETY: kill only sends a signal; a pid that exited at worst targets nothing (ESRCH).
-        unsafe { libc::kill(pid, sig) };
+        let sent = unsafe { libc::kill(pid, sig) } == 0;
+        sent || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
     };
-    signal(root, libc::SIGSTOP);
+    let mut unkillable: Vec<i32> = Vec::new();
+    let _ = signal(root, libc::SIGSTOP);
     let mut found: Vec<i32> = Vec::new();
     loop {
         let all = processes();
@@ -135,7 +139,9 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
         let mut new = false;
         for p in &under {
             if !found.contains(&p.pid) {
-                signal(p.pid, libc::SIGKILL);
+                if !signal(p.pid, libc::SIGKILL) {
+                    unkillable.push(p.pid);
+                }
                 found.push(p.pid);
                 new = true;
             }
@@ -144,7 +150,11 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
             .iter()
             .find(|p| p.pid == root)
             .is_none_or(Proc::is_inert);
-        let settled = !new && root_inert && under.iter().all(Proc::is_dead);
+        let settled = !new
+            && root_inert
+            && under
+                .iter()
+                .all(|p| p.is_dead() || unkillable.contains(&p.pid));
         if settled || Instant::now() >= deadline {
             break;
         }
@@ -155,7 +165,13 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
     }
     // SAFETY: as above; the group id is the worker's pid, held (unreaped) by its owner.
     unsafe { libc::killpg(root, libc::SIGKILL) };
-    signal(root, libc::SIGKILL);
+    let _ = signal(root, libc::SIGKILL);
+    if !unkillable.is_empty() {
+        tracing::warn!(
+            count = unkillable.len(),
+            "a block left processes the kernel may not signal (another user's); they keep running"
+        );
+    }
     found.len()
 }
 

@@ -409,3 +409,60 @@ mod props {
         }
     }
 }
+
+/// Review finding: a flow that wraps a value in 25 more levels per `set` step built values
+/// thousands of levels deep and overflowed the kernel's stack (cloning is recursive). Values are
+/// now refused past `MAX_VALUE_DEPTH`, in resolution and when stored.
+#[test]
+fn values_cannot_be_nested_past_the_depth_limit() {
+    let wrap = format!("{}\"${{ctx.k}}\"{}", "[".repeat(25), "]".repeat(25));
+    let mut text = String::from("flow_id: deep\nphases: [m]\nsteps:\n");
+    for n in 0..10 {
+        text.push_str(&format!(
+            "  - {{id: s{n}, phase: m, type: set, on_error: abort, input: {{key: k, value: {wrap}}}}}\n"
+        ));
+    }
+    let clock = TestClock(Cell::new(0.0));
+    let mut e = RunEngine::new(flow(&text), inputs(json!({"k": 1})));
+    let Next::Done(o) = e.advance(&clock) else {
+        panic!("set steps need no outside work")
+    };
+    assert_eq!(o.status, RunStatus::Failed);
+    // 25, 50, 75, 100 levels are kept; the fifth wrap would make 125.
+    assert_eq!(o.failed_step.as_deref(), Some("s4"));
+    let failed = e.records().last().unwrap();
+    assert_eq!(failed.error_type, Some(ErrorType::ContextLimit));
+    assert!(
+        failed.error.as_deref().unwrap().contains("deeper than 100"),
+        "{failed:?}"
+    );
+    assert_eq!(vars::measure(&e.ctx["k"], usize::MAX).depth, 100);
+}
+
+/// Review finding: `kernel:emit` kept every payload until the run ended, outside the context
+/// limit (120 emits of 2 MiB took a kernel to 277 MB). Events now count with the context.
+#[test]
+fn emitted_events_count_against_the_context_limit() {
+    let mut text = String::from("flow_id: loud\nphases: [m]\nsteps:\n");
+    for n in 0..20 {
+        text.push_str(&format!(
+            "  - {{id: e{n:02}, phase: m, type: handler, input: {{handler: \"kernel:emit\", args: {{event: x, payload: \"${{ctx.big}}\"}}}}}}\n"
+        ));
+    }
+    let clock = TestClock(Cell::new(0.0));
+    let limits = ContextLimits {
+        max_value_bytes: 2000,
+        max_context_bytes: 5000,
+    };
+    let big = "z".repeat(1000);
+    let mut e = RunEngine::new(flow(&text), inputs(json!({"big": big}))).with_limits(limits);
+    let Next::Done(_) = e.advance(&clock) else {
+        panic!("handlers need no outside work")
+    };
+    let events = e.take_events();
+    assert!(events.len() < 5, "{} events kept", events.len());
+    assert!(e
+        .records()
+        .iter()
+        .any(|r| r.error_type == Some(ErrorType::ContextLimit)));
+}

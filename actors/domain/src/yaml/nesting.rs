@@ -280,7 +280,13 @@ impl<'a> Scanner<'a> {
                     // reads nothing more, so treating it as text is harmless).
                     self.save_key();
                     self.simple_key_allowed = false;
+                    let before = self.pos;
                     self.plain();
+                    if self.pos == before {
+                        // A character no rule consumes (a NUL ends libyaml's input): step over
+                        // it, so the walk always advances and stays linear.
+                        self.bump();
+                    }
                 }
             }
         }
@@ -619,6 +625,10 @@ mod tests {
             .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
             .collect();
         assert_eq!(max_nesting(&block, 32), Err(32));
+        // Review finding: a NUL made the scan spin on one character forever.
+        assert!(max_nesting("a: 1\n\0\n", 32).is_ok());
+        assert!(max_nesting("\0", 32).is_ok());
+        assert!(max_nesting("[\0]", 32).is_ok());
         assert_eq!(max_nesting(&"- ".repeat(100), 32), Err(1));
     }
 
