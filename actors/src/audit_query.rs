@@ -28,6 +28,11 @@ const CHUNK: u64 = 64 * 1024;
 /// A line longer than this is skipped without being kept in memory (entries are ~1 KiB), so a
 /// corrupt file cannot make a query allocate without bound.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The most entry bytes one page holds (the first entry always fits): a thousand entries of up to
+/// a mebibyte each would otherwise be held, parsed, per request. A page cut short carries the
+/// cursor of the rest, as a page cut by `limit` does.
+pub const MAX_PAGE_BYTES: u64 = 8 << 20;
 /// A cursor longer than this is refused before it is parsed.
 const MAX_CURSOR_LEN: usize = 512;
 
@@ -184,6 +189,7 @@ pub fn query(dir: &Path, q: &AuditQuery) -> Result<AuditPage, AuditError> {
         s.fill(&mut skipped)?;
     }
     let mut taken = Vec::new();
+    let mut page_bytes = 0u64;
     while taken.len() < q.limit {
         // Backwards: the newest head; forwards: the oldest (ties by category order).
         let pick = sources
@@ -204,6 +210,11 @@ pub fn query(dir: &Path, q: &AuditQuery) -> Result<AuditPage, AuditError> {
             });
         let Some((i, _, _)) = pick else { break };
         let s = &mut sources[i];
+        let size = s.head.as_ref().map_or(0, |h| h.end - h.start);
+        if !taken.is_empty() && page_bytes + size > MAX_PAGE_BYTES {
+            break; // left as the head: the page's cursor points at it
+        }
+        page_bytes += size;
         let head = s.head.take().expect("picked a source with a head");
         s.oldest_taken = Some(if forward {
             s.oldest_taken.unwrap_or(head.start)
@@ -628,6 +639,36 @@ mod tests {
             cursor = page.after;
         }
         assert_eq!(fwd, actions(&newest), "forward pages join up exactly");
+    }
+
+    /// Review finding: a page of a thousand near-mebibyte entries held about a gigabyte. Pages
+    /// stop at `MAX_PAGE_BYTES`, and their cursors continue exactly where they stopped.
+    #[test]
+    fn a_page_holds_at_most_max_page_bytes_and_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let pad = "p".repeat(600 << 10);
+        let lines: Vec<String> = (0..20)
+            .map(|i| {
+                let e = entry(&format!("2026-01-01T00:00:{i:02}.000Z"), i);
+                e.replacen("{", &format!("{{\"pad\":\"{pad}\","), 1)
+            })
+            .collect();
+        day(dir.path(), "system", &lines);
+        let first = query(dir.path(), &q(1000, None, None)).unwrap();
+        let held: usize = first.entries.iter().map(|e| e.to_string().len()).sum();
+        assert!(held as u64 <= MAX_PAGE_BYTES, "{held} bytes in one page");
+        assert!(first.entries.len() < 20);
+        let mut all = actions(&first);
+        let mut cursor = first.before;
+        while let Some(c) = cursor {
+            let page = query(dir.path(), &q(1000, Some(&c), None)).unwrap();
+            let mut a = actions(&page);
+            a.extend(all);
+            all = a;
+            cursor = page.before;
+        }
+        let want: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+        assert_eq!(all, want, "the pages join up");
     }
 
     #[test]

@@ -126,12 +126,6 @@ impl RunHistory {
     fn store(&mut self, record: RunRecord) -> io::Result<()> {
         let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
-        // In memory first: a compaction triggered by this append writes what memory holds, and
-        // the record that triggered it must be part of it.
-        self.records.push_back(record);
-        if self.records.len() > self.cap {
-            self.records.pop_front();
-        }
         if self.file.is_none() {
             let (f, repaired) = crate::fsutil::open_log(&self.path, 0o600)?;
             if repaired {
@@ -139,11 +133,28 @@ impl RunHistory {
             }
             self.file = Some(f);
         }
-        self.file.as_mut().expect("opened above").write_all(&line)?;
+        if let Err(e) = self.file.as_mut().expect("opened above").write_all(&line) {
+            // Part of the line may be in the file: drop the handle, so the next append reopens
+            // and first ends that torn line (it is then skipped as unreadable), instead of gluing
+            // the next record onto it. The record is not kept: it was not stored.
+            self.file = None;
+            return Err(e);
+        }
+        // In memory once written, before a compaction: it writes what memory holds, and the
+        // record that triggered it must be part of it.
+        self.records.push_back(record);
+        if self.records.len() > self.cap {
+            self.records.pop_front();
+        }
         self.dirty = true;
         self.lines_in_file += 1;
         if self.lines_in_file > self.cap * 2 {
-            self.compact()?;
+            if let Err(e) = self.compact() {
+                // The record is stored (appended); the file just stays long. Try again after
+                // another `cap` records rather than on every one.
+                tracing::error!(error = %e, "run history compaction failed; it is retried later");
+                self.lines_in_file = self.cap;
+            }
         }
         Ok(())
     }
@@ -346,5 +357,25 @@ mod tests {
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
             .collect::<String>();
         assert!(audit.contains("flow_run"), "{audit}");
+    }
+
+    /// Review finding: a record that could not be written was still kept (and listed) and its
+    /// run answered. Now the store fails, nothing is kept, and the next append works again.
+    #[actix_rt::test]
+    async fn a_record_that_cannot_be_written_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("runs")).unwrap();
+        // A directory where the file should be: opening it for appending fails.
+        std::fs::create_dir_all(dir.path().join("runs/runs.jsonl")).unwrap();
+        let h = start(dir.path(), 10);
+        let r = h
+            .send(RunFinished {
+                record: record("lost"),
+                audit: AuditEntry::new(Category::FlowExecution, "flow_run", true),
+            })
+            .await
+            .unwrap();
+        assert!(r.is_err(), "the store fails");
+        assert!(h.send(GetRun("lost".into())).await.unwrap().is_none());
     }
 }
