@@ -225,7 +225,7 @@ impl Slots {
 /// A running slot; released when dropped.
 #[derive(Debug)]
 pub struct Permit {
-    /// `None` only for a permit that was never handed out (see [`Slots::release`]).
+    /// `None` only for a permit that was never handed out (see `Slots::release`).
     slots: Option<Slots>,
 }
 
