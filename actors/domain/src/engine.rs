@@ -488,7 +488,7 @@ impl RunEngine {
                     }
                 }
                 let timed_out = failure.error_type == ErrorType::RunTimeout;
-                let message = failure.error.clone();
+                let message = clip(failure.error.clone(), MAX_ERROR_BYTES);
                 self.record(
                     step,
                     StepStatus::Failed,
@@ -524,9 +524,13 @@ impl RunEngine {
         log: Option<String>,
     ) {
         let (error, error_type) = match failure {
-            Some(f) => (Some(f.error), Some(f.error_type)),
+            Some(f) => (Some(clip(f.error, MAX_ERROR_BYTES)), Some(f.error_type)),
             None => (None, None),
         };
+        // A record is kept (a thousand of them in memory) and written whole: what a block says
+        // about itself is clipped here, whatever its host did (the host runs inside the block's
+        // own interpreter and can be bypassed).
+        let log = log.map(|l| clip(l, MAX_LOG_BYTES));
         self.records.push(StepRecord {
             id: step.id.clone(),
             phase: step.phase.clone(),
@@ -626,17 +630,39 @@ enum HandlerResult {
     Child(ChildCall),
 }
 
-/// `{"__flow_control": "abort", "reason": "..."}` → the reason.
+/// Longest step error kept in a run record (bytes).
+pub const MAX_ERROR_BYTES: usize = 2000;
+/// Longest step log kept in a run record (bytes); the block host keeps 16 K characters.
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// `{"__flow_control": "abort", "reason": "..."}` → the reason (clipped like a step error).
 pub fn flow_control_abort(value: &Value) -> Option<String> {
     let obj = value.as_object()?;
     if obj.get("__flow_control")?.as_str()? != "abort" {
         return None;
     }
-    Some(
-        obj.get("reason")
-            .map(vars::embed_text)
-            .unwrap_or_else(|| "aborted by the block".into()),
-    )
+    let reason = match obj.get("reason") {
+        // Measured before it is turned into text: a reason may be a whole 4 MiB value.
+        Some(r) if vars::json_size(r, MAX_ERROR_BYTES * 2) > MAX_ERROR_BYTES * 2 => {
+            "aborted by the block (its reason was too long to keep)".to_string()
+        }
+        Some(r) => vars::embed_text(r),
+        None => "aborted by the block".into(),
+    };
+    Some(clip(reason, MAX_ERROR_BYTES))
 }
 
 /// Refuses a nested run that would recurse or nest too deep. `chain` is the ids of the running

@@ -98,11 +98,14 @@ fn check_structure(text: &str) -> Result<(), YamlError> {
         });
     }
     // `MAX_DEPTH` open collections put their contents at level `MAX_DEPTH + 1`.
-    if let Err(line) = nesting::max_nesting(text, MAX_DEPTH) {
-        return Err(YamlError::TooDeep {
-            limit: MAX_DEPTH,
-            line: Some(line),
-        });
+    let scan = nesting::scan(text, MAX_DEPTH).map_err(|line| YamlError::TooDeep {
+        limit: MAX_DEPTH,
+        line: Some(line),
+    })?;
+    // The scanner's count follows libyaml's tokens, which the quick count above does not always
+    // (a `'` inside a word, a quoted string over several lines): either one over the limit refuses.
+    if scan.aliases > MAX_ALIASES {
+        return Err(YamlError::TooManyAliases { limit: MAX_ALIASES });
     }
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| YamlError::Syntax {
         line: e.location().map(|l| l.line()),
@@ -218,6 +221,24 @@ mod tests {
             }
         }
         assert!(parse_limited::<serde_yaml::Value>("a: \"tab\there é 日本\"\r\n").is_ok());
+    }
+
+    /// Second review: the quick alias count flipped its quote state on a `'` inside a word and
+    /// reset it at each line, so `[it's, *a, *a, …]` counted no alias and the expansion limit was
+    /// gone. The scanner's count follows libyaml's tokens.
+    #[test]
+    fn aliases_hidden_from_the_quick_count_are_still_counted() {
+        let refs = vec!["*a"; 100].join(", ");
+        for doc in [
+            format!("a: &a [1, 2, 3]\nb: [it's, {refs}]\n"),
+            format!("a: &a [1, 2, 3]\nb: [ \"x\n  \", {refs}]\n"),
+        ] {
+            let err = parse_limited::<serde_yaml::Value>(&doc).unwrap_err();
+            assert!(matches!(err, YamlError::TooManyAliases { .. }), "{err:?}");
+        }
+        // A `*` inside a quoted or plain scalar is text, not an alias.
+        let text = format!("a: [\"{}\", x*y]\n", "*b ".repeat(100));
+        assert!(parse_limited::<serde_yaml::Value>(&text).is_ok());
     }
 
     #[test]

@@ -466,3 +466,39 @@ fn emitted_events_count_against_the_context_limit() {
         .iter()
         .any(|r| r.error_type == Some(ErrorType::ContextLimit)));
 }
+
+/// Second review: a block's abort reason, error or log went into the run record whole (a
+/// thousand records are kept in memory), so 4 MiB reasons made a 4 GiB history. They are clipped.
+#[test]
+fn what_a_block_says_is_clipped_in_the_record() {
+    let text = "flow_id: talk\nphases: [m]\nsteps:\n  - {id: b, phase: m, type: python_file_call, owner_pack: p, file: b.py, output: o}\n";
+    let clock = TestClock(Cell::new(0.0));
+    let mut e = RunEngine::new(flow(text), Map::new());
+    let Next::Block(_) = e.advance(&clock) else {
+        panic!("a block step")
+    };
+    let long = "r".repeat(1 << 20);
+    e.complete_block(
+        Ok(json!({"__flow_control": "abort", "reason": long})),
+        Some("l".repeat(4 << 20)),
+        &clock,
+    );
+    let Next::Done(o) = e.advance(&clock) else {
+        panic!("aborted")
+    };
+    assert!(o.reason.unwrap().len() <= MAX_ERROR_BYTES + 4);
+    assert!(e.records()[0].log.as_ref().unwrap().len() <= MAX_LOG_BYTES + 4);
+
+    let mut e = RunEngine::new(flow(text), Map::new());
+    let Next::Block(_) = e.advance(&clock) else {
+        panic!("a block step")
+    };
+    e.complete_block(
+        Err(StepFailure::new(ErrorType::BlockError, "e".repeat(1 << 20))),
+        None,
+        &clock,
+    );
+    let _ = e.advance(&clock);
+    assert!(e.records()[0].error.as_ref().unwrap().len() <= MAX_ERROR_BYTES + 4);
+    assert_eq!(clip("héllo".into(), 2), "h…", "cut on a character boundary");
+}

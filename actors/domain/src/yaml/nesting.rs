@@ -53,7 +53,22 @@ const SIMPLE_KEY_REACH: usize = 1024;
 
 /// Walks `text` the way libyaml tokenizes it and returns the most collections open at once.
 /// Returns `Err(line)` (1-based) at the first point where `limit` collections are open.
+#[cfg(test)]
 pub(crate) fn max_nesting(text: &str, limit: usize) -> Result<usize, usize> {
+    Scanner::new(text, limit).run().map(|s| s.max)
+}
+
+/// What one walk found: the most collections open at once, and the alias tokens (`*name`) as
+/// libyaml's scanner sees them — inside a plain word (`it's`) or after a multi-line quoted string
+/// a `*` is text, and only a token-starting one is an alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scan {
+    pub max: usize,
+    pub aliases: usize,
+}
+
+/// [`max_nesting`] with the alias count.
+pub(crate) fn scan(text: &str, limit: usize) -> Result<Scan, usize> {
     Scanner::new(text, limit).run()
 }
 
@@ -72,6 +87,8 @@ struct Scanner<'a> {
     base: usize,
     open: usize,
     max: usize,
+    /// Alias tokens seen.
+    aliases: usize,
     limit: usize,
     simple_key_allowed: bool,
     key: SimpleKey,
@@ -111,6 +128,7 @@ impl<'a> Scanner<'a> {
             base: 0,
             open: 0,
             max: 0,
+            aliases: 0,
             limit,
             simple_key_allowed: true,
             key: SimpleKey::default(),
@@ -170,11 +188,14 @@ impl<'a> Scanner<'a> {
             && is_blankz(self.peek(3))
     }
 
-    fn run(mut self) -> Result<usize, usize> {
+    fn run(mut self) -> Result<Scan, usize> {
         loop {
             self.skip_to_next_token();
             let Some(c) = self.cur() else {
-                return Ok(self.max);
+                return Ok(Scan {
+                    max: self.max,
+                    aliases: self.aliases,
+                });
             };
             if self.key.possible
                 && (self.key.line < self.line || self.key.index + SIMPLE_KEY_REACH < self.index)
@@ -253,6 +274,9 @@ impl<'a> Scanner<'a> {
                     self.bump();
                 }
                 '*' | '&' => {
+                    if c == '*' {
+                        self.aliases += 1;
+                    }
                     self.save_key();
                     self.simple_key_allowed = false;
                     self.bump();
