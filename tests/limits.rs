@@ -64,3 +64,50 @@ async fn a_doubling_flow_is_stopped_by_the_context_limits() {
     let err = serve_refused(home.path(), &[("RUMI_MAX_CONTEXT_BYTES", "2048")]);
     assert!(err.contains("RUMI_MAX_CONTEXT_BYTES"), "{err}");
 }
+
+/// Second review: every nested run had budgets of its own, so a flow calling `kernel:flow.run`
+/// again and again multiplied them (gigabytes of events into the audit, a history flooded with
+/// child records). A run's whole tree may start at most 100 nested runs, and an emitted payload
+/// too large for the audit is recorded by its size.
+#[tokio::test]
+async fn a_run_tree_shares_its_budgets() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let mut parent = String::from("flow_id: fan\nphases: [m]\nsteps:\n  - {id: e, phase: m, type: handler, input: {handler: \"kernel:emit\", args: {event: big, payload: \"${ctx.big}\"}}}\n");
+    for n in 0..110 {
+        parent.push_str(&format!(
+            "  - {{id: c{n:03}, phase: m, type: handler, input: {{handler: \"kernel:flow.run\", args: {{flow_id: leaf}}}}}}\n"
+        ));
+    }
+    write(home.path(), "user_data/shared/flows/fan.flow.yaml", &parent);
+    write(
+        home.path(),
+        "user_data/shared/flows/leaf.flow.yaml",
+        "flow_id: leaf\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: x, value: 1}}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    let (s, run) = k.run("fan", json!({"big": "b".repeat(200 * 1024)})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(step(&run, "c099")["status"], "succeeded");
+    let refused = step(&run, "c100");
+    assert_eq!(refused["error_type"], "recursion_refused", "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("at most 100"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, audit) = k.get("/api/audit?category=system&limit=1000").await;
+        let event = audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "flow_event")
+            .cloned();
+        if let Some(e) = event {
+            assert_eq!(e["details"]["payload"]["_omitted"], true, "{e}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the event is audited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -50,7 +50,26 @@ pub struct RunRequest {
     pub permit: Option<Permit>,
     /// Flow ids from the root run to the parent (empty for a top-level run).
     pub chain: Vec<String>,
+    /// What the whole tree of runs (the top-level run and every nested one) has used.
+    pub tree: Arc<RunTree>,
     pub span: tracing::Span,
+}
+
+/// Nested runs one top-level run may start, all levels together.
+pub const MAX_NESTED_RUNS: usize = 100;
+
+/// Largest event payload written into the audit as it is (bytes, as JSON); a larger one is
+/// recorded by its size only, so no audit line grows past what the reader reads back.
+pub const MAX_EVENT_AUDIT_BYTES: usize = 64 * 1024;
+
+/// What a top-level run and all its nested runs share. Each run's engine bounds its own context
+/// and events; without a shared count, a flow calling `kernel:flow.run` a thousand times gets a
+/// thousand budgets (gigabytes of events into the audit, a thousand records pushing every other
+/// run out of the history).
+#[derive(Debug, Default)]
+pub struct RunTree {
+    nested_runs: std::sync::atomic::AtomicUsize,
+    event_bytes: std::sync::atomic::AtomicUsize,
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -72,6 +91,7 @@ pub struct FlowRun {
     deadline: Instant,
     permit: Option<Permit>,
     chain: Vec<String>,
+    tree: Arc<RunTree>,
     inputs: Arc<Value>,
     inputs_digest: String,
     started_wall: String,
@@ -100,6 +120,7 @@ impl FlowRun {
             deadline: req.deadline,
             permit: req.permit,
             chain,
+            tree: req.tree,
             inputs: Arc::new(inputs_value),
             inputs_digest: digest,
             started_wall: crate::clock::now_rfc3339(),
@@ -213,6 +234,20 @@ impl FlowRun {
                         self.engine.fail_pending(f, &self.clock);
                         continue;
                     }
+                    let started = self
+                        .tree
+                        .nested_runs
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if started >= MAX_NESTED_RUNS {
+                        let f = StepFailure::new(
+                            ErrorType::RecursionRefused,
+                            format!(
+                                "kernel:flow.run: a run may start at most {MAX_NESTED_RUNS} nested runs in all"
+                            ),
+                        );
+                        self.engine.fail_pending(f, &self.clock);
+                        continue;
+                    }
                     let Some(flow) = self.deps.view.flow(&call.flow_id) else {
                         let f = StepFailure::new(
                             ErrorType::FlowNotFound,
@@ -229,6 +264,7 @@ impl FlowRun {
                         deadline: self.deadline,
                         permit: None,
                         chain: self.chain.clone(),
+                        tree: Arc::clone(&self.tree),
                         span: self.span.clone(),
                     };
                     let rx = FlowRun::launch(child, self.deps.clone());
@@ -286,13 +322,24 @@ impl FlowRun {
         let Some(reply) = self.reply.take() else {
             return;
         };
+        let max_events = self.deps.limits.max_context_bytes;
         for ev in self.engine.take_events() {
+            let size = rumi_domain::vars::json_size(&ev.payload, max_events);
+            let used = self
+                .tree
+                .event_bytes
+                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+            // The whole tree's events share one context's worth of audit; past it, and for any
+            // single payload too large to read back, only the size is recorded.
+            let payload = if used + size > max_events || size > MAX_EVENT_AUDIT_BYTES {
+                json!({"_omitted": true, "bytes": size})
+            } else {
+                ev.payload
+            };
             self.deps.audit.do_send(Record(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
-                    .details(
-                        json!({"step_id": ev.step_id, "event": ev.event, "payload": ev.payload}),
-                    ),
+                    .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": payload})),
             ));
         }
         let outcome = self

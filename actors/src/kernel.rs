@@ -280,6 +280,7 @@ impl Kernel {
             deadline,
             permit: Some(permit),
             chain: Vec::new(),
+            tree: Default::default(),
             span: span.clone(),
         };
         FlowRun::launch(req, self.deps.clone())
