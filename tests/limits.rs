@@ -87,7 +87,18 @@ async fn a_run_tree_shares_its_budgets() {
         "user_data/shared/flows/leaf.flow.yaml",
         "flow_id: leaf\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: x, value: 1}}\n",
     );
+    // A long chain of synchronous steps runs in slices (the kernel yields between them).
+    let mut long = String::from("flow_id: long\nphases: [m]\nsteps:\n");
+    for n in 0..300 {
+        long.push_str(&format!(
+            "  - {{id: s{n:03}, phase: m, type: set, input: {{key: k, value: {n}}}}}\n"
+        ));
+    }
+    write(home.path(), "user_data/shared/flows/long.flow.yaml", &long);
     let k = Kernel::start(home.path(), &[]);
+    let (s, run) = k.run("long", json!({})).await;
+    assert_eq!((s, &run["result"]["k"]), (200, &json!(299)), "{run}");
+    assert_eq!(run["steps"].as_array().unwrap().len(), 300);
     let (s, run) = k.run("fan", json!({"big": "b".repeat(200 * 1024)})).await;
     assert_eq!(s, 200, "{run}");
     assert_eq!(step(&run, "c099")["status"], "succeeded");

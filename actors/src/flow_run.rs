@@ -143,6 +143,23 @@ impl FlowRun {
         loop {
             match self.engine.advance(&self.clock) {
                 Next::Done(_) => return self.finish(ctx),
+                Next::Pause => {
+                    if Instant::now() >= self.deadline {
+                        self.engine.time_out(&self.clock);
+                        return self.finish(ctx);
+                    }
+                    // Yield the thread to other runs and requests, then go on.
+                    ctx.spawn(
+                        tokio::task::yield_now()
+                            .into_actor(self)
+                            .map(|(), act, ctx| {
+                                if !act.finished() {
+                                    act.drive(ctx);
+                                }
+                            }),
+                    );
+                    return;
+                }
                 Next::Block(call) => {
                     let remaining = self.deadline.saturating_duration_since(Instant::now());
                     let step_limit = Duration::from_secs(u64::from(call.timeout_seconds));

@@ -99,10 +99,14 @@ impl fmt::Display for Operand {
 }
 
 impl Operand {
-    fn value(&self, ctx: &Map<String, Value>) -> Value {
+    /// The operand's value, borrowed from the context where it can be: a condition on a large
+    /// value must not copy it for every step that tests it.
+    fn value<'a>(&'a self, ctx: &'a Map<String, Value>) -> std::borrow::Cow<'a, Value> {
+        use std::borrow::Cow;
         match self {
-            Operand::Ref(r) => r.resolve(ctx),
-            Operand::Literal(v) => v.clone(),
+            Operand::Ref(r) if r.path.is_empty() => Cow::Owned(r.resolve(ctx)),
+            Operand::Ref(r) => r.lookup(ctx).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
+            Operand::Literal(v) => Cow::Borrowed(v),
         }
     }
 }

@@ -78,8 +78,16 @@ pub struct Outcome {
 pub enum Next {
     Block(BlockCall),
     Child(ChildCall),
+    /// [`SYNC_STEPS_PER_SLICE`] steps ran without outside work: the caller checks its deadline and
+    /// lets other work run, then calls [`RunEngine::advance`] again.
+    Pause,
     Done(Outcome),
 }
+
+/// Steps the engine runs by itself before it hands control back ([`Next::Pause`]): a flow of a
+/// thousand `set` steps over large values must neither outlive its deadline nor hold the thread
+/// that also serves other runs.
+pub const SYNC_STEPS_PER_SLICE: usize = 64;
 
 /// An event emitted with `kernel:emit`.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +259,12 @@ impl RunEngine {
             self.pending.is_none(),
             "advance called while a step is pending"
         );
+        let mut ran = 0usize;
         while self.cursor < self.flow.steps.len() {
+            if ran == SYNC_STEPS_PER_SLICE {
+                return Next::Pause;
+            }
+            ran += 1;
             let index = self.cursor;
             self.cursor += 1;
             let flow = Arc::clone(&self.flow);

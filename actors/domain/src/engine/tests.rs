@@ -502,3 +502,26 @@ fn what_a_block_says_is_clipped_in_the_record() {
     assert!(e.records()[0].error.as_ref().unwrap().len() <= MAX_ERROR_BYTES + 4);
     assert_eq!(clip("héllo".into(), 2), "h…", "cut on a character boundary");
 }
+
+/// Second review: a long chain of synchronous steps ran in one go, past the run's deadline and
+/// holding the thread. The engine hands control back every `SYNC_STEPS_PER_SLICE` steps.
+#[test]
+fn long_synchronous_chains_pause_between_slices() {
+    let mut text = String::from("flow_id: long\nphases: [m]\nsteps:\n");
+    for n in 0..150 {
+        text.push_str(&format!(
+            "  - {{id: s{n:03}, phase: m, type: set, input: {{key: k, value: {n}}}}}\n"
+        ));
+    }
+    let clock = TestClock(Cell::new(0.0));
+    let mut e = RunEngine::new(flow(&text), Map::new());
+    assert_eq!(e.advance(&clock), Next::Pause);
+    assert_eq!(e.records().len(), SYNC_STEPS_PER_SLICE);
+    assert_eq!(e.advance(&clock), Next::Pause);
+    let Next::Done(o) = e.advance(&clock) else {
+        panic!("done after the third slice")
+    };
+    assert_eq!(o.status, RunStatus::Succeeded);
+    assert_eq!(e.records().len(), 150);
+    assert_eq!(e.ctx["k"], json!(149));
+}
