@@ -96,13 +96,18 @@ fn parse_stat(pid: i32, stat: &[u8]) -> Option<Proc> {
     Some(Proc { pid, ppid, state })
 }
 
-/// The processes under `root` in `all` (root excluded), parents before children.
+/// The processes under `root` in `all` (root excluded), parents before children. One pass over
+/// `all` builds the parent → children map, so a tree of thousands costs thousands, not millions.
 fn tree(all: &[Proc], root: i32) -> Vec<Proc> {
+    let mut children: std::collections::HashMap<i32, Vec<Proc>> = Default::default();
+    for p in all.iter().filter(|p| p.pid != root) {
+        children.entry(p.ppid).or_default().push(*p);
+    }
     let mut out = Vec::new();
     let mut todo = vec![root];
     while let Some(parent) = todo.pop() {
-        for p in all.iter().filter(|p| p.ppid == parent && p.pid != root) {
-            out.push(*p);
+        for p in children.remove(&parent).unwrap_or_default() {
+            out.push(p);
             todo.push(p.pid);
         }
     }
@@ -114,8 +119,8 @@ fn tree(all: &[Proc], root: i32) -> Vec<Proc> {
 /// Stops: a block's processes outliving the worker that was killed for them (a timeout, a crash
 /// or the pack's stop), including those that left the worker's process group (`setsid`,
 /// `start_new_session=True`) and so escaped the group kill. The root (the worker, their
-/// subreaper) is stopped first, so it can neither fork nor reap; every descendant is sent SIGKILL
-/// as soon as a walk finds it (its children come to the stopped root and the next walk finds
+/// subreaper) is stopped on every pass (a descendant could send it SIGCONT), so it can neither
+/// fork nor reap for long; every live descendant is sent SIGKILL on every pass that sees it (its children come to the stopped root and the next walk finds
 /// them), and walks repeat until one finds nothing new with everything found dead, so nothing in
 /// the tree can fork past the walk (a fork bomb included). Killing at once instead of stopping
 /// all and killing at the end means a kernel that dies in the middle of this leaves nothing
@@ -130,20 +135,19 @@ pub fn kill_tree(root: i32, limit: Duration) -> usize {
         let sent = unsafe { libc::kill(pid, sig) } == 0;
         sent || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
     };
-    let mut unkillable: Vec<i32> = Vec::new();
-    let _ = signal(root, libc::SIGSTOP);
-    let mut found: Vec<i32> = Vec::new();
+    let mut unkillable = std::collections::HashSet::new();
+    let mut found = std::collections::HashSet::new();
     loop {
+        // Again on every pass: a process not found yet could have sent the root SIGCONT.
+        let _ = signal(root, libc::SIGSTOP);
         let all = processes();
         let under = tree(&all, root);
         let mut new = false;
-        for p in &under {
-            if !found.contains(&p.pid) {
-                if !signal(p.pid, libc::SIGKILL) {
-                    unkillable.push(p.pid);
-                }
-                found.push(p.pid);
-                new = true;
+        for p in under.iter().filter(|p| !p.is_dead()) {
+            new |= found.insert(p.pid);
+            // Every live one, every pass: a pid found before may be a new process by now.
+            if !unkillable.contains(&p.pid) && !signal(p.pid, libc::SIGKILL) {
+                unkillable.insert(p.pid);
             }
         }
         let root_inert = all
