@@ -47,15 +47,11 @@ fn a_doubling_chain_stops_at_the_value_limit() {
             p = n - 1
         ));
     }
-    let clock = TestClock(Cell::new(0.0));
     let limits = ContextLimits {
         max_value_bytes: 1 << 20,
         max_context_bytes: 4 << 20,
     };
-    let mut e = RunEngine::new(flow(&text), Map::new()).with_limits(limits);
-    let Next::Done(o) = e.advance(&clock) else {
-        panic!("set steps need no outside work")
-    };
+    let (e, o) = run_inline_with(&text, json!({}), limits);
     assert_eq!(o.status, RunStatus::Failed);
     assert_eq!(
         o.failed_step.as_deref(),
@@ -86,16 +82,11 @@ fn the_whole_context_is_capped() {
             "  - {{id: s{n}, phase: m, type: handler, output: o{n}, input: {{handler: \"kernel:ctx.copy\", args: {{from_key: big, to_key: c{n}}}}}}}\n"
         ));
     }
-    let clock = TestClock(Cell::new(0.0));
     let limits = ContextLimits {
         max_value_bytes: 2000,
         max_context_bytes: 5000,
     };
-    let big = "z".repeat(1000);
-    let mut e = RunEngine::new(flow(&text), inputs(json!({"big": big}))).with_limits(limits);
-    let Next::Done(o) = e.advance(&clock) else {
-        panic!("handlers need no outside work")
-    };
+    let (e, o) = run_inline_with(&text, json!({"big": "z".repeat(1000)}), limits);
     // Fail-soft: the run goes on, but the copies past the limit failed and stored nothing.
     assert_eq!(o.status, RunStatus::Succeeded);
     let refused = e
@@ -115,8 +106,13 @@ fn the_whole_context_is_capped() {
 }
 
 fn run_inline(text: &str, input: Value) -> (RunEngine, Outcome) {
+    run_inline_with(text, input, ContextLimits::default())
+}
+
+/// Runs a flow that needs no outside work (and fits one slice) to its end under `limits`.
+fn run_inline_with(text: &str, input: Value, limits: ContextLimits) -> (RunEngine, Outcome) {
     let clock = TestClock(Cell::new(0.0));
-    let mut e = RunEngine::new(flow(text), inputs(input));
+    let mut e = RunEngine::new(flow(text), inputs(input)).with_limits(limits);
     match e.advance(&clock) {
         Next::Done(o) => (e, o),
         other => panic!("unexpected {other:?}"),
@@ -422,11 +418,7 @@ fn values_cannot_be_nested_past_the_depth_limit() {
             "  - {{id: s{n}, phase: m, type: set, on_error: abort, input: {{key: k, value: {wrap}}}}}\n"
         ));
     }
-    let clock = TestClock(Cell::new(0.0));
-    let mut e = RunEngine::new(flow(&text), inputs(json!({"k": 1})));
-    let Next::Done(o) = e.advance(&clock) else {
-        panic!("set steps need no outside work")
-    };
+    let (e, o) = run_inline(&text, json!({"k": 1}));
     assert_eq!(o.status, RunStatus::Failed);
     // 25, 50, 75, 100 levels are kept; the fifth wrap would make 125.
     assert_eq!(o.failed_step.as_deref(), Some("s4"));
@@ -449,16 +441,11 @@ fn emitted_events_count_against_the_context_limit() {
             "  - {{id: e{n:02}, phase: m, type: handler, input: {{handler: \"kernel:emit\", args: {{event: x, payload: \"${{ctx.big}}\"}}}}}}\n"
         ));
     }
-    let clock = TestClock(Cell::new(0.0));
     let limits = ContextLimits {
         max_value_bytes: 2000,
         max_context_bytes: 5000,
     };
-    let big = "z".repeat(1000);
-    let mut e = RunEngine::new(flow(&text), inputs(json!({"big": big}))).with_limits(limits);
-    let Next::Done(_) = e.advance(&clock) else {
-        panic!("handlers need no outside work")
-    };
+    let (mut e, _) = run_inline_with(&text, json!({"big": "z".repeat(1000)}), limits);
     let events = e.take_events();
     assert!(events.len() < 5, "{} events kept", events.len());
     assert!(e
