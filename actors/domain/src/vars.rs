@@ -288,7 +288,9 @@ fn resolve_within(
     };
     match template {
         Value::String(s) if s.contains("${") => {
-            let v = resolve_str_capped(s, ctx, limit.saturating_sub(*used))?;
+            // What is left of the budget bounds this string; a refusal names the whole limit.
+            let v = resolve_str_capped(s, ctx, limit.saturating_sub(*used))
+                .map_err(|_| TooLarge::Bytes { limit })?;
             charge(json_size(&v, limit), used)?;
             Ok(v)
         }
