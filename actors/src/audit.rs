@@ -303,7 +303,11 @@ impl AuditWriter {
         let date = entry.ts.get(..10).unwrap_or("unknown").to_string();
         let key = (entry.category, date);
         if !self.files.contains_key(&key) {
-            // Close other days' files as days change so handles do not accumulate.
+            // Close other days' files as days change so handles do not accumulate, synced first:
+            // entries written just before midnight must not miss their group fsync.
+            if self.files.keys().any(|(_, d)| *d != key.1) {
+                self.sync()?;
+            }
             self.files.retain(|(_, d), _| *d == key.1);
             crate::fsutil::ensure_dir(&self.dir, 0o700)?;
             let path = self.dir.join(format!("{}_{}.jsonl", key.0.as_str(), key.1));
@@ -320,6 +324,19 @@ impl AuditWriter {
         file.write_all(&line)?;
         self.dirty = true;
         Ok(())
+    }
+
+    /// Writes an entry and counts it; a failure is counted and logged (never the entry's details).
+    fn record(&mut self, entry: &AuditEntry) -> io::Result<()> {
+        let r = self.write(entry);
+        match &r {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.failed += 1;
+                tracing::error!(error = %e, category = entry.category.as_str(), "audit write failed");
+            }
+        }
+        r
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -367,13 +384,7 @@ impl Handler<Record> for AuditWriter {
 
     /// Appends the entry; failures are counted and logged (never the entry's details).
     fn handle(&mut self, msg: Record, _: &mut Self::Context) {
-        match self.write(&msg.0) {
-            Ok(()) => self.written += 1,
-            Err(e) => {
-                self.failed += 1;
-                tracing::error!(error = %e, category = msg.0.category.as_str(), "audit write failed");
-            }
-        }
+        let _ = self.record(&msg.0);
     }
 }
 
@@ -382,12 +393,11 @@ impl Handler<RecordDurable> for AuditWriter {
 
     /// Appends the entry and fsyncs before answering.
     fn handle(&mut self, msg: RecordDurable, _: &mut Self::Context) -> Self::Result {
-        let r = self.write(&msg.0).and_then(|_| self.sync());
-        match &r {
-            Ok(()) => self.written += 1,
-            Err(_) => self.failed += 1,
-        }
-        r.map_err(AuditError::Io)
+        self.record(&msg.0)?;
+        self.sync().map_err(|e| {
+            self.failed += 1;
+            AuditError::Io(e)
+        })
     }
 }
 
@@ -396,15 +406,7 @@ impl Handler<RecordWritten> for AuditWriter {
 
     /// Appends the entry and answers; the next group sync makes it durable.
     fn handle(&mut self, msg: RecordWritten, _: &mut Self::Context) -> Self::Result {
-        let r = self.write(&msg.0);
-        match &r {
-            Ok(()) => self.written += 1,
-            Err(e) => {
-                self.failed += 1;
-                tracing::error!(error = %e, category = msg.0.category.as_str(), "audit write failed");
-            }
-        }
-        r.map_err(AuditError::Io)
+        Ok(self.record(&msg.0)?)
     }
 }
 
@@ -464,6 +466,25 @@ mod tests {
             before: None,
             after: None,
         }
+    }
+
+    /// Review note: a new day's first entry closed the earlier day's files without an fsync, so
+    /// entries written just before midnight missed their group sync. They are synced first.
+    #[actix_rt::test]
+    async fn a_new_day_syncs_the_files_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        // No interval sync within the test: only the day change can sync.
+        let addr = AuditWriter::new(dir.path().to_path_buf(), Duration::from_secs(3600)).start();
+        let mut late = AuditEntry::new(Category::System, "late", true);
+        late.ts = "2026-01-01T23:59:59.999Z".into();
+        let mut early = AuditEntry::new(Category::System, "early", true);
+        early.ts = "2026-01-02T00:00:00.001Z".into();
+        addr.send(RecordWritten(late)).await.unwrap().unwrap();
+        let before = addr.send(GetSnapshot).await.unwrap().syncs;
+        addr.send(RecordWritten(early)).await.unwrap().unwrap();
+        let after = addr.send(GetSnapshot).await.unwrap();
+        assert_eq!(after.syncs, before + 1, "{after:?}");
+        assert_eq!(after.open_files, 1);
     }
 
     #[actix_rt::test]
