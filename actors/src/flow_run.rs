@@ -55,6 +55,9 @@ pub struct RunRequest {
     pub span: tracing::Span,
 }
 
+/// How long a finished run waits for its record and audit entry to be written.
+const STORE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Nested runs one top-level run may start, all levels together.
 pub const MAX_NESTED_RUNS: usize = 100;
 
@@ -405,6 +408,9 @@ impl FlowRun {
             self.deps
                 .history
                 .send(finished)
+                // A disk that hangs must not hold the caller for ever: past this the run is
+                // answered as not stored (500), never as acknowledged.
+                .timeout(STORE_DEADLINE)
                 .into_actor(self)
                 .map(move |stored, act, ctx| {
                     match stored {
@@ -416,9 +422,9 @@ impl FlowRun {
                         Ok(Err(e)) => {
                             tracing::error!(run_id = %act.run_id, error = %e, "a finished run was not stored")
                         }
-                        Err(_) => tracing::error!(
+                        Err(e) => tracing::error!(
                             run_id = %act.run_id,
-                            "a finished run was not stored: the run history is not running"
+                            "a finished run was not stored: the run history did not answer ({e})"
                         ),
                     }
                     ctx.stop();
