@@ -403,8 +403,8 @@ async fn expect_found_by_flow_load(k: &Kernel, pack: &str, file: &str, how: &str
     );
 }
 
-#[tokio::test]
-async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_on_reload() {
+/// A kernel whose `my_pack` was approved, then had a flow file added behind its back.
+async fn my_pack_approved_then_given_an_evil_flow() -> (tempfile::TempDir, Kernel) {
     let home = fresh_home();
     let k = Kernel::start(home.path(), &[]);
     k.approve("my_pack").await;
@@ -413,6 +413,12 @@ async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_on_reload() {
         "ecosystem/my_pack/backend/flows/evil.flow.yaml",
         EVIL_FLOW,
     );
+    (home, k)
+}
+
+#[tokio::test]
+async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_on_reload() {
+    let (_home, k) = my_pack_approved_then_given_an_evil_flow().await;
     k.reload().await;
     assert_eq!(k.get("/api/flows/evil").await.0, 404);
     assert_eq!(k.run("evil", json!({})).await.0, 404);
@@ -426,14 +432,7 @@ async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_on_reload() {
 
 #[tokio::test]
 async fn a_flow_file_added_to_an_approved_pack_is_never_loaded_when_another_pack_is_approved() {
-    let home = fresh_home();
-    let k = Kernel::start(home.path(), &[]);
-    k.approve("my_pack").await;
-    write(
-        home.path(),
-        "ecosystem/my_pack/backend/flows/evil.flow.yaml",
-        EVIL_FLOW,
-    );
+    let (_home, k) = my_pack_approved_then_given_an_evil_flow().await;
     // Approving any pack reloads every flow.
     k.approve("text_tools").await;
     assert_eq!(k.get("/api/flows/evil").await.0, 404);
