@@ -138,6 +138,7 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     .listen(listener)
     .context("the HTTP server could not use its socket")?;
     tracing::info!(host = %settings.host, port, mode = kernel.execution_mode(), "rumi kernel listening");
+    println!("rumi home: {}", settings.home.display());
     println!(
         "rumi listening on http://{}:{} ({} mode)",
         settings.host,

@@ -1,38 +1,75 @@
-//! The CLI's client of a running kernel: `rumi pack …` and `rumi flow …` talk to the REST API
-//! with the token from `RUMI_API_TOKEN` or `user_data/api_token`.
+//! The CLI's client of a running kernel: every command but `serve`, `image`, `doctor` and `token`
+//! talks to the REST API, with the token from `RUMI_API_TOKEN` or `user_data/api_token` of the
+//! home found as `config::find_home` says.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::config::{self, HomeSource};
+use anyhow::{anyhow, Context, Result};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long one request may take before the CLI gives up (a run's own deadline is at most 600 s).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(660);
 
 /// A client of the local API.
 pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    pub home: PathBuf,
+}
+
+/// A refusal of the API: the status and its message.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.status.as_u16())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// A whole answer: status, headers and the envelope.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
 }
 
 impl Client {
-    pub fn from_env() -> Result<Client> {
-        let (host, port) = crate::config::api_address()?;
-        let home = crate::config::home()?;
-        let token =
-            crate::token::read(&rumi_actors::Layout::new(home).api_token()).ok_or_else(|| {
-                anyhow!("no API token: start the kernel once (`rumi serve`) or set RUMI_API_TOKEN")
-            })?;
+    /// Finds the home, the address and the token; says where it looked when the token is missing.
+    pub fn connect() -> Result<Client> {
+        let (host, port) = config::api_address()?;
+        let (home, source) = config::find_home()?;
+        let token = crate::token::read(&rumi_actors::Layout::new(home.clone()).api_token())
+            .ok_or_else(|| no_token(&home, source))?;
+        Client::to(format!("http://{host}:{port}"), token, home)
+    }
+
+    /// A client of the kernel at `base` (`http://host:port`) with `token`.
+    pub fn to(base: String, token: String, home: PathBuf) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_DEADLINE)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
         Ok(Client {
-            base: format!("http://{host}:{port}"),
+            base,
             token,
-            http: reqwest::Client::new(),
+            http,
+            home,
         })
     }
 
-    /// Sends a request and returns `data` of a successful envelope, or the envelope's error.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
+    /// Sends a request; a transport failure names the address tried.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Reply> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -40,25 +77,89 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the kernel at {} (is `rumi serve` running?)",
-                self.base
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the kernel at {} ({}); is `rumi serve` running for the home {}?",
+                self.base,
+                transport_reason(&e),
+                self.home.display()
             )
         })?;
         let status = resp.status();
-        let env: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("the kernel answered {status} without a JSON body"))?;
-        if env["success"] == Value::Bool(true) || (status.is_success() && env["data"].is_object()) {
-            return Ok(env["data"].clone());
-        }
-        let err = env["error"].as_str().unwrap_or("unknown error");
-        if env["data"].is_object() {
-            // A failed or timed-out run still has a record worth showing.
-            println!("{}", serde_json::to_string_pretty(&env["data"])?);
-        }
-        bail!("{status}: {err}")
+        let headers = resp.headers().clone();
+        let body: Value = resp.json().await.with_context(|| {
+            format!("the kernel at {} answered {status} without JSON", self.base)
+        })?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
+
+    /// Sends a request and returns `data` of a successful envelope, else an [`ApiFailure`].
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let reply = self.request(method, path, body).await?;
+        into_data(reply)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
+
+/// `data` of a successful envelope, else the failure it describes.
+pub fn into_data(reply: Reply) -> Result<Value> {
+    let env = reply.body;
+    if reply.status.is_success() && env["success"] == Value::Bool(true) {
+        return Ok(env["data"].clone());
+    }
+    Err(ApiFailure {
+        status: reply.status,
+        message: env["error"]
+            .as_str()
+            .unwrap_or("the kernel refused without a message")
+            .to_string(),
+    }
+    .into())
+}
+
+fn no_token(home: &std::path::Path, source: HomeSource) -> anyhow::Error {
+    anyhow!(
+        "no API token in {} (home {}, {}): start the kernel there once with `rumi serve`, \
+         set RUMI_HOME to the kernel's home, or set RUMI_API_TOKEN",
+        rumi_actors::Layout::new(home.to_path_buf())
+            .api_token()
+            .display(),
+        home.display(),
+        source.describe()
+    )
+}
+
+fn transport_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_connect() {
+        "connection refused"
+    } else if e.is_timeout() {
+        "no answer in time"
+    } else {
+        "the connection failed"
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

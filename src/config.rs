@@ -1,7 +1,7 @@
 //! Settings from the environment (contract §14). Every variable is optional; an invalid value
 //! stops start-up with a message naming the variable (never a silent default).
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rumi_actors::affinity::CpuPolicy;
 use rumi_actors::{RuntimeConfig, SecurityMode};
 use std::path::{Path, PathBuf};
@@ -56,18 +56,54 @@ where
     }
 }
 
-/// `RUMI_HOME`, made absolute (default: the current directory).
+/// How the home was found, for messages that must say where the CLI looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeSource {
+    /// `RUMI_HOME`.
+    Env,
+    /// The nearest enclosing directory holding `user_data/`.
+    Enclosing,
+    /// The current directory (it holds `user_data/`, or nothing above it does).
+    Current,
+}
+
+impl HomeSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            HomeSource::Env => "from RUMI_HOME",
+            HomeSource::Enclosing => "the nearest directory above holding user_data/",
+            HomeSource::Current => "the current directory",
+        }
+    }
+}
+
+/// The home, absolute: `RUMI_HOME`, else the nearest enclosing directory that holds
+/// `user_data/` (as git finds `.git`), else the current directory.
 pub fn home() -> Result<PathBuf> {
-    let raw = var("RUMI_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let abs = if raw.is_absolute() {
-        raw
-    } else {
-        std::env::current_dir()?.join(raw)
-    };
-    abs.canonicalize()
-        .map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))
+    Ok(find_home()?.0)
+}
+
+/// [`home`] and how it was found.
+pub fn find_home() -> Result<(PathBuf, HomeSource)> {
+    let cwd = std::env::current_dir().context("the current directory is not readable")?;
+    if let Some(raw) = var("RUMI_HOME") {
+        let abs = cwd.join(raw);
+        let home = abs
+            .canonicalize()
+            .map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))?;
+        return Ok((home, HomeSource::Env));
+    }
+    Ok(enclosing_home(&cwd))
+}
+
+/// The nearest of `start` and its ancestors holding a `user_data` directory, else `start`.
+pub fn enclosing_home(start: &Path) -> (PathBuf, HomeSource) {
+    let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
+    match start.ancestors().find(|d| d.join("user_data").is_dir()) {
+        Some(d) if d == start => (start.clone(), HomeSource::Current),
+        Some(d) => (d.to_path_buf(), HomeSource::Enclosing),
+        None => (start, HomeSource::Current),
+    }
 }
 
 /// The API address and token override, for the CLI client as well as the server.

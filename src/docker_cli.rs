@@ -1,6 +1,7 @@
 //! `rumi image build|show` and `rumi doctor`: the Docker side of strict mode from the command
 //! line, without a running kernel.
 
+use crate::cli::output::Out;
 use crate::config::{self, Settings};
 use anyhow::{anyhow, bail, Result};
 use rumi_actors::docker::image::{self, BuildOptions, Built};
@@ -72,21 +73,23 @@ pub fn show_image(settings: &Settings) -> Result<()> {
     }
 }
 
-/// `rumi doctor`: what strict mode needs, one line each; exit code 1 when the configured mode
-/// cannot run blocks.
-pub fn doctor() -> Result<()> {
+/// `rumi doctor`: the home, the kernel and what strict mode needs, one line each (`--json`: a list
+/// of `{check, ok, detail}`); exit code 1 when the configured mode cannot run blocks. A kernel
+/// that is not running is reported, not counted: doctor is also the check before the first start.
+pub fn doctor(out: &Out) -> Result<bool> {
     let settings = config::load(false)?;
     let mode = settings.runtime.mode;
     let layout = settings.layout();
-    let mut problems = 0;
-    let mut line = |ok: bool, what: &str, text: String| {
-        println!("{} {what:<18} {text}", if ok { "ok " } else { "!! " });
-        if !ok {
-            problems += 1;
-        }
-    };
-    println!("rumi doctor ({})", settings.home.display());
+    let mut checks: Vec<(bool, &str, String)> = Vec::new();
+    let mut line = |ok: bool, what: &'static str, text: String| checks.push((ok, what, text));
+    let (_, source) = config::find_home()?;
+    line(
+        true,
+        "home",
+        format!("{} ({})", settings.home.display(), source.describe()),
+    );
     line(true, "security mode", mode.as_str().to_string());
+    line(true, "kernel", kernel_line(&settings));
     let engine = engine(&settings);
     let status = runtime()?.block_on(engine.status());
     let strict = mode == SecurityMode::Strict;
@@ -182,12 +185,71 @@ pub fn doctor() -> Result<()> {
             settings.runtime.python.display()
         ),
     );
-    if problems > 0 {
-        println!("{problems} problem(s): strict mode cannot run blocks until they are fixed");
-        std::process::exit(1);
+    let problems = checks.iter().filter(|(ok, _, _)| !ok).count();
+    if out.json {
+        out.print_json(&serde_json::Value::Array(
+            checks
+                .iter()
+                .map(
+                    |(ok, what, text)| serde_json::json!({"check": what, "ok": ok, "detail": text}),
+                )
+                .collect(),
+        ));
+    } else {
+        for (ok, what, text) in &checks {
+            let mark = if *ok { "ok" } else { "!!" };
+            println!(
+                "{} {what:<18} {text}",
+                out.paint_status(if *ok { "ok" } else { "failed" }, &format!("{mark:<2}"))
+            );
+        }
+        if problems > 0 {
+            println!("{problems} problem(s): strict mode cannot run blocks until they are fixed");
+        } else {
+            println!("ready");
+        }
     }
-    println!("ready");
-    Ok(())
+    Ok(problems == 0)
+}
+
+/// Whether a kernel answers at the configured address, and whether this home's token opens it.
+fn kernel_line(settings: &Settings) -> String {
+    let base = format!("http://{}:{}", settings.host, settings.port);
+    let token = crate::token::read(&settings.layout().api_token());
+    let answer = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?;
+            let health = http.get(format!("{base}/api/health")).send().await?;
+            let health: serde_json::Value = health.json().await?;
+            let authorized = match &token {
+                Some(t) => Some(
+                    http.get(format!("{base}/api/packs"))
+                        .bearer_auth(t)
+                        .send()
+                        .await?
+                        .status()
+                        .is_success(),
+                ),
+                None => None,
+            };
+            Ok::<_, anyhow::Error>((health, authorized))
+        })
+    });
+    match answer {
+        Ok((h, auth)) => format!(
+            "running at {base} ({} mode, version {}); {}",
+            h["data"]["mode"].as_str().unwrap_or("?"),
+            h["data"]["version"].as_str().unwrap_or("?"),
+            match auth {
+                Some(true) => "this home's token is accepted",
+                Some(false) => "this home's token is REFUSED: is it another home's kernel?",
+                None => "no token in this home (RUMI_API_TOKEN or user_data/api_token)",
+            }
+        ),
+        Err(_) => format!("not running at {base} (start it with `rumi serve`)"),
+    }
 }
 
 /// Binds and removes a socket in `dir` the way the kernel binds pack sockets.

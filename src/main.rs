@@ -9,10 +9,10 @@ mod http;
 mod token;
 
 use anyhow::{anyhow, Result};
-use clap::Parser;
-use cli::{Cli, Command, FlowCommand, ImageCommand, PackCommand};
-use reqwest::Method;
-use serde_json::{json, Map, Value};
+use clap::{CommandFactory, Parser};
+use cli::flows::Failed;
+use cli::output::Out;
+use cli::{Cli, Command, ImageCommand, PackCommand};
 
 fn main() {
     let cli = Cli::parse();
@@ -25,13 +25,19 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if let Err(e) = dispatch(cli) {
-        eprintln!("rumi: {e:#}");
-        std::process::exit(1);
+    match dispatch(cli) {
+        Ok(None) => {}
+        // The command did its work and printed why the outcome is a failure.
+        Ok(Some(Failed)) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("rumi: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli) -> Result<Option<Failed>> {
+    let out = Out::new(cli.json);
     match cli.command {
         Command::Serve {
             permissive,
@@ -41,7 +47,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if build_image && settings.runtime.mode == rumi_actors::SecurityMode::Strict {
                 docker_cli::build_image(&settings, None)?;
             }
-            boot::serve(settings)
+            boot::serve(settings).map(|_| None)
         }
         Command::Image { command } => {
             let settings = config::load(false)?;
@@ -49,120 +55,65 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ImageCommand::Build { mirror } => docker_cli::build_image(&settings, Some(mirror)),
                 ImageCommand::Show => docker_cli::show_image(&settings),
             }
+            .map(|_| None)
         }
-        Command::Doctor => docker_cli::doctor(),
+        Command::Doctor => Ok((!docker_cli::doctor(&out)?).then_some(Failed)),
         Command::Token => {
-            let home = config::home()?;
-            let t = token::read(&rumi_actors::Layout::new(home).api_token())
-                .ok_or_else(|| anyhow!("no token yet: start the kernel once with `rumi serve`"))?;
+            let (home, source) = config::find_home()?;
+            let path = rumi_actors::Layout::new(home.clone()).api_token();
+            let t = token::read(&path).ok_or_else(|| {
+                anyhow!(
+                    "no token in {} (home {}, {}): start the kernel there once with `rumi serve`, \
+                     or set RUMI_HOME to the kernel's home",
+                    path.display(),
+                    home.display(),
+                    source.describe()
+                )
+            })?;
             println!("{t}");
-            Ok(())
+            Ok(None)
         }
-        Command::Pack { command } => client_command(move |c| async move {
-            match command {
-                PackCommand::List => c.call(Method::GET, "/api/packs", None).await,
-                PackCommand::Approve { pack_id } => {
-                    c.call(Method::POST, &format!("/api/packs/{pack_id}/approve"), None)
-                        .await
-                }
-                PackCommand::Reject { pack_id, reason } => {
-                    c.call(
-                        Method::POST,
-                        &format!("/api/packs/{pack_id}/reject"),
-                        Some(json!({"reason": reason})),
-                    )
-                    .await
-                }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rumi", &mut std::io::stdout());
+            Ok(None)
+        }
+        Command::Pack {
+            command: PackCommand::New { pack_id },
+        } => {
+            let home = config::home()?;
+            let dir = cli::scaffold::new_pack(&home, &pack_id)?;
+            if out.json {
+                out.print_json(&serde_json::json!({"pack_id": pack_id, "path": dir}));
+            } else {
+                println!("{}", cli::scaffold::next_steps(&pack_id, &dir));
             }
-        }),
-        Command::Flow { command } => client_command(move |c| async move {
+            Ok(None)
+        }
+        Command::Pack {
+            command: PackCommand::Test { pack_id, timeout },
+        } => Ok((!cli::pack_test::run(&pack_id, timeout, &out)?).then_some(Failed)),
+        command => client_command(|c| async move {
             match command {
-                FlowCommand::List => c.call(Method::GET, "/api/flows", None).await,
-                FlowCommand::Run {
-                    flow_id,
-                    inputs,
-                    timeout,
-                } => {
-                    let mut map = Map::new();
-                    for kv in inputs {
-                        let (k, v) = kv
-                            .split_once('=')
-                            .ok_or_else(|| anyhow!("--input {kv:?}: use key=value"))?;
-                        let value = serde_json::from_str::<Value>(v)
-                            .unwrap_or_else(|_| Value::String(v.to_string()));
-                        map.insert(k.to_string(), value);
-                    }
-                    let run = c
-                        .call(
-                            Method::POST,
-                            &format!("/api/flows/{flow_id}/run"),
-                            Some(json!({"inputs": map, "timeout": timeout})),
-                        )
-                        .await?;
-                    println!("{}", serde_json::to_string_pretty(&run)?);
-                    let (line, ok) = run_summary(&run);
-                    eprintln!("{line}");
-                    if !ok {
-                        std::process::exit(1);
-                    }
-                    Ok(Value::Null)
-                }
+                Command::Pack { command } => cli::packs::run(&c, &out, command).await.map(|_| None),
+                Command::Flow { command } => cli::flows::flow(&c, &out, command).await,
+                Command::Runs { command } => cli::flows::runs(&c, &out, command).await,
+                Command::Network { command } => cli::network::run(&c, &out, command).await,
+                Command::Audit(args) => cli::audit::audit(&c, &out, args).await.map(|_| None),
+                Command::Diagnostics => cli::audit::diagnostics(&c, &out).await.map(|_| None),
+                _ => unreachable!("handled above"),
             }
         }),
     }
 }
 
-/// One line about a run for the terminal, and whether it succeeded: `run <id>: succeeded in 12
-/// ms`, or the status with the step that failed and why. Steps that failed under fail-soft are
-/// counted even when the run succeeded.
-fn run_summary(run: &Value) -> (String, bool) {
-    let status = run["status"].as_str().unwrap_or("unknown");
-    let id = run["run_id"].as_str().unwrap_or("?");
-    let ms = run["execution_time_ms"]
-        .as_f64()
-        .map(|t| format!(" in {t:.0} ms"))
-        .unwrap_or_default();
-    let steps = run["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let failed: Vec<&Value> = steps.iter().filter(|s| s["status"] == "failed").collect();
-    let mut line = format!("run {id}: {status}{ms}");
-    if status == "succeeded" {
-        if !failed.is_empty() {
-            line.push_str(&format!(
-                " ({} step(s) failed and the run went on: {})",
-                failed.len(),
-                failed
-                    .iter()
-                    .map(|s| s["id"].as_str().unwrap_or("?"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        return (line, true);
-    }
-    if let Some(step) = failed.last() {
-        line.push_str(&format!(
-            "; step {} failed ({}): {}",
-            step["id"].as_str().unwrap_or("?"),
-            step["error_type"].as_str().unwrap_or("error"),
-            step["error"].as_str().unwrap_or("")
-        ));
-    } else if let Some(reason) = run["reason"].as_str() {
-        line.push_str(&format!(": {reason}"));
-    }
-    (line, false)
-}
-
-fn client_command<F, Fut>(f: F) -> Result<()>
+/// Runs a client command on a one-thread runtime.
+fn client_command<F, Fut>(f: F) -> Result<Option<Failed>>
 where
     F: FnOnce(client::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<Value>>,
+    Fut: std::future::Future<Output = Result<Option<Failed>>>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let data = rt.block_on(async { f(client::Client::from_env()?).await })?;
-    if !data.is_null() {
-        println!("{}", serde_json::to_string_pretty(&data)?);
-    }
-    Ok(())
+    rt.block_on(async { f(client::Client::connect()?).await })
 }

@@ -387,7 +387,18 @@ impl Registry {
             }
             StoredApproval::Valid(rec) => match rec.decision {
                 Decision::Blocked => (PackState::Blocked, Some(rec), None, None),
-                Decision::Modified => (PackState::Modified, Some(rec), None, None),
+                Decision::Modified => {
+                    // What changed is recomputed from the approved manifest the record keeps, so
+                    // `rumi pack diff` still answers after a restart or another scan.
+                    let diff = match ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone())
+                        .verify()
+                    {
+                        Err(VerifyFailure::Changed(diff)) => Some(diff),
+                        Ok(()) => Some(ManifestDiff::default()),
+                        Err(VerifyFailure::Unreadable(_)) => None,
+                    };
+                    (PackState::Modified, Some(rec), diff, None)
+                }
                 Decision::Approved => {
                     // A full check now (files may have changed while the kernel was down); the
                     // verifier that did it goes to the sandbox, warm.

@@ -1,0 +1,462 @@
+//! `rumi pack test <id>`: copies the pack into a throw-away home, starts a permissive kernel
+//! there (this binary, `serve --permissive`, on a free port with its own token), approves the
+//! pack, and runs each of its flows: once per case in `tests/*.test.json` of the pack
+//! (`{flow, inputs, expect, expect_status}`), and once with no inputs for a flow without a case.
+//! A case fails when the run's status is not the expected one (default: succeeded or aborted),
+//! when any step failed (fail-soft steps included), or when a key in `expect` does not hold that
+//! value in the result. A flow file that fails to load is a failure too. The operator's kernel and
+//! home are never touched.
+
+use super::output::{cell, clip, millis, Out};
+use crate::client::{enc, Client};
+use anyhow::{anyhow, bail, Context, Result};
+use comfy_table::Cell;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Most files (and bytes) copied: the limits of a pack import.
+const MAX_FILES: usize = 2000;
+const MAX_BYTES: u64 = 500 << 20;
+/// How long the throw-away kernel may take to start and to stop.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// Largest case file read.
+const MAX_CASE_BYTES: u64 = 1 << 20;
+
+/// One line of the report.
+struct Outcome {
+    flow: String,
+    case: String,
+    status: String,
+    ms: Option<f64>,
+    problem: Option<String>,
+}
+
+/// Tests the pack; `Ok(false)` when something failed.
+pub fn run(id: &str, timeout: f64, out: &Out) -> Result<bool> {
+    if !rumi_domain::pack::valid_pack_id(id) {
+        bail!("{id:?} is not a valid pack id");
+    }
+    let home = crate::config::home()?;
+    let src = home.join("ecosystem").join(id);
+    if !src.is_dir() {
+        bail!(
+            "no pack {id} in {}: `rumi pack new {id}` writes one",
+            home.join("ecosystem").display()
+        );
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("rumi-pack-test-")
+        .tempdir()
+        .context("cannot create a throw-away home")?;
+    let pack = tmp.path().join("ecosystem").join(id);
+    let mut budget = (MAX_FILES, MAX_BYTES);
+    copy_pack(&src, &pack, &mut budget)?;
+    std::fs::create_dir_all(tmp.path().join("user_data"))?;
+    let kernel = ThrowAway::start(tmp.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcomes = rt.block_on(test_flows(&kernel.client, id, &pack, timeout))?;
+    drop(kernel);
+    Ok(report(id, &outcomes, out))
+}
+
+async fn test_flows(c: &Client, id: &str, pack: &Path, timeout: f64) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
+    let approved = c
+        .post(&format!("/api/packs/{}/approve", enc(id)), json!({}))
+        .await
+        .context("the throw-away kernel refused to approve the pack")?;
+    let reloaded = c.post("/api/flows/reload", json!({})).await?;
+    // The throw-away home holds nothing but this pack: every problem is one of its flows.
+    let mut problems: Vec<String> = Vec::new();
+    for p in approved["warnings"]
+        .as_array()
+        .into_iter()
+        .chain(reloaded["problems"].as_array())
+        .flatten()
+    {
+        let p = super::output::text(p);
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    for p in problems {
+        outcomes.push(Outcome {
+            flow: "-".into(),
+            case: "load".into(),
+            status: "failed".into(),
+            ms: None,
+            problem: Some(p),
+        });
+    }
+    let flows = c.get("/api/flows").await?;
+    let flow_ids: Vec<String> = flows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["pack_id"] == id)
+        .filter_map(|f| f["flow_id"].as_str().map(str::to_string))
+        .collect();
+    let cases = read_cases(pack, &mut outcomes);
+    for case in &cases {
+        if !flow_ids.contains(&case.flow) {
+            outcomes.push(Outcome {
+                flow: case.flow.clone(),
+                case: case.name.clone(),
+                status: "failed".into(),
+                ms: None,
+                problem: Some(format!(
+                    "the case names flow {:?}, which the pack does not have (or it failed to load)",
+                    case.flow
+                )),
+            });
+        }
+    }
+    for flow in &flow_ids {
+        let mine: Vec<&Case> = cases.iter().filter(|c| &c.flow == flow).collect();
+        let default = Case {
+            name: "no inputs".into(),
+            flow: flow.clone(),
+            inputs: json!({}),
+            expect: None,
+            expect_status: None,
+        };
+        let list = if mine.is_empty() {
+            vec![&default]
+        } else {
+            mine
+        };
+        for case in list {
+            outcomes.push(run_case(c, case, timeout).await?);
+        }
+    }
+    if flow_ids.is_empty() && outcomes.is_empty() {
+        outcomes.push(Outcome {
+            flow: "-".into(),
+            case: "-".into(),
+            status: "failed".into(),
+            ms: None,
+            problem: Some("the pack has no flows (put them in flows/*.flow.yaml)".into()),
+        });
+    }
+    Ok(outcomes)
+}
+
+struct Case {
+    name: String,
+    flow: String,
+    inputs: Value,
+    expect: Option<serde_json::Map<String, Value>>,
+    expect_status: Option<String>,
+}
+
+/// The cases in `tests/*.test.json` (or `backend/tests/`); a case file that cannot be read is
+/// reported as a failure.
+fn read_cases(pack: &Path, outcomes: &mut Vec<Outcome>) -> Vec<Case> {
+    let dir = [pack.join("backend/tests"), pack.join("tests")]
+        .into_iter()
+        .find(|d| d.is_dir());
+    let Some(dir) = dir else { return Vec::new() };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.json"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match parse_case(&f) {
+            Ok(mut c) => {
+                c.name = name;
+                cases.push(c);
+            }
+            Err(why) => outcomes.push(Outcome {
+                flow: "-".into(),
+                case: name,
+                status: "failed".into(),
+                ms: None,
+                problem: Some(why),
+            }),
+        }
+    }
+    cases
+}
+
+fn parse_case(path: &Path) -> Result<Case, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_CASE_BYTES {
+        return Err(format!("larger than {MAX_CASE_BYTES} bytes"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let flow = v["flow"]
+        .as_str()
+        .ok_or("`flow` (the flow id to run) is required")?
+        .to_string();
+    let inputs = match &v["inputs"] {
+        Value::Null => json!({}),
+        Value::Object(_) => v["inputs"].clone(),
+        _ => return Err("`inputs` must be an object".into()),
+    };
+    let expect = match &v["expect"] {
+        Value::Null => None,
+        Value::Object(m) => Some(m.clone()),
+        _ => return Err("`expect` must be an object of result keys and values".into()),
+    };
+    let expect_status = match &v["expect_status"] {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        _ => return Err("`expect_status` must be a run status such as \"succeeded\"".into()),
+    };
+    Ok(Case {
+        name: String::new(),
+        flow,
+        inputs,
+        expect,
+        expect_status,
+    })
+}
+
+async fn run_case(c: &Client, case: &Case, timeout: f64) -> Result<Outcome> {
+    let reply = c
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/flows/{}/run", enc(&case.flow)),
+            Some(json!({"inputs": case.inputs, "timeout": timeout})),
+        )
+        .await?;
+    let run = &reply.body["data"];
+    let status = run["status"].as_str().unwrap_or("failed").to_string();
+    let mut problems = Vec::new();
+    if !run["run_id"].is_string() {
+        problems.push(
+            reply.body["error"]
+                .as_str()
+                .unwrap_or("the kernel answered without a run")
+                .to_string(),
+        );
+    }
+    let status_ok = match &case.expect_status {
+        Some(s) => &status == s,
+        None => status == "succeeded" || status == "aborted",
+    };
+    if !status_ok && run["run_id"].is_string() {
+        let wanted = case
+            .expect_status
+            .clone()
+            .unwrap_or_else(|| "succeeded".into());
+        let why = run["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        problems.push(format!("the run ended {status}, not {wanted}{why}"));
+    }
+    for s in run["steps"].as_array().into_iter().flatten() {
+        if s["status"] == "failed" {
+            problems.push(format!(
+                "step {} failed ({}): {}",
+                super::output::text(&s["id"]),
+                super::output::text(&s["error_type"]),
+                super::output::text(&s["error"])
+            ));
+        }
+    }
+    for (key, want) in case.expect.iter().flatten() {
+        let got = &run["result"][key];
+        if got != want {
+            problems.push(format!("result.{key} is {got}, expected {want}"));
+        }
+    }
+    Ok(Outcome {
+        flow: case.flow.clone(),
+        case: case.name.clone(),
+        status: if problems.is_empty() {
+            "passed".into()
+        } else {
+            "failed".into()
+        },
+        ms: run["execution_time_ms"].as_f64(),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+    })
+}
+
+fn report(id: &str, outcomes: &[Outcome], out: &Out) -> bool {
+    let failed = outcomes.iter().filter(|o| o.status != "passed").count();
+    let passed = outcomes.len() - failed;
+    if out.json {
+        out.print_json(&json!({
+            "pack_id": id,
+            "passed": passed,
+            "failed": failed,
+            "results": outcomes.iter().map(|o| json!({
+                "flow_id": o.flow, "case": o.case, "status": o.status,
+                "execution_time_ms": o.ms, "problem": o.problem,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        let rows = outcomes
+            .iter()
+            .map(|o| {
+                let word = if o.status == "passed" {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                vec![
+                    Cell::new(&o.flow),
+                    Cell::new(&o.case),
+                    out.paint_cell(word, &o.status),
+                    Cell::new(o.ms.map(millis).unwrap_or_else(|| "-".into())),
+                    o.problem
+                        .as_deref()
+                        .map(|p| Cell::new(clip(p, 200)))
+                        .unwrap_or_else(|| cell(&Value::Null)),
+                ]
+            })
+            .collect();
+        out.table(&["flow", "case", "result", "time", "problem"], rows);
+        eprintln!(
+            "{}",
+            out.paint_status(
+                if failed == 0 { "succeeded" } else { "failed" },
+                &format!("pack {id}: {passed} passed, {failed} failed")
+            )
+        );
+    }
+    failed == 0
+}
+
+/// Copies the pack's directories and regular files; a symlink is refused (the kernel would
+/// refuse to run a block through one anyway, and a copy must not reach outside the pack).
+fn copy_pack(from: &Path, to: &Path, budget: &mut (usize, u64)) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_pack(&entry.path(), &dest, budget)?;
+        } else if kind.is_file() {
+            let size = entry.metadata()?.len();
+            if budget.0 == 0 || budget.1 < size {
+                bail!("the pack has more than {MAX_FILES} files or {MAX_BYTES} bytes");
+            }
+            budget.0 -= 1;
+            budget.1 -= size;
+            std::fs::copy(entry.path(), &dest)
+                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        } else {
+            bail!(
+                "{} is not a regular file or directory (symlinks are not copied into the test kernel)",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A permissive kernel in a throw-away home, stopped when dropped.
+struct ThrowAway {
+    child: Child,
+    client: Client,
+}
+
+impl ThrowAway {
+    fn start(home: &Path) -> Result<ThrowAway> {
+        let mut raw = [0u8; 16];
+        getrandom::getrandom(&mut raw).context("no randomness for a token")?;
+        let token = hex::encode(raw);
+        let log = home.join("kernel.log");
+        let mut cmd = Command::new(std::env::current_exe().context("cannot find this program")?);
+        // The operator's settings (their home, sockets, ports) must not reach the test kernel.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("RUMI_") && k != "RUMI_PYTHON" {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        cmd.arg("serve")
+            .arg("--permissive")
+            .env("RUMI_HOME", home)
+            .env("RUMI_API_HOST", "127.0.0.1")
+            .env("RUMI_API_PORT", "0")
+            .env("RUMI_API_TOKEN", &token)
+            .env("RUMI_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        let mut child = cmd.spawn().context("cannot start a throw-away kernel")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("rumi listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let started = Instant::now();
+        let base = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(base) => break base,
+                Err(_) if started.elapsed() > START_DEADLINE => {
+                    stop(&mut child);
+                    bail!(
+                        "the throw-away kernel did not start within {START_DEADLINE:?}: {}",
+                        tail(&log)
+                    );
+                }
+                Err(_) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        bail!("the throw-away kernel did not start: {}", tail(&log));
+                    }
+                }
+            }
+        };
+        let client = Client::to(base, token, home.to_path_buf())?;
+        Ok(ThrowAway { child, client })
+    }
+}
+
+impl Drop for ThrowAway {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// SIGTERM, then SIGKILL past the deadline; waits for the process either way.
+fn stop(child: &mut Child) {
+    // SAFETY: a signal to our own child, whose pid we hold and have not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_DEADLINE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last lines the kernel logged, for a start that failed.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

@@ -1,0 +1,675 @@
+//! The CLI end to end: the real `rumi` binary (assert_cmd) against a real permissive kernel over
+//! HTTP. Every client command in table and `--json` form, exit codes for succeeded, failed and
+//! timed-out runs and for a kernel that is not running, the home found from a subdirectory,
+//! completions, `| head`, and a pack from `rumi pack new` through `rumi pack test` to a run.
+
+mod common;
+
+use assert_cmd::Command;
+use common::{port_of, python_available, write, Kernel, TOKEN};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `rumi` with none of the caller's `RUMI_*` settings.
+fn bare() -> Command {
+    let mut cmd = Command::cargo_bin("rumi").expect("the rumi binary");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUMI_") || k == "NO_COLOR" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `rumi` pointed at the kernel `k`.
+fn rumi(k: &Kernel) -> Command {
+    let mut cmd = bare();
+    cmd.env("RUMI_HOME", &k.home)
+        .env("RUMI_API_PORT", port_of(k).to_string())
+        .env("RUMI_API_TOKEN", TOKEN);
+    cmd
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+fn run(mut cmd: Command, args: &[&str]) -> Output {
+    let o = cmd
+        .args(args)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let out = Output {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(
+        !out.stderr.contains("panicked"),
+        "rumi {args:?} panicked: {}",
+        out.stderr
+    );
+    out
+}
+
+/// Runs and expects exit status 0.
+fn ok(cmd: Command, args: &[&str]) -> Output {
+    let o = run(cmd, args);
+    assert_eq!(o.code, 0, "rumi {args:?}: {}\n{}", o.stdout, o.stderr);
+    o
+}
+
+/// Runs and expects a non-zero exit status.
+fn fails(cmd: Command, args: &[&str]) -> Output {
+    let o = run(cmd, args);
+    assert_ne!(o.code, 0, "rumi {args:?} should fail: {}", o.stdout);
+    o
+}
+
+/// A pack whose blocks succeed, fail and sleep, with one flow for each.
+fn outcomes_pack(home: &Path) {
+    common::make_pack(
+        home,
+        "outcomes",
+        &[
+            (
+                "fine.py",
+                "def run(d, c=None):\n    return {'v': d.get('v', 1)}\n",
+            ),
+            (
+                "boom.py",
+                "def run(d, c=None):\n    raise ValueError('boom on purpose')\n",
+            ),
+            (
+                "slow.py",
+                "import time\ndef run(d, c=None):\n    time.sleep(30)\n    return {}\n",
+            ),
+        ],
+    );
+    // `soft` fails a step under the default fail-soft and goes on; `boom` stops at it.
+    for (flow, file, soft) in [
+        ("fine", "fine.py", true),
+        ("boom", "boom.py", false),
+        ("soft", "boom.py", true),
+        ("slow", "slow.py", true),
+    ] {
+        write(
+            home,
+            &format!("ecosystem/outcomes/backend/flows/{flow}.flow.yaml"),
+            &format!(
+                "flow_id: outcomes.{flow}\nphases: [main]\ndefaults: {{fail_soft: {soft}}}\nsteps:\n  - id: only\n    phase: main\n    type: python_file_call\n    file: {file}\n    input: {{v: \"${{ctx.v}}\"}}\n    output: out\n"
+            ),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_daily_command_prints_a_table_and_json() {
+    if !python_available() {
+        return;
+    }
+    let home = common::fresh_home();
+    outcomes_pack(home.path());
+    let k = Kernel::start(home.path(), &[]);
+
+    // Packs.
+    let o = ok(rumi(&k), &["pack", "list"]);
+    assert!(o.stdout.starts_with("PACK"), "a table: {}", o.stdout);
+    assert!(o.stdout.contains("text_tools") && o.stdout.contains("installed"));
+    let packs = ok(rumi(&k), &["pack", "list", "--json"]).json();
+    assert!(packs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["pack_id"] == "outcomes"));
+    let o = ok(rumi(&k), &["pack", "scan"]);
+    assert!(o.stdout.contains("outcomes"));
+    let o = ok(rumi(&k), &["pack", "diff", "outcomes"]);
+    assert!(o.stdout.contains("never been approved"), "{}", o.stdout);
+    let o = ok(rumi(&k), &["pack", "approve", "outcomes"]);
+    assert!(
+        o.stdout.starts_with("approved outcomes: 8 file(s)"),
+        "{}",
+        o.stdout
+    );
+    let v = ok(rumi(&k), &["pack", "approve", "text_tools", "--json"]).json();
+    assert_eq!(v["state"], "approved");
+    let o = ok(rumi(&k), &["pack", "show", "outcomes"]);
+    assert!(
+        o.stdout.contains("state:") && o.stdout.contains("approved"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        ok(rumi(&k), &["pack", "show", "outcomes", "--json"]).json()["pack_id"],
+        "outcomes"
+    );
+    let o = ok(rumi(&k), &["pack", "diff", "outcomes"]);
+    assert!(o.stdout.contains("no change"), "{}", o.stdout);
+    write(
+        k.home.as_path(),
+        "ecosystem/my_pack/backend/extra.txt",
+        "new",
+    );
+    ok(rumi(&k), &["pack", "approve", "my_pack"]);
+    write(
+        k.home.as_path(),
+        "ecosystem/my_pack/backend/extra.txt",
+        "changed",
+    );
+    let o = ok(rumi(&k), &["pack", "diff", "my_pack"]);
+    assert!(o.stdout.contains("~ backend/extra.txt"), "{}", o.stdout);
+    let d = ok(rumi(&k), &["pack", "diff", "my_pack", "--json"]).json();
+    assert_eq!(d["changes"]["changed"][0], "backend/extra.txt");
+    let o = ok(
+        rumi(&k),
+        &["pack", "reject", "my_pack", "--reason", "not today"],
+    );
+    assert!(
+        o.stdout.contains("rejected my_pack: not today"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        ok(rumi(&k), &["pack", "show", "my_pack", "--json"]).json()["state"],
+        "blocked"
+    );
+
+    // Flows.
+    let o = ok(rumi(&k), &["flow", "list"]);
+    assert!(o.stdout.starts_with("FLOW") && o.stdout.contains("outcomes.fine"));
+    let flows = ok(rumi(&k), &["flow", "list", "--json"]).json();
+    assert!(flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["flow_id"] == "text_tools.report"));
+    let o = ok(rumi(&k), &["flow", "show", "text_tools.report"]);
+    assert!(
+        o.stdout.contains("STEP") && o.stdout.contains("normalize"),
+        "{}",
+        o.stdout
+    );
+    let f = ok(rumi(&k), &["flow", "show", "text_tools.report", "--json"]).json();
+    assert_eq!(f["flow_id"], "text_tools.report");
+    let o = ok(rumi(&k), &["flow", "reload"]);
+    assert!(o.stdout.contains("flow(s) loaded"), "{}", o.stdout);
+    assert!(
+        ok(rumi(&k), &["flow", "reload", "--json"]).json()["flows"]
+            .as_u64()
+            .unwrap()
+            >= 4
+    );
+
+    // Runs: succeeded, failed, timed out.
+    let o = ok(rumi(&k), &["flow", "run", "outcomes.fine", "-i", "v=7"]);
+    assert!(
+        o.stdout.contains("STEP") && o.stdout.contains("\"v\": 7"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr.contains("(outcomes.fine): succeeded in"),
+        "{}",
+        o.stderr
+    );
+    let fine = ok(rumi(&k), &["flow", "run", "outcomes.fine", "--json"]).json();
+    assert_eq!(fine["status"], "succeeded");
+    let o = fails(rumi(&k), &["flow", "run", "outcomes.boom"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("failed in")
+            && o.stderr.contains("only (block_error)")
+            && o.stderr.contains("boom on purpose"),
+        "{}",
+        o.stderr
+    );
+    let failed = fails(rumi(&k), &["flow", "run", "outcomes.boom", "--json"]).json();
+    assert_eq!(failed["status"], "failed");
+    let o = ok(rumi(&k), &["flow", "run", "outcomes.soft"]);
+    assert!(
+        o.stderr.contains("succeeded in")
+            && o.stderr
+                .contains("1 step(s) failed and the run went on: only"),
+        "{}",
+        o.stderr
+    );
+    let o = fails(
+        rumi(&k),
+        &["flow", "run", "outcomes.slow", "--timeout", "1"],
+    );
+    assert!(o.stderr.contains("timed_out"), "{}", o.stderr);
+    let o = fails(rumi(&k), &["flow", "run", "no.such.flow"]);
+    assert!(o.stderr.contains("rumi diagnostics"), "{}", o.stderr);
+
+    let o = ok(rumi(&k), &["runs", "list"]);
+    assert!(
+        o.stdout.starts_with("RUN") && o.stdout.contains("outcomes.boom"),
+        "{}",
+        o.stdout
+    );
+    let runs = ok(
+        rumi(&k),
+        &["runs", "list", "--flow", "outcomes.fine", "--json"],
+    )
+    .json();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    let id = fine["run_id"].as_str().unwrap();
+    let o = ok(rumi(&k), &["runs", "show", id]);
+    assert!(
+        o.stderr
+            .contains(&format!("run {id} (outcomes.fine): succeeded")),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        ok(rumi(&k), &["runs", "show", id, "--json"]).json()["run_id"],
+        id
+    );
+    let failed_id = failed["run_id"].as_str().unwrap();
+    assert_eq!(fails(rumi(&k), &["runs", "show", failed_id]).code, 1);
+    let o = fails(
+        rumi(&k),
+        &[
+            "runs",
+            "show",
+            "0123456789abcdef",
+            "--follow",
+            "--wait",
+            "1",
+        ],
+    );
+    assert!(o.stderr.contains("was not recorded within"), "{}", o.stderr);
+
+    // Network.
+    let o = ok(
+        rumi(&k),
+        &[
+            "network",
+            "grant",
+            "outcomes",
+            "--domain",
+            "example.com",
+            "--port",
+            "443",
+        ],
+    );
+    assert!(
+        o.stdout
+            .contains("granted outcomes to reach example.com on port(s) 443"),
+        "{}",
+        o.stdout
+    );
+    let o = ok(rumi(&k), &["network", "list"]);
+    assert!(
+        o.stdout.starts_with("PACK") && o.stdout.contains("example.com"),
+        "{}",
+        o.stdout
+    );
+    let grants = ok(rumi(&k), &["network", "list", "--json"]).json();
+    assert_eq!(grants[0]["pack_id"], "outcomes");
+    let o = fails(
+        rumi(&k),
+        &["network", "check", "outcomes", "other.example", "443"],
+    );
+    assert!(o.stdout.starts_with("denied"), "{}", o.stdout);
+    let v = fails(
+        rumi(&k),
+        &[
+            "network",
+            "check",
+            "outcomes",
+            "other.example",
+            "443",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(v["allowed"], false);
+    let o = ok(
+        rumi(&k),
+        &["network", "revoke", "outcomes", "--reason", "done"],
+    );
+    assert!(o.stdout.contains("revoked"), "{}", o.stdout);
+
+    // Audit and diagnostics.
+    let o = ok(rumi(&k), &["audit", "--category", "approval"]);
+    assert!(
+        o.stdout.starts_with("TIME") && o.stdout.contains("pack_approved"),
+        "{}",
+        o.stdout
+    );
+    let entries = ok(rumi(&k), &["audit", "--category", "network", "--json"]).json();
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "network_grant"),
+        "{entries}"
+    );
+    let o = fails(rumi(&k), &["audit", "--category", "nonsense"]);
+    assert!(o.stderr.contains("unknown category"), "{}", o.stderr);
+    let o = ok(rumi(&k), &["diagnostics"]);
+    assert!(
+        o.stdout.contains("mode:") && o.stdout.contains("permissive"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        ok(rumi(&k), &["diagnostics", "--json"]).json()["mode"],
+        "permissive"
+    );
+
+    // Doctor and token.
+    let o = run(rumi(&k), &["doctor"]);
+    assert!(
+        o.stdout.contains(&format!("running at {}", k.base)),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("token is accepted"), "{}", o.stdout);
+    let checks = run(rumi(&k), &["doctor", "--json"]).json();
+    assert!(checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["check"] == "kernel"));
+    assert_eq!(ok(rumi(&k), &["token"]).stdout.trim(), TOKEN);
+}
+
+/// Reads `child`'s stdout lines until one satisfies `want` (30 s deadline), then kills it.
+fn follow_until(
+    mut cmd: std::process::Command,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> String {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if want(&line) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let got = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    got.expect("the followed line did not come within 30 s")
+}
+
+fn follow_cmd(k: &Kernel, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("rumi"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RUMI_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args)
+        .env("RUMI_HOME", &k.home)
+        .env("RUMI_API_PORT", port_of(k).to_string())
+        .env("RUMI_API_TOKEN", TOKEN);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_what_happens_after_it_started() {
+    if !python_available() {
+        return;
+    }
+    let home = common::fresh_home();
+    outcomes_pack(home.path());
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("outcomes").await;
+
+    // `runs list --follow` prints the runs recorded after it started; a background task keeps
+    // starting runs until the line is seen, so no sleep guesses when the follower is ready.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        let base = k.base.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = http
+                    .post(format!("{base}/api/flows/outcomes.fine/run"))
+                    .bearer_auth(TOKEN)
+                    .json(&serde_json::json!({"inputs": {"v": 5}}))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let line = tokio::task::spawn_blocking({
+        let cmd = follow_cmd(&k, &["runs", "list", "--follow", "--flow", "outcomes.fine"]);
+        move || follow_until(cmd, |l| l.contains("(outcomes.fine): succeeded"))
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("run "), "{line}");
+    // `audit --follow --json` prints one entry per line, including entries written after it
+    // started.
+    let line = tokio::task::spawn_blocking({
+        let cmd = follow_cmd(
+            &k,
+            &[
+                "audit",
+                "--follow",
+                "--json",
+                "--category",
+                "flow_execution",
+                "--limit",
+                "1",
+            ],
+        );
+        move || {
+            follow_until(cmd, |l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|e| e["flow_id"] == "outcomes.fine")
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with('{'), "{line}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    runner.await.unwrap();
+}
+
+#[test]
+fn the_home_is_found_from_a_subdirectory_and_a_missing_kernel_is_named() {
+    if !python_available() {
+        return;
+    }
+    let home = common::fresh_home();
+    let k = Kernel::start(home.path(), &[]);
+    // The kernel was given its token in the environment; an operator's home holds it in a file.
+    std::fs::write(k.home.join("user_data/api_token"), TOKEN).unwrap();
+    let sub = k.home.join("ecosystem/text_tools/backend/blocks");
+    let mut cmd = bare();
+    cmd.current_dir(&sub)
+        .env("RUMI_API_PORT", port_of(&k).to_string());
+    let packs = ok(cmd, &["pack", "list", "--json"]).json();
+    assert!(packs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["pack_id"] == "text_tools"));
+
+    // No token: the error says which home was searched and how to point elsewhere.
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = bare();
+    cmd.current_dir(empty.path());
+    let o = fails(cmd, &["pack", "list"]);
+    assert!(o.stderr.contains("RUMI_HOME"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&empty.path().canonicalize().unwrap().display().to_string()),
+        "{}",
+        o.stderr
+    );
+
+    // No kernel at the address: every client command fails and names the address.
+    let port = port_of(&k);
+    k.stop();
+    for args in [
+        &["pack", "list"][..],
+        &["flow", "run", "text_tools.report"],
+        &["runs", "list"],
+        &["network", "list"],
+        &["audit"],
+        &["diagnostics"],
+    ] {
+        let mut cmd = bare();
+        cmd.env("RUMI_HOME", home.path())
+            .env("RUMI_API_TOKEN", TOKEN)
+            .env("RUMI_API_PORT", port.to_string());
+        let o = fails(cmd, args);
+        assert!(
+            o.stderr.contains(&format!("http://127.0.0.1:{port}")),
+            "rumi {args:?}: {}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn completions_are_generated_and_a_closed_pipe_ends_quietly() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = ok(bare(), &["completions", shell]);
+        assert!(o.stdout.contains("rumi"), "{shell}");
+        assert!(
+            o.stdout.contains("approve"),
+            "{shell}: the subcommands are completed"
+        );
+    }
+    // `head` closes the pipe after one line; rumi must end without a panic message.
+    let bin = assert_cmd::cargo::cargo_bin("rumi");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' completions zsh | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            bin.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    let code: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // 141 = killed by SIGPIPE, as `yes | head` ends; 0 when all was written before the close.
+    assert!(code == 141 || code == 0, "exit {code}");
+}
+
+#[test]
+fn a_new_pack_passes_its_test_runs_when_approved_and_a_broken_one_fails() {
+    if !python_available() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("user_data")).unwrap();
+    let mut cmd = bare();
+    cmd.current_dir(home.path());
+    let o = ok(cmd, &["pack", "new", "demo"]);
+    assert!(o.stdout.contains("rumi pack test demo"), "{}", o.stdout);
+    let pack = home.path().join("ecosystem/demo");
+    for f in [
+        "backend/ecosystem.json",
+        "backend/blocks/greet.py",
+        "backend/flows/demo.hello.flow.yaml",
+        "backend/tests/hello.test.json",
+    ] {
+        assert!(pack.join(f).is_file(), "{f}");
+    }
+    let block = std::fs::read_to_string(pack.join("backend/blocks/greet.py")).unwrap();
+    assert!(block.contains("import rumi_syscall") && block.contains("rumi_capability.call("));
+    assert!(block.contains("-> Dict[str, Any]"), "type hints");
+    let mut again = bare();
+    again.current_dir(home.path());
+    let o = fails(again, &["pack", "new", "demo"]);
+    assert!(o.stderr.contains("already exists"), "{}", o.stderr);
+    let mut bad = bare();
+    bad.current_dir(home.path());
+    assert!(fails(bad, &["pack", "new", "../escape"])
+        .stderr
+        .contains("not a valid pack id"));
+
+    let test = |sub: &str| {
+        let mut cmd = bare();
+        cmd.current_dir(home.path().join(sub));
+        run(cmd, &["pack", "test", "demo"])
+    };
+    let o = test("ecosystem/demo");
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("pack demo: 1 passed, 0 failed"),
+        "{}",
+        o.stderr
+    );
+    // The throw-away kernel left nothing in the author's home.
+    assert!(!home.path().join("user_data/permissions").exists());
+    assert!(!home.path().join("user_data/api_token").exists());
+
+    // Approved and run on a real kernel, as the author's next step says.
+    let k = Kernel::start(home.path(), &[]);
+    ok(rumi(&k), &["pack", "approve", "demo"]);
+    let run_out = ok(
+        rumi(&k),
+        &["flow", "run", "demo.hello", "-i", "name=Ada", "--json"],
+    )
+    .json();
+    assert_eq!(run_out["result"]["greeting"]["greeting"], "Hello, Ada!");
+    k.stop();
+
+    // A failing expectation, a failing step and a flow that does not load each fail the test.
+    let case = pack.join("backend/tests/hello.test.json");
+    let text = std::fs::read_to_string(&case).unwrap();
+    std::fs::write(&case, text.replace("Hello, Ada!", "Goodbye")).unwrap();
+    let o = test(".");
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("result.greeting"), "{}", o.stdout);
+    std::fs::write(&case, text).unwrap();
+    let block_path = pack.join("backend/blocks/greet.py");
+    std::fs::write(
+        &block_path,
+        block.replace(
+            "name = str(",
+            "raise RuntimeError('broken')\n    name = str(",
+        ),
+    )
+    .unwrap();
+    let o = test(".");
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("broken"), "{}", o.stdout);
+    std::fs::write(&block_path, &block).unwrap();
+    write(
+        home.path(),
+        "ecosystem/demo/backend/flows/bad.flow.yaml",
+        "flow_id: demo.bad\nphases: []\nsteps: []\n",
+    );
+    let o = test(".");
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("bad.flow.yaml"), "{}", o.stdout);
+}
