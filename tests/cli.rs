@@ -375,6 +375,49 @@ async fn every_daily_command_prints_a_table_and_json() {
         "permissive"
     );
 
+    // Colours on a terminal only, and never with NO_COLOR: `script` gives the command a pty.
+    if which("script") {
+        let tty = |no_color: bool| {
+            let mut cmd = follow_cmd(&k, &[]);
+            let line = format!(
+                "'{}' pack list",
+                assert_cmd::cargo::cargo_bin("rumi").display()
+            );
+            let mut cmd = {
+                let mut c = std::process::Command::new("script");
+                c.args(["-qec", &line, "/dev/null"]);
+                for (key, value) in cmd.get_envs() {
+                    match value {
+                        Some(v) => c.env(key, v),
+                        None => c.env_remove(key),
+                    };
+                }
+                c
+            };
+            cmd.env_remove("NO_COLOR");
+            if no_color {
+                cmd.env("NO_COLOR", "1");
+            }
+            String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+        };
+        let coloured = tty(false);
+        assert!(
+            coloured.contains("\x1b[") && coloured.contains("approved"),
+            "{coloured:?}"
+        );
+        let plain = tty(true);
+        assert!(
+            !plain.contains("\x1b[") && plain.contains("approved"),
+            "{plain:?}"
+        );
+    } else {
+        eprintln!("SKIPPED the colour check: `script` (util-linux) is not installed");
+    }
+    assert!(
+        !ok(rumi(&k), &["pack", "list"]).stdout.contains('\x1b'),
+        "no colour in a pipe"
+    );
+
     // Doctor and token.
     let o = run(rumi(&k), &["doctor"]);
     assert!(
@@ -390,6 +433,13 @@ async fn every_daily_command_prints_a_table_and_json() {
         .iter()
         .any(|c| c["check"] == "kernel"));
     assert_eq!(ok(rumi(&k), &["token"]).stdout.trim(), TOKEN);
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Reads `child`'s stdout lines until one satisfies `want` (30 s deadline), then kills it.

@@ -36,7 +36,9 @@ impl Out {
         }
         let mut t = Table::new();
         t.load_preset(presets::NOTHING);
-        if std::io::stdout().is_terminal() {
+        // Wrapped to the terminal's width only when it is known and usable: a pty that reports
+        // no size (`script`, some CI runners) would otherwise get one character per column.
+        if std::io::stdout().is_terminal() && t.width().is_some_and(|w| w >= 40) {
             t.set_content_arrangement(ContentArrangement::Dynamic);
         }
         if self.color {
