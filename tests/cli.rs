@@ -378,7 +378,7 @@ async fn every_daily_command_prints_a_table_and_json() {
     // Colours on a terminal only, and never with NO_COLOR: `script` gives the command a pty.
     if which("script") {
         let tty = |no_color: bool| {
-            let mut cmd = follow_cmd(&k, &[]);
+            let env = follow_cmd(&k, &[]);
             let line = format!(
                 "'{}' pack list",
                 assert_cmd::cargo::cargo_bin("rumi").display()
@@ -386,7 +386,7 @@ async fn every_daily_command_prints_a_table_and_json() {
             let mut cmd = {
                 let mut c = std::process::Command::new("script");
                 c.args(["-qec", &line, "/dev/null"]);
-                for (key, value) in cmd.get_envs() {
+                for (key, value) in env.get_envs() {
                     match value {
                         Some(v) => c.env(key, v),
                         None => c.env_remove(key),
