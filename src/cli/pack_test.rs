@@ -60,8 +60,17 @@ pub fn run(id: &str, timeout: f64, out: &Out) -> Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcomes = rt.block_on(test_flows(&kernel.client, id, &pack, timeout))?;
+    // Ctrl-C ends the test, but through here: the kernel is stopped and the home removed (the
+    // kernel, in the same process group, gets the SIGINT too and stops by itself).
+    let outcomes = rt.block_on(async {
+        tokio::select! {
+            r = test_flows(&kernel.client, id, &pack, timeout) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    });
     drop(kernel);
+    drop(tmp);
+    let outcomes = outcomes?;
     Ok(report(id, &outcomes, out))
 }
 
