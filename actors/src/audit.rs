@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Audit categories.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
@@ -71,6 +72,7 @@ impl Category {
 }
 
 /// Severity of an entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -81,6 +83,7 @@ pub enum Severity {
 }
 
 /// One audit entry (§13). Optional fields are omitted when empty.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     pub ts: String,
@@ -221,6 +224,7 @@ pub struct LinesSkipped(pub u64);
 pub struct GetSnapshot;
 
 /// The writer's counters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditSnapshot {
     pub written: u64,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where blocks run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityMode {

@@ -46,6 +46,7 @@ pub struct Acquire {
 pub struct GetSnapshot;
 
 /// The limiter's counters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct LimiterSnapshot {
     pub max_concurrent: usize,

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A pack's approval state as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PackState {

@@ -1,4 +1,4 @@
-//! Bearer-token check before routing: every endpoint but `GET /api/health` needs
+//! Bearer-token check before routing: every endpoint but those of [`OPEN`] needs
 //! `Authorization: Bearer <token>`; anything else is 401 with the envelope, whatever the path.
 
 use super::error::ApiError;
@@ -8,6 +8,12 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
+/// The endpoints that need no token (the OpenAPI document marks every other one as needing it).
+pub const OPEN: [(Method, &str); 2] = [
+    (Method::GET, "/api/health"),
+    (Method::GET, "/api/openapi.json"),
+];
+
 /// The token, as app data.
 pub struct ApiToken(pub String);
 
@@ -15,7 +21,9 @@ pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let open = req.method() == Method::GET && req.path() == "/api/health";
+    let open = OPEN
+        .iter()
+        .any(|(m, p)| req.method() == m && req.path() == *p);
     if !open {
         let token = req
             .app_data::<web::Data<ApiToken>>()

@@ -10,6 +10,7 @@ use rumi_actors::registry::RegistryError;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
+use utoipa::ToSchema;
 
 /// An API failure: a status and a message safe to show.
 #[derive(Debug)]
@@ -51,12 +52,25 @@ impl fmt::Display for ApiError {
     }
 }
 
-/// The envelope.
-#[derive(Serialize)]
+/// The envelope of every JSON answer: `success`, the `data` and the `error` message (null when
+/// the request succeeded).
+#[derive(Serialize, ToSchema)]
 pub struct Envelope<T: Serialize> {
     pub success: bool,
+    #[schema(required = true)]
     pub data: Option<T>,
+    #[schema(required = true)]
     pub error: Option<String>,
+}
+
+/// The envelope of a refused request: `success` is false and `error` says why; `data` is null but
+/// for a run refused at its deadline (`{run_id, status}`, or the run record).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub success: bool,
+    #[schema(required = true)]
+    pub data: Option<Value>,
+    pub error: String,
 }
 
 /// 200 with `data`.
@@ -78,10 +92,10 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             b.insert_header(("Retry-After", secs.to_string()));
         }
-        b.json(Envelope {
+        b.json(ErrorBody {
             success: false,
             data: self.data.clone(),
-            error: Some(self.message.clone()),
+            error: self.message.clone(),
         })
     }
 }

@@ -1,99 +1,258 @@
 //! Flow endpoints: list, one flow with its effective steps, run, reload.
 
 use super::body::json_object;
-use super::error::{ok, ApiError, Envelope};
+use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::registry::Reload;
+use rumi_actors::registry::{FlowsReloaded, Reload};
 use rumi_actors::{Kernel, SecurityMode};
-use rumi_domain::flow::{Step, StepKind};
+use rumi_domain::flow::{Defaults, OnError, SourceRank, Step, StepKind};
 use rumi_domain::run::{RunRecord, RunStatus, StepRecord};
 use rumi_domain::Flow;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tracing::Instrument;
+use utoipa::ToSchema;
 
-fn summary(f: &Flow) -> Value {
-    json!({
-        "flow_id": f.flow_id,
-        "description": f.description,
-        "source": f.origin.rank.as_str(),
-        "path": f.origin.path,
-        "pack_id": f.origin.pack_id,
-        "inputs": f.inputs,
-        "outputs": f.outputs,
-        "phases": f.phases,
-        "step_count": f.steps.len(),
-        "schedule": f.schedule,
-    })
+/// A flow as `GET /api/flows` lists it.
+#[derive(Serialize, ToSchema)]
+pub struct FlowSummary<'a> {
+    flow_id: &'a str,
+    description: Option<&'a str>,
+    /// Where the file comes from (the lower rank wins a `flow_id` clash).
+    source: SourceRank,
+    /// The file, relative to `RUMI_HOME`.
+    path: &'a str,
+    /// The pack whose file it is (pack flows only).
+    pack_id: Option<&'a str>,
+    /// The flow's `inputs` as written (null when absent).
+    inputs: &'a Value,
+    /// The flow's `outputs` as written (null when absent).
+    outputs: &'a Value,
+    phases: &'a [String],
+    step_count: usize,
+    /// The flow's `schedule` as written (nothing fires it yet).
+    schedule: Option<&'a Value>,
 }
 
-fn step_json(s: &Step) -> Value {
-    let mut v = json!({
-        "id": s.id,
-        "phase": s.phase,
-        "priority": s.priority,
-        "type": s.kind.type_name(),
-        "when": s.when.as_ref().map(ToString::to_string),
-        "output": s.output,
-        "timeout_seconds": s.timeout_seconds,
-        "on_error": s.on_error,
-        "origin": s.origin.as_str(),
-    });
-    match &s.kind {
-        StepKind::Block {
-            owner_pack,
-            file,
-            input,
-            ..
-        } => {
-            v["owner_pack"] = json!(owner_pack);
-            v["file"] = json!(file);
-            v["input"] = input.clone();
+impl<'a> FlowSummary<'a> {
+    fn new(f: &'a Flow) -> Self {
+        FlowSummary {
+            flow_id: &f.flow_id,
+            description: f.description.as_deref(),
+            source: f.origin.rank,
+            path: &f.origin.path,
+            pack_id: f.origin.pack_id.as_deref(),
+            inputs: &f.inputs,
+            outputs: &f.outputs,
+            phases: &f.phases,
+            step_count: f.steps.len(),
+            schedule: f.schedule.as_ref(),
         }
-        StepKind::Handler { handler, args } => {
-            v["handler"] = json!(handler.name());
-            v["args"] = args.clone();
-        }
-        StepKind::Set { key, value } => {
-            v["key"] = json!(key);
-            v["value"] = value.clone();
-        }
-        StepKind::If { .. } => {}
     }
-    v
+}
+
+/// One flow as `GET /api/flows/{id}` shows it: the summary's fields, its defaults and its
+/// effective steps in execution order.
+#[derive(Serialize, ToSchema)]
+pub struct FlowDetail<'a> {
+    flow_id: &'a str,
+    description: Option<&'a str>,
+    source: SourceRank,
+    path: &'a str,
+    pack_id: Option<&'a str>,
+    inputs: &'a Value,
+    outputs: &'a Value,
+    phases: &'a [String],
+    step_count: usize,
+    schedule: Option<&'a Value>,
+    defaults: Defaults,
+    steps: Vec<StepView<'a>>,
+    /// Always empty: modifiers are not implemented yet.
+    modifiers_applied: Vec<Value>,
+}
+
+impl<'a> FlowDetail<'a> {
+    fn new(f: &'a Flow) -> Self {
+        let s = FlowSummary::new(f);
+        FlowDetail {
+            flow_id: s.flow_id,
+            description: s.description,
+            source: s.source,
+            path: s.path,
+            pack_id: s.pack_id,
+            inputs: s.inputs,
+            outputs: s.outputs,
+            phases: s.phases,
+            step_count: s.step_count,
+            schedule: s.schedule,
+            defaults: f.defaults,
+            steps: f.steps.iter().map(StepView::new).collect(),
+            modifiers_applied: Vec::new(),
+        }
+    }
+}
+
+/// The type of a step.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepType {
+    PythonFileCall,
+    Handler,
+    Set,
+    If,
+}
+
+/// An effective step. `owner_pack`, `file` and `input` are present for `python_file_call`
+/// steps, `handler` and `args` for `handler` steps, `key` and `value` for `set` steps.
+#[derive(Serialize, ToSchema)]
+pub struct StepView<'a> {
+    id: &'a str,
+    phase: &'a str,
+    priority: f64,
+    #[serde(rename = "type")]
+    step_type: StepType,
+    /// The condition, as text.
+    when: Option<String>,
+    output: Option<&'a str>,
+    timeout_seconds: u32,
+    on_error: OnError,
+    /// The source of the file that placed the step.
+    origin: SourceRank,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_pack: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+    /// The block's input as written (references resolved when it runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handler: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a Value>,
+    /// The key a `set` step stores under (null: the step's `output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    key: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+}
+
+impl<'a> StepView<'a> {
+    fn new(s: &'a Step) -> Self {
+        let mut v = StepView {
+            id: &s.id,
+            phase: &s.phase,
+            priority: s.priority,
+            step_type: StepType::If,
+            when: s.when.as_ref().map(ToString::to_string),
+            output: s.output.as_deref(),
+            timeout_seconds: s.timeout_seconds,
+            on_error: s.on_error,
+            origin: s.origin,
+            owner_pack: None,
+            file: None,
+            input: None,
+            handler: None,
+            args: None,
+            key: None,
+            value: None,
+        };
+        match &s.kind {
+            StepKind::Block {
+                owner_pack,
+                file,
+                input,
+                ..
+            } => {
+                v.step_type = StepType::PythonFileCall;
+                v.owner_pack = Some(owner_pack);
+                v.file = Some(file);
+                v.input = Some(input);
+            }
+            StepKind::Handler { handler, args } => {
+                v.step_type = StepType::Handler;
+                v.handler = Some(handler.name());
+                v.args = Some(args);
+            }
+            StepKind::Set { key, value } => {
+                v.step_type = StepType::Set;
+                v.key = Some(key.as_deref());
+                v.value = Some(value);
+            }
+            StepKind::If { .. } => {}
+        }
+        v
+    }
 }
 
 /// `GET /api/flows`
+#[utoipa::path(
+    get,
+    operation_id = "flows_list",
+    path = "/api/flows",
+    tag = "flows",
+    summary = "List the loaded flows",
+    responses(
+        (status = 200, description = "every flow that loaded", body = Envelope<Vec<FlowSummary>>),
+    )
+)]
 pub async fn list(k: web::Data<Kernel>) -> HttpResponse {
     let table = k.view.flows();
-    ok(table.flows.values().map(|f| summary(f)).collect::<Vec<_>>())
+    ok(table
+        .flows
+        .values()
+        .map(|f| FlowSummary::new(f))
+        .collect::<Vec<_>>())
 }
 
 /// `GET /api/flows/{id}`: the flow with its effective steps in execution order.
+#[utoipa::path(
+    get,
+    operation_id = "flows_get",
+    path = "/api/flows/{id}",
+    tag = "flows",
+    summary = "One flow with its effective steps in execution order",
+    params(("id" = String, Path, description = "the flow id")),
+    responses(
+        (status = 200, description = "the flow", body = Envelope<FlowDetail>),
+        (status = 404, description = "no flow with this id is loaded", body = ErrorBody),
+    )
+)]
 pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let f = k
         .view
         .flow(&path)
         .ok_or_else(|| ApiError::not_found(format!("no flow {:?} is loaded", path.as_str())))?;
-    let mut v = summary(&f);
-    v["defaults"] = json!(f.defaults);
-    v["steps"] = Value::Array(f.steps.iter().map(step_json).collect());
-    v["modifiers_applied"] = json!([]);
-    Ok(ok(v))
+    Ok(ok(FlowDetail::new(&f)))
 }
 
 /// `POST /api/flows/reload`
+#[utoipa::path(
+    post,
+    operation_id = "flows_reload",
+    path = "/api/flows/reload",
+    tag = "flows",
+    summary = "Re-read every flow file; answers once the new table is published",
+    responses(
+        (status = 200, description = "the number of flows loaded and the problems met", body = Envelope<FlowsReloaded>),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn reload(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     Ok(ok(k.registry.send(Reload).await?))
 }
 
-/// The run as the API answers it, borrowed from the record (serialized once).
-#[derive(Serialize)]
+/// The run as the API answers it, borrowed from the record (serialized once). `trigger`,
+/// `started`, `ended` and `inputs_digest` are given by `GET /api/runs/{run_id}`; `warnings` in
+/// permissive mode.
+#[derive(Serialize, ToSchema)]
 pub struct RunView<'a> {
     run_id: &'a str,
     flow_id: &'a str,
     status: RunStatus,
+    /// The final context without keys starting with `_`, or `{_truncated: true, _keys: [...]}`
+    /// when it would make the answer larger than `RUMI_MAX_RESPONSE_BYTES`.
     result: &'a Value,
     steps: &'a [StepRecord],
     /// Seconds.
@@ -105,11 +264,13 @@ pub struct RunView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_step: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     warnings: Option<[&'static str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trigger: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     started: Option<&'a str>,
+    /// RFC 3339 UTC; null while the run is recorded as running.
     #[serde(skip_serializing_if = "Option::is_none")]
     ended: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,7 +334,57 @@ pub fn run_body(
     .unwrap_or_default()
 }
 
+/// The body of `POST /api/flows/{id}/run` (empty: no inputs, the default deadline).
+#[derive(ToSchema)]
+pub struct RunRequest {
+    /// The run's inputs (`ctx.inputs`), nested at most 100 levels.
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Map<String, Value>,
+    /// The run's deadline in seconds (default 300; 1..600).
+    pub timeout: Option<f64>,
+}
+
+impl RunRequest {
+    fn parse(body: &Map<String, Value>) -> Result<Self, ApiError> {
+        let inputs = match body.get("inputs") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(ApiError::bad_request("inputs must be a JSON object")),
+        };
+        let timeout = match body.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| ApiError::bad_request("timeout must be a number of seconds"))?,
+            ),
+            Some(_) => return Err(ApiError::bad_request("timeout must be a number of seconds")),
+        };
+        Ok(RunRequest { inputs, timeout })
+    }
+}
+
 /// `POST /api/flows/{id}/run {inputs, timeout}`
+#[utoipa::path(
+    post,
+    operation_id = "flows_run",
+    path = "/api/flows/{id}/run",
+    tag = "runs",
+    summary = "Run a flow and answer with its run record",
+    params(("id" = String, Path, description = "the flow id")),
+    request_body(content = Option<RunRequest>, description = "inputs and deadline; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "the run ended: `success` is true when it succeeded or aborted, false with the reason in `error` when it failed", body = Envelope<RunView>),
+        (status = 400, description = "malformed JSON, `inputs` not an object or nested too deep, `timeout` not a number", body = ErrorBody),
+        (status = 404, description = "no flow with this id is loaded", body = ErrorBody),
+        (status = 408, description = "the run's deadline passed (`data` is the run, or `{run_id, status}` when it passed in the queue), or the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "the body is larger than `RUMI_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 429, description = "too many runs: the queue is full", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait before retrying"))),
+        (status = 500, description = "the run's record could not be stored, so it is not acknowledged", body = ErrorBody),
+        (status = 503, description = "the kernel is stopping", body = ErrorBody),
+    )
+)]
 pub async fn run(
     k: web::Data<Kernel>,
     path: web::Path<String>,
@@ -181,20 +392,7 @@ pub async fn run(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_object(&req, body).await?;
-    let inputs = match body.get("inputs") {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(ApiError::bad_request("inputs must be a JSON object")),
-    };
-    let timeout = match body.get("timeout") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| ApiError::bad_request("timeout must be a number of seconds"))?,
-        ),
-        Some(_) => return Err(ApiError::bad_request("timeout must be a number of seconds")),
-    };
+    let RunRequest { inputs, timeout } = RunRequest::parse(&body)?;
     let span = tracing::info_span!("http.flow_run", method = "POST", flow_id = %path.as_str());
     let record = k
         .run_flow(&path, inputs, timeout, "api")

@@ -1,5 +1,9 @@
 //! The HTTP API on actix-web (contract §12): one file per resource, `error.rs` for the status
-//! mapping and the envelope, `auth.rs` for the token check, `body.rs` for size-limited JSON.
+//! mapping and the envelope, `auth.rs` for the token check, `body.rs` for size-limited JSON,
+//! `table.rs` for the one list of routes, `openapi.rs` for the document that describes them.
+
+#[macro_use]
+mod table;
 
 pub mod auth;
 pub mod body;
@@ -7,11 +11,12 @@ pub mod containers;
 pub mod error;
 pub mod flows;
 pub mod network;
+pub mod openapi;
 pub mod packs;
 pub mod runs;
 pub mod system;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use error::ApiError;
 
@@ -30,7 +35,37 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-/// Registers every route.
+/// The routes of the table, grouped by path in the table's order.
+#[derive(Default)]
+struct Table {
+    resources: Vec<(&'static str, Vec<actix_web::Route>)>,
+}
+
+impl Table {
+    fn add<F, Args>(&mut self, method: Method, path: &'static str, handler: F)
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let route = web::method(method).to(handler);
+        match self.resources.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => routes.push(route),
+            None => self.resources.push((path, vec![route])),
+        }
+    }
+}
+
+macro_rules! table_of {
+    ($($method:ident $path:literal => $handler:path,)*) => {{
+        let mut t = Table::default();
+        $( t.add(Method::$method, $path, $handler); )*
+        t
+    }};
+}
+
+/// Registers every route of the table (`table.rs`, the one list of what is served), each path
+/// once with its methods; another method on a known path is 405, an unknown path 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
@@ -39,32 +74,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad path: {e}")).into()),
-    )
-    // The hot route first: actix tries resources in order, `{id}` ones by regex.
-    .service(resource("/api/flows/{id}/run").post(flows::run))
-    .service(resource("/api/health").get(system::health))
-    .service(resource("/api/diagnostics").get(system::diagnostics))
-    .service(resource("/api/audit").get(system::audit))
-    .service(resource("/api/packs").get(packs::list))
-    .service(resource("/api/packs/pending").get(packs::pending))
-    .service(resource("/api/packs/scan").post(packs::scan))
-    .service(resource("/api/packs/{id}").get(packs::get))
-    .service(resource("/api/packs/{id}/status").get(packs::status))
-    .service(resource("/api/packs/{id}/approve").post(packs::approve))
-    .service(resource("/api/packs/{id}/reject").post(packs::reject))
-    .service(resource("/api/flows").get(flows::list))
-    .service(resource("/api/flows/reload").post(flows::reload))
-    .service(resource("/api/flows/{id}").get(flows::get))
-    .service(resource("/api/runs").get(runs::list))
-    .service(resource("/api/runs/{run_id}").get(runs::get))
-    .service(resource("/api/network/grant").post(network::grant))
-    .service(resource("/api/network/revoke").post(network::revoke))
-    .service(resource("/api/network/check").post(network::check))
-    .service(resource("/api/network/list").get(network::list))
-    .service(resource("/api/docker/status").get(containers::status))
-    .service(resource("/api/containers").get(containers::list))
-    .service(resource("/api/containers/{id}").delete(containers::remove))
-    .service(resource("/api/containers/{id}/start").post(containers::start))
-    .service(resource("/api/containers/{id}/stop").post(containers::stop))
-    .default_service(web::to(not_found));
+    );
+    let table: Table = api_routes!(table_of);
+    for (path, routes) in table.resources {
+        let mut r = resource(path);
+        for route in routes {
+            r = r.route(route);
+        }
+        cfg.service(r);
+    }
+    cfg.default_service(web::to(not_found));
 }

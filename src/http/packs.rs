@@ -1,12 +1,33 @@
 //! Pack endpoints: list, pending, one pack, its status, scan, approve, reject.
 
 use super::body::json_object;
-use super::error::{ok, ApiError};
+use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::registry::{Approve, GetPack, ListPacks, Reject, Scan};
+use rumi_actors::registry::{Approve, GetPack, ListPacks, PackInfo, Reject, Scan};
 use rumi_actors::view::PackState;
 use rumi_actors::Kernel;
-use serde_json::json;
+use rumi_domain::manifest::ManifestDiff;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A pack's approval state and what changed since its approval.
+#[derive(Serialize, ToSchema)]
+pub struct PackStatus {
+    pack_id: String,
+    state: PackState,
+    /// What changed since approval, when `modified`.
+    changes: Option<ManifestDiff>,
+    manifest_hash: Option<String>,
+    decided_at: Option<String>,
+}
+
+/// The body of `POST /api/packs/{id}/reject` (may be empty).
+#[derive(ToSchema)]
+pub struct RejectRequest {
+    /// Why (kept in the signed record and the audit, at most 500 characters).
+    pub reason: Option<String>,
+}
 
 pub fn pack_id(raw: &str) -> Result<String, ApiError> {
     if rumi_domain::pack::valid_pack_id(raw) {
@@ -19,11 +40,33 @@ pub fn pack_id(raw: &str) -> Result<String, ApiError> {
 }
 
 /// `GET /api/packs`
+#[utoipa::path(
+    get,
+    operation_id = "packs_list",
+    path = "/api/packs",
+    tag = "packs",
+    summary = "List every pack in load order",
+    responses(
+        (status = 200, description = "every pack", body = Envelope<Vec<PackInfo>>),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn list(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     Ok(ok(k.registry.send(ListPacks).await?))
 }
 
 /// `GET /api/packs/pending`: packs waiting for a decision (never decided, or modified).
+#[utoipa::path(
+    get,
+    operation_id = "packs_pending",
+    path = "/api/packs/pending",
+    tag = "packs",
+    summary = "List the packs waiting for a decision (installed or modified)",
+    responses(
+        (status = 200, description = "the packs waiting for a decision", body = Envelope<Vec<PackInfo>>),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn pending(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     let packs = k.registry.send(ListPacks).await?;
     let waiting: Vec<_> = packs
@@ -34,29 +77,88 @@ pub async fn pending(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `GET /api/packs/{id}`
+#[utoipa::path(
+    get,
+    operation_id = "packs_get",
+    path = "/api/packs/{id}",
+    tag = "packs",
+    summary = "One pack",
+    params(("id" = String, Path, description = "the pack id")),
+    responses(
+        (status = 200, description = "the pack", body = Envelope<PackInfo>),
+        (status = 400, description = "not a valid pack id", body = ErrorBody),
+        (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     Ok(ok(k.registry.send(GetPack { pack_id: id }).await??))
 }
 
 /// `GET /api/packs/{id}/status`
+#[utoipa::path(
+    get,
+    operation_id = "packs_status",
+    path = "/api/packs/{id}/status",
+    tag = "packs",
+    summary = "A pack's state and what changed since its approval",
+    params(("id" = String, Path, description = "the pack id")),
+    responses(
+        (status = 200, description = "the pack's status", body = Envelope<PackStatus>),
+        (status = 400, description = "not a valid pack id", body = ErrorBody),
+        (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn status(
     k: web::Data<Kernel>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let p = k.registry.send(GetPack { pack_id: id }).await??;
-    Ok(ok(
-        json!({"pack_id": p.pack_id, "state": p.state, "changes": p.changes, "manifest_hash": p.manifest_hash, "decided_at": p.decided_at}),
-    ))
+    Ok(ok(PackStatus {
+        pack_id: p.pack_id,
+        state: p.state,
+        changes: p.changes,
+        manifest_hash: p.manifest_hash,
+        decided_at: p.decided_at,
+    }))
 }
 
 /// `POST /api/packs/scan`
+#[utoipa::path(
+    post,
+    operation_id = "packs_scan",
+    path = "/api/packs/scan",
+    tag = "packs",
+    summary = "Re-read the ecosystem: new packs appear, approved packs are verified again",
+    responses(
+        (status = 200, description = "every pack after the scan", body = Envelope<Vec<PackInfo>>),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn scan(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     Ok(ok(k.registry.send(Scan).await?))
 }
 
 /// `POST /api/packs/{id}/approve`
+#[utoipa::path(
+    post,
+    operation_id = "packs_approve",
+    path = "/api/packs/{id}/approve",
+    tag = "packs",
+    summary = "Approve a pack: record the SHA-256 of every file, signed",
+    params(("id" = String, Path, description = "the pack id")),
+    responses(
+        (status = 200, description = "the pack, approved", body = Envelope<PackInfo>),
+        (status = 400, description = "not a valid pack id", body = ErrorBody),
+        (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 409, description = "the pack cannot be approved (e.g. its metadata is invalid)", body = ErrorBody),
+        (status = 500, description = "the approval could not be recorded; nothing changed", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn approve(
     k: web::Data<Kernel>,
     path: web::Path<String>,
@@ -66,6 +168,24 @@ pub async fn approve(
 }
 
 /// `POST /api/packs/{id}/reject {reason}`
+#[utoipa::path(
+    post,
+    operation_id = "packs_reject",
+    path = "/api/packs/{id}/reject",
+    tag = "packs",
+    summary = "Reject a pack (blocked): its sandbox stops and its flows unload",
+    params(("id" = String, Path, description = "the pack id")),
+    request_body(content = Option<RejectRequest>, description = "why; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "the pack, blocked", body = Envelope<PackInfo>),
+        (status = 400, description = "not a valid pack id, malformed JSON, or `reason` not a string", body = ErrorBody),
+        (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 408, description = "the body did not arrive within `RUMI_BODY_READ_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "the body is larger than `RUMI_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 500, description = "the decision could not be recorded; nothing changed", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn reject(
     k: web::Data<Kernel>,
     path: web::Path<String>,
@@ -74,9 +194,11 @@ pub async fn reject(
 ) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let body = json_object(&req, body).await?;
-    let reason = match body.get("reason") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
+    let RejectRequest { reason } = match body.get("reason") {
+        None | Some(Value::Null) => RejectRequest { reason: None },
+        Some(Value::String(s)) => RejectRequest {
+            reason: Some(s.clone()),
+        },
         Some(_) => return Err(ApiError::bad_request("reason must be a string")),
     };
     Ok(ok(k

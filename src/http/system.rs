@@ -1,21 +1,85 @@
 //! Health, diagnostics and audit endpoints.
 
-use super::error::{ok, ApiError, Envelope};
+use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::{web, HttpResponse};
-use rumi_actors::audit::{self, Category};
+use rumi_actors::audit::{self, AuditEntry, AuditSnapshot, Category};
 use rumi_actors::audit_query::{self, Cursor};
-use rumi_actors::egress::listener::GetEgressSnapshot;
+use rumi_actors::egress::listener::{EgressSnapshot, GetEgressSnapshot};
+use rumi_actors::limiter::LimiterSnapshot;
+use rumi_actors::pack_container::ContainerSnapshot;
 use rumi_actors::registry::GetDiagnostics;
-use rumi_actors::{limiter, pack_container, Kernel};
-use serde::Deserialize;
-use serde_json::json;
+use rumi_actors::{limiter, pack_container, Kernel, SecurityMode};
+use rumi_domain::sources::FlowProblem;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Liveness.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    /// The kernel's version.
+    version: &'static str,
+    mode: SecurityMode,
+}
 
 /// `GET /api/health` (no token): liveness only, nothing an outsider could use.
+#[utoipa::path(
+    get,
+    operation_id = "system_health",
+    path = "/api/health",
+    tag = "system",
+    summary = "Liveness, version and mode (no token needed)",
+    responses((status = 200, description = "the kernel is up", body = Envelope<Health>))
+)]
 pub async fn health(k: web::Data<Kernel>) -> HttpResponse {
-    ok(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "mode": k.execution_mode()}))
+    ok(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        mode: k.config.mode,
+    })
+}
+
+/// A flow load problem and its message.
+#[derive(Serialize, ToSchema)]
+pub struct FlowProblemView<'a> {
+    problem: &'a FlowProblem,
+    message: String,
+}
+
+/// Load problems, runtime events and every actor's counters.
+#[derive(Serialize, ToSchema)]
+pub struct Diagnostics<'a> {
+    mode: SecurityMode,
+    uptime_seconds: f64,
+    flow_problems: Vec<FlowProblemView<'a>>,
+    /// Packs that could not be read, and load order problems.
+    pack_problems: &'a [String],
+    /// The packs' load order.
+    load_order: &'a [String],
+    /// Recent runtime events (sandbox restarts and the like), oldest first.
+    events: &'a [Value],
+    limiter: LimiterSnapshot,
+    audit: AuditSnapshot,
+    /// Every approved pack's sandbox.
+    containers: Vec<ContainerSnapshot>,
+    /// Every approved pack's egress socket.
+    egress: Vec<EgressSnapshot>,
 }
 
 /// `GET /api/diagnostics`: load problems, runtime events and every actor's counters.
+#[utoipa::path(
+    get,
+    operation_id = "system_diagnostics",
+    path = "/api/diagnostics",
+    tag = "system",
+    summary = "Load problems, runtime events and every actor's counters",
+    responses(
+        (status = 200, description = "the diagnostics", body = Envelope<Diagnostics>),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     let d = k.registry.send(GetDiagnostics).await?;
     let lim = k.limiter.addr.send(limiter::GetSnapshot).await?;
@@ -34,27 +98,41 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         }
     }
     egress.sort_by(|a, b| a.pack_id.cmp(&b.pack_id));
-    Ok(ok(json!({
-        "mode": k.execution_mode(),
-        "uptime_seconds": k.started.elapsed().as_secs_f64(),
-        "flow_problems": d.flow_problems.iter().map(|p| json!({"problem": p, "message": p.message()})).collect::<Vec<_>>(),
-        "pack_problems": d.pack_problems,
-        "load_order": d.load_order,
-        "events": d.events,
-        "limiter": lim,
-        "audit": aud,
-        "containers": containers,
-        "egress": egress,
-    })))
+    Ok(ok(Diagnostics {
+        mode: k.config.mode,
+        uptime_seconds: k.started.elapsed().as_secs_f64(),
+        flow_problems: d
+            .flow_problems
+            .iter()
+            .map(|p| FlowProblemView {
+                problem: p,
+                message: p.message(),
+            })
+            .collect(),
+        pack_problems: &d.pack_problems,
+        load_order: &d.load_order,
+        events: &d.events,
+        limiter: lim,
+        audit: aud,
+        containers,
+        egress,
+    }))
 }
 
 /// Query of `GET /api/audit`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// One category (default: all).
+    #[param(value_type = Option<Category>)]
     category: Option<String>,
+    /// The UTC day, `YYYY-MM-DD` (default: today).
     date: Option<String>,
+    /// At most this many entries (1..1000, default 100).
     limit: Option<usize>,
+    /// A `Rumi-Audit-Before` cursor: the page of entries before it.
     before: Option<String>,
+    /// A `Rumi-Audit-After` cursor: the entries after it, oldest first.
     after: Option<String>,
 }
 
@@ -73,6 +151,25 @@ impl From<audit::AuditError> for ApiError {
 /// first; the cursors of the neighbouring pages and the count of unreadable lines met are in the
 /// `Rumi-Audit-Before`, `Rumi-Audit-After` and `Rumi-Audit-Skipped-Lines` headers (the body
 /// stays the envelope with the list of entries).
+#[utoipa::path(
+    get,
+    operation_id = "system_audit",
+    path = "/api/audit",
+    tag = "audit",
+    summary = "One page of a day's audit entries, oldest first",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "the entries (at most `limit` and 8 MiB of them)", body = Envelope<Vec<AuditEntry>>,
+            headers(
+                ("Rumi-Audit-Before" = String, description = "the cursor of the page of older entries (absent when there are none)"),
+                ("Rumi-Audit-After" = String, description = "the cursor of the entries newer than this page"),
+                ("Rumi-Audit-Skipped-Lines" = u64, description = "unreadable lines met and skipped"),
+            )),
+        (status = 400, description = "an unknown category, a malformed date or cursor, or a malformed query", body = ErrorBody),
+        (status = 500, description = "the audit files could not be read", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
 pub async fn audit(
     k: web::Data<Kernel>,
     q: web::Query<AuditQuery>,

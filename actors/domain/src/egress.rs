@@ -332,6 +332,7 @@ fn truncate(s: &str, n: usize) -> String {
 // ---- grants ----------------------------------------------------------------------------------
 
 /// A pack's network grant (the signed content of its grant file).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkGrant {
     pub pack_id: String,

@@ -22,6 +22,7 @@ pub const MAX_STEP_TIMEOUT_SECS: u32 = 600;
 pub const MAX_STEPS: usize = 1000;
 
 /// Where a flow (or a step) comes from; lower rank wins a `flow_id` clash (contract §3.1).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceRank {
@@ -53,6 +54,7 @@ pub struct FlowOrigin {
 }
 
 /// A load error: the file, the line when known, and what was wrong.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 pub struct FlowError {
     pub file: String,
@@ -70,6 +72,7 @@ impl fmt::Display for FlowError {
 }
 
 /// What to do when a step fails.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
@@ -78,6 +81,7 @@ pub enum OnError {
 }
 
 /// What a modifier does when its target step is missing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissingStep {
@@ -87,6 +91,7 @@ pub enum OnMissingStep {
 }
 
 /// The flow's `defaults`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Defaults {
     pub fail_soft: bool,

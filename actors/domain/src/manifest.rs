@@ -65,6 +65,7 @@ impl Manifest {
 }
 
 /// The difference between two manifests.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ManifestDiff {
     pub added: Vec<String>,

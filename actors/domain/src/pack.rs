@@ -21,6 +21,7 @@ pub fn valid_pack_id(id: &str) -> bool {
 }
 
 /// A pack's declared services.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connectivity {
     #[serde(default)]

@@ -125,6 +125,7 @@ pub struct DockerStatus {
 }
 
 /// A managed container as `GET /api/containers` shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ManagedContainer {
     pub name: String,

@@ -95,6 +95,65 @@ impl Serialize for GrantInfo {
     }
 }
 
+/// The shape [`GrantInfo`]'s hand-written `Serialize` produces, for the OpenAPI document: built
+/// from [`NetworkGrant`]'s own schema, so a field added to the grant is described here too.
+/// (`ComposeSchema` is what `#[derive(ToSchema)]` implements, and what a type inside a generic
+/// such as `Vec<GrantInfo>` needs; `PartialSchema` follows from it.)
+#[cfg(feature = "openapi")]
+impl utoipa::__dev::ComposeSchema for GrantInfo {
+    fn compose(
+        _generics: Vec<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>,
+    ) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        use utoipa::ToSchema;
+        let mut grant_fields = match <NetworkGrant as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(o)) => o.properties,
+            _ => Default::default(),
+        };
+        grant_fields.retain(|name, _| name != "pack_id");
+        let states = ["active", "revoked", "suspended", "tampered"];
+        let mut b = ObjectBuilder::new()
+            .description(Some(
+                "A pack's grant and its state; the grant's own fields are absent when its file \
+                 is tampered.",
+            ))
+            .property("pack_id", ObjectBuilder::new().schema_type(Type::String))
+            .required("pack_id")
+            .property(
+                "state",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(states)),
+            )
+            .required("state")
+            .property(
+                "pack_state",
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .item(Ref::from_schema_name(PackState::name())),
+            )
+            .required("pack_state");
+        for (name, field) in grant_fields {
+            b = b.property(name, field);
+        }
+        b.into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for GrantInfo {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((PackState::name().into(), PackState::schema()));
+    }
+}
+
 /// Why a grant could not be changed.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {

@@ -44,6 +44,7 @@ pub struct StopListener;
 pub struct GetEgressSnapshot;
 
 /// What [`GetEgressSnapshot`] answers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EgressSnapshot {
     pub pack_id: String,

@@ -148,6 +148,7 @@ pub struct PackModified {
 }
 
 /// The container's counters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerSnapshot {
     pub pack_id: String,

@@ -103,6 +103,7 @@ pub struct SandboxLost {
 pub struct StopAll;
 
 /// A pack as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct PackInfo {
     pub pack_id: String,
@@ -125,6 +126,7 @@ pub struct PackInfo {
 }
 
 /// The answer to [`Reload`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlowsReloaded {
     pub flows: usize,

@@ -21,6 +21,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 const WARNED_MAX: usize = 1024;
 
 /// The verdict of a check, step by step.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckVerdict {
     pub allowed: bool,
@@ -33,6 +34,7 @@ pub struct CheckVerdict {
 }
 
 /// One step's answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct StepVerdict {
     pub allowed: bool,
@@ -42,11 +44,13 @@ pub struct StepVerdict {
 /// The address step: what the name resolved to and whether each address may be reached. A name
 /// that does not resolve is not a refusal of the policy (`allowed` stays true, `resolved` is
 /// false): a request to it would fail with `dns_error`, not be blocked.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct AddressCheck {
     pub allowed: bool,
     pub resolved: bool,
     pub reason: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub addresses: Vec<IpAddr>,
 }
 

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Checks Rumi's OpenAPI document against a running kernel (run by tests/openapi.rs).
+
+Usage: openapi_check.py BASE_URL TOKEN
+
+1. Fetches GET /api/openapi.json without a token and validates it as OpenAPI 3.1
+   (openapi-spec-validator).
+2. Calls real endpoints, successes and refusals, and validates each answer's body against the
+   schema the document declares for that operation and status (jsonschema, Draft 2020-12, refs
+   resolved against the document). A status the document does not declare for the operation
+   fails, and so does a key the answer carries that its schema does not declare (every object
+   schema with `properties` is checked with `unevaluatedProperties: false`): the document must
+   describe the real JSON, not a subset of it.
+3. Fails when an operation of the document was not called at all.
+
+Needs the example packs of a fresh home (my_pack, text_tools, the shared `hello` flow), the
+shared flow `openapi_strict` that tests/openapi.rs writes, and a permissive kernel. Exits non-zero naming every mismatch.
+"""
+
+import copy
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+DOC_URI = "urn:rumi:openapi"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+BASE, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
+failures = []
+called = set()
+
+
+def request(method, path, body=None, raw=None, token=TOKEN):
+    """One request; answers (status, JSON body)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def strict(schema):
+    """Adds `unevaluatedProperties: false` to every object schema that lists its properties."""
+    if isinstance(schema, list):
+        for s in schema:
+            strict(s)
+        return
+    if not isinstance(schema, dict):
+        return
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        for s in props.values():
+            strict(s)
+        if "additionalProperties" not in schema and "unevaluatedProperties" not in schema:
+            schema["unevaluatedProperties"] = False
+    for key in ("items", "additionalProperties", "not"):
+        strict(schema.get(key))
+    for key in ("oneOf", "anyOf", "allOf", "prefixItems"):
+        strict(schema.get(key))
+
+
+def pointer(*parts):
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+# ---- the document -------------------------------------------------------------------------------
+
+status, doc = request("GET", "/api/openapi.json", token=None)
+if status != 200:
+    sys.exit(f"GET /api/openapi.json without a token answered {status}: {doc}")
+validate(doc, cls=OpenAPIV31SpecValidator)
+print(f"the document is valid OpenAPI {doc['openapi']} ({len(doc['paths'])} paths)")
+
+checked = copy.deepcopy(doc)
+for s in checked.get("components", {}).get("schemas", {}).values():
+    strict(s)
+for item in checked["paths"].values():
+    for method in METHODS:
+        for resp in item.get(method, {}).get("responses", {}).values():
+            for content in resp.get("content", {}).values():
+                strict(content.get("schema"))
+registry = Registry().with_resource(
+    DOC_URI, Resource.from_contents(checked, default_specification=DRAFT202012)
+)
+
+
+def check(method, template, path=None, body=None, raw=None, token=TOKEN, expect=200):
+    """Calls `path` (default: the template itself) and validates the answer against the
+    document's schema for (`method`, `template`) and the status; answers the body."""
+    path = path or template
+    status, answer = request(method, path, body=body, raw=raw, token=token)
+    called.add((method.lower(), template))
+    where = f"{method} {path} -> {status}"
+    if status != expect:
+        failures.append(f"{where}: expected {expect}: {answer}")
+        return answer
+    op = doc["paths"].get(template, {}).get(method.lower())
+    if op is None:
+        failures.append(f"{where}: the document has no operation {method} {template}")
+        return answer
+    resp = op["responses"].get(str(status)) or op["responses"].get("default")
+    if resp is None:
+        failures.append(f"{where}: status {status} is not declared (declared: {sorted(op['responses'])})")
+        return answer
+    if "application/json" not in resp.get("content", {}):
+        failures.append(f"{where}: the document declares no JSON body for {status}")
+        return answer
+    ref = DOC_URI + "#" + urllib.parse.quote(
+        pointer("paths", template, method.lower(), "responses", str(status), "content",
+                "application/json", "schema"),
+        safe="/~",
+    )
+    errors = sorted(
+        Draft202012Validator({"$ref": ref}, registry=registry).iter_errors(answer),
+        key=lambda e: list(e.absolute_path),
+    )
+    for e in errors[:5]:
+        at = "/".join(str(p) for p in e.absolute_path) or "(the body)"
+        failures.append(f"{where}: at {at}: {e.message[:300]}")
+    if not errors:
+        print(f"ok  {where}")
+    return answer
+
+
+# ---- real answers -------------------------------------------------------------------------------
+
+check("GET", "/api/health", token=None)
+check("GET", "/api/openapi.json", token=None)
+check("GET", "/api/packs")
+check("GET", "/api/packs/pending")
+check("GET", "/api/packs/{id}", "/api/packs/my_pack")
+check("GET", "/api/packs/{id}/status", "/api/packs/my_pack/status")
+check("POST", "/api/packs/scan")
+check("GET", "/api/flows")
+check("GET", "/api/flows/{id}", "/api/flows/hello")
+# The test's own flow: set, handler and block steps; not fail-soft.
+check("GET", "/api/flows/{id}", "/api/flows/openapi_strict")
+# Before approval its block step fails (approval_rejected), so the run fails: 200 with success
+# false and the reason in `error`.
+failed = check("POST", "/api/flows/{id}/run", "/api/flows/openapi_strict/run",
+               body={"inputs": {"name": "Ann"}})
+if failed.get("success") is not False or not failed.get("error"):
+    failures.append(f"a run whose block is refused should fail with a reason: {failed}")
+check("POST", "/api/packs/{id}/approve", "/api/packs/my_pack/approve")
+check("POST", "/api/packs/{id}/reject", "/api/packs/text_tools/reject", body={"reason": "openapi check"})
+check("POST", "/api/flows/reload")
+run = check("POST", "/api/flows/{id}/run", "/api/flows/hello/run",
+            body={"inputs": {"name": "Ann"}, "timeout": 30})
+if run.get("success") is not True:
+    failures.append(f"the hello run should succeed once my_pack is approved: {run}")
+check("GET", "/api/runs")
+check("GET", "/api/runs", "/api/runs?limit=5&flow_id=hello")
+run_id = (run.get("data") or {}).get("run_id", "missing")
+check("GET", "/api/runs/{run_id}", f"/api/runs/{run_id}")
+check("GET", "/api/audit")
+check("GET", "/api/audit", "/api/audit?category=approval&limit=5")
+check("GET", "/api/diagnostics")
+check("POST", "/api/network/grant", body={
+    "pack_id": "my_pack", "allowed_domains": ["localhost", "*.example.com"],
+    "allowed_ports": [80, 443], "notes": "openapi check"})
+# Granted: the address step resolves the name (an internal address: refused, with the reason).
+check("POST", "/api/network/check", body={"pack_id": "my_pack", "domain": "localhost", "port": 80})
+# Not granted: the grant step refuses and `address` is null.
+check("POST", "/api/network/check", body={"pack_id": "my_pack", "domain": "other.test", "port": 80})
+check("GET", "/api/network/list")
+check("POST", "/api/network/revoke", body={"pack_id": "my_pack", "reason": "done"})
+check("GET", "/api/docker/status")
+# Permissive mode has no containers: 409 for each container endpoint.
+check("GET", "/api/containers", expect=409)
+check("POST", "/api/containers/{id}/start", "/api/containers/my_pack/start", expect=409)
+check("POST", "/api/containers/{id}/stop", "/api/containers/my_pack/stop", expect=409)
+check("DELETE", "/api/containers/{id}", "/api/containers/my_pack", expect=409)
+
+# Refusals.
+check("GET", "/api/packs", token=None, expect=401)
+check("GET", "/api/flows/{id}", "/api/flows/no_such_flow", expect=404)
+check("POST", "/api/flows/{id}/run", "/api/flows/no_such_flow/run", body={}, expect=404)
+check("POST", "/api/flows/{id}/run", "/api/flows/hello/run", body={"inputs": 5}, expect=400)
+check("POST", "/api/flows/{id}/run", "/api/flows/hello/run", raw=b"{not json", expect=400)
+check("GET", "/api/packs/{id}", "/api/packs/no_such_pack", expect=404)
+check("GET", "/api/packs/{id}", "/api/packs/bad%20id", expect=400)
+check("POST", "/api/packs/{id}/reject", "/api/packs/my_pack/reject",
+      raw=b'{"reason": "' + b"x" * (1024 * 1024) + b'"}', expect=413)
+check("GET", "/api/runs/{run_id}", "/api/runs/no-such-run", expect=404)
+check("GET", "/api/runs", "/api/runs?limit=many", expect=400)
+check("GET", "/api/audit", "/api/audit?category=nope", expect=400)
+check("POST", "/api/network/revoke", body={"pack_id": "no_such_pack"}, expect=404)
+check("POST", "/api/network/grant", body={"pack_id": "my_pack"}, expect=400)
+
+documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
+for m, p in sorted(documented - called):
+    failures.append(f"{m.upper()} {p}: documented but never called by this check; add a call")
+
+if failures:
+    print(f"\n{len(failures)} mismatch(es) between the document and the kernel's answers:")
+    for f in failures:
+        print(f"FAIL {f}")
+    sys.exit(1)
+print(f"every answer matches its schema ({len(called)} operations called)")
