@@ -87,7 +87,7 @@ fn refuses_bad_flows() {
             ("phases: [main]\n", "flow_id is required"),
             ("flow_id: 'a b'\nphases: [main]\n", "invalid"),
             ("flow_id: f\n", "phases is required"),
-            ("flow_id: f\nphases: []\n", "must not be empty"),
+            ("flow_id: f\nphases: []\n", "must be a non-empty list"),
             ("flow_id: f\nphases: [a, a]\n", "twice"),
             ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}}\n  - {id: a, phase: m, type: set, input: {key: k}}\n", "used twice"),
             ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: magic}\n", "unknown type"),
@@ -110,6 +110,121 @@ fn refuses_bad_flows() {
         let e = parse(text).expect_err(text);
         assert!(e.message.contains(want), "{text:?}: got {e}");
     }
+}
+
+/// Each malformed flow: the line its error points at and the start of its message, which says
+/// what was wrong and what to write instead.
+#[test]
+fn malformed_flows_name_the_line_and_the_fix() {
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "flow_id: f\nsteps: []\n",
+            1,
+            "phases is required — add `phases: [main]`",
+        ),
+        (
+            "flow_id: f\nphases: []\n",
+            2,
+            "phases: must be a non-empty list of names — add `phases: [main]`",
+        ),
+        (
+            "flow_id: f\nphases: main\n",
+            2,
+            "phases: invalid type: string \"main\", expected a sequence — phases is a list of names, e.g. `phases: [main]`",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n    phase: m\n    type: magic\n",
+            4,
+            "step \"a\": unknown type \"magic\" — use one of python_file_call, handler, set, if",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n    phase: x\n    type: set\n    input: {key: k}\n",
+            4,
+            "step \"a\": phase \"x\" is not one of the flow's phases [\"m\"] — use one of them or add it to `phases:`",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n    type: set\n",
+            4,
+            "step \"a\": phase is required — add `phase: m` (one of the flow's phases [\"m\"])",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n    phase: m\n",
+            4,
+            "step \"a\": type is required — use one of python_file_call, handler, set, if",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n    phase: m\n    type: python_file_call\n    owner_pack: p\n",
+            4,
+            "step \"a\": file is required for python_file_call — add `file: blocks/<name>.py`",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}}\n  - {id: b, phase: m, type: set, input: {key: k}}\n  - {id: a, phase: m, type: set, input: {key: k}}\n",
+            6,
+            "step id \"a\" is used twice (first at line 4) — give each step its own id",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, wehn: x, input: {key: k}}\n",
+            4,
+            "steps[0]: unknown field `wehn`, expected one of",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - id: a\n   phase: m\n",
+            5,
+            "did not find expected '-' indicator — check the YAML at this line",
+        ),
+        (
+            "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}, when: '${ctx.a} =='}\n",
+            4,
+            "step \"a\": invalid condition \"${ctx.a} ==\": both sides of the comparison are needed — write `${ctx.key} == value`",
+        ),
+        ("phases: [m]\n", 1, "flow_id is required — add `flow_id: <name>`"),
+    ];
+    for (text, line, start) in cases {
+        let e = parse(text).expect_err(text);
+        assert_eq!(e.file, "user_data/shared/flows/t.flow.yaml", "{text:?}");
+        assert_eq!(e.line, Some(*line), "{text:?}: {e}");
+        assert!(
+            e.message.starts_with(start),
+            "{text:?}:\n got  {}\n want {start}…",
+            e.message
+        );
+        assert!(e.message.contains(" — "), "a fix is offered: {e}");
+        let declared = text.starts_with("flow_id: f").then(|| "f".to_string());
+        assert_eq!(e.flow_id, declared, "{text:?}");
+    }
+}
+
+#[test]
+fn a_file_that_does_not_parse_still_names_its_flow_id() {
+    let e = parse("flow_id: \"hello\"  # the greeting\nphases: [m\n").unwrap_err();
+    assert_eq!(e.flow_id.as_deref(), Some("hello"), "{e}");
+    assert_eq!(declared_flow_id("flow_id: 'a.b'\n"), Some("a.b".into()));
+    assert_eq!(declared_flow_id("x:\n  flow_id: nested\n"), None);
+    assert_eq!(declared_flow_id("flow_id: 'not valid'\n"), None);
+    assert_eq!(declared_flow_id("{flow_id: f}\n"), None);
+}
+
+#[test]
+fn values_quoted_from_a_file_are_clipped() {
+    let long = "x ".repeat(200_000);
+    let e = parse(&format!("flow_id: f\nphases: [\"{long}\"]\n")).unwrap_err();
+    assert!(e.message.chars().count() < 200, "{}", e.message.len());
+    assert!(e.message.contains("…\" is invalid — use 1-128"), "{e}");
+    let e = parse(&format!(
+        "flow_id: f\nphases: [m]\n{}: 1\n",
+        "k".repeat(1000)
+    ))
+    .unwrap_err();
+    assert!(
+        e.message.chars().count() <= MAX_MESSAGE_CHARS,
+        "{}",
+        e.message.len()
+    );
+    assert!(e.message.starts_with("unknown field `kkkk"), "{e}");
+    assert!(
+        e.message.ends_with("so a typo cannot change what runs)"),
+        "{e}"
+    );
 }
 
 #[test]
