@@ -38,6 +38,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         "mode": k.execution_mode(),
         "uptime_seconds": k.started.elapsed().as_secs_f64(),
         "flow_problems": d.flow_problems.iter().map(|p| json!({"problem": p, "message": p.message()})).collect::<Vec<_>>(),
+        "flow_problems_omitted": d.flow_problems_omitted,
         "pack_problems": d.pack_problems,
         "load_order": d.load_order,
         "events": d.events,

@@ -450,14 +450,7 @@ impl Registry {
 
     /// What the published table holds, as a reload answers it.
     fn current_answer(&self) -> FlowsReloaded {
-        FlowsReloaded {
-            flows: self.view.flows().flows.len(),
-            problems: self
-                .flow_problems
-                .iter()
-                .map(rumi_domain::sources::FlowProblem::message)
-                .collect(),
-        }
+        FlowsReloaded::new(self.view.flows().flows.len(), &self.flow_problems)
     }
 
     /// True when `pack_id` is approved now, against the manifest a load checked it with.
@@ -540,7 +533,7 @@ mod tests {
     fn answer(flows: usize) -> FlowsReloaded {
         FlowsReloaded {
             flows,
-            problems: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -32,7 +32,7 @@ use crate::view::{KernelView, PackState};
 use actix::prelude::*;
 use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::pack::{self, PackMeta};
-use rumi_domain::sources::{self, FlowProblem};
+use rumi_domain::sources::{self, FileProblem, FlowProblem};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -112,17 +112,44 @@ pub struct PackInfo {
     pub declared_permissions: Option<Value>,
 }
 
-/// The answer to [`Reload`].
+/// Most flow problems a reload answer or the diagnostics list; the rest are only counted (every
+/// file of every source may fail, and each answer should stay readable and small).
+pub const MAX_LISTED_PROBLEMS: usize = 200;
+
+/// The answer to [`Reload`]: how many flows are loaded and what went wrong, one problem per file
+/// concerned (a clash of two files is told from each). Paths are relative to the home.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlowsReloaded {
     pub flows: usize,
+    /// `file:line: what was wrong — how to fix it` (`file: …` when the file could not be read).
     pub problems: Vec<String>,
+    /// The same problems, structured: `problems[i]` is `errors[i]` shown.
+    pub errors: Vec<FileProblem>,
+    /// Problems beyond the first [`MAX_LISTED_PROBLEMS`], not listed.
+    pub problems_omitted: usize,
+}
+
+impl FlowsReloaded {
+    /// The answer for a table of `flows` flows and its `problems`.
+    fn new(flows: usize, problems: &[FlowProblem]) -> Self {
+        let all = problems.iter().flat_map(FlowProblem::per_file);
+        let errors: Vec<FileProblem> = all.clone().take(MAX_LISTED_PROBLEMS).collect();
+        FlowsReloaded {
+            flows,
+            problems: errors.iter().map(ToString::to_string).collect(),
+            problems_omitted: all.count().saturating_sub(errors.len()),
+            errors,
+        }
+    }
 }
 
 /// Diagnostics (bounded).
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
+    /// The first [`MAX_LISTED_PROBLEMS`] flow problems.
     pub flow_problems: Vec<FlowProblem>,
+    /// Flow problems beyond those.
+    pub flow_problems_omitted: usize,
     pub pack_problems: Vec<String>,
     pub load_order: Vec<String>,
     pub events: Vec<Value>,
@@ -584,10 +611,7 @@ impl Registry {
         files: Vec<Result<rumi_domain::Flow, rumi_domain::FlowError>>,
     ) -> FlowsReloaded {
         let table = sources::build_table(files);
-        let reloaded = FlowsReloaded {
-            flows: table.flows.len(),
-            problems: table.problems.iter().map(FlowProblem::message).collect(),
-        };
+        let reloaded = FlowsReloaded::new(table.flows.len(), &table.problems);
         self.flow_problems = table.problems.clone();
         self.view.publish_flows(table);
         reloaded
@@ -727,7 +751,13 @@ impl Handler<GetDiagnostics> for Registry {
 
     fn handle(&mut self, _: GetDiagnostics, _: &mut Self::Context) -> Self::Result {
         MessageResult(Diagnostics {
-            flow_problems: self.flow_problems.clone(),
+            flow_problems: self
+                .flow_problems
+                .iter()
+                .take(MAX_LISTED_PROBLEMS)
+                .cloned()
+                .collect(),
+            flow_problems_omitted: self.flow_problems.len().saturating_sub(MAX_LISTED_PROBLEMS),
             pack_problems: self.pack_problems.clone(),
             load_order: self.load_order.clone(),
             events: self.events.iter().cloned().collect(),
