@@ -6,23 +6,43 @@
 //! An approval or a rejection is answered only once its audit entry is on disk and the flows it
 //! changed are published, so a client that reads the flows right after sees them.
 
-use super::{FlowsReloaded, PackInfo, Registry, RegistryError};
+use super::{FlowsReloaded, PackInfo, Registry, RegistryError, MAX_LISTED_PROBLEMS};
 use crate::approval::{ApprovalRecord, Decision, ManifestVerifier};
 use crate::audit::{AuditEntry, Category, Record, RecordDurable, Severity};
 use crate::pack_container::{self, PackModified};
 use crate::view::PackState;
 use actix::prelude::*;
 use rumi_domain::manifest::{Manifest, ManifestDiff};
+use rumi_domain::sources::{FlowProblem, FlowTable};
+use serde::Serialize;
 use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How long an approval or a rejection waits for the flow load it started to be published
+/// before it answers anyway (the load itself is given up only after `flows::LOAD_DEADLINE`).
+pub const DECISION_FLOWS_DEADLINE: Duration = Duration::from_secs(30);
 
 // ---- messages ---------------------------------------------------------------------------------
 
 /// Approves a pack: records the manifest of every file, signed.
 #[derive(Message)]
-#[rtype(result = "Result<PackInfo, RegistryError>")]
+#[rtype(result = "Result<ApprovedPack, RegistryError>")]
 pub struct Approve {
     pub pack_id: String,
+}
+
+/// The answer to [`Approve`]: the pack (its fields, flattened) and `warnings`: one
+/// `file:line: what was wrong — how to fix it` for each of its flow files that did not load once
+/// the approval's flow load was published (a load error, a clash, a flow a higher rank shadows).
+/// The approval stands either way: a broken flow file does not make the rest of the pack wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovedPack {
+    #[serde(flatten)]
+    pub pack: PackInfo,
+    pub warnings: Vec<String>,
 }
 
 /// Rejects a pack (`blocked`).
@@ -70,25 +90,31 @@ impl Registry {
     }
 
     /// Answers a decision once its audit entry is on disk (an acknowledged approval or rejection
-    /// is never lost to a buffer) and the flows it changed are published.
+    /// is never lost to a buffer) and the flows it changed are published, or
+    /// [`DECISION_FLOWS_DEADLINE`] has passed (the future says which: `true` when published).
     fn acknowledge(
         &self,
         id: String,
         entry: AuditEntry,
         reloaded: oneshot::Receiver<FlowsReloaded>,
-    ) -> ResponseFuture<Result<PackInfo, RegistryError>> {
+    ) -> impl Future<Output = Result<(PackInfo, bool), RegistryError>> + 'static {
         let info = self.info(&id);
         let audit = self.audit.clone();
-        Box::pin(async move {
+        async move {
             audit
                 .send(RecordDurable(entry))
                 .await
                 .map_err(|_| RegistryError::Storage)?
                 .map_err(|_| RegistryError::Storage)?;
             // A load that was given up still answers; a dropped sender means the Registry stopped.
-            let _ = reloaded.await;
-            info.ok_or(RegistryError::NotFound(id))
-        })
+            // The decision is recorded already: a load slower than the deadline (hostile files
+            // elsewhere, a reload queued behind another) does not hold its answer back.
+            let published = matches!(
+                tokio::time::timeout(DECISION_FLOWS_DEADLINE, reloaded).await,
+                Ok(Ok(_))
+            );
+            Ok((info.ok_or(RegistryError::NotFound(id))?, published))
+        }
     }
 
     /// After a pack's state changed: its sandbox and egress follow, its flows leave the table at
@@ -127,10 +153,12 @@ impl Registry {
 }
 
 impl Handler<Approve> for Registry {
-    type Result = ResponseFuture<Result<PackInfo, RegistryError>>;
+    type Result = ResponseFuture<Result<ApprovedPack, RegistryError>>;
 
     /// Hashes every file, writes the signed record (fsynced), starts the pack's sandbox, loads its
-    /// flows, and answers once the approval's audit entry is on disk.
+    /// flows, and answers once the approval's audit entry is on disk and its flow load is
+    /// published (within [`DECISION_FLOWS_DEADLINE`]), with the pack's flow files that failed to
+    /// load as `warnings`.
     fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
         let id = msg.pack_id;
         let result = (|| {
@@ -181,9 +209,47 @@ impl Handler<Approve> for Registry {
             Ok(e) => e,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
+        let prefix = self
+            .packs
+            .get(&id)
+            .map(|e| format!("{}/", self.layout.display(&e.dir)))
+            .unwrap_or_default();
+        let view = Arc::clone(&self.view);
         let reloaded = self.after_decision(&id);
-        self.acknowledge(id, audit_entry, reloaded)
+        let acknowledged = self.acknowledge(id, audit_entry, reloaded);
+        Box::pin(async move {
+            let (pack, published) = acknowledged.await?;
+            let warnings = if published {
+                flow_warnings(&view.flows(), &prefix)
+            } else {
+                vec![format!(
+                    "the flows were still loading {} s after the approval; `rumi diagnostics` will list any of this pack's flow files that fail to load",
+                    DECISION_FLOWS_DEADLINE.as_secs()
+                )]
+            };
+            Ok(ApprovedPack { pack, warnings })
+        })
     }
+}
+
+/// The problems of the flow files under `prefix` (a pack's directory, relative to the home, with
+/// a trailing `/`), as `file:line: …`, at most [`MAX_LISTED_PROBLEMS`] of them.
+fn flow_warnings(table: &FlowTable, prefix: &str) -> Vec<String> {
+    let mut mine = table
+        .problems
+        .iter()
+        .flat_map(FlowProblem::per_file)
+        .filter(|p| p.file.starts_with(prefix));
+    let mut warnings: Vec<String> = mine
+        .by_ref()
+        .take(MAX_LISTED_PROBLEMS)
+        .map(|p| p.to_string())
+        .collect();
+    let more = mine.count();
+    if more > 0 {
+        warnings.push(format!("… and {more} more; see `rumi diagnostics`"));
+    }
+    warnings
 }
 
 impl Handler<Reject> for Registry {
@@ -217,7 +283,8 @@ impl Handler<Reject> for Registry {
         if let Some(r) = &reason {
             audit_entry = audit_entry.rejection(r);
         }
-        self.acknowledge(id, audit_entry, reloaded)
+        let acknowledged = self.acknowledge(id, audit_entry, reloaded);
+        Box::pin(async move { acknowledged.await.map(|(pack, _)| pack) })
     }
 }
 

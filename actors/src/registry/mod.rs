@@ -14,7 +14,7 @@
 mod decisions;
 mod flows;
 
-pub use decisions::{Approve, Reject};
+pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
 
 use crate::approval::{
