@@ -88,16 +88,12 @@ impl FlowProblem {
                 files,
                 lines,
             } => {
-                let all: Vec<String> = files
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| at(f, lines.get(i).copied().flatten()))
-                    .collect();
+                let line = |i: usize| lines.get(i).copied().flatten();
                 format!(
                     "{}: flow {flow_id:?} is declared by {} files of the same rank ({}); none is loaded — rename the flow_id in all but one, or remove the extra files",
-                    all[0],
+                    at(&files[0], line(0)),
                     files.len(),
-                    all.join(", ")
+                    some_of(files, line, None)
                 )
             }
         }
@@ -138,17 +134,13 @@ impl FlowProblem {
                 let line = |i: usize| lines.get(i).copied().flatten();
                 (0..files.len())
                     .map(|i| {
-                        let others: Vec<String> = (0..files.len())
-                            .filter(|j| *j != i)
-                            .map(|j| at(&files[j], line(j)))
-                            .collect();
                         FileProblem {
                             kind: ProblemKind::SameRankClash,
                             file: files[i].clone(),
                             line: line(i),
                             message: format!(
                                 "flow_id {flow_id:?} is also declared by {} (the same rank); neither is loaded — rename one of the flow_ids or remove one of the files",
-                                others.join(", ")
+                                some_of(files, line, Some(i))
                             ),
                             flow_id: Some(flow_id.clone()),
                         }
@@ -156,6 +148,28 @@ impl FlowProblem {
                     .collect()
             }
         }
+    }
+}
+
+/// Most files of a clash one message names (a thousand files may declare one id: naming every
+/// other one in each file's message would grow with the square of their number).
+const MAX_NAMED_FILES: usize = 3;
+
+/// `a:1, b:2, c:3 and N more`: the files of a clash but `except`, at most [`MAX_NAMED_FILES`].
+fn some_of(
+    files: &[String],
+    line: impl Fn(usize) -> Option<usize>,
+    except: Option<usize>,
+) -> String {
+    let others = (0..files.len()).filter(|j| Some(*j) != except);
+    let named: Vec<String> = others
+        .clone()
+        .take(MAX_NAMED_FILES)
+        .map(|j| at(&files[j], line(j)))
+        .collect();
+    match others.count() - named.len() {
+        0 => named.join(", "),
+        more => format!("{} and {more} more", named.join(", ")),
     }
 }
 
@@ -310,6 +324,21 @@ mod tests {
         );
         assert!(t.problems[0].message().starts_with("s/one.flow.yaml:2: "));
         assert_eq!(t.failure("dup").unwrap().to_string(), each[0]);
+    }
+
+    #[test]
+    fn a_clash_of_many_files_names_a_few_and_counts_the_rest() {
+        let files: Vec<Result<Flow, FlowError>> = (0..2000)
+            .map(|i| flow("many", SourceRank::Shared, &format!("s/{i:04}.flow.yaml")))
+            .collect();
+        let t = build_table(files);
+        let each = t.problems[0].per_file();
+        assert_eq!(each.len(), 2000);
+        assert_eq!(
+            each[1].message,
+            "flow_id \"many\" is also declared by s/0000.flow.yaml:1, s/0002.flow.yaml:1, s/0003.flow.yaml:1 and 1996 more (the same rank); neither is loaded — rename one of the flow_ids or remove one of the files"
+        );
+        assert!(t.problems[0].message().len() < 300);
     }
 
     #[test]
