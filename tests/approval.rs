@@ -462,3 +462,58 @@ async fn an_approved_flow_file_edited_in_place_is_not_loaded() {
     )
     .await;
 }
+
+/// Approving a pack one of whose flow files is broken succeeds: the answer names that file, its
+/// line and the fix as a warning, the pack's good flow runs, and a run of the broken one says why
+/// it is missing.
+#[tokio::test]
+async fn approving_a_pack_with_a_broken_flow_warns_and_loads_the_rest() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(
+        home.path(),
+        "mixed",
+        &[(
+            "hi.py",
+            "def run(input_data, context=None):\n    return {'hi': input_data['name']}\n",
+        )],
+    );
+    write(
+        home.path(),
+        "ecosystem/mixed/backend/flows/good.flow.yaml",
+        "flow_id: mixed.good\nphases: [main]\nsteps:\n  - {id: hi, phase: main, type: python_file_call, file: blocks/hi.py, input: {name: \"${ctx.name}\"}, output: out}\n",
+    );
+    write(
+        home.path(),
+        "ecosystem/mixed/backend/flows/bad.flow.yaml",
+        "flow_id: mixed.bad\nphases: [main]\nsteps:\n  - id: hi\n    phase: main\n    type: python\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    let (s, v) = k.post("/api/packs/mixed/approve", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["data"]["pack_id"], "mixed", "the pack's fields are kept");
+    assert_eq!(v["data"]["state"], "approved");
+    assert_eq!(
+        v["data"]["warnings"],
+        json!(["ecosystem/mixed/backend/flows/bad.flow.yaml:4: step \"hi\": unknown type \"python\" — use one of python_file_call, handler, set, if"]),
+        "{v}"
+    );
+
+    let (s, run) = k.run("mixed.good", json!({"name": "Ann"})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["result"]["out"], json!({"hi": "Ann"}), "{run}");
+    let (s, v) = k.post("/api/flows/mixed.bad/run", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["error"],
+        "flow \"mixed.bad\" failed to load: ecosystem/mixed/backend/flows/bad.flow.yaml:4: step \"hi\": unknown type \"python\" — use one of python_file_call, handler, set, if; see `rumi diagnostics`"
+    );
+
+    // Another pack's approval answers only its own problems: none.
+    let (s, v) = k.post("/api/packs/text_tools/approve", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["warnings"], json!([]), "{v}");
+}

@@ -543,6 +543,114 @@ async fn load_errors_clashes_and_administrative_handlers() {
     assert_eq!(f["data"]["steps"][0]["owner_pack"], "my_pack");
 }
 
+/// A flow file that fails to load is named with its file, its line and the fix: in the reload's
+/// answer, in the 404 of a run of its flow (found by the flow_id the file declares, or by the
+/// file's name when it declares none), in a nested run and in the diagnostics; a good flow runs.
+#[tokio::test]
+async fn a_flow_that_fails_to_load_says_where_and_what_to_do() {
+    if !python_available() {
+        return;
+    }
+    let home = engine_home();
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("tools").await;
+    flow(home.path(), "good", "flow_id: good\nphases: [m]\nsteps:\n  - {id: e, phase: m, type: python_file_call, owner_pack: tools, file: echo.py, input: {x: 1}, output: out}\n");
+    flow(home.path(), "greeting", "flow_id: greet\nphases: []\n");
+    flow(
+        home.path(),
+        "typo",
+        "flow_id: typo\nphases: [m]\nsteps:\n  - id: s\n    phase: m\n    type: sett\n",
+    );
+    flow(home.path(), "nameless", "phases: [m]\n");
+    flow(home.path(), "caller", "flow_id: caller\nphases: [m]\nsteps:\n  - {id: c, phase: m, type: handler, input: {handler: \"kernel:flow.run\", args: {flow_id: greet}}, output: r}\n");
+    let greeting = "user_data/shared/flows/greeting.flow.yaml:2: phases: must be a non-empty list of names — add `phases: [main]`";
+
+    let (s, v) = k.post("/api/flows/reload", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let data = &v["data"];
+    let problems: Vec<&str> = data["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(problems.contains(&greeting), "{problems:#?}");
+    assert!(
+        problems.contains(&"user_data/shared/flows/typo.flow.yaml:4: step \"s\": unknown type \"sett\" — use one of python_file_call, handler, set, if"),
+        "{problems:#?}"
+    );
+    let error = data["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["file"] == "user_data/shared/flows/greeting.flow.yaml")
+        .unwrap_or_else(|| panic!("a structured error: {data}"));
+    assert_eq!(
+        *error,
+        json!({"kind": "load_error", "file": "user_data/shared/flows/greeting.flow.yaml", "line": 2,
+               "message": "phases: must be a non-empty list of names — add `phases: [main]`", "flow_id": "greet"})
+    );
+    assert_eq!(data["problems_omitted"], 0);
+    assert!(
+        !v.to_string().contains(home.path().to_str().unwrap()),
+        "no host path: {v}"
+    );
+
+    // A run of the flow says why it is missing, in words the CLI prints as they are.
+    let (s, v) = k.post("/api/flows/greet/run", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["error"],
+        format!("flow \"greet\" failed to load: {greeting}; see `rumi diagnostics`")
+    );
+    let (s, v) = k.post("/api/flows/nameless/run", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with(
+            "flow \"nameless\" failed to load: user_data/shared/flows/nameless.flow.yaml:1: flow_id is required — add `flow_id: <name>`"
+        ),
+        "{v}"
+    );
+    let (s, v) = k.post("/api/flows/nope/run", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["error"],
+        "no flow \"nope\" is loaded; see `rumi flow list` and `rumi diagnostics`"
+    );
+    let (s, run) = k.run("caller", json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    assert!(
+        step(&run, "c")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "kernel:flow.run: flow \"greet\" failed to load: {greeting}"
+            )),
+        "{run}"
+    );
+    let (s, run) = k.run("good", json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let (_, d) = k.get("/api/diagnostics").await;
+    assert!(
+        d["data"]["flow_problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["message"] == greeting && p["problem"]["error"]["flow_id"] == "greet"),
+        "{d}"
+    );
+    assert_eq!(d["data"]["flow_problems_omitted"], 0);
+
+    // Fixed, reloaded: it runs, and nothing about it is left.
+    flow(home.path(), "greeting", "flow_id: greet\nphases: [main]\n");
+    let (_, v) = k.post("/api/flows/reload", json!({})).await;
+    assert!(!v["data"].to_string().contains("greeting.flow.yaml"), "{v}");
+    let (s, run) = k.run("greet", json!({})).await;
+    assert_eq!((s, &run["status"]), (200, &json!("succeeded")), "{run}");
+}
+
 #[tokio::test]
 async fn the_kernel_environment_never_reaches_blocks() {
     if !python_available() {

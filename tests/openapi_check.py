@@ -52,11 +52,14 @@ def request(method, path, body=None, raw=None, token=TOKEN):
         return e.code, json.loads(e.read())
 
 
-def strict(schema):
-    """Adds `unevaluatedProperties: false` to every object schema that lists its properties."""
+def strict(schema, part_of_all=False):
+    """Adds `unevaluatedProperties: false` to every object schema that lists its properties. The
+    parts of an `allOf` (a flattened struct: the pack and its `warnings`) are checked together:
+    the schema holding the `allOf` gets the flag, its parts do not (each would refuse the other's
+    properties), and a part that is a reference points at the loose copy of that component."""
     if isinstance(schema, list):
         for s in schema:
-            strict(s)
+            strict(s, part_of_all)
         return
     if not isinstance(schema, dict):
         return
@@ -64,12 +67,25 @@ def strict(schema):
     if isinstance(props, dict):
         for s in props.values():
             strict(s)
+    parts = schema.get("allOf")
+    if isinstance(parts, list):
+        for part in parts:
+            ref = part.get("$ref", "") if isinstance(part, dict) else ""
+            if ref.startswith(SCHEMAS):
+                part["$ref"] = LOOSE + ref[len(SCHEMAS):]
+            else:
+                strict(part, part_of_all=True)
+    if (isinstance(props, dict) or isinstance(parts, list)) and not part_of_all:
         if "additionalProperties" not in schema and "unevaluatedProperties" not in schema:
             schema["unevaluatedProperties"] = False
     for key in ("items", "additionalProperties", "not"):
         strict(schema.get(key))
-    for key in ("oneOf", "anyOf", "allOf", "prefixItems"):
+    for key in ("oneOf", "anyOf", "prefixItems"):
         strict(schema.get(key))
+
+
+SCHEMAS = "#/components/schemas/"
+LOOSE = "#/components/loose/"
 
 
 def pointer(*parts):
@@ -85,6 +101,8 @@ validate(doc, cls=OpenAPIV31SpecValidator)
 print(f"the document is valid OpenAPI {doc['openapi']} ({len(doc['paths'])} paths)")
 
 checked = copy.deepcopy(doc)
+# The components as the document has them, for the parts of an `allOf` (see `strict`).
+checked.setdefault("components", {})["loose"] = copy.deepcopy(doc.get("components", {}).get("schemas", {}))
 for s in checked.get("components", {}).get("schemas", {}).values():
     strict(s)
 for item in checked["paths"].values():

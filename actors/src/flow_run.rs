@@ -271,7 +271,13 @@ impl FlowRun {
                     let Some(flow) = self.deps.view.flow(&call.flow_id) else {
                         let f = StepFailure::new(
                             ErrorType::FlowNotFound,
-                            format!("kernel:flow.run: no flow {:?} is loaded", call.flow_id),
+                            format!(
+                                "kernel:flow.run: {}",
+                                crate::kernel::RunError::missing_flow(
+                                    &self.deps.view,
+                                    &call.flow_id
+                                )
+                            ),
                         );
                         self.engine.fail_pending(f, &self.clock);
                         continue;

@@ -18,6 +18,7 @@ use crate::run_history::RunHistory;
 use crate::view::KernelView;
 use actix::prelude::*;
 use rumi_domain::egress::NetworkGrant;
+use rumi_domain::flow::quoted;
 use rumi_domain::run::RunRecord;
 use serde_json::{json, Map, Value};
 use std::io;
@@ -63,8 +64,16 @@ pub enum ContainerError {
 /// Why a run could not be started or finished.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("no flow {0:?} is loaded")]
+    /// No flow of that id is loaded, and no file meant to provide it failed.
+    #[error(
+        "no flow {} is loaded; see `rumi flow list` and `rumi diagnostics`",
+        quoted(.0)
+    )]
     FlowNotFound(String),
+    /// A file meant to provide the flow failed to load; `problem` is `file:line: …` (see
+    /// [`KernelView::flow_failure`]).
+    #[error("flow {} failed to load: {problem}; see `rumi diagnostics`", quoted(.flow_id))]
+    FlowFailedToLoad { flow_id: String, problem: String },
     #[error(
         "the inputs are nested deeper than {} levels; flatten them",
         rumi_domain::vars::MAX_VALUE_DEPTH
@@ -79,6 +88,21 @@ pub enum RunError {
     /// stopped without one: it is not acknowledged.
     #[error("the run's record could not be stored; the kernel log says why")]
     Lost,
+}
+
+impl RunError {
+    /// Why `flow_id` cannot run when the view has no such flow: the file meant to provide it
+    /// failed to load (named, with its line and the fix), or there is no such flow at all. The
+    /// CLI prints the message as it is.
+    pub fn missing_flow(view: &KernelView, flow_id: &str) -> RunError {
+        match view.flow_failure(flow_id) {
+            Some(problem) => RunError::FlowFailedToLoad {
+                flow_id: flow_id.to_string(),
+                problem: problem.to_string(),
+            },
+            None => RunError::FlowNotFound(flow_id.to_string()),
+        }
+    }
 }
 
 /// The arbiters that host pack sandboxes: one per two CPUs, each pinned to its own CPU when
@@ -233,7 +257,7 @@ impl Kernel {
         let flow = self
             .view
             .flow(flow_id)
-            .ok_or_else(|| RunError::FlowNotFound(flow_id.to_string()))?;
+            .ok_or_else(|| RunError::missing_flow(&self.view, flow_id))?;
         // A run's context never holds anything deeper than a step could store (its record must
         // read back, and every walk of it recurses per level).
         if inputs.values().any(|v| {

@@ -9,7 +9,7 @@
 use crate::pack_container::PackContainer;
 use actix::Addr;
 use parking_lot::RwLock;
-use rumi_domain::sources::FlowTable;
+use rumi_domain::sources::{FileProblem, FlowTable};
 use rumi_domain::Flow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +52,10 @@ impl KernelView {
     }
     pub fn flows(&self) -> Arc<FlowTable> {
         Arc::clone(&self.flows.read())
+    }
+    /// Why no flow `flow_id` is loaded, when a file meant to provide it failed to load.
+    pub fn flow_failure(&self, flow_id: &str) -> Option<FileProblem> {
+        self.flows.read().failure(flow_id)
     }
     pub fn container(&self, pack_id: &str) -> Option<Addr<PackContainer>> {
         self.containers.read().get(pack_id).cloned()

@@ -113,7 +113,9 @@ impl From<RegistryError> for ApiError {
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
         match e {
-            RunError::FlowNotFound(_) => ApiError::not_found(e.to_string()),
+            RunError::FlowNotFound(_) | RunError::FlowFailedToLoad { .. } => {
+                ApiError::not_found(e.to_string())
+            }
             RunError::InputsTooDeep => ApiError::bad_request(e.to_string()),
             RunError::Limiter(LimiterError::QueueFull { .. }) => {
                 let mut a = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string());

@@ -4,6 +4,7 @@ use super::body::json_object;
 use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use rumi_actors::kernel::RunError;
 use rumi_actors::registry::{FlowsReloaded, Reload};
 use rumi_actors::{Kernel, SecurityMode};
 use rumi_domain::flow::{Defaults, OnError, SourceRank, Step, StepKind};
@@ -223,7 +224,7 @@ pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpRe
     let f = k
         .view
         .flow(&path)
-        .ok_or_else(|| ApiError::not_found(format!("no flow {:?} is loaded", path.as_str())))?;
+        .ok_or_else(|| ApiError::from(RunError::missing_flow(&k.view, &path)))?;
     Ok(ok(FlowDetail::new(&f)))
 }
 

@@ -3,7 +3,7 @@
 use super::body::json_object;
 use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::registry::{Approve, GetPack, ListPacks, PackInfo, Reject, Scan};
+use rumi_actors::registry::{Approve, ApprovedPack, GetPack, ListPacks, PackInfo, Reject, Scan};
 use rumi_actors::view::PackState;
 use rumi_actors::Kernel;
 use rumi_domain::manifest::ManifestDiff;
@@ -151,7 +151,7 @@ pub async fn scan(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     summary = "Approve a pack: record the SHA-256 of every file, signed",
     params(("id" = String, Path, description = "the pack id")),
     responses(
-        (status = 200, description = "the pack, approved", body = Envelope<PackInfo>),
+        (status = 200, description = "the pack, approved, with `warnings`: its flow files that did not load (`file:line: what was wrong — how to fix it`)", body = Envelope<ApprovedPack>),
         (status = 400, description = "not a valid pack id", body = ErrorBody),
         (status = 404, description = "no such pack is installed", body = ErrorBody),
         (status = 409, description = "the pack cannot be approved (e.g. its metadata is invalid)", body = ErrorBody),

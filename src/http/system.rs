@@ -54,6 +54,8 @@ pub struct Diagnostics<'a> {
     mode: SecurityMode,
     uptime_seconds: f64,
     flow_problems: Vec<FlowProblemView<'a>>,
+    /// Flow problems beyond the listed ones (only counted, so the answer stays small).
+    flow_problems_omitted: usize,
     /// Packs that could not be read, and load order problems.
     pack_problems: &'a [String],
     /// The packs' load order.
@@ -109,6 +111,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
                 message: p.message(),
             })
             .collect(),
+        flow_problems_omitted: d.flow_problems_omitted,
         pack_problems: &d.pack_problems,
         load_order: &d.load_order,
         events: &d.events,

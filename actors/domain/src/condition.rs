@@ -26,7 +26,7 @@ pub enum Condition {
 
 /// Why a condition text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid condition {text:?}: {reason}")]
+#[error("invalid condition {}: {reason}", crate::flow::quoted(text))]
 pub struct ConditionError {
     pub text: String,
     pub reason: String,
@@ -140,7 +140,12 @@ fn parse_operand(text: &str) -> Result<Operand, String> {
     if text.starts_with("${") {
         return vars::whole_reference(text)
             .map(Operand::Ref)
-            .ok_or_else(|| format!("{text:?} is not a single ${{ctx…}} reference"));
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a single ${{ctx…}} reference",
+                    crate::flow::quoted(text)
+                )
+            });
     }
     if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
         return Ok(Operand::Literal(Value::String(inner.to_string())));
@@ -148,11 +153,14 @@ fn parse_operand(text: &str) -> Result<Operand, String> {
     if text.starts_with('"') {
         return serde_json::from_str::<String>(text)
             .map(|s| Operand::Literal(Value::String(s)))
-            .map_err(|_| format!("{text:?} is not a valid quoted string"));
+            .map_err(|_| format!("{} is not a valid quoted string", crate::flow::quoted(text)));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(v @ (Value::Bool(_) | Value::Null | Value::Number(_))) => Ok(Operand::Literal(v)),
-        _ if text.contains("${") => Err(format!("{text:?} mixes a reference with text")),
+        _ if text.contains("${") => Err(format!(
+            "{} mixes a reference with text",
+            crate::flow::quoted(text)
+        )),
         _ => Ok(Operand::Literal(Value::String(text.to_string()))),
     }
 }

@@ -3,15 +3,19 @@
 //! A flow file is untrusted configuration (a shared folder or a pack wrote it). Parsing goes
 //! through [`crate::yaml::parse_limited`]; unknown keys are refused (a typo such as `wehn:` would
 //! otherwise silently run a step unconditionally); one bad step makes the whole flow unavailable,
-//! never half a flow; every error names the file and, where known, the line.
+//! never half a flow; every error names the file and line and says how to fix it (`flow/error.rs`).
 
 use crate::condition::{Condition, ConditionError};
 use crate::handler::KernelHandler;
-use crate::yaml::{self, YamlError};
+use crate::yaml;
+use error::{yaml_message, NAME_HINT};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashSet;
-use std::fmt;
+use std::collections::{HashMap, HashSet};
+
+mod error;
+
+pub use error::{declared_flow_id, quoted, FlowError, MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS};
 
 /// Default step priority when none is given.
 pub const DEFAULT_PRIORITY: f64 = 100.0;
@@ -20,6 +24,8 @@ pub const DEFAULT_STEP_TIMEOUT_SECS: u32 = 60;
 pub const MAX_STEP_TIMEOUT_SECS: u32 = 600;
 /// Most steps one flow may have.
 pub const MAX_STEPS: usize = 1000;
+/// The step types, as a hint.
+const STEP_TYPES: &str = "python_file_call, handler, set, if";
 
 /// Where a flow (or a step) comes from; lower rank wins a `flow_id` clash (contract §3.1).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -51,24 +57,6 @@ pub struct FlowOrigin {
     pub rank: SourceRank,
     pub path: String,
     pub pack_id: Option<String>,
-}
-
-/// A load error: the file, the line when known, and what was wrong.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
-pub struct FlowError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for FlowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
 }
 
 /// What to do when a step fails.
@@ -166,6 +154,8 @@ pub struct Flow {
     pub schedule: Option<Value>,
     pub steps: Vec<Step>,
     pub origin: FlowOrigin,
+    /// The line of `flow_id:` in its file, when found.
+    pub line: Option<usize>,
 }
 
 // ---- raw YAML shapes -----------------------------------------------------------------------
@@ -261,57 +251,70 @@ pub struct StepRules<'a> {
     pub own_pack: Option<&'a str>,
 }
 
-/// Parses and validates a flow file.
+/// Parses and validates a flow file. Every error names the file and a line, says what was wrong
+/// and how to fix it, and carries the `flow_id` the file declares when it could be read.
 pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
-    let file = origin.path.clone();
-    let err = |line: Option<usize>, message: String| FlowError {
-        file: file.clone(),
-        line,
-        message,
+    let file = origin.path.as_str();
+    // Until `flow_id` is read and valid, an error belongs to the id the text declares, if any.
+    let early = |line: Option<usize>, message: String| {
+        FlowError::new(file, line.or(Some(1)), message).of_flow(declared_flow_id(text))
     };
-    let raw: RawFlow =
-        yaml::parse_limited(text).map_err(|e: YamlError| err(e.line(), e.to_string()))?;
+    let raw: RawFlow = yaml::parse_limited(text).map_err(|e| early(e.line(), yaml_message(&e)))?;
 
     let flow_id = match raw.flow_id {
         Some(Value::String(s)) if valid_flow_id(&s) => s,
         Some(Value::String(s)) => {
-            return Err(err(
+            return Err(early(
                 find_line(text, "flow_id:", None),
-                format!("flow_id {s:?} is invalid: use 1-128 of A-Z a-z 0-9 _ . : -"),
+                format!("flow_id {} is invalid — {NAME_HINT}", quoted(&s)),
             ))
         }
         Some(_) => {
-            return Err(err(
+            return Err(early(
                 find_line(text, "flow_id:", None),
-                "flow_id must be a string".into(),
+                "flow_id must be a string — e.g. `flow_id: my_flow` (quote a number: `flow_id: \"2024\"`)"
+                    .into(),
             ))
         }
-        None => return Err(err(None, "flow_id is required".into())),
+        None => {
+            return Err(early(
+                None,
+                format!("flow_id is required — add `flow_id: <name>` at the top ({NAME_HINT})"),
+            ))
+        }
     };
+    let flow_line = find_line(text, "flow_id:", None);
+    let err = |line: Option<usize>, message: String| {
+        FlowError::new(file, line.or(Some(1)), message).of_flow(Some(flow_id.clone()))
+    };
+    let phases_line = find_line(text, "phases:", None);
     let phases = raw.phases.ok_or_else(|| {
         err(
             None,
-            "phases is required (a non-empty list of names)".into(),
+            "phases is required — add `phases: [main]` (a non-empty list of names)".into(),
         )
     })?;
     if phases.is_empty() {
         return Err(err(
-            find_line(text, "phases:", None),
-            "phases must not be empty".into(),
+            phases_line,
+            "phases: must be a non-empty list of names — add `phases: [main]`".into(),
         ));
     }
     let mut seen = HashSet::new();
     for phase in &phases {
         if !valid_name(phase) {
             return Err(err(
-                find_line(text, "phases:", None),
-                format!("phase name {phase:?} is invalid"),
+                phases_line,
+                format!("phase name {} is invalid — {NAME_HINT}", quoted(phase)),
             ));
         }
         if !seen.insert(phase.as_str()) {
             return Err(err(
-                find_line(text, "phases:", None),
-                format!("phase {phase:?} is listed twice"),
+                phases_line,
+                format!(
+                    "phase {} is listed twice — list each phase once",
+                    quoted(phase)
+                ),
             ));
         }
     }
@@ -324,11 +327,15 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
             defaults.on_missing_step = m;
         }
     }
+    let steps_line = find_line(text, "steps:", None);
     let raw_steps = raw.steps.unwrap_or_default();
     if raw_steps.len() > MAX_STEPS {
         return Err(err(
-            None,
-            format!("{} steps; the limit is {MAX_STEPS}", raw_steps.len()),
+            steps_line,
+            format!(
+                "{} steps; the limit is {MAX_STEPS} — split the flow and call the parts with `kernel:flow.run`",
+                raw_steps.len()
+            ),
         ));
     }
     let rules = StepRules {
@@ -337,17 +344,29 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
         origin: origin.rank,
         own_pack: origin.pack_id.as_deref(),
     };
-    let mut steps = Vec::with_capacity(raw_steps.len());
-    let mut ids = HashSet::new();
+    let mut steps: Vec<Step> = Vec::with_capacity(raw_steps.len());
+    let mut ids: HashMap<String, Option<usize>> = HashMap::new();
     for (index, raw_step) in raw_steps.into_iter().enumerate() {
-        let step =
-            validate_step(raw_step, index, text, &rules).map_err(|(line, m)| err(line, m))?;
-        if !ids.insert(step.id.clone()) {
+        let step = validate_step(raw_step, index, text, &rules)
+            .map_err(|(line, m)| err(line.or(steps_line), m))?;
+        if let Some(first) = ids.get(&step.id) {
+            let first = first
+                .map(|l| format!(" (first at line {l})"))
+                .unwrap_or_default();
+            // The second step of that id sits after the first: point at it, not at the first.
+            let line = step
+                .line
+                .and_then(|l| find_line_after(text, l, "id:", Some(&step.id)))
+                .or(step.line);
             return Err(err(
-                step.line,
-                format!("step id {:?} is used twice", step.id),
+                line,
+                format!(
+                    "step id {} is used twice{first} — give each step its own id",
+                    quoted(&step.id)
+                ),
             ));
         }
+        ids.insert(step.id.clone(), step.line);
         steps.push(step);
     }
     sort_steps(&mut steps, &phases);
@@ -361,6 +380,7 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
         schedule: raw.schedule,
         steps,
         origin,
+        line: flow_line,
     })
 }
 
@@ -376,62 +396,104 @@ pub fn validate_step(
         Some(Value::String(s)) => {
             return Err((
                 find_line(text, "id:", Some(&s)),
-                format!("step id {s:?} is invalid"),
+                format!("step id {} is invalid — {NAME_HINT}", quoted(&s)),
             ))
         }
         Some(Value::Number(n)) => {
             return Err((
                 find_line(text, "id:", Some(&n.to_string())),
-                "step id must be a string".into(),
+                format!("step id {n} must be a string — quote it: `id: \"{n}\"`"),
             ))
         }
-        _ => return Err((None, format!("step #{} has no id", index + 1))),
+        Some(_) => {
+            return Err((
+                None,
+                format!(
+                    "step #{} has an id that is not a string — e.g. `id: call_hello`",
+                    index + 1
+                ),
+            ))
+        }
+        None => {
+            return Err((
+                None,
+                format!(
+                    "step #{} has no id — add `id: <name>` to it ({NAME_HINT})",
+                    index + 1
+                ),
+            ))
+        }
     };
     let line = find_line(text, "id:", Some(&id));
-    let fail = |m: String| (line, format!("step {id:?}: {m}"));
+    let fail = |m: String| (line, format!("step {}: {m}", quoted(&id)));
+    let phase_list = rules
+        .phases
+        .map(|p| {
+            let shown: Vec<String> = p.iter().take(8).map(|x| quoted(x)).collect();
+            let more = if p.len() > 8 { ", …" } else { "" };
+            format!("[{}{more}]", shown.join(", "))
+        })
+        .unwrap_or_default();
 
-    let phase = raw.phase.ok_or_else(|| fail("phase is required".into()))?;
+    let phase = raw.phase.ok_or_else(|| match rules.phases {
+        Some(p) => fail(format!(
+            "phase is required — add `phase: {}` (one of the flow's phases {phase_list})",
+            p.first().map(String::as_str).unwrap_or("main")
+        )),
+        None => fail("phase is required — add `phase: <name>`".into()),
+    })?;
     if let Some(phases) = rules.phases {
         if !phases.contains(&phase) {
             return Err(fail(format!(
-                "phase {phase:?} is not one of the flow's phases {phases:?}"
+                "phase {} is not one of the flow's phases {phase_list} — use one of them or add it to `phases:`",
+                quoted(&phase)
             )));
         }
     }
     let priority = match raw.priority {
         None => DEFAULT_PRIORITY,
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| f.is_finite())
-            .ok_or_else(|| fail("priority must be a finite number".into()))?,
-        Some(_) => return Err(fail("priority must be a number".into())),
+        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+            fail(format!(
+                "priority must be a finite number — e.g. `priority: 50` (default {DEFAULT_PRIORITY}; lower runs first)"
+            ))
+        })?,
+        Some(_) => {
+            return Err(fail(format!(
+                "priority must be a number — e.g. `priority: 50` (default {DEFAULT_PRIORITY}; lower runs first)"
+            )))
+        }
     };
+    let timeout_hint = format!(
+        "timeout_seconds must be a number of seconds in 1..={MAX_STEP_TIMEOUT_SECS} — e.g. `timeout_seconds: {DEFAULT_STEP_TIMEOUT_SECS}` (the default)"
+    );
     let timeout_seconds = match raw.timeout_seconds {
         None => DEFAULT_STEP_TIMEOUT_SECS,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if f > 0.0 && f <= MAX_STEP_TIMEOUT_SECS as f64 => f.ceil() as u32,
-            _ => {
-                return Err(fail(format!(
-                    "timeout_seconds must be in 1..={MAX_STEP_TIMEOUT_SECS}"
-                )))
-            }
+            _ => return Err(fail(timeout_hint)),
         },
-        Some(_) => return Err(fail("timeout_seconds must be a number".into())),
+        Some(_) => return Err(fail(timeout_hint)),
+    };
+    const CONDITION_HINT: &str =
+        "write `${ctx.key} == value`, `${ctx.key} != value` or a lone `${ctx.key}`";
+    let condition = |text: &str| {
+        Condition::parse(text).map_err(|e: ConditionError| fail(format!("{e} — {CONDITION_HINT}")))
     };
     let when = match raw.when {
         None => None,
-        Some(Value::String(s)) => {
-            Some(Condition::parse(&s).map_err(|e: ConditionError| fail(e.to_string()))?)
+        Some(Value::String(s)) => Some(condition(&s)?),
+        Some(Value::Bool(b)) => Some(condition(if b { "true" } else { "false" })?),
+        Some(_) => {
+            return Err(fail(format!(
+                "when must be a condition string — {CONDITION_HINT}, quoted"
+            )))
         }
-        Some(Value::Bool(b)) => Some(
-            Condition::parse(if b { "true" } else { "false" }).map_err(|e| fail(e.to_string()))?,
-        ),
-        Some(_) => return Err(fail("when must be a condition string".into())),
     };
     if let Some(output) = &raw.output {
         if !valid_name(output) {
             return Err(fail(format!(
-                "output {output:?} is not a valid context key"
+                "output {} is not a valid context key — {NAME_HINT}",
+                quoted(output)
             )));
         }
     }
@@ -442,12 +504,12 @@ pub fn validate_step(
     });
     let step_type = raw
         .step_type
-        .ok_or_else(|| fail("type is required".into()))?;
+        .ok_or_else(|| fail(format!("type is required — use one of {STEP_TYPES}")))?;
     let input = raw.input.unwrap_or(Value::Null);
     let not_for = |field: &str, present: bool| -> Result<(), (Option<usize>, String)> {
         if present {
             Err(fail(format!(
-                "{field} is only valid for python_file_call steps"
+                "{field} is only valid for python_file_call steps — remove it, or use `type: python_file_call`"
             )))
         } else {
             Ok(())
@@ -455,24 +517,27 @@ pub fn validate_step(
     };
     let kind = match step_type.as_str() {
         "python_file_call" => {
-            let file = raw
-                .file
-                .ok_or_else(|| fail("file is required for python_file_call".into()))?;
+            let file = raw.file.ok_or_else(|| {
+                fail("file is required for python_file_call — add `file: blocks/<name>.py` (a path inside the pack)".into())
+            })?;
             if file.is_empty() || file.contains('\0') {
-                return Err(fail("file must be a non-empty relative path".into()));
+                return Err(fail(
+                    "file must be a non-empty relative path — e.g. `file: blocks/hello.py`".into(),
+                ));
             }
             let owner_pack = match (raw.owner_pack, rules.own_pack) {
                 (Some(p), _) => p,
                 (None, Some(own)) => own.to_string(),
                 (None, None) => {
                     return Err(fail(
-                        "owner_pack is required for a python_file_call outside a pack flow".into(),
+                        "owner_pack is required for a python_file_call outside a pack flow — add `owner_pack: <pack id>`".into(),
                     ))
                 }
             };
             if !crate::pack::valid_pack_id(&owner_pack) {
                 return Err(fail(format!(
-                    "owner_pack {owner_pack:?} is not a valid pack id"
+                    "owner_pack {} is not a valid pack id — use the pack's directory name under ecosystem/",
+                    quoted(&owner_pack)
                 )));
             }
             let principal_override = raw.principal_id.filter(|p| *p != owner_pack);
@@ -488,26 +553,29 @@ pub fn validate_step(
             not_for("owner_pack", raw.owner_pack.is_some())?;
             match other {
                 "handler" => {
-                    let obj = input
-                        .as_object()
-                        .ok_or_else(|| fail("input must be {handler, args}".into()))?;
+                    let obj = input.as_object().ok_or_else(|| {
+                        fail("input must be {handler, args} — e.g. `input: {handler: \"kernel:noop\", args: {}}`".into())
+                    })?;
                     let name = obj.get("handler").and_then(Value::as_str).ok_or_else(|| {
-                        fail("input.handler is required (e.g. \"kernel:noop\")".into())
+                        fail("input.handler is required — e.g. `input: {handler: \"kernel:noop\", args: {}}`".into())
                     })?;
                     let handler = KernelHandler::parse(name).ok_or_else(|| {
                         fail(format!(
-                            "unknown handler {name:?}; flows may call {}",
+                            "unknown handler {} — flows may call {}",
+                            quoted(name),
                             KernelHandler::safe_names().collect::<Vec<_>>().join(", ")
                         ))
                     })?;
                     if handler.is_administrative() && rules.origin != SourceRank::Official {
                         return Err(fail(format!(
-                            "handler {name:?} is administrative: only official flows (flows/) may call it"
+                            "handler {} is administrative: only official flows (flows/) may call it — remove the step, or have an operator ship the flow in flows/",
+                            quoted(name)
                         )));
                     }
                     if let Some(extra) = obj.keys().find(|k| *k != "handler" && *k != "args") {
                         return Err(fail(format!(
-                            "input.{extra} is not allowed; use input.args"
+                            "input.{} is not allowed — put the handler's arguments under input.args",
+                            quoted(extra).trim_matches('"')
                         )));
                     }
                     let args = obj
@@ -517,39 +585,49 @@ pub fn validate_step(
                     StepKind::Handler { handler, args }
                 }
                 "set" => {
-                    let obj = input
-                        .as_object()
-                        .ok_or_else(|| fail("input must be {key, value}".into()))?;
+                    const SET_HINT: &str = "e.g. `input: {key: total, value: \"${ctx.n}\"}`";
+                    let obj = input.as_object().ok_or_else(|| {
+                        fail(format!("input must be {{key, value}} — {SET_HINT}"))
+                    })?;
                     let key = match obj.get("key") {
                         None => None,
                         Some(Value::String(k)) if valid_name(k) => Some(k.clone()),
                         Some(_) => {
-                            return Err(fail("input.key must be a valid context key".into()))
+                            return Err(fail(format!(
+                                "input.key must be a valid context key — {NAME_HINT}"
+                            )))
                         }
                     };
                     if key.is_none() && raw.output.is_none() {
-                        return Err(fail("set needs input.key or output".into()));
+                        return Err(fail(format!(
+                            "set needs input.key or output (where the value is stored) — {SET_HINT}"
+                        )));
                     }
                     let value = obj.get("value").cloned().unwrap_or(Value::Null);
                     StepKind::Set { key, value }
                 }
                 "if" => {
                     let condition = match input.get("condition") {
-                        Some(Value::String(s)) => {
-                            Condition::parse(s).map_err(|e| fail(e.to_string()))?
+                        Some(Value::String(s)) => condition(s)?,
+                        Some(Value::Bool(b)) => condition(if *b { "true" } else { "false" })?,
+                        _ => {
+                            return Err(fail(
+                                "input.condition is required for if — e.g. `input: {condition: \"${ctx.n} == 3\"}`".into(),
+                            ))
                         }
-                        Some(Value::Bool(b)) => Condition::parse(if *b { "true" } else { "false" })
-                            .map_err(|e| fail(e.to_string()))?,
-                        _ => return Err(fail("input.condition is required for if".into())),
                     };
                     if raw.output.is_none() {
-                        return Err(fail("if needs output (where true/false is stored)".into()));
+                        return Err(fail(
+                            "if needs output (where true/false is stored) — add `output: <name>`"
+                                .into(),
+                        ));
                     }
                     StepKind::If { condition }
                 }
                 unknown => {
                     return Err(fail(format!(
-                        "unknown type {unknown:?}; use python_file_call, handler, set or if"
+                        "unknown type {} — use one of {STEP_TYPES}",
+                        quoted(unknown)
                     )))
                 }
             }
@@ -584,8 +662,15 @@ pub fn sort_steps(steps: &mut [Step], phases: &[String]) {
 /// style (`- id: a`) or flow style (`- {id: a, ...}`). Used to point semantic errors at the right
 /// line, which the YAML parser cannot know.
 pub fn find_line(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
+    find_line_after(text, 0, key, value)
+}
+
+/// [`find_line`] below line `after` (1-based; 0 searches the whole text).
+fn find_line_after(text: &str, after: usize, key: &str, value: Option<&str>) -> Option<usize> {
     text.lines()
-        .position(|line| {
+        .enumerate()
+        .skip(after)
+        .find(|(_, line)| {
             let mut from = 0;
             while let Some(at) = line[from..].find(key) {
                 let start = from + at;
@@ -606,219 +691,8 @@ pub fn find_line(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
             }
             false
         })
-        .map(|i| i + 1)
+        .map(|(i, _)| i + 1)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn origin(rank: SourceRank) -> FlowOrigin {
-        FlowOrigin {
-            rank,
-            path: "user_data/shared/flows/t.flow.yaml".into(),
-            pack_id: None,
-        }
-    }
-
-    fn parse(text: &str) -> Result<Flow, FlowError> {
-        parse_flow(text, origin(SourceRank::Shared))
-    }
-
-    const HELLO: &str = r#"
-flow_id: hello
-inputs: {name: string}
-phases: [main]
-steps:
-  - id: call_hello
-    phase: main
-    priority: 50
-    type: python_file_call
-    owner_pack: my_pack
-    file: blocks/hello.py
-    input:
-      name: "${ctx.name}"
-    output: greeting
-"#;
-
-    #[test]
-    fn parses_the_guide_example() {
-        let flow = parse(HELLO).unwrap();
-        assert_eq!(flow.flow_id, "hello");
-        assert_eq!(flow.steps.len(), 1);
-        let step = &flow.steps[0];
-        assert_eq!(step.priority, 50.0);
-        assert_eq!(step.timeout_seconds, 60);
-        assert_eq!(step.on_error, OnError::Continue);
-        assert_eq!(step.line, Some(6));
-        assert_eq!(
-            find_line(
-                "a: 1\nsteps:\n  - {id: x, phase: m}\n  - {phase: m, id: 'y'}\n",
-                "id:",
-                Some("y")
-            ),
-            Some(4)
-        );
-        assert_eq!(
-            find_line("  - id: x\n  - pid: y\n  - id: y\n", "id:", Some("y")),
-            Some(3)
-        );
-        match &step.kind {
-            StepKind::Block {
-                owner_pack, file, ..
-            } => {
-                assert_eq!(owner_pack, "my_pack");
-                assert_eq!(file, "blocks/hello.py");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn errors_name_file_and_line() {
-        let text = "flow_id: f\nphases: [main]\nsteps:\n  - id: a\n    phase: nope\n    type: set\n    input: {key: x, value: 1}\n";
-        let e = parse(text).unwrap_err();
-        assert_eq!(e.file, "user_data/shared/flows/t.flow.yaml");
-        assert_eq!(e.line, Some(4));
-        assert!(e.message.contains("phase \"nope\""), "{e}");
-        let e = parse("flow_id: f\nphases: [main]\nsteps:\n  - id: a\n    phase: main\n    type: set\n    wehn: x\n").unwrap_err();
-        assert!(e.message.contains("wehn"), "{e}");
-        assert!(e.line.is_some(), "{e}");
-        assert!(
-            e.to_string()
-                .starts_with("user_data/shared/flows/t.flow.yaml:"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn refuses_bad_flows() {
-        let cases = [
-            ("phases: [main]\n", "flow_id is required"),
-            ("flow_id: 'a b'\nphases: [main]\n", "invalid"),
-            ("flow_id: f\n", "phases is required"),
-            ("flow_id: f\nphases: []\n", "must not be empty"),
-            ("flow_id: f\nphases: [a, a]\n", "twice"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}}\n  - {id: a, phase: m, type: set, input: {key: k}}\n", "used twice"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: magic}\n", "unknown type"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, owner_pack: p}\n", "file is required"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py}\n", "owner_pack is required"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py, owner_pack: '../x'}\n", "not a valid pack id"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}, timeout_seconds: 601}\n", "timeout_seconds"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}, timeout_seconds: 0}\n", "timeout_seconds"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: handler, input: {handler: 'kernel:rm_rf'}}\n", "unknown handler"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: handler, input: {handler: 'kernel:network.grant'}}\n", "administrative"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}, when: '${ctx.a} =='}\n", "invalid condition"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: if, input: {condition: 'true'}}\n", "needs output"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {value: 1}}\n", "needs input.key or output"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}, file: x.py}\n", "only valid for python_file_call"),
-            ("flow_id: f\nphases: [m]\nsteps:\n  - {phase: m, type: set, input: {key: k}}\n", "has no id"),
-            ("flow_id: f\nphases: [m]\nextra: 1\n", "unknown field"),
-            ("- just\n- a list\n", "invalid type"),
-        ];
-        for (text, want) in cases {
-            let e = parse(text).expect_err(text);
-            assert!(e.message.contains(want), "{text:?}: got {e}");
-        }
-    }
-
-    #[test]
-    fn administrative_handlers_allowed_in_official_flows() {
-        let text = "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: handler, input: {handler: 'kernel:network.grant'}}\n";
-        assert!(parse_flow(text, origin(SourceRank::Official)).is_ok());
-        assert!(parse_flow(text, origin(SourceRank::Pack)).is_err());
-    }
-
-    #[test]
-    fn pack_flows_infer_owner_pack() {
-        let text = "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py}\n";
-        let o = FlowOrigin {
-            rank: SourceRank::Pack,
-            path: "p.flow.yaml".into(),
-            pack_id: Some("pk".into()),
-        };
-        let flow = parse_flow(text, o).unwrap();
-        assert!(
-            matches!(&flow.steps[0].kind, StepKind::Block { owner_pack, .. } if owner_pack == "pk")
-        );
-    }
-
-    #[test]
-    fn fail_soft_false_makes_abort_the_default() {
-        let text = "flow_id: f\nphases: [m]\ndefaults: {fail_soft: false}\nsteps:\n  - {id: a, phase: m, type: set, input: {key: k}}\n  - {id: b, phase: m, type: set, input: {key: k}, on_error: continue}\n";
-        let flow = parse(text).unwrap();
-        assert_eq!(flow.steps[0].on_error, OnError::Abort);
-        assert_eq!(flow.steps[1].on_error, OnError::Continue);
-    }
-
-    #[test]
-    fn principal_override_is_recorded() {
-        let text = "flow_id: f\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: python_file_call, file: x.py, owner_pack: p, principal_id: other}\n";
-        let flow = parse(text).unwrap();
-        assert!(
-            matches!(&flow.steps[0].kind, StepKind::Block { principal_override: Some(o), .. } if o == "other")
-        );
-    }
-
-    fn step(id: &str, phase: &str, priority: f64) -> Step {
-        Step {
-            id: id.into(),
-            phase: phase.into(),
-            priority,
-            kind: StepKind::Set {
-                key: Some("k".into()),
-                value: Value::Null,
-            },
-            when: None,
-            output: None,
-            timeout_seconds: 60,
-            on_error: OnError::Continue,
-            origin: SourceRank::Shared,
-            line: None,
-        }
-    }
-
-    #[test]
-    fn ordering_by_phase_priority_id() {
-        let phases = vec!["prepare".to_string(), "main".to_string()];
-        let mut steps = vec![
-            step("z", "main", 10.0),
-            step("b", "prepare", 100.0),
-            step("a", "prepare", 100.0),
-            step("c", "prepare", 5.0),
-            step("y", "main", 10.0),
-        ];
-        sort_steps(&mut steps, &phases);
-        let ids: Vec<_> = steps.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["c", "a", "b", "y", "z"]);
-    }
-
-    proptest! {
-        /// Sorting yields a sequence ordered by (phase index, priority, id), and is a permutation.
-        #[test]
-        fn ordering_property(specs in prop::collection::vec((0usize..3, -5i32..5, "[a-e]{1,3}"), 0..30)) {
-            let phases: Vec<String> = ["p0", "p1", "p2"].iter().map(|s| s.to_string()).collect();
-            let mut steps: Vec<Step> = specs.iter().enumerate()
-                .map(|(i, (p, pr, id))| step(&format!("{id}{i}"), &phases[*p], *pr as f64))
-                .collect();
-            let mut before: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
-            sort_steps(&mut steps, &phases);
-            for pair in steps.windows(2) {
-                let key = |s: &Step| (phases.iter().position(|p| *p == s.phase).unwrap(), s.priority, s.id.clone());
-                let (a, b) = (key(&pair[0]), key(&pair[1]));
-                prop_assert!(a.0 < b.0 || (a.0 == b.0 && (a.1 < b.1 || (a.1 == b.1 && a.2 <= b.2))));
-            }
-            let mut after: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
-            before.sort();
-            after.sort();
-            prop_assert_eq!(before, after);
-        }
-
-        /// No text makes the parser panic.
-        #[test]
-        fn parse_total(text in "[a-z_:{}\\[\\],\\-\\n $.'\"0-9]{0,200}") {
-            let _ = parse(&text);
-        }
-    }
-}
+mod tests;

@@ -24,7 +24,7 @@
 use super::{FlowsReloaded, Registry};
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use actix::prelude::*;
-use rumi_domain::flow::{parse_flow, FlowOrigin, SourceRank};
+use rumi_domain::flow::{declared_flow_id, parse_flow, FlowOrigin, SourceRank};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use rumi_domain::{Flow, FlowError};
 use std::collections::BTreeMap;
@@ -140,14 +140,14 @@ fn load_pack(pack: &PackSource, display: &dyn Fn(&Path) -> String, out: &mut Loa
         Err(VerifyFailure::Unreadable(why)) => {
             out.files.push(LoadedFile {
                 pack_id: Some(pack.pack_id.clone()),
-                result: Err(FlowError {
-                    file: display(&flows_dir),
-                    line: None,
-                    message: format!(
-                        "pack {:?} could not be verified ({why}); none of its flows is loaded",
+                result: Err(FlowError::new(
+                    display(&flows_dir),
+                    None,
+                    format!(
+                        "pack {:?} could not be verified ({why}); none of its flows is loaded — make every file of the pack readable by the kernel",
                         pack.pack_id
                     ),
-                }),
+                )),
             });
             return;
         }
@@ -202,6 +202,7 @@ fn manifest_path(dir: &Path, path: &Path) -> String {
 
 /// Why a file could not be read or parsed, before it is given its origin.
 enum FileError {
+    /// Not read at all: there is no line to point at.
     Read(String),
     Flow(FlowError),
 }
@@ -209,19 +210,29 @@ enum FileError {
 impl FileError {
     fn at(self, origin: &FlowOrigin) -> FlowError {
         match self {
-            FileError::Read(message) => FlowError {
-                file: origin.path.clone(),
-                line: None,
-                message,
-            },
+            FileError::Read(message) => FlowError::new(origin.path.clone(), None, message),
             FileError::Flow(e) => e,
         }
     }
 }
 
 fn parse(bytes: &[u8], origin: FlowOrigin) -> Result<Flow, FileError> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|_| FileError::Read("file is not UTF-8".to_string()))?;
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let before = &bytes[..e.valid_up_to()];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let declared = declared_flow_id(&String::from_utf8_lossy(bytes));
+            return Err(FileError::Flow(
+                FlowError::new(
+                    origin.path,
+                    Some(line),
+                    "the file is not UTF-8 — save it as UTF-8",
+                )
+                .of_flow(declared),
+            ));
+        }
+    };
     parse_flow(text, origin).map_err(FileError::Flow)
 }
 
@@ -253,11 +264,20 @@ fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
     out
 }
 
+/// Why a listed flow file was not read: it was swapped for a link, a FIFO or a directory.
+const NOT_REGULAR: &str =
+    "not a regular file — a flow must be a plain file (links and FIFOs are never opened)";
+
 /// Reads a flow file once, bounded by the YAML size limit. Opened without following a link and
 /// without blocking (a FIFO swapped in after the listing would hang the load), and read only if
 /// what was opened is a regular file.
 fn read_flow_file(path: &Path) -> Result<Vec<u8>, FileError> {
-    let unreadable = |e: std::io::Error| FileError::Read(format!("unreadable: {}", e.kind()));
+    let unreadable = |e: std::io::Error| {
+        FileError::Read(format!(
+            "the file cannot be read ({}) — check that it exists and the kernel may read it",
+            e.kind()
+        ))
+    };
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -265,11 +285,14 @@ fn read_flow_file(path: &Path) -> Result<Vec<u8>, FileError> {
         .map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
-        return Err(FileError::Read("not a regular file".to_string()));
+        return Err(FileError::Read(NOT_REGULAR.to_string()));
     }
     let limit = rumi_domain::yaml::MAX_YAML_BYTES;
-    let too_large =
-        |size: u64| FileError::Read(format!("file is {size} bytes; the limit is {limit} bytes"));
+    let too_large = |size: u64| {
+        FileError::Read(format!(
+            "file is {size} bytes; the limit is {limit} bytes — split the flow into smaller ones"
+        ))
+    };
     if meta.len() > limit as u64 {
         return Err(too_large(meta.len()));
     }
@@ -427,14 +450,7 @@ impl Registry {
 
     /// What the published table holds, as a reload answers it.
     fn current_answer(&self) -> FlowsReloaded {
-        FlowsReloaded {
-            flows: self.view.flows().flows.len(),
-            problems: self
-                .flow_problems
-                .iter()
-                .map(rumi_domain::sources::FlowProblem::message)
-                .collect(),
-        }
+        FlowsReloaded::new(self.view.flows().flows.len(), &self.flow_problems)
     }
 
     /// True when `pack_id` is approved now, against the manifest a load checked it with.
@@ -517,7 +533,7 @@ mod tests {
     fn answer(flows: usize) -> FlowsReloaded {
         FlowsReloaded {
             flows,
-            problems: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -561,9 +577,7 @@ mod tests {
         let fifo = d.path().join("f.flow.yaml");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(
-            matches!(read_flow_file(&fifo), Err(FileError::Read(m)) if m == "not a regular file")
-        );
+        assert!(matches!(read_flow_file(&fifo), Err(FileError::Read(m)) if m == NOT_REGULAR));
         let link = d.path().join("l.flow.yaml");
         std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
         assert!(read_flow_file(&link).is_err());

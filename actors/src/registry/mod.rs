@@ -8,28 +8,31 @@
 //! file in a signed record; a changed file moves the pack to `modified` (persisted, so changing
 //! the file back does not silently re-approve), which stops its sandbox and unloads its flows until
 //! a person approves it again. Flows are read and parsed off the Registry's thread, one load at a
-//! time, and only from approved packs whose files match their manifest (`flows.rs`).
+//! time, and only from approved packs whose files match their manifest (`flows.rs`); approval,
+//! rejection and a change found in an approved pack are `decisions.rs`.
 
+mod decisions;
 mod flows;
 
+pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
 
 use crate::approval::{
     ApprovalRecord, ApprovalStore, Decision, ManifestVerifier, StoredApproval, VerifyFailure,
 };
-use crate::audit::{AuditEntry, AuditWriter, Category, Record, RecordDurable, Severity};
+use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::config::RuntimeConfig;
 use crate::docker::{DockerEngine, PackSpec};
 use crate::egress::listener::{EgressListener, StopListener};
 use crate::egress::proxy::Proxy;
 use crate::layout::Layout;
 use crate::pack_container::worker::WorkerSpec;
-use crate::pack_container::{self, Backend, PackContainer, PackModified};
+use crate::pack_container::{self, Backend, PackContainer};
 use crate::view::{KernelView, PackState};
 use actix::prelude::*;
-use rumi_domain::manifest::{Manifest, ManifestDiff};
+use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::pack::{self, PackMeta};
-use rumi_domain::sources::{self, FlowProblem};
+use rumi_domain::sources::{self, FileProblem, FlowProblem};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -47,21 +50,6 @@ const MAX_EVENTS: usize = 200;
 #[derive(Message)]
 #[rtype(result = "Vec<PackInfo>")]
 pub struct Scan;
-
-/// Approves a pack: records the manifest of every file, signed.
-#[derive(Message)]
-#[rtype(result = "Result<PackInfo, RegistryError>")]
-pub struct Approve {
-    pub pack_id: String,
-}
-
-/// Rejects a pack (`blocked`).
-#[derive(Message)]
-#[rtype(result = "Result<PackInfo, RegistryError>")]
-pub struct Reject {
-    pub pack_id: String,
-    pub reason: Option<String>,
-}
 
 /// Re-reads every flow file; answers once the new table is published.
 #[derive(Message)]
@@ -125,18 +113,45 @@ pub struct PackInfo {
     pub declared_permissions: Option<Value>,
 }
 
-/// The answer to [`Reload`].
+/// Most flow problems a reload answer or the diagnostics list; the rest are only counted (every
+/// file of every source may fail, and each answer should stay readable and small).
+pub const MAX_LISTED_PROBLEMS: usize = 200;
+
+/// The answer to [`Reload`]: how many flows are loaded and what went wrong, one problem per file
+/// concerned (a clash of two files is told from each). Paths are relative to the home.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlowsReloaded {
     pub flows: usize,
+    /// `file:line: what was wrong — how to fix it` (`file: …` when the file could not be read).
     pub problems: Vec<String>,
+    /// The same problems, structured: `problems[i]` is `errors[i]` shown.
+    pub errors: Vec<FileProblem>,
+    /// Problems beyond the first [`MAX_LISTED_PROBLEMS`], not listed.
+    pub problems_omitted: usize,
+}
+
+impl FlowsReloaded {
+    /// The answer for a table of `flows` flows and its `problems`.
+    fn new(flows: usize, problems: &[FlowProblem]) -> Self {
+        let all = problems.iter().flat_map(FlowProblem::per_file);
+        let errors: Vec<FileProblem> = all.clone().take(MAX_LISTED_PROBLEMS).collect();
+        FlowsReloaded {
+            flows,
+            problems: errors.iter().map(ToString::to_string).collect(),
+            problems_omitted: all.count().saturating_sub(errors.len()),
+            errors,
+        }
+    }
 }
 
 /// Diagnostics (bounded).
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
+    /// The first [`MAX_LISTED_PROBLEMS`] flow problems.
     pub flow_problems: Vec<FlowProblem>,
+    /// Flow problems beyond those.
+    pub flow_problems_omitted: usize,
     pub pack_problems: Vec<String>,
     pub load_order: Vec<String>,
     pub events: Vec<Value>,
@@ -423,39 +438,6 @@ impl Registry {
         }
     }
 
-    /// Records that an approved pack's files changed (`found_by`: what noticed it), audited.
-    fn persist_modified(
-        &mut self,
-        id: &str,
-        mut rec: ApprovalRecord,
-        diff: &ManifestDiff,
-        found_by: &'static str,
-    ) -> ApprovalRecord {
-        rec.decision = Decision::Modified;
-        rec.decided_at = crate::clock::now_rfc3339();
-        rec.reason = Some("files changed after approval".into());
-        if let Err(e) = self.approvals.save(&rec) {
-            tracing::error!(pack_id = id, error = %e, "could not persist the modified state");
-        }
-        self.audit.do_send(Record(
-            AuditEntry::new(Category::Security, "pack_modified", false)
-                .severity(Severity::Warning)
-                .pack(id)
-                .details(json!({
-                    "added": diff.added, "removed": diff.removed, "changed": diff.changed,
-                    "found_by": found_by,
-                }))
-                .error(
-                    "files changed after approval; approve the pack again to load and run it",
-                    None,
-                ),
-        ));
-        self.event(
-            json!({"pack_id": id, "event": "pack_modified", "changes": diff, "found_by": found_by}),
-        );
-        rec
-    }
-
     /// Starts the sandbox and the egress listener of an approved pack, stops both for any other
     /// state.
     fn reconcile_container(&mut self, id: &str) {
@@ -642,10 +624,7 @@ impl Registry {
         files: Vec<Result<rumi_domain::Flow, rumi_domain::FlowError>>,
     ) -> FlowsReloaded {
         let table = sources::build_table(files);
-        let reloaded = FlowsReloaded {
-            flows: table.flows.len(),
-            problems: table.problems.iter().map(FlowProblem::message).collect(),
-        };
+        let reloaded = FlowsReloaded::new(table.flows.len(), &table.problems);
         self.flow_problems = table.problems.clone();
         self.view.publish_flows(table);
         reloaded
@@ -712,62 +691,6 @@ impl Registry {
             tracing::warn!(error = %e, "could not write the pending summary");
         }
     }
-
-    /// Answers a decision once its audit entry is on disk (an acknowledged approval or rejection
-    /// is never lost to a buffer) and the flows it changed are published.
-    fn acknowledge(
-        &self,
-        id: String,
-        entry: AuditEntry,
-        reloaded: oneshot::Receiver<FlowsReloaded>,
-    ) -> ResponseFuture<Result<PackInfo, RegistryError>> {
-        let info = self.info(&id);
-        let audit = self.audit.clone();
-        Box::pin(async move {
-            audit
-                .send(RecordDurable(entry))
-                .await
-                .map_err(|_| RegistryError::Storage)?
-                .map_err(|_| RegistryError::Storage)?;
-            // A load that was given up still answers; a dropped sender means the Registry stopped.
-            let _ = reloaded.await;
-            info.ok_or(RegistryError::NotFound(id))
-        })
-    }
-
-    /// After a pack's state changed: its sandbox and egress follow, its flows leave the table at
-    /// once if it is no longer approved, and the flows are reloaded (the receiver answers then).
-    fn after_decision(&mut self, id: &str) -> oneshot::Receiver<FlowsReloaded> {
-        self.reconcile_container(id);
-        self.publish_states();
-        self.drop_unapproved_flows();
-        let reloaded = self.request_reload();
-        self.write_pending_summary();
-        reloaded
-    }
-
-    /// An approved pack's files differ from its manifest (found by a block call's check or by a
-    /// flow load): persist `modified` and audit it, stop its sandbox and egress (its grant is
-    /// suspended with the state), unload its flows. One path for both; a scan decides the state
-    /// of each pack it finds in `decide_state`, which records a change the same way.
-    fn pack_changed(
-        &mut self,
-        id: &str,
-        diff: ManifestDiff,
-        found_by: &'static str,
-    ) -> Option<oneshot::Receiver<FlowsReloaded>> {
-        let entry = self.packs.get(id)?;
-        if entry.state != PackState::Approved {
-            return None;
-        }
-        let rec = entry.record.clone();
-        let rec = rec.map(|r| self.persist_modified(id, r, &diff, found_by));
-        let entry = self.packs.get_mut(id).expect("checked above");
-        entry.state = PackState::Modified;
-        entry.record = rec;
-        entry.changes = Some(diff);
-        Some(self.after_decision(id))
-    }
 }
 
 impl Actor for Registry {
@@ -795,101 +718,6 @@ impl Handler<Scan> for Registry {
             let _ = reloaded.await;
             packs
         })
-    }
-}
-
-impl Handler<Approve> for Registry {
-    type Result = ResponseFuture<Result<PackInfo, RegistryError>>;
-
-    /// Hashes every file, writes the signed record (fsynced), starts the pack's sandbox, loads its
-    /// flows, and answers once the approval's audit entry is on disk.
-    fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
-        let id = msg.pack_id;
-        let result = (|| {
-            let entry = self
-                .packs
-                .get(&id)
-                .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
-            if let Some(e) = &entry.error {
-                return Err(RegistryError::Invalid {
-                    pack_id: id.clone(),
-                    why: e.clone(),
-                });
-            }
-            let warm = ManifestVerifier::snapshot(entry.dir.clone()).map_err(|e| {
-                RegistryError::Invalid {
-                    pack_id: id.clone(),
-                    why: e.to_string(),
-                }
-            })?;
-            let manifest: Manifest = warm.manifest().clone();
-            let record = ApprovalRecord {
-                pack_id: id.clone(),
-                decision: Decision::Approved,
-                manifest_hash: manifest.hash(),
-                manifest,
-                decided_at: crate::clock::now_rfc3339(),
-                reason: None,
-            };
-            self.approvals.save(&record).map_err(|e| {
-                tracing::error!(error = %e, "approval record write failed");
-                RegistryError::Storage
-            })?;
-            let entry = self.packs.get_mut(&id).expect("checked above");
-            // A re-approval replaces a running sandbox so it verifies against the new manifest.
-            if let Some(c) = entry.container.take() {
-                c.do_send(pack_container::Stop);
-            }
-            entry.state = PackState::Approved;
-            entry.changes = None;
-            entry.warm = Some(warm);
-            let entry_audit = AuditEntry::new(Category::Approval, "pack_approved", true)
-                .pack(&id)
-                .details(json!({"manifest_hash": record.manifest_hash, "files": record.manifest.files.len()}));
-            entry.record = Some(record);
-            Ok(entry_audit)
-        })();
-        let audit_entry = match result {
-            Ok(e) => e,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let reloaded = self.after_decision(&id);
-        self.acknowledge(id, audit_entry, reloaded)
-    }
-}
-
-impl Handler<Reject> for Registry {
-    type Result = ResponseFuture<Result<PackInfo, RegistryError>>;
-
-    /// Records `blocked` (signed), stops the sandbox, unloads the pack's flows.
-    fn handle(&mut self, msg: Reject, _: &mut Self::Context) -> Self::Result {
-        let id = msg.pack_id;
-        if !self.packs.contains_key(&id) {
-            return Box::pin(async move { Err(RegistryError::NotFound(id)) });
-        }
-        let reason: Option<String> = msg.reason.map(|r| r.chars().take(500).collect());
-        let manifest = Manifest::default();
-        let record = ApprovalRecord {
-            pack_id: id.clone(),
-            decision: Decision::Blocked,
-            manifest_hash: manifest.hash(),
-            manifest,
-            decided_at: crate::clock::now_rfc3339(),
-            reason: reason.clone(),
-        };
-        if self.approvals.save(&record).is_err() {
-            return Box::pin(async { Err(RegistryError::Storage) });
-        }
-        let entry = self.packs.get_mut(&id).expect("checked above");
-        entry.state = PackState::Blocked;
-        entry.record = Some(record);
-        entry.changes = None;
-        let reloaded = self.after_decision(&id);
-        let mut audit_entry = AuditEntry::new(Category::Approval, "pack_rejected", true).pack(&id);
-        if let Some(r) = &reason {
-            audit_entry = audit_entry.rejection(r);
-        }
-        self.acknowledge(id, audit_entry, reloaded)
     }
 }
 
@@ -931,22 +759,18 @@ impl Handler<GetPack> for Registry {
     }
 }
 
-impl Handler<PackModified> for Registry {
-    type Result = ();
-
-    /// A sandbox found its pack's files changed: persist `modified`, stop it, unload its flows
-    /// (they leave the table before this answers; the reload that follows runs on its own).
-    fn handle(&mut self, msg: PackModified, _: &mut Self::Context) {
-        drop(self.pack_changed(&msg.pack_id, msg.diff, "block_call"));
-    }
-}
-
 impl Handler<GetDiagnostics> for Registry {
     type Result = MessageResult<GetDiagnostics>;
 
     fn handle(&mut self, _: GetDiagnostics, _: &mut Self::Context) -> Self::Result {
         MessageResult(Diagnostics {
-            flow_problems: self.flow_problems.clone(),
+            flow_problems: self
+                .flow_problems
+                .iter()
+                .take(MAX_LISTED_PROBLEMS)
+                .cloned()
+                .collect(),
+            flow_problems_omitted: self.flow_problems.len().saturating_sub(MAX_LISTED_PROBLEMS),
             pack_problems: self.pack_problems.clone(),
             load_order: self.load_order.clone(),
             events: self.events.iter().cloned().collect(),
@@ -985,163 +809,4 @@ impl Handler<StopAll> for Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::AwaitWritten;
-    use crate::audit_query::{query, AuditQuery};
-    use crate::config::SecurityMode;
-    use crate::keys::SigningKey;
-    use std::time::Duration;
-
-    #[actix_rt::test]
-    async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
-        let home = tempfile::tempdir().unwrap();
-        let blocks = home.path().join("ecosystem/p/backend/blocks");
-        fs::create_dir_all(&blocks).unwrap();
-        fs::write(
-            home.path().join("ecosystem/p/backend/ecosystem.json"),
-            r#"{"pack_id":"p","pack_identity":"t:p"}"#,
-        )
-        .unwrap();
-        fs::write(blocks.join("b.py"), "def run(i): return 1\n").unwrap();
-        let layout = Layout::new(home.path());
-        // Strict mode: the engine connects only when a container starts, which no call here does,
-        // so the test needs neither Docker nor Python.
-        let config =
-            RuntimeConfig::new(SecurityMode::Strict, PathBuf::from("/nonexistent/python3"));
-        let view = Arc::new(KernelView::default());
-        let approvals = ApprovalStore::new(layout.approvals(), SigningKey::from_bytes(&[1; 32]));
-        let audit = AuditWriter::new(layout.audit(), Duration::from_millis(10)).start();
-        let sandbox = SandboxSettings {
-            host_script: PathBuf::new(),
-            modules_dir: PathBuf::new(),
-            arbiters: vec![Arbiter::current()],
-            arbiter_cpus: vec![None],
-            docker: Some(crate::docker::DockerEngine::new(
-                crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
-                "test".into(),
-            )),
-            proxy: Arc::new(
-                Proxy::new(
-                    Arc::new(
-                        crate::egress::grants::NetworkPolicy::load(
-                            layout.network_grants(),
-                            SigningKey::from_bytes(&[1; 32]),
-                            Arc::clone(&view),
-                        )
-                        .0,
-                    ),
-                    &crate::egress::EgressSettings::default(),
-                    1 << 20,
-                    audit.clone(),
-                )
-                .unwrap(),
-            ),
-        };
-        let registry = Registry::new(
-            layout,
-            config,
-            Arc::clone(&view),
-            approvals,
-            audit.clone(),
-            sandbox,
-        )
-        .start();
-        registry
-            .send(Approve {
-                pack_id: "p".into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        let first = view.container("p").expect("an approved pack has a sandbox");
-
-        let crashed = first.send(crate::pack_container::InjectPanic).await;
-        assert!(crashed.is_err(), "the panicking handler never answers");
-        assert!(!first.connected(), "the panicked actor is gone");
-        registry
-            .send(SandboxLost {
-                pack_id: "p".into(),
-            })
-            .await
-            .unwrap();
-        let second = view.container("p").expect("a new sandbox");
-        assert!(second.connected());
-        let snap = second
-            .send(crate::pack_container::GetSnapshot)
-            .await
-            .unwrap();
-        assert_eq!(snap.pack_id, "p");
-
-        audit.send(AwaitWritten).await.unwrap();
-        let entries = query(
-            &home.path().join("user_data/audit"),
-            &AuditQuery {
-                category: Some(Category::System),
-                date: None,
-                limit: 10,
-                before: None,
-                after: None,
-            },
-        )
-        .unwrap()
-        .entries;
-        assert!(
-            entries
-                .iter()
-                .any(|e| e["action"] == "sandbox_restarted" && e["owner_pack"] == "p"),
-            "{entries:?}"
-        );
-        let diag = registry.send(GetDiagnostics).await.unwrap();
-        assert!(diag
-            .events
-            .iter()
-            .any(|e| e["event"] == "sandbox_restarted"));
-
-        // The pack's egress listener is supervised the same way.
-        let listener = diag
-            .egress
-            .first()
-            .cloned()
-            .expect("an approved pack has a listener");
-        let crashed = listener.send(crate::egress::listener::InjectPanic).await;
-        assert!(crashed.is_err(), "the panicking handler never answers");
-        assert!(!listener.connected());
-        registry
-            .send(SandboxLost {
-                pack_id: "p".into(),
-            })
-            .await
-            .unwrap();
-        let diag = registry.send(GetDiagnostics).await.unwrap();
-        assert_eq!(diag.egress.len(), 1);
-        let replaced = &diag.egress[0];
-        assert!(replaced.connected(), "a new listener");
-        let snap = replaced
-            .send(crate::egress::listener::GetEgressSnapshot)
-            .await
-            .unwrap();
-        assert_eq!((snap.pack_id.as_str(), snap.accepted), ("p", 0));
-        assert!(
-            view.container("p") == Some(second.clone()),
-            "the healthy sandbox is kept, not replaced"
-        );
-
-        // A sandbox stopped on purpose (reject) is not resurrected.
-        registry
-            .send(Reject {
-                pack_id: "p".into(),
-                reason: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        registry
-            .send(SandboxLost {
-                pack_id: "p".into(),
-            })
-            .await
-            .unwrap();
-        assert!(view.container("p").is_none());
-    }
-}
+mod tests;

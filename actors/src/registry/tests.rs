@@ -1,0 +1,160 @@
+//! The Registry's supervision of pack sandboxes and egress listeners, through approval and
+//! rejection.
+
+use super::*;
+use crate::audit::AwaitWritten;
+use crate::audit_query::{query, AuditQuery};
+use crate::config::SecurityMode;
+use crate::keys::SigningKey;
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
+    let home = tempfile::tempdir().unwrap();
+    let blocks = home.path().join("ecosystem/p/backend/blocks");
+    fs::create_dir_all(&blocks).unwrap();
+    fs::write(
+        home.path().join("ecosystem/p/backend/ecosystem.json"),
+        r#"{"pack_id":"p","pack_identity":"t:p"}"#,
+    )
+    .unwrap();
+    fs::write(blocks.join("b.py"), "def run(i): return 1\n").unwrap();
+    let layout = Layout::new(home.path());
+    // Strict mode: the engine connects only when a container starts, which no call here does,
+    // so the test needs neither Docker nor Python.
+    let config = RuntimeConfig::new(SecurityMode::Strict, PathBuf::from("/nonexistent/python3"));
+    let view = Arc::new(KernelView::default());
+    let approvals = ApprovalStore::new(layout.approvals(), SigningKey::from_bytes(&[1; 32]));
+    let audit = AuditWriter::new(layout.audit(), Duration::from_millis(10)).start();
+    let sandbox = SandboxSettings {
+        host_script: PathBuf::new(),
+        modules_dir: PathBuf::new(),
+        arbiters: vec![Arbiter::current()],
+        arbiter_cpus: vec![None],
+        docker: Some(crate::docker::DockerEngine::new(
+            crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
+            "test".into(),
+        )),
+        proxy: Arc::new(
+            Proxy::new(
+                Arc::new(
+                    crate::egress::grants::NetworkPolicy::load(
+                        layout.network_grants(),
+                        SigningKey::from_bytes(&[1; 32]),
+                        Arc::clone(&view),
+                    )
+                    .0,
+                ),
+                &crate::egress::EgressSettings::default(),
+                1 << 20,
+                audit.clone(),
+            )
+            .unwrap(),
+        ),
+    };
+    let registry = Registry::new(
+        layout,
+        config,
+        Arc::clone(&view),
+        approvals,
+        audit.clone(),
+        sandbox,
+    )
+    .start();
+    registry
+        .send(Approve {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let first = view.container("p").expect("an approved pack has a sandbox");
+
+    let crashed = first.send(crate::pack_container::InjectPanic).await;
+    assert!(crashed.is_err(), "the panicking handler never answers");
+    assert!(!first.connected(), "the panicked actor is gone");
+    registry
+        .send(SandboxLost {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap();
+    let second = view.container("p").expect("a new sandbox");
+    assert!(second.connected());
+    let snap = second
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .unwrap();
+    assert_eq!(snap.pack_id, "p");
+
+    audit.send(AwaitWritten).await.unwrap();
+    let entries = query(
+        &home.path().join("user_data/audit"),
+        &AuditQuery {
+            category: Some(Category::System),
+            date: None,
+            limit: 10,
+            before: None,
+            after: None,
+        },
+    )
+    .unwrap()
+    .entries;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "sandbox_restarted" && e["owner_pack"] == "p"),
+        "{entries:?}"
+    );
+    let diag = registry.send(GetDiagnostics).await.unwrap();
+    assert!(diag
+        .events
+        .iter()
+        .any(|e| e["event"] == "sandbox_restarted"));
+
+    // The pack's egress listener is supervised the same way.
+    let listener = diag
+        .egress
+        .first()
+        .cloned()
+        .expect("an approved pack has a listener");
+    let crashed = listener.send(crate::egress::listener::InjectPanic).await;
+    assert!(crashed.is_err(), "the panicking handler never answers");
+    assert!(!listener.connected());
+    registry
+        .send(SandboxLost {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap();
+    let diag = registry.send(GetDiagnostics).await.unwrap();
+    assert_eq!(diag.egress.len(), 1);
+    let replaced = &diag.egress[0];
+    assert!(replaced.connected(), "a new listener");
+    let snap = replaced
+        .send(crate::egress::listener::GetEgressSnapshot)
+        .await
+        .unwrap();
+    assert_eq!((snap.pack_id.as_str(), snap.accepted), ("p", 0));
+    assert!(
+        view.container("p") == Some(second.clone()),
+        "the healthy sandbox is kept, not replaced"
+    );
+
+    // A sandbox stopped on purpose (reject) is not resurrected.
+    registry
+        .send(Reject {
+            pack_id: "p".into(),
+            reason: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    registry
+        .send(SandboxLost {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap();
+    assert!(view.container("p").is_none());
+}
