@@ -473,14 +473,14 @@ fn the_cli_talks_to_the_running_kernel() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (ok, out, _) = cli(&["pack", "list"]);
+    let (ok, out, _) = cli(&["pack", "list", "--json"]);
     assert!(ok && out.contains("\"my_pack\""), "{out}");
-    let (ok, out, err) = cli(&["pack", "approve", "my_pack"]);
+    let (ok, out, err) = cli(&["pack", "approve", "my_pack", "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains("\"approved\""));
-    let (ok, out, _) = cli(&["flow", "list"]);
+    let (ok, out, _) = cli(&["flow", "list", "--json"]);
     assert!(ok && out.contains("\"hello\""));
-    let (ok, out, err) = cli(&["flow", "run", "hello", "--input", "name=Cli"]);
+    let (ok, out, err) = cli(&["flow", "run", "hello", "--input", "name=Cli", "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains("Hello, Cli!"), "{out}");
     assert!(
@@ -489,11 +489,11 @@ fn the_cli_talks_to_the_running_kernel() {
     );
     // Hardening defect 14: a run that failed exited 0 without a word. Now the record still goes
     // to stdout, one line says what failed on stderr, and the exit status is non-zero.
-    let (ok, out, err) = cli(&["flow", "run", "fails"]);
+    let (ok, out, err) = cli(&["flow", "run", "fails", "--json"]);
     assert!(!ok, "a failed run exits non-zero");
     assert!(out.contains("\"status\": \"failed\""), "{out}");
     assert!(
-        err.contains(": failed in ") && err.contains("step f failed (handler_error)"),
+        err.contains("(fails): failed in ") && err.contains("; f (handler_error)"),
         "{err}"
     );
     // A reader that goes away (`rumi pack list | head`) ends the client quietly, no panic.
