@@ -11,8 +11,14 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How long one request may take before the CLI gives up (a run's own deadline is at most 600 s).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(660);
+/// How long a request may take before the CLI gives up: a run's own deadline is at most 600 s
+/// (and it may wait in the queue within it); anything else answers in well under a second.
+const RUN_DEADLINE: Duration = Duration::from_secs(660);
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// The largest answer read: a run's result is capped by the kernel at `RUMI_MAX_RESPONSE_BYTES`
+/// (4 MiB by default) and an audit page at 8 MiB, so only something that is not the kernel sends
+/// more, and it must not make the CLI allocate without bound.
+const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// A client of the local API.
 pub struct Client {
@@ -56,8 +62,10 @@ impl Client {
 
     /// A client of the kernel at `base` (`http://host:port`) with `token`.
     pub fn to(base: String, token: String, home: PathBuf) -> Result<Client> {
+        // No proxy: the token must go to the kernel only, never through an `http_proxy` of the
+        // environment (which reqwest would otherwise honour, even for 127.0.0.1).
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_DEADLINE)
+            .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
         Ok(Client {
@@ -70,9 +78,15 @@ impl Client {
 
     /// Sends a request; a transport failure names the address tried.
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Reply> {
+        let deadline = if path.ends_with("/run") {
+            RUN_DEADLINE
+        } else {
+            REQUEST_DEADLINE
+        };
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
+            .timeout(deadline)
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -87,7 +101,13 @@ impl Client {
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body: Value = resp.json().await.with_context(|| {
+        let bytes = read_capped(resp).await.map_err(|why| {
+            anyhow!(
+                "the answer of {} ({status}) could not be read: {why}",
+                self.base
+            )
+        })?;
+        let body: Value = serde_json::from_slice(&bytes).with_context(|| {
             format!("the kernel at {} answered {status} without JSON", self.base)
         })?;
         Ok(Reply {
@@ -110,6 +130,22 @@ impl Client {
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(Method::POST, path, Some(body)).await
     }
+}
+
+/// The body of `resp`, refused past [`MAX_REPLY_BYTES`].
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_reason(&e).to_string())?
+    {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(format!("it is larger than {} MiB", MAX_REPLY_BYTES >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `data` of a successful envelope, else the failure it describes.

@@ -91,19 +91,46 @@ pub fn find_home() -> Result<(PathBuf, HomeSource)> {
         let home = abs
             .canonicalize()
             .map_err(|_| anyhow!("RUMI_HOME: the directory {} does not exist", abs.display()))?;
+        if !home.is_dir() {
+            bail!("RUMI_HOME: {} is not a directory", home.display());
+        }
         return Ok((home, HomeSource::Env));
     }
-    Ok(enclosing_home(&cwd))
+    enclosing_home(&cwd)
 }
 
-/// The nearest of `start` and its ancestors holding a `user_data` directory, else `start`.
-pub fn enclosing_home(start: &Path) -> (PathBuf, HomeSource) {
+/// The nearest of `start` and its ancestors holding a `user_data` directory, else `start`. As git
+/// does with `.git`, a found home must be the user's own: a `user_data/` that belongs to someone
+/// else, or that anyone may write, is refused (it could be planted above a user's work to collect
+/// their commands and hand them a token of its choosing), unless RUMI_HOME names it.
+pub fn enclosing_home(start: &Path) -> Result<(PathBuf, HomeSource)> {
+    use std::os::unix::fs::MetadataExt;
     let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
-    match start.ancestors().find(|d| d.join("user_data").is_dir()) {
-        Some(d) if d == start => (start.clone(), HomeSource::Current),
-        Some(d) => (d.to_path_buf(), HomeSource::Enclosing),
-        None => (start, HomeSource::Current),
+    let Some(found) = start.ancestors().find(|d| d.join("user_data").is_dir()) else {
+        return Ok((start, HomeSource::Current));
+    };
+    let meta = std::fs::metadata(found.join("user_data"))
+        .with_context(|| format!("{}/user_data cannot be read", found.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me || meta.mode() & 0o002 != 0 {
+        bail!(
+            "refusing the home {} found from the current directory: its user_data/ {}; \
+             set RUMI_HOME to use it anyway",
+            found.display(),
+            if meta.uid() != me {
+                format!("belongs to another user (uid {}, you are {me})", meta.uid())
+            } else {
+                "may be written by anyone".to_string()
+            }
+        );
     }
+    let source = if found == start {
+        HomeSource::Current
+    } else {
+        HomeSource::Enclosing
+    };
+    Ok((found.to_path_buf(), source))
 }
 
 /// The API address and token override, for the CLI client as well as the server.

@@ -199,8 +199,9 @@ pub fn doctor(out: &Out) -> Result<bool> {
         for (ok, what, text) in &checks {
             let mark = if *ok { "ok" } else { "!!" };
             println!(
-                "{} {what:<18} {text}",
-                out.paint_status(if *ok { "ok" } else { "failed" }, &format!("{mark:<2}"))
+                "{} {what:<18} {}",
+                out.paint_status(if *ok { "ok" } else { "failed" }, &format!("{mark:<2}")),
+                crate::cli::output::clean(text)
             );
         }
         if problems > 0 {
@@ -219,6 +220,7 @@ fn kernel_line(settings: &Settings) -> String {
     let answer = runtime().and_then(|rt| {
         rt.block_on(async {
             let http = reqwest::Client::builder()
+                .no_proxy()
                 .timeout(std::time::Duration::from_secs(5))
                 .build()?;
             let health = http.get(format!("{base}/api/health")).send().await?;

@@ -16,7 +16,14 @@ use cli::{Cli, Command, ImageCommand, PackCommand};
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if matches!(cli.command, Command::Serve { .. }) {
+        // The kernel keeps no descriptor of whoever started it (a shell's open files would
+        // otherwise reach every worker, and so every permissive block).
+        // SAFETY: closes descriptors this process has not used yet; no thread exists.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        }
+    } else {
         // A client command whose reader went away (`rumi pack list | head`) ends quietly, as
         // Unix tools do, instead of panicking in `println!`. The server keeps Rust's default
         // (SIGPIPE ignored): a peer closing a socket must never kill the kernel.
@@ -30,8 +37,9 @@ fn main() {
         // The command did its work and printed why the outcome is a failure.
         Ok(Some(Failed)) => std::process::exit(1),
         Err(e) => {
-            eprintln!("rumi: {e:#}");
-            std::process::exit(1);
+            eprintln!("rumi: {}", cli::output::clean(&format!("{e:#}")));
+            let interrupted = e.downcast_ref::<cli::throwaway::Interrupted>().is_some();
+            std::process::exit(if interrupted { 130 } else { 1 });
         }
     }
 }
@@ -90,8 +98,13 @@ fn dispatch(cli: Cli) -> Result<Option<Failed>> {
             Ok(None)
         }
         Command::Pack {
-            command: PackCommand::Test { pack_id, timeout },
-        } => Ok((!cli::pack_test::run(&pack_id, timeout, &out)?).then_some(Failed)),
+            command:
+                PackCommand::Test {
+                    pack_id,
+                    timeout,
+                    strict,
+                },
+        } => Ok((!cli::pack_test::run(&pack_id, timeout, strict, &out)?).then_some(Failed)),
         command => client_command(|c| async move {
             match command {
                 Command::Pack { command } => cli::packs::run(&c, &out, command).await.map(|_| None),

@@ -7,11 +7,56 @@ use rumi_actors::fsutil;
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
+/// The most bytes a token file may hold (a token is 64 hex characters).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// What the token file holds.
+enum Stored {
+    Missing,
+    Token(String),
+    /// Not a regular file, too large, or unreadable: never read further (a FIFO would block the
+    /// reader for good, a link to `/dev/zero` would fill its memory).
+    Invalid(String),
+}
+
+fn stored(path: &Path) -> Stored {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stored::Missing,
+        Err(e) => {
+            return Stored::Invalid(format!("it cannot be opened ({e}; a symlink is refused)"))
+        }
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.len() <= MAX_TOKEN_FILE_BYTES => {}
+        Ok(m) if m.is_file() => {
+            return Stored::Invalid(format!("it is larger than {MAX_TOKEN_FILE_BYTES} bytes"))
+        }
+        Ok(_) => return Stored::Invalid("it is not a regular file".into()),
+        Err(e) => return Stored::Invalid(e.to_string()),
+    }
+    let mut text = String::new();
+    match file.take(MAX_TOKEN_FILE_BYTES).read_to_string(&mut text) {
+        Ok(_) if text.trim().is_empty() => Stored::Missing,
+        Ok(_) => Stored::Token(text.trim().to_string()),
+        Err(e) => Stored::Invalid(e.to_string()),
+    }
+}
+
 /// Loads the token, creating it when missing. Returns it and whether it was just created.
 pub fn load_or_create(path: &Path) -> Result<(String, bool)> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), false)),
-        _ => {}
+    match stored(path) {
+        Stored::Token(t) => return Ok((t, false)),
+        Stored::Invalid(why) => anyhow::bail!(
+            "user_data/api_token is not a token file: {why}; remove it and start again (a new token is made)"
+        ),
+        Stored::Missing => {}
     }
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).context("no randomness for the API token")?;
@@ -21,16 +66,14 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool)> {
     Ok((token, true))
 }
 
-/// Reads the token without creating it (the CLI client).
+/// Reads the token without creating it (the CLI client): `RUMI_API_TOKEN`, else the file.
 pub fn read(path: &Path) -> Option<String> {
     std::env::var("RUMI_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
+        .or_else(|| match stored(path) {
+            Stored::Token(t) => Some(t),
+            Stored::Missing | Stored::Invalid(_) => None,
         })
 }
 

@@ -723,3 +723,222 @@ fn a_new_pack_passes_its_test_runs_when_approved_and_a_broken_one_fails() {
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert!(o.stdout.contains("bad.flow.yaml"), "{}", o.stdout);
 }
+
+/// Text from a pack (its description, a file name, an error) never reaches the terminal as
+/// control characters; the token never goes through a proxy of the environment; numbers that are
+/// not numbers are refused by clap, not panicked on.
+#[test]
+fn hostile_text_is_shown_escaped_and_the_token_stays_local() {
+    if !python_available() {
+        return;
+    }
+    let home = common::fresh_home();
+    write(
+        home.path(),
+        "ecosystem/evil/backend/ecosystem.json",
+        r#"{"pack_id":"evil","pack_identity":"x:evil","description":"fine\u001b]52;c;ZXZpbA==\u0007\nstate: approved\u001b[2K"}"#,
+    );
+    let k = Kernel::start(home.path(), &[]);
+    // A proxy that answers nothing: a request sent through it would fail.
+    let o = run(
+        {
+            let mut c = rumi(&k);
+            c.env("http_proxy", "http://127.0.0.1:9")
+                .env("HTTP_PROXY", "http://127.0.0.1:9")
+                .env("ALL_PROXY", "http://127.0.0.1:9");
+            c
+        },
+        &["pack", "show", "evil"],
+    );
+    assert_eq!(
+        o.code, 0,
+        "the proxy of the environment was not used: {}",
+        o.stderr
+    );
+    assert!(
+        !o.stdout.contains('\u{1b}') && !o.stdout.contains('\u{7}'),
+        "{:?}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("\\u{1b}]52"),
+        "shown, escaped: {}",
+        o.stdout
+    );
+    assert!(
+        !o.stdout.lines().any(|l| l.starts_with("state: approved")),
+        "a newline in a description cannot forge a line: {}",
+        o.stdout
+    );
+    let o = ok(rumi(&k), &["pack", "list"]);
+    assert!(!o.stdout.contains('\u{1b}'), "{:?}", o.stdout);
+    for bad in ["NaN", "inf", "-1"] {
+        let o = run(rumi(&k), &["runs", "show", "x", "--follow", "--wait", bad]);
+        assert_eq!(o.code, 2, "clap refuses --wait {bad}: {}", o.stderr);
+        let o = run(rumi(&k), &["flow", "run", "hello", "--timeout", bad]);
+        assert_eq!(o.code, 2, "clap refuses --timeout {bad}: {}", o.stderr);
+    }
+}
+
+/// A home found above the current directory must be the user's own and not writable by anyone;
+/// a token file that is not a small regular file is never read (a FIFO would hang the CLI).
+#[test]
+fn a_planted_home_and_a_strange_token_file_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let planted = root.path().join("user_data");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join("api_token"), "planted").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let work = root.path().join("project/src");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut cmd = bare();
+    cmd.current_dir(&work);
+    let o = fails(cmd, &["token"]);
+    assert!(
+        o.stderr.contains("may be written by anyone") && o.stderr.contains("RUMI_HOME"),
+        "{}",
+        o.stderr
+    );
+    let mut cmd = bare();
+    cmd.current_dir(&work);
+    assert!(fails(cmd, &["pack", "new", "x"])
+        .stderr
+        .contains("refusing the home"));
+    assert!(
+        !root.path().join("ecosystem").exists(),
+        "nothing written into the planted home"
+    );
+
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(planted.join("api_token")).unwrap();
+    let fifo = std::ffi::CString::new(planted.join("api_token").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let mut cmd = bare();
+    cmd.current_dir(&work).timeout(Duration::from_secs(20));
+    let o = fails(cmd, &["token"]);
+    assert!(
+        o.stderr.contains("no token"),
+        "a FIFO is not read: {}",
+        o.stderr
+    );
+    std::fs::remove_file(planted.join("api_token")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", planted.join("api_token")).unwrap();
+    let mut cmd = bare();
+    cmd.current_dir(&work).timeout(Duration::from_secs(20));
+    assert!(fails(cmd, &["token"]).stderr.contains("no token"));
+    let mut cmd = bare();
+    cmd.env("RUMI_HOME", planted.join("api_token"));
+    assert!(fails(cmd, &["token"]).stderr.contains("RUMI_HOME"));
+}
+
+/// `rumi pack test` keeps the operator's side out of the test kernel: no environment variable
+/// and no open descriptor of the caller reaches a block, its working directory is the throw-away
+/// home, and an interrupt stops the kernel and removes the home (exit 130).
+#[test]
+fn pack_test_keeps_the_callers_environment_and_descriptors_and_cleans_up_on_interrupt() {
+    if !python_available() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("user_data")).unwrap();
+    common::make_pack(
+        home.path(),
+        "probe",
+        &[(
+            "probe.py",
+            "import os\ndef run(d, c=None):\n    fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n    kernel = os.getppid()\n    env = open(f'/proc/{kernel}/environ', 'rb').read().split(b'\\0')\n    return {'secret': any(e.startswith(b'PROBE_SECRET=') for e in env), 'fds': fds,\n            'kernel_cwd': os.readlink(f'/proc/{kernel}/cwd')}\n",
+        ), ("slow.py", "import time\ndef run(d, c=None):\n    time.sleep(60)\n    return {}\n")],
+    );
+    write(
+        home.path(),
+        "ecosystem/probe/backend/flows/probe.flow.yaml",
+        "flow_id: probe.env\nphases: [m]\nsteps:\n  - {id: p, phase: m, type: python_file_call, file: probe.py, output: out}\n",
+    );
+    write(
+        home.path(),
+        "ecosystem/probe/backend/tests/env.test.json",
+        r#"{"flow": "probe.env", "expect": {"out": {"secret": false, "fds": [0, 1, 2, 3], "kernel_cwd": "?"}}}"#,
+    );
+    // Descriptor 7 is open (not close-on-exec) in the shell that runs the command.
+    let bin = assert_cmd::cargo::cargo_bin("rumi");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</etc/hostname; '{}' pack test probe --json",
+            bin.display()
+        ))
+        .current_dir(home.path())
+        .env("PROBE_SECRET", "s3cret")
+        .env_remove("RUMI_HOME")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let problem = report["results"][0]["problem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The case expects kernel_cwd "?", so it fails and its problem shows what the block saw.
+    eprintln!("what the block saw: {problem}");
+    assert!(problem.contains("\"secret\":false"), "{problem}");
+    assert!(
+        !problem.contains(",7"),
+        "descriptor 7 reached the block: {problem}"
+    );
+    assert!(
+        problem.contains("rumi-pack-test-"),
+        "the kernel runs in the throw-away home: {problem}"
+    );
+    assert!(
+        !problem.contains(home.path().to_str().unwrap()),
+        "{problem}"
+    );
+
+    // An interrupt while a flow runs: the kernel stops, the home goes, exit 130.
+    write(
+        home.path(),
+        "ecosystem/probe/backend/flows/slow.flow.yaml",
+        "flow_id: probe.slow\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: python_file_call, file: slow.py}\n",
+    );
+    let mut child = std::process::Command::new(&bin)
+        .args(["pack", "test", "probe"])
+        .current_dir(home.path())
+        .env_remove("RUMI_HOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the throw-away kernel has recorded probe.env (flows run in id order, so
+    // probe.slow is running or about to), then interrupt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut kernel_home = None;
+    while kernel_home.is_none() && std::time::Instant::now() < deadline {
+        kernel_home = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("rumi-pack-test-{pid}-"))
+                    && std::fs::read_to_string(p.join("user_data/runs/runs.jsonl"))
+                        .is_ok_and(|t| t.contains("probe.env"))
+            });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kernel_home = kernel_home.expect("the throw-away home appeared");
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!kernel_home.exists(), "the throw-away home was removed");
+}

@@ -84,11 +84,12 @@ fn items(v: &Value) -> &[Value] {
 
 /// What an entry is about: the pack, the flow, the run and the step it names.
 fn subject(e: &Value) -> String {
-    ["owner_pack", "flow_id", "run_id", "step_id"]
+    let ids = ["owner_pack", "flow_id", "run_id", "step_id"]
         .iter()
         .filter_map(|k| e[*k].as_str())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    super::output::clean(&ids)
 }
 
 fn outcome(e: &Value) -> String {

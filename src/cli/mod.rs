@@ -11,6 +11,7 @@ pub mod output;
 pub mod pack_test;
 pub mod packs;
 pub mod scaffold;
+pub mod throwaway;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -102,10 +103,16 @@ pub enum PackCommand {
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step
     /// fails (fail-soft steps included), a flow fails to load or an expectation is not met.
+    ///
+    /// Permissive mode runs the pack's code as you, without isolation: test only packs you
+    /// trust, or use --strict.
     Test {
         pack_id: String,
+        /// Run the pack in containers (strict mode: needs Docker and `rumi image build`).
+        #[arg(long)]
+        strict: bool,
         /// Seconds each flow may run.
-        #[arg(long, default_value_t = 60.0)]
+        #[arg(long, default_value_t = 60.0, value_parser = seconds)]
         timeout: f64,
     },
 }
@@ -141,7 +148,7 @@ pub enum FlowCommand {
         #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
         /// Run deadline in seconds (1..600).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         timeout: Option<f64>,
     },
 }
@@ -167,7 +174,7 @@ pub enum RunsCommand {
         #[arg(long)]
         follow: bool,
         /// With --follow: give up after this many seconds.
-        #[arg(long, default_value_t = 600.0)]
+        #[arg(long, default_value_t = 600.0, value_parser = seconds)]
         wait: f64,
     },
 }
@@ -218,4 +225,12 @@ pub struct AuditArgs {
     /// Keep printing entries as they are written (Ctrl-C ends).
     #[arg(long)]
     pub follow: bool,
+}
+
+/// A number of seconds: finite, 0 to a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.0..=86_400.0).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
 }

@@ -56,7 +56,8 @@ impl Out {
         }
     }
 
-    /// `key: value` lines, keys aligned.
+    /// `key: value` lines, keys aligned. Values must be [`clean`] already (from [`text`], or
+    /// coloured by [`Out::paint_status`]).
     pub fn fields(&self, pairs: &[(&str, String)]) {
         let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in pairs {
@@ -71,7 +72,7 @@ impl Out {
 
     /// A cell of `text` coloured by what the status word `status` means.
     pub fn paint_cell(&self, status: &str, text: &str) -> Cell {
-        let cell = Cell::new(text);
+        let cell = Cell::new(clean(text));
         match status_color(status) {
             Some(c) if self.color => cell.fg(c),
             _ => cell,
@@ -80,9 +81,10 @@ impl Out {
 
     /// `text` coloured by what the status word `status` means (terminals only).
     pub fn paint_status(&self, status: &str, text: &str) -> String {
+        let text = clean(text);
         match status_color(status) {
             Some(c) if self.color => format!("\x1b[{}m{text}\x1b[0m", ansi(c)),
-            _ => text.to_string(),
+            _ => text,
         }
     }
 }
@@ -109,13 +111,36 @@ fn ansi(c: Color) -> u8 {
     }
 }
 
-/// A JSON value as table text: strings bare, null as `-`, others as compact JSON.
+/// `s` safe to print on a terminal: control characters (C0 but tab, DEL, C1) are shown as
+/// `\u{..}` instead of being sent, so text from a pack (a description, an error, a file name)
+/// cannot move the cursor, erase lines, set the title or write the clipboard, and a newline cannot
+/// forge an extra line. `--json` needs none of this: JSON escapes them itself.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_control(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_control(c: char) -> bool {
+    c != '\t' && c.is_control()
+}
+
+/// A JSON value as table text: strings bare (and [`clean`]), null as `-`, others as compact JSON.
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => clean(s),
+        other => clean(&other.to_string()),
     }
 }
 
@@ -125,7 +150,7 @@ pub fn short(v: &Value, max: usize) -> String {
 }
 
 pub fn clip(s: &str, max: usize) -> String {
-    let one_line = s.replace(['\n', '\r'], " ");
+    let one_line = clean(&s.replace(['\n', '\r'], " "));
     if one_line.chars().count() <= max {
         return one_line;
     }
@@ -155,5 +180,23 @@ pub fn when(v: &Value) -> String {
             None => ts.to_string(),
         },
         None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(clean("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            clean("a\u{1b}]52;c;ZXZpbA==\u{7}b"),
+            "a\\u{1b}]52;c;ZXZpbA==\\u{7}b"
+        );
+        assert_eq!(clean("x\nstate: approved"), "x\\u{a}state: approved");
+        assert_eq!(clean("\u{9b}2J\u{7f}"), "\\u{9b}2J\\u{7f}");
+        assert_eq!(text(&Value::String("\u{1b}[2K".into())), "\\u{1b}[2K");
+        assert_eq!(clip("a\u{1b}[1Ab", 100), "a\\u{1b}[1Ab");
     }
 }

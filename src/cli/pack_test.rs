@@ -1,28 +1,21 @@
-//! `rumi pack test <id>`: copies the pack into a throw-away home, starts a permissive kernel
-//! there (this binary, `serve --permissive`, on a free port with its own token), approves the
-//! pack, and runs each of its flows: once per case in `tests/*.test.json` of the pack
+//! `rumi pack test <id>`: copies the pack into a throw-away home, starts a kernel there
+//! (`throwaway.rs`: permissive, or in containers with `--strict`), approves the pack, and runs
+//! each of its flows: once per case in `tests/*.test.json` of the pack
 //! (`{flow, inputs, expect, expect_status}`), and once with no inputs for a flow without a case.
 //! A case fails when the run's status is not the expected one (default: succeeded or aborted),
 //! when any step failed (fail-soft steps included), or when a key in `expect` does not hold that
 //! value in the result. A flow file that fails to load is a failure too. The operator's kernel and
-//! home are never touched.
+//! home are never touched by the kernel; in permissive mode the pack's code runs as the operator
+//! (no isolation), which the command says before it starts.
 
-use super::output::{cell, clip, millis, Out};
+use super::output::{cell, clean, clip, millis, Out};
+use super::throwaway::{Interrupt, Interrupted, Sandbox};
 use crate::client::{enc, Client};
 use anyhow::{anyhow, bail, Context, Result};
 use comfy_table::Cell;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// Most files (and bytes) copied: the limits of a pack import.
-const MAX_FILES: usize = 2000;
-const MAX_BYTES: u64 = 500 << 20;
-/// How long the throw-away kernel may take to start and to stop.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Largest case file read.
 const MAX_CASE_BYTES: u64 = 1 << 20;
 
@@ -35,43 +28,45 @@ struct Outcome {
     problem: Option<String>,
 }
 
-/// Tests the pack; `Ok(false)` when something failed.
-pub fn run(id: &str, timeout: f64, out: &Out) -> Result<bool> {
+/// Tests the pack; `Ok(false)` when something failed. `strict` runs it in containers.
+pub fn run(id: &str, timeout: f64, strict: bool, out: &Out) -> Result<bool> {
     if !rumi_domain::pack::valid_pack_id(id) {
         bail!("{id:?} is not a valid pack id");
     }
     let home = crate::config::home()?;
     let src = home.join("ecosystem").join(id);
-    if !src.is_dir() {
+    if std::fs::symlink_metadata(&src).is_err() {
         bail!(
             "no pack {id} in {}: `rumi pack new {id}` writes one",
             home.join("ecosystem").display()
         );
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("rumi-pack-test-")
-        .tempdir()
-        .context("cannot create a throw-away home")?;
-    let pack = tmp.path().join("ecosystem").join(id);
-    let mut budget = (MAX_FILES, MAX_BYTES);
-    copy_pack(&src, &pack, &mut budget)?;
-    std::fs::create_dir_all(tmp.path().join("user_data"))?;
-    let kernel = ThrowAway::start(tmp.path())?;
+    if !strict {
+        eprintln!(
+            "{} the pack's code runs on this machine as you, without isolation (permissive \
+             mode): test only packs you trust, or add --strict to run it in containers",
+            out.paint_status("warning", "warning:")
+        );
+    }
+    let interrupt = Interrupt::install()?;
+    // On this thread, which lives as long as the command: the kernel dies with it.
+    let sandbox = Sandbox::start(&src, id, strict, &interrupt)?;
+    let client = sandbox
+        .client
+        .as_ref()
+        .ok_or_else(|| anyhow!("no kernel"))?;
+    let pack = sandbox.home.path().join("ecosystem").join(id);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // Ctrl-C ends the test, but through here: the kernel is stopped and the home removed (the
-    // kernel, in the same process group, gets the SIGINT too and stops by itself).
     let outcomes = rt.block_on(async {
         tokio::select! {
-            r = test_flows(&kernel.client, id, &pack, timeout) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            r = test_flows(client, id, &pack, timeout) => r,
+            _ = interrupt.wait() => Err(Interrupted.into()),
         }
     });
-    drop(kernel);
-    drop(tmp);
-    let outcomes = outcomes?;
-    Ok(report(id, &outcomes, out))
+    drop(sandbox);
+    Ok(report(id, &outcomes?, out))
 }
 
 async fn test_flows(c: &Client, id: &str, pack: &Path, timeout: f64) -> Result<Vec<Outcome>> {
@@ -323,8 +318,8 @@ fn report(id: &str, outcomes: &[Outcome], out: &Out) -> bool {
                     "failed"
                 };
                 vec![
-                    Cell::new(&o.flow),
-                    Cell::new(&o.case),
+                    Cell::new(clean(&o.flow)),
+                    Cell::new(clean(&o.case)),
                     out.paint_cell(word, &o.status),
                     Cell::new(o.ms.map(millis).unwrap_or_else(|| "-".into())),
                     o.problem
@@ -344,128 +339,4 @@ fn report(id: &str, outcomes: &[Outcome], out: &Out) -> bool {
         );
     }
     failed == 0
-}
-
-/// Copies the pack's directories and regular files; a symlink is refused (the kernel would
-/// refuse to run a block through one anyway, and a copy must not reach outside the pack).
-fn copy_pack(from: &Path, to: &Path, budget: &mut (usize, u64)) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in
-        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
-    {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_pack(&entry.path(), &dest, budget)?;
-        } else if kind.is_file() {
-            let size = entry.metadata()?.len();
-            if budget.0 == 0 || budget.1 < size {
-                bail!("the pack has more than {MAX_FILES} files or {MAX_BYTES} bytes");
-            }
-            budget.0 -= 1;
-            budget.1 -= size;
-            std::fs::copy(entry.path(), &dest)
-                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
-        } else {
-            bail!(
-                "{} is not a regular file or directory (symlinks are not copied into the test kernel)",
-                entry.path().display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A permissive kernel in a throw-away home, stopped when dropped.
-struct ThrowAway {
-    child: Child,
-    client: Client,
-}
-
-impl ThrowAway {
-    fn start(home: &Path) -> Result<ThrowAway> {
-        let mut raw = [0u8; 16];
-        getrandom::getrandom(&mut raw).context("no randomness for a token")?;
-        let token = hex::encode(raw);
-        let log = home.join("kernel.log");
-        let mut cmd = Command::new(std::env::current_exe().context("cannot find this program")?);
-        // The operator's settings (their home, sockets, ports) must not reach the test kernel.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("RUMI_") && k != "RUMI_PYTHON" {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        cmd.arg("serve")
-            .arg("--permissive")
-            .env("RUMI_HOME", home)
-            .env("RUMI_API_HOST", "127.0.0.1")
-            .env("RUMI_API_PORT", "0")
-            .env("RUMI_API_TOKEN", &token)
-            .env("RUMI_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?);
-        let mut child = cmd.spawn().context("cannot start a throw-away kernel")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("rumi listening on ") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let started = Instant::now();
-        let base = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(base) => break base,
-                Err(_) if started.elapsed() > START_DEADLINE => {
-                    stop(&mut child);
-                    bail!(
-                        "the throw-away kernel did not start within {START_DEADLINE:?}: {}",
-                        tail(&log)
-                    );
-                }
-                Err(_) => {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        bail!("the throw-away kernel did not start: {}", tail(&log));
-                    }
-                }
-            }
-        };
-        let client = Client::to(base, token, home.to_path_buf())?;
-        Ok(ThrowAway { child, client })
-    }
-}
-
-impl Drop for ThrowAway {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-/// SIGTERM, then SIGKILL past the deadline; waits for the process either way.
-fn stop(child: &mut Child) {
-    // SAFETY: a signal to our own child, whose pid we hold and have not reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + STOP_DEADLINE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The last lines the kernel logged, for a start that failed.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
 }

@@ -1,6 +1,6 @@
 //! `rumi pack list|show|scan|approve|reject|diff`.
 
-use super::output::{cell, clip, short, text, when, Out};
+use super::output::{cell, clean, clip, short, text, when, Out};
 use super::PackCommand;
 use crate::client::{enc, ApiFailure, Client};
 use anyhow::Result;
@@ -61,7 +61,7 @@ pub async fn run(c: &Client, out: &Out, cmd: PackCommand) -> Result<()> {
                 text(&p["pack_id"]),
                 p["reason"]
                     .as_str()
-                    .map(|r| format!(": {r}"))
+                    .map(|r| format!(": {}", clean(r)))
                     .unwrap_or_default()
             );
         }
@@ -142,19 +142,16 @@ fn show(out: &Out, p: &Value) {
         ("load index", text(&p["load_index"])),
     ];
     if let Some(r) = p["reason"].as_str() {
-        pairs.push(("reason", r.to_string()));
+        pairs.push(("reason", clean(r)));
     }
     if let Some(e) = p["error"].as_str() {
-        pairs.push(("error", e.to_string()));
+        pairs.push(("error", clean(e)));
     }
     if !p["connectivity"].is_null() {
-        pairs.push(("connectivity", p["connectivity"].to_string()));
+        pairs.push(("connectivity", text(&p["connectivity"])));
     }
     if !p["declared_permissions"].is_null() {
-        pairs.push((
-            "declared permissions",
-            p["declared_permissions"].to_string(),
-        ));
+        pairs.push(("declared permissions", text(&p["declared_permissions"])));
     }
     out.fields(&pairs);
     if p["changes"].is_object() {
