@@ -57,16 +57,8 @@ impl<'a> FlowSummary<'a> {
 /// effective steps in execution order.
 #[derive(Serialize, ToSchema)]
 pub struct FlowDetail<'a> {
-    flow_id: &'a str,
-    description: Option<&'a str>,
-    source: SourceRank,
-    path: &'a str,
-    pack_id: Option<&'a str>,
-    inputs: &'a Value,
-    outputs: &'a Value,
-    phases: &'a [String],
-    step_count: usize,
-    schedule: Option<&'a Value>,
+    #[serde(flatten)]
+    summary: FlowSummary<'a>,
     defaults: Defaults,
     steps: Vec<StepView<'a>>,
     /// Always empty: modifiers are not implemented yet.
@@ -75,18 +67,8 @@ pub struct FlowDetail<'a> {
 
 impl<'a> FlowDetail<'a> {
     fn new(f: &'a Flow) -> Self {
-        let s = FlowSummary::new(f);
         FlowDetail {
-            flow_id: s.flow_id,
-            description: s.description,
-            source: s.source,
-            path: s.path,
-            pack_id: s.pack_id,
-            inputs: s.inputs,
-            outputs: s.outputs,
-            phases: s.phases,
-            step_count: s.step_count,
-            schedule: s.schedule,
+            summary: FlowSummary::new(f),
             defaults: f.defaults,
             steps: f.steps.iter().map(StepView::new).collect(),
             modifiers_applied: Vec::new(),
