@@ -215,6 +215,44 @@ async fn every_daily_command_prints_a_table_and_json() {
             >= 4
     );
 
+    // A flow file that fails to load: reload exits 1 naming the file and line, a run of it names
+    // the file and `rumi diagnostics`, approving its pack warns.
+    write(
+        k.home.as_path(),
+        "ecosystem/outcomes/backend/flows/broken.flow.yaml",
+        "flow_id: outcomes.broken\nphases: []\nsteps: []\n",
+    );
+    let o = ok(rumi(&k), &["pack", "approve", "outcomes"]);
+    assert!(
+        o.stderr
+            .contains("warning: ecosystem/outcomes/backend/flows/broken.flow.yaml:2: phases"),
+        "{}",
+        o.stderr
+    );
+    let o = fails(rumi(&k), &["flow", "reload"]);
+    assert!(
+        o.stderr.contains("broken.flow.yaml:2:") && o.stderr.contains("rumi diagnostics"),
+        "{}",
+        o.stderr
+    );
+    let o = fails(rumi(&k), &["flow", "run", "outcomes.broken"]);
+    assert!(
+        o.stderr.contains("failed to load")
+            && o.stderr.contains("broken.flow.yaml:2")
+            && o.stderr.contains("rumi diagnostics"),
+        "{}",
+        o.stderr
+    );
+    let o = ok(rumi(&k), &["diagnostics"]);
+    assert!(o.stdout.contains("broken.flow.yaml:2"), "{}", o.stdout);
+    std::fs::remove_file(
+        k.home
+            .join("ecosystem/outcomes/backend/flows/broken.flow.yaml"),
+    )
+    .unwrap();
+    ok(rumi(&k), &["pack", "approve", "outcomes"]);
+    ok(rumi(&k), &["flow", "reload"]);
+
     // Runs: succeeded, failed, timed out.
     let o = ok(rumi(&k), &["flow", "run", "outcomes.fine", "-i", "v=7"]);
     assert!(
