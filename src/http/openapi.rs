@@ -136,10 +136,13 @@ fn operations(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
     responses((status = 200, description = "the OpenAPI document, bare", body = Object))
 )]
 pub async fn document() -> HttpResponse {
-    match ApiDoc::openapi().to_json() {
+    // Built once: it is the same for the process's life, and this endpoint needs no token, so a
+    // request must not cost the building of a 100 KiB document.
+    static DOCUMENT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    match DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string())) {
         Ok(json) => HttpResponse::Ok()
             .content_type("application/json")
-            .body(json),
+            .body(json.as_str()),
         Err(e) => actix_web::ResponseError::error_response(&super::error::ApiError::internal(e)),
     }
 }
