@@ -200,7 +200,7 @@ pub fn doctor(out: &Out) -> Result<bool> {
             let mark = if *ok { "ok" } else { "!!" };
             println!(
                 "{} {what:<18} {}",
-                out.paint_status(if *ok { "ok" } else { "failed" }, &format!("{mark:<2}")),
+                out.paint_status(if *ok { "ok" } else { "failed" }, &format!("{mark:<3}")),
                 crate::cli::output::clean(text)
             );
         }
