@@ -906,3 +906,41 @@ async fn a_container_reaches_granted_hosts_only_through_its_egress_socket() {
     assert_eq!(out["internal"], "security_blocked");
     assert_eq!(out["check"]["allowed"], true, "{out}");
 }
+
+/// `rumi pack test --strict` runs a new pack's flows in containers (no network, the pack's code
+/// never on the host), passes, and leaves no container behind.
+#[test]
+fn pack_test_strict_runs_a_new_pack_in_a_container_and_removes_it() {
+    if !docker_ready() {
+        return;
+    }
+    let _containers = Containers::of(&["strict_demo"]);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("user_data")).unwrap();
+    let rumi = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rumi"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RUMI_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.args(args).current_dir(home.path()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = rumi(&["pack", "new", "strict_demo"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = rumi(&["pack", "test", "strict_demo", "--strict", "--json"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("\"passed\": 1") && !text.contains("without isolation"),
+        "{text}"
+    );
+    assert!(
+        containers_of("strict_demo").is_empty(),
+        "the test kernel removed its container"
+    );
+}
