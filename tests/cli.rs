@@ -604,10 +604,11 @@ fn the_home_is_found_from_a_subdirectory_and_a_missing_kernel_is_named() {
         .iter()
         .any(|p| p["pack_id"] == "text_tools"));
 
-    // No token: the error says which home was searched and how to point elsewhere.
+    // No token: the error says which home was searched and how to point elsewhere. (RUMI_HOME
+    // names it: discovery from a temporary directory could find a `user_data/` in /tmp itself.)
     let empty = tempfile::tempdir().unwrap();
     let mut cmd = bare();
-    cmd.current_dir(empty.path());
+    cmd.env("RUMI_HOME", empty.path());
     let o = fails(cmd, &["pack", "list"]);
     assert!(o.stderr.contains("RUMI_HOME"), "{}", o.stderr);
     assert!(

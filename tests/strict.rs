@@ -23,7 +23,7 @@ fn docker_ready() -> bool {
     let image = docker
         && Command::new(env!("CARGO_BIN_EXE_rumi"))
             .args(["image", "show"])
-            .env("RUMI_HOME", std::env::temp_dir())
+            .env("RUMI_HOME", tempfile::tempdir().unwrap().path())
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
