@@ -183,6 +183,10 @@ pub struct ManifestVerifier {
     root: PathBuf,
     manifest: Manifest,
     known_good: HashMap<String, FileStat>,
+    /// Files found to differ from the manifest, by their stat then: while the stat is the same
+    /// the file is still changed, and is not hashed again (a `modified` pack is verified at every
+    /// scan; a huge changed file must not be hashed each time).
+    known_changed: HashMap<String, FileStat>,
     /// Directory listings, valid while the directory's own stat is unchanged (adding, removing or
     /// renaming an entry changes the directory's mtime and ctime).
     listings: HashMap<String, (FileStat, Vec<(String, bool)>)>,
@@ -199,6 +203,7 @@ impl ManifestVerifier {
             root,
             manifest,
             known_good: HashMap::new(),
+            known_changed: HashMap::new(),
             listings: HashMap::new(),
             rehashed: 0,
             dirs_read: 0,
@@ -319,9 +324,14 @@ impl ManifestVerifier {
             if self.known_good.get(rel) == Some(&stat) {
                 continue;
             }
+            if self.known_changed.get(rel) == Some(&stat) {
+                diff.changed.push(rel.clone());
+                continue;
+            }
             self.rehashed += 1;
             match hash_entry(&self.root.join(rel), meta) {
                 Ok(sha) if &sha == expected => {
+                    self.known_changed.remove(rel);
                     // A stat from the last clock tick or two is not a safe key (see RACY_WINDOW_NS).
                     if stat.settled(self.racy_window_ns) {
                         self.known_good.insert(rel.clone(), stat);
@@ -329,6 +339,11 @@ impl ManifestVerifier {
                 }
                 Ok(_) => {
                     self.known_good.remove(rel);
+                    if stat.settled(self.racy_window_ns) {
+                        self.known_changed.insert(rel.clone(), stat);
+                    } else {
+                        self.known_changed.remove(rel);
+                    }
                     diff.changed.push(rel.clone());
                 }
                 Err(e) => return Err(VerifyFailure::Unreadable(e.to_string())),
@@ -423,6 +438,29 @@ mod tests {
         assert!(
             matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.added == ["blocks/new.py"])
         );
+    }
+
+    #[test]
+    fn a_changed_file_is_not_hashed_again_until_it_changes_again() {
+        let d = pack();
+        let m = compute_manifest(d.path()).unwrap();
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), m).with_racy_window(-1);
+        v.verify().unwrap();
+        fs::write(d.path().join("blocks/a.py"), "def run(i): return 2\n").unwrap();
+        let changed = |v: &mut ManifestVerifier| matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]);
+        assert!(changed(&mut v));
+        let hashed = v.rehashed;
+        for _ in 0..5 {
+            assert!(changed(&mut v), "still reported as changed");
+        }
+        assert_eq!(
+            v.rehashed, hashed,
+            "a changed file with the same stat is not hashed again"
+        );
+        // Written back as approved: its stat changes, it is hashed, and the pack verifies.
+        fs::write(d.path().join("blocks/a.py"), "def run(i): return 1\n").unwrap();
+        v.verify().unwrap();
+        assert_eq!(v.rehashed, hashed + 1);
     }
 
     #[test]

@@ -271,12 +271,12 @@ impl FlowRun {
                     let Some(flow) = self.deps.view.flow(&call.flow_id) else {
                         let f = StepFailure::new(
                             ErrorType::FlowNotFound,
+                            // Only that it is not loaded: why a file failed to load (its path,
+                            // values quoted from it) is the operator's to read in diagnostics,
+                            // never a pack flow's to read from its context.
                             format!(
                                 "kernel:flow.run: {}",
-                                crate::kernel::RunError::missing_flow(
-                                    &self.deps.view,
-                                    &call.flow_id
-                                )
+                                crate::kernel::RunError::FlowNotFound(call.flow_id.clone())
                             ),
                         );
                         self.engine.fail_pending(f, &self.clock);

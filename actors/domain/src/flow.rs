@@ -346,8 +346,9 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
     };
     let mut steps: Vec<Step> = Vec::with_capacity(raw_steps.len());
     let mut ids: HashMap<String, Option<usize>> = HashMap::new();
+    let id_lines = IdLines::new(text);
     for (index, raw_step) in raw_steps.into_iter().enumerate() {
-        let step = validate_step(raw_step, index, text, &rules)
+        let step = validate_step(raw_step, index, &id_lines, &rules)
             .map_err(|(line, m)| err(line.or(steps_line), m))?;
         if let Some(first) = ids.get(&step.id) {
             let first = first
@@ -356,7 +357,7 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
             // The second step of that id sits after the first: point at it, not at the first.
             let line = step
                 .line
-                .and_then(|l| find_line_after(text, l, "id:", Some(&step.id)))
+                .and_then(|l| id_lines.after(l, &step.id))
                 .or(step.line);
             return Err(err(
                 line,
@@ -388,9 +389,10 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
 pub fn validate_step(
     raw: RawStep,
     index: usize,
-    text: &str,
+    id_lines: &IdLines<'_>,
     rules: &StepRules<'_>,
 ) -> Result<Step, (Option<usize>, String)> {
+    let text = id_lines.text();
     let id = match raw.id {
         Some(Value::String(s)) if valid_name(&s) => s,
         Some(Value::String(s)) => {
@@ -424,7 +426,7 @@ pub fn validate_step(
             ))
         }
     };
-    let line = find_line(text, "id:", Some(&id));
+    let line = id_lines.first(&id);
     let fail = |m: String| (line, format!("step {}: {m}", quoted(&id)));
     let phase_list = rules
         .phases
@@ -683,9 +685,7 @@ fn find_line_after(text: &str, after: usize, key: &str, value: Option<&str>) -> 
                     continue;
                 }
                 let Some(v) = value else { return true };
-                let rest = line[from..].trim_start();
-                let token: &str = rest.split([',', '}', '#']).next().unwrap_or("").trim();
-                if token.trim_matches(|c| c == '"' || c == '\'') == v {
+                if value_at(line[from..].trim_start(), v) {
                     return true;
                 }
             }
@@ -693,6 +693,99 @@ fn find_line_after(text: &str, after: usize, key: &str, value: Option<&str>) -> 
         })
         .map(|(i, _)| i + 1)
 }
+
+/// Whether `rest` (the text after a key) starts with the value `v`, bare or quoted, followed by
+/// nothing but spaces up to a `,`, `}`, `#` or the end of the line. Reads about `v`'s length, never
+/// the rest of the line: a line of a million `id: id: id:` must not cost a million squared.
+fn value_at(rest: &str, v: &str) -> bool {
+    let (quote, body) = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => (Some(q), &rest[1..]),
+        _ => (None, rest),
+    };
+    let Some(after) = body.strip_prefix(v) else {
+        return false;
+    };
+    let after = match quote {
+        Some(q) => match after.strip_prefix(q) {
+            Some(a) => a,
+            None => return false,
+        },
+        None => after,
+    };
+    let next = after.chars().find(|c| *c != ' ' && *c != '\t');
+    matches!(next, None | Some(',' | '}' | '#'))
+}
+
+/// The lines of every `id: <value>` in a flow file, found in one pass: each step's line is then a
+/// lookup, not a search of the whole text per step (a thousand steps in a 1 MiB file).
+pub struct IdLines<'a> {
+    text: &'a str,
+    lines: HashMap<String, Vec<usize>>,
+}
+
+impl<'a> IdLines<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut lines: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut from = 0;
+            while let Some(at) = line[from..].find("id:") {
+                let start = from + at;
+                from = start + 3;
+                let before_ok = line[..start]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
+                if !before_ok {
+                    continue;
+                }
+                let rest = line[from..].trim_start();
+                let (quote, body) = match rest.chars().next() {
+                    Some(q @ ('"' | '\'')) => (Some(q), &rest[1..]),
+                    _ => (None, rest),
+                };
+                // The candidate value: up to the closing quote, or a delimiter or space, looked
+                // for in a bounded window (an id is short; this keeps the pass linear).
+                let window_end = body
+                    .char_indices()
+                    .nth(MAX_INDEXED_ID)
+                    .map_or(body.len(), |(i, _)| i);
+                let window = &body[..window_end];
+                let end = match quote {
+                    Some(q) => window.find(q),
+                    None => window.find([',', '}', '#', ' ', '\t']),
+                }
+                .unwrap_or(window.len());
+                let v = &window[..end];
+                if value_at(rest, v) {
+                    let seen = lines.entry(v.to_string()).or_default();
+                    if seen.last() != Some(&(i + 1)) {
+                        seen.push(i + 1);
+                    }
+                }
+            }
+        }
+        IdLines { text, lines }
+    }
+
+    /// The first line of `id: <id>`.
+    pub fn first(&self, id: &str) -> Option<usize> {
+        self.lines.get(id).and_then(|l| l.first().copied())
+    }
+
+    /// The first line of `id: <id>` below line `after`.
+    pub fn after(&self, after: usize, id: &str) -> Option<usize> {
+        self.lines
+            .get(id)
+            .and_then(|l| l.iter().copied().find(|line| *line > after))
+    }
+
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+}
+
+/// Longest id value indexed (ids are at most 128 characters; longer text is not an id).
+const MAX_INDEXED_ID: usize = 256;
 
 #[cfg(test)]
 mod tests;

@@ -74,10 +74,25 @@ impl fmt::Display for FileProblem {
 
 /// `file:line`, or `file` when the line is unknown.
 fn at(file: &str, line: Option<usize>) -> String {
+    let file = short_path(file);
     match line {
         Some(l) => format!("{file}:{l}"),
-        None => file.to_string(),
+        None => file,
     }
+}
+
+/// Most characters of a path named inside a message (its start and its end are kept): a pack
+/// controls its directory names, and a message may name several files.
+const MAX_PATH_CHARS: usize = 160;
+
+fn short_path(path: &str) -> String {
+    let n = path.chars().count();
+    if n <= MAX_PATH_CHARS {
+        return path.to_string();
+    }
+    let head: String = path.chars().take(60).collect();
+    let tail: String = path.chars().skip(n - (MAX_PATH_CHARS - 61)).collect();
+    format!("{head}…{tail}")
 }
 
 impl FlowProblem {
@@ -105,21 +120,37 @@ impl FlowProblem {
     /// The problem told from each file it concerns: a clash is one problem per file, each
     /// naming the others.
     pub fn per_file(&self) -> Vec<FileProblem> {
+        (0..self.file_count())
+            .filter_map(|i| self.file_problem(i))
+            .collect()
+    }
+
+    /// How many files the problem concerns (one message each).
+    pub fn file_count(&self) -> usize {
         match self {
-            FlowProblem::LoadError { error } => vec![FileProblem {
+            FlowProblem::LoadError { .. } | FlowProblem::Shadowed { .. } => 1,
+            FlowProblem::SameRankClash { files, .. } => files.len(),
+        }
+    }
+
+    /// The problem as the `i`th file concerned sees it (built alone: a 404 needs only the first
+    /// of a thousand-file clash).
+    pub fn file_problem(&self, i: usize) -> Option<FileProblem> {
+        match self {
+            FlowProblem::LoadError { error } => (i == 0).then(|| FileProblem {
                 kind: ProblemKind::LoadError,
                 file: error.file.clone(),
                 line: error.line,
                 message: error.message.clone(),
                 flow_id: error.flow_id.clone(),
-            }],
+            }),
             FlowProblem::Shadowed {
                 flow_id,
                 winner,
                 loser,
                 winner_line,
                 loser_line,
-            } => vec![FileProblem {
+            } => (i == 0).then(|| FileProblem {
                 kind: ProblemKind::Shadowed,
                 file: loser.clone(),
                 line: *loser_line,
@@ -128,27 +159,23 @@ impl FlowProblem {
                     at(winner, *winner_line)
                 ),
                 flow_id: Some(flow_id.clone()),
-            }],
+            }),
             FlowProblem::SameRankClash {
                 flow_id,
                 files,
                 lines,
             } => {
-                let line = |i: usize| lines.get(i).copied().flatten();
-                (0..files.len())
-                    .map(|i| {
-                        FileProblem {
-                            kind: ProblemKind::SameRankClash,
-                            file: files[i].clone(),
-                            line: line(i),
-                            message: format!(
-                                "flow_id {flow_id:?} is also declared by {} (the same rank); neither is loaded — rename one of the flow_ids or remove one of the files",
-                                some_of(files, line, Some(i))
-                            ),
-                            flow_id: Some(flow_id.clone()),
-                        }
-                    })
-                    .collect()
+                let line = |j: usize| lines.get(j).copied().flatten();
+                files.get(i).map(|file| FileProblem {
+                    kind: ProblemKind::SameRankClash,
+                    file: file.clone(),
+                    line: line(i),
+                    message: format!(
+                        "flow_id {flow_id:?} is also declared by {} (the same rank); neither is loaded — rename one of the flow_ids or remove one of the files",
+                        some_of(files, line, Some(i))
+                    ),
+                    flow_id: Some(flow_id.clone()),
+                })
             }
         }
     }
@@ -166,11 +193,11 @@ fn some_of(
 ) -> String {
     let others = (0..files.len()).filter(|j| Some(*j) != except);
     let named: Vec<String> = others
-        .clone()
         .take(MAX_NAMED_FILES)
         .map(|j| at(&files[j], line(j)))
         .collect();
-    match others.count() - named.len() {
+    let count = files.len() - usize::from(except.is_some_and(|i| i < files.len()));
+    match count - named.len() {
         0 => named.join(", "),
         more => format!("{} and {more} more", named.join(", ")),
     }
@@ -199,9 +226,7 @@ impl FlowTable {
                     if error.flow_id.is_none() && file_stem(&error.file) == Some(flow_id))
             })
         };
-        declared
-            .or_else(named)
-            .and_then(|p| p.per_file().into_iter().next())
+        declared.or_else(named).and_then(|p| p.file_problem(0))
     }
 }
 
@@ -255,6 +280,23 @@ pub fn build_table(files: Vec<Result<Flow, FlowError>>) -> FlowTable {
         table.flows.insert(flow_id, Arc::new(winner));
     }
     table
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_keep_their_start_and_end() {
+        assert_eq!(at("a/b.flow.yaml", Some(3)), "a/b.flow.yaml:3");
+        let long = format!("ecosystem/p/{}x.flow.yaml", "d/".repeat(500));
+        let short = at(&long, Some(2));
+        assert!(
+            short.starts_with("ecosystem/p/d/") && short.ends_with("d/x.flow.yaml:2"),
+            "{short}"
+        );
+        assert_eq!(short.chars().count(), MAX_PATH_CHARS + 2);
+    }
 }
 
 #[cfg(test)]

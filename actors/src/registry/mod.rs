@@ -35,7 +35,7 @@ use rumi_domain::pack::{self, PackMeta};
 use rumi_domain::sources::{self, FileProblem, FlowProblem};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -218,6 +218,10 @@ pub struct Registry {
     events: VecDeque<Value>,
     reloads: flows::Reloads,
     self_addr: Option<Addr<Registry>>,
+    /// The verifier of each `modified` pack, kept warm between scans: a file found changed is
+    /// not hashed again while its stat stays the same, so a scan costs stats, not the hashing of
+    /// a (possibly huge) changed file every time.
+    modified_verifiers: HashMap<String, ManifestVerifier>,
 }
 
 impl Registry {
@@ -243,6 +247,7 @@ impl Registry {
             events: VecDeque::new(),
             reloads: flows::Reloads::default(),
             self_addr: None,
+            modified_verifiers: HashMap::new(),
         }
     }
 
@@ -381,7 +386,7 @@ impl Registry {
         Option<ManifestDiff>,
         Option<ManifestVerifier>,
     ) {
-        match self.approvals.load(id) {
+        let decided = match self.approvals.load(id) {
             StoredApproval::None => (
                 if broken {
                     PackState::Error
@@ -407,9 +412,16 @@ impl Registry {
                 Decision::Modified => {
                     // What changed is recomputed from the approved manifest the record keeps, so
                     // `rumi pack diff` still answers after a restart or another scan.
-                    let diff = match ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone())
-                        .verify()
-                    {
+                    let verifier = self
+                        .modified_verifiers
+                        .entry(id.to_string())
+                        .or_insert_with(|| {
+                            ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone())
+                        });
+                    if verifier.manifest() != &rec.manifest {
+                        *verifier = ManifestVerifier::new(dir.to_path_buf(), rec.manifest.clone());
+                    }
+                    let diff = match verifier.verify() {
                         Err(VerifyFailure::Changed(diff)) => Some(diff),
                         Ok(()) => Some(ManifestDiff::default()),
                         Err(VerifyFailure::Unreadable(_)) => None,
@@ -435,7 +447,11 @@ impl Registry {
                     }
                 }
             },
+        };
+        if decided.0 != PackState::Modified {
+            self.modified_verifiers.remove(id);
         }
+        decided
     }
 
     /// Starts the sandbox and the egress listener of an approved pack, stops both for any other

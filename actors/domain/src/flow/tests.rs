@@ -325,3 +325,44 @@ proptest! {
         let _ = parse(&text);
     }
 }
+
+#[test]
+fn the_id_index_finds_what_the_search_finds() {
+    let text = "a: 1\nsteps:\n  - {id: x, phase: m}\n  - {phase: m, id: 'y'}\n  - id: \"z\" # c\n  - pid: w\n  - id: w\n  - id: y\n";
+    let idx = IdLines::new(text);
+    for v in ["x", "y", "z", "w", "nope"] {
+        assert_eq!(idx.first(v), find_line(text, "id:", Some(v)), "{v}");
+    }
+    assert_eq!(idx.after(4, "y"), Some(8));
+    assert_eq!(idx.after(8, "y"), None);
+}
+
+#[test]
+fn a_huge_line_of_keys_is_indexed_in_one_pass() {
+    // 400 KB of `id: id: id: …` on one line (quadratic before: seconds per 16 KB).
+    let line = "id: ".repeat(100_000);
+    let text = format!("flow_id: f\n# {line}\nsteps:\n  - id: s\n");
+    let idx = IdLines::new(&text);
+    assert_eq!(idx.first("s"), Some(4));
+    assert_eq!(find_line(&text, "id:", Some("s")), Some(4));
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_id_index_agrees_with_the_search(
+        lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "  - id: a", "  - {id: b, phase: m}", "  - id: 'a'", "# id: c", "  - pid: a",
+                "    id: \"b\" # x", "  - {phase: m, id: c}", "steps:", "  - id: a b",
+            ]),
+            0..12,
+        )
+    ) {
+        let text = lines.join("\n");
+        let idx = IdLines::new(&text);
+        // Step ids never hold spaces (they are checked before their line is looked up).
+        for v in ["a", "b", "c"] {
+            proptest::prop_assert_eq!(idx.first(v), find_line(&text, "id:", Some(v)), "{} in {:?}", v, text);
+        }
+    }
+}
