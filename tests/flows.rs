@@ -626,7 +626,7 @@ async fn a_flow_that_fails_to_load_says_where_and_what_to_do() {
         "kernel:flow.run: no flow \"greet\" is loaded; see `rumi flow list` and `rumi diagnostics`",
         "{run}"
     );
-    assert!(!run.to_string().contains(&greeting), "{run}");
+    assert!(!run.to_string().contains(greeting), "{run}");
     let (s, run) = k.run("good", json!({})).await;
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
