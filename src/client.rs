@@ -3,7 +3,7 @@
 //! home found as `config::find_home` says.
 
 use crate::config::{self, HomeSource};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -26,6 +26,8 @@ pub struct Client {
     token: String,
     http: reqwest::Client,
     pub home: PathBuf,
+    /// Set once the server proved it holds the token (see [`Client::verify`]).
+    verified: tokio::sync::OnceCell<()>,
 }
 
 /// A refusal of the API: the status and its message.
@@ -73,11 +75,50 @@ impl Client {
             token,
             http,
             home,
+            verified: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Asks the server to prove it holds the token (`GET /api/health?challenge=`, no token sent)
+    /// before the token goes anywhere: whatever took the kernel's port while the kernel was down
+    /// learns nothing.
+    async fn verify(&self) -> Result<()> {
+        let mut raw = [0u8; 16];
+        getrandom::getrandom(&mut raw).context("no randomness for a challenge")?;
+        let challenge = hex::encode(raw);
+        let resp = self
+            .http
+            .get(format!("{}/api/health?challenge={challenge}", self.base))
+            .timeout(REQUEST_DEADLINE)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let bytes = read_capped(resp).await.unwrap_or_default();
+        let health: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let given = health["data"]["proof"].as_str().unwrap_or("");
+        if crate::token::proof_matches(&self.token, &challenge, given) {
+            return Ok(());
+        }
+        bail!(
+            "the server at {} did not prove that it holds this home's token, so the token was not \
+             sent: it is another program, or a kernel of another home (check RUMI_API_PORT and \
+             RUMI_HOME; `rumi doctor` shows both)",
+            self.base
+        )
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        anyhow!(
+            "cannot reach the kernel at {} ({}); is `rumi serve` running for the home {}?",
+            self.base,
+            transport_reason(e),
+            self.home.display()
+        )
     }
 
     /// Sends a request; a transport failure names the address tried.
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Reply> {
+        self.verified.get_or_try_init(|| self.verify()).await?;
         let deadline = if path.ends_with("/run") {
             RUN_DEADLINE
         } else {
@@ -91,14 +132,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the kernel at {} ({}); is `rumi serve` running for the home {}?",
-                self.base,
-                transport_reason(&e),
-                self.home.display()
-            )
-        })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|why| {

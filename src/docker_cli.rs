@@ -213,7 +213,8 @@ pub fn doctor(out: &Out) -> Result<bool> {
     Ok(problems == 0)
 }
 
-/// Whether a kernel answers at the configured address, and whether this home's token opens it.
+/// Whether a kernel answers at the configured address, and whether it is this home's: it must
+/// prove it holds this home's token before the token is sent (see `client.rs`).
 fn kernel_line(settings: &Settings) -> String {
     let base = format!("http://{}:{}", settings.host, settings.port);
     let token = crate::token::read(&settings.layout().api_token());
@@ -225,29 +226,31 @@ fn kernel_line(settings: &Settings) -> String {
                 .build()?;
             let health = http.get(format!("{base}/api/health")).send().await?;
             let health: serde_json::Value = health.json().await?;
-            let authorized = match &token {
-                Some(t) => Some(
-                    http.get(format!("{base}/api/packs"))
-                        .bearer_auth(t)
-                        .send()
-                        .await?
-                        .status()
-                        .is_success(),
-                ),
+            let verdict = match &token {
+                Some(t) => {
+                    let c =
+                        crate::client::Client::to(base.clone(), t.clone(), settings.home.clone())?;
+                    Some(
+                        c.get("/api/packs")
+                            .await
+                            .map(drop)
+                            .map_err(|e| format!("{e:#}")),
+                    )
+                }
                 None => None,
             };
-            Ok::<_, anyhow::Error>((health, authorized))
+            Ok::<_, anyhow::Error>((health, verdict))
         })
     });
     match answer {
-        Ok((h, auth)) => format!(
+        Ok((h, verdict)) => format!(
             "running at {base} ({} mode, version {}); {}",
             h["data"]["mode"].as_str().unwrap_or("?"),
             h["data"]["version"].as_str().unwrap_or("?"),
-            match auth {
-                Some(true) => "this home's token is accepted",
-                Some(false) => "this home's token is REFUSED: is it another home's kernel?",
-                None => "no token in this home (RUMI_API_TOKEN or user_data/api_token)",
+            match verdict {
+                Some(Ok(())) => "this home's token is accepted".to_string(),
+                Some(Err(why)) => format!("this home's token is not accepted: {why}"),
+                None => "no token in this home (RUMI_API_TOKEN or user_data/api_token)".into(),
             }
         ),
         Err(_) => format!("not running at {base} (start it with `rumi serve`)"),

@@ -87,9 +87,47 @@ pub fn authorized(header: Option<&[u8]>, token: &str) -> bool {
     given.ct_eq(token.as_bytes()).into()
 }
 
+/// A challenge the CLI may send to `GET /api/health`: 32 to 128 hex characters.
+pub fn valid_challenge(c: &str) -> bool {
+    (32..=128).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The kernel's proof that it knows `token`, for `challenge`: HMAC-SHA256 keyed by the token over
+/// a domain-separated message, hex. The CLI checks it before it sends the token anywhere, so a
+/// program that took the kernel's port while the kernel was down never receives it. The token is
+/// used as a key for nothing else, and a MAC reveals nothing of its key.
+pub fn proof(token: &str, challenge: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(token.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(b"rumi-kernel-proof:");
+    mac.update(challenge.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `given` is the proof of `token` for `challenge` (constant time).
+pub fn proof_matches(token: &str, challenge: &str, given: &str) -> bool {
+    proof(token, challenge)
+        .as_bytes()
+        .ct_eq(given.as_bytes())
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proof_needs_the_token_and_the_challenge() {
+        let c = "0123456789abcdef0123456789abcdef";
+        assert!(valid_challenge(c));
+        assert!(!valid_challenge("short") && !valid_challenge(&"g".repeat(32)));
+        let p = proof("token-a", c);
+        assert!(proof_matches("token-a", c, &p));
+        assert!(!proof_matches("token-b", c, &p));
+        assert!(!proof_matches("token-a", &c.replace('0', "1"), &p));
+        assert!(!proof_matches("token-a", c, ""));
+    }
 
     #[test]
     fn header_forms() {

@@ -981,3 +981,44 @@ fn pack_test_keeps_the_callers_environment_and_descriptors_and_cleans_up_on_inte
     assert!(err.contains("interrupted"), "{err}");
     assert!(!kernel_home.exists(), "the throw-away home was removed");
 }
+
+/// A program that took the kernel's port (while the kernel was down) never receives the token:
+/// the CLI asks for a proof that the server holds it first.
+#[test]
+fn the_token_is_sent_only_to_a_server_that_proves_it_holds_it() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let body = r#"{"success":true,"data":{"status":"ok","version":"0.1.0","mode":"strict","proof":"00"},"error":null}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = bare();
+    cmd.env("RUMI_API_PORT", port.to_string())
+        .env("RUMI_API_TOKEN", "the-operators-token")
+        .env("RUMI_HOME", home.path());
+    let o = fails(cmd, &["pack", "list"]);
+    assert!(o.stderr.contains("did not prove"), "{}", o.stderr);
+    let seen: Vec<String> = rx.try_iter().collect();
+    assert!(!seen.is_empty(), "the CLI asked the impostor for its proof");
+    for request in &seen {
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization")
+                && !request.contains("the-operators-token"),
+            "the token reached the impostor: {request}"
+        );
+    }
+}

@@ -156,6 +156,10 @@ def check(method, template, path=None, body=None, raw=None, token=TOKEN, expect=
 # ---- real answers -------------------------------------------------------------------------------
 
 check("GET", "/api/health", token=None)
+proved = check("GET", "/api/health", "/api/health?challenge=" + "ab" * 16, token=None)
+if not (isinstance(proved.get("data"), dict) and len(proved["data"].get("proof", "")) == 64):
+    failures.append(f"GET /api/health?challenge=: no proof in {proved}")
+check("GET", "/api/health", "/api/health?challenge=xyz", token=None, expect=400)
 check("GET", "/api/openapi.json", token=None)
 check("GET", "/api/packs")
 check("GET", "/api/packs/pending")

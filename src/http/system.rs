@@ -1,5 +1,6 @@
 //! Health, diagnostics and audit endpoints.
 
+use super::auth::ApiToken;
 use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::{web, HttpResponse};
 use rumi_actors::audit::{self, AuditEntry, AuditSnapshot, Category};
@@ -22,23 +23,55 @@ pub struct Health {
     /// The kernel's version.
     version: &'static str,
     mode: SecurityMode,
+    /// With `?challenge=`: HMAC-SHA256, keyed by the API token, of `rumi-kernel-proof:` and the
+    /// challenge (hex). A client checks it before it sends the token: only the kernel that holds
+    /// the token can answer it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<String>,
 }
 
-/// `GET /api/health` (no token): liveness only, nothing an outsider could use.
+/// Query of `GET /api/health`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HealthQuery {
+    /// 32 to 128 hex characters, chosen at random by the client.
+    challenge: Option<String>,
+}
+
+/// `GET /api/health` (no token): liveness only, nothing an outsider could use; with a challenge,
+/// the kernel's proof that it holds the token.
 #[utoipa::path(
     get,
     operation_id = "system_health",
     path = "/api/health",
     tag = "system",
-    summary = "Liveness, version and mode (no token needed)",
-    responses((status = 200, description = "the kernel is up", body = Envelope<Health>))
+    summary = "Liveness, version and mode (no token needed); with a challenge, proof of the token",
+    params(HealthQuery),
+    responses(
+        (status = 200, description = "the kernel is up", body = Envelope<Health>),
+        (status = 400, description = "the challenge is not 32 to 128 hex characters", body = ErrorBody),
+    )
 )]
-pub async fn health(k: web::Data<Kernel>) -> HttpResponse {
-    ok(Health {
+pub async fn health(
+    k: web::Data<Kernel>,
+    token: web::Data<ApiToken>,
+    q: web::Query<HealthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let proof = match q.challenge.as_deref() {
+        None => None,
+        Some(c) if crate::token::valid_challenge(c) => Some(crate::token::proof(&token.0, c)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "challenge must be 32 to 128 hex characters",
+            ))
+        }
+    };
+    Ok(ok(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         mode: k.config.mode,
-    })
+        proof,
+    }))
 }
 
 /// A flow load problem and its message.
