@@ -116,6 +116,7 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     }
     let kernel_data = web::Data::new(kernel.clone());
     let token_data = web::Data::new(ApiToken(token));
+    let cors_data = web::Data::new(settings.cors_origins.clone());
     let limit = BodyLimit {
         max_bytes: settings.max_body_bytes,
         read_timeout: settings.body_read_timeout,
@@ -125,7 +126,10 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             .app_data(kernel_data.clone())
             .app_data(token_data.clone())
             .app_data(limit)
+            .app_data(cors_data.clone())
             .wrap(middleware::from_fn(http::auth::require_token))
+            // Outermost (actix runs the last `wrap` first): a preflight needs no token.
+            .wrap(middleware::from_fn(http::cors::cors))
             .configure(http::routes)
     })
     // Signals are ours (see `stop_on_signal`), so the shutdown can release waiting requests first.

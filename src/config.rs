@@ -23,6 +23,8 @@ pub struct Settings {
     pub log_filter: String,
     /// `RUMI_EGRESS_SOCK_DIR`: where the per-pack socket directories live.
     pub sockets_dir: Option<PathBuf>,
+    /// `RUMI_CORS_ORIGINS`, else the local development servers.
+    pub cors_origins: crate::http::cors::CorsOrigins,
     pub runtime: RuntimeConfig,
 }
 
@@ -209,10 +211,15 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
             _ => bail!("RUMI_TRACE={v:?} is invalid: use chrome:<file>"),
         },
     };
+    let cors_origins = match var("RUMI_CORS_ORIGINS") {
+        None => crate::http::cors::CorsOrigins::defaults(),
+        Some(raw) => crate::http::cors::CorsOrigins::parse(&raw).map_err(|e| anyhow!(e))?,
+    };
     Ok(Settings {
         home,
         host,
         port,
+        cors_origins,
         token_override: var("RUMI_API_TOKEN"),
         max_body_bytes,
         body_read_timeout,

@@ -570,6 +570,8 @@ fn invalid_configuration_stops_startup_naming_the_variable() {
         ("RUMI_LOG", "=[bad"),
         ("RUMI_BODY_READ_TIMEOUT", "0"),
         ("RUMI_MAX_CONTEXT_BYTES", "lots"),
+        ("RUMI_CORS_ORIGINS", "*"),
+        ("RUMI_CORS_ORIGINS", "http://a.example/path"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_rumi"))
             .arg("serve")
@@ -795,4 +797,85 @@ async fn a_body_that_never_finishes_is_answered_408() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     let (s, _) = k.get("/api/packs").await;
     assert_eq!(s, 200, "still serving");
+}
+
+/// CORS (§12, §16): a preflight needs no token and answers 204 with the request's exact origin,
+/// the methods (POST among them) and the headers (authorization, content-type); an unlisted origin
+/// gets no `Access-Control-Allow-Origin`; `RUMI_CORS_ORIGINS` replaces the defaults.
+#[tokio::test]
+async fn cors_allows_the_listed_origins_only() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let preflight = |k: &Kernel, origin: &str| {
+        let url = k.url("/api/flows/hello/run");
+        let origin = origin.to_string();
+        async move {
+            reqwest::Client::new()
+                .request(reqwest::Method::OPTIONS, url)
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "POST")
+                .header(
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let acao = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let k = Kernel::start(home.path(), &[]);
+    for origin in ["http://localhost:5173", "http://127.0.0.1:3000"] {
+        let r = preflight(&k, origin).await;
+        assert_eq!(r.status(), 204, "{origin}");
+        assert_eq!(acao(&r).as_deref(), Some(origin));
+        let h = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_lowercase();
+        assert!(h("access-control-allow-methods").contains("post"));
+        let allowed = h("access-control-allow-headers");
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    }
+    let r = preflight(&k, "http://evil.example").await;
+    assert_eq!(acao(&r), None);
+    assert_ne!(r.status(), 204);
+    // An answer to a listed origin carries it (a 401 included, so a page can read why); an
+    // unlisted origin's answer does not.
+    let get = |origin: &'static str, token: bool| {
+        let url = k.url("/api/packs");
+        async move {
+            let mut r = reqwest::Client::new().get(url).header("Origin", origin);
+            if token {
+                r = r.bearer_auth(TOKEN);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let r = get("http://localhost:8080", true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(acao(&r).as_deref(), Some("http://localhost:8080"));
+    let r = get("http://localhost:8080", false).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(acao(&r).as_deref(), Some("http://localhost:8080"));
+    let r = get("http://evil.example", true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(acao(&r), None);
+    k.stop();
+
+    let k = Kernel::start(
+        home.path(),
+        &[(
+            "RUMI_CORS_ORIGINS",
+            "https://app.example.com, http://10.0.0.5:9000",
+        )],
+    );
+    let r = preflight(&k, "https://app.example.com").await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(acao(&r).as_deref(), Some("https://app.example.com"));
+    let r = preflight(&k, "http://localhost:5173").await;
+    assert_eq!(acao(&r), None, "the variable replaces the defaults");
 }

@@ -8,6 +8,7 @@ mod table;
 pub mod auth;
 pub mod body;
 pub mod containers;
+pub mod cors;
 pub mod error;
 pub mod flows;
 pub mod network;
