@@ -673,35 +673,47 @@ fn find_line_after(text: &str, after: usize, key: &str, value: Option<&str>) -> 
         .enumerate()
         .skip(after)
         .find(|(_, line)| {
-            let mut from = 0;
-            while let Some(at) = line[from..].find(key) {
-                let start = from + at;
-                from = start + key.len();
-                let before_ok = line[..start]
-                    .chars()
-                    .next_back()
-                    .is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
-                if !before_ok {
-                    continue;
-                }
-                let Some(v) = value else { return true };
-                if value_at(line[from..].trim_start(), v) {
-                    return true;
-                }
-            }
-            false
+            key_ends(line, key).any(|end| match value {
+                None => true,
+                Some(v) => value_at(line[end..].trim_start(), v),
+            })
         })
         .map(|(i, _)| i + 1)
+}
+
+/// The positions just after each `key` in `line` that starts a key: at the line's start or after a
+/// space, `{`, `,` or `-` (so `pid:` is not `id:`). Each search starts where the last one ended.
+fn key_ends<'a>(line: &'a str, key: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(at) = line[from..].find(key) {
+            let start = from + at;
+            from = start + key.len();
+            let boundary = line[..start]
+                .chars()
+                .next_back()
+                .is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
+            if boundary {
+                return Some(from);
+            }
+        }
+        None
+    })
+}
+
+/// `rest` without its opening quote, and that quote.
+fn split_quote(rest: &str) -> (Option<char>, &str) {
+    match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => (Some(q), &rest[1..]),
+        _ => (None, rest),
+    }
 }
 
 /// Whether `rest` (the text after a key) starts with the value `v`, bare or quoted, followed by
 /// nothing but spaces up to a `,`, `}`, `#` or the end of the line. Reads about `v`'s length, never
 /// the rest of the line: a line of a million `id: id: id:` must not cost a million squared.
 fn value_at(rest: &str, v: &str) -> bool {
-    let (quote, body) = match rest.chars().next() {
-        Some(q @ ('"' | '\'')) => (Some(q), &rest[1..]),
-        _ => (None, rest),
-    };
+    let (quote, body) = split_quote(rest);
     let Some(after) = body.strip_prefix(v) else {
         return false;
     };
@@ -727,22 +739,9 @@ impl<'a> IdLines<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut lines: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
-            let mut from = 0;
-            while let Some(at) = line[from..].find("id:") {
-                let start = from + at;
-                from = start + 3;
-                let before_ok = line[..start]
-                    .chars()
-                    .next_back()
-                    .is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
-                if !before_ok {
-                    continue;
-                }
-                let rest = line[from..].trim_start();
-                let (quote, body) = match rest.chars().next() {
-                    Some(q @ ('"' | '\'')) => (Some(q), &rest[1..]),
-                    _ => (None, rest),
-                };
+            for end in key_ends(line, "id:") {
+                let rest = line[end..].trim_start();
+                let (quote, body) = split_quote(rest);
                 // The candidate value: up to the closing quote, or a delimiter or space, looked
                 // for in a bounded window (an id is short; this keeps the pass linear).
                 let window_end = body
