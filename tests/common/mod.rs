@@ -3,6 +3,8 @@
 //! parallel and never share state.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
