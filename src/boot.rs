@@ -127,9 +127,8 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
             .app_data(token_data.clone())
             .app_data(limit)
             .app_data(cors_data.clone())
-            .wrap(middleware::from_fn(http::auth::require_token))
-            // Outermost (actix runs the last `wrap` first): a preflight needs no token.
-            .wrap(middleware::from_fn(http::cors::cors))
+            // CORS, then the token: one layer on every request.
+            .wrap(middleware::from_fn(http::auth::gate))
             .configure(http::routes)
     })
     // Signals are ours (see `stop_on_signal`), so the shutdown can release waiting requests first.

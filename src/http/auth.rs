@@ -1,5 +1,6 @@
 //! Bearer-token check before routing: every endpoint but those of [`OPEN`] needs
 //! `Authorization: Bearer <token>`; anything else is 401 with the envelope, whatever the path.
+//! The same middleware applies CORS first (`cors.rs`), so a preflight needs no token.
 
 use super::error::ApiError;
 use actix_web::body::MessageBody;
@@ -17,24 +18,36 @@ pub const OPEN: [(Method, &str); 2] = [
 /// The token, as app data.
 pub struct ApiToken(pub String);
 
-pub async fn require_token(
+/// The one middleware of every request: CORS (a preflight is answered here, before the token
+/// check), then the token, then the CORS headers of the answer.
+pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let allowed = match super::cors::inspect(&req) {
+        super::cors::Verdict::Preflight(resp) => {
+            return Ok(req.into_response(resp).map_into_right_body())
+        }
+        super::cors::Verdict::Pass(allowed) => allowed,
+    };
     let open = OPEN
         .iter()
         .any(|(m, p)| req.method() == m && req.path() == *p);
     if !open {
-        let token = req
-            .app_data::<web::Data<ApiToken>>()
-            .map(|t| t.0.clone())
-            .unwrap_or_default();
+        let token = req.app_data::<web::Data<ApiToken>>().cloned();
         let header = req.headers().get("authorization").map(|v| v.as_bytes());
-        if token.is_empty() || !crate::token::authorized(header, &token) {
-            let resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
-                .error_response();
+        let authorized = token
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty() && crate::token::authorized(header, &t.0));
+        if !authorized {
+            let mut resp =
+                ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
+                    .error_response();
+            super::cors::decorate(resp.headers_mut(), allowed.as_deref());
             return Ok(req.into_response(resp).map_into_right_body());
         }
     }
-    Ok(next.call(req).await?.map_into_left_body())
+    let mut res = next.call(req).await?;
+    super::cors::decorate(res.headers_mut(), allowed.as_deref());
+    Ok(res.map_into_left_body())
 }

@@ -1,16 +1,15 @@
-//! CORS (contract §12, §16), outside the token check so a preflight needs no token: a preflight
+//! CORS (contract §12, §16), looked at before the token check (in the one middleware,
+//! `auth::gate`, so the hot path pays one layer) so a preflight needs no token: a preflight
 //! from a listed origin answers 204 with that exact origin (never `*`), the methods and the
 //! headers the API takes; an unlisted origin gets no `Access-Control-Allow-Origin`, on a
 //! preflight (403) or on any other answer. The origins are `RUMI_CORS_ORIGINS` (comma-separated),
 //! else the local development servers.
 
 use super::error::ApiError;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse, ResponseError};
 
 /// The allowed origins, as app data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,58 +110,64 @@ fn origin(item: &str) -> Option<String> {
     })
 }
 
-pub async fn cors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let origins = req.app_data::<web::Data<CorsOrigins>>().cloned();
-    let origin = req
+/// What CORS makes of a request: the answer to a preflight (given before the token check), or the
+/// origin whose answer gets `Access-Control-Allow-Origin` (`None`: no origin, or not listed).
+pub enum Verdict {
+    Preflight(HttpResponse),
+    Pass(Option<String>),
+}
+
+/// Looks at a request once, before the token check (see `auth::gate`, the one middleware).
+pub fn inspect(req: &ServiceRequest) -> Verdict {
+    let Some(origin) = req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let allowed = match (&origins, &origin) {
-        (Some(list), Some(o)) if list.allows(o) => Some(o.clone()),
-        _ => None,
+    else {
+        return Verdict::Pass(None);
     };
+    let allowed = req
+        .app_data::<web::Data<CorsOrigins>>()
+        .is_some_and(|list| list.allows(origin));
     let preflight = req.method() == Method::OPTIONS
-        && origin.is_some()
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        let resp = match &allowed {
-            Some(o) => HttpResponse::NoContent()
-                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.as_str()))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS))
-                .insert_header((header::ACCESS_CONTROL_MAX_AGE, MAX_AGE_SECS))
-                .insert_header((header::VARY, "Origin"))
-                .finish(),
-            None => {
-                let mut r = ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "this origin may not call the API; list it in RUMI_CORS_ORIGINS",
-                )
-                .error_response();
-                r.headers_mut()
-                    .insert(header::VARY, HeaderValue::from_static("Origin"));
-                r
-            }
-        };
-        return Ok(req.into_response(resp).map_into_right_body());
+    if !preflight {
+        return Verdict::Pass(allowed.then(|| origin.to_string()));
     }
-    let mut res = next.call(req).await?;
-    let headers = res.headers_mut();
+    let resp = if allowed {
+        HttpResponse::NoContent()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, MAX_AGE_SECS))
+            .insert_header((header::VARY, "Origin"))
+            .finish()
+    } else {
+        let mut r = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this origin may not call the API; list it in RUMI_CORS_ORIGINS",
+        )
+        .error_response();
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+        r
+    };
+    Verdict::Preflight(resp)
+}
+
+/// Adds the CORS headers of an answer: `Vary: Origin` always, the origin and the exposed headers
+/// when it is listed.
+pub fn decorate(headers: &mut actix_web::http::header::HeaderMap, allowed: Option<&str>) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(value) = allowed.and_then(|o| HeaderValue::from_str(&o).ok()) {
+    if let Some(value) = allowed.and_then(|o| HeaderValue::from_str(o).ok()) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSE_HEADERS),
         );
     }
-    Ok(res.map_into_left_body())
 }
 
 #[cfg(test)]
