@@ -49,7 +49,11 @@ pub fn new_pack(home: &Path, id: &str) -> Result<PathBuf> {
     let staging = eco.join(format!(".{id}.new-{}", std::process::id()));
     let written = write_all(&staging, id).and_then(|_| {
         std::fs::rename(&staging, &dest)
-            .with_context(|| format!("cannot move the new pack to {}", dest.display()))
+            .with_context(|| format!("cannot move the new pack to {}", dest.display()))?;
+        // The rename is on disk before the command says the pack is written.
+        std::fs::File::open(&eco)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", eco.display()))
     });
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -57,14 +61,12 @@ pub fn new_pack(home: &Path, id: &str) -> Result<PathBuf> {
     written.map(|_| dest)
 }
 
+/// Each file written and synced (with its directory) in the staging directory.
 fn write_all(root: &Path, id: &str) -> Result<()> {
     for (rel, text) in files(id) {
         let path = root.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        rumi_actors::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

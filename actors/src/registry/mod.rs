@@ -313,6 +313,8 @@ impl Registry {
             .filter(|id| !present.contains(id.as_str()))
             .cloned()
             .collect();
+        self.modified_verifiers
+            .retain(|id, _| present.contains(id.as_str()));
         for id in gone {
             if let Some(entry) = self.packs.remove(&id) {
                 if let Some(c) = entry.container {
