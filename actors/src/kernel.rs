@@ -4,6 +4,7 @@
 use crate::approval::ApprovalStore;
 use crate::audit::RecordDurable;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
+use crate::capability::Capabilities;
 use crate::config::{RuntimeConfig, SecurityMode};
 use crate::docker::{DockerEngine, DockerStatus, ManagedContainer};
 use crate::egress::grants::{GrantError, NetworkPolicy};
@@ -47,6 +48,8 @@ pub struct Kernel {
     pub network: Arc<NetworkPolicy>,
     /// The egress proxy (its checks answer `POST /api/network/check`).
     pub egress: Arc<Proxy>,
+    /// Grants, secrets, stores and third-party handlers (the brokers and the API share them).
+    pub capabilities: Arc<Capabilities>,
     deps: RunDeps,
 }
 
@@ -203,6 +206,14 @@ impl Kernel {
             docker: docker.clone(),
             proxy: Arc::clone(&proxy),
         };
+        let (capabilities, report) = Capabilities::open(&layout, key.clone(), Arc::clone(&view))?;
+        for principal in report.tampered_grants {
+            tracing::error!(principal_id = %principal, "a capability grant file failed its signature check; the principal's calls are denied");
+            audit.do_send(Record(crate::capability::grants::tampered_entry(
+                &principal,
+            )));
+        }
+        let capabilities = Arc::new(capabilities);
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
             let (layout, config, view, audit) = (
@@ -241,6 +252,7 @@ impl Kernel {
             docker,
             network,
             egress: proxy,
+            capabilities,
             deps,
         })
     }

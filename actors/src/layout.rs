@@ -48,6 +48,22 @@ impl Layout {
     pub fn network_grants(&self) -> PathBuf {
         self.user_data().join("permissions").join("network")
     }
+    /// Signed capability grants, one file per principal.
+    pub fn capability_grants(&self) -> PathBuf {
+        self.user_data().join("permissions").join("capabilities")
+    }
+    /// Third-party handlers: `handlers/<slug>/`, `trust/`, `requests/`.
+    pub fn capabilities(&self) -> PathBuf {
+        self.user_data().join("capabilities")
+    }
+    /// One encrypted file per secret key, and the journal.
+    pub fn secrets(&self) -> PathBuf {
+        self.user_data().join("secrets")
+    }
+    /// The store index and the default store roots.
+    pub fn stores(&self) -> PathBuf {
+        self.user_data().join("stores")
+    }
     pub fn keys(&self) -> PathBuf {
         self.user_data().join("keys")
     }
@@ -94,6 +110,10 @@ impl Layout {
             self.keys(),
             self.approvals(),
             self.network_grants(),
+            self.capability_grants(),
+            self.secrets(),
+            self.stores(),
+            self.capabilities(),
             self.runs(),
             self.user_data().join("pending"),
             self.runtime_python(),

@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_query;
 pub mod blockhost;
+pub mod capability;
 pub mod clock;
 pub mod config;
 pub mod docker;

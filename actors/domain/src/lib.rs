@@ -8,6 +8,7 @@
 //! classification ([`net`]), and hostile-YAML
 //! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
 
+pub mod capability;
 pub mod condition;
 pub mod egress;
 pub mod engine;
