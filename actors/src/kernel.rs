@@ -197,15 +197,6 @@ impl Kernel {
         )
         .map_err(io::Error::other)?;
         let proxy = Arc::new(proxy);
-        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
-        let sandbox = SandboxSettings {
-            modules_dir: layout.runtime_python(),
-            host_script,
-            arbiters,
-            arbiter_cpus,
-            docker: docker.clone(),
-            proxy: Arc::clone(&proxy),
-        };
         let (capabilities, report) = Capabilities::open(&layout, key.clone(), Arc::clone(&view))?;
         for principal in report.tampered_grants {
             tracing::error!(principal_id = %principal, "a capability grant file failed its signature check; the principal's calls are denied");
@@ -214,6 +205,17 @@ impl Kernel {
             )));
         }
         let capabilities = Arc::new(capabilities);
+        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
+        let sandbox = SandboxSettings {
+            modules_dir: layout.runtime_python(),
+            host_script,
+            arbiters,
+            arbiter_cpus,
+            docker: docker.clone(),
+            proxy: Arc::clone(&proxy),
+            capabilities: Arc::clone(&capabilities),
+            processes: Arc::default(),
+        };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
             let (layout, config, view, audit) = (

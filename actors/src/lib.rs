@@ -27,6 +27,7 @@ pub mod limiter;
 pub mod pack_container;
 pub mod registry;
 pub mod run_history;
+pub mod socket_server;
 pub mod sockets;
 pub mod view;
 

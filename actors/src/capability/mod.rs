@@ -19,6 +19,7 @@ pub mod broker;
 pub mod builtins;
 pub mod grants;
 pub mod handler;
+pub mod peers;
 pub mod rate;
 pub mod secrets;
 pub mod stores;
@@ -32,6 +33,37 @@ use std::sync::Arc;
 
 /// The socket's file name in a pack's socket directory (`/run/rumi/capability.sock` in containers).
 pub const SOCKET_NAME: &str = "capability.sock";
+
+/// Capability settings (contract §14).
+#[derive(Debug, Clone)]
+pub struct CapabilitySettings {
+    /// `RUMI_SECRET_GET_RATE_LIMIT`: `secrets.get` calls a minute per pack.
+    pub secret_get_rate_limit: u32,
+    /// Open connections one pack may hold on its capability socket; more are told `busy`.
+    pub max_connections: usize,
+    /// Deadline for a whole request frame, and for an idle connection.
+    pub read_timeout: std::time::Duration,
+    /// `RUMI_CAPABILITY_SOCK_DIR`: where the per-pack capability socket directories live when
+    /// apart from the egress sockets (`None`: beside them, in the pack's socket directory).
+    pub sock_dir: Option<std::path::PathBuf>,
+    /// `RUMI_CAPABILITY_SOCKET_GID` (permissive mode; strict mode uses the container's group).
+    pub socket_gid: Option<u32>,
+    /// `RUMI_CAPABILITY_SOCKET_MODE` (0660 by default).
+    pub socket_mode: Option<u32>,
+}
+
+impl Default for CapabilitySettings {
+    fn default() -> Self {
+        CapabilitySettings {
+            secret_get_rate_limit: 60,
+            max_connections: 64,
+            read_timeout: std::time::Duration::from_secs(10),
+            sock_dir: None,
+            socket_gid: None,
+            socket_mode: None,
+        }
+    }
+}
 
 /// The capability services every pack's broker and the HTTP API share.
 pub struct Capabilities {

@@ -38,6 +38,11 @@ pub struct WorkerSpec {
     pub max_frame: usize,
     /// The pack's egress socket (`RUMI_EGRESS_SOCKET` in the worker's environment).
     pub egress_socket: Option<PathBuf>,
+    /// The pack's capability socket (`RUMI_CAPABILITY_SOCKET`).
+    pub capability_socket: Option<PathBuf>,
+    /// Where the worker's pid is registered while it lives: the capability socket admits only
+    /// the pack's own processes.
+    pub processes: Option<std::sync::Arc<crate::capability::peers::PackProcesses>>,
 }
 
 /// Why a call failed at the worker level (the block's own errors come back in the reply).
@@ -64,6 +69,11 @@ pub struct Worker {
     max_frame: usize,
     /// The tree was killed already (a failed call, then the drop).
     killed: bool,
+    /// Where its pid is registered as one of its pack's processes, until it is killed.
+    registered: Option<(
+        std::sync::Arc<crate::capability::peers::PackProcesses>,
+        String,
+    )>,
 }
 
 /// How long killing a worker may spend stopping its tree before everything found gets SIGKILL.
@@ -91,6 +101,9 @@ impl Worker {
             .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string());
         if let Some(sock) = &spec.egress_socket {
             cmd.env("RUMI_EGRESS_SOCKET", sock);
+        }
+        if let Some(sock) = &spec.capability_socket {
+            cmd.env("RUMI_CAPABILITY_SOCKET", sock);
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -123,6 +136,10 @@ impl Worker {
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
             tokio::spawn(log_stderr(stderr, spec.pack_id.clone()));
         }
+        let registered = spec.processes.clone().map(|procs| {
+            procs.register(&spec.pack_id, pid);
+            (procs, spec.pack_id.clone())
+        });
         Ok(Worker {
             child,
             stdin,
@@ -130,6 +147,7 @@ impl Worker {
             pgid: pid,
             max_frame: spec.max_frame,
             killed: false,
+            registered,
         })
     }
 
@@ -172,6 +190,9 @@ impl Worker {
     pub fn kill(&mut self) {
         if !self.killed {
             self.killed = true;
+            if let Some((procs, pack)) = self.registered.take() {
+                procs.unregister(&pack, self.pgid);
+            }
             proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
         }
         let _ = self.child.start_kill();
