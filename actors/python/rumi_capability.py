@@ -84,7 +84,12 @@ def _round_trip(body: bytes, timeout: float, path: Optional[str] = None) -> Any:
         _conn, _conn_pid = s, os.getpid()
     assert _conn is not None
     _conn.settimeout(timeout)
-    _conn.sendall(struct.pack(">I", len(body)) + body)
+    try:
+        _conn.sendall(struct.pack(">I", len(body)) + body)
+    except (BrokenPipeError, ConnectionResetError):
+        # The kernel refused the connection (and closed it) before reading: its answer, when it
+        # wrote one, is still there to read.
+        pass
     (length,) = struct.unpack(">I", rumi_wire._recv_exact(_conn, 4))
     if length > rumi_wire.MAX_RESPONSE_FRAME:
         raise ValueError("response_too_large")

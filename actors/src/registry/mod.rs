@@ -15,6 +15,7 @@ mod decisions;
 mod doors;
 mod flows;
 mod state;
+mod watch;
 
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
@@ -226,6 +227,8 @@ pub struct Registry {
     /// not hashed again while its stat stays the same, so a scan costs stats, not the hashing of
     /// a (possibly huge) changed file every time.
     modified_verifiers: HashMap<String, ManifestVerifier>,
+    /// Approved packs' directories under watch (`watch.rs`).
+    watch: watch::PackWatch,
 }
 
 impl Registry {
@@ -252,6 +255,7 @@ impl Registry {
             reloads: flows::Reloads::default(),
             self_addr: None,
             modified_verifiers: HashMap::new(),
+            watch: watch::PackWatch::default(),
         }
     }
 
@@ -321,12 +325,14 @@ impl Registry {
         self.modified_verifiers
             .retain(|id, _| present.contains(id.as_str()));
         for id in gone {
-            if let Some(entry) = self.packs.remove(&id) {
-                if let Some(c) = entry.container {
+            if let Some(mut entry) = self.packs.remove(&id) {
+                if let Some(c) = entry.container.take() {
                     c.do_send(pack_container::Stop);
                 }
+                entry.doors.close();
                 self.view.set_container(&id, None);
             }
+            self.follow_watch(&id);
         }
         for (id, dir) in found {
             let subdir = if dir.join("backend").is_dir() {
@@ -395,6 +401,7 @@ impl Registry {
         } else {
             entry.doors.close();
         }
+        self.follow_watch(id);
         let slot = self.slot(id);
         let Some(entry) = self.packs.get_mut(id) else {
             return;
