@@ -475,3 +475,65 @@ async fn a_pack_modified_while_its_block_runs_loses_its_doors_at_once() {
     );
     k.stop();
 }
+
+/// The administrative handlers of official flows are real: `kernel:network.grant` in a flow under
+/// `flows/` grants (signed, audited), `kernel:network.revoke` revokes; the same handler in a
+/// shared flow is refused at load.
+#[tokio::test]
+async fn official_flows_grant_and_revoke_through_administrative_handlers() {
+    let home = fresh_home();
+    make_pack(
+        home.path(),
+        "net_pack",
+        &[("b.py", "def run(i, context=None):\n    return 1\n")],
+    );
+    write(
+        home.path(),
+        "flows/admin_grant.flow.yaml",
+        "flow_id: admin_grant\nphases: [m]\nsteps:\n  - {id: g, phase: m, type: handler, input: {handler: \"kernel:network.grant\", args: {pack_id: \"${ctx.pack}\", allowed_domains: [\"example.com\"], allowed_ports: [443], notes: \"by flow\"}}, output: grant}\n  - {id: r, phase: m, type: handler, when: \"${ctx.revoke} == true\", input: {handler: \"kernel:network.revoke\", args: {pack_id: \"${ctx.pack}\", reason: \"by flow\"}}, output: revoked}\n",
+    );
+    write(
+        home.path(),
+        "user_data/shared/flows/sneaky.flow.yaml",
+        "flow_id: sneaky\nphases: [m]\nsteps:\n  - {id: g, phase: m, type: handler, input: {handler: \"kernel:network.grant\", args: {pack_id: net_pack, allowed_domains: [\"*\"], allowed_ports: [0]}}}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("net_pack").await;
+    k.reload().await;
+    let (s, run) = k
+        .run("admin_grant", json!({"pack": "net_pack", "revoke": false}))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["result"]["grant"]["allowed_domains"],
+        json!(["example.com"]),
+        "{run}"
+    );
+    let check = json!({"pack_id": "net_pack", "domain": "example.com", "port": 443});
+    let (_, v) = k.post("/api/network/check", check.clone()).await;
+    assert_eq!(v["data"]["allowed"], true, "{v}");
+    let (s, run) = k
+        .run("admin_grant", json!({"pack": "net_pack", "revoke": true}))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, v) = k.post("/api/network/check", check).await;
+    assert_eq!(v["data"]["allowed"], false, "{v}");
+    // Bad arguments fail the step with the fix, and grant nothing.
+    let (_, run) = k
+        .run(
+            "admin_grant",
+            json!({"pack": "no_such_pack", "revoke": false}),
+        )
+        .await;
+    let g = step(&run, "g");
+    assert_eq!(g["status"], "failed", "{run}");
+    assert!(g["error"].as_str().unwrap().contains("no pack"), "{run}");
+    // The shared flow naming an administrative handler never loaded.
+    let (s, _) = k.run("sneaky", json!({})).await;
+    assert_eq!(s, 404);
+    let (_, audit) = k.get("/api/audit?category=network&limit=50").await;
+    assert!(audit.to_string().contains("network_revoke"), "{audit}");
+    k.stop();
+}

@@ -30,6 +30,8 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct RunDeps {
     pub view: Arc<KernelView>,
+    /// What the administrative handlers of official flows change.
+    pub admin: Arc<crate::admin::AdminServices>,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
     /// Told when a pack's sandbox does not answer, so it is replaced at once.
@@ -247,6 +249,18 @@ impl FlowRun {
                                 act.drive(ctx);
                             }),
                     );
+                    return;
+                }
+                Next::Admin(call) => {
+                    let admin = Arc::clone(&self.deps.admin);
+                    let work = async move { admin.execute(call).await };
+                    ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+                        if act.finished() {
+                            return; // as for a late block answer
+                        }
+                        act.engine.complete_block(result, None, &act.clock);
+                        act.drive(ctx);
+                    }));
                     return;
                 }
                 Next::Child(call) => {

@@ -1,8 +1,8 @@
 //! The kernel handle: the addresses of the long-lived actors, the published view and the
 //! configuration, built once by [`Kernel::boot`] and passed to the edge (no globals).
 
+use crate::admin::AdminServices;
 use crate::approval::ApprovalStore;
-use crate::audit::RecordDurable;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
 use crate::capability::Capabilities;
 use crate::config::{RuntimeConfig, SecurityMode};
@@ -50,6 +50,8 @@ pub struct Kernel {
     pub egress: Arc<Proxy>,
     /// Grants, secrets, stores and third-party handlers (the brokers and the API share them).
     pub capabilities: Arc<Capabilities>,
+    /// The administrative acts (grants, revocations) of the API and of official flows.
+    pub admin: Arc<AdminServices>,
     deps: RunDeps,
 }
 
@@ -231,7 +233,13 @@ impl Kernel {
                 .mode(config.mode.as_str())
                 .details(json!({"version": env!("CARGO_PKG_VERSION")})),
         ));
+        let admin = Arc::new(AdminServices {
+            network: Arc::clone(&network),
+            capabilities: Arc::clone(&capabilities),
+            audit: audit.clone(),
+        });
         let deps = RunDeps {
+            admin: Arc::clone(&admin),
             view: Arc::clone(&view),
             audit: audit.clone(),
             history: history.clone(),
@@ -255,6 +263,7 @@ impl Kernel {
             network,
             egress: proxy,
             capabilities,
+            admin,
             deps,
         })
     }
@@ -444,14 +453,9 @@ impl Kernel {
         ports: &[i64],
         notes: &str,
     ) -> Result<NetworkGrant, GrantError> {
-        let grant = self.network.grant(pack_id, domains, ports, notes)?;
-        self.audit_durably(
-            AuditEntry::new(Category::Network, "network_grant", true)
-                .pack(pack_id)
-                .details(json!({"allowed_domains": grant.allowed_domains, "allowed_ports": grant.allowed_ports})),
-        )
-        .await;
-        Ok(grant)
+        self.admin
+            .grant_network(pack_id, domains, ports, notes)
+            .await
     }
 
     /// `POST /api/network/revoke`.
@@ -460,20 +464,7 @@ impl Kernel {
         pack_id: &str,
         reason: &str,
     ) -> Result<NetworkGrant, GrantError> {
-        let grant = self.network.revoke(pack_id, reason)?;
-        self.audit_durably(
-            AuditEntry::new(Category::Network, "network_revoke", true)
-                .pack(pack_id)
-                .details(json!({"reason": grant.revoke_reason})),
-        )
-        .await;
-        Ok(grant)
-    }
-
-    async fn audit_durably(&self, entry: AuditEntry) {
-        if !matches!(self.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
-            tracing::error!("an audit entry could not be written durably");
-        }
+        self.admin.revoke_network(pack_id, reason).await
     }
 
     pub fn execution_mode(&self) -> &'static str {
