@@ -63,6 +63,7 @@ fn main() {
             egress_socket: None,
             capability_socket: None,
             processes: None,
+            redactor: None,
         };
         let arbiter = Arbiter::new();
         let verifier = ManifestVerifier::new(pack_dir.clone(), manifest.clone());

@@ -240,6 +240,7 @@ impl Kernel {
         });
         let deps = RunDeps {
             admin: Arc::clone(&admin),
+            redactor: Arc::clone(&capabilities.redactor),
             view: Arc::clone(&view),
             audit: audit.clone(),
             history: history.clone(),

@@ -45,8 +45,9 @@ pub trait SocketService: Clone + Unpin + Send + 'static {
     fn refuse(&self, pack_id: &str, error_type: &'static str, reason: &str) -> Self::Answer;
     /// Handles one frame.
     fn handle(&self, pack_id: &str, frame: Vec<u8>) -> BoxFuture<'static, Self::Answer>;
-    /// The bytes of the answer's frame.
-    fn encode(answer: &Self::Answer) -> io::Result<Vec<u8>>;
+    /// The bytes of the answer's frame (borrowed when the answer holds them already, so a
+    /// frame carrying a secret is never copied).
+    fn encode(answer: &Self::Answer) -> io::Result<std::borrow::Cow<'_, [u8]>>;
     /// The connection closes after this answer (a protocol error).
     fn fatal(answer: &Self::Answer) -> bool;
     /// Bytes the pack's answers hold now (for the snapshot).

@@ -469,8 +469,8 @@ impl SocketService for CapabilityService {
             }
         })
     }
-    fn encode(answer: &CapAnswer) -> io::Result<Vec<u8>> {
-        Ok(answer.frame.clone())
+    fn encode(answer: &CapAnswer) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        Ok(std::borrow::Cow::Borrowed(&answer.frame))
     }
     fn fatal(answer: &CapAnswer) -> bool {
         answer.fatal

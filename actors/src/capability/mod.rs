@@ -21,6 +21,7 @@ pub mod grants;
 pub mod handler;
 pub mod peers;
 pub mod rate;
+pub mod redact;
 pub mod secrets;
 pub mod stores;
 pub mod trust;
@@ -71,6 +72,8 @@ pub struct Capabilities {
     pub secrets: Arc<secrets::SecretStore>,
     pub stores: Arc<stores::Stores>,
     pub handlers: Arc<trust::HandlerTable>,
+    /// Every secret value, to scrub from what the kernel keeps about runs.
+    pub redactor: Arc<redact::Redactor>,
 }
 
 /// What opening the capability services found wrong (for the `security` audit at boot).
@@ -98,6 +101,7 @@ impl Capabilities {
                 layout.home().to_path_buf(),
             )?),
             handlers: Arc::new(trust::HandlerTable::empty(layout.capabilities())),
+            redactor: Arc::default(),
         };
         Ok((caps, OpenReport { tampered_grants }))
     }

@@ -56,8 +56,10 @@ impl SocketService for EgressService {
             }
         })
     }
-    fn encode(answer: &Answer) -> io::Result<Vec<u8>> {
-        crate::frame::encode(&answer.reply).map_err(io::Error::other)
+    fn encode(answer: &Answer) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        crate::frame::encode(&answer.reply)
+            .map(std::borrow::Cow::Owned)
+            .map_err(io::Error::other)
     }
     fn fatal(answer: &Answer) -> bool {
         matches!(&answer.reply, Reply::Http(r) if r.error_type.as_deref() == Some("protocol_error"))

@@ -43,6 +43,8 @@ pub struct WorkerSpec {
     /// Where the worker's pid is registered while it lives: the capability socket admits only
     /// the pack's own processes.
     pub processes: Option<std::sync::Arc<crate::capability::peers::PackProcesses>>,
+    /// Secret values scrubbed from the stderr lines the kernel logs.
+    pub redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
 }
 
 /// Why a call failed at the worker level (the block's own errors come back in the reply).
@@ -134,7 +136,11 @@ impl Worker {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(log_stderr(stderr, spec.pack_id.clone()));
+            tokio::spawn(log_stderr(
+                stderr,
+                spec.pack_id.clone(),
+                spec.redactor.clone(),
+            ));
         }
         let registered = spec.processes.clone().map(|procs| {
             procs.register(&spec.pack_id, pid);
@@ -286,12 +292,20 @@ const STDERR_CHUNK: usize = 16 * 1024;
 /// cutting them afterwards held the entire "line" in the kernel (400 MiB took the kernel from
 /// 22 MB to 432 MB of RSS, for good); here the kernel never holds more than one chunk and one
 /// capped line per worker, and the stream keeps being drained so the block never blocks on it.
-async fn log_stderr(mut stderr: ChildStderr, pack: String) {
+pub(crate) async fn log_stderr(
+    mut stderr: ChildStderr,
+    pack: String,
+    redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
+) {
     let mut chunk = vec![0u8; STDERR_CHUNK];
     let mut lines = CappedLines::new(STDERR_LINE_CAP);
     let log = |line: &[u8], truncated: bool| {
         let more = if truncated { " [line truncated]" } else { "" };
-        tracing::debug!(pack_id = %pack, "worker: {}{more}", String::from_utf8_lossy(line));
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if let Some(r) = &redactor {
+            r.scrub(&mut text);
+        }
+        tracing::debug!(pack_id = %pack, "worker: {text}{more}");
     };
     loop {
         match stderr.read(&mut chunk).await {

@@ -439,6 +439,7 @@ impl Registry {
                                 .join(crate::capability::SOCKET_NAME),
                             ),
                             processes: Some(Arc::clone(&self.sandbox.processes)),
+                            redactor: Some(Arc::clone(&self.sandbox.capabilities.redactor)),
                         },
                         pool: self.config.workers_per_pack.max(1),
                     },
