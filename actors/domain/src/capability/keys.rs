@@ -97,7 +97,17 @@ mod tests {
         for ok in ["a", "0", "my-store", "a.b_c-d", &"a".repeat(64)] {
             assert!(valid_store_id(ok), "{ok}");
         }
-        for bad in ["", "A", "-a", ".a", "_a", "a/b", "a b", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "A",
+            "-a",
+            ".a",
+            "_a",
+            "a/b",
+            "a b",
+            "é",
+            &"a".repeat(65),
+        ] {
             assert!(!valid_store_id(bad), "{bad}");
         }
     }
