@@ -43,7 +43,9 @@ pub(super) fn string_field(body: &Map<String, Value>, name: &str) -> Result<Stri
     match body.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
-        None => Err(ApiError::bad_request(format!("{name} (a string) is required"))),
+        None => Err(ApiError::bad_request(format!(
+            "{name} (a string) is required"
+        ))),
     }
 }
 
