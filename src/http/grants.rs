@@ -98,7 +98,7 @@ pub struct GrantsQuery {
     post,
     operation_id = "capability_grant",
     path = "/api/capability/grants/grant",
-    tag = "capability grants",
+    tag = "capabilities",
     summary = "Grant a permission to a principal (replacing its earlier grant of it)",
     request_body(content = CapabilityGrantRequest),
     responses(
@@ -141,7 +141,7 @@ pub async fn grant(
     post,
     operation_id = "capability_revoke",
     path = "/api/capability/grants/revoke",
-    tag = "capability grants",
+    tag = "capabilities",
     summary = "Revoke a principal's grant of a permission (it disappears from the list)",
     request_body(content = CapabilityRevokeRequest),
     responses(
@@ -193,7 +193,7 @@ pub async fn revoke(
     get,
     operation_id = "capability_grants",
     path = "/api/capability/grants",
-    tag = "capability grants",
+    tag = "capabilities",
     summary = "The capability grants (of one principal, or all); revoked grants are absent",
     params(GrantsQuery),
     responses(

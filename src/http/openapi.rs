@@ -72,7 +72,7 @@ const BEARER: &str = "bearer";
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health, diagnostics and this document"),
         (name = "docker", description = "Docker and the pack containers (strict mode)"),
-        (name = "capability grants", description = "Which principal may use which capability, with which config"),
+        (name = "capabilities", description = "Capabilities: grants of permissions to principals"),
         (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
         (name = "stores", description = "Key-value stores under user_data/stores/"),
     )
