@@ -226,7 +226,7 @@ async fn acknowledged_capability_writes_survive_kill_9() {
             for (key, (ops, last)) in &a.secrets {
                 let Some(last) = *last else { continue };
                 let now = store.get(key).map(|v| v.expose().to_string());
-                let ok = ops[last..].iter().any(|op| *op == now);
+                let ok = ops[last..].contains(&now);
                 assert!(
                     ok,
                     "cycle {cycle}: {key} reads {now:?}; the last acknowledged change was {:?}",

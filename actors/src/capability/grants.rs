@@ -397,7 +397,7 @@ fn check_config(permission_id: &str, config: Value) -> io::Result<Value> {
             "store ids (^[a-z0-9][a-z0-9_.-]{0,63}$); empty or absent means any store",
         )?;
         if let Some(v) = config.get("max_value_bytes") {
-            if !v.as_u64().is_some_and(|n| n >= 1) {
+            if v.as_u64().is_none_or(|n| n < 1) {
                 return Err(invalid(
                     "config.max_value_bytes must be a positive integer (bytes; default 1048576)",
                 ));
@@ -410,7 +410,7 @@ fn check_config(permission_id: &str, config: Value) -> io::Result<Value> {
             valid_secret_key,
             "secret keys (^[A-Z0-9_]{1,64}$)",
         )?;
-        if !n.is_some_and(|n| n > 0) {
+        if n.is_none_or(|n| n == 0) {
             return Err(invalid(
                 "a secrets.get grant needs config.allowed_keys, a non-empty list of the secret keys \
                  the principal may read (e.g. {\"allowed_keys\": [\"API_KEY\"]})",
