@@ -502,6 +502,10 @@ async fn the_cli_grants_sets_secrets_and_creates_stores() {
     assert!(out.stdout.contains("deleted") && !out.stdout.contains(value));
     fails(rumi(&k), &["secrets", "delete", "TOKEN"]);
     fails(rumi(&k), &["secrets", "set", "bad-key", "--value", "v"]);
+    let mut empty = rumi(&k);
+    empty.write_stdin("");
+    let out = fails(empty, &["secrets", "set", "EMPTY"]);
+    assert!(out.stderr.contains("no value"), "{}", out.stderr);
 
     let out = ok(
         rumi(&k),

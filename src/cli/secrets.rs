@@ -64,6 +64,11 @@ pub async fn secrets(c: &Client, out: &Out, cmd: SecretsCommand) -> Result<Optio
                 Some(v) => v,
                 None => read_value(&key)?,
             };
+            if value.is_empty() {
+                return Err(anyhow!(
+                    "no value for {key}: pipe it in (`printf %s \"$VALUE\" | rumi secrets set {key}`) or type it at the prompt"
+                ));
+            }
             let info = c
                 .post("/api/secrets/set", json!({"key": key, "value": value}))
                 .await?;
