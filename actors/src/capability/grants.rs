@@ -201,8 +201,9 @@ impl CapabilityGrants {
         Ok(record)
     }
 
-    /// Revokes `principal`'s grant of `permission_id`, durably. Answers whether there was one.
-    /// On a tampered principal it writes a fresh, empty, valid file (revoking always denies).
+    /// Revokes `principal`'s grant of `permission_id`, durably. Answers whether anything changed.
+    /// On a tampered principal the tampered file is removed (its grants are not trusted), so
+    /// the principal is no longer tampered and still holds nothing: revoking always denies.
     pub fn revoke(&self, principal: &str, permission_id: &str) -> io::Result<bool> {
         check_principal(principal)?;
         check_permission(permission_id)?;
@@ -214,7 +215,8 @@ impl CapabilityGrants {
             return Ok(false);
         }
         self.store_locked(principal, grants)?;
-        Ok(had)
+        // Clearing a tampered file is a change worth its answer and its audit entry.
+        Ok(had || tampered)
     }
 
     /// Removes every grant of `principal` and of the principals below it (`principal__*`), files

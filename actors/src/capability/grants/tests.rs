@@ -143,8 +143,8 @@ fn tampering_denies_the_principal_and_its_children() {
         GrantCheck::Granted(_)
     ));
     assert!(g2.list(Some("a")).is_empty());
-    // An operator's revoke writes a fresh, valid, empty record: still denied, no longer tampered.
-    g2.revoke("a", "store.get").unwrap();
+    // An operator's revoke clears the tampered file: still denied, no longer tampered.
+    assert!(g2.revoke("a", "store.get").unwrap());
     assert!(matches!(g2.check("a", "store.get"), GrantCheck::Denied(_)));
     assert!(g2.tampered().is_empty());
 }
