@@ -19,8 +19,17 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The tags an operation may carry.
-const TAGS: [&str; 7] = [
-    "packs", "flows", "runs", "network", "audit", "system", "docker",
+const TAGS: &[&str] = &[
+    "packs",
+    "flows",
+    "runs",
+    "network",
+    "audit",
+    "system",
+    "docker",
+    "capabilities",
+    "secrets",
+    "stores",
 ];
 
 /// The endpoints that need no token.

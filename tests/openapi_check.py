@@ -199,6 +199,16 @@ check("POST", "/api/network/check", body={"pack_id": "my_pack", "domain": "local
 check("POST", "/api/network/check", body={"pack_id": "my_pack", "domain": "other.test", "port": 80})
 check("GET", "/api/network/list")
 check("POST", "/api/network/revoke", body={"pack_id": "my_pack", "reason": "done"})
+check("POST", "/api/capability/grants/grant", body={
+    "principal_id": "my_pack", "permission_id": "store.get", "config": {"allowed_store_ids": ["notes"]}})
+check("GET", "/api/capability/grants")
+check("GET", "/api/capability/grants", "/api/capability/grants?principal_id=my_pack")
+check("POST", "/api/capability/grants/revoke", body={"principal_id": "my_pack", "permission_id": "store.get"})
+check("POST", "/api/secrets/set", body={"key": "OPENAPI_KEY", "value": "not shown"})
+check("GET", "/api/secrets")
+check("POST", "/api/secrets/delete", body={"key": "OPENAPI_KEY"})
+check("POST", "/api/stores/create", body={"store_id": "notes", "root_path": "user_data/stores/notes"})
+check("GET", "/api/stores")
 check("GET", "/api/docker/status")
 # Permissive mode has no containers: 409 for each container endpoint.
 check("GET", "/api/containers", expect=409)
@@ -221,6 +231,13 @@ check("GET", "/api/runs", "/api/runs?limit=many", expect=400)
 check("GET", "/api/audit", "/api/audit?category=nope", expect=400)
 check("POST", "/api/network/revoke", body={"pack_id": "no_such_pack"}, expect=404)
 check("POST", "/api/network/grant", body={"pack_id": "my_pack"}, expect=400)
+check("POST", "/api/capability/grants/grant", body={"principal_id": "my_pack", "permission_id": "secrets.get"}, expect=400)
+check("POST", "/api/capability/grants/revoke", body={"principal_id": "my_pack", "permission_id": "store.get"}, expect=404)
+check("GET", "/api/capability/grants", "/api/capability/grants?principal_id=../x", expect=400)
+check("POST", "/api/secrets/set", body={"key": "lower", "value": "x"}, expect=400)
+check("POST", "/api/secrets/delete", body={"key": "NEVER_SET"}, expect=404)
+check("POST", "/api/stores/create", body={"store_id": "notes", "root_path": "user_data/stores/again"}, expect=409)
+check("POST", "/api/stores/create", body={"store_id": "esc", "root_path": "user_data/stores/../../etc"}, expect=400)
 
 documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
 for m, p in sorted(documented - called):

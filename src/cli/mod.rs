@@ -3,14 +3,17 @@
 //! table for people, or the API's `data` with `--json` for scripts. One module per resource:
 //! `packs.rs`, `flows.rs` (flows and runs), `network.rs`, `audit.rs` (audit and diagnostics);
 //! `output.rs` renders, `scaffold.rs` writes a new pack, `pack_test.rs` tests one.
+//! `capability.rs` (capability grants), `secrets.rs` (secrets and stores).
 
 pub mod audit;
+pub mod capability;
 pub mod flows;
 pub mod network;
 pub mod output;
 pub mod pack_test;
 pub mod packs;
 pub mod scaffold;
+pub mod secrets;
 pub mod throwaway;
 
 use clap::{Args, Parser, Subcommand};
@@ -70,6 +73,21 @@ pub enum Command {
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// Capabilities: grants of permissions to principals.
+    Capability {
+        #[command(subcommand)]
+        command: CapabilityCommand,
+    },
+    /// Secrets: write-only values packs read through secrets.get.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// Stores: key-value stores packs use through store.get|set|delete|list.
+    Stores {
+        #[command(subcommand)]
+        command: StoresCommand,
     },
     /// The audit log (one day, newest entries last).
     Audit(AuditArgs),
@@ -208,6 +226,58 @@ pub enum NetworkCommand {
         domain: String,
         port: u16,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CapabilityCommand {
+    /// Grant a permission to a principal (a pack id; `parent__child` for a sub-principal),
+    /// replacing its earlier grant of it.
+    Grant {
+        principal_id: String,
+        /// e.g. store.get, store.set, secrets.get.
+        permission_id: String,
+        /// The grant config as JSON, e.g. '{"allowed_keys": ["API_KEY"]}' (default {}).
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Revoke a principal's grant of a permission.
+    Revoke {
+        principal_id: String,
+        permission_id: String,
+    },
+    /// The grants (of one principal with --principal).
+    Grants {
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Set a secret; the value comes from --value or standard input and is never printed.
+    Set {
+        /// ^[A-Z0-9_]{1,64}$
+        key: String,
+        /// The value (visible in your shell's history and process list: prefer standard input).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// Delete a secret.
+    Delete { key: String },
+    /// Every secret's key and times (never a value).
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum StoresCommand {
+    /// Create a store whose root is a directory inside user_data/stores/.
+    Create {
+        store_id: String,
+        /// Relative to the home (default user_data/stores/<store_id>).
+        root_path: Option<String>,
+    },
+    /// Every store.
+    List,
 }
 
 #[derive(Args)]

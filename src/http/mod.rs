@@ -11,10 +11,13 @@ pub mod containers;
 pub mod cors;
 pub mod error;
 pub mod flows;
+pub mod grants;
 pub mod network;
 pub mod openapi;
 pub mod packs;
 pub mod runs;
+pub mod secrets;
+pub mod stores;
 pub mod system;
 
 use actix_web::http::{Method, StatusCode};

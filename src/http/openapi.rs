@@ -6,6 +6,7 @@
 
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, runs, system};
+use super::{grants, secrets, stores};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -52,6 +53,14 @@ const BEARER: &str = "bearer";
         containers::remove,
         containers::start,
         containers::stop,
+        grants::grant,
+        grants::revoke,
+        grants::list,
+        secrets::set,
+        secrets::delete,
+        secrets::list,
+        stores::create,
+        stores::list,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),
@@ -63,6 +72,9 @@ const BEARER: &str = "bearer";
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health, diagnostics and this document"),
         (name = "docker", description = "Docker and the pack containers (strict mode)"),
+        (name = "capabilities", description = "Capabilities: grants of permissions to principals"),
+        (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
+        (name = "stores", description = "Key-value stores under user_data/stores/"),
     )
 )]
 pub struct ApiDoc;

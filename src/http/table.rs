@@ -36,6 +36,14 @@ macro_rules! api_routes {
             DELETE "/api/containers/{id}" => containers::remove,
             POST "/api/containers/{id}/start" => containers::start,
             POST "/api/containers/{id}/stop" => containers::stop,
+            POST "/api/capability/grants/grant" => grants::grant,
+            POST "/api/capability/grants/revoke" => grants::revoke,
+            GET "/api/capability/grants" => grants::list,
+            POST "/api/secrets/set" => secrets::set,
+            POST "/api/secrets/delete" => secrets::delete,
+            GET "/api/secrets" => secrets::list,
+            POST "/api/stores/create" => stores::create,
+            GET "/api/stores" => stores::list,
         }
     };
 }
