@@ -92,6 +92,16 @@ impl Worker {
         if let Some(sock) = &spec.egress_socket {
             cmd.env("RUMI_EGRESS_SOCKET", sock);
         }
+        Worker::from_command(cmd, &spec.pack_id, spec.max_frame)
+    }
+
+    /// Starts `cmd` (its program, arguments, environment and working directory set by the
+    /// caller) as a worker: piped stdio, its own process group, the subreaper flag and
+    /// `PR_SET_PDEATHSIG` (see [`proctree::prepare_worker`]), stderr logged in bounded lines under
+    /// `label`. Shared by pack workers and capability handler workers
+    /// ([`crate::capability::handler`]). Must be called on a thread that lives as long as the
+    /// kernel (the death signal follows the thread that forks).
+    pub(crate) fn from_command(mut cmd: Command, label: &str, max_frame: usize) -> io::Result<Worker> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -121,14 +131,14 @@ impl Worker {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(log_stderr(stderr, spec.pack_id.clone()));
+            tokio::spawn(log_stderr(stderr, label.to_string()));
         }
         Ok(Worker {
             child,
             stdin,
             stdout: BufReader::new(stdout),
             pgid: pid,
-            max_frame: spec.max_frame,
+            max_frame,
             killed: false,
         })
     }
