@@ -213,6 +213,7 @@ impl Kernel {
                 &principal,
             )));
         }
+        capabilities.handlers.set_python(config.python.clone());
         let capabilities = Arc::new(capabilities);
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {

@@ -381,14 +381,9 @@ async fn run_job(
     let mut worker = worker;
     let mut load_outcome = LoadOutcome::Skipped;
     if let Some(frame) = load {
-        let (back, res) = worker
-            .call(LOAD_ID, frame.to_vec(), LOAD_TIMEOUT)
-            .await;
+        let (back, res) = worker.call(LOAD_ID, frame.to_vec(), LOAD_TIMEOUT).await;
         let failure = match res {
-            Ok(reply) => match reply_result(reply) {
-                Ok(_) => None,
-                Err(f) => Some(f),
-            },
+            Ok(reply) => reply_result(reply).err(),
             Err(e) => Some(call_failure(e, LOAD_TIMEOUT)),
         };
         if let Some(f) = failure {
@@ -437,7 +432,10 @@ async fn run_job(
 /// `{ok: true, result}` → the result; `{ok: false, error}` → `handler_error`.
 fn reply_result(mut reply: Value) -> Result<Value, HandlerFailure> {
     if reply.get("ok") == Some(&Value::Bool(true)) {
-        return Ok(reply.get_mut("result").map(Value::take).unwrap_or(Value::Null));
+        return Ok(reply
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null));
     }
     let error = reply
         .get("error")
@@ -488,4 +486,4 @@ fn clip(mut s: String, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -101,7 +101,11 @@ impl Worker {
     /// `label`. Shared by pack workers and capability handler workers
     /// ([`crate::capability::handler`]). Must be called on a thread that lives as long as the
     /// kernel (the death signal follows the thread that forks).
-    pub(crate) fn from_command(mut cmd: Command, label: &str, max_frame: usize) -> io::Result<Worker> {
+    pub(crate) fn from_command(
+        mut cmd: Command,
+        label: &str,
+        max_frame: usize,
+    ) -> io::Result<Worker> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -197,9 +197,9 @@ impl CandidateStatus {
             "failed" => CandidateStatus::Failed,
             _ => {
                 return Err(format!(
-                "status {:?} is not one of pending, rejected, blocked, installed, failed, all",
-                clip(s, 40)
-            ))
+                    "status {:?} is not one of pending, rejected, blocked, installed, failed, all",
+                    clip(s, 40)
+                ))
             }
         }))
     }
@@ -427,7 +427,10 @@ mod tests {
         assert_eq!((r.status, r.reject_count), (CandidateStatus::Rejected, 2));
         r.reject("no", 1003).unwrap();
         assert_eq!((r.status, r.reject_count), (CandidateStatus::Blocked, 3));
-        assert!(r.may_approve().is_err(), "a blocked candidate is not approved");
+        assert!(
+            r.may_approve().is_err(),
+            "a blocked candidate is not approved"
+        );
         assert!(r.reject("again", 1004).is_err());
         assert!(!r.rescanned(1_000_000), "a scan never unblocks");
         r.unblock("ok", 1005).unwrap();

@@ -74,17 +74,29 @@ async fn calls_errors_hangs_and_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let addr = CapabilityHandler::new(spec(dir.path(), py, SOURCE)).start();
 
-    let ok = addr.send(call(json!({"x": 1}), 30.0)).await.unwrap().unwrap();
+    let ok = addr
+        .send(call(json!({"x": 1}), 30.0))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ok["args"]["x"], 1);
     assert_eq!(ok["context"]["principal_id"], "p");
     let pid = ok["pid"].as_i64().unwrap();
 
     // Printing does not corrupt the protocol; the same warm worker answers.
-    let printed = addr.send(call(json!({"do": "print"}), 30.0)).await.unwrap().unwrap();
+    let printed = addr
+        .send(call(json!({"do": "print"}), 30.0))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(printed["pid"].as_i64(), Some(pid), "one warm worker");
 
     // The handler's exception: handler_error, clipped, the worker kept.
-    let err = addr.send(call(json!({"do": "raise"}), 30.0)).await.unwrap().unwrap_err();
+    let err = addr
+        .send(call(json!({"do": "raise"}), 30.0))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.error_type, "handler_error");
     assert!(err.error.starts_with("ValueError: bad"), "{}", err.error);
     assert!(err.error.len() <= MAX_ERROR_BYTES);
@@ -93,14 +105,22 @@ async fn calls_errors_hangs_and_crashes() {
 
     // A hang: timeout, the tree killed, and the next call works on a fresh worker.
     let started = Instant::now();
-    let err = addr.send(call(json!({"do": "hang"}), 0.5)).await.unwrap().unwrap_err();
+    let err = addr
+        .send(call(json!({"do": "hang"}), 0.5))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.error_type, "timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
     let fresh = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
     assert_ne!(fresh["pid"].as_i64(), Some(pid));
 
     // A crash: handler_crashed, replaced.
-    let err = addr.send(call(json!({"do": "exit"}), 30.0)).await.unwrap().unwrap_err();
+    let err = addr
+        .send(call(json!({"do": "exit"}), 30.0))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.error_type, "handler_crashed");
     let again = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
     assert!(again["pid"].is_i64());
@@ -136,11 +156,22 @@ async fn the_worker_sees_no_kernel_variable() {
     let spec = spec(dir.path(), py, SOURCE);
     let home = spec.home.clone();
     let addr = CapabilityHandler::new(spec).start();
-    let env = addr.send(call(json!({"do": "env"}), 30.0)).await.unwrap().unwrap();
+    let env = addr
+        .send(call(json!({"do": "env"}), 30.0))
+        .await
+        .unwrap()
+        .unwrap();
     let keys: Vec<&String> = env.as_object().unwrap().keys().collect();
     for k in &keys {
         assert!(
-            ["PATH", "LANG", "HOME", "PYTHONDONTWRITEBYTECODE", "LC_CTYPE"].contains(&k.as_str()),
+            [
+                "PATH",
+                "LANG",
+                "HOME",
+                "PYTHONDONTWRITEBYTECODE",
+                "LC_CTYPE"
+            ]
+            .contains(&k.as_str()),
             "unexpected variable {k} in {keys:?}"
         );
     }
@@ -151,8 +182,8 @@ async fn the_worker_sees_no_kernel_variable() {
 async fn a_handler_that_fails_to_load_answers_handler_error_every_call() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let addr = CapabilityHandler::new(spec(dir.path(), py, "raise RuntimeError('at import')\n"))
-        .start();
+    let addr =
+        CapabilityHandler::new(spec(dir.path(), py, "raise RuntimeError('at import')\n")).start();
     for _ in 0..2 {
         let err = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap_err();
         assert_eq!(err.error_type, "handler_error");
@@ -168,7 +199,8 @@ async fn a_handler_that_fails_to_load_answers_handler_error_every_call() {
 async fn calls_are_serialised_and_the_queue_is_bounded() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let source = "import time\ndef execute(c, a):\n    time.sleep(a.get('s', 0))\n    return a.get('n')\n";
+    let source =
+        "import time\ndef execute(c, a):\n    time.sleep(a.get('s', 0))\n    return a.get('n')\n";
     let addr = CapabilityHandler::new(spec(dir.path(), py, source)).start();
     // Warm, then one slow call holds the worker; QUEUE_LIMIT more wait; the next is `busy`.
     addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
@@ -186,6 +218,10 @@ async fn calls_are_serialised_and_the_queue_is_bounded() {
     let busy = answers.pop().unwrap().unwrap().unwrap_err();
     assert_eq!(busy.error_type, "busy");
     for (i, a) in answers.into_iter().enumerate() {
-        assert_eq!(a.unwrap().unwrap(), json!(i + 1), "answered in order, none lost");
+        assert_eq!(
+            a.unwrap().unwrap(),
+            json!(i + 1),
+            "answered in order, none lost"
+        );
     }
 }
