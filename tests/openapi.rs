@@ -19,8 +19,15 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The tags an operation may carry.
-const TAGS: [&str; 7] = [
-    "packs", "flows", "runs", "network", "audit", "system", "docker",
+const TAGS: [&str; 8] = [
+    "packs",
+    "flows",
+    "runs",
+    "network",
+    "audit",
+    "system",
+    "docker",
+    "capabilities",
 ];
 
 /// The endpoints that need no token.

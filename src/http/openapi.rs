@@ -4,6 +4,7 @@
 //! rule, the middleware's). `tests/openapi.rs` checks that the document describes exactly the
 //! routes of `table.rs`, and that real answers match the schemas it declares.
 
+use super::capability_handlers;
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, runs, system};
 use actix_web::http::Method;
@@ -52,6 +53,12 @@ const BEARER: &str = "bearer";
         containers::remove,
         containers::start,
         containers::stop,
+        capability_handlers::scan,
+        capability_handlers::requests,
+        capability_handlers::approve,
+        capability_handlers::reject,
+        capability_handlers::blocked,
+        capability_handlers::unblock,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),
@@ -63,6 +70,7 @@ const BEARER: &str = "bearer";
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health, diagnostics and this document"),
         (name = "docker", description = "Docker and the pack containers (strict mode)"),
+        (name = "capabilities", description = "Capabilities: third-party handler candidates and their trust"),
     )
 )]
 pub struct ApiDoc;

@@ -36,6 +36,12 @@ macro_rules! api_routes {
             DELETE "/api/containers/{id}" => containers::remove,
             POST "/api/containers/{id}/start" => containers::start,
             POST "/api/containers/{id}/stop" => containers::stop,
+            POST "/api/capability/candidates/scan" => capability_handlers::scan,
+            GET "/api/capability/requests" => capability_handlers::requests,
+            POST "/api/capability/requests/{candidate_key}/approve" => capability_handlers::approve,
+            POST "/api/capability/requests/{candidate_key}/reject" => capability_handlers::reject,
+            GET "/api/capability/blocked" => capability_handlers::blocked,
+            POST "/api/capability/blocked/{candidate_key}/unblock" => capability_handlers::unblock,
         }
     };
 }
