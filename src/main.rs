@@ -111,6 +111,9 @@ fn dispatch(cli: Cli) -> Result<Option<Failed>> {
                 Command::Flow { command } => cli::flows::flow(&c, &out, command).await,
                 Command::Runs { command } => cli::flows::runs(&c, &out, command).await,
                 Command::Network { command } => cli::network::run(&c, &out, command).await,
+                Command::Capability { command } => {
+                    cli::capability_handlers::run(&c, &out, command).await
+                }
                 Command::Audit(args) => cli::audit::audit(&c, &out, args).await.map(|_| None),
                 Command::Diagnostics => cli::audit::diagnostics(&c, &out).await.map(|_| None),
                 _ => unreachable!("handled above"),

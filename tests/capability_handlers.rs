@@ -299,3 +299,54 @@ async fn three_rejections_block_and_unblock_resets_the_count() {
     let (s, _) = k.post(&reject, json!({"reason": 5})).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn the_cli_scans_lists_rejects_unblocks_and_approves() {
+    use common::cli::{fails, ok, rumi};
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    handler_pack(home.path(), "hp", &[("echo", MANIFEST, SOURCE)]);
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hp").await;
+    let o = ok(rumi(&k), &["capability", "scan"]);
+    assert!(o.stdout.contains("1 new"), "{}", o.stdout);
+    let list = ok(rumi(&k), &["capability", "candidates", "--json"]).json();
+    let key = list["items"][0]["candidate_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = ok(
+        rumi(&k),
+        &["capability", "candidates", "--status", "pending"],
+    );
+    assert!(
+        o.stdout.contains("test.echo") && o.stdout.contains("pending"),
+        "{}",
+        o.stdout
+    );
+    fails(rumi(&k), &["capability", "candidates", "--status", "nope"]);
+
+    for _ in 0..3 {
+        ok(rumi(&k), &["capability", "reject", &key, "--reason", "no"]);
+    }
+    let blocked = ok(rumi(&k), &["capability", "blocked", "--json"]).json();
+    assert_eq!(blocked["count"], 1);
+    let o = fails(rumi(&k), &["capability", "approve", &key]);
+    assert!(o.stderr.contains("blocked"), "{}", o.stderr);
+    let item = ok(
+        rumi(&k),
+        &["capability", "unblock", &key, "--reason", "ok", "--json"],
+    )
+    .json();
+    assert_eq!(
+        (&item["status"], &item["reject_count"]),
+        (&json!("pending"), &json!(0))
+    );
+    let o = ok(
+        rumi(&k),
+        &["capability", "approve", &key, "--notes", "fine"],
+    );
+    assert!(o.stdout.contains("installed"), "{}", o.stdout);
+}

@@ -5,6 +5,7 @@
 //! `output.rs` renders, `scaffold.rs` writes a new pack, `pack_test.rs` tests one.
 
 pub mod audit;
+pub mod capability_handlers;
 pub mod flows;
 pub mod network;
 pub mod output;
@@ -70,6 +71,11 @@ pub enum Command {
     Network {
         #[command(subcommand)]
         command: NetworkCommand,
+    },
+    /// Capabilities: third-party handler candidates and their trust.
+    Capability {
+        #[command(subcommand)]
+        command: CapabilityCommand,
     },
     /// The audit log (one day, newest entries last).
     Audit(AuditArgs),
@@ -207,6 +213,42 @@ pub enum NetworkCommand {
         pack_id: String,
         domain: String,
         port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CapabilityCommand {
+    /// Capability handler candidates shipped by packs, with their status.
+    Candidates {
+        /// pending, rejected, blocked, installed, failed or all (default).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Look for handler candidates in every pack now; new ones are pending.
+    Scan,
+    /// Trust a candidate: re-hash it, install it, start its handler (grants nothing).
+    Approve {
+        /// pack_id:slug:handler_id:sha256, as `rumi capability candidates` shows it.
+        candidate_key: String,
+        /// A note kept with the trust record.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Reject a candidate for an hour; the third rejection blocks it.
+    Reject {
+        candidate_key: String,
+        /// Why, for the audit log and the listing.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Blocked candidates.
+    Blocked,
+    /// Unblock a candidate: pending again, its rejection count reset.
+    Unblock {
+        candidate_key: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
     },
 }
 
