@@ -119,7 +119,7 @@ def main():
                 _write(proto_out, _failure(rid, _describe(exc)))
                 continue
             try:
-                encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+                encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
             except (TypeError, ValueError, RecursionError) as exc:
                 _write(proto_out, _failure(rid, "execute() returned a value that is not JSON: " + _describe(exc)))
                 continue
@@ -127,7 +127,7 @@ def main():
                 _write(proto_out, _failure(rid, "execute() returned %d bytes; the limit is %d" % (len(encoded), MAX_RESULT_BYTES)))
                 continue
             # The result is already encoded: splice it in rather than encoding it twice.
-            body = ('{"id":%s,"ok":true,"result":%s}' % (json.dumps(rid), encoded)).encode("utf-8")
+            body = b'{"id":' + json.dumps(rid).encode("ascii") + b',"ok":true,"result":' + encoded + b"}"
             proto_out.write(struct.pack(">I", len(body)) + body)
             proto_out.flush()
         elif op == "ping":

@@ -6,8 +6,8 @@
 //! A handler is trusted when its signed trust record (`user_data/capabilities/trust/<slug>.json`,
 //! [`SignedRecords`]) names the SHA-256 of the installed `handlers/<slug>/handler.py`, the record
 //! itself checks out, and the pack that provided it is approved now. Each lookup re-verifies all
-//! three, stat-cached (a file is re-hashed only when its size, mtime, ctime or inode changed), so
-//! it costs two `lstat`s and two lock reads.
+//! three, stat-cached (a file is re-hashed only when its size, mtime, ctime or inode changed, or
+//! changed less than 2 s ago), so it costs an `lstat`, an `open`+`fstat` and a few lock reads.
 //!
 //! Attacks stopped here: an installed handler edited (or replaced by a symlink) after approval —
 //! `trust_denied` at its next call, and its warm worker is stopped; a trust record edited by hand,
@@ -76,11 +76,38 @@ fn stat_key(m: &std::fs::Metadata) -> StatKey {
     )
 }
 
+/// How old a file's last change must be before its stat is trusted to stand for its content:
+/// timestamps are coarse (a clock tick), so an edit of the same size within the tick of the last
+/// check would keep every field of the stat. Until then each lookup re-reads (as the pack
+/// manifest check does).
+const STAT_TRUST_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `m`'s last change is old enough, at `now`, for its stat to be trusted.
+fn settled(m: &std::fs::Metadata, now: std::time::SystemTime) -> bool {
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            m.ctime().max(0) as u64,
+            m.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    now.duration_since(changed)
+        .is_ok_and(|age| age >= STAT_TRUST_AGE)
+}
+
+/// A cached check: the stat it was made under, and whether that stat may stand for the content.
+type Cached<T> = Option<(StatKey, bool, T)>;
+
 /// The cached outcome of the last verification of one installed handler.
 #[derive(Default)]
 struct Checked {
-    source: Option<(StatKey, Result<Arc<str>, String>)>,
-    record: Option<(StatKey, Result<(), String>)>,
+    source: Cached<Result<Arc<str>, String>>,
+    record: Cached<Result<(), String>>,
+}
+
+/// Whether the cache entry still holds for a file now stat'ed as `key`.
+fn hit<T>(cached: &Cached<T>, key: &StatKey) -> bool {
+    cached
+        .as_ref()
+        .is_some_and(|(k, settled, _)| *settled && k == key)
 }
 
 /// One installed handler.
@@ -126,6 +153,8 @@ pub struct HandlerTable {
     python: RwLock<PathBuf>,
     /// The thread the handler actors (and so their workers' death signal) live on.
     arbiter: Mutex<Option<ArbiterHandle>>,
+    /// The wall clock the stat cache ages files by (tests move it).
+    clock: fn() -> std::time::SystemTime,
 }
 
 impl HandlerTable {
@@ -163,7 +192,14 @@ impl HandlerTable {
             book: Mutex::new(Default::default()),
             python: RwLock::new(PathBuf::from("/usr/bin/python3")),
             arbiter: Mutex::new(None),
+            clock: std::time::SystemTime::now,
         }
+    }
+
+    /// The same table with another wall clock for the stat cache (tests).
+    pub fn with_clock(mut self, clock: fn() -> std::time::SystemTime) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Opens the table from the home: the candidates' records and every installed handler (their
@@ -290,19 +326,19 @@ impl HandlerTable {
         let slug = &entry.record.slug;
         let mut checked = entry.checked.lock();
         let record_path = self.trust_path(slug);
-        let key = std::fs::symlink_metadata(&record_path)
-            .map(|m| stat_key(&m))
+        let meta = std::fs::symlink_metadata(&record_path)
             .map_err(|_| "its trust record is missing".to_string())?;
-        if checked.record.as_ref().is_none_or(|(k, _)| *k != key) {
+        let key = stat_key(&meta);
+        if !hit(&checked.record, &key) {
             let outcome = match self.trust.load(slug, |r: &TrustRecord| r.slug == *slug) {
                 Stored::Valid(r) if r == entry.record => Ok(()),
                 Stored::Valid(_) => Err("its trust record was replaced by another".to_string()),
                 Stored::Tampered => Err("its trust record failed its signature check".to_string()),
                 Stored::None => Err("its trust record is missing".to_string()),
             };
-            checked.record = Some((key, outcome));
+            checked.record = Some((key, settled(&meta, (self.clock)()), outcome));
         }
-        if let Some((_, Err(why))) = &checked.record {
+        if let Some((_, _, Err(why))) = &checked.record {
             return Err(why.clone());
         }
         let file = open_regular(&self.handlers_dir.join(slug).join("handler.py"))
@@ -311,12 +347,13 @@ impl HandlerTable {
             .metadata()
             .map_err(|_| "its installed handler.py cannot be read".to_string())?;
         let key = stat_key(&meta);
-        if checked.source.as_ref().is_none_or(|(k, _)| *k != key) {
-            checked.source = Some((key, hash_matches(file, &entry.record.sha256)));
+        if !hit(&checked.source, &key) {
+            let outcome = hash_matches(file, &entry.record.sha256);
+            checked.source = Some((key, settled(&meta, (self.clock)()), outcome));
         }
         match &checked.source {
-            Some((_, Ok(source))) => Ok(Arc::clone(source)),
-            Some((_, Err(why))) => Err(why.clone()),
+            Some((_, _, Ok(source))) => Ok(Arc::clone(source)),
+            Some((_, _, Err(why))) => Err(why.clone()),
             None => Err("not verified".into()),
         }
     }
