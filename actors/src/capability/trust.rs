@@ -210,7 +210,12 @@ impl HandlerTable {
         // Nothing writes here yet: temporary files of writes a crash interrupted are stale.
         let mut dirs = vec![dir.join("requests"), dir.join("trust")];
         if let Ok(entries) = std::fs::read_dir(dir.join("handlers")) {
-            dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            dirs.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
         }
         crate::fsutil::remove_interrupted_writes(&dirs)?;
         let table = Self::new(
@@ -223,6 +228,9 @@ impl HandlerTable {
         *table.book.lock() = super::workflow::Book::load(&table.requests_file);
         let mut installed = HashMap::new();
         for slug in table.trust.ids() {
+            if !rumi_domain::capability::candidate::valid_name(&slug) {
+                continue;
+            }
             let entry = match table.trust.load(&slug, |r: &TrustRecord| r.slug == slug) {
                 Stored::Valid(r) => Installed::new(r, None),
                 Stored::Tampered => {
