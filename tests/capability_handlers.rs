@@ -148,6 +148,38 @@ async fn scan_pending_approve_installed_and_it_survives_a_restart() {
     assert_eq!(s, 409);
     let (_, v) = k.get("/api/capability/requests?status=installed").await;
     assert_eq!(items(&v).len(), 1);
+    assert_eq!(items(&v)[0]["trusted"], true, "{v}");
+
+    // The installed copy edited after approval: no longer trusted (calls answer trust_denied),
+    // and the listing says why; restored, it is trusted again.
+    std::fs::write(
+        installed_dir.join("handler.py"),
+        "def execute(c, a):\n    return 'evil'\n",
+    )
+    .unwrap();
+    let (_, v) = k.get("/api/capability/requests?status=installed").await;
+    assert_eq!(items(&v)[0]["trusted"], false, "{v}");
+    assert!(items(&v)[0]["untrusted_reason"]
+        .as_str()
+        .unwrap()
+        .contains("no longer matches the trusted SHA-256"));
+    std::fs::write(installed_dir.join("handler.py"), SOURCE).unwrap();
+    let (_, v) = k.get("/api/capability/requests?status=installed").await;
+    assert_eq!(items(&v)[0]["trusted"], true, "{v}");
+    // Its pack rejected: not trusted either.
+    let (s, _) = k
+        .post("/api/packs/hp/reject", json!({"reason": "test"}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = k.get("/api/capability/requests?status=installed").await;
+    assert!(
+        items(&v)[0]["untrusted_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not approved"),
+        "{v}"
+    );
+    k.approve("hp").await;
     let (s, _) = k.get("/api/capability/requests?status=everything").await;
     assert_eq!(s, 400);
 

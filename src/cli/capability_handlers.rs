@@ -155,6 +155,7 @@ fn table(out: &Out, items: &Value, empty: &str) {
                 cell(&i["reject_count"]),
                 cell(&i["cooldown_until"]),
                 Cell::new(clip(&text(&i["sha256"]), 12)),
+                trust_cell(out, i),
                 cell(&i["candidate_key"]),
             ]
         })
@@ -169,8 +170,21 @@ fn table(out: &Out, items: &Value, empty: &str) {
             "rejects",
             "cooldown until",
             "sha256",
+            "trust",
             "candidate key",
         ],
         rows,
     );
+}
+
+/// An installed candidate's trust now: `trusted`, or `denied: <why>`; empty for the others.
+fn trust_cell(out: &Out, i: &Value) -> Cell {
+    match i["trusted"].as_bool() {
+        Some(true) => out.status_cell("trusted"),
+        Some(false) => out.paint_cell(
+            "denied",
+            &format!("denied: {}", clip(&text(&i["untrusted_reason"]), 60)),
+        ),
+        None => Cell::new(""),
+    }
 }

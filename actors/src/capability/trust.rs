@@ -276,28 +276,15 @@ impl HandlerTable {
         let Some(entry) = self.installed.read().get(permission_id).cloned() else {
             return Lookup::NotFound;
         };
-        let untrusted = |reason: String| Lookup::Untrusted {
-            handler_id: entry.record.handler_id.clone(),
-            reason,
-        };
-        if let Some(why) = &entry.tampered {
-            return untrusted(why.clone());
-        }
-        match self.view.pack_state(&entry.record.pack_id) {
-            Some(PackState::Approved) => {}
-            state => {
-                return untrusted(format!(
-                    "its pack {:?} is {}, not approved",
-                    entry.record.pack_id,
-                    state.map_or("not installed", PackState::as_str)
-                ))
-            }
-        }
-        let source = match self.verify(&entry) {
+        let source = match self.trusted(&entry) {
             Ok(source) => source,
-            Err(why) => {
+            Err(reason) => {
+                // Its warm worker goes too: nothing of an untrusted handler stays running.
                 entry.stop_actor();
-                return untrusted(why);
+                return Lookup::Untrusted {
+                    handler_id: entry.record.handler_id.clone(),
+                    reason,
+                };
             }
         };
         let mut actor = entry.actor.lock();
@@ -326,6 +313,26 @@ impl HandlerTable {
             handler_id: entry.record.handler_id.clone(),
             actor: addr,
         }
+    }
+
+    /// The trust step for an installed handler: its record sound, its pack approved now, its
+    /// installed copy matching the trusted hash (stat-cached). Answers the verified source, or
+    /// why it is not trusted.
+    pub(crate) fn trusted(&self, entry: &Installed) -> Result<Arc<str>, String> {
+        if let Some(why) = &entry.tampered {
+            return Err(why.clone());
+        }
+        match self.view.pack_state(&entry.record.pack_id) {
+            Some(PackState::Approved) => {}
+            state => {
+                return Err(format!(
+                    "its pack {:?} is {}, not approved",
+                    entry.record.pack_id,
+                    state.map_or("not installed", PackState::as_str)
+                ))
+            }
+        }
+        self.verify(entry)
     }
 
     /// Whether the installed copy and the trust record still match (stat-cached); answers the

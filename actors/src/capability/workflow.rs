@@ -72,6 +72,11 @@ pub struct CandidateItem {
     pub reason: String,
     /// RFC 3339 UTC of the last change.
     pub updated_at: String,
+    /// For an installed candidate: whether its handler is trusted now (its pack approved, its
+    /// installed copy and signed trust record intact); null otherwise.
+    pub trusted: Option<bool>,
+    /// Why an installed candidate's handler is not trusted now (calls answer `trust_denied`).
+    pub untrusted_reason: Option<String>,
 }
 
 impl From<&CandidateRecord> for CandidateItem {
@@ -88,6 +93,8 @@ impl From<&CandidateRecord> for CandidateItem {
             cooldown_until: r.cooldown_until.map(rfc3339),
             reason: r.last_reason.clone(),
             updated_at: rfc3339(r.updated_at),
+            trusted: None,
+            untrusted_reason: None,
         }
     }
 }
@@ -213,12 +220,28 @@ impl HandlerTable {
             .candidates
             .values()
             .filter(|r| status.is_none_or(|s| r.status == s))
-            .map(CandidateItem::from)
+            .map(|r| self.item(r))
             .collect();
         CandidateList {
             count: items.len(),
             items,
         }
+    }
+
+    /// A record as the API lists it, with the trust of an installed one checked now.
+    fn item(&self, r: &CandidateRecord) -> CandidateItem {
+        let mut item = CandidateItem::from(r);
+        if r.status == CandidateStatus::Installed {
+            let verdict = match self.at_slug(&r.slug) {
+                Some(e) if e.tampered.is_some() || e.record.candidate_key == r.candidate_key => {
+                    self.trusted(&e).map(|_| ())
+                }
+                _ => Err("it is not installed any more".to_string()),
+            };
+            item.trusted = Some(verdict.is_ok());
+            item.untrusted_reason = verdict.err();
+        }
+        item
     }
 
     /// Approves a candidate: its pack must be approved, its files must hash as they did at the
@@ -320,7 +343,8 @@ impl HandlerTable {
             .get_mut(key)
             .ok_or_else(|| WorkflowError::NotFound(key.to_string()))?;
         r.approved(notes, t);
-        let item = CandidateItem::from(&*r);
+        let mut item = CandidateItem::from(&*r);
+        item.trusted = Some(true);
         book.save(&self.requests_file)?;
         {
             let mut installed = self.installed.write();
