@@ -225,3 +225,35 @@ async fn calls_are_serialised_and_the_queue_is_bounded() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn results_that_are_not_json_or_too_large_are_handler_errors_and_the_worker_stays() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = r#"
+import os, sys
+def execute(context, args):
+    what = args.get("do")
+    if what == "object":
+        return object()
+    if what == "nan":
+        return float("nan")
+    if what == "big":
+        return "é" * (3 * 1024 * 1024)
+    if what == "exit":
+        sys.exit(4)
+    return os.getpid()
+"#;
+    let addr = CapabilityHandler::new(spec(dir.path(), py, source)).start();
+    let pid = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
+    for what in ["object", "nan", "big", "exit"] {
+        let err = addr
+            .send(call(json!({"do": what}), 30.0))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.error_type, "handler_error", "{what}: {}", err.error);
+    }
+    let again = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
+    assert_eq!(again, pid, "the same worker answers after each");
+}
