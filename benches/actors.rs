@@ -61,6 +61,9 @@ fn main() {
             data_dir: tmp.path().join("data"),
             max_frame: 4 << 20,
             egress_socket: None,
+            capability_socket: None,
+            processes: None,
+            redactor: None,
         };
         let arbiter = Arbiter::new();
         let verifier = ManifestVerifier::new(pack_dir.clone(), manifest.clone());

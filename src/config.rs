@@ -185,6 +185,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         runtime.max_context_bytes = n;
     }
     let sockets_dir = egress_settings(&mut runtime)?;
+    capability_settings(&mut runtime)?;
     if let Some(n) = parse_num::<usize>("RUMI_PACK_WORKERS", 1, 64)? {
         runtime.workers_per_pack = n;
     }
@@ -261,16 +262,8 @@ fn container_settings(runtime: &mut RuntimeConfig) -> Result<()> {
         c.socket_gid = gid;
         runtime.egress.socket_gid = Some(gid);
     }
-    if let Some(mode) = var("RUMI_EGRESS_SOCKET_MODE") {
-        c.socket_mode = match mode.trim() {
-            "0600" | "600" => 0o600,
-            "0660" | "660" => 0o660,
-            "0666" | "666" => {
-                eprintln!("warning: RUMI_EGRESS_SOCKET_MODE=0666 lets every local user reach the pack sockets");
-                0o666
-            }
-            other => bail!("RUMI_EGRESS_SOCKET_MODE={other:?} is invalid: use 0600, 0660 or 0666"),
-        };
+    if let Some(mode) = socket_mode("RUMI_EGRESS_SOCKET_MODE")? {
+        c.socket_mode = mode;
     }
     runtime.container_start_eager = match var("RUMI_CONTAINER_START").as_deref() {
         None | Some("first_call") => false,
@@ -328,6 +321,45 @@ fn egress_settings(runtime: &mut RuntimeConfig) -> Result<Option<PathBuf>> {
             Ok(Some(path))
         }
     }
+}
+
+/// Parses a socket mode variable: 0600, 0660 (the default) or 0666 (warned).
+fn socket_mode(name: &str) -> Result<Option<u32>> {
+    let Some(mode) = var(name) else {
+        return Ok(None);
+    };
+    Ok(Some(match mode.trim() {
+        "0600" | "600" => 0o600,
+        "0660" | "660" => 0o660,
+        "0666" | "666" => {
+            eprintln!("warning: {name}=0666 lets every local user reach the pack sockets");
+            0o666
+        }
+        other => bail!("{name}={other:?} is invalid: use 0600, 0660 or 0666"),
+    }))
+}
+
+/// Capability settings (§7, §14).
+fn capability_settings(runtime: &mut RuntimeConfig) -> Result<()> {
+    let c = &mut runtime.capability;
+    if let Some(n) = parse_num::<u32>("RUMI_SECRET_GET_RATE_LIMIT", 0, 1_000_000)? {
+        c.secret_get_rate_limit = n;
+    }
+    if let Some(n) = parse_num::<usize>("RUMI_CAPABILITY_MAX_CONNECTIONS", 1, 4096)? {
+        c.max_connections = n;
+    }
+    if let Some(gid) = parse_num::<u32>("RUMI_CAPABILITY_SOCKET_GID", 0, u32::MAX - 1)? {
+        c.socket_gid = Some(gid);
+    }
+    c.socket_mode = socket_mode("RUMI_CAPABILITY_SOCKET_MODE")?;
+    if let Some(dir) = var("RUMI_CAPABILITY_SOCK_DIR") {
+        let path = PathBuf::from(&dir);
+        if !path.is_absolute() {
+            bail!("RUMI_CAPABILITY_SOCK_DIR={dir:?} must be an absolute path");
+        }
+        c.sock_dir = Some(path);
+    }
+    Ok(())
 }
 
 /// The Python interpreter for pack workers, as an absolute path to a real executable.

@@ -265,10 +265,12 @@ async fn a_block_in_its_container_is_isolated() {
         env.keys().all(|k| !k.starts_with("RUMI_")
             || k == "RUMI_PACK_ID"
             || k == "RUMI_MAX_RESULT_BYTES"
-            || k == "RUMI_EGRESS_SOCKET"),
+            || k == "RUMI_EGRESS_SOCKET"
+            || k == "RUMI_CAPABILITY_SOCKET"),
         "{env_text}"
     );
     assert_eq!(env["RUMI_EGRESS_SOCKET"], "/run/rumi/egress.sock");
+    assert_eq!(env["RUMI_CAPABILITY_SOCKET"], "/run/rumi/capability.sock");
     assert_eq!(
         out["found"],
         json!([]),
@@ -942,5 +944,57 @@ fn pack_test_strict_runs_a_new_pack_in_a_container_and_removes_it() {
     assert!(
         containers_of("strict_demo").is_empty(),
         "the test kernel removed its container"
+    );
+}
+
+/// Capabilities from inside a container: its socket at `/run/rumi/capability.sock` answers the
+/// pack's granted calls and refuses the rest; a spoofed principal changes nothing.
+const CAPS: &str = r#"
+import os, rumi_capability
+
+def run(arg, context=None):
+    return {
+        "sock": os.environ.get("RUMI_CAPABILITY_SOCKET"),
+        "answers": [rumi_capability.call(p, args=a) for p, a in arg["calls"]],
+    }
+"#;
+
+#[tokio::test]
+async fn a_container_calls_stores_through_its_capability_socket() {
+    if !docker_ready() {
+        return;
+    }
+    let _containers = Containers::of(&["cap_box"]);
+    let home = fresh_home();
+    block_flows(home.path(), "cap_box", &[("caps.py", CAPS)]);
+    let k = start_strict(home.path(), &[]);
+    k.approve("cap_box").await;
+    let (s, v) = k
+        .post(
+            "/api/stores/create",
+            json!({"store_id": "box", "root_path": "user_data/stores/box"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let set = json!(["store.set", {"store_id": "box", "key": "a/b", "value": {"n": 1}}]);
+    let get = json!(["store.get", {"store_id": "box", "key": "a/b"}]);
+    let out = call_ok(&k, "cap_box", "caps", json!({"calls": [set, get]})).await;
+    assert_eq!(out["sock"], "/run/rumi/capability.sock", "{out}");
+    assert_eq!(out["answers"][0]["error_type"], "grant_denied", "{out}");
+    for p in ["store.set", "store.get"] {
+        let (s, v) = k
+            .post(
+                "/api/capability/grants/grant",
+                json!({"principal_id": "cap_box", "permission_id": p, "config": {"allowed_store_ids": ["box"]}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let out = call_ok(&k, "cap_box", "caps", json!({"calls": [set, get]})).await;
+    assert_eq!(out["answers"][0]["success"], true, "{out}");
+    assert_eq!(
+        out["answers"][1]["output"]["value"],
+        json!({"n": 1}),
+        "{out}"
     );
 }

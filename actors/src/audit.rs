@@ -110,6 +110,12 @@ pub struct AuditEntry {
     pub rejection_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution_mode: Option<String>,
+    /// Capability calls and grants: who asked (the socket's pack, never the payload's word).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    /// Capability calls and grants: the permission concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_id: Option<String>,
 }
 
 impl AuditEntry {
@@ -135,6 +141,8 @@ impl AuditEntry {
             error_type: None,
             rejection_reason: None,
             execution_mode: None,
+            principal_id: None,
+            permission_id: None,
         }
     }
     /// The `security` entry for a block call refused before any code ran (not approved, files
@@ -183,6 +191,12 @@ impl AuditEntry {
     }
     pub fn rejection(mut self, reason: &str) -> Self {
         self.rejection_reason = Some(reason.to_string());
+        self
+    }
+    /// The principal and permission of a capability call or grant.
+    pub fn permission(mut self, principal_id: &str, permission_id: &str) -> Self {
+        self.principal_id = Some(principal_id.to_string());
+        self.permission_id = Some(permission_id.to_string());
         self
     }
     pub fn mode(mut self, mode: &str) -> Self {

@@ -1,6 +1,7 @@
 //! The runtime's configuration: plain values the edge parses from the environment (§14) and
 //! passes in at construction.
 
+use crate::capability::CapabilitySettings;
 use crate::docker::ContainerSettings;
 use crate::egress::EgressSettings;
 use crate::sockets::SocketAccess;
@@ -56,6 +57,8 @@ pub struct RuntimeConfig {
     pub container_start_eager: bool,
     /// The egress proxy: opened ranges, connection limits, deadlines, socket group, extra CA.
     pub egress: EgressSettings,
+    /// Capability sockets: rate limits, connection limits, socket directory, group and mode.
+    pub capability: CapabilitySettings,
 }
 
 impl RuntimeConfig {
@@ -76,6 +79,7 @@ impl RuntimeConfig {
             container: ContainerSettings::new(crate::docker::image::default_tag()),
             container_start_eager: false,
             egress: EgressSettings::default(),
+            capability: CapabilitySettings::default(),
         }
     }
 
@@ -89,6 +93,19 @@ impl RuntimeConfig {
         SocketAccess {
             gid,
             mode: self.container.socket_mode,
+        }
+    }
+
+    /// Who may connect to a pack's capability socket: as [`Self::socket_access`], with
+    /// `RUMI_CAPABILITY_SOCKET_GID` / `_MODE` in place of the egress ones when set.
+    pub fn capability_socket_access(&self) -> SocketAccess {
+        let base = self.socket_access();
+        SocketAccess {
+            gid: match self.mode {
+                SecurityMode::Strict => base.gid,
+                SecurityMode::Permissive => self.capability.socket_gid.or(base.gid),
+            },
+            mode: self.capability.socket_mode.unwrap_or(base.mode),
         }
     }
 }

@@ -30,6 +30,10 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct RunDeps {
     pub view: Arc<KernelView>,
+    /// What the administrative handlers of official flows change.
+    pub admin: Arc<crate::admin::AdminServices>,
+    /// Secret values, scrubbed from the record, block audit entries and events of every run.
+    pub redactor: Arc<crate::capability::redact::Redactor>,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
     /// Told when a pack's sandbox does not answer, so it is replaced at once.
@@ -249,6 +253,18 @@ impl FlowRun {
                     );
                     return;
                 }
+                Next::Admin(call) => {
+                    let admin = Arc::clone(&self.deps.admin);
+                    let work = async move { admin.execute(call).await };
+                    ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+                        if act.finished() {
+                            return; // as for a late block answer
+                        }
+                        act.engine.complete_block(result, None, &act.clock);
+                        act.drive(ctx);
+                    }));
+                    return;
+                }
                 Next::Child(call) => {
                     if let Err(f) = engine::check_nesting(&self.chain, &call.flow_id) {
                         self.engine.fail_pending(f, &self.clock);
@@ -337,7 +353,9 @@ impl FlowRun {
             .pack(pack)
             .mode(self.deps.execution_mode);
         if let Err(f) = answer {
-            e = e.error(&f.error, Some(f.error_type.as_str()));
+            let mut error = f.error.clone();
+            self.deps.redactor.scrub(&mut error);
+            e = e.error(&error, Some(f.error_type.as_str()));
         }
         self.deps.audit.do_send(Record(e));
     }
@@ -357,11 +375,12 @@ impl FlowRun {
                 .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
             // The whole tree's events share one context's worth of audit; past it, and for any
             // single payload too large to read back, only the size is recorded.
-            let payload = if used + size > max_events || size > MAX_EVENT_AUDIT_BYTES {
+            let mut payload = if used + size > max_events || size > MAX_EVENT_AUDIT_BYTES {
                 json!({"_omitted": true, "bytes": size})
             } else {
                 ev.payload
             };
+            self.deps.redactor.scrub_value(&mut payload);
             self.deps.audit.do_send(Record(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
@@ -374,7 +393,17 @@ impl FlowRun {
             .cloned()
             .expect("finish is called once the engine is done");
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
-        let (steps, result) = self.engine.take_record_parts();
+        let (mut steps, mut result) = self.engine.take_record_parts();
+        // A block that received a secret must not get it into the record by returning, raising
+        // or printing it (invariant 5).
+        let redactor = &self.deps.redactor;
+        redactor.scrub_value(&mut result);
+        for step in &mut steps {
+            redactor.scrub_opt(&mut step.error);
+            redactor.scrub_opt(&mut step.log);
+        }
+        let mut reason = outcome.reason.clone();
+        redactor.scrub_opt(&mut reason);
         let record = RunRecord {
             run_id: self.run_id.clone(),
             flow_id: self.flow_id().to_string(),
@@ -383,7 +412,7 @@ impl FlowRun {
             started: self.started_wall.clone(),
             ended: Some(crate::clock::now_rfc3339()),
             status: outcome.status,
-            reason: outcome.reason.clone(),
+            reason,
             failed_step: outcome.failed_step.clone(),
             steps,
             result,

@@ -1,8 +1,8 @@
 //! The kernel handle: the addresses of the long-lived actors, the published view and the
 //! configuration, built once by [`Kernel::boot`] and passed to the edge (no globals).
 
+use crate::admin::AdminServices;
 use crate::approval::ApprovalStore;
-use crate::audit::RecordDurable;
 use crate::audit::{AuditEntry, AuditWriter, Category, Record};
 use crate::capability::Capabilities;
 use crate::config::{RuntimeConfig, SecurityMode};
@@ -50,6 +50,8 @@ pub struct Kernel {
     pub egress: Arc<Proxy>,
     /// Grants, secrets, stores and third-party handlers (the brokers and the API share them).
     pub capabilities: Arc<Capabilities>,
+    /// The administrative acts (grants, revocations) of the API and of official flows.
+    pub admin: Arc<AdminServices>,
     deps: RunDeps,
 }
 
@@ -197,15 +199,6 @@ impl Kernel {
         )
         .map_err(io::Error::other)?;
         let proxy = Arc::new(proxy);
-        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
-        let sandbox = SandboxSettings {
-            modules_dir: layout.runtime_python(),
-            host_script,
-            arbiters,
-            arbiter_cpus,
-            docker: docker.clone(),
-            proxy: Arc::clone(&proxy),
-        };
         let (capabilities, report) = Capabilities::open(&layout, key.clone(), Arc::clone(&view))?;
         for principal in report.tampered_grants {
             tracing::error!(principal_id = %principal, "a capability grant file failed its signature check; the principal's calls are denied");
@@ -215,6 +208,17 @@ impl Kernel {
         }
         capabilities.handlers.set_python(config.python.clone());
         let capabilities = Arc::new(capabilities);
+        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
+        let sandbox = SandboxSettings {
+            modules_dir: layout.runtime_python(),
+            host_script,
+            arbiters,
+            arbiter_cpus,
+            docker: docker.clone(),
+            proxy: Arc::clone(&proxy),
+            capabilities: Arc::clone(&capabilities),
+            processes: Arc::default(),
+        };
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
             let (layout, config, view, audit) = (
@@ -230,7 +234,14 @@ impl Kernel {
                 .mode(config.mode.as_str())
                 .details(json!({"version": env!("CARGO_PKG_VERSION")})),
         ));
+        let admin = Arc::new(AdminServices {
+            network: Arc::clone(&network),
+            capabilities: Arc::clone(&capabilities),
+            audit: audit.clone(),
+        });
         let deps = RunDeps {
+            admin: Arc::clone(&admin),
+            redactor: Arc::clone(&capabilities.redactor),
             view: Arc::clone(&view),
             audit: audit.clone(),
             history: history.clone(),
@@ -254,6 +265,7 @@ impl Kernel {
             network,
             egress: proxy,
             capabilities,
+            admin,
             deps,
         })
     }
@@ -443,14 +455,9 @@ impl Kernel {
         ports: &[i64],
         notes: &str,
     ) -> Result<NetworkGrant, GrantError> {
-        let grant = self.network.grant(pack_id, domains, ports, notes)?;
-        self.audit_durably(
-            AuditEntry::new(Category::Network, "network_grant", true)
-                .pack(pack_id)
-                .details(json!({"allowed_domains": grant.allowed_domains, "allowed_ports": grant.allowed_ports})),
-        )
-        .await;
-        Ok(grant)
+        self.admin
+            .grant_network(pack_id, domains, ports, notes)
+            .await
     }
 
     /// `POST /api/network/revoke`.
@@ -459,20 +466,7 @@ impl Kernel {
         pack_id: &str,
         reason: &str,
     ) -> Result<NetworkGrant, GrantError> {
-        let grant = self.network.revoke(pack_id, reason)?;
-        self.audit_durably(
-            AuditEntry::new(Category::Network, "network_revoke", true)
-                .pack(pack_id)
-                .details(json!({"reason": grant.revoke_reason})),
-        )
-        .await;
-        Ok(grant)
-    }
-
-    async fn audit_durably(&self, entry: AuditEntry) {
-        if !matches!(self.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
-            tracing::error!("an audit entry could not be written durably");
-        }
+        self.admin.revoke_network(pack_id, reason).await
     }
 
     pub fn execution_mode(&self) -> &'static str {

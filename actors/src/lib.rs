@@ -6,6 +6,7 @@
 //! [`run_history::RunHistory`]. [`kernel::Kernel`] is the handle the edge holds: the addresses of
 //! the long-lived actors and the configuration, built once at boot and passed down (no globals).
 
+pub mod admin;
 pub mod affinity;
 pub mod approval;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod limiter;
 pub mod pack_container;
 pub mod registry;
 pub mod run_history;
+pub mod socket_server;
 pub mod sockets;
 pub mod view;
 

@@ -377,7 +377,9 @@ pub fn socket_exchange(path: &Path, payload: &[u8]) -> Option<Value> {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(payload);
-    s.write_all(&frame).ok()?;
+    // A socket that refuses the connection (busy, not the pack's process) answers and closes
+    // without reading: the write may then fail, and the answer is still there to read.
+    let _ = s.write_all(&frame);
     read_frame(&mut s)
 }
 

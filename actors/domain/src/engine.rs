@@ -8,7 +8,7 @@
 //! clocks.
 
 use crate::flow::{Flow, OnError, Step, StepKind};
-use crate::handler::KernelHandler;
+use crate::handler::{AdminHandler, KernelHandler};
 use crate::run::{ErrorType, RunStatus, StepFailure, StepRecord, StepStatus};
 use crate::vars;
 use serde_json::{json, Map, Value};
@@ -65,6 +65,15 @@ pub struct ChildCall {
     pub inputs: Map<String, Value>,
 }
 
+/// An administrative handler call (official flows only; the loader refuses it anywhere else)
+/// the engine needs the kernel to perform: a grant or a revocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminCall {
+    pub step_id: String,
+    pub handler: crate::handler::AdminHandler,
+    pub args: Map<String, Value>,
+}
+
 /// How the run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -78,6 +87,8 @@ pub struct Outcome {
 pub enum Next {
     Block(BlockCall),
     Child(ChildCall),
+    /// An administrative handler; its result comes back through [`RunEngine::complete_block`].
+    Admin(AdminCall),
     /// [`SYNC_STEPS_PER_SLICE`] steps ran without outside work: the caller checks its deadline and
     /// lets other work run, then calls [`RunEngine::advance`] again.
     Pause,
@@ -329,6 +340,10 @@ impl RunEngine {
                             HandlerResult::Child(call) => {
                                 self.pending = Some((index, started, t0));
                                 return Next::Child(call);
+                            }
+                            HandlerResult::Admin(call) => {
+                                self.pending = Some((index, started, t0));
+                                return Next::Admin(call);
                             }
                         },
                         Err(failure) => Err(failure),
@@ -624,6 +639,24 @@ impl RunEngine {
                 ErrorType::HandlerUnavailable,
                 "kernel:skill.run is not available: the SkillRuntime is not part of this kernel build yet",
             )),
+            KernelHandler::Admin(
+                a @ (AdminHandler::NetworkGrant
+                | AdminHandler::NetworkRevoke
+                | AdminHandler::CapabilityGrant
+                | AdminHandler::CapabilityRevoke),
+            ) => {
+                let args = match args {
+                    Value::Object(m) => m,
+                    Value::Null => Map::new(),
+                    _ => {
+                        return HandlerResult::Done(Err(StepFailure::new(
+                            ErrorType::HandlerError,
+                            format!("{handler}: args must be an object"),
+                        )))
+                    }
+                };
+                return HandlerResult::Admin(AdminCall { step_id: step.id.clone(), handler: a, args });
+            }
             KernelHandler::Admin(_) => Err(StepFailure::new(
                 ErrorType::HandlerUnavailable,
                 format!("{handler} is not available in this kernel build"),
@@ -641,6 +674,7 @@ fn entry_size(key: &str, value: &Value, limit: usize) -> usize {
 enum HandlerResult {
     Done(Result<Value, StepFailure>),
     Child(ChildCall),
+    Admin(AdminCall),
 }
 
 /// Longest step error kept in a run record (bytes).

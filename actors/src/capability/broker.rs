@@ -1,1 +1,516 @@
-//! The broker (see mod docs).
+//! `CapabilityBroker`: one per approved pack, behind its capability socket. Each frame from the
+//! socket's connections arrives as a typed [`Call`]; the broker runs the check order of §7 —
+//! request shape → rate limit → handler exists → trust → grant → execute → audit — and answers
+//! with the encoded reply frame.
+//!
+//! Attacks stopped here:
+//! * acting as another principal — the principal is the broker's pack, fixed when the socket was
+//!   bound; nothing in the frame is read for it;
+//! * a pack modified while its code runs keeping its doors — the grant step asks for an approved
+//!   pack on every call (a change is recorded within a second by the pack watcher);
+//! * probing secrets — every `secrets.get` failure (no grant, key not allowed, missing, deleted,
+//!   rate-limited, malformed) is one identical answer, and the call is rate-limited per pack;
+//! * secret values in the audit — args are summarised (names and sizes, never a value), and a
+//!   reply carrying a secret is zeroed once written.
+
+use super::builtins::{self, BuiltinOutcome};
+use super::grants::{tampered_entry, GrantCheck};
+use super::handler::Execute;
+use super::peers::PeerRule;
+use super::rate::RateWindow;
+use super::trust::Lookup;
+use super::{Capabilities, CapabilitySettings, SOCKET_NAME};
+use crate::audit::{AuditEntry, AuditWriter, Category, Record};
+use crate::socket_server::{ConnectionLimits, PackListener, SocketService};
+use crate::sockets::SocketAccess;
+use crate::view::{KernelView, PackState};
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use rumi_domain::capability::{
+    parse_request, CapabilityRequest, CapabilityResponse, MAX_REQUEST_FRAME,
+};
+use serde_json::{json, Map, Value};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One request frame of the pack's socket.
+#[derive(Message)]
+#[rtype(result = "CapAnswer")]
+pub struct Call {
+    pub frame: Vec<u8>,
+}
+
+/// The broker's counters.
+#[derive(Message)]
+#[rtype(result = "BrokerSnapshot")]
+pub struct GetBrokerSnapshot;
+
+/// What [`GetBrokerSnapshot`] answers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BrokerSnapshot {
+    pub pack_id: String,
+    pub calls: u64,
+    pub denied: u64,
+}
+
+/// An encoded reply frame; zeroed when dropped (it may carry a secret's value).
+pub struct CapAnswer {
+    frame: Vec<u8>,
+    fatal: bool,
+}
+
+impl Drop for CapAnswer {
+    fn drop(&mut self) {
+        // Volatile writes, so the zeroing of a buffer about to be freed is not optimised away.
+        for b in self.frame.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference into the buffer.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+impl CapAnswer {
+    fn of(response: &CapabilityResponse) -> CapAnswer {
+        let frame = crate::frame::encode(response).unwrap_or_else(|_| {
+            crate::frame::encode(&CapabilityResponse::failure(
+                "internal_error",
+                "the reply could not be encoded",
+            ))
+            .unwrap_or_default()
+        });
+        CapAnswer {
+            frame,
+            fatal: response.error_type.as_deref() == Some("protocol_error"),
+        }
+    }
+}
+
+/// A pack's capability broker (see the module docs).
+pub struct CapabilityBroker {
+    pack_id: String,
+    caps: Arc<Capabilities>,
+    view: Arc<KernelView>,
+    audit: Addr<AuditWriter>,
+    secret_rate: RateWindow,
+    secret_limit: u32,
+    /// When a tampered grant was last reported for this pack (one `security` entry a minute).
+    tamper_reported: Option<Instant>,
+    calls: u64,
+    denied: u64,
+}
+
+impl CapabilityBroker {
+    pub fn new(
+        pack_id: String,
+        caps: Arc<Capabilities>,
+        view: Arc<KernelView>,
+        audit: Addr<AuditWriter>,
+        settings: &CapabilitySettings,
+    ) -> Self {
+        CapabilityBroker {
+            pack_id,
+            caps,
+            view,
+            audit,
+            secret_rate: RateWindow::per_minute(settings.secret_get_rate_limit),
+            secret_limit: settings.secret_get_rate_limit,
+            tamper_reported: None,
+            calls: 0,
+            denied: 0,
+        }
+    }
+
+    /// A refusal of the checks: audited, counted, answered `Permission denied`.
+    fn deny(
+        &mut self,
+        req: &CapabilityRequest,
+        error_type: &str,
+        why: &str,
+        started: Instant,
+    ) -> CapAnswer {
+        self.denied += 1;
+        self.audit_call(req, false, Some((error_type, why)), started);
+        if req.permission_id == "secrets.get" {
+            return CapAnswer::of(&CapabilityResponse::secret_denied());
+        }
+        let mut r = CapabilityResponse::failure(error_type, "Permission denied");
+        r.latency_ms = ms(started);
+        CapAnswer::of(&r)
+    }
+
+    fn audit_call(
+        &self,
+        req: &CapabilityRequest,
+        success: bool,
+        failure: Option<(&str, &str)>,
+        started: Instant,
+    ) {
+        let mut e = AuditEntry::new(Category::Permission, "capability_call", success)
+            .pack(&self.pack_id)
+            .permission(&self.pack_id, &req.permission_id)
+            .details(json!({
+                "args": summarise_args(&req.args),
+                "request_id": req.request_id,
+                "latency_ms": ms(started),
+            }));
+        if let Some((error_type, why)) = failure {
+            e = e.error(why, Some(error_type));
+        }
+        self.audit.do_send(Record(e));
+    }
+
+    fn report_tampered(&mut self, principal: &str) {
+        let now = Instant::now();
+        if self
+            .tamper_reported
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.tamper_reported = Some(now);
+        tracing::error!(principal_id = %principal, "a capability grant file failed its signature check; the calls of {} are denied", self.pack_id);
+        self.audit.do_send(Record(tampered_entry(principal)));
+    }
+
+    /// The checks and the call; answers at once for built-ins, asynchronously for the rest.
+    fn call(&mut self, frame: &[u8]) -> Result<CapAnswer, BoxFuture<'static, CapAnswer>> {
+        let started = Instant::now();
+        self.calls += 1;
+        // 1. The request's shape.
+        let req = match parse_request(frame) {
+            Ok(r) => r,
+            Err(refusal) => {
+                self.denied += 1;
+                self.audit.do_send(Record(
+                    AuditEntry::new(Category::Permission, "capability_call", false)
+                        .pack(&self.pack_id)
+                        .error(&refusal.reason, Some(refusal.error_type)),
+                ));
+                let mut r = CapabilityResponse::failure(refusal.error_type, refusal.reason);
+                r.latency_ms = ms(started);
+                return Ok(CapAnswer::of(&r));
+            }
+        };
+        let secret = req.permission_id == "secrets.get";
+        // 2. The rate limit.
+        if secret && !self.secret_rate.admit(started) {
+            let why = format!(
+                "secrets.get is limited to {} calls a minute per pack (RUMI_SECRET_GET_RATE_LIMIT)",
+                self.secret_limit
+            );
+            return Ok(self.deny(&req, "rate_limited", &why, started));
+        }
+        // 3 and 4. The handler exists, and it is trusted (built-ins are by construction).
+        let handler = if builtins::is_builtin(&req.permission_id) {
+            None
+        } else {
+            match self.caps.handlers.lookup(&req.permission_id) {
+                Lookup::NotFound => {
+                    let why = format!("no handler provides {:?}", req.permission_id);
+                    return Ok(self.deny(&req, "handler_not_found", &why, started));
+                }
+                Lookup::Untrusted { handler_id, reason } => {
+                    let why = format!("handler {handler_id:?} is not trusted: {reason}");
+                    return Ok(self.deny(&req, "trust_denied", &why, started));
+                }
+                Lookup::Ready { handler_id, actor } => Some((handler_id, actor)),
+            }
+        };
+        // 5. The grant: the pack approved now, and every level of the principal granted.
+        if self.view.pack_state(&self.pack_id) != Some(PackState::Approved) {
+            let why = "the pack is not approved now (its files changed, or it was rejected)";
+            return Ok(self.deny(&req, "grant_denied", why, started));
+        }
+        let config = match self.caps.grants.check(&self.pack_id, &req.permission_id) {
+            GrantCheck::Granted(config) => config,
+            GrantCheck::Denied(why) => return Ok(self.deny(&req, "grant_denied", &why, started)),
+            GrantCheck::Tampered { principal_id } => {
+                self.report_tampered(&principal_id);
+                let why = format!("the grant file of {principal_id:?} failed its signature check");
+                return Ok(self.deny(&req, "grant_denied", &why, started));
+            }
+        };
+        // 6. Execute, 7. audit.
+        match handler {
+            None => {
+                let writes = matches!(req.permission_id.as_str(), "store.set" | "store.delete");
+                if !writes {
+                    let outcome = builtins::execute(
+                        &self.caps,
+                        &self.pack_id,
+                        &req.permission_id,
+                        &req.args,
+                        &config,
+                    );
+                    return Ok(self.finish_builtin(&req, outcome, started));
+                }
+                // A durable write (fsync) never holds up the pack's arbiter.
+                let (caps, pack, audit) = (
+                    Arc::clone(&self.caps),
+                    self.pack_id.clone(),
+                    self.audit.clone(),
+                );
+                Err(Box::pin(async move {
+                    let args = req.args.clone();
+                    let (p, perm) = (pack.clone(), req.permission_id.clone());
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        builtins::execute(&caps, &p, &perm, &args, &config)
+                    })
+                    .await;
+                    let response = match outcome {
+                        Ok(BuiltinOutcome::Output(v)) => CapabilityResponse::output(v),
+                        Ok(BuiltinOutcome::SecretDenied) => CapabilityResponse::secret_denied(),
+                        Err(_) => CapabilityResponse::failure(
+                            "internal_error",
+                            "the store write failed; the kernel log says why",
+                        ),
+                    };
+                    finish_async(&audit, &pack, &req, response, started)
+                }))
+            }
+            Some((handler_id, actor)) => {
+                let (pack, audit) = (self.pack_id.clone(), self.audit.clone());
+                let timeout = Duration::from_secs_f64(req.timeout_seconds);
+                let context = json!({
+                    "principal_id": pack,
+                    "permission_id": req.permission_id,
+                    "handler_id": handler_id,
+                    "grant_config": config,
+                    "request_id": req.request_id,
+                    "ts": crate::clock::now_rfc3339(),
+                });
+                Err(Box::pin(async move {
+                    let sent = actor
+                        .send(Execute {
+                            context,
+                            args: req.args.clone(),
+                            timeout,
+                        })
+                        // The handler enforces the call's deadline; this bounds a stuck mailbox.
+                        .timeout(timeout + Duration::from_secs(5))
+                        .await;
+                    let response = match sent {
+                        Ok(Ok(output)) => CapabilityResponse::output(output),
+                        Ok(Err(f)) => CapabilityResponse::failure(&f.error_type, f.error),
+                        Err(MailboxError::Timeout) => CapabilityResponse::failure(
+                            "timeout",
+                            "the handler did not answer in time",
+                        ),
+                        Err(MailboxError::Closed) => CapabilityResponse::failure(
+                            "handler_crashed",
+                            "the handler stopped; retry the call",
+                        ),
+                    };
+                    finish_async(&audit, &pack, &req, response, started)
+                }))
+            }
+        }
+    }
+
+    fn finish_builtin(
+        &mut self,
+        req: &CapabilityRequest,
+        outcome: BuiltinOutcome,
+        started: Instant,
+    ) -> CapAnswer {
+        match outcome {
+            BuiltinOutcome::SecretDenied => self.deny(
+                req,
+                "access_denied",
+                "secrets.get: not granted for this key, or no such secret",
+                started,
+            ),
+            BuiltinOutcome::Output(v) => {
+                let mut r = CapabilityResponse::output(v);
+                r.latency_ms = ms(started);
+                let failure = (!r.success).then(|| {
+                    (
+                        r.error_type.clone().unwrap_or_default(),
+                        r.error.clone().unwrap_or_default(),
+                    )
+                });
+                self.audit_call(
+                    req,
+                    r.success,
+                    failure.as_ref().map(|(t, e)| (t.as_str(), e.as_str())),
+                    started,
+                );
+                CapAnswer::of(&r)
+            }
+        }
+    }
+}
+
+/// Audits and encodes an answer computed off the broker's thread.
+fn finish_async(
+    audit: &Addr<AuditWriter>,
+    pack: &str,
+    req: &CapabilityRequest,
+    mut response: CapabilityResponse,
+    started: Instant,
+) -> CapAnswer {
+    response.latency_ms = ms(started);
+    let mut e = AuditEntry::new(Category::Permission, "capability_call", response.success)
+        .pack(pack)
+        .permission(pack, &req.permission_id)
+        .details(json!({
+            "args": summarise_args(&req.args),
+            "request_id": req.request_id,
+            "latency_ms": response.latency_ms,
+        }));
+    if !response.success {
+        e = e.error(
+            response.error.as_deref().unwrap_or_default(),
+            response.error_type.as_deref(),
+        );
+    }
+    audit.do_send(Record(e));
+    CapAnswer::of(&response)
+}
+
+fn ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Args as the audit shows them: the names a call is about (store ids, keys, prefixes: clipped)
+/// and, for everything else, only its JSON type and size — never a value, which may be a secret
+/// the pack stores or a handler's payload.
+pub fn summarise_args(args: &Map<String, Value>) -> Value {
+    const NAMES: &[&str] = &["store_id", "key", "prefix"];
+    let mut out = Map::new();
+    for (k, v) in args.iter().take(32) {
+        let k = rumi_domain::engine::clip(k.clone(), 64);
+        let shown = match v {
+            Value::String(s) if NAMES.contains(&k.as_str()) => {
+                Value::String(rumi_domain::engine::clip(s.clone(), 128))
+            }
+            Value::String(s) => json!({"type": "string", "len": s.len()}),
+            Value::Array(a) => json!({"type": "array", "len": a.len()}),
+            Value::Object(o) => json!({"type": "object", "len": o.len()}),
+            Value::Number(_) => json!({"type": "number"}),
+            Value::Bool(_) => json!({"type": "bool"}),
+            Value::Null => Value::Null,
+        };
+        out.insert(k, shown);
+    }
+    Value::Object(out)
+}
+
+impl Actor for CapabilityBroker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// Runs one call (see the module docs).
+impl Handler<Call> for CapabilityBroker {
+    type Result = ResponseFuture<CapAnswer>;
+
+    fn handle(&mut self, msg: Call, _: &mut Self::Context) -> Self::Result {
+        match self.call(&msg.frame) {
+            Ok(answer) => Box::pin(std::future::ready(answer)),
+            Err(later) => later,
+        }
+    }
+}
+
+/// Answers the counters.
+impl Handler<GetBrokerSnapshot> for CapabilityBroker {
+    type Result = MessageResult<GetBrokerSnapshot>;
+    fn handle(&mut self, _: GetBrokerSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(BrokerSnapshot {
+            pack_id: self.pack_id.clone(),
+            calls: self.calls,
+            denied: self.denied,
+        })
+    }
+}
+
+/// The capability protocol on a pack's socket: peers checked at connect, each frame a [`Call`] to
+/// the pack's broker.
+#[derive(Clone)]
+pub struct CapabilityService {
+    broker: Addr<CapabilityBroker>,
+    peers: PeerRule,
+}
+
+impl SocketService for CapabilityService {
+    type Answer = CapAnswer;
+
+    fn kind(&self) -> &'static str {
+        "capability"
+    }
+    fn socket_name(&self) -> &'static str {
+        SOCKET_NAME
+    }
+    fn max_frame(&self) -> usize {
+        MAX_REQUEST_FRAME
+    }
+    fn admit(&self, pack_id: &str, peer: Option<tokio::net::unix::UCred>) -> Result<(), String> {
+        self.peers.admit(pack_id, peer)
+    }
+    fn refuse(&self, _pack_id: &str, error_type: &'static str, reason: &str) -> CapAnswer {
+        CapAnswer::of(&CapabilityResponse::failure(error_type, reason))
+    }
+    fn handle(&self, _pack_id: &str, frame: Vec<u8>) -> BoxFuture<'static, CapAnswer> {
+        let broker = self.broker.clone();
+        Box::pin(async move {
+            match broker.send(Call { frame }).await {
+                Ok(answer) => answer,
+                Err(_) => CapAnswer::of(&CapabilityResponse::failure(
+                    "capability_unavailable",
+                    "the pack's capability broker stopped; retry the call",
+                )),
+            }
+        })
+    }
+    fn encode(answer: &CapAnswer) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        Ok(std::borrow::Cow::Borrowed(&answer.frame))
+    }
+    fn fatal(answer: &CapAnswer) -> bool {
+        answer.fatal
+    }
+}
+
+/// A pack's capability socket.
+pub type CapabilityListener = PackListener<CapabilityService>;
+
+/// A pack's capability listener, not started, in front of its (started) broker.
+pub fn capability_listener(
+    pack_id: String,
+    dir: PathBuf,
+    access: SocketAccess,
+    broker: Addr<CapabilityBroker>,
+    peers: PeerRule,
+    settings: &CapabilitySettings,
+) -> CapabilityListener {
+    let limits = ConnectionLimits {
+        max_connections: settings.max_connections,
+        read_timeout: settings.read_timeout,
+    };
+    PackListener::new(
+        pack_id,
+        dir,
+        access,
+        CapabilityService { broker, peers },
+        limits,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_name_keys_and_never_hold_values() {
+        let args = json!({"store_id": "s", "key": "a/b", "value": {"password": "hunter2"}, "token": "hunter2"});
+        let s = summarise_args(args.as_object().unwrap()).to_string();
+        assert!(s.contains("a/b") && s.contains("\"s\""));
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+}

@@ -10,8 +10,9 @@
 //! its first frame, as the bytes the table verified against the trusted hash, so a file swapped
 //! after the check never runs.
 //!
-//! Calls are serialised (one worker) behind a bounded queue ([`QUEUE_LIMIT`], then `busy`). A call
-//! past its deadline (≤ 120 s) kills the worker's whole tree and answers `timeout`; a worker that
+//! Calls are serialised (one worker) behind a bounded queue ([`QUEUE_LIMIT`], then `busy`); a
+//! call's deadline runs from its arrival, so one that waited past it is answered `timeout` unrun,
+//! and one whose caller left is dropped unrun. A call past its deadline (≤ 120 s) kills the worker's whole tree and answers `timeout`; a worker that
 //! dies or breaks the protocol answers `handler_crashed`; either way a fresh worker is started at
 //! once. The handler's own exception is `handler_error` with a message clipped to
 //! [`MAX_ERROR_BYTES`]; a reply is at most [`MAX_REPLY_BYTES`]. Stopping the actor kills the
@@ -23,7 +24,7 @@ use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -119,6 +120,8 @@ pub struct HandlerSpec {
 struct Waiting {
     msg: Execute,
     reply: oneshot::Sender<Result<Value, HandlerFailure>>,
+    /// The call's deadline, from its arrival: time spent waiting for the worker counts.
+    deadline: Instant,
 }
 
 /// The actor (see the module docs).
@@ -173,7 +176,7 @@ impl CapabilityHandler {
             .env("HOME", &self.spec.home)
             .env("PYTHONDONTWRITEBYTECODE", "1");
         let label = format!("handler:{}", self.spec.handler_id);
-        Worker::from_command(cmd, &label, MAX_REPLY_BYTES)
+        Worker::from_command(cmd, &label, MAX_REPLY_BYTES, None)
     }
 
     /// Runs the next job when the worker is free: the front call (loading the handler first on
@@ -201,7 +204,7 @@ impl CapabilityHandler {
                 }
             }
         }
-        let call = self.queue.pop_front();
+        let call = self.next_call();
         if call.is_none() && (self.loaded || self.load_error.is_some()) {
             return;
         }
@@ -215,7 +218,7 @@ impl CapabilityHandler {
                 self.stats.calls += 1;
                 let id = self.next_id;
                 self.next_id += 1;
-                let timeout = w.msg.timeout.min(MAX_TIMEOUT);
+                let timeout = w.deadline.saturating_duration_since(Instant::now());
                 let frame = crate::frame::encode(&json!({
                     "id": id, "op": "execute", "context": w.msg.context, "args": w.msg.args,
                 }));
@@ -240,6 +243,27 @@ impl CapabilityHandler {
             act.finish(done, reply);
             act.pump(ctx);
         }));
+    }
+
+    /// The next queued call worth running: one whose caller went away is dropped unrun, one whose
+    /// deadline passed while it waited is answered `timeout` unrun.
+    fn next_call(&mut self) -> Option<Waiting> {
+        while let Some(w) = self.queue.pop_front() {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if w.deadline <= Instant::now() {
+                self.stats.failures += 1;
+                self.stats.timeouts += 1;
+                let _ = w.reply.send(Err(HandlerFailure::new(
+                    "timeout",
+                    "the call's deadline passed while it waited for the handler's earlier calls",
+                )));
+                continue;
+            }
+            return Some(w);
+        }
+        None
     }
 
     /// Takes back the worker (or notes its loss) and answers the call.
@@ -318,7 +342,12 @@ impl Handler<Execute> for CapabilityHandler {
             });
         }
         let (tx, rx) = oneshot::channel();
-        self.queue.push_back(Waiting { msg, reply: tx });
+        let deadline = Instant::now() + msg.timeout.min(MAX_TIMEOUT);
+        self.queue.push_back(Waiting {
+            msg,
+            reply: tx,
+            deadline,
+        });
         self.pump(ctx);
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {

@@ -22,7 +22,9 @@ pub mod builtins;
 pub mod candidates;
 pub mod grants;
 pub mod handler;
+pub mod peers;
 pub mod rate;
+pub mod redact;
 pub mod secrets;
 pub mod stores;
 pub mod trust;
@@ -37,12 +39,45 @@ use std::sync::Arc;
 /// The socket's file name in a pack's socket directory (`/run/rumi/capability.sock` in containers).
 pub const SOCKET_NAME: &str = "capability.sock";
 
+/// Capability settings (contract §14).
+#[derive(Debug, Clone)]
+pub struct CapabilitySettings {
+    /// `RUMI_SECRET_GET_RATE_LIMIT`: `secrets.get` calls a minute per pack.
+    pub secret_get_rate_limit: u32,
+    /// Open connections one pack may hold on its capability socket; more are told `busy`.
+    pub max_connections: usize,
+    /// Deadline for a whole request frame, and for an idle connection.
+    pub read_timeout: std::time::Duration,
+    /// `RUMI_CAPABILITY_SOCK_DIR`: where the per-pack capability socket directories live when
+    /// apart from the egress sockets (`None`: beside them, in the pack's socket directory).
+    pub sock_dir: Option<std::path::PathBuf>,
+    /// `RUMI_CAPABILITY_SOCKET_GID` (permissive mode; strict mode uses the container's group).
+    pub socket_gid: Option<u32>,
+    /// `RUMI_CAPABILITY_SOCKET_MODE` (0660 by default).
+    pub socket_mode: Option<u32>,
+}
+
+impl Default for CapabilitySettings {
+    fn default() -> Self {
+        CapabilitySettings {
+            secret_get_rate_limit: 60,
+            max_connections: 64,
+            read_timeout: std::time::Duration::from_secs(10),
+            sock_dir: None,
+            socket_gid: None,
+            socket_mode: None,
+        }
+    }
+}
+
 /// The capability services every pack's broker and the HTTP API share.
 pub struct Capabilities {
     pub grants: Arc<grants::CapabilityGrants>,
     pub secrets: Arc<secrets::SecretStore>,
     pub stores: Arc<stores::Stores>,
     pub handlers: Arc<trust::HandlerTable>,
+    /// Every secret value, to scrub from what the kernel keeps about runs.
+    pub redactor: Arc<redact::Redactor>,
 }
 
 /// What opening the capability services found wrong (for the `security` audit at boot).
@@ -70,6 +105,7 @@ impl Capabilities {
                 layout.home().to_path_buf(),
             )?),
             handlers: Arc::new(trust::HandlerTable::open(layout, Arc::clone(&view))?),
+            redactor: Arc::default(),
         };
         Ok((caps, OpenReport { tampered_grants }))
     }

@@ -96,6 +96,9 @@ pub struct PackSpec {
     pub socket_dir: PathBuf,
     /// The block host and the pack-facing modules (`/opt/rumi`, read-only).
     pub runtime_dir: PathBuf,
+    /// The pack's capability socket directory when `RUMI_CAPABILITY_SOCK_DIR` puts it apart from
+    /// the socket directory (`/run/rumi-capability`, read-only); `None`: it is in `/run/rumi`.
+    pub capability_dir: Option<PathBuf>,
     /// Largest reply frame accepted from the block host.
     pub max_frame: usize,
     /// CPUs the container may use (`--cpuset-cpus`): its pack arbiter's, when pinning is on, so

@@ -34,6 +34,8 @@ use tokio::net::UnixListener;
 pub const PACK_UID: u32 = 65534;
 /// Where the pack's socket directory appears inside its container.
 pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/rumi";
+/// Where a capability socket directory apart from the socket directory is mounted.
+pub const CAPABILITY_DIR_IN_CONTAINER: &str = "/run/rumi-capability";
 
 /// Why a container could not be started.
 #[derive(Debug, Clone)]
@@ -226,6 +228,19 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
     if spec.site_packages.is_dir() {
         mounts.push(bind(&spec.site_packages, "/pip-packages"));
     }
+    let capability_socket = match &spec.capability_dir {
+        Some(dir) => {
+            mounts.push(bind(dir, CAPABILITY_DIR_IN_CONTAINER));
+            format!(
+                "{CAPABILITY_DIR_IN_CONTAINER}/{}",
+                crate::capability::SOCKET_NAME
+            )
+        }
+        None => format!(
+            "{SOCKET_DIR_IN_CONTAINER}/{}",
+            crate::capability::SOCKET_NAME
+        ),
+    };
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_PACK.to_string(), spec.pack_id.clone()),
@@ -263,6 +278,7 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
                 "RUMI_EGRESS_SOCKET={SOCKET_DIR_IN_CONTAINER}/{}",
                 crate::egress::SOCKET_NAME
             ),
+            format!("RUMI_CAPABILITY_SOCKET={capability_socket}"),
         ]),
         working_dir: Some("/tmp".into()),
         labels: Some(labels),

@@ -9,8 +9,8 @@
 //!   every decision.
 //! * [`budget::Budget`] — the memory responses may hold, per pack and in all, until written.
 //! * [`listener::EgressListener`] (one per approved pack, on its socket
-//!   `<sockets>/<pack>/egress.sock`) and [`listener::EgressConnection`] (one per connection,
-//!   bounded in number, with read deadlines) — the actors that speak the framed protocol.
+//!   `<sockets>/<pack>/egress.sock`) — the pack socket mechanism of [`crate::socket_server`]
+//!   (shared with the capability socket) with the egress protocol as its service.
 //!
 //! The socket is the pack's identity: what a payload says about its owner is ignored.
 

@@ -38,6 +38,13 @@ pub struct WorkerSpec {
     pub max_frame: usize,
     /// The pack's egress socket (`RUMI_EGRESS_SOCKET` in the worker's environment).
     pub egress_socket: Option<PathBuf>,
+    /// The pack's capability socket (`RUMI_CAPABILITY_SOCKET`).
+    pub capability_socket: Option<PathBuf>,
+    /// Where the worker's pid is registered while it lives: the capability socket admits only
+    /// the pack's own processes.
+    pub processes: Option<std::sync::Arc<crate::capability::peers::PackProcesses>>,
+    /// Secret values scrubbed from the stderr lines the kernel logs.
+    pub redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
 }
 
 /// Why a call failed at the worker level (the block's own errors come back in the reply).
@@ -64,6 +71,11 @@ pub struct Worker {
     max_frame: usize,
     /// The tree was killed already (a failed call, then the drop).
     killed: bool,
+    /// Where its pid is registered as one of its pack's processes, until it is killed.
+    registered: Option<(
+        std::sync::Arc<crate::capability::peers::PackProcesses>,
+        String,
+    )>,
 }
 
 /// How long killing a worker may spend stopping its tree before everything found gets SIGKILL.
@@ -92,7 +104,16 @@ impl Worker {
         if let Some(sock) = &spec.egress_socket {
             cmd.env("RUMI_EGRESS_SOCKET", sock);
         }
-        Worker::from_command(cmd, &spec.pack_id, spec.max_frame)
+        if let Some(sock) = &spec.capability_socket {
+            cmd.env("RUMI_CAPABILITY_SOCKET", sock);
+        }
+        let mut worker =
+            Worker::from_command(cmd, &spec.pack_id, spec.max_frame, spec.redactor.clone())?;
+        worker.registered = spec.processes.clone().map(|procs| {
+            procs.register(&spec.pack_id, worker.pgid);
+            (procs, spec.pack_id.clone())
+        });
+        Ok(worker)
     }
 
     /// Starts `cmd` (its program, arguments, environment and working directory set by the
@@ -100,11 +121,13 @@ impl Worker {
     /// `PR_SET_PDEATHSIG` (see [`proctree::prepare_worker`]), stderr logged in bounded lines under
     /// `label`. Shared by pack workers and capability handler workers
     /// ([`crate::capability::handler`]). Must be called on a thread that lives as long as the
-    /// kernel (the death signal follows the thread that forks).
+    /// kernel (the death signal follows the thread that forks). `redactor` scrubs secret values
+    /// from the logged lines.
     pub(crate) fn from_command(
         mut cmd: Command,
         label: &str,
         max_frame: usize,
+        redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
     ) -> io::Result<Worker> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -135,7 +158,7 @@ impl Worker {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(log_stderr(stderr, label.to_string()));
+            tokio::spawn(log_stderr(stderr, label.to_string(), redactor));
         }
         Ok(Worker {
             child,
@@ -144,6 +167,7 @@ impl Worker {
             pgid: pid,
             max_frame,
             killed: false,
+            registered: None,
         })
     }
 
@@ -186,6 +210,9 @@ impl Worker {
     pub fn kill(&mut self) {
         if !self.killed {
             self.killed = true;
+            if let Some((procs, pack)) = self.registered.take() {
+                procs.unregister(&pack, self.pgid);
+            }
             proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
         }
         let _ = self.child.start_kill();
@@ -279,12 +306,20 @@ const STDERR_CHUNK: usize = 16 * 1024;
 /// cutting them afterwards held the entire "line" in the kernel (400 MiB took the kernel from
 /// 22 MB to 432 MB of RSS, for good); here the kernel never holds more than one chunk and one
 /// capped line per worker, and the stream keeps being drained so the block never blocks on it.
-async fn log_stderr(mut stderr: ChildStderr, pack: String) {
+pub(crate) async fn log_stderr(
+    mut stderr: ChildStderr,
+    pack: String,
+    redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
+) {
     let mut chunk = vec![0u8; STDERR_CHUNK];
     let mut lines = CappedLines::new(STDERR_LINE_CAP);
     let log = |line: &[u8], truncated: bool| {
         let more = if truncated { " [line truncated]" } else { "" };
-        tracing::debug!(pack_id = %pack, "worker: {}{more}", String::from_utf8_lossy(line));
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if let Some(r) = &redactor {
+            r.scrub(&mut text);
+        }
+        tracing::debug!(pack_id = %pack, "worker: {text}{more}");
     };
     loop {
         match stderr.read(&mut chunk).await {

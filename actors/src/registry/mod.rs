@@ -12,8 +12,10 @@
 //! rejection and a change found in an approved pack are `decisions.rs`.
 
 mod decisions;
+mod doors;
 mod flows;
 mod state;
+mod watch;
 
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
@@ -22,7 +24,7 @@ use crate::approval::{ApprovalRecord, ApprovalStore, Decision, ManifestVerifier}
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
 use crate::config::RuntimeConfig;
 use crate::docker::{DockerEngine, PackSpec};
-use crate::egress::listener::{EgressListener, StopListener};
+use crate::egress::listener::EgressListener;
 use crate::egress::proxy::Proxy;
 use crate::layout::Layout;
 use crate::pack_container::worker::WorkerSpec;
@@ -180,8 +182,8 @@ struct PackEntry {
     record: Option<ApprovalRecord>,
     changes: Option<ManifestDiff>,
     container: Option<Addr<PackContainer>>,
-    /// The pack's egress socket (approved packs only).
-    egress: Option<Addr<EgressListener>>,
+    /// The pack's egress and capability sockets (approved packs only).
+    doors: doors::Doors,
     /// A verifier that has just checked (or hashed) the pack against its record, handed to the
     /// next sandbox so its first call does not hash the pack again.
     warm: Option<ManifestVerifier>,
@@ -200,6 +202,10 @@ pub struct SandboxSettings {
     pub docker: Option<Arc<DockerEngine>>,
     /// The egress proxy every pack's socket hands its requests to.
     pub proxy: Arc<Proxy>,
+    /// Grants, secrets, stores and handlers every pack's capability broker uses.
+    pub capabilities: Arc<crate::capability::Capabilities>,
+    /// The packs' live worker processes (who may use a pack's capability socket, permissive).
+    pub processes: Arc<crate::capability::peers::PackProcesses>,
 }
 
 /// The registry (see the module docs).
@@ -221,6 +227,8 @@ pub struct Registry {
     /// not hashed again while its stat stays the same, so a scan costs stats, not the hashing of
     /// a (possibly huge) changed file every time.
     modified_verifiers: HashMap<String, ManifestVerifier>,
+    /// Approved packs' directories under watch (`watch.rs`).
+    watch: watch::PackWatch,
 }
 
 impl Registry {
@@ -247,6 +255,7 @@ impl Registry {
             reloads: flows::Reloads::default(),
             self_addr: None,
             modified_verifiers: HashMap::new(),
+            watch: watch::PackWatch::default(),
         }
     }
 
@@ -316,12 +325,14 @@ impl Registry {
         self.modified_verifiers
             .retain(|id, _| present.contains(id.as_str()));
         for id in gone {
-            if let Some(entry) = self.packs.remove(&id) {
-                if let Some(c) = entry.container {
+            if let Some(mut entry) = self.packs.remove(&id) {
+                if let Some(c) = entry.container.take() {
                     c.do_send(pack_container::Stop);
                 }
+                entry.doors.close();
                 self.view.set_container(&id, None);
             }
+            self.follow_watch(&id);
         }
         for (id, dir) in found {
             let subdir = if dir.join("backend").is_dir() {
@@ -343,9 +354,9 @@ impl Registry {
                 self.pack_problems.push(format!("pack {id:?}: {e}"));
             }
             let (state, record, changes, warm) = self.decide_state(&id, &dir, error.is_some());
-            let (container, egress) = match self.packs.get_mut(&id) {
-                Some(e) => (e.container.take(), e.egress.take()),
-                None => (None, None),
+            let (container, doors) = match self.packs.get_mut(&id) {
+                Some(e) => (e.container.take(), std::mem::take(&mut e.doors)),
+                None => (None, doors::Doors::default()),
             };
             self.packs.insert(
                 id.clone(),
@@ -358,7 +369,7 @@ impl Registry {
                     record,
                     changes,
                     container,
-                    egress,
+                    doors,
                     warm,
                 },
             );
@@ -385,18 +396,12 @@ impl Registry {
         if !wanted {
             entry.warm = None;
         }
-        match (wanted, entry.egress.is_some()) {
-            (true, false) => {
-                let listener = self.start_egress(id);
-                self.packs.get_mut(id).expect("checked above").egress = Some(listener);
-            }
-            (false, true) => {
-                if let Some(l) = entry.egress.take() {
-                    l.do_send(StopListener);
-                }
-            }
-            _ => {}
+        if wanted {
+            self.open_doors(id);
+        } else {
+            entry.doors.close();
         }
+        self.follow_watch(id);
         let slot = self.slot(id);
         let Some(entry) = self.packs.get_mut(id) else {
             return;
@@ -425,6 +430,16 @@ impl Registry {
                                     .pack_sockets(id)
                                     .join(crate::egress::SOCKET_NAME),
                             ),
+                            capability_socket: Some(
+                                doors::capability_dir(
+                                    &self.config.capability,
+                                    self.layout.pack_sockets(id),
+                                    id,
+                                )
+                                .join(crate::capability::SOCKET_NAME),
+                            ),
+                            processes: Some(Arc::clone(&self.sandbox.processes)),
+                            redactor: Some(Arc::clone(&self.sandbox.capabilities.redactor)),
                         },
                         pool: self.config.workers_per_pack.max(1),
                     },
@@ -437,6 +452,12 @@ impl Registry {
                             site_packages: self.layout.pack_site_packages(id),
                             socket_dir: self.layout.pack_sockets(id),
                             runtime_dir: self.sandbox.modules_dir.clone(),
+                            capability_dir: self
+                                .config
+                                .capability
+                                .sock_dir
+                                .as_ref()
+                                .map(|d| d.join(id)),
                             max_frame: self.config.max_response_bytes,
                             cpuset: self
                                 .sandbox
@@ -476,20 +497,6 @@ impl Registry {
         }
     }
 
-    /// Starts the pack's egress listener on the arbiter of its sandbox.
-    fn start_egress(&self, id: &str) -> Addr<EgressListener> {
-        let (pid, dir, access, proxy, settings) = (
-            id.to_string(),
-            self.layout.pack_sockets(id),
-            self.config.socket_access(),
-            Arc::clone(&self.sandbox.proxy),
-            self.config.egress.clone(),
-        );
-        EgressListener::start_in_arbiter(&self.sandbox.arbiters[self.slot(id)], move |_| {
-            EgressListener::new(pid, dir, access, proxy, settings)
-        })
-    }
-
     /// The arbiter a pack's actors live on: a hash of its id.
     fn slot(&self, id: &str) -> usize {
         id.bytes()
@@ -509,7 +516,7 @@ impl Registry {
             .packs
             .iter()
             .filter(|(id, _)| only.is_none_or(|o| o == id.as_str()))
-            .map(|(id, e)| (id.clone(), dead(&e.container), dead(&e.egress)))
+            .map(|(id, e)| (id.clone(), dead(&e.container), e.doors.any_dead()))
             .filter(|(_, container, egress)| *container || *egress)
             .collect();
         for (id, container, egress) in dead {
@@ -518,13 +525,13 @@ impl Registry {
                     e.container = None;
                 }
                 if egress {
-                    e.egress = None;
+                    e.doors.forget_dead();
                 }
             }
             // A dead egress listener is replaced quietly: requests that met the gap were refused
             // by the missing socket, never let through.
             if egress {
-                tracing::error!(pack_id = %id, "a pack's egress listener died; starting a new one");
+                tracing::error!(pack_id = %id, "a pack's egress or capability listener died; starting a new one");
             }
             if container {
                 tracing::error!(pack_id = %id, "a pack sandbox died; starting a new one");
@@ -714,7 +721,7 @@ impl Handler<GetDiagnostics> for Registry {
             egress: self
                 .packs
                 .values()
-                .filter_map(|e| e.egress.clone())
+                .filter_map(|e| e.doors.egress.clone())
                 .collect(),
         })
     }
@@ -737,9 +744,7 @@ impl Handler<StopAll> for Registry {
             if let Some(c) = entry.container.take() {
                 c.do_send(pack_container::Stop);
             }
-            if let Some(l) = entry.egress.take() {
-                l.do_send(StopListener);
-            }
+            entry.doors.close();
             self.view.set_container(id, None);
         }
     }

@@ -51,6 +51,16 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
             )
             .unwrap(),
         ),
+        capabilities: Arc::new(
+            crate::capability::Capabilities::open(
+                &layout,
+                SigningKey::from_bytes(&[1; 32]),
+                Arc::clone(&view),
+            )
+            .unwrap()
+            .0,
+        ),
+        processes: Arc::default(),
     };
     let registry = Registry::new(
         layout,
@@ -118,7 +128,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
         .first()
         .cloned()
         .expect("an approved pack has a listener");
-    let crashed = listener.send(crate::egress::listener::InjectPanic).await;
+    let crashed = listener.send(crate::socket_server::InjectPanic).await;
     assert!(crashed.is_err(), "the panicking handler never answers");
     assert!(!listener.connected());
     registry

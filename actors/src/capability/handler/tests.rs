@@ -257,3 +257,24 @@ def execute(context, args):
     let again = addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
     assert_eq!(again, pid, "the same worker answers after each");
 }
+
+#[actix_rt::test]
+async fn waiting_counts_against_a_calls_deadline() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source =
+        "import time\ndef execute(c, a):\n    time.sleep(a.get('s', 0))\n    return a.get('n')\n";
+    let addr = CapabilityHandler::new(spec(dir.path(), py, source)).start();
+    addr.send(call(json!({}), 30.0)).await.unwrap().unwrap();
+    // The first holds the worker for 1.5 s; the second may wait only 0.3 s: it never runs.
+    let slow = addr.send(call(json!({"s": 1.5, "n": 1}), 30.0));
+    let short = addr.send(call(json!({"n": 2}), 0.3));
+    let (slow, short) = futures_util::future::join(slow, short).await;
+    assert_eq!(slow.unwrap().unwrap(), json!(1));
+    assert_eq!(short.unwrap().unwrap_err().error_type, "timeout");
+    let stats = addr.send(GetStats).await.unwrap();
+    assert_eq!(
+        stats.restarts, 0,
+        "no worker was killed for a call that never ran"
+    );
+}

@@ -1,0 +1,161 @@
+//! Capability calls from a real Python block through its pack's capability socket (release
+//! kernel, permissive mode): the per-call round trip of `store.get` and `secrets.get` (target
+//! p50 ≤ 0.15 ms), and calls/s from 8 blocks running at once. The block itself times each call
+//! (`time.perf_counter_ns` around `rumi_capability.call`), so the figures are what pack code sees:
+//! its framing, the socket, the broker's checks, the handler, the audit entry, and back.
+//! Run with `cargo bench --bench capability`; the summary goes to
+//! `target/rumi-bench-capability.json`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use serde_json::{json, Value};
+use std::time::Instant;
+use support::*;
+
+/// `inputs.n` calls of `inputs.permission` with `inputs.args`; answers each call's time (ms).
+const TIMED: &str = r#"
+import time, rumi_capability
+
+def run(input_data, context=None):
+    i = context["inputs"]
+    out = []
+    for _ in range(i["n"]):
+        t = time.perf_counter_ns()
+        r = rumi_capability.call(i["permission"], args=i["args"])
+        out.append((time.perf_counter_ns() - t) / 1e6)
+        if not r.get("success"):
+            raise RuntimeError("call failed: %r" % (r,))
+    return {"ms": out}
+"#;
+
+async fn run_flow(c: &reqwest::Client, base: &str, inputs: Value) -> Vec<f64> {
+    let v = post(
+        c,
+        &format!("{base}/api/flows/bench_cap/run"),
+        &json!({"inputs": inputs}),
+    )
+    .await
+    .expect("run");
+    assert_eq!(v["data"]["status"], "succeeded", "{v}");
+    v["data"]["result"]["out"]["ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+fn main() {
+    let (c, rt) = setup();
+    drop(c);
+    let mut summary = Summary::default();
+    let home = common::fresh_home();
+    common::make_pack(home.path(), "cap_bench", &[("timed.py", TIMED)]);
+    common::write(
+        home.path(),
+        "user_data/shared/flows/bench_cap.flow.yaml",
+        "flow_id: bench_cap\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: python_file_call, owner_pack: cap_bench, file: timed.py, timeout_seconds: 300, output: out}\n",
+    );
+    let (kernel, _) = start_with(
+        home.path(),
+        &["--permissive"],
+        &[
+            ("RUMI_SECRET_GET_RATE_LIMIT", "1000000"),
+            ("RUMI_PACK_WORKERS", "8"),
+        ],
+        None,
+    );
+    let client = reqwest::Client::new();
+    let base = kernel.base.clone();
+    let store_get = json!({"store_id": "bench", "key": "users/u1"});
+    rt.block_on(async {
+        approve(&client, &base, "cap_bench").await;
+        let p = |path: &str, body: Value| {
+            let (client, url) = (client.clone(), format!("{base}{path}"));
+            async move { post(&client, &url, &body).await.expect(&url) }
+        };
+        p("/api/flows/reload", json!({})).await;
+        p("/api/stores/create", json!({"store_id": "bench", "root_path": "user_data/stores/bench"})).await;
+        p("/api/secrets/set", json!({"key": "BENCH_KEY", "value": "x".repeat(40)})).await;
+        for perm in ["store.get", "store.set"] {
+            p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": perm, "config": {}})).await;
+        }
+        p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": "secrets.get", "config": {"allowed_keys": ["BENCH_KEY"]}})).await;
+        run_flow(&client, &base, json!({"n": 1, "permission": "store.set", "args": {"store_id": "bench", "key": "users/u1", "value": {"name": "Alice", "n": 1}}})).await;
+    });
+    let row = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} calls",
+            pct(v, 0.5),
+            pct(v, 0.95),
+            pct(v, 0.99),
+            v.len()
+        )
+    };
+    for (name, permission, args) in [
+        (
+            "store.get round trip from a block (target p50 <= 0.15 ms)",
+            "store.get",
+            store_get.clone(),
+        ),
+        (
+            "secrets.get round trip from a block",
+            "secrets.get",
+            json!({"key": "BENCH_KEY"}),
+        ),
+    ] {
+        let mut all = Vec::new();
+        rt.block_on(async {
+            // Warm-up (the worker, its connection, the file cache), then 20 blocks of 100 calls.
+            run_flow(
+                &client,
+                &base,
+                json!({"n": 100, "permission": permission, "args": args}),
+            )
+            .await;
+            for _ in 0..20 {
+                all.extend(
+                    run_flow(
+                        &client,
+                        &base,
+                        json!({"n": 100, "permission": permission, "args": args}),
+                    )
+                    .await,
+                );
+            }
+        });
+        summary.add(name, row(&mut all));
+    }
+    // 8 blocks at once (8 workers of the pack), 2000 store.get calls each.
+    let t = Instant::now();
+    let total: usize = rt.block_on(async {
+        let runs = (0..8).map(|_| {
+            run_flow(
+                &client,
+                &base,
+                json!({"n": 2000, "permission": "store.get", "args": store_get.clone()}),
+            )
+        });
+        futures_util::future::join_all(runs)
+            .await
+            .iter()
+            .map(Vec::len)
+            .sum()
+    });
+    summary.add(
+        "store.get calls/s from 8 concurrent blocks",
+        format!("{:.0}", total as f64 / t.elapsed().as_secs_f64()),
+    );
+    summary.add(
+        "kernel RSS after the runs",
+        format!("{} KiB", rss_kib(kernel.child.id())),
+    );
+    finish(
+        &summary,
+        "rumi capability bench summary",
+        "rumi-bench-capability.json",
+    );
+}
