@@ -2,9 +2,10 @@
 //! candidates"): scan → pending → approve → installed; a file changed between the scan and the
 //! approval (TOCTOU) → 409 and nothing installed; reject ×3 → blocked → unblock → pending with the
 //! count reset; a pack that is not approved → 409; URL-encoded keys; escapes listed as invalid;
-//! records survive a restart. The call path (block → socket → broker → handler actor) is tested
-//! with the broker; the handler actor and the lookup's trust checks have their unit tests in
-//! `actors/src/capability/`.
+//! records survive a restart; and through a real block and its capability socket: no handler →
+//! `handler_not_found`, trusted but not granted → `grant_denied`, the installed copy edited or the
+//! providing pack rejected → `trust_denied`. The handler actor and the lookup's trust checks have
+//! their unit tests in `actors/src/capability/`.
 
 mod common;
 
@@ -381,4 +382,84 @@ async fn the_cli_scans_lists_rejects_unblocks_and_approves() {
         &["capability", "approve", &key, "--notes", "fine"],
     );
     assert!(o.stdout.contains("installed"), "{}", o.stdout);
+}
+
+/// A block that makes each call of `inputs.calls` (`[permission_id, args]`).
+const CALLER: &str = r#"
+import rumi_capability
+
+def run(input_data, context=None):
+    return {"answers": [rumi_capability.call(p, args=a) for p, a in context["inputs"]["calls"]]}
+"#;
+
+async fn call_echo(k: &Kernel) -> Value {
+    let (s, run) = k
+        .run("caller_calls", json!({"calls": [["test.echo", {"x": 1}]]}))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    run["result"]["out"]["answers"][0].clone()
+}
+
+#[tokio::test]
+async fn a_block_reaches_the_handler_only_while_it_is_trusted() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    handler_pack(home.path(), "hp", &[("echo", MANIFEST, SOURCE)]);
+    make_pack(home.path(), "caller", &[("calls.py", CALLER)]);
+    write(
+        home.path(),
+        "user_data/shared/flows/caller_calls.flow.yaml",
+        "flow_id: caller_calls\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: python_file_call, owner_pack: caller, file: calls.py, timeout_seconds: 60, output: out}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hp").await;
+    k.approve("caller").await;
+    let r = call_echo(&k).await;
+    assert_eq!(r["error_type"], "handler_not_found", "{r}");
+
+    scan(&k).await;
+    let key = key_of(&k, "hp", "echo").await;
+    let (s, v) = k
+        .post(
+            &format!("/api/capability/requests/{}/approve", enc(&key)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Trusted now; approval granted nothing, so the grant step refuses.
+    let r = call_echo(&k).await;
+    assert_eq!(r["error_type"], "grant_denied", "{r}");
+
+    // The installed copy edited: the trust step refuses.
+    let installed = home
+        .path()
+        .join("user_data/capabilities/handlers/echo/handler.py");
+    std::fs::write(&installed, "def execute(c, a):\n    return 'evil'\n").unwrap();
+    let r = call_echo(&k).await;
+    assert_eq!(r["error_type"], "trust_denied", "{r}");
+    std::fs::write(&installed, SOURCE).unwrap();
+    let r = call_echo(&k).await;
+    assert_eq!(r["error_type"], "grant_denied", "{r}");
+
+    // Once grants exist (the grants API), a granted call reaches execute(context, args).
+    let (s, _) = k
+        .post(
+            "/api/capability/grants/grant",
+            json!({"principal_id": "caller", "permission_id": "test.echo", "config": {}}),
+        )
+        .await;
+    if s == 200 {
+        let r = call_echo(&k).await;
+        assert_eq!(r["success"], true, "{r}");
+        assert_eq!(r["output"], json!({"echo": {"x": 1}}), "{r}");
+    }
+
+    // The providing pack rejected: the handler is not trusted.
+    let (s, _) = k.post("/api/packs/hp/reject", json!({"reason": "t"})).await;
+    assert_eq!(s, 200);
+    let r = call_echo(&k).await;
+    assert_eq!(r["error_type"], "trust_denied", "{r}");
 }
