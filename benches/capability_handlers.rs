@@ -39,6 +39,7 @@ fn main() {
         home: tmp.path().join("homes/bench"),
         source: Arc::from(SOURCE),
         function: "execute".into(),
+        redactor: None,
     };
     let sys = System::new();
     let (addr, arbiter) = sys.block_on(async {

@@ -207,6 +207,9 @@ impl Kernel {
             )));
         }
         capabilities.handlers.set_python(config.python.clone());
+        capabilities
+            .handlers
+            .set_redactor(Arc::clone(&capabilities.redactor));
         let capabilities = Arc::new(capabilities);
         let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {

@@ -114,6 +114,8 @@ pub struct HandlerSpec {
     pub source: Arc<str>,
     /// The function of the entrypoint (`execute`).
     pub function: String,
+    /// Scrubs secret values from the worker's logged stderr lines.
+    pub redactor: Option<Arc<super::redact::Redactor>>,
 }
 
 /// A call waiting for the worker.
@@ -176,7 +178,7 @@ impl CapabilityHandler {
             .env("HOME", &self.spec.home)
             .env("PYTHONDONTWRITEBYTECODE", "1");
         let label = format!("handler:{}", self.spec.handler_id);
-        Worker::from_command(cmd, &label, MAX_REPLY_BYTES, None)
+        Worker::from_command(cmd, &label, MAX_REPLY_BYTES, self.spec.redactor.clone())
     }
 
     /// Runs the next job when the worker is free: the front call (loading the handler first on

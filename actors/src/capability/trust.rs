@@ -151,6 +151,8 @@ pub struct HandlerTable {
     /// The candidates' records; holding it serialises every decision.
     pub(crate) book: Mutex<super::workflow::Book>,
     python: RwLock<PathBuf>,
+    /// Scrubs secret values from the lines handler workers write to stderr.
+    redactor: RwLock<Option<Arc<super::redact::Redactor>>>,
     /// The thread the handler actors (and so their workers' death signal) live on.
     arbiter: Mutex<Option<ArbiterHandle>>,
     /// The wall clock the stat cache ages files by (tests move it).
@@ -191,6 +193,7 @@ impl HandlerTable {
             installed: RwLock::new(HashMap::new()),
             book: Mutex::new(Default::default()),
             python: RwLock::new(PathBuf::from("/usr/bin/python3")),
+            redactor: RwLock::new(None),
             arbiter: Mutex::new(None),
             clock: std::time::SystemTime::now,
         }
@@ -270,6 +273,11 @@ impl HandlerTable {
         *self.python.write() = python;
     }
 
+    /// The redactor of secret values for the handler workers' logged stderr.
+    pub fn set_redactor(&self, redactor: Arc<super::redact::Redactor>) {
+        *self.redactor.write() = Some(redactor);
+    }
+
     /// The "handler exists" and "trust" steps for `permission_id` (not a built-in). Must be
     /// called inside the actix system (a handler's actor may be started).
     pub fn lookup(&self, permission_id: &str) -> Lookup {
@@ -304,6 +312,7 @@ impl HandlerTable {
             home: self.homes_dir.join(&entry.record.slug),
             source,
             function: entry.record.function.clone(),
+            redactor: self.redactor.read().clone(),
         };
         let arbiter = self.arbiter.lock().get_or_insert_with(new_arbiter).clone();
         let addr =

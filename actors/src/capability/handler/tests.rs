@@ -40,6 +40,7 @@ pub(crate) fn spec(dir: &Path, python: PathBuf, source: &str) -> HandlerSpec {
         home: dir.join("homes/h"),
         source: Arc::from(source),
         function: "execute".into(),
+        redactor: None,
     }
 }
 
