@@ -72,7 +72,8 @@ async fn audit(k: &Kernel, entry: AuditEntry) {
     }
 }
 
-/// Runs blocking workflow code off the HTTP threads.
+/// Runs blocking workflow code (file reads, hashes, fsyncs, the records' lock) off the HTTP
+/// threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, WorkflowError> + Send + 'static,
 ) -> Result<T, WorkflowError> {
@@ -119,7 +120,8 @@ pub async fn requests(
         None | Some("") => None,
         Some(s) => CandidateStatus::parse_filter(s).map_err(ApiError::bad_request)?,
     };
-    Ok(ok(k.capabilities.handlers.list(status)))
+    let table = k.capabilities.handlers.clone();
+    Ok(ok(blocking(move || Ok(table.list(status))).await?))
 }
 
 /// `POST /api/capability/requests/{candidate_key}/approve {notes}`
@@ -216,10 +218,9 @@ pub async fn reject(
     responses((status = 200, description = "the blocked candidates", body = Envelope<CandidateList>))
 )]
 pub async fn blocked(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
-    Ok(ok(k
-        .capabilities
-        .handlers
-        .list(Some(CandidateStatus::Blocked))))
+    let table = k.capabilities.handlers.clone();
+    let list = blocking(move || Ok(table.list(Some(CandidateStatus::Blocked)))).await?;
+    Ok(ok(list))
 }
 
 /// `POST /api/capability/blocked/{candidate_key}/unblock {reason}`
