@@ -161,6 +161,11 @@ async fn scan_approve_install_and_verify_on_every_lookup() {
     assert!(untrusted(t.lookup("test.echo")).contains("signature"));
     let t = home.table();
     assert!(untrusted(t.lookup("test.echo")).contains("signature"));
+    // Its slug is not silently reused: the operator is told to clear it first.
+    fs::write(src.join("handler.py"), "def execute(c, a):\n    return 3\n").unwrap();
+    t.scan().unwrap();
+    let e = t.approve(&key_of(&t), "").err().unwrap();
+    assert!(e.to_string().contains("signature check"), "{e}");
 }
 
 #[actix_rt::test]

@@ -292,6 +292,12 @@ impl HandlerTable {
             ));
         }
         if let Some(other) = self.at_slug(&record.slug) {
+            if other.tampered.is_some() {
+                return Err(WorkflowError::Conflict(format!(
+                    "slug {:?} holds a handler whose trust record failed its signature check; remove user_data/capabilities/handlers/{} and user_data/capabilities/trust/{}.json, restart, then approve again",
+                    record.slug, record.slug, record.slug
+                )));
+            }
             if other.record.pack_id != record.pack_id
                 || other.record.handler_id != record.handler_id
             {
