@@ -28,6 +28,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
 pub const MAX_SOURCE_BYTES: u64 = 1024 * 1024;
 /// Most slugs looked at per pack.
 pub const MAX_SLUGS: usize = 100;
+/// Most directory entries whose names are held while choosing the slugs to read.
+const MAX_LISTED: usize = 4096;
 /// Where candidates live under a pack subdir.
 pub const CANDIDATES_DIR: [&str; 2] = ["share", "capability_handlers"];
 
@@ -117,18 +119,22 @@ pub fn scan_pack(pack_id: &str, subdir: &Path) -> (Vec<Found>, Vec<Invalid>) {
     let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return (found, invalid);
     };
-    let mut slugs: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    // Names held are bounded too (a directory of a million entries is counted, not kept).
+    let mut slugs: Vec<String> = Vec::new();
+    let mut total = 0usize;
+    for e in entries.filter_map(Result::ok) {
+        total += 1;
+        if slugs.len() < MAX_LISTED {
+            slugs.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
     slugs.sort();
-    if slugs.len() > MAX_SLUGS {
+    if total > MAX_SLUGS {
         invalid.push(Invalid {
             pack_id: pack_id.to_string(),
             slug: String::new(),
             reason: format!(
-                "the pack ships {} handler directories; only the first {MAX_SLUGS} are read",
-                slugs.len()
+                "the pack ships {total} handler directories; only the first {MAX_SLUGS} are read"
             ),
         });
         slugs.truncate(MAX_SLUGS);
