@@ -215,6 +215,17 @@ check("GET", "/api/containers", expect=409)
 check("POST", "/api/containers/{id}/start", "/api/containers/my_pack/start", expect=409)
 check("POST", "/api/containers/{id}/stop", "/api/containers/my_pack/stop", expect=409)
 check("DELETE", "/api/containers/{id}", "/api/containers/my_pack", expect=409)
+check("POST", "/api/capability/candidates/scan")
+check("GET", "/api/capability/requests")
+check("GET", "/api/capability/requests", "/api/capability/requests?status=pending")
+check("GET", "/api/capability/blocked")
+UNKNOWN_CANDIDATE = "my_pack%3Aslug%3Ah%3A" + "0" * 64
+check("POST", "/api/capability/requests/{candidate_key}/approve",
+      "/api/capability/requests/" + UNKNOWN_CANDIDATE + "/approve", body={}, expect=404)
+check("POST", "/api/capability/requests/{candidate_key}/reject",
+      "/api/capability/requests/not-a-key/reject", body={"reason": "x"}, expect=400)
+check("POST", "/api/capability/blocked/{candidate_key}/unblock",
+      "/api/capability/blocked/" + UNKNOWN_CANDIDATE + "/unblock", body={}, expect=404)
 
 # Refusals.
 check("GET", "/api/packs", token=None, expect=401)

@@ -18,6 +18,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../python/rumi_capability.py"),
     ),
     ("rumi_wire.py", include_str!("../python/rumi_wire.py")),
+    (
+        "rumi_handlerhost.py",
+        include_str!("../python/rumi_handlerhost.py"),
+    ),
 ];
 
 /// Writes the embedded files into `dir` (replacing stale copies) and returns the host script.

@@ -206,6 +206,10 @@ impl Kernel {
                 &principal,
             )));
         }
+        capabilities.handlers.set_python(config.python.clone());
+        capabilities
+            .handlers
+            .set_redactor(Arc::clone(&capabilities.redactor));
         let capabilities = Arc::new(capabilities);
         let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {

@@ -87,6 +87,7 @@ pub async fn run(c: &Client, out: &Out, cmd: CapabilityCommand) -> Result<Option
                 .collect();
             out.table(&["principal", "permission", "config", "granted"], rows);
         }
+        other => return super::capability_handlers::run(c, out, other).await,
     }
     Ok(None)
 }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod capability;
+pub mod capability_handlers;
 pub mod flows;
 pub mod network;
 pub mod output;
@@ -74,7 +75,8 @@ pub enum Command {
         #[command(subcommand)]
         command: NetworkCommand,
     },
-    /// Capabilities: grants of permissions to principals.
+    /// Capabilities: grants of permissions to principals, third-party handler candidates and
+    /// their trust.
     Capability {
         #[command(subcommand)]
         command: CapabilityCommand,
@@ -249,6 +251,38 @@ pub enum CapabilityCommand {
     Grants {
         #[arg(long)]
         principal: Option<String>,
+    },
+    /// Capability handler candidates shipped by packs, with their status.
+    Candidates {
+        /// pending, rejected, blocked, installed, failed or all (default).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Look for handler candidates in every pack now; new ones are pending.
+    Scan,
+    /// Trust a candidate: re-hash it, install it, start its handler (grants nothing).
+    Approve {
+        /// pack_id:slug:handler_id:sha256, as `rumi capability candidates` shows it.
+        candidate_key: String,
+        /// A note kept with the trust record.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Reject a candidate for an hour; the third rejection blocks it.
+    Reject {
+        candidate_key: String,
+        /// Why, for the audit log and the listing.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Blocked candidates.
+    Blocked,
+    /// Unblock a candidate: pending again, its rejection count reset.
+    Unblock {
+        candidate_key: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
     },
 }
 

@@ -7,6 +7,7 @@ mod table;
 
 pub mod auth;
 pub mod body;
+pub mod capability_handlers;
 pub mod containers;
 pub mod cors;
 pub mod error;

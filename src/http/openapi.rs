@@ -4,6 +4,7 @@
 //! rule, the middleware's). `tests/openapi.rs` checks that the document describes exactly the
 //! routes of `table.rs`, and that real answers match the schemas it declares.
 
+use super::capability_handlers;
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, runs, system};
 use super::{grants, secrets, stores};
@@ -61,6 +62,12 @@ const BEARER: &str = "bearer";
         secrets::list,
         stores::create,
         stores::list,
+        capability_handlers::scan,
+        capability_handlers::requests,
+        capability_handlers::approve,
+        capability_handlers::reject,
+        capability_handlers::blocked,
+        capability_handlers::unblock,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),
@@ -72,7 +79,7 @@ const BEARER: &str = "bearer";
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health, diagnostics and this document"),
         (name = "docker", description = "Docker and the pack containers (strict mode)"),
-        (name = "capabilities", description = "Capabilities: grants of permissions to principals"),
+        (name = "capabilities", description = "Capabilities: grants of permissions to principals, third-party handler candidates and their trust"),
         (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
         (name = "stores", description = "Key-value stores under user_data/stores/"),
     )

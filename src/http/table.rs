@@ -44,6 +44,12 @@ macro_rules! api_routes {
             GET "/api/secrets" => secrets::list,
             POST "/api/stores/create" => stores::create,
             GET "/api/stores" => stores::list,
+            POST "/api/capability/candidates/scan" => capability_handlers::scan,
+            GET "/api/capability/requests" => capability_handlers::requests,
+            POST "/api/capability/requests/{candidate_key}/approve" => capability_handlers::approve,
+            POST "/api/capability/requests/{candidate_key}/reject" => capability_handlers::reject,
+            GET "/api/capability/blocked" => capability_handlers::blocked,
+            POST "/api/capability/blocked/{candidate_key}/unblock" => capability_handlers::unblock,
         }
     };
 }

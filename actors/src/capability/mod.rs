@@ -9,6 +9,8 @@
 //! * [`secrets`] — write-only secrets, encrypted at rest.
 //! * [`stores`] — key-value stores under `user_data/stores/`.
 //! * [`trust`] — third-party handler candidates: scan, approve, reject, block, unblock.
+//! * [`candidates`] — reading handler candidates out of packs, bounded and without symlinks.
+//! * [`workflow`] — the candidates' trust workflow (scan, approve, reject, block, unblock).
 //! * [`handler`] — one [`handler::CapabilityHandler`] actor per trusted third-party handler,
 //!   owning its warm host worker.
 //! * [`rate`] — per-pack rate windows.
@@ -17,6 +19,7 @@
 
 pub mod broker;
 pub mod builtins;
+pub mod candidates;
 pub mod grants;
 pub mod handler;
 pub mod peers;
@@ -25,6 +28,7 @@ pub mod redact;
 pub mod secrets;
 pub mod stores;
 pub mod trust;
+pub mod workflow;
 
 use crate::keys::SigningKey;
 use crate::layout::Layout;
@@ -100,7 +104,7 @@ impl Capabilities {
                 layout.stores(),
                 layout.home().to_path_buf(),
             )?),
-            handlers: Arc::new(trust::HandlerTable::empty(layout.capabilities())),
+            handlers: Arc::new(trust::HandlerTable::open(layout, Arc::clone(&view))?),
             redactor: Arc::default(),
         };
         Ok((caps, OpenReport { tampered_grants }))

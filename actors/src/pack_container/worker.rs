@@ -107,6 +107,28 @@ impl Worker {
         if let Some(sock) = &spec.capability_socket {
             cmd.env("RUMI_CAPABILITY_SOCKET", sock);
         }
+        let mut worker =
+            Worker::from_command(cmd, &spec.pack_id, spec.max_frame, spec.redactor.clone())?;
+        worker.registered = spec.processes.clone().map(|procs| {
+            procs.register(&spec.pack_id, worker.pgid);
+            (procs, spec.pack_id.clone())
+        });
+        Ok(worker)
+    }
+
+    /// Starts `cmd` (its program, arguments, environment and working directory set by the
+    /// caller) as a worker: piped stdio, its own process group, the subreaper flag and
+    /// `PR_SET_PDEATHSIG` (see [`proctree::prepare_worker`]), stderr logged in bounded lines under
+    /// `label`. Shared by pack workers and capability handler workers
+    /// ([`crate::capability::handler`]). Must be called on a thread that lives as long as the
+    /// kernel (the death signal follows the thread that forks). `redactor` scrubs secret values
+    /// from the logged lines.
+    pub(crate) fn from_command(
+        mut cmd: Command,
+        label: &str,
+        max_frame: usize,
+        redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
+    ) -> io::Result<Worker> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -136,24 +158,16 @@ impl Worker {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         if let Some(stderr) = child.stderr.take() {
             // Raw writes to fd 1/2 end up here; logged (bounded lines), never in a result.
-            tokio::spawn(log_stderr(
-                stderr,
-                spec.pack_id.clone(),
-                spec.redactor.clone(),
-            ));
+            tokio::spawn(log_stderr(stderr, label.to_string(), redactor));
         }
-        let registered = spec.processes.clone().map(|procs| {
-            procs.register(&spec.pack_id, pid);
-            (procs, spec.pack_id.clone())
-        });
         Ok(Worker {
             child,
             stdin,
             stdout: BufReader::new(stdout),
             pgid: pid,
-            max_frame: spec.max_frame,
+            max_frame,
             killed: false,
-            registered,
+            registered: None,
         })
     }
 

@@ -6,8 +6,10 @@
 //!   anything else in the frame (a `principal_id`, an `owner_pack`) is ignored: the socket alone
 //!   says who is calling.
 //! * [`keys`] — store ids, store keys, secret keys, permission ids.
+//! * [`candidate`] — third-party handler candidates: handler.json, the key, the trust workflow.
 //! * [`grant`] — hierarchical principals (`a__b`) and the intersection of their grant configs.
 
+pub mod candidate;
 pub mod grant;
 pub mod keys;
 
