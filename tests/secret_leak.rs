@@ -29,7 +29,7 @@ def run(input_data, context=None):
 
 /// Gets the secret and then does everything a careless block does with it.
 const CARELESS: &str = r#"
-import sys, rumi_capability
+import os, sys, rumi_capability
 
 def run(input_data, context=None):
     i = context["inputs"]
@@ -37,6 +37,7 @@ def run(input_data, context=None):
     print("the value is", v)
     sys.stderr.write("stderr has " + v + "\n")
     sys.stderr.flush()
+    os.write(2, ("raw fd 2 has " + v + "\n").encode())
     if i.get("raise"):
         raise ValueError("boom " + v)
     return {"echo": v, "nested": {v: [v]}}

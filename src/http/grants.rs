@@ -6,11 +6,11 @@ use super::body::json_object;
 use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::audit::{AuditEntry, Category, RecordDurable};
+use rumi_actors::audit::AuditEntry;
 use rumi_actors::capability::grants::GrantRecord;
 use rumi_actors::Kernel;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::io;
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,9 +33,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// Writes `entry` durably before the answer (an acknowledged change is in the audit log).
 pub(super) async fn audit_durably(k: &Kernel, entry: AuditEntry) {
-    if !matches!(k.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
-        tracing::error!("an audit entry could not be written durably");
-    }
+    k.admin.audit_durably(entry).await;
 }
 
 /// A required string field of a body.
@@ -118,21 +116,11 @@ pub async fn grant(
     let principal = string_field(&body, "principal_id")?;
     let permission = string_field(&body, "permission_id")?;
     let config = body.remove("config").unwrap_or(Value::Null);
-    let grants = k.capabilities.grants.clone();
-    let (p, perm) = (principal.clone(), permission.clone());
-    let record = blocking(move || grants.grant(&p, &perm, config))
-        .await?
+    let record = k
+        .admin
+        .grant_capability(&principal, &permission, config)
+        .await
         .map_err(io_error)?;
-    audit_durably(
-        &k,
-        AuditEntry::new(Category::Permission, "capability_grant", true)
-            .pack(&principal)
-            .details(json!({
-                "principal_id": principal, "permission_id": permission,
-                "config_keys": record.config.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()),
-            })),
-    )
-    .await;
     Ok(ok(record))
 }
 
@@ -161,10 +149,10 @@ pub async fn revoke(
     let body = json_object(&req, body).await?;
     let principal = string_field(&body, "principal_id")?;
     let permission = string_field(&body, "permission_id")?;
-    let grants = k.capabilities.grants.clone();
-    let (p, perm) = (principal.clone(), permission.clone());
-    let had = blocking(move || grants.revoke(&p, &perm))
-        .await?
+    let had = k
+        .admin
+        .revoke_capability(&principal, &permission)
+        .await
         .map_err(io_error)?;
     if !had {
         return Err(ApiError::new(
@@ -174,13 +162,6 @@ pub async fn revoke(
             ),
         ));
     }
-    audit_durably(
-        &k,
-        AuditEntry::new(Category::Permission, "capability_revoke", true)
-            .pack(&principal)
-            .details(json!({"principal_id": principal, "permission_id": permission})),
-    )
-    .await;
     Ok(ok(Revoked {
         principal_id: principal,
         permission_id: permission,

@@ -97,15 +97,18 @@ impl Capabilities {
         let _ = &view;
         let (grants, tampered_grants) =
             grants::CapabilityGrants::load(layout.capability_grants(), key);
+        let redactor: Arc<redact::Redactor> = Arc::default();
+        let secrets = secrets::SecretStore::open(layout.secrets(), layout.keys())?
+            .with_redactor(Arc::clone(&redactor));
         let caps = Capabilities {
             grants: Arc::new(grants),
-            secrets: Arc::new(secrets::SecretStore::open(layout.secrets(), layout.keys())?),
+            secrets: Arc::new(secrets),
             stores: Arc::new(stores::Stores::open(
                 layout.stores(),
                 layout.home().to_path_buf(),
             )?),
             handlers: Arc::new(trust::HandlerTable::open(layout, Arc::clone(&view))?),
-            redactor: Arc::default(),
+            redactor,
         };
         Ok((caps, OpenReport { tampered_grants }))
     }

@@ -21,7 +21,8 @@ pub const REDACTED: &str = "[redacted]";
 /// The secret values to scrub (see the module docs).
 #[derive(Default)]
 pub struct Redactor {
-    values: RwLock<Vec<String>>,
+    /// Each value with how many holders (secret keys) it has, longest first.
+    values: RwLock<Vec<(String, usize)>>,
     any: AtomicBool,
 }
 
@@ -41,25 +42,32 @@ fn wipe(mut s: String) {
 }
 
 impl Redactor {
-    /// Starts scrubbing `value` (a secret was set).
+    /// Starts scrubbing `value` (a secret was set to it); one more holder when already known.
     pub fn add(&self, value: &str) {
         if value.len() < MIN_REDACTED_LEN {
             return;
         }
         let mut v = self.values.write();
-        if !v.iter().any(|x| x == value) {
-            v.push(value.to_string());
-            // Longest first: a secret containing another is replaced whole.
-            v.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        match v.iter_mut().find(|(x, _)| x == value) {
+            Some((_, holders)) => *holders += 1,
+            None => {
+                v.push((value.to_string(), 1));
+                // Longest first: a secret containing another is replaced whole.
+                v.sort_by_key(|(x, _)| std::cmp::Reverse(x.len()));
+            }
         }
         self.any.store(true, Ordering::Release);
     }
 
-    /// Stops scrubbing `value` (its secret was deleted or replaced, and no other holds it).
+    /// One holder of `value` is gone (its secret was deleted or replaced); the value stops being
+    /// scrubbed when no other secret holds it.
     pub fn remove(&self, value: &str) {
         let mut v = self.values.write();
-        if let Some(i) = v.iter().position(|x| x == value) {
-            wipe(v.remove(i));
+        if let Some(i) = v.iter().position(|(x, _)| x == value) {
+            v[i].1 -= 1;
+            if v[i].1 == 0 {
+                wipe(v.remove(i).0);
+            }
         }
         self.any.store(!v.is_empty(), Ordering::Release);
     }
@@ -71,7 +79,7 @@ impl Redactor {
         }
         let values = self.values.read();
         let mut hit = false;
-        for secret in values.iter() {
+        for (secret, _) in values.iter() {
             if text.contains(secret.as_str()) {
                 let clean = text.replace(secret.as_str(), REDACTED);
                 wipe(std::mem::replace(text, clean));
@@ -137,6 +145,10 @@ mod tests {
             !r.scrub(&mut s),
             "a value under the minimum length is left alone"
         );
+        r.add("s3cr3t-value");
+        r.remove("s3cr3t-value");
+        let mut s = "s3cr3t-value".to_string();
+        assert!(r.scrub(&mut s), "a second secret still holds the value");
         r.remove("s3cr3t-value");
         let mut s = "s3cr3t-value".to_string();
         assert!(!r.scrub(&mut s));

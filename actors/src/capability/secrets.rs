@@ -121,6 +121,8 @@ pub struct SecretStore {
     cipher: XChaCha20Poly1305,
     /// The journal, open for appending; its lock also serialises every change.
     journal: Mutex<File>,
+    /// Told every value held, so what the kernel keeps about runs is scrubbed of it.
+    redactor: std::sync::Arc<super::redact::Redactor>,
 }
 
 impl SecretStore {
@@ -138,6 +140,7 @@ impl SecretStore {
             dir,
             cipher,
             journal: Mutex::new(journal),
+            redactor: std::sync::Arc::default(),
         })
     }
 
@@ -199,6 +202,17 @@ impl SecretStore {
         }
     }
 
+    /// Hands every value held to `redactor` and keeps it informed of each change.
+    pub fn with_redactor(mut self, redactor: std::sync::Arc<super::redact::Redactor>) -> Self {
+        for info in self.list() {
+            if let Some(v) = self.get(&info.key) {
+                redactor.add(v.expose());
+            }
+        }
+        self.redactor = redactor;
+        self
+    }
+
     /// Sets `key` to `value` (encrypted, 0600, durable, journalled) before it returns.
     pub fn set(&self, key: &str, value: &str) -> Result<SecretInfo, SecretError> {
         if !rumi_domain::capability::keys::valid_secret_key(key) {
@@ -234,7 +248,17 @@ impl SecretStore {
             nonce: Some(hex::encode(nonce)),
             ciphertext: Some(hex::encode(ct)),
         };
+        // Scrubbed from the moment it can be handed out; the replaced value stops being scrubbed
+        // (the redactor holds one value per live key, so it never grows with writes).
+        let old = self.get(key);
+        let same = old.as_ref().is_some_and(|o| o.expose() == value);
+        if !same {
+            self.redactor.add(value);
+        }
         self.write(key, &file, &mut journal, "set")?;
+        if let Some(old) = old.filter(|_| !same) {
+            self.redactor.remove(old.expose());
+        }
         Ok(info(key, &file))
     }
 
@@ -257,7 +281,11 @@ impl SecretStore {
             nonce: None,
             ciphertext: None,
         };
+        let old = self.get(key);
         self.write(key, &file, &mut journal, "delete")?;
+        if let Some(old) = old {
+            self.redactor.remove(old.expose());
+        }
         Ok(info(key, &file))
     }
 
