@@ -340,6 +340,17 @@ async fn another_packs_socket_and_hostile_frames_are_refused() {
     // The test process (not a process of the pack) is refused too.
     let direct = socket_exchange(&b_sock, br#"{"permission_id":"store.get","args":{}}"#);
     assert_eq!(direct.unwrap()["error_type"], "peer_refused");
+    // Both refusals are counted on cap_b's socket, and its broker never saw a call.
+    let (_, d) = k.get("/api/diagnostics").await;
+    let b = d["data"]["capability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["socket"]["pack_id"] == "cap_b")
+        .cloned()
+        .unwrap_or_else(|| panic!("cap_b's capability socket in diagnostics: {d}"));
+    assert_eq!(b["socket"]["refused_peer"], 2, "{b}");
+    assert_eq!(b["broker"]["calls"], 0, "{b}");
 
     for kind in ["oversized", "truncated", "not_json"] {
         let r = raw(&k, "cap_a", json!({"kind": kind})).await;

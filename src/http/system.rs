@@ -101,6 +101,15 @@ pub struct Diagnostics<'a> {
     containers: Vec<ContainerSnapshot>,
     /// Every approved pack's egress socket.
     egress: Vec<EgressSnapshot>,
+    /// Every approved pack's capability socket and broker.
+    capability: Vec<CapabilityDiagnostics>,
+}
+
+/// A pack's capability socket and its broker's counters.
+#[derive(Serialize, ToSchema)]
+struct CapabilityDiagnostics {
+    socket: rumi_actors::socket_server::SocketSnapshot,
+    broker: rumi_actors::capability::broker::BrokerSnapshot,
 }
 
 /// `GET /api/diagnostics`: load problems, runtime events and every actor's counters.
@@ -133,6 +142,19 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         }
     }
     egress.sort_by(|a, b| a.pack_id.cmp(&b.pack_id));
+    let mut capability = Vec::new();
+    for (listener, broker) in &d.capability {
+        let socket = listener
+            .send(rumi_actors::socket_server::GetSocketSnapshot)
+            .await;
+        let counters = broker
+            .send(rumi_actors::capability::broker::GetBrokerSnapshot)
+            .await;
+        if let (Ok(socket), Ok(broker)) = (socket, counters) {
+            capability.push(CapabilityDiagnostics { socket, broker });
+        }
+    }
+    capability.sort_by(|a, b| a.socket.pack_id.cmp(&b.socket.pack_id));
     Ok(ok(Diagnostics {
         mode: k.config.mode,
         uptime_seconds: k.started.elapsed().as_secs_f64(),
@@ -152,6 +174,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         audit: aud,
         containers,
         egress,
+        capability,
     }))
 }
 

@@ -52,7 +52,9 @@ pub struct GetBrokerSnapshot;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BrokerSnapshot {
     pub pack_id: String,
+    /// Calls received (every frame, well-formed or not).
     pub calls: u64,
+    /// Calls refused by a check (shape, rate limit, handler, trust, grant).
     pub denied: u64,
 }
 

@@ -158,6 +158,11 @@ pub struct Diagnostics {
     pub events: Vec<Value>,
     /// Every approved pack's egress listener (asked for its snapshot by the caller).
     pub egress: Vec<Addr<EgressListener>>,
+    /// Every approved pack's capability listener and broker (the same).
+    pub capability: Vec<(
+        Addr<crate::capability::broker::CapabilityListener>,
+        Addr<crate::capability::broker::CapabilityBroker>,
+    )>,
 }
 
 /// Registry refusals.
@@ -722,6 +727,12 @@ impl Handler<GetDiagnostics> for Registry {
                 .packs
                 .values()
                 .filter_map(|e| e.doors.egress.clone())
+                .collect(),
+            capability: self
+                .packs
+                .values()
+                .filter_map(|e| e.doors.capability.clone())
+                .map(|(broker, listener)| (listener, broker))
                 .collect(),
         })
     }
