@@ -1,6 +1,7 @@
 //! Capability calls from a real Python block through its pack's capability socket (release
-//! kernel, permissive mode): the per-call round trip of `store.get` and `secrets.get` (target
-//! p50 ≤ 0.15 ms), and calls/s from 8 blocks running at once. The block itself times each call
+//! kernel): the per-call round trip of `store.get` and `secrets.get` (target p50 ≤ 0.15 ms in
+//! permissive mode), calls/s from 8 blocks running at once, and the `store.get` round trip from a
+//! strict-mode container when Docker and the image are there. The block itself times each call
 //! (`time.perf_counter_ns` around `rumi_capability.call`), so the figures are what pack code sees:
 //! its framing, the socket, the broker's checks, the handler, the audit entry, and back.
 //! Run with `cargo bench --bench capability`; the summary goes to
@@ -47,10 +48,13 @@ async fn run_flow(c: &reqwest::Client, base: &str, inputs: Value) -> Vec<f64> {
         .collect()
 }
 
-fn main() {
-    let (c, rt) = setup();
-    drop(c);
-    let mut summary = Summary::default();
+/// Starts a kernel on a fresh home with the bench pack approved, a store holding one value, a
+/// secret, and the grants; answers the kernel and its home.
+fn prepare(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    args: &[&str],
+) -> (Kernel, tempfile::TempDir) {
     let home = common::fresh_home();
     common::make_pack(home.path(), "cap_bench", &[("timed.py", TIMED)]);
     common::write(
@@ -60,18 +64,16 @@ fn main() {
     );
     let (kernel, _) = start_with(
         home.path(),
-        &["--permissive"],
+        args,
         &[
             ("RUMI_SECRET_GET_RATE_LIMIT", "1000000"),
             ("RUMI_PACK_WORKERS", "8"),
         ],
         None,
     );
-    let client = reqwest::Client::new();
     let base = kernel.base.clone();
-    let store_get = json!({"store_id": "bench", "key": "users/u1"});
     rt.block_on(async {
-        approve(&client, &base, "cap_bench").await;
+        approve(client, &base, "cap_bench").await;
         let p = |path: &str, body: Value| {
             let (client, url) = (client.clone(), format!("{base}{path}"));
             async move { post(&client, &url, &body).await.expect(&url) }
@@ -83,76 +85,129 @@ fn main() {
             p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": perm, "config": {}})).await;
         }
         p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": "secrets.get", "config": {"allowed_keys": ["BENCH_KEY"]}})).await;
-        run_flow(&client, &base, json!({"n": 1, "permission": "store.set", "args": {"store_id": "bench", "key": "users/u1", "value": {"name": "Alice", "n": 1}}})).await;
+        run_flow(client, &base, json!({"n": 1, "permission": "store.set", "args": {"store_id": "bench", "key": "users/u1", "value": {"name": "Alice", "n": 1}}})).await;
     });
-    let row = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        format!(
-            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} calls",
-            pct(v, 0.5),
-            pct(v, 0.95),
-            pct(v, 0.99),
-            v.len()
-        )
-    };
-    for (name, permission, args) in [
-        (
-            "store.get round trip from a block (target p50 <= 0.15 ms)",
-            "store.get",
-            store_get.clone(),
-        ),
-        (
-            "secrets.get round trip from a block",
-            "secrets.get",
-            json!({"key": "BENCH_KEY"}),
-        ),
-    ] {
+    (kernel, home)
+}
+
+fn row(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} calls",
+        pct(v, 0.5),
+        pct(v, 0.95),
+        pct(v, 0.99),
+        v.len()
+    )
+}
+
+/// 20 blocks of 100 calls after a warm-up block.
+fn round_trips(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    base: &str,
+    permission: &str,
+    args: &Value,
+) -> Vec<f64> {
+    let inputs = json!({"n": 100, "permission": permission, "args": args});
+    rt.block_on(async {
+        run_flow(client, base, inputs.clone()).await;
         let mut all = Vec::new();
-        rt.block_on(async {
-            // Warm-up (the worker, its connection, the file cache), then 20 blocks of 100 calls.
-            run_flow(
-                &client,
-                &base,
-                json!({"n": 100, "permission": permission, "args": args}),
-            )
-            .await;
-            for _ in 0..20 {
-                all.extend(
-                    run_flow(
-                        &client,
-                        &base,
-                        json!({"n": 100, "permission": permission, "args": args}),
-                    )
-                    .await,
-                );
-            }
+        for _ in 0..20 {
+            all.extend(run_flow(client, base, inputs.clone()).await);
+        }
+        all
+    })
+}
+
+/// Whether Docker and the pack image are there (strict mode can run).
+fn strict_available() -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rumi"))
+        .args(["image", "show"])
+        .env("RUMI_HOME", std::env::temp_dir())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn main() {
+    let (c, rt) = setup();
+    drop(c);
+    let mut summary = Summary::default();
+    let client = reqwest::Client::new();
+    let store_get = json!({"store_id": "bench", "key": "users/u1"});
+    {
+        let (kernel, _home) = prepare(&rt, &client, &["--permissive"]);
+        let base = kernel.base.clone();
+        let mut v = round_trips(&rt, &client, &base, "store.get", &store_get);
+        summary.add(
+            "store.get round trip from a block, permissive (target p50 <= 0.15 ms)",
+            row(&mut v),
+        );
+        let mut v = round_trips(
+            &rt,
+            &client,
+            &base,
+            "secrets.get",
+            &json!({"key": "BENCH_KEY"}),
+        );
+        summary.add(
+            "secrets.get round trip from a block, permissive",
+            row(&mut v),
+        );
+        // 8 blocks at once (8 workers of the pack), 2000 store.get calls each.
+        let t = Instant::now();
+        let total: usize = rt.block_on(async {
+            let runs = (0..8).map(|_| {
+                run_flow(
+                    &client,
+                    &base,
+                    json!({"n": 2000, "permission": "store.get", "args": store_get.clone()}),
+                )
+            });
+            futures_util::future::join_all(runs)
+                .await
+                .iter()
+                .map(Vec::len)
+                .sum()
         });
-        summary.add(name, row(&mut all));
+        summary.add(
+            "store.get calls/s from 8 concurrent blocks, permissive",
+            format!("{:.0}", total as f64 / t.elapsed().as_secs_f64()),
+        );
+        summary.add(
+            "kernel RSS after the runs",
+            format!("{} KiB", rss_kib(kernel.child.id())),
+        );
     }
-    // 8 blocks at once (8 workers of the pack), 2000 store.get calls each.
-    let t = Instant::now();
-    let total: usize = rt.block_on(async {
-        let runs = (0..8).map(|_| {
-            run_flow(
-                &client,
-                &base,
-                json!({"n": 2000, "permission": "store.get", "args": store_get.clone()}),
-            )
-        });
-        futures_util::future::join_all(runs)
-            .await
-            .iter()
-            .map(Vec::len)
-            .sum()
-    });
-    summary.add(
-        "store.get calls/s from 8 concurrent blocks",
-        format!("{:.0}", total as f64 / t.elapsed().as_secs_f64()),
-    );
-    summary.add(
-        "kernel RSS after the runs",
-        format!("{} KiB", rss_kib(kernel.child.id())),
-    );
+    if strict_available() {
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "docker ps -aq --filter label=rumi.pack_id=cap_bench | xargs -r docker rm -f",
+            ])
+            .output();
+        let (kernel, _home) = prepare(&rt, &client, &[]);
+        let base = kernel.base.clone();
+        let mut v = round_trips(&rt, &client, &base, "store.get", &store_get);
+        summary.add(
+            "store.get round trip from a block in its container, strict",
+            row(&mut v),
+        );
+        drop(kernel);
+        // The kernel was killed: its container is this bench's to remove.
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "docker ps -aq --filter label=rumi.pack_id=cap_bench | xargs -r docker rm -f",
+            ])
+            .output();
+    } else {
+        summary.add(
+            "strict",
+            "SKIPPED: needs Docker and the image (`rumi image build`)".into(),
+        );
+    }
     finish(
         &summary,
         "rumi capability bench summary",
