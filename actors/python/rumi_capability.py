@@ -44,6 +44,18 @@ _conn: Optional[socket.socket] = None
 _conn_pid = 0
 
 
+def _after_fork_in_child() -> None:
+    # A child starts with the lock as another thread may have held it at the fork, and with the
+    # parent's connection (whose stream the parent is using): both are replaced.
+    global _lock, _conn
+    _lock = threading.Lock()
+    _conn = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _failure(error_type: str, error: str) -> CapabilityResponse:
     return {"success": False, "output": None, "error": error, "error_type": error_type}
 
