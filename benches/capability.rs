@@ -57,6 +57,18 @@ fn prepare(
 ) -> (Kernel, tempfile::TempDir) {
     let home = common::fresh_home();
     common::make_pack(home.path(), "cap_bench", &[("timed.py", TIMED)]);
+    // A third-party handler the pack ships (trusted and granted below).
+    let handler = "ecosystem/cap_bench/backend/share/capability_handlers/echo";
+    common::write(
+        home.path(),
+        &format!("{handler}/handler.json"),
+        r#"{"handler_id":"bench_echo","permission_id":"bench.echo","entrypoint":"handler.py:execute","description":"echo","risk":"none"}"#,
+    );
+    common::write(
+        home.path(),
+        &format!("{handler}/handler.py"),
+        "def execute(context, args):\n    return {'success': True, 'echo': args}\n",
+    );
     common::write(
         home.path(),
         "user_data/shared/flows/bench_cap.flow.yaml",
@@ -85,6 +97,19 @@ fn prepare(
             p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": perm, "config": {}})).await;
         }
         p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": "secrets.get", "config": {"allowed_keys": ["BENCH_KEY"]}})).await;
+        p("/api/capability/candidates/scan", json!({})).await;
+        let list = reqwest::Client::new()
+            .get(format!("{base}/api/capability/requests?status=pending"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .expect("requests")
+            .json::<Value>()
+            .await
+            .expect("requests JSON");
+        let key = list["data"]["items"][0]["candidate_key"].as_str().expect("a candidate").to_string();
+        p(&format!("/api/capability/requests/{key}/approve"), json!({"notes": "bench"})).await;
+        p("/api/capability/grants/grant", json!({"principal_id": "cap_bench", "permission_id": "bench.echo", "config": {}})).await;
         run_flow(client, &base, json!({"n": 1, "permission": "store.set", "args": {"store_id": "bench", "key": "users/u1", "value": {"name": "Alice", "n": 1}}})).await;
     });
     (kernel, home)
@@ -153,6 +178,11 @@ fn main() {
         );
         summary.add(
             "secrets.get round trip from a block, permissive",
+            row(&mut v),
+        );
+        let mut v = round_trips(&rt, &client, &base, "bench.echo", &json!({"x": 1}));
+        summary.add(
+            "third-party handler round trip from a block through its warm worker (target p50 <= 0.5 ms)",
             row(&mut v),
         );
         // 8 blocks at once (8 workers of the pack), 2000 store.get calls each.
