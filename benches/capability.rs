@@ -100,7 +100,7 @@ fn prepare(
         p("/api/capability/candidates/scan", json!({})).await;
         let list = reqwest::Client::new()
             .get(format!("{base}/api/capability/requests?status=pending"))
-            .bearer_auth(common::TOKEN)
+            .bearer_auth(TOKEN)
             .send()
             .await
             .expect("requests")

@@ -275,9 +275,21 @@ pub struct AuditWriter {
     syncs: u64,
     torn: u64,
     skipped: u64,
+    /// Secret values, scrubbed from every entry before it is written (invariant 5: whatever
+    /// path a value took into an entry — a handler's error, a call's args — it stops here).
+    redactor: Option<std::sync::Arc<crate::capability::redact::Redactor>>,
 }
 
 impl AuditWriter {
+    /// Scrubs every entry of the values `redactor` holds.
+    pub fn with_redactor(
+        mut self,
+        redactor: std::sync::Arc<crate::capability::redact::Redactor>,
+    ) -> Self {
+        self.redactor = Some(redactor);
+        self
+    }
+
     pub fn new(dir: PathBuf, sync_interval: Duration) -> Self {
         AuditWriter {
             dir,
@@ -289,6 +301,7 @@ impl AuditWriter {
             syncs: 0,
             torn: 0,
             skipped: 0,
+            redactor: None,
         }
     }
 
@@ -336,7 +349,14 @@ impl AuditWriter {
             }
             self.files.insert(key.clone(), f);
         }
-        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        let mut line = match self.redactor.as_ref().filter(|r| r.active()) {
+            Some(r) => {
+                let mut v = serde_json::to_value(entry).map_err(io::Error::other)?;
+                r.scrub_value(&mut v);
+                serde_json::to_vec(&v).map_err(io::Error::other)?
+            }
+            None => serde_json::to_vec(entry).map_err(io::Error::other)?,
+        };
         line.push(b'\n');
         let file = self.files.get_mut(&key).expect("inserted above");
         file.write_all(&line)?;

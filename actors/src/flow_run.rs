@@ -19,7 +19,7 @@ use crate::view::{KernelView, PackState};
 use actix::prelude::*;
 use rumi_domain::engine::{self, Next, RunEngine};
 use rumi_domain::run::{ErrorType, RunRecord, RunStatus, StepFailure};
-use rumi_domain::Flow;
+use rumi_domain::{Flow, SourceRank};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,10 @@ pub struct RunRequest {
     pub permit: Option<Permit>,
     /// Flow ids from the root run to the parent (empty for a top-level run).
     pub chain: Vec<String>,
+    /// Every run from the root to the parent is an official flow, called from an official step:
+    /// only then may this run's administrative steps act (a pack flow calling an official flow
+    /// with `kernel:flow.run` must not grant through it).
+    pub official_chain: bool,
     /// What the whole tree of runs (the top-level run and every nested one) has used.
     pub tree: Arc<RunTree>,
     pub span: tracing::Span,
@@ -98,6 +102,7 @@ pub struct FlowRun {
     deadline: Instant,
     permit: Option<Permit>,
     chain: Vec<String>,
+    official_chain: bool,
     tree: Arc<RunTree>,
     inputs: Arc<Value>,
     inputs_digest: String,
@@ -127,6 +132,7 @@ impl FlowRun {
             deadline: req.deadline,
             permit: req.permit,
             chain,
+            official_chain: req.official_chain,
             tree: req.tree,
             inputs: Arc::new(inputs_value),
             inputs_digest: digest,
@@ -254,6 +260,18 @@ impl FlowRun {
                     return;
                 }
                 Next::Admin(call) => {
+                    if !self.may_administer(&call.step_id) {
+                        let f = StepFailure::new(
+                            ErrorType::HandlerError,
+                            format!(
+                                "{}: administrative handlers act only in official flows started by \
+                                 the operator, never in a flow a pack or shared flow called",
+                                rumi_domain::handler::KernelHandler::Admin(call.handler).name()
+                            ),
+                        );
+                        self.engine.fail_pending(f, &self.clock);
+                        continue;
+                    }
                     let admin = Arc::clone(&self.deps.admin);
                     let work = async move { admin.execute(call).await };
                     ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
@@ -306,6 +324,7 @@ impl FlowRun {
                         deadline: self.deadline,
                         permit: None,
                         chain: self.chain.clone(),
+                        official_chain: self.may_administer(&call.step_id),
                         tree: Arc::clone(&self.tree),
                         span: self.span.clone(),
                     };
@@ -332,6 +351,19 @@ impl FlowRun {
                 }
             }
         }
+    }
+
+    /// Whether `step_id` of this run may act administratively (or pass that right to a nested
+    /// run): every caller up to the root was official, and so are this flow and the step.
+    fn may_administer(&self, step_id: &str) -> bool {
+        let flow = self.engine.flow();
+        self.official_chain
+            && flow.origin.rank == SourceRank::Official
+            && flow
+                .steps
+                .iter()
+                .find(|s| s.id == step_id)
+                .is_some_and(|s| s.origin == SourceRank::Official)
     }
 
     /// Whether the run has ended (its record is being stored or the caller has been answered):

@@ -167,8 +167,12 @@ impl Kernel {
         // run's audit entries and record usually cost one wake-up between them.
         let disk = Arbiter::new();
         let (audit_dir, sync) = (layout.audit(), config.audit_sync_interval);
+        // Secret values are scrubbed from every audit entry: the redactor exists before the
+        // writer, and the secrets store fills it when it opens.
+        let redactor: Arc<crate::capability::redact::Redactor> = Arc::default();
+        let r = Arc::clone(&redactor);
         let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| {
-            AuditWriter::new(audit_dir, sync)
+            AuditWriter::new(audit_dir, sync).with_redactor(r)
         });
         let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
@@ -199,7 +203,8 @@ impl Kernel {
         )
         .map_err(io::Error::other)?;
         let proxy = Arc::new(proxy);
-        let (capabilities, report) = Capabilities::open(&layout, key.clone(), Arc::clone(&view))?;
+        let (capabilities, report) =
+            Capabilities::open(&layout, key.clone(), Arc::clone(&view), redactor)?;
         for principal in report.tampered_grants {
             tracing::error!(principal_id = %principal, "a capability grant file failed its signature check; the principal's calls are denied");
             audit.do_send(Record(crate::capability::grants::tampered_entry(
@@ -332,6 +337,7 @@ impl Kernel {
             deadline,
             permit: Some(permit),
             chain: Vec::new(),
+            official_chain: true,
             tree: Default::default(),
             span: span.clone(),
         };

@@ -199,8 +199,13 @@ impl<S: SocketService> StreamHandler<io::Result<UnixStream>> for PackListener<S>
         };
         if let Err(why) = self.service.admit(&self.pack_id, stream.peer_cred().ok()) {
             self.refused_peer += 1;
+            // The reason (which pids are whose) is the log's; the peer learns only the refusal.
             tracing::warn!(pack_id = %self.pack_id, kind = self.service.kind(), "connection refused: {why}");
-            let answer = self.service.refuse(&self.pack_id, "peer_refused", &why);
+            let answer = self.service.refuse(
+                &self.pack_id,
+                "peer_refused",
+                "this socket belongs to another pack; a pack uses only its own socket",
+            );
             self.answer_and_close(stream, answer, ctx);
             return;
         }

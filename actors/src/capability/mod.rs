@@ -93,11 +93,11 @@ impl Capabilities {
         layout: &Layout,
         key: SigningKey,
         view: Arc<KernelView>,
+        redactor: Arc<redact::Redactor>,
     ) -> io::Result<(Capabilities, OpenReport)> {
         let _ = &view;
         let (grants, tampered_grants) =
             grants::CapabilityGrants::load(layout.capability_grants(), key);
-        let redactor: Arc<redact::Redactor> = Arc::default();
         let secrets = secrets::SecretStore::open(layout.secrets(), layout.keys())?
             .with_redactor(Arc::clone(&redactor));
         let caps = Capabilities {

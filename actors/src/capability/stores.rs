@@ -522,8 +522,14 @@ fn split_key(key: &str) -> Result<(Vec<String>, String), StoreError> {
         // Keys are ASCII (checked above): cutting by bytes is cutting by characters.
         let mut rest = seg;
         while rest.len() > PIECE {
-            dirs.push(format!("{}{CONTINUES}", &rest[..PIECE]));
-            rest = &rest[PIECE..];
+            let mut cut = PIECE;
+            // Never leave a remainder that is `.` or `..`: as a directory name it would mean this
+            // directory or its parent (the key `A…A../victim` would alias the key `victim`).
+            if matches!(&rest[cut..], "." | "..") {
+                cut -= 2;
+            }
+            dirs.push(format!("{}{CONTINUES}", &rest[..cut]));
+            rest = &rest[cut..];
         }
         if segments.peek().is_some() {
             dirs.push(rest.to_string());
@@ -541,6 +547,21 @@ fn walk(root: &OwnedFd, dirs: &[String], create: bool) -> io::Result<OwnedFd> {
         fd = dirfd::open_dir_at(fd.as_fd(), d, create)?;
     }
     Ok(fd)
+}
+
+#[cfg(test)]
+#[test]
+fn a_cut_never_leaves_a_dot_directory() {
+    for tail in [".", ".."] {
+        let key = format!("{}{tail}/victim", "A".repeat(PIECE));
+        let (dirs, file) = split_key(&key).unwrap();
+        assert!(dirs.iter().all(|d| d != "." && d != ".."), "{dirs:?}");
+        assert_eq!(file, format!("victim{SUFFIX}"));
+        assert_eq!(
+            dirs.concat().replace(CONTINUES, ""),
+            format!("{}{tail}", "A".repeat(PIECE))
+        );
+    }
 }
 
 fn not_found(store_id: &str) -> StoreError {

@@ -56,6 +56,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
                 &layout,
                 SigningKey::from_bytes(&[1; 32]),
                 Arc::clone(&view),
+                Arc::default(),
             )
             .unwrap()
             .0,

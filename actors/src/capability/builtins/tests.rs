@@ -16,6 +16,7 @@ fn fixture() -> Fixture {
         &layout,
         SigningKey::from_bytes(&[3; 32]),
         Arc::new(KernelView::default()),
+        Arc::default(),
     )
     .unwrap();
     assert!(report.tampered_grants.is_empty());
