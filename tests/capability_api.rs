@@ -104,8 +104,9 @@ async fn grants_are_granted_listed_revoked_and_audited() {
         .iter()
         .find(|e| e["action"] == "capability_revoke")
         .unwrap();
-    assert_eq!(revoke["details"]["principal_id"], "my_pack");
-    assert_eq!(revoke["details"]["permission_id"], "store.get");
+    // Contract §16: permission lines carry principal_id and permission_id at the top level.
+    assert_eq!(revoke["principal_id"], "my_pack");
+    assert_eq!(revoke["permission_id"], "store.get");
 }
 
 #[tokio::test]
