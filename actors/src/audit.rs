@@ -349,14 +349,17 @@ impl AuditWriter {
             }
             self.files.insert(key.clone(), f);
         }
-        let mut line = match self.redactor.as_ref().filter(|r| r.active()) {
-            Some(r) => {
+        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        // The entry's text holds a secret's value (or its JSON spelling): rebuilt scrubbed. The
+        // rebuild goes through the structure, never a text replacement, so the line stays JSON;
+        // a cut-off value can only be at the end of a field, which the structure's scrub sees.
+        if let Some(r) = self.redactor.as_ref().filter(|r| r.active()) {
+            if r.mentions(&String::from_utf8_lossy(&line)) || entry_may_hold_a_cut(entry) {
                 let mut v = serde_json::to_value(entry).map_err(io::Error::other)?;
                 r.scrub_value(&mut v);
-                serde_json::to_vec(&v).map_err(io::Error::other)?
+                line = serde_json::to_vec(&v).map_err(io::Error::other)?;
             }
-            None => serde_json::to_vec(entry).map_err(io::Error::other)?,
-        };
+        }
         line.push(b'\n');
         let file = self.files.get_mut(&key).expect("inserted above");
         file.write_all(&line)?;
@@ -388,6 +391,11 @@ impl AuditWriter {
         self.syncs += 1;
         Ok(())
     }
+}
+
+/// Whether an entry has free text where a block's message may end in a cut-off secret (its error).
+fn entry_may_hold_a_cut(entry: &AuditEntry) -> bool {
+    entry.error.is_some() || entry.rejection_reason.is_some()
 }
 
 impl Actor for AuditWriter {

@@ -161,6 +161,19 @@ impl Redactor {
         self.any.load(Ordering::Acquire)
     }
 
+    /// Whether `text` holds any needle whole (a quick test before a scrub that must rebuild a
+    /// structure, such as an audit entry).
+    pub fn mentions(&self, text: &str) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        self.table
+            .read()
+            .needles
+            .iter()
+            .any(|n| text.contains(n.as_str()))
+    }
+
     /// Scrubs one string in place; answers whether anything was replaced.
     pub fn scrub(&self, text: &mut String) -> bool {
         if !self.any.load(Ordering::Acquire) {
