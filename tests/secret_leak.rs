@@ -43,9 +43,42 @@ def run(input_data, context=None):
     return {"echo": v, "nested": {v: [v]}}
 "#;
 
+/// Hands the secret to a third-party handler that fails with it in its message.
+const VIA_HANDLER: &str = r#"
+import rumi_capability
+
+def run(input_data, context=None):
+    v = rumi_capability.call("secrets.get", args={"key": context["inputs"]["key"]})["output"]["value"]
+    r = rumi_capability.call("leak.fail", args={"v": v})
+    return {"error_type": r.get("error_type"), "error": r.get("error")}
+"#;
+
 fn leak_pack(home: &std::path::Path) {
-    make_pack(home, "leaky", &[("get.py", GET), ("careless.py", CARELESS)]);
-    for (flow, file) in [("get", "get.py"), ("careless", "careless.py")] {
+    make_pack(
+        home,
+        "leaky",
+        &[
+            ("get.py", GET),
+            ("careless.py", CARELESS),
+            ("via_handler.py", VIA_HANDLER),
+        ],
+    );
+    let handler = "ecosystem/leaky/backend/share/capability_handlers/fail";
+    write(
+        home,
+        &format!("{handler}/handler.json"),
+        r#"{"handler_id":"failing","permission_id":"leak.fail","entrypoint":"handler.py:execute","description":"fails","risk":"low"}"#,
+    );
+    write(
+        home,
+        &format!("{handler}/handler.py"),
+        "def execute(context, args):\n    raise ValueError('handler failed with ' + args['v'])\n",
+    );
+    for (flow, file) in [
+        ("get", "get.py"),
+        ("careless", "careless.py"),
+        ("via_handler", "via_handler.py"),
+    ] {
         write(
             home,
             &format!("user_data/shared/flows/leaky_{flow}.flow.yaml"),
@@ -171,6 +204,36 @@ async fn a_secret_value_appears_nowhere_but_in_its_granted_answer() {
             assert_eq!(run["result"]["out"]["echo"], "[redacted]", "{run}");
         }
     }
+    // A failing third-party handler quoting the value: the block gets its error scrubbed.
+    let (_, v) = k.post("/api/capability/candidates/scan", json!({})).await;
+    let key = seen.keep(&v)["data"]["candidates"][0]["candidate_key"]
+        .as_str()
+        .expect("the handler is a candidate")
+        .to_string();
+    let (s, v) = k
+        .post(
+            &format!("/api/capability/requests/{key}/approve"),
+            json!({"notes": "test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{}", seen.keep(&v));
+    let (s, v) = k
+        .post(
+            "/api/capability/grants/grant",
+            json!({"principal_id": "leaky", "permission_id": "leak.fail", "config": {}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{}", seen.keep(&v));
+    let (_, run) = k.run("leaky_via_handler", json!({"key": "API_KEY"})).await;
+    let out = &seen.keep(&run)["result"]["out"];
+    assert_eq!(out["error_type"], "handler_error", "{run}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[redacted]"),
+        "the handler's error reached the block scrubbed: {run}"
+    );
     // Past the rate limit: the same denial again.
     let (_, run) = k.run("leaky_get", json!({"key": "API_KEY", "n": 20})).await;
     let a = answers(&seen.keep(&run));

@@ -322,6 +322,7 @@ impl CapabilityBroker {
                     "request_id": req.request_id,
                     "ts": crate::clock::now_rfc3339(),
                 });
+                let redactor = Arc::clone(&self.caps.redactor);
                 Err(Box::pin(async move {
                     let sent = actor
                         .send(Execute {
@@ -334,7 +335,12 @@ impl CapabilityBroker {
                         .await;
                     let response = match sent {
                         Ok(Ok(output)) => CapabilityResponse::output(output),
-                        Ok(Err(f)) => CapabilityResponse::failure(&f.error_type, f.error),
+                        // A handler is trusted code, but its error text may quote a secret it
+                        // was handed or read: the caller gets it scrubbed, like the audit.
+                        Ok(Err(mut f)) => {
+                            redactor.scrub(&mut f.error);
+                            CapabilityResponse::failure(&f.error_type, f.error)
+                        }
                         Err(MailboxError::Timeout) => CapabilityResponse::failure(
                             "timeout",
                             "the handler did not answer in time",
