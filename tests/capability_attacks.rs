@@ -9,7 +9,8 @@
 //! * an ungranted pack writing the audit log without bound (denied calls were not limited);
 //! * one pack's large reads stalling every other pack's capability calls (a shared arbiter);
 //! * a pack flow running an official flow (`kernel:flow.run`) whose administrative step grants the
-//!   pack.
+//!   pack;
+//! * a pack file changed through a hard link from outside the pack, which inotify does not report.
 
 mod common;
 
@@ -18,7 +19,7 @@ mod common;
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n.div_ceil(2)];
@@ -425,6 +426,80 @@ async fn attack_ungranted_pack_floods_the_audit_log() {
         "{calls} denied calls of a pack without any grant added {grown} bytes of audit in 5 s \
          (~{} MiB/hour from one block)",
         grown * 720 / (1024 * 1024)
+    );
+}
+
+/// inotify reports a write to the directory the writer named, so a file of the pack written
+/// through a hard link outside the pack directory (permissive mode: the pack's own data
+/// directory is on the same file system and writable) raises no event; the first version kept
+/// the pack `approved`, its doors open, until its next block call. The periodic sweep of approved
+/// packs (`watch.rs`, every 2 s, stat-cached) finds it.
+#[tokio::test]
+async fn attack_change_through_a_hard_link_is_found_by_the_sweep() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(
+        home.path(),
+        "linked",
+        &[("noop.py", "def run(i, context=None):\n    return {}\n")],
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("linked").await;
+    let (_, p) = k.get("/api/packs/linked").await;
+    assert_eq!(p["data"]["state"], "approved", "{p}");
+    // Settle (stats younger than 2 s are never trusted; let the watch be in place).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let inside = home.path().join("ecosystem/linked/backend/blocks/noop.py");
+    let outside_dir = home.path().join("user_data/packs/linked");
+    std::fs::create_dir_all(&outside_dir).unwrap();
+    let outside = outside_dir.join("alias.py");
+    std::fs::hard_link(&inside, &outside).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&outside)
+            .unwrap();
+        f.write_all(b"import os  # changed after approval\n")
+            .unwrap();
+    }
+    assert!(std::fs::read_to_string(&inside)
+        .unwrap()
+        .contains("changed after approval"));
+    let mut state = Value::Null;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        let (_, p) = k.get("/api/packs/linked").await;
+        state = p["data"]["state"].clone();
+        if state == "modified" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Control: the same change made through the pack's own path is seen at once.
+    let mut control = Value::Null;
+    if state != "modified" {
+        std::fs::write(
+            home.path().join("ecosystem/linked/backend/blocks/other.py"),
+            "x = 1\n",
+        )
+        .unwrap();
+        for _ in 0..100 {
+            let (_, p) = k.get("/api/packs/linked").await;
+            control = p["data"]["state"].clone();
+            if control == "modified" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    k.stop();
+    assert_eq!(
+        state, "modified",
+        "a pack file changed through a hard link stayed `approved` for 8 s (no watcher event, \
+         no sweep); a direct change afterwards was seen: {control}"
     );
 }
 

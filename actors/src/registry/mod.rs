@@ -653,6 +653,7 @@ impl Actor for Registry {
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
             act.restart_dead_sandboxes(None)
         });
+        ctx.run_interval(watch::SWEEP, |act, ctx| act.sweep_packs(ctx));
     }
 }
 

@@ -8,7 +8,8 @@
 //! files whose stat changed are hashed again). A difference records `modified` (`found_by:
 //! watcher`): the egress check and every capability broker ask for an approved pack, so both
 //! doors close for calls already in progress too. When the watch cannot be set up (inotify limits)
-//! the kernel says so in its log and diagnostics, and a change is still found at the next call.
+//! the kernel says so in its log and diagnostics. Every approved pack is also verified every
+//! [`SWEEP`] (stat-cached), which finds what inotify cannot see: a write through a hard link.
 
 use super::Registry;
 use crate::approval::{ManifestVerifier, VerifyFailure};
@@ -22,6 +23,12 @@ use std::time::Duration;
 
 /// How long after a change the pack is verified (one check for a burst of writes).
 const SETTLE: Duration = Duration::from_millis(50);
+
+/// How often every approved pack is verified even without an event: inotify reports only writes
+/// made through the watched directory, so a pack file written through a hard link from outside
+/// the pack (its data directory is on the same file system) raises none. The check is stat-cached
+/// (a walk and a stat per file; only a changed file is hashed).
+pub(super) const SWEEP: Duration = Duration::from_secs(2);
 
 /// Files changed under watched pack directories.
 #[derive(Message)]
@@ -171,6 +178,23 @@ impl Registry {
             return;
         }
         ctx.run_later(SETTLE, move |act, ctx| act.check_touched(id, ctx));
+    }
+}
+
+impl Registry {
+    /// Schedules a check of every approved pack (see [`SWEEP`]).
+    pub(super) fn sweep_packs(&mut self, ctx: &mut Context<Self>) {
+        let approved: Vec<String> = self
+            .packs
+            .iter()
+            .filter(|(_, e)| e.state == PackState::Approved)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in approved {
+            if !self.watch.pending.contains(&id) {
+                self.schedule_check(id, ctx);
+            }
+        }
     }
 }
 
