@@ -217,7 +217,7 @@ impl CapabilityBroker {
         self.audit.do_send(Record(tampered_entry(principal)));
     }
 
-    /// The checks and the call; answers at once for built-ins, asynchronously for the rest.
+    /// The checks and the call: a refusal is answered at once, a call that runs asynchronously.
     fn call(&mut self, frame: &[u8]) -> Result<CapAnswer, BoxFuture<'static, CapAnswer>> {
         let started = Instant::now();
         self.calls += 1;
