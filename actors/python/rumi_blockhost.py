@@ -33,7 +33,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import sys
 import time
 import types
@@ -46,6 +45,8 @@ HOST_DIR = os.path.dirname(os.path.abspath(__file__))
 # Under `python -I` the script's directory is not on sys.path; the pack-facing modules live here.
 if HOST_DIR not in sys.path:
     sys.path.insert(0, HOST_DIR)
+
+import rumi_wire  # noqa: E402 (after the path above)
 
 MAX_FRAME = 64 * 1024 * 1024
 MAX_LOG_CHARS = 16 * 1024
@@ -90,33 +91,11 @@ class BoundedLog(io.TextIOBase):
         return out + ("\n[log truncated]" if self.truncated else "")
 
 
-def read_exact(stream, n: int) -> Optional[bytes]:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf.extend(chunk)
-    return bytes(buf)
-
-
 def read_frame(stream) -> Optional[Any]:
-    header = read_exact(stream, 4)
-    if header is None:
-        return None
-    (length,) = struct.unpack(">I", header)
-    if length > MAX_FRAME:
-        raise ValueError("frame too large")
-    body = read_exact(stream, length)
-    if body is None:
-        return None
-    return json.loads(body.decode("utf-8"))
+    return rumi_wire.read_frame(stream, MAX_FRAME)
 
 
-def write_frame(stream, message: Dict[str, Any]) -> None:
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    stream.write(struct.pack(">I", len(body)) + body)
-    stream.flush()
+write_frame = rumi_wire.write_frame
 
 
 class BlockHost:

@@ -28,38 +28,23 @@ import struct
 import sys
 import types
 
+# Under `python -I` the script's directory is not on sys.path; the shared framing lives there.
+_HOST_DIR = os.path.dirname(os.path.abspath(__file__))
+if _HOST_DIR not in sys.path:
+    sys.path.insert(0, _HOST_DIR)
+
+import rumi_wire  # noqa: E402 (after the path above)
+
 MAX_FRAME = 8 * 1024 * 1024
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 2000
 
 
-def _read_exact(stream, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf.extend(chunk)
-    return bytes(buf)
-
-
 def _read_frame(stream):
-    header = _read_exact(stream, 4)
-    if header is None:
-        return None
-    (length,) = struct.unpack(">I", header)
-    if length > MAX_FRAME:
-        raise ValueError("frame too large")
-    body = _read_exact(stream, length)
-    if body is None:
-        return None
-    return json.loads(body.decode("utf-8"))
+    return rumi_wire.read_frame(stream, MAX_FRAME)
 
 
-def _write(stream, message):
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    stream.write(struct.pack(">I", len(body)) + body)
-    stream.flush()
+_write = rumi_wire.write_frame
 
 
 def _describe(exc):

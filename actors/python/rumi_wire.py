@@ -1,5 +1,7 @@
-"""The kernel's socket framing, shared by rumi_syscall and rumi_capability: each request and
-response is a 4-byte big-endian length followed by UTF-8 JSON; one exchange per connection."""
+"""The kernel's framing, shared by everything Python that talks to the kernel: each message is a
+4-byte big-endian length followed by UTF-8 JSON. `exchange` is one request on a socket
+(rumi_syscall, rumi_capability); `read_frame` / `write_frame` are the stream side the block host
+and the capability handler host speak on their channel."""
 
 from __future__ import annotations
 
@@ -28,6 +30,39 @@ def exchange(path, payload, timeout):
         if length > MAX_RESPONSE_FRAME:
             raise ValueError("response_too_large")
         return json.loads(_recv_exact(s, length).decode("utf-8"))
+
+
+def read_exact(stream, n):
+    """`n` bytes from a binary stream, or None when it ends first."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf.extend(chunk)
+    return bytes(buf)
+
+
+def read_frame(stream, max_frame):
+    """One decoded frame from a binary stream; None when the stream ends. A declared length over
+    `max_frame` raises ValueError before the body is read."""
+    header = read_exact(stream, 4)
+    if header is None:
+        return None
+    (length,) = struct.unpack(">I", header)
+    if length > max_frame:
+        raise ValueError("frame too large")
+    body = read_exact(stream, length)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def write_frame(stream, message):
+    """Encodes `message` (strict JSON: no NaN) and writes it as one frame."""
+    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    stream.write(struct.pack(">I", len(body)) + body)
+    stream.flush()
 
 
 def _connect(s, path):
