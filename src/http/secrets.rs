@@ -21,6 +21,9 @@ impl From<SecretError> for ApiError {
                 ApiError::bad_request(e.to_string())
             }
             SecretError::NotFound(_) => ApiError::not_found(e.to_string()),
+            SecretError::TooMany => {
+                ApiError::new(actix_web::http::StatusCode::CONFLICT, e.to_string())
+            }
             SecretError::Storage => ApiError::internal(e),
         }
     }
@@ -61,6 +64,7 @@ pub struct SecretList {
         (status = 200, description = "the key and its times (never the value)", body = Envelope<SecretInfo>),
         (status = 400, description = "malformed JSON, an invalid key, a value that is not a string or is over 64 KiB", body = ErrorBody),
         (status = 408, description = "the body did not arrive within `RUMI_BODY_READ_TIMEOUT`", body = ErrorBody),
+        (status = 409, description = "1000 secrets are set already and the key is new: delete one first", body = ErrorBody),
         (status = 413, description = "the body is larger than `RUMI_MAX_BODY_BYTES`", body = ErrorBody),
         (status = 500, description = "the secret could not be recorded; nothing changed", body = ErrorBody),
     )

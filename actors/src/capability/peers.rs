@@ -127,6 +127,40 @@ mod tests {
         assert!(p.owns("a", me).is_err());
     }
 
+    /// Workers come and go (on several arbiters) while connections are checked: a seeded
+    /// interleaving of registrations, removals and checks never lets a pid pass for a pack that
+    /// does not hold it, and always lets a registered one pass.
+    #[test]
+    fn registrations_and_checks_race_without_a_wrong_answer() {
+        use std::sync::Arc;
+        let procs = Arc::new(PackProcesses::default());
+        let me = std::process::id() as i32;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let procs = Arc::clone(&procs);
+                std::thread::spawn(move || {
+                    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                    for _ in 0..2_000 {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Fake pids far above any real one: only this thread's own.
+                        let pid = 4_000_000 + (t as i32) * 1_000 + (seed % 50) as i32;
+                        let pack = format!("p{t}");
+                        procs.register(&pack, pid);
+                        assert!(procs.owns(&pack, pid).is_ok(), "a registered pid passes");
+                        assert!(procs.owns("nobody", pid).is_err(), "never another pack's");
+                        procs.unregister(&pack, pid);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(procs.owns("p0", me).is_err(), "everything unregistered");
+    }
+
     #[test]
     fn parent_of_reads_names_with_parentheses_and_spaces() {
         // The current process's own entry parses whatever its name is.

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Largest secret value, in bytes (64 KiB).
@@ -96,6 +97,10 @@ pub enum SecretError {
     TooLarge(usize),
     #[error("no secret {0:?} is set")]
     NotFound(String),
+    #[error(
+        "the most secrets the kernel holds are set already; delete one before setting a new key"
+    )]
+    TooMany,
     #[error("the secret could not be recorded; nothing was changed")]
     Storage,
 }
@@ -115,6 +120,9 @@ struct SecretFile {
     ciphertext: Option<String>,
 }
 
+/// Most secrets held at once (see [`SecretStore::set`]).
+pub const MAX_SECRETS: usize = 1000;
+
 /// The secrets directory.
 pub struct SecretStore {
     dir: PathBuf,
@@ -123,6 +131,9 @@ pub struct SecretStore {
     journal: Mutex<File>,
     /// Told every value held, so what the kernel keeps about runs is scrubbed of it.
     redactor: std::sync::Arc<super::redact::Redactor>,
+    /// Keys set and not deleted (changed under the journal's lock).
+    live: AtomicUsize,
+    max_secrets: usize,
 }
 
 impl SecretStore {
@@ -136,12 +147,17 @@ impl SecretStore {
         if repaired {
             tracing::warn!("the secrets journal's last line was cut by a crash; it is skipped");
         }
-        Ok(SecretStore {
+        let store = SecretStore {
             dir,
             cipher,
             journal: Mutex::new(journal),
             redactor: std::sync::Arc::default(),
-        })
+            live: AtomicUsize::new(0),
+            max_secrets: MAX_SECRETS,
+        };
+        let live = store.list().iter().filter(|i| !i.deleted).count();
+        store.live.store(live, Ordering::Relaxed);
+        Ok(store)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -202,6 +218,13 @@ impl SecretStore {
         }
     }
 
+    /// A smaller cap on the secrets held (tests).
+    #[cfg(test)]
+    pub fn with_max_secrets(mut self, n: usize) -> Self {
+        self.max_secrets = n;
+        self
+    }
+
     /// Hands every value held to `redactor` and keeps it informed of each change.
     pub fn with_redactor(mut self, redactor: std::sync::Arc<super::redact::Redactor>) -> Self {
         for info in self.list() {
@@ -235,6 +258,12 @@ impl SecretStore {
             )
             .map_err(|_| SecretError::Storage)?;
         let mut journal = self.journal.lock();
+        // Every held value is scrubbed from every record and log line: their number is capped so
+        // that scrub stays cheap (a replacement of an existing key is always allowed).
+        let new_key = self.metadata(key).is_none_or(|f| f.deleted);
+        if new_key && self.live.load(Ordering::Relaxed) >= self.max_secrets {
+            return Err(SecretError::TooMany);
+        }
         let now = crate::clock::now_rfc3339();
         let created_at = self
             .metadata(key)
@@ -256,6 +285,9 @@ impl SecretStore {
             self.redactor.add(value);
         }
         self.write(key, &file, &mut journal, "set")?;
+        if new_key {
+            self.live.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(old) = old.filter(|_| !same) {
             self.redactor.remove(old.expose());
         }
@@ -283,6 +315,7 @@ impl SecretStore {
         };
         let old = self.get(key);
         self.write(key, &file, &mut journal, "delete")?;
+        self.live.fetch_sub(1, Ordering::Relaxed);
         if let Some(old) = old {
             self.redactor.remove(old.expose());
         }

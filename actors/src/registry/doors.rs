@@ -26,9 +26,9 @@ impl Doors {
         if let Some(l) = self.egress.take() {
             l.do_send(StopListener);
         }
-        if let Some((broker, l)) = self.capability.take() {
+        // The broker stops once its listener and connections have let go of its address.
+        if let Some((_, l)) = self.capability.take() {
             l.do_send(StopListener);
-            drop(broker);
         }
     }
 

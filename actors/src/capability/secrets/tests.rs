@@ -214,3 +214,20 @@ fn concurrent_sets_and_deletes_leave_whole_files() {
         .lines()
         .all(|l| serde_json::from_str::<Value>(l).is_ok()));
 }
+
+#[test]
+fn the_number_of_secrets_is_capped_and_a_delete_frees_a_place() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path()).with_max_secrets(2);
+    s.set("A_KEY", VALUE).unwrap();
+    s.set("B_KEY", VALUE).unwrap();
+    assert!(matches!(s.set("C_KEY", VALUE), Err(SecretError::TooMany)));
+    s.set("A_KEY", "replaced-value").unwrap();
+    s.delete("B_KEY").unwrap();
+    s.set("C_KEY", VALUE).unwrap();
+    assert!(matches!(s.set("B_KEY", VALUE), Err(SecretError::TooMany)));
+    // The count is rebuilt from the files at open.
+    drop(s);
+    let s = open(d.path()).with_max_secrets(2);
+    assert!(matches!(s.set("D_KEY", VALUE), Err(SecretError::TooMany)));
+}
