@@ -25,7 +25,12 @@ def exchange(path, payload, timeout):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         _connect(s, path)
-        s.sendall(struct.pack(">I", len(body)) + body)
+        try:
+            s.sendall(struct.pack(">I", len(body)) + body)
+        except (BrokenPipeError, ConnectionResetError):
+            # Refused before the kernel read the request (`busy`, a refused peer): its answer,
+            # written before it closed, is still there to read.
+            pass
         (length,) = struct.unpack(">I", _recv_exact(s, 4))
         if length > MAX_RESPONSE_FRAME:
             raise ValueError("response_too_large")
