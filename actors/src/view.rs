@@ -1,5 +1,5 @@
-//! The Registry's published view: the flow table, the pack states and the address of each
-//! approved pack's `PackContainer`.
+//! The Registry's published view: the catalog (effective flows, routes, schedules), the pack
+//! states and the address of each approved pack's `PackContainer`.
 //!
 //! Only the `Registry` writes it (on scan, approval, reload); HTTP handlers and `FlowRun`s read it
 //! on every request. A read is a lock-free-in-practice `RwLock` read plus an `Arc` clone, instead
@@ -9,6 +9,7 @@
 use crate::pack_container::PackContainer;
 use actix::Addr;
 use parking_lot::RwLock;
+use rumi_domain::catalog::Catalog;
 use rumi_domain::sources::{FileProblem, FlowTable};
 use rumi_domain::Flow;
 use std::collections::HashMap;
@@ -39,23 +40,43 @@ impl PackState {
 }
 
 /// The published view (see the module docs).
-#[derive(Default)]
 pub struct KernelView {
-    flows: RwLock<Arc<FlowTable>>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Bumped on every catalog publication, for those who re-plan on a change (the scheduler).
+    generation: tokio::sync::watch::Sender<u64>,
     containers: RwLock<HashMap<String, Addr<PackContainer>>>,
     states: RwLock<HashMap<String, PackState>>,
 }
 
+impl Default for KernelView {
+    fn default() -> Self {
+        KernelView {
+            catalog: RwLock::default(),
+            generation: tokio::sync::watch::Sender::new(0),
+            containers: RwLock::default(),
+            states: RwLock::default(),
+        }
+    }
+}
+
 impl KernelView {
+    /// The catalog now: hold it for the whole of one request so every part comes from one load.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read())
+    }
     pub fn flow(&self, flow_id: &str) -> Option<Arc<Flow>> {
-        self.flows.read().flows.get(flow_id).cloned()
+        self.catalog.read().flows.flows.get(flow_id).cloned()
     }
     pub fn flows(&self) -> Arc<FlowTable> {
-        Arc::clone(&self.flows.read())
+        Arc::clone(&self.catalog.read().flows)
     }
     /// Why no flow `flow_id` is loaded, when a file meant to provide it failed to load.
     pub fn flow_failure(&self, flow_id: &str) -> Option<FileProblem> {
-        self.flows.read().failure(flow_id)
+        self.catalog.read().flows.failure(flow_id)
+    }
+    /// Changes whenever a new catalog is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
     pub fn container(&self, pack_id: &str) -> Option<Addr<PackContainer>> {
         self.containers.read().get(pack_id).cloned()
@@ -71,8 +92,9 @@ impl KernelView {
         self.states.read().get(pack_id).copied()
     }
 
-    pub(crate) fn publish_flows(&self, table: FlowTable) {
-        *self.flows.write() = Arc::new(table);
+    pub(crate) fn publish_catalog(&self, catalog: Catalog) {
+        *self.catalog.write() = Arc::new(catalog);
+        self.generation.send_modify(|g| *g += 1);
     }
     pub(crate) fn publish_states(&self, states: HashMap<String, PackState>) {
         *self.states.write() = states;

@@ -139,6 +139,8 @@ pub struct Step {
     pub origin: SourceRank,
     /// The line of the step's `id:` in its file, when found.
     pub line: Option<usize>,
+    /// The modifier that placed the step (`None`: the flow's own step).
+    pub placed_by: Option<String>,
 }
 
 /// A loaded, validated flow whose steps are in execution order (phase, priority, id).
@@ -646,6 +648,7 @@ pub fn validate_step(
         on_error,
         origin: rules.origin,
         line,
+        placed_by: None,
     })
 }
 

@@ -9,6 +9,7 @@
 //! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
 
 pub mod capability;
+pub mod catalog;
 pub mod condition;
 pub mod egress;
 pub mod engine;

@@ -24,6 +24,8 @@
 use super::{FlowsReloaded, Registry};
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use actix::prelude::*;
+use rumi_domain::catalog::modifier::{ModifierFile, ModifierOrigin};
+use rumi_domain::catalog::routes::RoutesFile;
 use rumi_domain::flow::{declared_flow_id, parse_flow, FlowOrigin, SourceRank};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use rumi_domain::{Flow, FlowError};
@@ -79,6 +81,7 @@ pub(super) struct FlowSources {
 }
 
 /// One flow file's outcome, with the pack it came from.
+#[derive(Clone)]
 pub(super) struct LoadedFile {
     pub pack_id: Option<String>,
     pub result: Result<Flow, FlowError>,
@@ -88,13 +91,26 @@ pub(super) struct LoadedFile {
 #[derive(Default)]
 pub(super) struct LoadedFlows {
     pub files: Vec<LoadedFile>,
+    pub modifiers: Vec<ModifierFile>,
+    /// Approved packs' `routes.json`, in the order the packs were given (load order).
+    pub routes: Vec<RoutesFile>,
     /// Packs whose files were all as approved, with the manifest hash they were checked against.
     pub verified: BTreeMap<String, String>,
     /// Packs whose files differ from their approved manifest (with that manifest's hash).
     pub modified: Vec<(String, String, ManifestDiff)>,
 }
 
-/// Reads and parses every flow file of `sources` (blocking: run it on its own thread).
+/// The sources of the published catalog, kept so that a pack that stops being approved leaves
+/// the catalog at once, without reading any file.
+#[derive(Clone, Default)]
+pub(super) struct KeptSources {
+    pub flows: Vec<LoadedFile>,
+    pub modifiers: Vec<ModifierFile>,
+    pub routes: Vec<RoutesFile>,
+}
+
+/// Reads and parses every flow file of `sources`, and reads every modifier file and every
+/// approved pack's `routes.json` (blocking: run it on its own thread).
 pub(super) fn load(sources: &FlowSources) -> LoadedFlows {
     let mut out = LoadedFlows::default();
     let display = |p: &Path| {
@@ -119,14 +135,25 @@ pub(super) fn load(sources: &FlowSources) -> LoadedFlows {
             });
         }
     }
+    for path in modifier_files(&sources.shared.join("modifiers")) {
+        let origin = ModifierOrigin {
+            rank: SourceRank::Shared,
+            path: display(&path),
+            pack_id: None,
+        };
+        out.modifiers.push(ModifierFile {
+            origin,
+            bytes: read_flow_file(&path).map_err(FileError::into_message),
+        });
+    }
     for pack in &sources.packs {
         load_pack(pack, &display, &mut out);
     }
     out
 }
 
-/// Loads an approved pack's flows only if every file of the pack is as approved, and each flow
-/// file from the very bytes whose hash matched.
+/// Loads an approved pack's flows, modifiers and routes only if every file of the pack is as
+/// approved, and each file from the very bytes whose hash matched.
 fn load_pack(pack: &PackSource, display: &dyn Fn(&Path) -> String, out: &mut LoadedFlows) {
     let flows_dir = pack.subdir.join("flows");
     let mut verifier = ManifestVerifier::new(pack.dir.clone(), pack.manifest.clone());
@@ -152,6 +179,22 @@ fn load_pack(pack: &PackSource, display: &dyn Fn(&Path) -> String, out: &mut Loa
             return;
         }
     }
+    // Reads a file of the pack once and checks those bytes against the manifest.
+    let read_checked = |path: &Path| -> Result<Vec<u8>, Unchecked> {
+        let bytes = read_flow_file(path).map_err(Unchecked::Unreadable)?;
+        match pack
+            .manifest
+            .check_file(&manifest_path(&pack.dir, path), &bytes)
+        {
+            Some(diff) => Err(Unchecked::Changed(diff)),
+            None => Ok(bytes),
+        }
+    };
+    // The pack is changing under us: nothing of it loads.
+    let changed = |out: &mut LoadedFlows, diff: ManifestDiff| {
+        out.modified
+            .push((pack.pack_id.clone(), pack.manifest_hash.clone(), diff));
+    };
     let mut files = Vec::new();
     for path in flow_files(&flows_dir, true) {
         let origin = FlowOrigin {
@@ -159,31 +202,52 @@ fn load_pack(pack: &PackSource, display: &dyn Fn(&Path) -> String, out: &mut Loa
             path: display(&path),
             pack_id: Some(pack.pack_id.clone()),
         };
-        let bytes = match read_flow_file(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                files.push(LoadedFile {
-                    pack_id: Some(pack.pack_id.clone()),
-                    result: Err(e.at(&origin)),
-                });
-                continue;
-            }
+        let result = match read_checked(&path) {
+            Ok(bytes) => parse(&bytes, origin.clone()).map_err(|e| e.at(&origin)),
+            Err(Unchecked::Unreadable(e)) => Err(e.at(&origin)),
+            Err(Unchecked::Changed(diff)) => return changed(out, diff),
         };
-        // Changed since the walk above: the pack is changing under us; load nothing of it.
-        if let Some(diff) = pack
-            .manifest
-            .check_file(&manifest_path(&pack.dir, &path), &bytes)
-        {
-            out.modified
-                .push((pack.pack_id.clone(), pack.manifest_hash.clone(), diff));
-            return;
-        }
         files.push(LoadedFile {
             pack_id: Some(pack.pack_id.clone()),
-            result: parse(&bytes, origin.clone()).map_err(|e| e.at(&origin)),
+            result,
         });
     }
+    let mut modifiers = Vec::new();
+    for path in modifier_files(&flows_dir.join("modifiers")) {
+        let bytes = match read_checked(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(Unchecked::Unreadable(e)) => Err(e.into_message()),
+            Err(Unchecked::Changed(diff)) => return changed(out, diff),
+        };
+        modifiers.push(ModifierFile {
+            origin: ModifierOrigin {
+                rank: SourceRank::Pack,
+                path: display(&path),
+                pack_id: Some(pack.pack_id.clone()),
+            },
+            bytes,
+        });
+    }
+    let routes_path = pack.subdir.join("routes.json");
+    let routes = match fs::symlink_metadata(&routes_path) {
+        Err(_) => None,
+        Ok(_) => match read_checked(&routes_path) {
+            Ok(bytes) => Some(RoutesFile {
+                pack_id: pack.pack_id.clone(),
+                file: display(&routes_path),
+                bytes: Ok(bytes),
+            }),
+            Err(Unchecked::Unreadable(e)) => Some(RoutesFile {
+                pack_id: pack.pack_id.clone(),
+                file: display(&routes_path),
+                bytes: Err(e.into_message()),
+            }),
+            Err(Unchecked::Changed(diff)) => return changed(out, diff),
+        },
+    };
     out.files.extend(files);
+    out.modifiers.extend(modifiers);
+    out.routes.extend(routes);
     out.verified
         .insert(pack.pack_id.clone(), pack.manifest_hash.clone());
 }
@@ -200,6 +264,13 @@ fn manifest_path(dir: &Path, path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Why a pack's file was not taken.
+enum Unchecked {
+    Unreadable(FileError),
+    /// Its bytes are not the approved ones.
+    Changed(ManifestDiff),
+}
+
 /// Why a file could not be read or parsed, before it is given its origin.
 enum FileError {
     /// Not read at all: there is no line to point at.
@@ -208,6 +279,14 @@ enum FileError {
 }
 
 impl FileError {
+    /// The reason alone, for a file that is not a flow.
+    fn into_message(self) -> String {
+        match self {
+            FileError::Read(message) => message,
+            FileError::Flow(e) => e.message,
+        }
+    }
+
     fn at(self, origin: &FlowOrigin) -> FlowError {
         match self {
             FileError::Read(message) => FlowError::new(origin.path.clone(), None, message),
@@ -253,6 +332,31 @@ fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
                     stack.push(e.path());
                 }
             } else if ft.is_file() && name.ends_with(".flow.yaml") {
+                out.push(e.path());
+                if out.len() >= MAX_FLOW_FILES {
+                    return out;
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `*.modifier.yaml` files anywhere under `root` (a `modifiers/` directory), never through a
+/// symlink.
+fn modifier_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name().to_string_lossy().ends_with(".modifier.yaml") {
                 out.push(e.path());
                 if out.len() >= MAX_FLOW_FILES {
                     return out;
@@ -390,7 +494,7 @@ impl Registry {
     /// now; a task on the Registry's arbiter waits for it (within [`LOAD_DEADLINE`]) and reports
     /// back with [`FlowsRead`].
     fn start_load(&mut self, generation: u64) {
-        let sources = FlowSources {
+        let mut sources = FlowSources {
             home: self.layout.home().to_path_buf(),
             official: self.layout.official_flows(),
             shared: self.layout.shared_flows(),
@@ -410,6 +514,18 @@ impl Registry {
                 })
                 .collect(),
         };
+        // Routes are claimed in load order: the earlier pack keeps a route two packs declare.
+        let rank = |id: &str| {
+            self.load_order
+                .iter()
+                .position(|x| x == id)
+                .unwrap_or(usize::MAX)
+        };
+        sources.packs.sort_by(|a, b| {
+            rank(&a.pack_id)
+                .cmp(&rank(&b.pack_id))
+                .then_with(|| a.pack_id.cmp(&b.pack_id))
+        });
         let (tx, rx) = oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("rumi-flow-load".into())
@@ -429,23 +545,50 @@ impl Registry {
         });
     }
 
-    /// The flows of packs that are no longer approved leave the table at once; the reload
-    /// that follows rebuilds it (a same-rank clash they were part of may now resolve).
-    pub(super) fn drop_unapproved_flows(&self) {
-        let table = self.view.flows();
-        let approved = |f: &Flow| {
-            f.origin.pack_id.as_ref().is_none_or(|id| {
+    /// The flows, modifiers and routes of packs that are no longer approved leave the catalog at
+    /// once (rebuilt from the last load's sources without them); the reload that follows
+    /// rebuilds it from the files.
+    pub(super) fn drop_unapproved_flows(&mut self) {
+        let approved = |id: &Option<String>| {
+            id.as_ref().is_none_or(|id| {
                 self.packs
                     .get(id)
                     .is_some_and(|e| e.state == crate::view::PackState::Approved)
             })
         };
-        if table.flows.values().all(|f| approved(f)) {
+        let last = &self.last_sources;
+        let all_approved = last.flows.iter().all(|f| approved(&f.pack_id))
+            && last.modifiers.iter().all(|m| approved(&m.origin.pack_id))
+            && last
+                .routes
+                .iter()
+                .all(|r| approved(&Some(r.pack_id.clone())));
+        if all_approved {
             return;
         }
-        let mut kept = (*table).clone();
-        kept.flows.retain(|_, f| approved(f));
-        self.view.publish_flows(kept);
+        let flows = last
+            .flows
+            .iter()
+            .filter(|f| approved(&f.pack_id))
+            .cloned()
+            .collect();
+        let modifiers = last
+            .modifiers
+            .iter()
+            .filter(|m| approved(&m.origin.pack_id))
+            .cloned()
+            .collect();
+        let routes = last
+            .routes
+            .iter()
+            .filter(|r| approved(&Some(r.pack_id.clone())))
+            .cloned()
+            .collect();
+        self.publish_catalog(KeptSources {
+            flows,
+            modifiers,
+            routes,
+        });
     }
 
     /// What the published table holds, as a reload answers it.
@@ -479,25 +622,41 @@ impl Handler<FlowsRead> for Registry {
                         drop(self.pack_changed(&pack_id, diff, "flow_reload"));
                     }
                 }
-                // A flow only from a pack verified by this load and approved against the same
+                // A file only from a pack verified by this load and approved against the same
                 // manifest now; a load error of any pack still approved (it says what to fix).
-                let files = loaded
+                let verified = |id: &String| {
+                    loaded
+                        .verified
+                        .get(id)
+                        .is_some_and(|hash| self.still_approved(id, hash))
+                };
+                let flows = loaded
                     .files
                     .into_iter()
                     .filter(|f| match (&f.pack_id, &f.result) {
                         (None, _) => true,
-                        (Some(id), Ok(_)) => loaded
-                            .verified
-                            .get(id)
-                            .is_some_and(|hash| self.still_approved(id, hash)),
+                        (Some(id), Ok(_)) => verified(id),
                         (Some(id), Err(_)) => self
                             .packs
                             .get(id)
                             .is_some_and(|e| e.state == crate::view::PackState::Approved),
                     })
-                    .map(|f| f.result)
                     .collect();
-                self.publish_flows(files)
+                let modifiers = loaded
+                    .modifiers
+                    .into_iter()
+                    .filter(|m| m.origin.pack_id.as_ref().is_none_or(verified))
+                    .collect();
+                let routes = loaded
+                    .routes
+                    .into_iter()
+                    .filter(|r| verified(&r.pack_id))
+                    .collect();
+                self.publish_catalog(KeptSources {
+                    flows,
+                    modifiers,
+                    routes,
+                })
             }
             None => {
                 let reason = format!(

@@ -33,7 +33,7 @@ use crate::view::{KernelView, PackState};
 use actix::prelude::*;
 use rumi_domain::manifest::ManifestDiff;
 use rumi_domain::pack::{self, PackMeta};
-use rumi_domain::sources::{self, FileProblem, FlowProblem};
+use rumi_domain::sources::{FileProblem, FlowProblem};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -234,6 +234,8 @@ pub struct Registry {
     modified_verifiers: HashMap<String, ManifestVerifier>,
     /// Approved packs' directories under watch (`watch.rs`).
     watch: watch::PackWatch,
+    /// What the published catalog was built from (`flows.rs`).
+    last_sources: flows::KeptSources,
 }
 
 impl Registry {
@@ -261,6 +263,7 @@ impl Registry {
             self_addr: None,
             modified_verifiers: HashMap::new(),
             watch: watch::PackWatch::default(),
+            last_sources: flows::KeptSources::default(),
         }
     }
 
@@ -567,16 +570,35 @@ impl Registry {
         );
     }
 
-    /// Builds the flow table from loaded files and publishes it.
-    fn publish_flows(
-        &mut self,
-        files: Vec<Result<rumi_domain::Flow, rumi_domain::FlowError>>,
-    ) -> FlowsReloaded {
-        let table = sources::build_table(files);
-        let reloaded = FlowsReloaded::new(table.flows.len(), &table.problems);
-        self.flow_problems = table.problems.clone();
-        self.view.publish_flows(table);
+    /// Builds the catalog from loaded sources and publishes it; keeps the sources.
+    fn publish_catalog(&mut self, kept: flows::KeptSources) -> FlowsReloaded {
+        let sources = rumi_domain::catalog::Sources {
+            flows: kept.flows.iter().map(|f| f.result.clone()).collect(),
+            modifiers: kept.modifiers.clone(),
+            routes: kept.routes.clone(),
+            environment: self.environment(),
+        };
+        self.last_sources = kept;
+        let catalog = rumi_domain::catalog::build(sources);
+        let reloaded = FlowsReloaded::new(catalog.flows.flows.len(), &catalog.flows.problems);
+        self.flow_problems = catalog.flows.problems.clone();
+        self.view.publish_catalog(catalog);
         reloaded
+    }
+
+    /// What modifiers may require: the services approved packs provide and the kernel's
+    /// interfaces; the capabilities with a handler.
+    fn environment(&self) -> rumi_domain::catalog::Environment {
+        let mut env = rumi_domain::catalog::Environment::default();
+        for e in self.packs.values() {
+            if e.state == PackState::Approved {
+                if let Some(meta) = &e.meta {
+                    env.interfaces
+                        .extend(meta.connectivity.provides.iter().cloned());
+                }
+            }
+        }
+        env
     }
 
     fn info(&self, id: &str) -> Option<PackInfo> {

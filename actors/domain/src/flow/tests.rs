@@ -280,6 +280,7 @@ fn step(id: &str, phase: &str, priority: f64) -> Step {
         on_error: OnError::Continue,
         origin: SourceRank::Shared,
         line: None,
+        placed_by: None,
     }
 }
 
