@@ -8,14 +8,16 @@
 use crate::condition::{Condition, ConditionError};
 use crate::handler::KernelHandler;
 use crate::yaml;
-use error::{yaml_message, NAME_HINT};
+
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 mod error;
 
-pub use error::{declared_flow_id, quoted, FlowError, MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS};
+pub use error::{
+    declared_flow_id, quoted, yaml_message, FlowError, MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, NAME_HINT,
+};
 
 /// Default step priority when none is given.
 pub const DEFAULT_PRIORITY: f64 = 100.0;
@@ -235,7 +237,7 @@ pub fn valid_flow_id(id: &str) -> bool {
 }
 
 /// Checks a step id or context key: printable, no whitespace, 1..=128 bytes.
-fn valid_name(id: &str) -> bool {
+pub fn valid_name(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id

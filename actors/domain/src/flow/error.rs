@@ -26,7 +26,7 @@ pub const MAX_MESSAGE_CHARS: usize = 600;
 /// Longest value quoted from a flow file in a message, in characters.
 pub const MAX_QUOTED_CHARS: usize = 64;
 /// The names flows, phases, step ids and context keys may use, as a hint.
-pub(super) const NAME_HINT: &str = "use 1-128 of A-Z a-z 0-9 _ . : -";
+pub const NAME_HINT: &str = "use 1-128 of A-Z a-z 0-9 _ . : -";
 
 impl FlowError {
     /// An error in `file` at `line`; the message is clipped to [`MAX_MESSAGE_CHARS`].
@@ -90,7 +90,7 @@ pub fn declared_flow_id(text: &str) -> Option<String> {
 }
 
 /// A YAML refusal as a flow error's message: what the parser or the limits said, and what to do.
-pub(super) fn yaml_message(e: &YamlError) -> String {
+pub fn yaml_message(e: &YamlError) -> String {
     let said = e.to_string();
     // serde names the private shapes it expected; say what they are in the file's terms.
     let said = said
