@@ -238,12 +238,52 @@ fn show_flow(out: &Out, f: &Value) {
                 Cell::new(target),
                 Cell::new(short(&s["when"], 40)),
                 cell(&s["output"]),
+                cell(&s["placed_by"]),
             ]
         })
         .collect();
     out.table(
         &[
-            "step", "phase", "priority", "type", "target", "when", "output",
+            "step",
+            "phase",
+            "priority",
+            "type",
+            "target",
+            "when",
+            "output",
+            "placed by",
+        ],
+        rows,
+    );
+    let modifiers = f["modifiers_applied"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if modifiers.is_empty() {
+        return;
+    }
+    println!();
+    let rows = modifiers
+        .iter()
+        .map(|m| {
+            vec![
+                cell(&m["modifier_id"]),
+                cell(&m["action"]),
+                cell(&m["target_step_id"]),
+                cell(&m["status"]),
+                cell(&m["file"]),
+                Cell::new(short(&m["reason"], 80)),
+            ]
+        })
+        .collect();
+    out.table(
+        &[
+            "modifier",
+            "action",
+            "target step",
+            "status",
+            "file",
+            "reason",
         ],
         rows,
     );

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rumi_actors::kernel::RunError;
 use rumi_actors::registry::{FlowsReloaded, Reload};
 use rumi_actors::{Kernel, SecurityMode};
+use rumi_domain::catalog::modifier::Application;
 use rumi_domain::flow::{Defaults, OnError, SourceRank, Step, StepKind};
 use rumi_domain::run::{RunRecord, RunStatus, StepRecord};
 use rumi_domain::Flow;
@@ -61,17 +62,18 @@ pub struct FlowDetail<'a> {
     summary: FlowSummary<'a>,
     defaults: Defaults,
     steps: Vec<StepView<'a>>,
-    /// Always empty: modifiers are not implemented yet.
-    modifiers_applied: Vec<Value>,
+    /// Every modifier that targets this flow, in the order they were applied: applied, or
+    /// skipped with the reason.
+    modifiers_applied: &'a [Application],
 }
 
 impl<'a> FlowDetail<'a> {
-    fn new(f: &'a Flow) -> Self {
+    fn new(f: &'a Flow, modifiers: &'a [Application]) -> Self {
         FlowDetail {
             summary: FlowSummary::new(f),
             defaults: f.defaults,
             steps: f.steps.iter().map(StepView::new).collect(),
-            modifiers_applied: Vec::new(),
+            modifiers_applied: modifiers,
         }
     }
 }
@@ -102,6 +104,8 @@ pub struct StepView<'a> {
     on_error: OnError,
     /// The source of the file that placed the step.
     origin: SourceRank,
+    /// The modifier that placed the step (null: the flow's own step).
+    placed_by: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_pack: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,6 +137,7 @@ impl<'a> StepView<'a> {
             timeout_seconds: s.timeout_seconds,
             on_error: s.on_error,
             origin: s.origin,
+            placed_by: s.placed_by.as_deref(),
             owner_pack: None,
             file: None,
             input: None,
@@ -203,11 +208,20 @@ pub async fn list(k: web::Data<Kernel>) -> HttpResponse {
     )
 )]
 pub async fn get(k: web::Data<Kernel>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let f = k
-        .view
-        .flow(&path)
+    // The flow and what the modifiers did come from one catalog.
+    let catalog = k.view.catalog();
+    let f = catalog
+        .flows
+        .flows
+        .get(path.as_str())
         .ok_or_else(|| ApiError::from(RunError::missing_flow(&k.view, &path)))?;
-    Ok(ok(FlowDetail::new(&f)))
+    let modifiers = catalog
+        .modifiers
+        .by_flow
+        .get(path.as_str())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(ok(FlowDetail::new(f, modifiers)))
 }
 
 /// `POST /api/flows/reload`

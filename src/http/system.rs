@@ -10,6 +10,7 @@ use rumi_actors::limiter::LimiterSnapshot;
 use rumi_actors::pack_container::ContainerSnapshot;
 use rumi_actors::registry::GetDiagnostics;
 use rumi_actors::{limiter, pack_container, Kernel, SecurityMode};
+use rumi_domain::catalog::modifier::ModifierReport;
 use rumi_domain::sources::FlowProblem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -103,6 +104,63 @@ pub struct Diagnostics<'a> {
     egress: Vec<EgressSnapshot>,
     /// Every approved pack's capability socket and broker.
     capability: Vec<CapabilityDiagnostics>,
+    /// Modifiers skipped (per target flow) and refused (per file), at most 200.
+    modifiers: Vec<ModifierDiagnostic>,
+    /// Modifier entries beyond the listed ones.
+    modifiers_omitted: usize,
+}
+
+/// A modifier skipped for a flow, refused, or matching no flow.
+#[derive(Serialize, ToSchema)]
+struct ModifierDiagnostic {
+    /// `modifier_skipped` or `modifier_refused`.
+    kind: &'static str,
+    modifier_id: Option<String>,
+    /// The modifier file, relative to `RUMI_HOME`.
+    file: String,
+    line: Option<usize>,
+    /// The flow it was skipped for (skips only).
+    flow_id: Option<String>,
+    reason: String,
+}
+
+/// Most modifier entries the diagnostics list.
+const MAX_MODIFIER_DIAGNOSTICS: usize = 200;
+
+/// The modifier entries of the diagnostics, the first [`MAX_MODIFIER_DIAGNOSTICS`] and the count of the rest.
+fn modifier_diagnostics(report: &ModifierReport) -> (Vec<ModifierDiagnostic>, usize) {
+    let refused = report.refused.iter().map(|r| ModifierDiagnostic {
+        kind: "modifier_refused",
+        modifier_id: r.modifier_id.clone(),
+        file: r.file.clone(),
+        line: r.line,
+        flow_id: None,
+        reason: r.reason.clone(),
+    });
+    let unmatched = report.unmatched.iter().map(|r| ModifierDiagnostic {
+        kind: "modifier_skipped",
+        modifier_id: r.modifier_id.clone(),
+        file: r.file.clone(),
+        line: r.line,
+        flow_id: None,
+        reason: r.reason.clone(),
+    });
+    let skipped = report.skipped().map(|(flow, a)| ModifierDiagnostic {
+        kind: "modifier_skipped",
+        modifier_id: Some(a.modifier_id.clone()),
+        file: a.file.clone(),
+        line: None,
+        flow_id: Some(flow.to_string()),
+        reason: a.reason.clone().unwrap_or_default(),
+    });
+    let total = report.refused.len() + report.unmatched.len() + report.skipped().count();
+    let listed: Vec<ModifierDiagnostic> = refused
+        .chain(unmatched)
+        .chain(skipped)
+        .take(MAX_MODIFIER_DIAGNOSTICS)
+        .collect();
+    let omitted = total - listed.len();
+    (listed, omitted)
 }
 
 /// A pack's capability socket and its broker's counters.
@@ -155,6 +213,8 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         }
     }
     capability.sort_by(|a, b| a.socket.pack_id.cmp(&b.socket.pack_id));
+    let catalog = k.view.catalog();
+    let (modifiers, modifiers_omitted) = modifier_diagnostics(&catalog.modifiers);
     Ok(ok(Diagnostics {
         mode: k.config.mode,
         uptime_seconds: k.started.elapsed().as_secs_f64(),
@@ -175,6 +235,8 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         containers,
         egress,
         capability,
+        modifiers,
+        modifiers_omitted,
     }))
 }
 

@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 mod error;
 
 pub use error::{
-    declared_flow_id, quoted, yaml_message, FlowError, MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, NAME_HINT,
+    declared_flow_id, quoted, yaml_message, FlowError, MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS,
+    NAME_HINT,
 };
 
 /// Default step priority when none is given.

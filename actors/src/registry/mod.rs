@@ -236,6 +236,8 @@ pub struct Registry {
     watch: watch::PackWatch,
     /// What the published catalog was built from (`flows.rs`).
     last_sources: flows::KeptSources,
+    /// The outcome of each (flow, modifier) in the published catalog, to audit changes only.
+    modifier_outcomes: HashMap<String, String>,
 }
 
 impl Registry {
@@ -264,6 +266,7 @@ impl Registry {
             modified_verifiers: HashMap::new(),
             watch: watch::PackWatch::default(),
             last_sources: flows::KeptSources::default(),
+            modifier_outcomes: HashMap::new(),
         }
     }
 
@@ -570,7 +573,8 @@ impl Registry {
         );
     }
 
-    /// Builds the catalog from loaded sources and publishes it; keeps the sources.
+    /// Builds the catalog from loaded sources and publishes it; keeps the sources, and audits
+    /// what the modifiers did where it changed since the last catalog.
     fn publish_catalog(&mut self, kept: flows::KeptSources) -> FlowsReloaded {
         let sources = rumi_domain::catalog::Sources {
             flows: kept.flows.iter().map(|f| f.result.clone()).collect(),
@@ -582,12 +586,68 @@ impl Registry {
         let catalog = rumi_domain::catalog::build(sources);
         let reloaded = FlowsReloaded::new(catalog.flows.flows.len(), &catalog.flows.problems);
         self.flow_problems = catalog.flows.problems.clone();
+        self.audit_modifiers(&catalog.modifiers);
         self.view.publish_catalog(catalog);
         reloaded
     }
 
-    /// What modifiers may require: the services approved packs provide and the kernel's
-    /// interfaces; the capabilities with a handler.
+    /// One `modifier_application` audit entry per (flow, modifier) whose outcome is new or
+    /// changed, and one per modifier file newly refused (a reload that changes nothing writes
+    /// nothing: reloads are frequent, and the audit is for what changed).
+    fn audit_modifiers(&mut self, report: &rumi_domain::catalog::modifier::ModifierReport) {
+        use rumi_domain::catalog::modifier::Status;
+        let mut now = HashMap::new();
+        for (flow_id, apps) in &report.by_flow {
+            for a in apps {
+                let key = format!("{flow_id}\u{0}{}", a.modifier_id);
+                let outcome = format!("{:?}\u{0}{}", a.status, a.reason.as_deref().unwrap_or(""));
+                if self.modifier_outcomes.get(&key) != Some(&outcome) {
+                    let mut entry = AuditEntry::new(
+                        Category::ModifierApplication,
+                        match a.status {
+                            Status::Applied => "modifier_applied",
+                            Status::Skipped => "modifier_skipped",
+                        },
+                        a.status == Status::Applied,
+                    )
+                    .details(json!({
+                        "modifier_id": a.modifier_id,
+                        "action": a.action,
+                        "target_step_id": a.target_step_id,
+                        "source": a.source,
+                        "file": a.file,
+                        "reason": a.reason,
+                    }));
+                    entry.flow_id = Some(flow_id.clone());
+                    if let Some(pack) = &a.pack_id {
+                        entry = entry.pack(pack);
+                    }
+                    self.audit.do_send(Record(entry));
+                }
+                now.insert(key, outcome);
+            }
+        }
+        for r in &report.refused {
+            let key = format!("\u{0}refused\u{0}{}", r.file);
+            let outcome = r.reason.clone();
+            if self.modifier_outcomes.get(&key) != Some(&outcome) {
+                self.audit.do_send(Record(
+                    AuditEntry::new(Category::ModifierApplication, "modifier_refused", false)
+                        .details(json!({
+                            "modifier_id": r.modifier_id,
+                            "file": r.file,
+                            "line": r.line,
+                            "reason": r.reason,
+                        })),
+                ));
+            }
+            now.insert(key, outcome);
+        }
+        self.modifier_outcomes = now;
+    }
+
+    /// What modifiers may require: the services approved packs provide (the kernel's own
+    /// interfaces are added by the domain); the capabilities with a handler, built-ins included.
     fn environment(&self) -> rumi_domain::catalog::Environment {
         let mut env = rumi_domain::catalog::Environment::default();
         for e in self.packs.values() {
@@ -598,6 +658,20 @@ impl Registry {
                 }
             }
         }
+        env.capabilities.extend(
+            crate::capability::builtins::BUILTINS
+                .iter()
+                .map(|b| b.to_string()),
+        );
+        env.capabilities.extend(
+            self.sandbox
+                .capabilities
+                .handlers
+                .installed
+                .read()
+                .keys()
+                .cloned(),
+        );
         env
     }
 

@@ -50,8 +50,7 @@ pub struct Catalog {
 /// Builds the catalog from one load's sources.
 pub fn build(sources: Sources) -> Catalog {
     let table = sources::build_table(sources.flows);
-    let (flows, modifiers) =
-        modifier::apply_all(table, sources.modifiers, &sources.environment);
+    let (flows, modifiers) = modifier::apply_all(table, sources.modifiers, &sources.environment);
     let routes = routes::build_table(sources.routes, &flows);
     let schedules = schedule::build_table(&flows);
     Catalog {

@@ -13,7 +13,7 @@
 
 use super::{parse_all, Action, Modifier, ModifierFile, Refusal};
 use crate::catalog::Environment;
-use crate::flow::{quoted, Flow, FlowError, OnError, OnMissingStep, SourceRank, Step};
+use crate::flow::{quoted, Flow, FlowError, OnError, OnMissingStep, SourceRank, Step, MAX_STEPS};
 use crate::sources::{FlowProblem, FlowTable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +29,11 @@ pub const KERNEL_INTERFACES: &[&str] = &[
     "kernel.schedules",
     "kernel.routes",
 ];
+
+/// Most (flow, modifier) pairs one catalog applies: a few `*` modifiers over thousands of flows
+/// must not make the catalog (and its report) grow without bound. Pairs beyond it are skipped,
+/// with the reason.
+pub const MAX_APPLICATIONS: usize = 200_000;
 
 /// Applied or skipped.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -80,9 +85,19 @@ impl ModifierReport {
 /// Applies every modifier file to the flows it targets: returns the effective table (a flow
 /// refused by `on_missing_step: error` leaves it, with a load problem) and the report.
 pub fn apply_all(
+    table: FlowTable,
+    files: Vec<ModifierFile>,
+    env: &Environment,
+) -> (FlowTable, ModifierReport) {
+    apply_within(table, files, env, MAX_APPLICATIONS)
+}
+
+/// [`apply_all`] with at most `budget` (flow, modifier) pairs.
+pub(super) fn apply_within(
     mut table: FlowTable,
     files: Vec<ModifierFile>,
     env: &Environment,
+    budget: usize,
 ) -> (FlowTable, ModifierReport) {
     let (modifiers, refused) = parse_all(&files);
     let mut report = ModifierReport {
@@ -100,8 +115,10 @@ pub fn apply_all(
     }
     let mut matched: HashMap<&str, bool> = HashMap::new();
     let ids: Vec<String> = table.flows.keys().cloned().collect();
+    let mut budget = budget;
     for flow_id in ids {
-        let mut targeting: Vec<&Modifier> = exact.get(flow_id.as_str()).cloned().unwrap_or_default();
+        let mut targeting: Vec<&Modifier> =
+            exact.get(flow_id.as_str()).cloned().unwrap_or_default();
         targeting.extend(patterns.iter().filter(|m| m.target.matches(&flow_id)));
         if targeting.is_empty() {
             continue;
@@ -109,8 +126,24 @@ pub fn apply_all(
         for m in &targeting {
             matched.insert(m.modifier_id.as_str(), true);
         }
+        let over = targeting.len().saturating_sub(budget);
+        budget = budget.saturating_sub(targeting.len());
+        let mut beyond = Vec::new();
+        if over > 0 {
+            targeting.sort_by(|a, b| a.modifier_id.cmp(&b.modifier_id));
+            for m in targeting.split_off(targeting.len() - over) {
+                beyond.push(entry(
+                    m,
+                    Status::Skipped,
+                    Some(format!(
+                        "the catalog holds {MAX_APPLICATIONS} modifier applications already (at most) — narrow the target_flow_id patterns"
+                    )),
+                ));
+            }
+        }
         let flow = Arc::clone(&table.flows[&flow_id]);
-        let (result, apps) = apply_to(&flow, targeting, env);
+        let (result, mut apps) = apply_to(&flow, targeting, env);
+        apps.extend(beyond);
         match result {
             Ok(effective) => {
                 table.flows.insert(flow_id.clone(), Arc::new(effective));
@@ -144,7 +177,12 @@ pub fn apply_to(
     mut modifiers: Vec<&Modifier>,
     env: &Environment,
 ) -> (Result<Flow, FlowError>, Vec<Application>) {
-    let phase_index = |p: &str| flow.phases.iter().position(|x| x == p).unwrap_or(usize::MAX);
+    let phase_index = |p: &str| {
+        flow.phases
+            .iter()
+            .position(|x| x == p)
+            .unwrap_or(usize::MAX)
+    };
     modifiers.sort_by(|a, b| {
         phase_index(&a.phase)
             .cmp(&phase_index(&b.phase))
@@ -159,7 +197,12 @@ pub fn apply_to(
                 "phase {} is not one of flow {}'s phases — use one of [{}]",
                 quoted(&m.phase),
                 quoted(&flow.flow_id),
-                flow.phases.iter().take(8).map(|p| quoted(p)).collect::<Vec<_>>().join(", ")
+                flow.phases
+                    .iter()
+                    .take(8)
+                    .map(|p| quoted(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         } else {
             unmet(m, env)
@@ -182,7 +225,9 @@ pub fn apply_to(
         for m in live.iter().filter(|m| pass.contains(&m.action)) {
             match place(flow, &mut steps, m, &mut after_tail) {
                 Ok(()) => apps.push(entry(m, Status::Applied, None)),
-                Err(Skip::Missing(reason)) if flow.defaults.on_missing_step == OnMissingStep::Error => {
+                Err(Skip::Missing(reason))
+                    if flow.defaults.on_missing_step == OnMissingStep::Error =>
+                {
                     apps.push(entry(m, Status::Skipped, Some(reason.clone())));
                     let error = FlowError::new(
                         m.origin.path.clone(),
@@ -254,6 +299,12 @@ fn place(
             Some(i)
         }
     };
+    if new_step.is_some() && m.action != Action::Replace && steps.len() >= MAX_STEPS {
+        return Err(Skip::Other(format!(
+            "flow {} would have more than {MAX_STEPS} steps",
+            quoted(&flow.flow_id)
+        )));
+    }
     if let Some(new) = &new_step {
         let replaced = matches!(m.action, Action::Replace)
             .then(|| target_index)
@@ -287,8 +338,12 @@ fn place(
             steps.insert(at, new);
         }
         (Action::Append, None, Some(new)) => {
-            let phase_index =
-                |p: &str| flow.phases.iter().position(|x| x == p).unwrap_or(usize::MAX);
+            let phase_index = |p: &str| {
+                flow.phases
+                    .iter()
+                    .position(|x| x == p)
+                    .unwrap_or(usize::MAX)
+            };
             let mine = phase_index(&m.phase);
             // After the last step of this phase or of an earlier one.
             let at = steps
@@ -305,9 +360,11 @@ fn place(
 
 /// Why `m`'s requirements are not met, if they are not.
 fn unmet(m: &Modifier, env: &Environment) -> Option<String> {
-    if let Some(i) = m.requires_interfaces.iter().find(|i| {
-        !env.interfaces.contains(*i) && !KERNEL_INTERFACES.contains(&i.as_str())
-    }) {
+    if let Some(i) = m
+        .requires_interfaces
+        .iter()
+        .find(|i| !env.interfaces.contains(*i) && !KERNEL_INTERFACES.contains(&i.as_str()))
+    {
         return Some(format!(
             "requires interface {} which no approved pack provides — approve a pack whose ecosystem.json provides it",
             quoted(i)

@@ -12,7 +12,10 @@ enum Token {
     Literal(char),
     Any,
     Star,
-    Set { negated: bool, items: Vec<(char, char)> },
+    Set {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 /// A compiled pattern.

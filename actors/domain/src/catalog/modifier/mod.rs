@@ -15,8 +15,8 @@ mod tests;
 pub use apply::{apply_all, apply_to, Application, ModifierReport, Status, KERNEL_INTERFACES};
 
 use crate::flow::{
-    find_line, quoted, valid_flow_id, valid_name, validate_step, yaml_message, Defaults,
-    IdLines, RawStep, SourceRank, Step, StepRules, NAME_HINT,
+    find_line, quoted, valid_flow_id, valid_name, validate_step, yaml_message, Defaults, IdLines,
+    RawStep, SourceRank, Step, StepRules, NAME_HINT,
 };
 use crate::yaml;
 use serde::{Deserialize, Serialize};
@@ -186,7 +186,13 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
     let text = std::str::from_utf8(bytes).map_err(|e| Refusal {
         modifier_id: None,
         file: path.clone(),
-        line: Some(bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1),
+        line: Some(
+            bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
+        ),
         reason: "the file is not UTF-8 — save it as UTF-8".into(),
     })?;
     let declared = declared_id(text);
@@ -250,23 +256,22 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
             ))
         }
     };
-    let phase = match string_field(raw.phase, "phase", "main")
-        .map_err(|m| refuse(line_of("phase:"), m))?
-    {
-        Some(p) if valid_name(&p) => p,
-        Some(p) => {
-            return Err(refuse(
-                line_of("phase:"),
-                format!("phase {} is invalid — {NAME_HINT}", quoted(&p)),
-            ))
-        }
-        None => {
-            return Err(refuse(
-                None,
-                "phase is required — add `phase: <a phase of the target flow>`".into(),
-            ))
-        }
-    };
+    let phase =
+        match string_field(raw.phase, "phase", "main").map_err(|m| refuse(line_of("phase:"), m))? {
+            Some(p) if valid_name(&p) => p,
+            Some(p) => {
+                return Err(refuse(
+                    line_of("phase:"),
+                    format!("phase {} is invalid — {NAME_HINT}", quoted(&p)),
+                ))
+            }
+            None => {
+                return Err(refuse(
+                    None,
+                    "phase is required — add `phase: <a phase of the target flow>`".into(),
+                ))
+            }
+        };
     let priority = match raw.priority {
         None => crate::flow::DEFAULT_PRIORITY,
         Some(Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => {
@@ -378,13 +383,19 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
         if list.len() > MAX_REQUIRES {
             return Err(refuse(
                 line_of(key),
-                format!("requires.{key} lists {} names; the limit is {MAX_REQUIRES}", list.len()),
+                format!(
+                    "requires.{key} lists {} names; the limit is {MAX_REQUIRES}",
+                    list.len()
+                ),
             ));
         }
         if let Some(bad) = list.iter().find(|n| !valid_name(n)) {
             return Err(refuse(
                 line_of(key),
-                format!("requires.{key}: {} is not a valid name — {NAME_HINT}", quoted(bad)),
+                format!(
+                    "requires.{key}: {} is not a valid name — {NAME_HINT}",
+                    quoted(bad)
+                ),
             ));
         }
         Ok(list)
@@ -408,11 +419,26 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
     })
 }
 
+/// Most modifier files one catalog takes (the rest, by path, are refused).
+pub const MAX_MODIFIERS: usize = 2000;
+
 /// Parses every file; a `modifier_id` declared by more than one file refuses all of them.
 pub fn parse_all(files: &[ModifierFile]) -> (Vec<Modifier>, Vec<Refusal>) {
     let mut refused = Vec::new();
     let mut by_id: BTreeMap<String, Vec<Modifier>> = BTreeMap::new();
-    for file in files {
+    let mut sorted: Vec<&ModifierFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.origin.path.cmp(&b.origin.path));
+    for file in sorted.iter().skip(MAX_MODIFIERS) {
+        refused.push(Refusal {
+            modifier_id: None,
+            file: file.origin.path.clone(),
+            line: None,
+            reason: format!(
+                "more than {MAX_MODIFIERS} modifier files; this one (and the others after it by path) is not read — merge or remove modifiers"
+            ),
+        });
+    }
+    for file in sorted.into_iter().take(MAX_MODIFIERS) {
         match parse_modifier(file) {
             Ok(m) => by_id.entry(m.modifier_id.clone()).or_default().push(m),
             Err(r) => refused.push(r),

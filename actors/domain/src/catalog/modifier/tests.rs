@@ -2,6 +2,7 @@
 //! properties over random modifier sets.
 
 use super::*;
+use crate::catalog::modifier::apply::apply_within;
 use crate::catalog::Environment;
 use crate::flow::{parse_flow, FlowOrigin, OnError, SourceRank};
 use crate::sources::{build_table, FlowTable};
@@ -81,15 +82,32 @@ fn each_action_places_its_step() {
     );
     assert_eq!(
         ids(&t),
-        ["before_step", "b", "after_step", "c", "app_step", "rep_step"]
+        [
+            "before_step",
+            "b",
+            "after_step",
+            "c",
+            "app_step",
+            "rep_step"
+        ]
     );
     let f = &t.flows["f"];
     let placed: Vec<Option<&str>> = f.steps.iter().map(|s| s.placed_by.as_deref()).collect();
     assert_eq!(
         placed,
-        [Some("before"), None, Some("after"), None, Some("app"), Some("rep")]
+        [
+            Some("before"),
+            None,
+            Some("after"),
+            None,
+            Some("app"),
+            Some("rep")
+        ]
     );
-    assert!(f.steps[0].origin == SourceRank::Shared, "the modifier's own origin");
+    assert!(
+        f.steps[0].origin == SourceRank::Shared,
+        "the modifier's own origin"
+    );
     let apps = &r.by_flow["f"];
     assert!(apps.iter().all(|a| a.status == Status::Applied), "{apps:?}");
     // Replace and remove first, then before, after, append.
@@ -176,29 +194,43 @@ fn skips_say_why_and_change_nothing() {
     env.capabilities.clear();
     let (_, r) = apply_all(
         build_table(vec![Ok(flow(BASE))]),
-        vec![file(
-            "4",
-            &env_needs.replace("ai.client", "kernel.flows"),
-        )],
+        vec![file("4", &env_needs.replace("ai.client", "kernel.flows"))],
         &env,
     );
-    assert!(r.by_flow["f"][0].reason.as_ref().unwrap().contains("requires capability \"tool_support\""));
+    assert!(r.by_flow["f"][0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("requires capability \"tool_support\""));
 }
 
 #[test]
 fn on_missing_step_error_refuses_the_flow() {
-    let strict = BASE.replace("phases: [pre, main, post]", "phases: [pre, main, post]\ndefaults: {on_missing_step: error}");
-    let (t, r) = run(&strict, vec![file("1", &m("missing", "remove", "main", Some("zz"), 1))]);
+    let strict = BASE.replace(
+        "phases: [pre, main, post]",
+        "phases: [pre, main, post]\ndefaults: {on_missing_step: error}",
+    );
+    let (t, r) = run(
+        &strict,
+        vec![file("1", &m("missing", "remove", "main", Some("zz"), 1))],
+    );
     assert!(!t.flows.contains_key("f"));
     let failure = t.failure("f").expect("the refusal is the flow's failure");
     assert!(failure.file.ends_with("1.modifier.yaml"), "{failure:?}");
-    assert!(failure.message.contains("on_missing_step: error"), "{}", failure.message);
+    assert!(
+        failure.message.contains("on_missing_step: error"),
+        "{}",
+        failure.message
+    );
     assert_eq!(r.by_flow["f"][0].status, Status::Skipped);
 }
 
 #[test]
 fn defaults_of_the_target_flow_decide_on_error() {
-    let abort = BASE.replace("phases: [pre, main, post]", "phases: [pre, main, post]\ndefaults: {fail_soft: false}");
+    let abort = BASE.replace(
+        "phases: [pre, main, post]",
+        "phases: [pre, main, post]\ndefaults: {fail_soft: false}",
+    );
     let (t, _) = run(
         &abort,
         vec![
@@ -220,9 +252,12 @@ fn patterns_target_every_matching_flow() {
     let other = BASE.replace("flow_id: f", "flow_id: my_pack.chat");
     let third = BASE.replace("flow_id: f", "flow_id: other");
     let table = build_table(vec![Ok(flow(BASE)), Ok(flow(&other)), Ok(flow(&third))]);
-    let text = m("all", "append", "main", None, 1).replace("target_flow_id: f", "target_flow_id: \"*\"");
-    let scoped = m("mine", "append", "main", None, 1).replace("target_flow_id: f", "target_flow_id: \"my_pack.*\"");
-    let none = m("none", "append", "main", None, 1).replace("target_flow_id: f", "target_flow_id: nothing");
+    let text =
+        m("all", "append", "main", None, 1).replace("target_flow_id: f", "target_flow_id: \"*\"");
+    let scoped = m("mine", "append", "main", None, 1)
+        .replace("target_flow_id: f", "target_flow_id: \"my_pack.*\"");
+    let none = m("none", "append", "main", None, 1)
+        .replace("target_flow_id: f", "target_flow_id: nothing");
     let (t, r) = apply_all(
         table,
         vec![file("1", &text), file("2", &scoped), file("3", &none)],
@@ -256,7 +291,10 @@ fn bad_modifiers_are_refused_with_file_and_line() {
         assert_eq!(refused.len(), 1, "{text}");
         let shown = refused[0].to_string();
         assert!(shown.contains(want), "{text}\n→ {shown}");
-        assert!(shown.starts_with("user_data/shared/flows/modifiers/bad.modifier.yaml:"), "{shown}");
+        assert!(
+            shown.starts_with("user_data/shared/flows/modifiers/bad.modifier.yaml:"),
+            "{shown}"
+        );
     }
     // A pack's block step may omit owner_pack: it is the pack's own.
     let (ok, _) = parse_all(&[pack_file(
@@ -276,12 +314,18 @@ fn a_duplicate_modifier_id_refuses_every_file_declaring_it() {
     ]);
     assert_eq!(ok.len(), 1);
     assert_eq!(refused.len(), 2);
-    assert!(refused.iter().all(|r| r.reason.contains("is also declared by")));
+    assert!(refused
+        .iter()
+        .all(|r| r.reason.contains("is also declared by")));
 }
 
 #[test]
 fn hostile_files_are_refused_quickly() {
-    let deep = format!("modifier_id: x\ntarget_flow_id: f\nphase: main\naction: append\nstep: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let deep = format!(
+        "modifier_id: x\ntarget_flow_id: f\nphase: main\naction: append\nstep: {}{}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let (_, refused) = parse_all(&[file("deep", &deep)]);
     assert_eq!(refused.len(), 1);
     let bin = ModifierFile {
@@ -294,7 +338,13 @@ fn hostile_files_are_refused_quickly() {
 
 // ---- properties ---------------------------------------------------------------------------------
 
-const ACTIONS: [&str; 5] = ["inject_before", "inject_after", "append", "replace", "remove"];
+const ACTIONS: [&str; 5] = [
+    "inject_before",
+    "inject_after",
+    "append",
+    "replace",
+    "remove",
+];
 const TARGETS: [&str; 5] = ["a", "b", "c", "d", "zz"];
 const PHASES: [&str; 3] = ["pre", "main", "post"];
 
@@ -365,4 +415,54 @@ proptest! {
         let index: Vec<usize> = f.steps.iter().map(|s| f.phases.iter().position(|p| *p == s.phase).unwrap()).collect();
         prop_assert!(index.windows(2).all(|w| w[0] <= w[1]), "phases out of order: {index:?}");
     }
+}
+
+#[test]
+fn the_catalog_bounds_what_modifiers_can_add() {
+    // Many flows, a few `*` modifiers: the pairs beyond the budget are skipped, with the reason.
+    const BUDGET: usize = 40;
+    let flows: Vec<_> = (0..(BUDGET / 2 + 10))
+        .map(|i| Ok(flow(&format!("flow_id: f{i}\nphases: [main]\n"))))
+        .collect();
+    let table = build_table(flows);
+    let star = |id: &str| {
+        file(
+            id,
+            &format!("modifier_id: {id}\ntarget_flow_id: \"*\"\nphase: main\naction: append\nstep: {{id: {id}, type: set, input: {{key: k, value: 1}}}}\n"),
+        )
+    };
+    let (_, r) = apply_within(
+        table,
+        vec![star("s1"), star("s2"), star("s3")],
+        &Environment::default(),
+        BUDGET,
+    );
+    let skipped: Vec<_> = r.skipped().collect();
+    assert!(!skipped.is_empty());
+    assert!(skipped.iter().all(|(_, a)| a
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("modifier applications already")));
+    let total: usize = r.by_flow.values().map(Vec::len).sum();
+    assert_eq!(total, 3 * (BUDGET / 2 + 10));
+    let applied = total - skipped.len();
+    assert_eq!(applied, BUDGET);
+}
+
+#[test]
+fn an_effective_flow_keeps_the_step_limit() {
+    let mut text = String::from("flow_id: f\nphases: [main]\nsteps:\n");
+    for i in 0..crate::flow::MAX_STEPS {
+        text.push_str(&format!(
+            "  - {{id: s{i}, phase: main, type: set, input: {{key: k, value: 1}}}}\n"
+        ));
+    }
+    let (t, r) = run(&text, vec![file("1", &m("x", "append", "main", None, 1))]);
+    assert_eq!(t.flows["f"].steps.len(), crate::flow::MAX_STEPS);
+    assert!(r.by_flow["f"][0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("more than 1000 steps"));
 }
