@@ -117,32 +117,43 @@ fn main() {
 
     // ---- the pure part --------------------------------------------------------------------
     let mut samples = Vec::new();
-    c.bench_function("catalog::build (1000 flows, 1000 modifiers, 200 routes)", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let s = sources();
-                let t = Instant::now();
-                let catalog = build(s);
-                let d = t.elapsed();
-                assert_eq!(catalog.flows.flows.len(), FLOWS);
-                total += d;
-                samples.push(d.as_secs_f64() * 1000.0);
-            }
-            total
-        })
-    });
+    c.bench_function(
+        "catalog::build (1000 flows, 1000 modifiers, 200 routes)",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let s = sources();
+                    let t = Instant::now();
+                    let catalog = build(s);
+                    let d = t.elapsed();
+                    assert_eq!(catalog.flows.flows.len(), FLOWS);
+                    total += d;
+                    samples.push(d.as_secs_f64() * 1000.0);
+                }
+                total
+            })
+        },
+    );
     samples.sort_by(f64::total_cmp);
     summary.add(
         "catalog::build",
-        format!("p50 {:.1} ms, max {:.1} ms", pct(&samples, 0.5), pct(&samples, 1.0)),
+        format!(
+            "p50 {:.1} ms, max {:.1} ms",
+            pct(&samples, 0.5),
+            pct(&samples, 1.0)
+        ),
     );
 
     // ---- through the kernel ---------------------------------------------------------------
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     for i in 0..FLOWS {
-        write(home, &format!("user_data/shared/flows/f{i}.flow.yaml"), &flow_text(i));
+        write(
+            home,
+            &format!("user_data/shared/flows/f{i}.flow.yaml"),
+            &flow_text(i),
+        );
     }
     for i in 0..MODIFIERS {
         write(
@@ -160,9 +171,14 @@ fn main() {
         write(
             home,
             &format!("ecosystem/pack{p}/backend/ecosystem.json"),
-            &json!({"pack_id": format!("pack{p}"), "pack_identity": format!("bench:pack{p}")}).to_string(),
+            &json!({"pack_id": format!("pack{p}"), "pack_identity": format!("bench:pack{p}")})
+                .to_string(),
         );
-        write(home, &format!("ecosystem/pack{p}/backend/routes.json"), &routes_text(p));
+        write(
+            home,
+            &format!("ecosystem/pack{p}/backend/routes.json"),
+            &routes_text(p),
+        );
     }
     let (kernel, _) = start_with(home, &["--permissive"], &[], None);
     let base = kernel.base.clone();

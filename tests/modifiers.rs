@@ -368,7 +368,12 @@ async fn a_reload_leaves_runs_in_flight_alone() {
     write(
         h,
         "user_data/shared/flows/slow.flow.yaml",
-        "flow_id: slow\nphases: [m]\nsteps:\n  - {id: wait, phase: m, type: python_file_call, owner_pack: tools, file: blocks/wait.py, input: {path: \"${ctx.path}\"}}\n  - {id: last, phase: m, priority: 200, type: set, input: {key: last, value: 1}}\n",
+        "flow_id: slow\nphases: [m]\nsteps:\n  - {id: wait, phase: m, type: python_file_call, owner_pack: tools, file: blocks/wait.py, input: {path: \"${ctx.path}\"}}\n  - {id: last, phase: m, priority: 200, type: handler, input: {handler: \"kernel:flow.run\", args: {flow_id: inner}}, output: child}\n",
+    );
+    write(
+        h,
+        "user_data/shared/flows/inner.flow.yaml",
+        "flow_id: inner\nphases: [m]\nsteps:\n  - {id: own, phase: m, type: set, input: {key: own, value: 1}}\n",
     );
     let k = Kernel::start(h, &[]);
     k.approve("tools").await;
@@ -395,7 +400,16 @@ async fn a_reload_leaves_runs_in_flight_alone() {
         assert!(Instant::now() < deadline, "the block never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // While it runs: a modifier appears, and the catalog is reloaded.
+    // While it runs: modifiers of the flow and of the flow it calls next appear, and the
+    // catalog is reloaded.
+    modifier(
+        h,
+        "late_inner",
+        &format!(
+            "modifier_id: late_inner\ntarget_flow_id: inner\nphase: m\naction: append\n{}",
+            set_step("added_inner")
+        ),
+    );
     modifier(
         h,
         "late",
@@ -410,10 +424,21 @@ async fn a_reload_leaves_runs_in_flight_alone() {
     std::fs::write(&gate, "").unwrap();
     let first = run.await.unwrap();
     assert_eq!(ids(&first["data"]["steps"]), ["wait", "last"], "{first}");
+    // The nested run came from the catalog the run started with.
+    assert_eq!(
+        first["data"]["result"]["child"],
+        json!({"own": 1}),
+        "{first}"
+    );
     std::fs::remove_file(&gate).unwrap();
     std::fs::remove_file(&started).unwrap();
     std::fs::write(&gate, "").unwrap();
     let (_, second) = k.run("slow", json!({"path": path})).await;
     assert_eq!(ids(&second["steps"]), ["wait", "last", "added"], "{second}");
+    assert_eq!(
+        second["result"]["child"],
+        json!({"own": 1, "added_inner": true}),
+        "{second}"
+    );
     k.stop();
 }

@@ -77,10 +77,24 @@ pub const MAX_EVENT_AUDIT_BYTES: usize = 64 * 1024;
 /// and events; without a shared count, a flow calling `kernel:flow.run` a thousand times gets a
 /// thousand budgets (gigabytes of events into the audit, a thousand records pushing every other
 /// run out of the history).
+///
+/// The tree also keeps the flow table of the catalog its top-level run started with: a nested
+/// flow is found there, so a reload while the tree runs changes nothing for any run of it.
 #[derive(Debug, Default)]
 pub struct RunTree {
     nested_runs: std::sync::atomic::AtomicUsize,
     event_bytes: std::sync::atomic::AtomicUsize,
+    flows: Arc<rumi_domain::sources::FlowTable>,
+}
+
+impl RunTree {
+    /// The tree of a top-level run started with `flows`.
+    pub fn new(flows: Arc<rumi_domain::sources::FlowTable>) -> Self {
+        RunTree {
+            flows,
+            ..Default::default()
+        }
+    }
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -302,7 +316,7 @@ impl FlowRun {
                         self.engine.fail_pending(f, &self.clock);
                         continue;
                     }
-                    let Some(flow) = self.deps.view.flow(&call.flow_id) else {
+                    let Some(flow) = self.tree.flows.flows.get(&call.flow_id).cloned() else {
                         let f = StepFailure::new(
                             ErrorType::FlowNotFound,
                             // Only that it is not loaded: why a file failed to load (its path,

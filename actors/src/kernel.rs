@@ -287,9 +287,12 @@ impl Kernel {
         timeout_secs: Option<f64>,
         trigger: &'static str,
     ) -> Result<RunRecord, RunError> {
-        let flow = self
-            .view
-            .flow(flow_id)
+        // The run and every nested run of it take their flows from this one table.
+        let flows = self.view.flows();
+        let flow = flows
+            .flows
+            .get(flow_id)
+            .cloned()
             .ok_or_else(|| RunError::missing_flow(&self.view, flow_id))?;
         // A run's context never holds anything deeper than a step could store (its record must
         // read back, and every walk of it recurses per level).
@@ -338,7 +341,7 @@ impl Kernel {
             permit: Some(permit),
             chain: Vec::new(),
             official_chain: true,
-            tree: Default::default(),
+            tree: Arc::new(crate::flow_run::RunTree::new(flows)),
             span: span.clone(),
         };
         FlowRun::launch(req, self.deps.clone())
