@@ -226,6 +226,18 @@ async fn real_answers_match_the_schemas_the_document_declares() {
         "user_data/shared/flows/openapi_strict.flow.yaml",
         STRICT_FLOW,
     );
+    // One modifier applied and one skipped, so `modifiers_applied` and `placed_by` are checked
+    // against their schemas with values in them.
+    write(
+        home.path(),
+        "user_data/shared/flows/modifiers/openapi_applied.modifier.yaml",
+        "modifier_id: openapi_applied\ntarget_flow_id: openapi_strict\nphase: prepare\naction: inject_after\ntarget_step_id: remember\nstep: {id: placed, type: set, input: {key: placed, value: 1}}\n",
+    );
+    write(
+        home.path(),
+        "user_data/shared/flows/modifiers/openapi_skipped.modifier.yaml",
+        "modifier_id: openapi_skipped\ntarget_flow_id: \"openapi_*\"\nphase: main\naction: remove\ntarget_step_id: no_such_step\n",
+    );
     let k = Kernel::start(home.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi_check.py");
     let out = tokio::task::spawn_blocking({
