@@ -291,6 +291,22 @@ impl Kernel {
             .view
             .flow(flow_id)
             .ok_or_else(|| RunError::missing_flow(&self.view, flow_id))?;
+        self.run_loaded_flow(flow, inputs, timeout_secs, trigger)
+            .await
+    }
+
+    /// Runs a flow already taken from a catalog, like [`Self::run_flow`]: a pack route runs the
+    /// flow of the very catalog its route came from, so a reload between the two cannot pair a
+    /// route with another load's flow.
+    pub async fn run_loaded_flow(
+        &self,
+        flow: Arc<rumi_domain::Flow>,
+        inputs: Map<String, Value>,
+        timeout_secs: Option<f64>,
+        trigger: &'static str,
+    ) -> Result<RunRecord, RunError> {
+        let flow_id = flow.flow_id.clone();
+        let flow_id = flow_id.as_str();
         // A run's context never holds anything deeper than a step could store (its record must
         // read back, and every walk of it recurses per level).
         if inputs.values().any(|v| {

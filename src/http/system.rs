@@ -103,6 +103,15 @@ pub struct Diagnostics<'a> {
     egress: Vec<EgressSnapshot>,
     /// Every approved pack's capability socket and broker.
     capability: Vec<CapabilityDiagnostics>,
+    /// Pack routes that clash (the earlier pack keeps each) or were refused.
+    routes: RouteProblems,
+}
+
+/// The route table's problems (`GET /api/routes` has the same lists with the routes).
+#[derive(Serialize, ToSchema)]
+struct RouteProblems {
+    clashes: Vec<rumi_domain::catalog::routes::Clash>,
+    refused: Vec<rumi_domain::catalog::routes::Refusal>,
 }
 
 /// A pack's capability socket and its broker's counters.
@@ -175,6 +184,13 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         containers,
         egress,
         capability,
+        routes: {
+            let catalog = k.view.catalog();
+            RouteProblems {
+                clashes: catalog.routes.clashes.clone(),
+                refused: catalog.routes.refused.clone(),
+            }
+        },
     }))
 }
 
