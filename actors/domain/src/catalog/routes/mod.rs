@@ -171,7 +171,13 @@ pub fn build_table(
         }
     }
     for f in unapproved {
-        for route in file::parse(&f).routes {
+        // One that could shadow a kernel endpoint would be refused once approved: it must not
+        // turn the 404 of an unknown path into a 403 either.
+        for route in file::parse(&f)
+            .routes
+            .into_iter()
+            .filter(|r| pattern::shadowed_kernel_endpoint(&r.pattern).is_none())
+        {
             table.unapproved.push(Unapproved {
                 pack_id: route.pack_id,
                 method: route.method,

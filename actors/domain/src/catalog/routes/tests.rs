@@ -246,6 +246,13 @@ fn other_method_is_405_unknown_is_404_unapproved_is_403() {
         Lookup::Unapproved { pack_id: "late" }
     ));
     assert!(matches!(t.lookup("GET", "/other"), Lookup::NotFound));
+    // An unapproved route that would shadow a kernel endpoint answers nothing.
+    let t = build_table(
+        Vec::new(),
+        vec![file("late", json!({"routes": [one("GET", "/api/{x}")]}))],
+        &FlowTable::default(),
+    );
+    assert!(matches!(t.lookup("GET", "/api/zzz"), Lookup::NotFound));
 }
 
 #[test]
