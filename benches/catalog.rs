@@ -101,6 +101,7 @@ fn sources() -> Sources {
         flows,
         modifiers,
         routes,
+        unapproved_routes: Vec::new(),
         environment: Default::default(),
     }
 }

@@ -558,3 +558,54 @@ fn completions_are_generated_and_a_closed_pipe_ends_quietly() {
     // 141 = killed by SIGPIPE, as `yes | head` ends; 0 when all was written before the close.
     assert!(code == 141 || code == 0, "exit {code}");
 }
+
+/// `rumi routes` (table and `--json`), `rumi routes reload`; a refused route makes it exit 1
+/// with the reason on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_lists_and_reloads_pack_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    common::make_pack(home, "web", &[]);
+    write(
+        home,
+        "ecosystem/web/backend/flows/hi.flow.yaml",
+        "flow_id: web.hi\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: hi, value: 1}}\n",
+    );
+    write(
+        home,
+        "ecosystem/web/backend/routes.json",
+        r#"{"routes": [{"method": "GET", "path": "/api/web/hi", "flow_id": "web.hi", "description": "says hi"}]}"#,
+    );
+    let k = Kernel::start(home, &[]);
+    let o = ok(rumi(&k), &["routes"]);
+    assert!(o.stdout.contains("no pack routes"), "{}", o.stdout);
+    ok(rumi(&k), &["pack", "approve", "web"]);
+    let o = ok(rumi(&k), &["routes", "reload"]);
+    assert!(
+        o.stdout.contains("/api/web/hi") && o.stdout.contains("says hi"),
+        "{}",
+        o.stdout
+    );
+    let o = ok(rumi(&k), &["routes", "--json"]);
+    let v = o.json();
+    assert_eq!(v["routes"][0]["flow_id"], "web.hi");
+    assert_eq!(v["clashes"], serde_json::json!([]));
+    k.stop();
+
+    // A route that shadows a kernel endpoint: listed as refused, exit 1.
+    write(
+        home,
+        "ecosystem/web/backend/routes.json",
+        r#"{"routes": [{"method": "GET", "path": "/api/health", "flow_id": "web.hi"}]}"#,
+    );
+    let k = Kernel::start(home, &[]);
+    ok(rumi(&k), &["pack", "approve", "web"]);
+    let o = fails(rumi(&k), &["routes"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("refused:") && o.stderr.contains("kernel endpoint"),
+        "{}",
+        o.stderr
+    );
+    k.stop();
+}

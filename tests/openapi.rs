@@ -21,6 +21,7 @@ const METHODS: [&str; 8] = [
 /// The tags an operation may carry.
 const TAGS: &[&str] = &[
     "packs",
+    "routes",
     "flows",
     "runs",
     "network",

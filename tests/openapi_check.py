@@ -190,6 +190,8 @@ check("GET", "/api/runs/{run_id}", f"/api/runs/{run_id}")
 check("GET", "/api/audit")
 check("GET", "/api/audit", "/api/audit?category=approval&limit=5")
 check("GET", "/api/diagnostics")
+check("GET", "/api/routes")
+check("POST", "/api/routes/reload")
 check("POST", "/api/network/grant", body={
     "pack_id": "my_pack", "allowed_domains": ["localhost", "*.example.com"],
     "allowed_ports": [80, 443], "notes": "openapi check"})

@@ -439,11 +439,15 @@ impl FlowRun {
             .cloned()
             .expect("finish is called once the engine is done");
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
+        let mut http = self.engine.take_http();
         let (mut steps, mut result) = self.engine.take_record_parts();
         // A block that received a secret must not get it into the record by returning, raising
-        // or printing it (invariant 5).
+        // or printing it (invariant 5), nor into a route's response headers.
         let redactor = &self.deps.redactor;
         redactor.scrub_value(&mut result);
+        if let Some(h) = &mut http {
+            redactor.scrub_value(h);
+        }
         for step in &mut steps {
             redactor.scrub_opt(&mut step.error);
             redactor.scrub_opt(&mut step.log);
@@ -464,6 +468,7 @@ impl FlowRun {
             result,
             execution_time_ms: (elapsed * 1000.0).round() / 1000.0,
             execution_mode: self.deps.execution_mode.to_string(),
+            http,
         };
         let ok = record.status == RunStatus::Succeeded;
         let mut entry = AuditEntry::new(Category::FlowExecution, "flow_run", ok)

@@ -294,6 +294,23 @@ impl Kernel {
             .get(flow_id)
             .cloned()
             .ok_or_else(|| RunError::missing_flow(&self.view, flow_id))?;
+        self.run_loaded_flow(flows, flow, inputs, timeout_secs, trigger)
+            .await
+    }
+
+    /// Runs a flow already taken from a catalog's flow table `flows`, like [`Self::run_flow`]: a
+    /// pack route runs the flow of the very catalog its route came from, so a reload between the
+    /// two cannot pair a route with another load's flow (and the flows it calls come from there too).
+    pub async fn run_loaded_flow(
+        &self,
+        flows: Arc<rumi_domain::sources::FlowTable>,
+        flow: Arc<rumi_domain::Flow>,
+        inputs: Map<String, Value>,
+        timeout_secs: Option<f64>,
+        trigger: &'static str,
+    ) -> Result<RunRecord, RunError> {
+        let flow_id = flow.flow_id.clone();
+        let flow_id = flow_id.as_str();
         // A run's context never holds anything deeper than a step could store (its record must
         // read back, and every walk of it recurses per level).
         if inputs.values().any(|v| {

@@ -282,6 +282,7 @@ mod tests {
             result: Value::Null,
             execution_time_ms: 0.0,
             execution_mode: "permissive".into(),
+            http: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! table for people, or the API's `data` with `--json` for scripts. One module per resource:
 //! `packs.rs`, `flows.rs` (flows and runs), `network.rs`, `audit.rs` (audit and diagnostics);
 //! `output.rs` renders, `scaffold.rs` writes a new pack, `pack_test.rs` tests one.
-//! `capability.rs` (capability grants), `secrets.rs` (secrets and stores).
+//! `capability.rs` (capability grants), `secrets.rs` (secrets and stores), `routes.rs` (pack
+//! routes).
 
 pub mod audit;
 pub mod capability;
@@ -13,6 +14,7 @@ pub mod network;
 pub mod output;
 pub mod pack_test;
 pub mod packs;
+pub mod routes;
 pub mod scaffold;
 pub mod secrets;
 pub mod throwaway;
@@ -90,6 +92,11 @@ pub enum Command {
     Stores {
         #[command(subcommand)]
         command: StoresCommand,
+    },
+    /// Pack routes: the table (default) and its reload.
+    Routes {
+        #[command(subcommand)]
+        command: Option<RoutesCommand>,
     },
     /// The audit log (one day, newest entries last).
     Audit(AuditArgs),
@@ -171,6 +178,14 @@ pub enum FlowCommand {
         #[arg(long, value_parser = seconds)]
         timeout: Option<f64>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RoutesCommand {
+    /// The routes that serve, then clashes and refused routes (exit 1 when there are any).
+    List,
+    /// Re-read every approved pack's routes.json and print the new table.
+    Reload,
 }
 
 #[derive(Subcommand)]

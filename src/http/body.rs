@@ -21,8 +21,26 @@ pub struct BodyLimit {
 /// Reads the body as a JSON object; an empty body is `{}`.
 pub async fn json_object(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<Map<String, Value>, ApiError> {
+    let body = bytes(req, payload).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
+    }
+}
+
+/// Reads the whole body, any content type, within the size and time limits.
+pub async fn bytes(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::BytesMut, ApiError> {
     let BodyLimit {
         max_bytes: limit,
         read_timeout,
@@ -70,14 +88,5 @@ pub async fn json_object(
                 ),
             )
         })??;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
-    }
+    Ok(body)
 }

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// The methods a 405 names in `Allow`.
+    pub allow: Option<String>,
     pub data: Option<Value>,
 }
 
@@ -27,6 +29,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            allow: None,
             data: None,
         }
     }
@@ -91,6 +94,9 @@ impl ResponseError for ApiError {
         let mut b = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             b.insert_header(("Retry-After", secs.to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            b.insert_header(("Allow", allow.clone()));
         }
         b.json(ErrorBody {
             success: false,

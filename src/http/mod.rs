@@ -16,6 +16,7 @@ pub mod grants;
 pub mod network;
 pub mod openapi;
 pub mod packs;
+pub mod routes;
 pub mod runs;
 pub mod secrets;
 pub mod stores;
@@ -24,10 +25,6 @@ pub mod system;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use error::ApiError;
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such endpoint"))
-}
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
@@ -70,7 +67,8 @@ macro_rules! table_of {
 }
 
 /// Registers every route of the table (`table.rs`, the one list of what is served), each path
-/// once with its methods; another method on a known path is 405, an unknown path 404.
+/// once with its methods; another method on a known path is 405; any other path goes to the pack
+/// routes (`routes::dispatch`: a pack route, or 403, 405, 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
@@ -88,5 +86,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }
         cfg.service(r);
     }
-    cfg.default_service(web::to(not_found));
+    cfg.default_service(web::to(routes::dispatch));
 }

@@ -6,7 +6,7 @@
 
 use super::capability_handlers;
 use super::error::ErrorBody;
-use super::{auth, containers, flows, network, packs, runs, system};
+use super::{auth, containers, flows, network, packs, routes, runs, system};
 use super::{grants, secrets, stores};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
@@ -25,7 +25,8 @@ const BEARER: &str = "bearer";
         title = "Rumi kernel API",
         description = "The REST API of a Rumi kernel (contract §12). Every JSON answer is the \
                        envelope `{success, data, error}`; `/api/openapi.json` itself answers \
-                       the bare document."
+                       the bare document. Approved packs add routes of their own under `/api/` \
+                       (see `GET /api/routes`); being dynamic, they are not listed here."
     ),
     paths(
         flows::run,
@@ -68,6 +69,8 @@ const BEARER: &str = "bearer";
         capability_handlers::reject,
         capability_handlers::blocked,
         capability_handlers::unblock,
+        routes::list,
+        routes::reload,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),
@@ -82,6 +85,7 @@ const BEARER: &str = "bearer";
         (name = "capabilities", description = "Capabilities: grants of permissions to principals, third-party handler candidates and their trust"),
         (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
         (name = "stores", description = "Key-value stores under user_data/stores/"),
+        (name = "routes", description = "Pack routes: approved packs add their own endpoints under /api/ (declared in their routes.json, listed by GET /api/routes, never in this document)"),
     )
 )]
 pub struct ApiDoc;

@@ -108,6 +108,15 @@ pub struct Diagnostics<'a> {
     modifiers: Vec<ModifierDiagnostic>,
     /// Modifier entries beyond the listed ones.
     modifiers_omitted: usize,
+    /// Pack routes that clash (the earlier pack keeps each) or were refused.
+    routes: RouteProblems,
+}
+
+/// The route table's problems (`GET /api/routes` has the same lists with the routes).
+#[derive(Serialize, ToSchema)]
+struct RouteProblems {
+    clashes: Vec<rumi_domain::catalog::routes::Clash>,
+    refused: Vec<rumi_domain::catalog::routes::Refusal>,
 }
 
 /// A modifier skipped for a flow, refused, or matching no flow.
@@ -237,6 +246,10 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         capability,
         modifiers,
         modifiers_omitted,
+        routes: RouteProblems {
+            clashes: catalog.routes.clashes.clone(),
+            refused: catalog.routes.refused.clone(),
+        },
     }))
 }
 

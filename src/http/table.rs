@@ -50,6 +50,8 @@ macro_rules! api_routes {
             POST "/api/capability/requests/{candidate_key}/reject" => capability_handlers::reject,
             GET "/api/capability/blocked" => capability_handlers::blocked,
             POST "/api/capability/blocked/{candidate_key}/unblock" => capability_handlers::unblock,
+            GET "/api/routes" => routes::list,
+            POST "/api/routes/reload" => routes::reload,
         }
     };
 }

@@ -249,6 +249,12 @@ impl RunEngine {
         )
     }
 
+    /// Takes `ctx._http` out of a finished run (a pack route's status and headers, contract
+    /// §11); call it before [`Self::take_record_parts`].
+    pub fn take_http(&mut self) -> Option<Value> {
+        self.ctx.remove("_http")
+    }
+
     /// Moves the step records and the result (the context without `_` keys) out of a finished
     /// run, without copying them; the engine is empty afterwards.
     pub fn take_record_parts(&mut self) -> (Vec<StepRecord>, Value) {

@@ -190,4 +190,7 @@ pub struct RunRecord {
     pub result: Value,
     pub execution_time_ms: f64,
     pub execution_mode: String,
+    /// The final context's `_http` (a pack route's status and headers); never stored or shown.
+    #[serde(skip)]
+    pub http: Option<Value>,
 }

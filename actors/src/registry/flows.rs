@@ -78,6 +78,9 @@ pub(super) struct FlowSources {
     pub official: PathBuf,
     pub shared: PathBuf,
     pub packs: Vec<PackSource>,
+    /// Installed packs that are not approved (id, the folder of their `routes.json`): their
+    /// routes are read only to answer 403 naming the pack.
+    pub unapproved: Vec<(String, PathBuf)>,
 }
 
 /// One flow file's outcome, with the pack it came from.
@@ -94,6 +97,8 @@ pub(super) struct LoadedFlows {
     pub modifiers: Vec<ModifierFile>,
     /// Approved packs' `routes.json`, in the order the packs were given (load order).
     pub routes: Vec<RoutesFile>,
+    /// Not-approved packs' `routes.json` (see [`FlowSources::unapproved`]).
+    pub unapproved_routes: Vec<RoutesFile>,
     /// Packs whose files were all as approved, with the manifest hash they were checked against.
     pub verified: BTreeMap<String, String>,
     /// Packs whose files differ from their approved manifest (with that manifest's hash).
@@ -107,6 +112,7 @@ pub(super) struct KeptSources {
     pub flows: Vec<LoadedFile>,
     pub modifiers: Vec<ModifierFile>,
     pub routes: Vec<RoutesFile>,
+    pub unapproved_routes: Vec<RoutesFile>,
 }
 
 /// Reads and parses every flow file of `sources`, and reads every modifier file and every
@@ -148,6 +154,19 @@ pub(super) fn load(sources: &FlowSources) -> LoadedFlows {
     }
     for pack in &sources.packs {
         load_pack(pack, &display, &mut out);
+    }
+    // Untrusted and unapproved: read bounded, without following links, never run; the domain
+    // only learns which paths they declare, to answer 403 there.
+    for (pack_id, subdir) in &sources.unapproved {
+        let path = subdir.join("routes.json");
+        if fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        out.unapproved_routes.push(RoutesFile {
+            pack_id: pack_id.clone(),
+            file: display(&path),
+            bytes: read_flow_file(&path).map_err(FileError::into_message),
+        });
     }
     out
 }
@@ -513,6 +532,12 @@ impl Registry {
                     })
                 })
                 .collect(),
+            unapproved: self
+                .packs
+                .iter()
+                .filter(|(_, e)| e.state != crate::view::PackState::Approved)
+                .map(|(id, e)| (id.clone(), e.subdir.clone()))
+                .collect(),
         };
         // Routes are claimed in load order: the earlier pack keeps a route two packs declare.
         let rank = |id: &str| {
@@ -578,16 +603,18 @@ impl Registry {
             .filter(|m| approved(&m.origin.pack_id))
             .cloned()
             .collect();
-        let routes = last
+        let (routes, mut unapproved_routes): (Vec<_>, Vec<_>) = last
             .routes
             .iter()
-            .filter(|r| approved(&Some(r.pack_id.clone())))
             .cloned()
-            .collect();
+            .partition(|r| approved(&Some(r.pack_id.clone())));
+        // A pack that lost its approval still declares its routes: they answer 403 now.
+        unapproved_routes.extend(last.unapproved_routes.iter().cloned());
         self.publish_catalog(KeptSources {
             flows,
             modifiers,
             routes,
+            unapproved_routes,
         });
     }
 
@@ -652,10 +679,20 @@ impl Handler<FlowsRead> for Registry {
                     .into_iter()
                     .filter(|r| verified(&r.pack_id))
                     .collect();
+                let unapproved_routes = loaded
+                    .unapproved_routes
+                    .into_iter()
+                    .filter(|r| {
+                        self.packs
+                            .get(&r.pack_id)
+                            .is_some_and(|e| e.state != crate::view::PackState::Approved)
+                    })
+                    .collect();
                 self.publish_catalog(KeptSources {
                     flows,
                     modifiers,
                     routes,
+                    unapproved_routes,
                 })
             }
             None => {

@@ -580,6 +580,7 @@ impl Registry {
             flows: kept.flows.iter().map(|f| f.result.clone()).collect(),
             modifiers: kept.modifiers.clone(),
             routes: kept.routes.clone(),
+            unapproved_routes: kept.unapproved_routes.clone(),
             environment: self.environment(),
         };
         self.last_sources = kept;

@@ -33,6 +33,9 @@ pub struct Sources {
     pub modifiers: Vec<modifier::ModifierFile>,
     /// Each approved pack's `routes.json`, in load order.
     pub routes: Vec<routes::RoutesFile>,
+    /// The `routes.json` of installed packs that are not approved (read bounded, parsed only so
+    /// a request to one of their routes is answered 403 naming the pack; they never run).
+    pub unapproved_routes: Vec<routes::RoutesFile>,
     pub environment: Environment,
 }
 
@@ -51,7 +54,7 @@ pub struct Catalog {
 pub fn build(sources: Sources) -> Catalog {
     let table = sources::build_table(sources.flows);
     let (flows, modifiers) = modifier::apply_all(table, sources.modifiers, &sources.environment);
-    let routes = routes::build_table(sources.routes, &flows);
+    let routes = routes::build_table(sources.routes, sources.unapproved_routes, &flows);
     let schedules = schedule::build_table(&flows);
     Catalog {
         flows: Arc::new(flows),
