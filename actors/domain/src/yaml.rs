@@ -255,9 +255,7 @@ mod tests {
     fn a_mebibyte_of_brackets_is_refused_for_its_depth_before_parsing() {
         // serde_yaml's scanner is quadratic in flow nesting: this file took minutes to refuse.
         let doc = "[".repeat(MAX_YAML_BYTES);
-        let started = std::time::Instant::now();
         let err = parse_limited::<serde_yaml::Value>(&doc).unwrap_err();
-        let took = started.elapsed();
         assert_eq!(
             err,
             YamlError::TooDeep {
@@ -269,8 +267,9 @@ mod tests {
             err.to_string(),
             "nesting deeper than 32 levels (line 1); flatten the document"
         );
-        // A complexity check, not a benchmark: linear work stops at the 32nd bracket.
-        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+        // The linear pre-scan refused it (the parser would have spent minutes): no wall-clock
+        // assertion here, which a loaded machine makes flaky; a regression shows as a test that
+        // does not finish.
     }
 
     #[test]
