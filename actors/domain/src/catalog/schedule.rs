@@ -89,7 +89,9 @@ impl Schedule {
             (Some(_), Some(_)) => Err(format!(
                 "the schedule has both cron and interval; keep one: {FORMS}"
             )),
-            (None, None) => Err(format!("the schedule has neither cron nor interval; {FORMS}")),
+            (None, None) => Err(format!(
+                "the schedule has neither cron nor interval; {FORMS}"
+            )),
             (Some(expr), None) => {
                 let Some(expr) = expr.as_str() else {
                     return Err(
@@ -321,7 +323,11 @@ mod tests {
             let s = parse(json!({ "interval": n }));
             assert!(s.is_valid());
             assert_eq!(s.interval, Some(MIN_INTERVAL_SECS));
-            assert!(s.problem().unwrap().contains("raised to 10"), "{:?}", s.note);
+            assert!(
+                s.problem().unwrap().contains("raised to 10"),
+                "{:?}",
+                s.note
+            );
         }
         assert_eq!(parse(json!({"interval": 10})).note, None);
     }
@@ -330,8 +336,14 @@ mod tests {
     fn bad_schedules_are_invalid_with_a_clear_error() {
         for (v, says) in [
             (json!("*/5 * * * *"), "not a mapping"),
-            (json!({"cron": "* * * * *", "every": 3}), "unknown key \"every\""),
-            (json!({"cron": "* * * * *", "interval": 30}), "both cron and interval"),
+            (
+                json!({"cron": "* * * * *", "every": 3}),
+                "unknown key \"every\"",
+            ),
+            (
+                json!({"cron": "* * * * *", "interval": 30}),
+                "both cron and interval",
+            ),
             (json!({}), "neither cron nor interval"),
             (json!({"interval": "30"}), "positive whole number"),
             (json!({"interval": 0}), "positive whole number"),
@@ -340,7 +352,10 @@ mod tests {
             (json!({"interval": 1e12}), "longer than a year"),
             (json!({"cron": 5}), "cron must be a string"),
             (json!({"cron": "* * *"}), "write 5"),
-            (json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}), "unknown time zone"),
+            (
+                json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}),
+                "unknown time zone",
+            ),
             (json!({"cron": "0 9 * * *", "timezone": 9}), "IANA name"),
         ] {
             let s = parse(v.clone());
@@ -434,7 +449,10 @@ mod tests {
         assert_eq!(slot.skipped_ticks, 3);
         slot.replan(Arc::new(parse(json!({"interval": 20}))), at(45));
         assert_eq!(slot.next_fire, Some(at(65)));
-        assert_eq!(slot.last_run.as_ref().unwrap().run_id.as_deref(), Some("r1"));
+        assert_eq!(
+            slot.last_run.as_ref().unwrap().run_id.as_deref(),
+            Some("r1")
+        );
         slot.replan(Arc::new(parse(json!({"interval": "x"}))), at(46));
         assert_eq!(slot.next_fire, None);
         assert_eq!(slot.tick(at(1000)), Tick::Wait);

@@ -422,8 +422,11 @@ mod tests {
                 (1..=hi.min(20)).prop_map(|n| format!("*/{n}")),
                 (lo..=hi).prop_map(|n| n.to_string()),
                 (lo..=hi, lo..=hi).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
-                (lo..=hi, lo..=hi, 1..6u32)
-                    .prop_map(|(a, b, s)| format!("{}-{}/{s}", a.min(b), a.max(b))),
+                (lo..=hi, lo..=hi, 1..6u32).prop_map(|(a, b, s)| format!(
+                    "{}-{}/{s}",
+                    a.min(b),
+                    a.max(b)
+                )),
             ]
         }
         fn field(lo: u32, hi: u32) -> impl Strategy<Value = String> {
@@ -447,17 +450,33 @@ mod tests {
         fn instant() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
             let changes: [(Tz, &[i64]); 4] = [
                 // 2025-03-09T07:00Z, 2025-11-02T06:00Z
-                (chrono_tz::America::New_York, &[1_741_503_600, 1_762_063_200]),
+                (
+                    chrono_tz::America::New_York,
+                    &[1_741_503_600, 1_762_063_200],
+                ),
                 // 2025-03-30T01:00Z, 2025-10-26T01:00Z
                 (chrono_tz::Europe::London, &[1_743_296_400, 1_761_440_400]),
                 // 2025-04-05T15:00Z, 2025-10-04T15:30Z
-                (chrono_tz::Australia::Lord_Howe, &[1_743_865_200, 1_759_591_800]),
+                (
+                    chrono_tz::Australia::Lord_Howe,
+                    &[1_743_865_200, 1_759_591_800],
+                ),
                 (chrono_tz::Asia::Tokyo, &[1_750_000_000]),
             ];
-            (0..4usize, 0..2usize, -3 * 86_400i64..86_400, any::<bool>(), 1_577_836_800i64..1_893_456_000)
+            (
+                0..4usize,
+                0..2usize,
+                -3 * 86_400i64..86_400,
+                any::<bool>(),
+                1_577_836_800i64..1_893_456_000,
+            )
                 .prop_map(move |(z, c, off, near, anywhere)| {
                     let (tz, at) = changes[z];
-                    let t = if near { at[c % at.len()] + off } else { anywhere };
+                    let t = if near {
+                        at[c % at.len()] + off
+                    } else {
+                        anywhere
+                    };
                     (tz, DateTime::from_timestamp(t, 0).unwrap())
                 })
         }
