@@ -23,6 +23,7 @@ const TAGS: &[&str] = &[
     "packs",
     "flows",
     "runs",
+    "schedules",
     "network",
     "audit",
     "system",
@@ -226,6 +227,25 @@ async fn real_answers_match_the_schemas_the_document_declares() {
         "user_data/shared/flows/openapi_strict.flow.yaml",
         STRICT_FLOW,
     );
+    // Schedules of each shape for GET /api/schedules: a cron (it never fires during the check),
+    // a raised interval and an invalid one.
+    for (id, schedule) in [
+        (
+            "openapi_cron",
+            r#"{cron: "0 0 1 1 *", timezone: "Asia/Tokyo"}"#,
+        ),
+        ("openapi_interval", "{interval: 3600}"),
+        ("openapi_bad", "{every: 3}"),
+    ] {
+        write(
+            home.path(),
+            &format!("user_data/shared/flows/{id}.flow.yaml"),
+            &format!(
+                "flow_id: {id}\nschedule: {schedule}\nphases: [m]\nsteps:\n  - id: a\n    \
+                 phase: m\n    type: set\n    input: {{key: x, value: 1}}\n"
+            ),
+        );
+    }
     let k = Kernel::start(home.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi_check.py");
     let out = tokio::task::spawn_blocking({

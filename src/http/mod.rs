@@ -17,6 +17,7 @@ pub mod network;
 pub mod openapi;
 pub mod packs;
 pub mod runs;
+pub mod schedules;
 pub mod secrets;
 pub mod stores;
 pub mod system;
