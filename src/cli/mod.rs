@@ -3,7 +3,8 @@
 //! table for people, or the API's `data` with `--json` for scripts. One module per resource:
 //! `packs.rs`, `flows.rs` (flows and runs), `network.rs`, `audit.rs` (audit and diagnostics);
 //! `output.rs` renders, `scaffold.rs` writes a new pack, `pack_test.rs` tests one.
-//! `capability.rs` (capability grants), `secrets.rs` (secrets and stores).
+//! `capability.rs` (capability grants), `secrets.rs` (secrets and stores), `schedules.rs`
+//! (flow schedules).
 
 pub mod audit;
 pub mod capability;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod pack_test;
 pub mod packs;
 pub mod scaffold;
+pub mod schedules;
 pub mod secrets;
 pub mod throwaway;
 
@@ -70,6 +72,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Flow schedules: expression or interval, time zone, next fire, last run, skipped ticks and
+    /// problems.
+    Schedules,
     /// Network grants of packs (the egress proxy's allow-list).
     Network {
         #[command(subcommand)]
