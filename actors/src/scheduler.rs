@@ -431,7 +431,7 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "no audit entry");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let e = &h.audit.lock()[0];
+        let e = h.audit.lock()[0].clone();
         assert_eq!(
             (e.action.as_str(), e.category),
             ("schedule_skipped", Category::System)

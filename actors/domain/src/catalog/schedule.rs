@@ -28,7 +28,7 @@ const FORMS: &str =
 /// How a valid schedule fires.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    Cron(cron::CronExpr),
+    Cron(Box<cron::CronExpr>),
     /// Every this many seconds (already raised to the minimum).
     Interval(u64),
 }
@@ -107,7 +107,7 @@ impl Schedule {
                          \"Europe/London\" or \"Asia/Tokyo\""
                     )
                 })?;
-                cron::CronExpr::parse(expr, tz).map(Plan::Cron)
+                cron::CronExpr::parse(expr, tz).map(|c| Plan::Cron(Box::new(c)))
             }
             (None, Some(n)) => {
                 let secs = match n {
