@@ -284,7 +284,7 @@ impl Kernel {
             deps,
         };
         scheduler_ctx.run(Scheduler::new(
-            Arc::clone(&kernel.view),
+            Arc::clone(&kernel.view) as Arc<dyn crate::scheduler::CatalogSource>,
             kernel.audit.clone().recipient(),
             Arc::new(SystemWallClock),
             kernel.scheduled_runner(),
@@ -296,8 +296,12 @@ impl Kernel {
     /// no inputs and the default deadline.
     fn scheduled_runner(&self) -> crate::scheduler::Runner {
         let kernel = self.clone();
-        std::rc::Rc::new(move |flow_id: String| {
+        std::rc::Rc::new(move |flow_id: String, due: chrono::DateTime<chrono::Utc>| {
             let kernel = kernel.clone();
+            let late = chrono::Utc::now() - due;
+            if late > chrono::Duration::seconds(1) {
+                tracing::info!(flow_id = %flow_id, late_ms = late.num_milliseconds(), "a scheduled run starts late (fired once)");
+            }
             Box::pin(async move {
                 let outcome = kernel
                     .run_flow(&flow_id, Map::new(), None, "schedule")

@@ -19,6 +19,7 @@ use actix::prelude::*;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::future::LocalBoxFuture;
 use rumi_domain::catalog::schedule::{LastRun, Slot, Tick as Decision};
+use rumi_domain::catalog::Catalog;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -43,8 +44,26 @@ impl WallClock for SystemWallClock {
     }
 }
 
-/// Starts one scheduled run of a flow and resolves to how it ended.
-pub type Runner = Rc<dyn Fn(String) -> LocalBoxFuture<'static, LastRun>>;
+/// Starts one scheduled run of a flow (its id, and the instant the tick was due) and resolves to
+/// how it ended.
+pub type Runner = Rc<dyn Fn(String, DateTime<Utc>) -> LocalBoxFuture<'static, LastRun>>;
+
+/// Where the schedules come from: the published catalog and its changes ([`KernelView`] in the
+/// kernel; benches feed their own).
+pub trait CatalogSource {
+    fn catalog(&self) -> Arc<Catalog>;
+    /// Changes whenever a new catalog is published.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+impl CatalogSource for KernelView {
+    fn catalog(&self) -> Arc<Catalog> {
+        KernelView::catalog(self)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        KernelView::subscribe(self)
+    }
+}
 
 // ---- messages ---------------------------------------------------------------------------------
 
@@ -98,7 +117,7 @@ pub struct ScheduleInfo {
 
 /// The scheduler (see the module docs).
 pub struct Scheduler {
-    view: Arc<KernelView>,
+    view: Arc<dyn CatalogSource>,
     audit: Recipient<Record>,
     clock: Arc<dyn WallClock>,
     runner: Runner,
@@ -111,7 +130,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(
-        view: Arc<KernelView>,
+        view: Arc<dyn CatalogSource>,
         audit: Recipient<Record>,
         clock: Arc<dyn WallClock>,
         runner: Runner,
@@ -197,9 +216,10 @@ impl Scheduler {
         let now = self.clock.now();
         let mut fire = Vec::new();
         for (flow_id, slot) in &mut self.slots {
+            let due = slot.next_fire.unwrap_or(now);
             match slot.tick(now) {
                 Decision::Wait => {}
-                Decision::Fire => fire.push(flow_id.clone()),
+                Decision::Fire => fire.push((flow_id.clone(), due)),
                 Decision::Skip => {
                     tracing::info!(flow_id = %flow_id, skipped_ticks = slot.skipped_ticks,
                         "scheduled tick skipped: the previous scheduled run is still running");
@@ -214,15 +234,15 @@ impl Scheduler {
                 }
             }
         }
-        for flow_id in fire {
-            self.start_run(flow_id, ctx);
+        for (flow_id, due) in fire {
+            self.start_run(flow_id, due, ctx);
         }
         self.arm(ctx);
     }
 
     /// Starts a run; its end (whatever it is) frees the slot for the next tick.
-    fn start_run(&mut self, flow_id: String, ctx: &mut Context<Self>) {
-        let run = (self.runner)(flow_id.clone());
+    fn start_run(&mut self, flow_id: String, due: DateTime<Utc>, ctx: &mut Context<Self>) {
+        let run = (self.runner)(flow_id.clone(), due);
         ctx.spawn(run.into_actor(self).map(move |last, act, _| {
             if let Some(slot) = act.slots.get_mut(&flow_id) {
                 slot.finished(last);
@@ -341,7 +361,7 @@ mod tests {
         let audit: Arc<Mutex<Vec<AuditEntry>>> = Arc::default();
         let runs: Pending = Rc::default();
         let r = Rc::clone(&runs);
-        let runner: Runner = Rc::new(move |flow_id: String| {
+        let runner: Runner = Rc::new(move |flow_id: String, _due| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             r.borrow_mut().push((flow_id.clone(), tx));
             Box::pin(async move {
@@ -354,7 +374,7 @@ mod tests {
             })
         });
         let addr = Scheduler::new(
-            Arc::clone(&view),
+            Arc::clone(&view) as Arc<dyn CatalogSource>,
             Audit(Arc::clone(&audit)).start().recipient(),
             Arc::clone(&clock) as Arc<dyn WallClock>,
             runner,
