@@ -204,7 +204,8 @@ pub fn build_table(flows: &FlowTable) -> ScheduleTable {
         .flows
         .iter()
         .filter_map(|(id, flow)| {
-            let value = flow.schedule.as_ref()?;
+            // `schedule:` left empty means no schedule, not a bad one.
+            let value = flow.schedule.as_ref().filter(|v| !v.is_null())?;
             Some((id.clone(), Arc::new(Schedule::parse(id, value))))
         })
         .collect();
@@ -383,6 +384,7 @@ mod tests {
             flow("plain", ""),
             flow("every", "schedule: {interval: 30}\n"),
             flow("bad", "schedule: {cron: \"nope\"}\n"),
+            flow("empty", "schedule:\n"),
         ]);
         assert!(flows.flows.contains_key("bad"), "{:?}", flows.problems);
         let table = build_table(&flows);
