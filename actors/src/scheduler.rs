@@ -21,7 +21,7 @@ use futures_util::future::LocalBoxFuture;
 use rumi_domain::catalog::schedule::{LastRun, Slot, Tick as Decision};
 use rumi_domain::catalog::Catalog;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +124,10 @@ pub struct Scheduler {
     /// One per flow that has a schedule in the current catalog: bounded by the flows, each of
     /// constant size.
     slots: BTreeMap<String, Slot>,
+    /// Flows whose schedule went (a reload) while a scheduled run of theirs was still running: if
+    /// the schedule comes back before that run ends, its new slot starts as running, so the two
+    /// never overlap. Bounded by the flows, emptied as those runs end.
+    orphans: BTreeSet<String>,
     /// The timer armed for the earliest fire.
     timer: Option<SpawnHandle>,
 }
@@ -141,6 +145,7 @@ impl Scheduler {
             clock,
             runner,
             slots: BTreeMap::new(),
+            orphans: BTreeSet::new(),
             timer: None,
         }
     }
@@ -199,13 +204,21 @@ impl Scheduler {
         let now = self.clock.now();
         let catalog = self.view.catalog();
         let table = &catalog.schedules.schedules;
-        self.slots.retain(|flow_id, _| table.contains_key(flow_id));
+        let orphans = &mut self.orphans;
+        self.slots.retain(|flow_id, slot| {
+            let keep = table.contains_key(flow_id);
+            if !keep && slot.running {
+                orphans.insert(flow_id.clone());
+            }
+            keep
+        });
         for (flow_id, schedule) in table {
             match self.slots.get_mut(flow_id) {
                 Some(slot) => slot.replan(Arc::clone(schedule), now),
                 None => {
-                    self.slots
-                        .insert(flow_id.clone(), Slot::new(Arc::clone(schedule), now));
+                    let mut slot = Slot::new(Arc::clone(schedule), now);
+                    slot.running = self.orphans.contains(flow_id);
+                    self.slots.insert(flow_id.clone(), slot);
                 }
             }
         }
@@ -244,6 +257,7 @@ impl Scheduler {
     fn start_run(&mut self, flow_id: String, due: DateTime<Utc>, ctx: &mut Context<Self>) {
         let run = (self.runner)(flow_id.clone(), due);
         ctx.spawn(run.into_actor(self).map(move |last, act, _| {
+            act.orphans.remove(&flow_id);
             if let Some(slot) = act.slots.get_mut(&flow_id) {
                 slot.finished(last);
             }
@@ -491,6 +505,33 @@ mod tests {
         assert_eq!(edit.cron.as_deref(), Some("0 9 * * *"));
         assert_eq!(edit.next_fire.unwrap(), "2026-05-29T09:00:00Z");
         assert!(edit.last_run.is_some(), "the state stays with the flow");
+    }
+
+    #[actix_rt::test]
+    async fn a_schedule_removed_and_back_while_its_run_runs_does_not_overlap() {
+        let h = start(&[("f", "{interval: 10}")]).await;
+        h.at(10).await;
+        assert_eq!(h.started(), 1);
+        h.view.publish_catalog(catalog(&[]));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while h.get("f").await.is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "never removed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        h.view.publish_catalog(catalog(&[("f", "{interval: 10}")]));
+        while !h.get("f").await.is_some_and(|s| s.running) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never came back running"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        h.at(100).await;
+        assert_eq!(h.started(), 1, "no second run while the first runs");
+        assert_eq!(h.get("f").await.unwrap().skipped_ticks, 1);
+        h.finish_all("f").await;
+        h.at(200).await;
+        assert_eq!(h.started(), 1);
     }
 
     #[actix_rt::test]
