@@ -110,6 +110,7 @@ fn dispatch(cli: Cli) -> Result<Option<Failed>> {
                 Command::Pack { command } => cli::packs::run(&c, &out, command).await.map(|_| None),
                 Command::Flow { command } => cli::flows::flow(&c, &out, command).await,
                 Command::Runs { command } => cli::flows::runs(&c, &out, command).await,
+                Command::Schedules => cli::schedules::list(&c, &out).await,
                 Command::Network { command } => cli::network::run(&c, &out, command).await,
                 Command::Capability { command } => cli::capability::run(&c, &out, command).await,
                 Command::Secrets { command } => cli::secrets::secrets(&c, &out, command).await,

@@ -24,6 +24,7 @@ const TAGS: &[&str] = &[
     "routes",
     "flows",
     "runs",
+    "schedules",
     "network",
     "audit",
     "system",
@@ -239,6 +240,25 @@ async fn real_answers_match_the_schemas_the_document_declares() {
         "user_data/shared/flows/modifiers/openapi_skipped.modifier.yaml",
         "modifier_id: openapi_skipped\ntarget_flow_id: \"openapi_*\"\nphase: main\naction: remove\ntarget_step_id: no_such_step\n",
     );
+    // Schedules of each shape for GET /api/schedules: a cron (it never fires during the check),
+    // a raised interval and an invalid one.
+    for (id, schedule) in [
+        (
+            "openapi_cron",
+            r#"{cron: "0 0 1 1 *", timezone: "Asia/Tokyo"}"#,
+        ),
+        ("openapi_interval", "{interval: 3600}"),
+        ("openapi_bad", "{every: 3}"),
+    ] {
+        write(
+            home.path(),
+            &format!("user_data/shared/flows/{id}.flow.yaml"),
+            &format!(
+                "flow_id: {id}\nschedule: {schedule}\nphases: [m]\nsteps:\n  - id: a\n    \
+                 phase: m\n    type: set\n    input: {{key: x, value: 1}}\n"
+            ),
+        );
+    }
     let k = Kernel::start(home.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi_check.py");
     let out = tokio::task::spawn_blocking({

@@ -16,6 +16,7 @@ use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
 use crate::pack_container::{ReleaseSandbox, StartSandbox};
 use crate::registry::{Registry, SandboxSettings, StopAll};
 use crate::run_history::RunHistory;
+use crate::scheduler::{Scheduler, SystemWallClock};
 use crate::view::KernelView;
 use actix::prelude::*;
 use rumi_domain::egress::NetworkGrant;
@@ -41,6 +42,8 @@ pub struct Kernel {
     pub limiter: LimiterHandle,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
+    /// Schedules and scheduled runs (contract §10).
+    pub scheduler: Addr<Scheduler>,
     pub started: Instant,
     /// The Docker backend (strict mode only).
     pub docker: Option<Arc<DockerEngine>>,
@@ -260,7 +263,10 @@ impl Kernel {
                 max_context_bytes: config.max_context_bytes,
             },
         };
-        Ok(Kernel {
+        // The scheduler starts runs through the kernel, which holds its address: its mailbox
+        // exists first, the actor starts once the kernel it calls is built.
+        let scheduler_ctx = Context::<Scheduler>::new();
+        let kernel = Kernel {
             layout,
             config,
             view,
@@ -268,6 +274,7 @@ impl Kernel {
             limiter,
             audit,
             history,
+            scheduler: scheduler_ctx.address(),
             started: Instant::now(),
             docker,
             network,
@@ -275,6 +282,51 @@ impl Kernel {
             capabilities,
             admin,
             deps,
+        };
+        scheduler_ctx.run(Scheduler::new(
+            Arc::clone(&kernel.view) as Arc<dyn crate::scheduler::CatalogSource>,
+            kernel.audit.clone().recipient(),
+            Arc::new(SystemWallClock),
+            kernel.scheduled_runner(),
+        ));
+        Ok(kernel)
+    }
+
+    /// Starts scheduled runs: through the limiter like every trigger, with `trigger: schedule`,
+    /// no inputs and the default deadline.
+    fn scheduled_runner(&self) -> crate::scheduler::Runner {
+        let kernel = self.clone();
+        std::rc::Rc::new(move |flow_id: String, due: chrono::DateTime<chrono::Utc>| {
+            let kernel = kernel.clone();
+            let late = chrono::Utc::now() - due;
+            if late > chrono::Duration::seconds(1) {
+                tracing::info!(flow_id = %flow_id, late_ms = late.num_milliseconds(), "a scheduled run starts late (fired once)");
+            }
+            Box::pin(async move {
+                let outcome = kernel
+                    .run_flow(&flow_id, Map::new(), None, "schedule")
+                    .await;
+                let ts = crate::clock::now_rfc3339();
+                match outcome {
+                    Ok(record) => rumi_domain::catalog::schedule::LastRun {
+                        run_id: Some(record.run_id),
+                        status: record.status.as_str().to_string(),
+                        ts,
+                    },
+                    Err(e) => {
+                        tracing::warn!(flow_id = %flow_id, "a scheduled run did not start: {e}");
+                        let (run_id, status) = match e {
+                            RunError::TimedOutWaiting { run_id } => (Some(run_id), "timed_out"),
+                            _ => (None, "not_started"),
+                        };
+                        rumi_domain::catalog::schedule::LastRun {
+                            run_id,
+                            status: status.to_string(),
+                            ts,
+                        }
+                    }
+                }
+            })
         })
     }
 

@@ -3,7 +3,7 @@
 //! Actors (one module each): [`registry::Registry`] (packs, approvals, flows),
 //! [`limiter::ConcurrencyLimiter`] (the flow cap and its FIFO queue), [`flow_run::FlowRun`] (one per
 //! run), [`pack_container::PackContainer`] (one per approved pack), [`audit::AuditWriter`] and
-//! [`run_history::RunHistory`]. [`kernel::Kernel`] is the handle the edge holds: the addresses of
+//! [`run_history::RunHistory`] and [`scheduler::Scheduler`] (schedules and scheduled runs). [`kernel::Kernel`] is the handle the edge holds: the addresses of
 //! the long-lived actors and the configuration, built once at boot and passed down (no globals).
 
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod limiter;
 pub mod pack_container;
 pub mod registry;
 pub mod run_history;
+pub mod scheduler;
 pub mod socket_server;
 pub mod sockets;
 pub mod view;

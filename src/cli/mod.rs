@@ -4,7 +4,7 @@
 //! `packs.rs`, `flows.rs` (flows and runs), `network.rs`, `audit.rs` (audit and diagnostics);
 //! `output.rs` renders, `scaffold.rs` writes a new pack, `pack_test.rs` tests one.
 //! `capability.rs` (capability grants), `secrets.rs` (secrets and stores), `routes.rs` (pack
-//! routes).
+//! routes), `schedules.rs` (flow schedules).
 
 pub mod audit;
 pub mod capability;
@@ -16,6 +16,7 @@ pub mod pack_test;
 pub mod packs;
 pub mod routes;
 pub mod scaffold;
+pub mod schedules;
 pub mod secrets;
 pub mod throwaway;
 
@@ -72,6 +73,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// Flow schedules: expression or interval, time zone, next fire, last run, skipped ticks and
+    /// problems.
+    Schedules,
     /// Network grants of packs (the egress proxy's allow-list).
     Network {
         #[command(subcommand)]

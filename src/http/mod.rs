@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod packs;
 pub mod routes;
 pub mod runs;
+pub mod schedules;
 pub mod secrets;
 pub mod stores;
 pub mod system;

@@ -7,7 +7,7 @@
 use super::capability_handlers;
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, routes, runs, system};
-use super::{grants, secrets, stores};
+use super::{grants, schedules, secrets, stores};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -46,6 +46,7 @@ const BEARER: &str = "bearer";
         flows::get,
         runs::list,
         runs::get,
+        schedules::list,
         network::grant,
         network::revoke,
         network::check,
@@ -78,6 +79,7 @@ const BEARER: &str = "bearer";
         (name = "packs", description = "Packs and their approval"),
         (name = "flows", description = "Flow definitions"),
         (name = "runs", description = "Running flows and their records"),
+        (name = "schedules", description = "Flow schedules (cron or interval) and their scheduled runs"),
         (name = "network", description = "Network grants of packs (egress)"),
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health, diagnostics and this document"),

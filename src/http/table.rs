@@ -27,6 +27,7 @@ macro_rules! api_routes {
             GET "/api/flows/{id}" => flows::get,
             GET "/api/runs" => runs::list,
             GET "/api/runs/{run_id}" => runs::get,
+            GET "/api/schedules" => schedules::list,
             POST "/api/network/grant" => network::grant,
             POST "/api/network/revoke" => network::revoke,
             POST "/api/network/check" => network::check,

@@ -37,6 +37,7 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/flows/{id}"),
     ("GET", "/api/runs"),
     ("GET", "/api/runs/{run_id}"),
+    ("GET", "/api/schedules"),
     ("POST", "/api/network/grant"),
     ("POST", "/api/network/revoke"),
     ("POST", "/api/network/check"),
