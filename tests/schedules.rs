@@ -72,7 +72,7 @@ async fn a_scheduled_flow_runs_by_itself_and_a_tick_while_it_runs_is_skipped() {
         runs["data"].as_array()?.first().cloned()
     })
     .await;
-    // (The list's items do not carry `trigger`; the record itself does.)
+    assert_eq!(listed["trigger"], "schedule", "{listed}");
     let run_id = listed["run_id"].as_str().unwrap().to_string();
     let (_, rec) = k.get(&format!("/api/runs/{run_id}")).await;
     assert_eq!(rec["data"]["trigger"], "schedule", "{rec}");

@@ -18,7 +18,7 @@ pub struct RunsQuery {
     flow_id: Option<String>,
 }
 
-/// `GET /api/runs?limit=&flow_id=`: newest first.
+/// `GET /api/runs?limit=&flow_id=`: newest first, each with its trigger, times and inputs digest.
 #[utoipa::path(
     get,
     operation_id = "runs_list",
@@ -46,7 +46,7 @@ pub async fn list(
         .await?;
     Ok(ok(runs
         .iter()
-        .map(|r| RunView::new(&k, r, &r.result, false))
+        .map(|r| RunView::new(&k, r, &r.result, true))
         .collect::<Vec<_>>()))
 }
 
