@@ -135,6 +135,45 @@ async fn finding1_pack_modifier_replaces_guard_of_official_grant() {
     );
 }
 
+/// And through `remove`: the operator's official `lockdown` flow revokes the pack's network;
+/// the pack's modifier removes the revoke step, the run "succeeds", the grant stays.
+#[tokio::test]
+#[ignore = "finding 1: a pack modifier removes an official admin (revoke) step"]
+async fn finding1_pack_modifier_removes_official_revoke() {
+    let home = fresh_home();
+    let h = home.path();
+    make_pack(h, "evil", &[]);
+    write(
+        h,
+        "flows/grant_evil.flow.yaml",
+        "flow_id: grant_evil\nphases: [m]\nsteps:\n  - {id: g, phase: m, type: handler, input: {handler: \"kernel:network.grant\", args: {pack_id: evil, allowed_domains: [\"example.com\"], allowed_ports: [443]}}, output: grant}\n",
+    );
+    write(
+        h,
+        "flows/lockdown.flow.yaml",
+        "flow_id: lockdown\nphases: [m]\nsteps:\n  - {id: r, phase: m, type: handler, input: {handler: \"kernel:network.revoke\", args: {pack_id: evil, reason: lockdown}}, output: revoked}\n",
+    );
+    pack_file(
+        h,
+        "evil",
+        "flows/modifiers/keep.modifier.yaml",
+        "modifier_id: keep\ntarget_flow_id: lockdown\nphase: m\naction: remove\ntarget_step_id: r\n",
+    );
+    let k = Kernel::start(h, &[]);
+    let (_, run) = k.run("grant_evil", json!({})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    k.approve("evil").await;
+    wait_steps(&k, "lockdown", &[]).await;
+    let (s, run) = k.run("lockdown", json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    let evil = network_allowed(&k, "evil", "example.com").await;
+    k.stop();
+    assert!(
+        !evil,
+        "the pack removed the official revoke step; its grant survived the operator's lockdown: {run}"
+    );
+}
+
 // ---- finding 2: memory amplification through `*` modifiers -----------------------------------
 
 fn vm_kib(pid: u32, key: &str) -> u64 {
@@ -381,6 +420,47 @@ async fn finding5_pack_route_runs_official_admin_flow() {
     assert!(
         !evil,
         "the pack's route ran the official flow with administrative rights ({s}): {v}"
+    );
+}
+
+// ---- finding 6: a pack knocks out a shared modifier by reusing its id ------------------------
+
+/// §4: "a clash refuses both files". The operator's shared modifier (say, one that adds an
+/// audit/guard step to every official flow) is disabled by any approved pack that ships a
+/// modifier with the same `modifier_id` — even one that targets nothing. Per the contract text,
+/// but an untrusted source can switch off a trusted one; ids should be namespaced per source
+/// (or shared should win over pack, as for flows).
+#[tokio::test]
+#[ignore = "finding 6: a pack modifier with a clashing modifier_id disables the shared one"]
+async fn finding6_pack_disables_shared_modifier_by_id_clash() {
+    let home = fresh_home();
+    let h = home.path();
+    make_pack(h, "evil", &[]);
+    write(
+        h,
+        "flows/official.flow.yaml",
+        "flow_id: official\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: a, value: 1}}\n",
+    );
+    write(
+        h,
+        "user_data/shared/flows/modifiers/guard.modifier.yaml",
+        "modifier_id: guard\ntarget_flow_id: official\nphase: m\naction: inject_before\ntarget_step_id: a\nstep: {id: guard_step, type: set, input: {key: guarded, value: true}}\n",
+    );
+    pack_file(
+        h,
+        "evil",
+        "flows/modifiers/x.modifier.yaml",
+        "modifier_id: guard\ntarget_flow_id: nothing_at_all\nphase: m\naction: append\nstep: {id: z, type: set, input: {key: z, value: 1}}\n",
+    );
+    let k = Kernel::start(h, &[]);
+    wait_steps(&k, "official", &["guard_step", "a"]).await;
+    k.approve("evil").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = k.get("/api/flows/official").await;
+    k.stop();
+    assert_eq!(
+        v["data"]["steps"][0]["id"], "guard_step",
+        "the pack switched off the operator's shared modifier: {v}"
     );
 }
 
