@@ -464,6 +464,54 @@ async fn finding6_pack_disables_shared_modifier_by_id_clash() {
     );
 }
 
+// ---- finding 7: other credentials of the caller reach the pack's flow ------------------------
+
+/// Only `authorization` is removed from `_headers`. `proxy-authorization` (a credential meant for
+/// a proxy in front of the kernel) and `cookie` (whatever the browser holds for 127.0.0.1 /
+/// localhost — other local apps' sessions, since cookies ignore ports) are handed to untrusted
+/// pack code as they are.
+#[tokio::test]
+#[ignore = "finding 7: proxy-authorization and cookie headers reach the pack's flow"]
+async fn finding7_other_credentials_reach_route_flow() {
+    let home = fresh_home();
+    let h = home.path();
+    make_pack(h, "rt", &[]);
+    pack_file(
+        h,
+        "rt",
+        "flows/h.flow.yaml",
+        "flow_id: rt.h\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: seen, value: \"${ctx._headers}\"}}\n",
+    );
+    pack_file(
+        h,
+        "rt",
+        "routes.json",
+        &json!({"routes": [{"method": "GET", "path": "/api/rt/h", "flow_id": "rt.h"}]}).to_string(),
+    );
+    let k = Kernel::start(h, &[]);
+    k.approve("rt").await;
+    wait_route(&k, "/api/rt/h").await;
+    let v: Value = k
+        .http
+        .get(k.url("/api/rt/h"))
+        .bearer_auth(TOKEN)
+        .header("proxy-authorization", "Basic cHJveHk6c2VjcmV0")
+        .header("cookie", "session=other-local-app-session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    k.stop();
+    let seen = &v["data"]["seen"];
+    assert!(seen.is_object(), "{v}");
+    assert!(
+        seen.get("proxy-authorization").is_none() && seen.get("cookie").is_none(),
+        "credentials handed to the pack: {seen}"
+    );
+}
+
 // ---- stopped attacks (regression tests) --------------------------------------------------------
 
 /// Path tricks never pass the token gate, and a pack route at a kernel path is refused.
@@ -569,7 +617,6 @@ async fn stopped_route_inputs_and_reply_headers() {
         .http
         .post(k.url("/api/rt/echo?_path=forged&_headers=x&_method=PUT"))
         .header("AuThOrIzAtIoN", format!("Bearer {TOKEN}"))
-        .header("authorization", "Bearer second")
         .json(&json!({"_raw_body": "forged", "_headers": {"authorization": "x"}, "_method": "X"}))
         .send()
         .await
@@ -577,8 +624,8 @@ async fn stopped_route_inputs_and_reply_headers() {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let v: Value = resp.json().await.unwrap();
-    // Two Authorization headers: the gate reads the first; either way nothing leaks.
-    if status == 200 {
+    assert_eq!(status, 200, "{v}");
+    {
         let got = &v["data"]["got"]["inputs"];
         assert_eq!(got["_path"], "/api/rt/echo", "{v}");
         assert_eq!(got["_method"], "POST");
@@ -660,6 +707,77 @@ async fn stopped_hostile_modifier_files() {
         !text.contains(h.to_str().unwrap()),
         "a host path in diagnostics: {d}"
     );
+    assert!(k.alive());
+    k.stop();
+}
+
+/// A burst of concurrent reloads while a pack's files change: the kernel stays up and answers,
+/// and the modified pack's route and modifier leave (403 / gone) — no stale catalog keeps them.
+#[tokio::test]
+async fn stopped_reload_burst_and_modified_pack_leaves() {
+    let home = fresh_home();
+    let h = home.path();
+    make_pack(h, "rt", &[]);
+    write(
+        h,
+        "flows/official.flow.yaml",
+        "flow_id: official\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: a, value: 1}}\n",
+    );
+    pack_file(
+        h,
+        "rt",
+        "flows/ok.flow.yaml",
+        "flow_id: rt.ok\nphases: [m]\nsteps:\n  - {id: s, phase: m, type: set, input: {key: ok, value: true}}\n",
+    );
+    pack_file(
+        h,
+        "rt",
+        "flows/modifiers/m.modifier.yaml",
+        "modifier_id: m\ntarget_flow_id: official\nphase: m\naction: append\nstep: {id: added, type: set, input: {key: b, value: 1}}\n",
+    );
+    pack_file(
+        h,
+        "rt",
+        "routes.json",
+        &json!({"routes": [{"method": "GET", "path": "/api/rt/ok", "flow_id": "rt.ok"}]})
+            .to_string(),
+    );
+    let mut k = Kernel::start(h, &[]);
+    k.approve("rt").await;
+    wait_route(&k, "/api/rt/ok").await;
+    wait_steps(&k, "official", &["a", "added"]).await;
+    let mut burst = Vec::new();
+    for i in 0..40 {
+        let http = k.http.clone();
+        let url = if i % 2 == 0 {
+            k.url("/api/flows/reload")
+        } else {
+            k.url("/api/routes/reload")
+        };
+        burst.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    pack_file(h, "rt", "blocks/new.py", "x = 1\n");
+    for b in burst {
+        let s = b.await.unwrap().unwrap();
+        assert!(s == 200 || s == 429 || s == 503, "{s}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = k.get("/api/rt/ok").await;
+        let (_, v) = k.get("/api/flows/official").await;
+        if s == 403 && v["data"]["steps"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served ({s}): {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(k.alive());
     k.stop();
 }
