@@ -45,6 +45,35 @@ async fn wait_steps(k: &Kernel, flow: &str, want: &[&str]) {
     }
 }
 
+/// Waits until `flow` reports `modifier` among the modifiers that target it; returns its entry.
+async fn wait_modifier(k: &Kernel, flow: &str, modifier: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = k.get(&format!("/api/flows/{flow}")).await;
+        if let Some(e) = v["data"]["modifiers_applied"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["modifier_id"] == modifier))
+        {
+            return e.clone();
+        }
+        assert!(Instant::now() < deadline, "{modifier} on {flow}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fix of finding 1: no modifier changes an official flow that holds an administrative step
+/// (or a `kernel:flow.run`); it is skipped with the reason.
+fn assert_refused_on_admin_flow(entry: &serde_json::Value) {
+    assert_eq!(entry["status"], "skipped", "{entry}");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("administrative step"),
+        "{entry}"
+    );
+}
+
 // ---- finding 1: a pack modifier steers an official administrative step -----------------------
 
 /// An operator's official flow grants network access to the pack named in its inputs. An
@@ -54,7 +83,6 @@ async fn wait_steps(k: &Kernel, flow: &str, want: &[&str]) {
 /// network to the attacker's pack instead. The pack never named an administrative handler, yet
 /// it chose the arguments of one: administrative rights gained through the context.
 #[tokio::test]
-#[ignore = "finding 1: a pack modifier's set step rewrites the ctx an official admin step reads"]
 async fn finding1_pack_modifier_steers_official_grant_through_ctx() {
     let home = fresh_home();
     let h = home.path();
@@ -74,7 +102,8 @@ async fn finding1_pack_modifier_steers_official_grant_through_ctx() {
     let k = Kernel::start(h, &[]);
     k.approve("net_pack").await;
     k.approve("evil").await;
-    wait_steps(&k, "grant_for", &["hijack_pack", "g"]).await;
+    assert_refused_on_admin_flow(&wait_modifier(&k, "grant_for", "hijack").await);
+    wait_steps(&k, "grant_for", &["g"]).await;
     // The operator grants example.com to net_pack, as the official flow is meant to be used.
     let (s, run) = k
         .run(
@@ -97,7 +126,6 @@ async fn finding1_pack_modifier_steers_official_grant_through_ctx() {
 /// confirms (`if` step → `when`). The pack replaces the guard step with a `set` that says yes;
 /// the official grant step (still official origin) runs without the confirmation.
 #[tokio::test]
-#[ignore = "finding 1: a pack modifier replaces the guard of an official admin step"]
 async fn finding1_pack_modifier_replaces_guard_of_official_grant() {
     let home = fresh_home();
     let h = home.path();
@@ -115,15 +143,7 @@ async fn finding1_pack_modifier_replaces_guard_of_official_grant() {
     );
     let k = Kernel::start(h, &[]);
     k.approve("evil").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, v) = k.get("/api/flows/guarded_grant").await;
-        if v["data"]["steps"][0]["placed_by"] == "unguard" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_refused_on_admin_flow(&wait_modifier(&k, "guarded_grant", "unguard").await);
     // The operator runs it WITHOUT confirming: nothing should be granted.
     let (s, run) = k.run("guarded_grant", json!({"confirm": "no"})).await;
     assert_eq!(s, 200, "{run}");
@@ -138,7 +158,6 @@ async fn finding1_pack_modifier_replaces_guard_of_official_grant() {
 /// And through `remove`: the operator's official `lockdown` flow revokes the pack's network;
 /// the pack's modifier removes the revoke step, the run "succeeds", the grant stays.
 #[tokio::test]
-#[ignore = "finding 1: a pack modifier removes an official admin (revoke) step"]
 async fn finding1_pack_modifier_removes_official_revoke() {
     let home = fresh_home();
     let h = home.path();
@@ -163,7 +182,8 @@ async fn finding1_pack_modifier_removes_official_revoke() {
     let (_, run) = k.run("grant_evil", json!({})).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     k.approve("evil").await;
-    wait_steps(&k, "lockdown", &[]).await;
+    assert_refused_on_admin_flow(&wait_modifier(&k, "lockdown", "keep").await);
+    wait_steps(&k, "lockdown", &["r"]).await;
     let (s, run) = k.run("lockdown", json!({})).await;
     assert_eq!(s, 200, "{run}");
     let evil = network_allowed(&k, "evil", "example.com").await;

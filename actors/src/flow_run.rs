@@ -275,14 +275,19 @@ impl FlowRun {
                 }
                 Next::Admin(call) => {
                     if !self.may_administer(&call.step_id) {
-                        let f = StepFailure::new(
-                            ErrorType::HandlerError,
-                            format!(
-                                "{}: administrative handlers act only in official flows started by \
-                                 the operator, never in a flow a pack or shared flow called",
-                                rumi_domain::handler::KernelHandler::Admin(call.handler).name()
+                        let name = rumi_domain::handler::KernelHandler::Admin(call.handler).name();
+                        let message = match &self.engine.flow().modified_by {
+                            Some(m) => format!(
+                                "{name}: administrative handlers act only in official flows no \
+                                 modifier changed; modifier {m:?} changed this one — remove the \
+                                 modifier (or its target) to give the flow its rights back"
                             ),
-                        );
+                            None => format!(
+                                "{name}: administrative handlers act only in official flows started \
+                                 by the operator, never in a flow a pack or shared flow called"
+                            ),
+                        };
+                        let f = StepFailure::new(ErrorType::HandlerError, message);
                         self.engine.fail_pending(f, &self.clock);
                         continue;
                     }
@@ -368,11 +373,14 @@ impl FlowRun {
     }
 
     /// Whether `step_id` of this run may act administratively (or pass that right to a nested
-    /// run): every caller up to the root was official, and so are this flow and the step.
+    /// run): every caller up to the root was official, and so are this flow and the step, and no
+    /// modifier changed the flow (a step injected around an administrative one, or a removal,
+    /// could steer it).
     fn may_administer(&self, step_id: &str) -> bool {
         let flow = self.engine.flow();
         self.official_chain
             && flow.origin.rank == SourceRank::Official
+            && flow.modified_by.is_none()
             && flow
                 .steps
                 .iter()

@@ -65,6 +65,9 @@ pub struct FlowDetail<'a> {
     /// Every modifier that targets this flow, in the order they were applied: applied, or
     /// skipped with the reason.
     modifiers_applied: &'a [Application],
+    /// The first modifier applied to the flow (null: none). An official flow a modifier changed
+    /// has no administrative rights: its administrative steps are denied.
+    modified_by: Option<&'a str>,
 }
 
 impl<'a> FlowDetail<'a> {
@@ -74,6 +77,7 @@ impl<'a> FlowDetail<'a> {
             defaults: f.defaults,
             steps: f.steps.iter().map(StepView::new).collect(),
             modifiers_applied: modifiers,
+            modified_by: f.modified_by.as_deref(),
         }
     }
 }

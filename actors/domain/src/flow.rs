@@ -161,6 +161,11 @@ pub struct Flow {
     pub origin: FlowOrigin,
     /// The line of `flow_id:` in its file, when found.
     pub line: Option<usize>,
+    /// The first modifier (never official) that changed this flow, when one did. An official flow
+    /// changed by one loses its administrative rights: a step around an administrative one can
+    /// steer it (rewrite the context it reads, replace its guard, remove a revocation) without
+    /// naming an administrative handler itself.
+    pub modified_by: Option<String>,
 }
 
 // ---- raw YAML shapes -----------------------------------------------------------------------
@@ -387,6 +392,7 @@ pub fn parse_flow(text: &str, origin: FlowOrigin) -> Result<Flow, FlowError> {
         steps,
         origin,
         line: flow_line,
+        modified_by: None,
     })
 }
 

@@ -13,7 +13,10 @@
 
 use super::{parse_all, Action, Modifier, ModifierFile, Refusal};
 use crate::catalog::Environment;
-use crate::flow::{quoted, Flow, FlowError, OnError, OnMissingStep, SourceRank, Step, MAX_STEPS};
+use crate::flow::{
+    quoted, Flow, FlowError, OnError, OnMissingStep, SourceRank, Step, StepKind, MAX_STEPS,
+};
+use crate::handler::KernelHandler;
 use crate::sources::{FlowProblem, FlowTable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -191,8 +194,18 @@ pub fn apply_to(
     });
     let mut apps = Vec::new();
     let mut live: Vec<&Modifier> = Vec::new();
+    let administers = administers(flow);
     for m in modifiers {
-        let reason = if phase_index(&m.phase) == usize::MAX {
+        let reason = if let Some(step) = administers {
+            // A step placed around an administrative one could steer it without naming an
+            // administrative handler (rewrite the context it reads, replace its guard, remove a
+            // revocation): no modifier (none is official) changes such a flow.
+            Some(format!(
+                "flow {} is an official flow with an administrative step ({}); modifiers never change such a flow — ask the operator to change the flow itself",
+                quoted(&flow.flow_id),
+                quoted(step)
+            ))
+        } else if phase_index(&m.phase) == usize::MAX {
             Some(format!(
                 "phase {} is not one of flow {}'s phases — use one of [{}]",
                 quoted(&m.phase),
@@ -249,6 +262,11 @@ pub fn apply_to(
     }
     let mut effective = flow.clone();
     effective.steps = steps;
+    effective.modified_by = flow.modified_by.clone().or_else(|| {
+        apps.iter()
+            .find(|a| a.status == Status::Applied)
+            .map(|a| a.modifier_id.clone())
+    });
     (Ok(effective), apps)
 }
 
@@ -356,6 +374,26 @@ fn place(
         _ => return Err(Skip::Other("the modifier is incomplete".into())),
     }
     Ok(())
+}
+
+/// The first step of an official flow that administers or may pass that right on (an
+/// administrative handler, or `kernel:flow.run` of another flow).
+fn administers(flow: &Flow) -> Option<&str> {
+    if flow.origin.rank != SourceRank::Official {
+        return None;
+    }
+    flow.steps
+        .iter()
+        .find(|s| {
+            matches!(
+                s.kind,
+                StepKind::Handler {
+                    handler: KernelHandler::Admin(_) | KernelHandler::FlowRun,
+                    ..
+                }
+            )
+        })
+        .map(|s| s.id.as_str())
 }
 
 /// Why `m`'s requirements are not met, if they are not.

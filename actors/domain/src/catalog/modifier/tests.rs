@@ -466,3 +466,56 @@ fn an_effective_flow_keeps_the_step_limit() {
         .unwrap()
         .contains("more than 1000 steps"));
 }
+
+fn official(text: &str) -> Flow {
+    flow(text)
+}
+
+#[test]
+fn official_flows_that_administer_are_never_modified() {
+    let admin = "flow_id: f\nphases: [main]\nsteps:\n  - {id: g, phase: main, type: handler, input: {handler: \"kernel:network.grant\", args: {pack_id: p}}}\n";
+    let nested = "flow_id: f\nphases: [main]\nsteps:\n  - {id: call, phase: main, type: handler, input: {handler: \"kernel:flow.run\", args: {flow_id: other}}}\n";
+    for text in [admin, nested] {
+        let (t, r) = apply_all(
+            build_table(vec![Ok(official(text))]),
+            vec![
+                file("1", &m("inj", "inject_before", "main", Some(ids_of(text)), 1)),
+                file("2", &m("rm", "remove", "main", Some(ids_of(text)), 1)),
+            ],
+            &Environment::default(),
+        );
+        assert_eq!(t.flows["f"].steps.len(), 1, "unchanged");
+        assert!(t.flows["f"].modified_by.is_none());
+        for a in &r.by_flow["f"] {
+            assert_eq!(a.status, Status::Skipped);
+            assert!(a.reason.as_ref().unwrap().contains("administrative step"), "{a:?}");
+        }
+    }
+    // An official flow that does not administer may be changed, and says by whom.
+    let (t, _) = run(BASE, vec![file("1", &m("x", "append", "main", None, 1))]);
+    assert_eq!(t.flows["f"].modified_by.as_deref(), Some("x"));
+    // A shared flow with the same steps may be changed (it never administers).
+    let shared = parse_flow(
+        nested,
+        FlowOrigin {
+            rank: SourceRank::Shared,
+            path: "user_data/shared/flows/f.flow.yaml".into(),
+            pack_id: None,
+        },
+    )
+    .unwrap();
+    let (t, _) = apply_all(
+        build_table(vec![Ok(shared)]),
+        vec![file("1", &m("x", "append", "main", None, 1))],
+        &Environment::default(),
+    );
+    assert_eq!(t.flows["f"].steps.len(), 2);
+}
+
+fn ids_of(text: &str) -> &'static str {
+    if text.contains("id: g,") {
+        "g"
+    } else {
+        "call"
+    }
+}
