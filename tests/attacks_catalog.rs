@@ -414,7 +414,6 @@ async fn finding4_caller_forges_ctx_http_through_inputs() {
 /// official `grant_evil` flow: whoever calls the pack's endpoint (its UI, with the token)
 /// administers on the pack's behalf without knowing it.
 #[tokio::test]
-#[ignore = "finding 5: a pack route may target an official flow and administer through it"]
 async fn finding5_pack_route_runs_official_admin_flow() {
     let home = fresh_home();
     let h = home.path();
@@ -435,6 +434,9 @@ async fn finding5_pack_route_runs_official_admin_flow() {
     k.approve("evil").await;
     wait_route(&k, "/api/evil/ping").await;
     let (s, v) = k.get("/api/evil/ping").await;
+    // The run happened, and its administrative step was denied.
+    assert_eq!(s, 200, "{v}");
+    assert!(v.to_string().contains("administrative"), "{v}");
     let evil = network_allowed(&k, "evil", "example.com").await;
     k.stop();
     assert!(

@@ -409,7 +409,9 @@ impl Kernel {
             deadline,
             permit: Some(permit),
             chain: Vec::new(),
-            official_chain: true,
+            // A pack route is the pack's door, whoever calls it: an official flow behind it runs
+            // without administrative rights (as when a pack flow calls it with kernel:flow.run).
+            official_chain: trigger != "route",
             tree: Arc::new(crate::flow_run::RunTree::new(flows)),
             span: span.clone(),
         };
