@@ -479,7 +479,10 @@ fn official_flows_that_administer_are_never_modified() {
         let (t, r) = apply_all(
             build_table(vec![Ok(official(text))]),
             vec![
-                file("1", &m("inj", "inject_before", "main", Some(ids_of(text)), 1)),
+                file(
+                    "1",
+                    &m("inj", "inject_before", "main", Some(ids_of(text)), 1),
+                ),
                 file("2", &m("rm", "remove", "main", Some(ids_of(text)), 1)),
             ],
             &Environment::default(),
@@ -488,7 +491,10 @@ fn official_flows_that_administer_are_never_modified() {
         assert!(t.flows["f"].modified_by.is_none());
         for a in &r.by_flow["f"] {
             assert_eq!(a.status, Status::Skipped);
-            assert!(a.reason.as_ref().unwrap().contains("administrative step"), "{a:?}");
+            assert!(
+                a.reason.as_ref().unwrap().contains("administrative step"),
+                "{a:?}"
+            );
         }
     }
     // An official flow that does not administer may be changed, and says by whom.

@@ -3,9 +3,11 @@
 //! Inputs, later sources overriding earlier ones: query parameters (URL-decoded; a key given
 //! once is a string, repeated a list of strings) ← the JSON body's keys (when the body is sent as
 //! JSON) ← path parameters; then the kernel's own `_raw_body` (base64 of the body as received,
-//! any content type), `_headers` (lower-case names, `authorization` removed, repeated headers
-//! joined with `, `), `_method` and `_path` (as received, without the query). The kernel's keys
-//! are set last, so a caller cannot forge them with a query or body key.
+//! any content type), `_headers` (lower-case names, `authorization`, `proxy-authorization` and
+//! `cookie` removed, repeated headers joined with `, `), `_method` and `_path` (as received,
+//! without the query). Keys starting with `_` are the kernel's: a caller's query or body key
+//! starting with `_` is dropped (else a body `{"_http": …}` would choose the route's status and
+//! headers, which are the flow's to choose), and the kernel's keys are set last.
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -49,6 +51,9 @@ pub fn inputs(
 ) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for (k, v) in url::form_urlencoded::parse(req.query.as_bytes()) {
+        if k.starts_with('_') {
+            continue;
+        }
         let v = Value::String(v.into_owned());
         match out.get_mut(k.as_ref()) {
             None => {
@@ -65,7 +70,7 @@ pub fn inputs(
         req.content_type.is_some_and(is_json) && !req.body.iter().all(u8::is_ascii_whitespace);
     if json_body {
         match serde_json::from_slice::<Value>(req.body) {
-            Ok(Value::Object(m)) => out.extend(m),
+            Ok(Value::Object(m)) => out.extend(m.into_iter().filter(|(k, _)| !k.starts_with('_'))),
             Ok(_) => {
                 return Err(
                     "a JSON body must be an object (its keys become the flow's inputs)".into(),
@@ -80,8 +85,12 @@ pub fn inputs(
     let mut headers = Map::new();
     for (name, value) in &req.headers {
         let name = name.to_ascii_lowercase();
-        // The caller's credential is for the kernel, never for a pack's flow.
-        if name == "authorization" {
+        // The caller's credentials are for the kernel (or for other sites on this host), never
+        // for a pack's flow.
+        if matches!(
+            name.as_str(),
+            "authorization" | "proxy-authorization" | "cookie"
+        ) {
             continue;
         }
         match headers.get_mut(&name) {
@@ -169,10 +178,15 @@ pub fn reply(http: Option<&Value>) -> Reply {
     };
     match obj.get("status") {
         None | Some(Value::Null) => {}
-        Some(v) => match v.as_u64().filter(|s| (200..=599).contains(s)) {
+        // 204, 205 and 304 carry no body, and a route's answer always has one (the envelope):
+        // sent with one, the body would be read as the start of the connection's next response.
+        Some(v) => match v
+            .as_u64()
+            .filter(|s| (200..=599).contains(s) && !matches!(s, 204 | 205 | 304))
+        {
             Some(s) => out.status = Some(s as u16),
             None => out.refused.push(format!(
-                "ctx._http.status {} is not an integer from 200 to 599; 200 was sent",
+                "ctx._http.status {} is not an integer from 200 to 599 other than 204, 205 and 304 (a route always answers a body); 200 was sent",
                 clip(&v.to_string())
             )),
         },

@@ -492,3 +492,45 @@ proptest! {
         let _ = pattern::percent_decode(&s);
     }
 }
+
+#[test]
+fn the_callers_underscore_keys_and_other_credentials_never_reach_the_flow() {
+    let req = Request {
+        method: "POST",
+        path: "/api/p/x",
+        query: "_http=forged&_raw_body=x&ok=1",
+        headers: vec![
+            ("Proxy-Authorization".into(), "Basic abc".into()),
+            ("Cookie".into(), "session=other-app".into()),
+            ("X-Kept".into(), "yes".into()),
+        ],
+        content_type: Some("application/json"),
+        body: br#"{"_http": {"status": 302, "headers": {"location": "https://evil.example/"}}, "_private": 1, "fine": 2}"#,
+    };
+    let got = inputs(&req, vec![]).unwrap();
+    assert!(
+        got.get("_http").is_none() && got.get("_private").is_none(),
+        "{got:?}"
+    );
+    assert_eq!(got["ok"], "1");
+    assert_eq!(got["fine"], 2);
+    assert_eq!(got["_raw_body"], base64_of(req.body));
+    let headers = got["_headers"].as_object().unwrap();
+    assert!(!headers.contains_key("proxy-authorization") && !headers.contains_key("cookie"));
+    assert_eq!(headers["x-kept"], "yes");
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn statuses_without_a_body_are_refused() {
+    for s in [204, 205, 304] {
+        let r = reply(Some(&json!({"status": s})));
+        assert_eq!(r.status, None, "{s}");
+        assert_eq!(r.refused.len(), 1, "{s}");
+    }
+    assert_eq!(reply(Some(&json!({"status": 206}))).status, Some(206));
+}
