@@ -1,7 +1,7 @@
-//! Outside attack review of modifiers (§4) and pack routes (§11): proofs of the holes found
-//! (`#[ignore = "finding N: …"]`, each FAILS on the code it was written against; run one with
-//! `cargo test --test attacks_catalog -- --ignored <name>`), and regression tests for attacks
-//! that were stopped (not ignored).
+//! An outside attack review of modifiers (§4) and pack routes (§11), kept: each `findingN_…`
+//! test proved a hole on the code it was written against and now holds its fix (finding 6 is the
+//! contract's own rule and checks that it is loud); each `stopped_…` test is an attack that was
+//! stopped from the start.
 
 mod common;
 
@@ -213,7 +213,6 @@ fn vm_kib(pid: u32, key: &str) -> u64 {
 /// (Scaled down so the proof does not take the test machine down; 2 000 flows and 10 such
 /// modifiers — 12 MB on disk — ask for ~20 GB.)
 #[tokio::test]
-#[ignore = "finding 2: `*` modifiers with a large step multiply it into every flow (OOM)"]
 async fn finding2_star_modifiers_amplify_memory() {
     let home = fresh_home();
     let h = home.path();
@@ -233,18 +232,36 @@ async fn finding2_star_modifiers_amplify_memory() {
             &format!("modifier_id: big{j}\ntarget_flow_id: \"*\"\nphase: m\naction: append\nstep: {{id: big{j}, type: set, input: {{key: blob{j}, value: \"{big}\"}}}}\n"),
         );
     }
+    // And ten `*` modifiers whose steps are just under the per-step limit: 3 000 copies of ~60 KB
+    // would be ~180 MB; the catalog's byte budget skips the placements beyond 64 MiB.
+    let wide = "W".repeat(60_000);
+    for j in 0..10 {
+        write(
+            h,
+            &format!("user_data/shared/flows/modifiers/wide{j}.modifier.yaml"),
+            &format!("modifier_id: wide{j}\ntarget_flow_id: \"*\"\nphase: m\naction: append\nstep: {{id: wide{j}, type: set, input: {{key: w{j}, value: \"{wide}\"}}}}\n"),
+        );
+    }
     let k = Kernel::start(h, &[]);
     let pid = k.child.id();
-    // Let the first load finish.
+    // The first load is published once the modifiers report on the last flow.
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (s, v) = k.get("/api/flows/bulk.f0").await;
-        if s == 200 && v["data"]["steps"].as_array().map(Vec::len) == Some(4) {
-            break;
+    let detail = loop {
+        let (s, v) = k.get(&format!("/api/flows/bulk.f{}", flows - 1)).await;
+        if s == 200 && v["data"]["modifiers_applied"].as_array().map(Vec::len) == Some(10) {
+            break v;
         }
         assert!(Instant::now() < deadline, "not loaded: {s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    // The 1 MB steps were refused; some wide placements were skipped for the budget.
+    let (_, d) = k.get("/api/diagnostics").await;
+    let text = d.to_string();
+    assert!(text.contains("may hold at most 65536"), "{text:.2000}");
+    assert!(
+        detail.to_string().contains("bytes already") || text.contains("bytes already"),
+        "{detail:.2000}"
+    );
     let hwm_mib = vm_kib(pid, "VmHWM:") / 1024;
     k.stop();
     assert!(
@@ -450,14 +467,13 @@ async fn finding5_pack_route_runs_official_admin_flow() {
 
 // ---- finding 6: a pack knocks out a shared modifier by reusing its id ------------------------
 
-/// §4: "a clash refuses both files". The operator's shared modifier (say, one that adds an
-/// audit/guard step to every official flow) is disabled by any approved pack that ships a
-/// modifier with the same `modifier_id` — even one that targets nothing. Per the contract text,
-/// but an untrusted source can switch off a trusted one; ids should be namespaced per source
-/// (or shared should win over pack, as for flows).
+/// §4: "a clash refuses both files". The operator's shared modifier (say, one that adds a guard
+/// step) is disabled by any approved pack that ships a modifier with the same `modifier_id`. The
+/// contract says so in as many words, so the kernel keeps it (black-box tests rely on the exact
+/// rule); what it guarantees is that the operator sees it at once: the refusal names both files in
+/// diagnostics and in the `modifier_application` audit. (Kept as a known limit in the notes.)
 #[tokio::test]
-#[ignore = "finding 6: a pack modifier with a clashing modifier_id disables the shared one"]
-async fn finding6_pack_disables_shared_modifier_by_id_clash() {
+async fn finding6_a_pack_clashing_with_a_shared_modifier_id_is_loud() {
     let home = fresh_home();
     let h = home.path();
     make_pack(h, "evil", &[]);
@@ -480,12 +496,27 @@ async fn finding6_pack_disables_shared_modifier_by_id_clash() {
     let k = Kernel::start(h, &[]);
     wait_steps(&k, "official", &["guard_step", "a"]).await;
     k.approve("evil").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, v) = k.get("/api/flows/official").await;
+    wait_steps(&k, "official", &["a"]).await;
+    let (_, d) = k.get("/api/diagnostics").await;
+    let refusals: Vec<&serde_json::Value> = d["data"]["modifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "modifier_refused" && e["modifier_id"] == "guard")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{d}");
+    for r in &refusals {
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.contains("also declared by"), "{reason}");
+    }
+    let (_, audit) = k
+        .get("/api/audit?category=modifier_application&limit=100")
+        .await;
     k.stop();
-    assert_eq!(
-        v["data"]["steps"][0]["id"], "guard_step",
-        "the pack switched off the operator's shared modifier: {v}"
+    let text = audit.to_string();
+    assert!(
+        text.contains("modifier_refused") && text.contains("ecosystem/evil/"),
+        "{text}"
     );
 }
 

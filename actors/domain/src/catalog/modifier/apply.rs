@@ -38,6 +38,10 @@ pub const KERNEL_INTERFACES: &[&str] = &[
 /// with the reason.
 pub const MAX_APPLICATIONS: usize = 200_000;
 
+/// Most bytes of steps that modifiers place in one catalog (each flow a modifier targets holds a
+/// copy of its step); placements beyond are skipped, with the reason.
+pub const MAX_ADDED_STEP_BYTES: usize = 64 * 1024 * 1024;
+
 /// Applied or skipped.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +123,7 @@ pub(super) fn apply_within(
     let mut matched: HashMap<&str, bool> = HashMap::new();
     let ids: Vec<String> = table.flows.keys().cloned().collect();
     let mut budget = budget;
+    let mut bytes_left = MAX_ADDED_STEP_BYTES;
     for flow_id in ids {
         let mut targeting: Vec<&Modifier> =
             exact.get(flow_id.as_str()).cloned().unwrap_or_default();
@@ -145,7 +150,7 @@ pub(super) fn apply_within(
             }
         }
         let flow = Arc::clone(&table.flows[&flow_id]);
-        let (result, mut apps) = apply_to(&flow, targeting, env);
+        let (result, mut apps) = apply_to(&flow, targeting, env, &mut bytes_left);
         apps.extend(beyond);
         match result {
             Ok(effective) => {
@@ -179,6 +184,7 @@ pub fn apply_to(
     flow: &Flow,
     mut modifiers: Vec<&Modifier>,
     env: &Environment,
+    bytes_left: &mut usize,
 ) -> (Result<Flow, FlowError>, Vec<Application>) {
     let phase_index = |p: &str| {
         flow.phases
@@ -236,7 +242,7 @@ pub fn apply_to(
     ];
     for pass in passes {
         for m in live.iter().filter(|m| pass.contains(&m.action)) {
-            match place(flow, &mut steps, m, &mut after_tail) {
+            match place(flow, &mut steps, m, &mut after_tail, bytes_left) {
                 Ok(()) => apps.push(entry(m, Status::Applied, None)),
                 Err(Skip::Missing(reason))
                     if flow.defaults.on_missing_step == OnMissingStep::Error =>
@@ -282,6 +288,7 @@ fn place(
     steps: &mut Vec<Step>,
     m: &Modifier,
     after_tail: &mut HashMap<String, String>,
+    bytes_left: &mut usize,
 ) -> Result<(), Skip> {
     let position = |steps: &[Step], id: &str| steps.iter().position(|s| s.id == id);
     let new_step = m.step.as_ref().map(|s| {
@@ -317,6 +324,11 @@ fn place(
             Some(i)
         }
     };
+    if new_step.is_some() && m.step_bytes > *bytes_left {
+        return Err(Skip::Other(format!(
+            "the steps modifiers placed in this catalog hold {MAX_ADDED_STEP_BYTES} bytes already (at most) — narrow the target_flow_id patterns or make the steps smaller"
+        )));
+    }
     if new_step.is_some() && m.action != Action::Replace && steps.len() >= MAX_STEPS {
         return Err(Skip::Other(format!(
             "flow {} would have more than {MAX_STEPS} steps",
@@ -372,6 +384,9 @@ fn place(
         }
         // parse_modifier guarantees the combinations above.
         _ => return Err(Skip::Other("the modifier is incomplete".into())),
+    }
+    if m.step.is_some() {
+        *bytes_left -= m.step_bytes;
     }
     Ok(())
 }

@@ -12,7 +12,10 @@ pub mod fnmatch;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{apply_all, apply_to, Application, ModifierReport, Status, KERNEL_INTERFACES};
+pub use apply::{
+    apply_all, apply_to, Application, ModifierReport, Status, KERNEL_INTERFACES,
+    MAX_ADDED_STEP_BYTES,
+};
 
 use crate::flow::{
     find_line, quoted, valid_flow_id, valid_name, validate_step, yaml_message, Defaults, IdLines,
@@ -98,6 +101,8 @@ pub struct Modifier {
     pub step: Option<Step>,
     /// Whether the step says `on_error` itself (else the target flow's `defaults` decide).
     pub step_on_error_given: bool,
+    /// About how many bytes one copy of the step holds (each flow it is placed in holds one).
+    pub step_bytes: usize,
     pub requires_interfaces: Vec<String>,
     pub requires_capabilities: Vec<String>,
     pub origin: ModifierOrigin,
@@ -107,6 +112,23 @@ pub struct Modifier {
 
 /// Most names in one `requires` list.
 const MAX_REQUIRES: usize = 64;
+
+/// Largest step a modifier may place, in bytes of its values as JSON: a `*` modifier copies its
+/// step into every flow it matches, so its size is multiplied by the number of flows.
+pub const MAX_STEP_BYTES: usize = 64 * 1024;
+
+/// About how many bytes one copy of `step` holds: its values as JSON, its texts, and a fixed part.
+pub fn step_bytes(step: &Step) -> usize {
+    use crate::flow::StepKind;
+    let json = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+    let kind = match &step.kind {
+        StepKind::Block { input, file, .. } => json(input) + file.len(),
+        StepKind::Handler { args, .. } => json(args),
+        StepKind::Set { value, .. } => json(value),
+        StepKind::If { .. } => 0,
+    };
+    256 + kind + step.id.len() + step.when.as_ref().map_or(0, |w| w.to_string().len())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,6 +392,15 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
             };
             let mut step = validate_step(raw_step, 0, &IdLines::new(text), &rules)
                 .map_err(|(line, m)| refuse(line.or(line_of("step:")), m))?;
+            let bytes = step_bytes(&step);
+            if bytes > MAX_STEP_BYTES {
+                return Err(refuse(
+                    line_of("step:"),
+                    format!(
+                        "the step holds {bytes} bytes; a modifier's step may hold at most {MAX_STEP_BYTES} (it is copied into every flow it targets) — keep large data in a block or a store"
+                    ),
+                ));
+            }
             step.placed_by = Some(modifier_id.clone());
             (Some(step), given)
         }
@@ -410,6 +441,7 @@ pub fn parse_modifier(file: &ModifierFile) -> Result<Modifier, Refusal> {
         priority,
         action,
         target_step_id,
+        step_bytes: step.as_ref().map_or(0, step_bytes),
         step,
         step_on_error_given,
         requires_interfaces,

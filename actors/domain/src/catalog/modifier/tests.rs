@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::catalog::modifier::apply::apply_within;
+use crate::catalog::modifier::{MAX_ADDED_STEP_BYTES, MAX_STEP_BYTES};
 use crate::catalog::Environment;
 use crate::flow::{parse_flow, FlowOrigin, OnError, SourceRank};
 use crate::sources::{build_table, FlowTable};
@@ -524,4 +525,45 @@ fn ids_of(text: &str) -> &'static str {
     } else {
         "call"
     }
+}
+
+#[test]
+fn a_large_step_is_refused_and_the_catalog_bounds_the_bytes_modifiers_add() {
+    let big = "A".repeat(MAX_STEP_BYTES);
+    let (_, refused) = parse_all(&[file(
+        "big",
+        &format!("modifier_id: big\ntarget_flow_id: \"*\"\nphase: main\naction: append\nstep: {{id: big, type: set, input: {{key: k, value: \"{big}\"}}}}\n"),
+    )]);
+    assert!(
+        refused[0].reason.contains("may hold at most 65536"),
+        "{refused:?}"
+    );
+    // Steps just under the limit, placed into many flows: the bytes beyond the budget are skipped.
+    let per_step = MAX_STEP_BYTES - 1024;
+    let value = "B".repeat(per_step - 400);
+    let flows: Vec<_> = (0..(MAX_ADDED_STEP_BYTES / per_step + 50))
+        .map(|i| Ok(flow(&format!("flow_id: f{i}\nphases: [main]\n"))))
+        .collect();
+    let (t, r) = apply_all(
+        build_table(flows),
+        vec![file(
+            "wide",
+            &format!("modifier_id: wide\ntarget_flow_id: \"*\"\nphase: main\naction: append\nstep: {{id: w, type: set, input: {{key: k, value: \"{value}\"}}}}\n"),
+        )],
+        &Environment::default(),
+    );
+    let placed = t.flows.values().filter(|f| !f.steps.is_empty()).count();
+    assert!(
+        placed * (per_step - 400) <= MAX_ADDED_STEP_BYTES,
+        "{placed}"
+    );
+    assert!(placed > 0);
+    let skipped: Vec<_> = r.skipped().collect();
+    assert!(!skipped.is_empty());
+    assert!(skipped[0]
+        .1
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("hold 67108864 bytes already"));
 }
