@@ -303,6 +303,29 @@ impl<'a> RunView<'a> {
     }
 }
 
+/// How a run's end is answered: the status, `success` and `error` of the envelope (a run that
+/// ended well is 200; a failed one 200 with the reason; one past its deadline 408).
+pub fn run_outcome(record: &RunRecord) -> (StatusCode, bool, Option<String>) {
+    match record.status {
+        RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
+        RunStatus::TimedOut => (
+            StatusCode::REQUEST_TIMEOUT,
+            false,
+            Some("the run's deadline passed".to_string()),
+        ),
+        _ => (
+            StatusCode::OK,
+            false,
+            Some(
+                record
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("the run {}", record.status.as_str())),
+            ),
+        ),
+    }
+}
+
 /// The response body of a run: the envelope serialized once; when the result makes it larger
 /// than `RUMI_MAX_RESPONSE_BYTES`, the result is replaced by `{_truncated, _keys}`.
 pub fn run_body(
@@ -399,24 +422,7 @@ pub async fn run(
         .run_flow(&path, inputs, timeout, "api")
         .instrument(span)
         .await?;
-    let (status, success, error) = match record.status {
-        RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
-        RunStatus::TimedOut => (
-            StatusCode::REQUEST_TIMEOUT,
-            false,
-            Some("the run's deadline passed".to_string()),
-        ),
-        _ => (
-            StatusCode::OK,
-            false,
-            Some(
-                record
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("the run {}", record.status.as_str())),
-            ),
-        ),
-    };
+    let (status, success, error) = run_outcome(&record);
     Ok(HttpResponse::build(status)
         .content_type("application/json")
         .body(run_body(&k, &record, success, error, false)))

@@ -16,7 +16,6 @@ use rumi_actors::audit::{AuditEntry, Category, Record, Severity};
 use rumi_actors::registry::Reload;
 use rumi_actors::Kernel;
 use rumi_domain::catalog::routes::{request, Clash, Lookup, Method, Refusal, RouteTable};
-use rumi_domain::run::RunStatus;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -182,24 +181,7 @@ pub async fn dispatch(
         )
         .instrument(span)
         .await?;
-    let (mut status, success, error) = match record.status {
-        RunStatus::Succeeded | RunStatus::Aborted => (StatusCode::OK, true, None),
-        RunStatus::TimedOut => (
-            StatusCode::REQUEST_TIMEOUT,
-            false,
-            Some("the run's deadline passed".to_string()),
-        ),
-        _ => (
-            StatusCode::OK,
-            false,
-            Some(
-                record
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("the run {}", record.status.as_str())),
-            ),
-        ),
-    };
+    let (mut status, success, error) = super::flows::run_outcome(&record);
     // The flow chooses the status and extra headers only of a run that ended well; anything
     // it may not set is dropped (the response stands) and recorded in the audit.
     let reply = if success {

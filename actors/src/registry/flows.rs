@@ -337,6 +337,19 @@ fn parse(bytes: &[u8], origin: FlowOrigin) -> Result<Flow, FileError> {
 /// `*.flow.yaml` files under `root` (recursively when asked), never under a `modifiers/`
 /// directory, never through a symlink (a link could pull in files from outside the tree).
 fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
+    files_named(root, ".flow.yaml", |name| recursive && name != "modifiers")
+}
+
+/// `*.modifier.yaml` files anywhere under `root` (a `modifiers/` directory), never through a
+/// symlink.
+fn modifier_files(root: &Path) -> Vec<PathBuf> {
+    files_named(root, ".modifier.yaml", |_| true)
+}
+
+/// The regular files under `root` whose names end with `suffix`, descending into the
+/// directories `descend` accepts (by name), never through a symlink; at most [`MAX_FLOW_FILES`],
+/// sorted.
+fn files_named(root: &Path, suffix: &str, descend: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -347,35 +360,10 @@ fn flow_files(root: &Path, recursive: bool) -> Vec<PathBuf> {
             let Ok(ft) = e.file_type() else { continue };
             let name = e.file_name().to_string_lossy().into_owned();
             if ft.is_dir() {
-                if recursive && name != "modifiers" {
+                if descend(&name) {
                     stack.push(e.path());
                 }
-            } else if ft.is_file() && name.ends_with(".flow.yaml") {
-                out.push(e.path());
-                if out.len() >= MAX_FLOW_FILES {
-                    return out;
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// `*.modifier.yaml` files anywhere under `root` (a `modifiers/` directory), never through a
-/// symlink.
-fn modifier_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() && e.file_name().to_string_lossy().ends_with(".modifier.yaml") {
+            } else if ft.is_file() && name.ends_with(suffix) {
                 out.push(e.path());
                 if out.len() >= MAX_FLOW_FILES {
                     return out;
