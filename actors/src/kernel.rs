@@ -264,8 +264,30 @@ impl Kernel {
             },
         };
         // The scheduler starts runs through the kernel, which holds its address: its mailbox
-        // exists first, the actor starts once the kernel it calls is built.
-        let scheduler_ctx = Context::<Scheduler>::new();
+        // exists first, the actor starts once the kernel it calls is built. It lives on a thread
+        // of its own: planning many schedules, or the runs it starts (they run on its arbiter),
+        // never hold up the Registry, the limiter or the audit on the system arbiter.
+        let (address_tx, address_rx) = std::sync::mpsc::sync_channel(1);
+        let (kernel_tx, kernel_rx) = std::sync::mpsc::sync_channel::<Kernel>(1);
+        let scheduler_arbiter = Arbiter::new();
+        scheduler_arbiter.spawn_fn(move || {
+            let ctx = Context::<Scheduler>::new();
+            let _ = address_tx.send(ctx.address());
+            match kernel_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(kernel) => {
+                    ctx.run(Scheduler::new(
+                        Arc::clone(&kernel.view) as Arc<dyn crate::scheduler::CatalogSource>,
+                        kernel.audit.clone().recipient(),
+                        Arc::new(SystemWallClock),
+                        kernel.scheduled_runner(),
+                    ));
+                }
+                Err(_) => tracing::error!("the scheduler did not start: the kernel was not built"),
+            };
+        });
+        let scheduler = address_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| io::Error::other("the scheduler's thread did not start"))?;
         let kernel = Kernel {
             layout,
             config,
@@ -274,7 +296,7 @@ impl Kernel {
             limiter,
             audit,
             history,
-            scheduler: scheduler_ctx.address(),
+            scheduler,
             started: Instant::now(),
             docker,
             network,
@@ -283,26 +305,44 @@ impl Kernel {
             admin,
             deps,
         };
-        scheduler_ctx.run(Scheduler::new(
-            Arc::clone(&kernel.view) as Arc<dyn crate::scheduler::CatalogSource>,
-            kernel.audit.clone().recipient(),
-            Arc::new(SystemWallClock),
-            kernel.scheduled_runner(),
-        ));
+        let _ = kernel_tx.send(kernel.clone());
         Ok(kernel)
     }
 
     /// Starts scheduled runs: through the limiter like every trigger, with `trigger: schedule`,
-    /// no inputs and the default deadline.
+    /// no inputs and the default deadline. At most half the concurrency limit (at least one) of
+    /// scheduled runs are running or waiting for a slot at once: a tick beyond that is not
+    /// started (`last_run.status: "skipped_busy"`), so schedules — many of them an approved pack's
+    /// — can never take every slot and queue place from the operator's runs.
     fn scheduled_runner(&self) -> crate::scheduler::Runner {
         let kernel = self.clone();
+        let cap = (self.config.max_concurrent_flows / 2).max(1);
+        let in_flight = std::rc::Rc::new(std::cell::Cell::new(0usize));
         std::rc::Rc::new(move |flow_id: String, due: chrono::DateTime<chrono::Utc>| {
             let kernel = kernel.clone();
             let late = chrono::Utc::now() - due;
             if late > chrono::Duration::seconds(1) {
                 tracing::info!(flow_id = %flow_id, late_ms = late.num_milliseconds(), "a scheduled run starts late (fired once)");
             }
+            let in_flight = std::rc::Rc::clone(&in_flight);
             Box::pin(async move {
+                if in_flight.get() >= cap {
+                    tracing::debug!(flow_id = %flow_id, "a scheduled tick was not started: {cap} scheduled runs are running or waiting");
+                    return rumi_domain::catalog::schedule::LastRun {
+                        run_id: None,
+                        status: "skipped_busy".to_string(),
+                        ts: crate::clock::now_rfc3339(),
+                    };
+                }
+                // Counted until this future ends, however it ends (dropped included).
+                struct InFlight(std::rc::Rc<std::cell::Cell<usize>>);
+                impl Drop for InFlight {
+                    fn drop(&mut self) {
+                        self.0.set(self.0.get() - 1);
+                    }
+                }
+                in_flight.set(in_flight.get() + 1);
+                let _counted = InFlight(in_flight);
                 let outcome = kernel
                     .run_flow(&flow_id, Map::new(), None, "schedule")
                     .await;

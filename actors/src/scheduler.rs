@@ -91,9 +91,10 @@ pub struct ScheduleInfo {
     /// The cron expression as written (cron schedules only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
-    /// Seconds between runs as applied, i.e. raised to 10 (interval schedules only).
+    /// Seconds between runs as applied, i.e. raised to 10 (interval schedules only); for an
+    /// invalid interval, the value as written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval: Option<u64>,
+    pub interval: Option<serde_json::Value>,
     /// The cron schedule's IANA time zone (`UTC` when none is written); null for an interval.
     pub timezone: Option<String>,
     /// False when the schedule cannot be planned; the flow still runs on other triggers.
@@ -233,6 +234,9 @@ impl Scheduler {
             match slot.tick(now) {
                 Decision::Wait => {}
                 Decision::Fire => fire.push((flow_id.clone(), due)),
+                // Recorded at the 1st, 2nd, 4th, 8th… skip of a slot: a flow that always runs
+                // longer than its interval must not write a line every tick forever.
+                Decision::Skip if !slot.skipped_ticks.is_power_of_two() => {}
                 Decision::Skip => {
                     tracing::info!(flow_id = %flow_id, skipped_ticks = slot.skipped_ticks,
                         "scheduled tick skipped: the previous scheduled run is still running");
@@ -287,7 +291,10 @@ fn info(slot: &Slot) -> ScheduleInfo {
     ScheduleInfo {
         flow_id: s.flow_id.clone(),
         cron: s.cron.clone(),
-        interval: s.interval,
+        interval: s
+            .interval
+            .map(serde_json::Value::from)
+            .or_else(|| s.interval_written.clone()),
         timezone: s.timezone.clone(),
         valid: s.is_valid(),
         error: s.problem().map(str::to_string),
@@ -567,7 +574,7 @@ mod tests {
         assert!(bad.error.unwrap().contains("minute"));
         let raised = h.get("raised").await.unwrap();
         assert!(raised.valid);
-        assert_eq!(raised.interval, Some(10));
+        assert_eq!(raised.interval, Some(serde_json::json!(10)));
         assert!(raised.note.unwrap().contains("raised to 10"));
         h.at(1_000).await;
         assert_eq!(h.started(), 1, "only the raised interval fires");

@@ -41,6 +41,9 @@ pub struct Schedule {
     pub cron: Option<String>,
     /// The interval in seconds as it applies (raised to the minimum).
     pub interval: Option<u64>,
+    /// The `interval` as written (a number, or the text of anything else, clipped), so that an
+    /// invalid one still shows what it was.
+    pub interval_written: Option<Value>,
     /// The time zone of a cron schedule (`UTC` when none is given).
     pub timezone: Option<String>,
     /// The plan, or the error that makes the schedule invalid.
@@ -56,6 +59,7 @@ impl Schedule {
             flow_id: flow_id.to_string(),
             cron: None,
             interval: None,
+            interval_written: None,
             timezone: None,
             plan: Err(String::new()),
             note: None,
@@ -68,12 +72,26 @@ impl Schedule {
         let Some(map) = value.as_object() else {
             return Err(format!("the schedule is not a mapping; {FORMS}"));
         };
+        // Even an invalid schedule shows which form it meant (§16: `cron|interval` in each entry).
+        if let Some(c) = map.get("cron") {
+            self.cron = Some(match c {
+                Value::String(s) => clipped(s),
+                other => clipped(&other.to_string()),
+            });
+        }
+        if let Some(i) = map.get("interval") {
+            self.interval_written = Some(match i {
+                Value::Number(_) => i.clone(),
+                other => Value::String(clipped(&other.to_string())),
+            });
+        }
         if let Some(key) = map
             .keys()
             .find(|k| !matches!(k.as_str(), "cron" | "interval" | "timezone"))
         {
             return Err(format!(
-                "unknown key {key:?} in the schedule (the keys are cron, timezone and interval); {FORMS}"
+                "unknown key {} in the schedule (the keys are cron, timezone and interval); {FORMS}",
+                cron::shown(key)
             ));
         }
         let timezone = match map.get("timezone") {
@@ -98,13 +116,14 @@ impl Schedule {
                         "cron must be a string in quotes, e.g. cron: \"*/5 * * * *\"".into(),
                     );
                 };
-                self.cron = Some(expr.to_string());
+                self.cron = Some(clipped(expr));
                 let name = timezone.unwrap_or_else(|| "UTC".to_string());
-                self.timezone = Some(name.clone());
+                self.timezone = Some(clipped(&name));
                 let tz: chrono_tz::Tz = name.parse().map_err(|_| {
                     format!(
-                        "unknown time zone {name:?}; write an IANA name such as \"UTC\", \
-                         \"Europe/London\" or \"Asia/Tokyo\""
+                        "unknown time zone {}; write an IANA name such as \"UTC\", \
+                         \"Europe/London\" or \"Asia/Tokyo\"",
+                        cron::shown(&name)
                     )
                 })?;
                 cron::CronExpr::parse(expr, tz).map(|c| Plan::Cron(Box::new(c)))
@@ -192,6 +211,17 @@ impl Schedule {
     }
 }
 
+/// Longest text of a schedule kept as written (an expression or a zone; longer ones are invalid).
+const MAX_KEPT_CHARS: usize = cron::MAX_EXPR_CHARS;
+
+/// `s`, cut to [`MAX_KEPT_CHARS`] characters (then `…`).
+fn clipped(s: &str) -> String {
+    match s.char_indices().nth(MAX_KEPT_CHARS) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}…", &s[..at]),
+    }
+}
+
 /// Every flow's schedule, valid or not, by flow id (flows without a schedule are absent).
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleTable {
@@ -244,6 +274,9 @@ pub struct Slot {
     pub running: bool,
     pub last_run: Option<LastRun>,
     pub skipped_ticks: u64,
+    /// The latest `now` a tick saw: a later tick that sees an earlier time means the wall clock
+    /// went back, and the plan starts again from the new now.
+    seen: Option<DateTime<Utc>>,
 }
 
 impl Slot {
@@ -255,6 +288,7 @@ impl Slot {
             running: false,
             last_run: None,
             skipped_ticks: 0,
+            seen: Some(now),
         }
     }
 
@@ -270,6 +304,18 @@ impl Slot {
     /// Decides at `now`: not due, fire, or skip because the previous run is still running. A due
     /// tick (fired or skipped) moves `next_fire` past `now`, so a late tick counts once.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Tick {
+        // The wall clock went back (by more than a second, past jitter): what was due "in an
+        // hour" may now be due in two; plan from the new now.
+        let went_back = self
+            .seen
+            .is_some_and(|seen| now < seen - Duration::seconds(1));
+        if went_back {
+            self.next_fire = self.schedule.first_fire(now);
+        }
+        self.seen = Some(match self.seen {
+            Some(seen) if !went_back => seen.max(now),
+            _ => now,
+        });
         let Some(due) = self.next_fire else {
             return Tick::Wait;
         };

@@ -29,6 +29,21 @@ const FIELDS: [(&str, u32, u32); 5] = [
     ("day-of-week", 0, 7),
 ];
 
+/// Longest cron expression read (a longer one is invalid): lists of every value of every field
+/// fit in far less.
+pub const MAX_EXPR_CHARS: usize = 1024;
+
+/// Longest part of a hostile expression quoted back in a message.
+const MAX_QUOTED: usize = 64;
+
+/// `s` quoted for a message, at most [`MAX_QUOTED`] characters of it.
+pub(crate) fn shown(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTED) {
+        None => format!("{s:?}"),
+        Some((at, _)) => format!("{:?}…", &s[..at]),
+    }
+}
+
 /// How many candidate wall-clock times one search looks at before giving up: a repeated hour
 /// holds at most 60 matches of one expression, so this is never reached by a real schedule.
 const MAX_CANDIDATES: usize = 1_000;
@@ -43,11 +58,18 @@ pub struct CronExpr {
 impl CronExpr {
     /// Parses `expr` (see the module docs); the error says what to write instead.
     pub fn parse(expr: &str, tz: Tz) -> Result<CronExpr, String> {
+        if expr.chars().count() > MAX_EXPR_CHARS {
+            return Err(format!(
+                "cron {} is longer than {MAX_EXPR_CHARS} characters; write 5 short fields, e.g. \"*/5 * * * *\"",
+                shown(expr)
+            ));
+        }
         let fields: Vec<&str> = expr.split_whitespace().collect();
         if fields.len() != 5 {
             return Err(format!(
-                "cron {expr:?} has {} field(s); write 5: minute hour day-of-month month \
+                "cron {} has {} field(s); write 5: minute hour day-of-month month \
                  day-of-week, e.g. \"*/5 * * * *\" or \"0 9 * * 1-5\"",
+                shown(expr),
                 fields.len()
             ));
         }
@@ -56,12 +78,13 @@ impl CronExpr {
             check_field(field, name, lo, hi)?;
             translated.push(translate(field, lo, hi));
         }
+        never_on_a_date(expr, fields[2], fields[3], fields[4])?;
         let cron = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
             .parse(&translated.join(" "))
-            .map_err(|e| format!("cron {expr:?} is not valid: {e}"))?;
+            .map_err(|e| format!("cron {} is not valid: {e}", shown(expr)))?;
         Ok(CronExpr { cron, tz })
     }
 
@@ -130,12 +153,66 @@ fn translate(field: &str, lo: u32, hi: u32) -> String {
         .join(",")
 }
 
+/// Refuses an expression whose days can never come: the day-of-week field is `*` (so only the
+/// day of month decides) and no listed day exists in any listed month (`0 0 30 2 *`). Searching
+/// for such a date would walk every year croner knows (to 5000) on every plan — seconds of the
+/// scheduler's time per flow. February has 29 days here: `29 2` fires in leap years.
+fn never_on_a_date(expr: &str, dom: &str, month: &str, dow: &str) -> Result<(), String> {
+    if dow != "*" || dom == "*" {
+        return Ok(());
+    }
+    const DAYS: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days = values(dom, 1, 31);
+    let months = values(month, 1, 12);
+    let possible = (1..=12u32)
+        .filter(|m| months[*m as usize])
+        .any(|m| (1..=DAYS[m as usize - 1]).any(|d| days[d as usize]));
+    if possible {
+        Ok(())
+    } else {
+        Err(format!(
+            "cron {}: day-of-month {} never occurs in month {}, so it would never fire; pick a day every listed month has",
+            shown(expr),
+            shown(dom),
+            shown(month)
+        ))
+    }
+}
+
+/// The values a field (already checked) allows, as a table indexed by value (`0..=hi`).
+fn values(field: &str, lo: u32, hi: u32) -> Vec<bool> {
+    let mut set = vec![false; hi as usize + 1];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, s.parse::<u32>().unwrap_or(1).max(1)),
+            None => (item, 1),
+        };
+        let (a, b) = match range {
+            "*" => (lo, hi),
+            r => match r.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap_or(lo), b.parse().unwrap_or(hi)),
+                None => {
+                    let n = r.parse().unwrap_or(lo);
+                    (n, n)
+                }
+            },
+        };
+        let mut v = a;
+        while v <= b.min(hi) {
+            set[v as usize] = true;
+            v += step;
+        }
+    }
+    set
+}
+
 /// Checks one field against the grammar and its range.
 fn check_field(field: &str, name: &str, lo: u32, hi: u32) -> Result<(), String> {
     let bad = |why: String| {
         Err(format!(
-            "cron {name} field {field:?}: {why}; write *, */N, N, N-M or N-M/S (or a comma \
-             list of them) with values {lo}-{hi}"
+            "cron {name} field {}: {why}; write *, */N, N, N-M or N-M/S (or a comma \
+             list of them) with values {lo}-{hi}",
+            shown(field)
         ))
     };
     for item in field.split(',') {
@@ -146,7 +223,7 @@ fn check_field(field: &str, name: &str, lo: u32, hi: u32) -> Result<(), String> 
         if let Some(s) = step {
             match s.parse::<u32>() {
                 Ok(n) if n >= 1 && n <= hi.max(1) => {}
-                _ => return bad(format!("step {s:?} is not a number from 1 to {hi}")),
+                _ => return bad(format!("step {} is not a number from 1 to {hi}", shown(s))),
             }
         }
         if range == "*" {
@@ -155,7 +232,7 @@ fn check_field(field: &str, name: &str, lo: u32, hi: u32) -> Result<(), String> 
         let number = |s: &str| -> Result<u32, String> {
             match s.parse::<u32>() {
                 Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(&n) => Ok(n),
-                _ => Err(format!("{s:?} is not a number from {lo} to {hi}")),
+                _ => Err(format!("{} is not a number from {lo} to {hi}", shown(s))),
             }
         };
         match range.split_once('-') {
@@ -173,7 +250,10 @@ fn check_field(field: &str, name: &str, lo: u32, hi: u32) -> Result<(), String> 
                     return bad(e);
                 }
                 if step.is_some() {
-                    return bad(format!("a step needs a range or *, not {range:?} alone"));
+                    return bad(format!(
+                        "a step needs a range or *, not {} alone",
+                        shown(range)
+                    ));
                 }
             }
         }
@@ -315,9 +395,28 @@ mod tests {
     }
 
     #[test]
-    fn an_impossible_date_never_fires() {
-        let c = CronExpr::parse("0 0 30 2 *", Tz::UTC).unwrap();
-        assert_eq!(c.next_after(utc("2026-01-01T00:00:00Z")), None);
+    fn a_date_that_never_comes_is_refused_and_one_that_comes_rarely_is_not() {
+        for expr in ["0 0 30 2 *", "59 23 31 2,4,6,9,11 *", "0 0 30-31 2 *"] {
+            let e = CronExpr::parse(expr, Tz::UTC).unwrap_err();
+            assert!(e.contains("never occurs"), "{expr}: {e}");
+        }
+        // The 29th of February comes in leap years; with a day of week, either day fires.
+        let c = CronExpr::parse("0 0 29 2 *", Tz::UTC).unwrap();
+        assert_eq!(
+            c.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2028-02-29T00:00:00Z"))
+        );
+        assert!(CronExpr::parse("0 0 30 2 1", Tz::UTC).is_ok());
+        assert!(CronExpr::parse("0 0 31 1-12/2 *", Tz::UTC).is_ok());
+    }
+
+    #[test]
+    fn a_hostile_expression_is_quoted_short() {
+        let long = format!("{} * * * *", "1,".repeat(2000));
+        let e = CronExpr::parse(&long, Tz::UTC).unwrap_err();
+        assert!(e.len() < 300, "{e}");
+        let e = CronExpr::parse(&format!("{} * * * *", "x".repeat(900)), Tz::UTC).unwrap_err();
+        assert!(e.len() < 400, "{e}");
     }
 
     /// The rules written out independently: a field's set of values, the dom/dow OR, and a walk
