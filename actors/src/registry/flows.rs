@@ -26,6 +26,7 @@ use crate::approval::{ManifestVerifier, VerifyFailure};
 use actix::prelude::*;
 use rumi_domain::catalog::modifier::{ModifierFile, ModifierOrigin};
 use rumi_domain::catalog::routes::RoutesFile;
+use rumi_domain::catalog::{Catalog, Environment, Sources};
 use rumi_domain::flow::{declared_flow_id, parse_flow, FlowOrigin, SourceRank};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use rumi_domain::{Flow, FlowError};
@@ -81,6 +82,9 @@ pub(super) struct FlowSources {
     /// Installed packs that are not approved (id, the folder of their `routes.json`): their
     /// routes are read only to answer 403 naming the pack.
     pub unapproved: Vec<(String, PathBuf)>,
+    /// What modifiers may require, as the load starts: the catalog is built on the loading
+    /// thread with it (see [`LoadedFlows::prebuilt`]).
+    pub environment: Environment,
 }
 
 /// One flow file's outcome, with the pack it came from.
@@ -103,6 +107,10 @@ pub(super) struct LoadedFlows {
     pub verified: BTreeMap<String, String>,
     /// Packs whose files differ from their approved manifest (with that manifest's hash).
     pub modified: Vec<(String, String, ManifestDiff)>,
+    /// The catalog of everything read, built on the loading thread with the environment the
+    /// load started with: the Registry publishes it when nothing changed meanwhile (no pack lost
+    /// its approval, the environment is the same), so the build's CPU stays off its thread.
+    pub prebuilt: Option<(Catalog, Environment)>,
 }
 
 /// The sources of the published catalog, kept so that a pack that stops being approved leaves
@@ -113,6 +121,19 @@ pub(super) struct KeptSources {
     pub modifiers: Vec<ModifierFile>,
     pub routes: Vec<RoutesFile>,
     pub unapproved_routes: Vec<RoutesFile>,
+}
+
+impl KeptSources {
+    /// The catalog's sources, with `environment`.
+    pub fn sources(&self, environment: Environment) -> Sources {
+        Sources {
+            flows: self.flows.iter().map(|f| f.result.clone()).collect(),
+            modifiers: self.modifiers.clone(),
+            routes: self.routes.clone(),
+            unapproved_routes: self.unapproved_routes.clone(),
+            environment,
+        }
+    }
 }
 
 /// Reads and parses every flow file of `sources`, and reads every modifier file and every
@@ -526,6 +547,7 @@ impl Registry {
                 .filter(|(_, e)| e.state != crate::view::PackState::Approved)
                 .map(|(id, e)| (id.clone(), e.subdir.clone()))
                 .collect(),
+            environment: self.environment(),
         };
         // Routes are claimed in load order: the earlier pack keeps a route two packs declare.
         let rank = |id: &str| {
@@ -543,7 +565,23 @@ impl Registry {
         let spawned = std::thread::Builder::new()
             .name("rumi-flow-load".into())
             .spawn(move || {
-                let _ = tx.send(load(&sources));
+                // Background work: a reload must not take the CPU from runs in flight (this
+                // thread only; on Linux the nice value is per thread).
+                // SAFETY: setpriority has no memory effects; who = 0 is the calling thread.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                }
+                let mut loaded = load(&sources);
+                let kept = KeptSources {
+                    flows: loaded.files.clone(),
+                    modifiers: loaded.modifiers.clone(),
+                    routes: loaded.routes.clone(),
+                    unapproved_routes: loaded.unapproved_routes.clone(),
+                };
+                let catalog =
+                    rumi_domain::catalog::build(kept.sources(sources.environment.clone()));
+                loaded.prebuilt = Some((catalog, sources.environment.clone()));
+                let _ = tx.send(loaded);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start a thread to load flows");
@@ -645,7 +683,13 @@ impl Handler<FlowsRead> for Registry {
                         .get(id)
                         .is_some_and(|hash| self.still_approved(id, hash))
                 };
-                let flows = loaded
+                let read = (
+                    loaded.files.len(),
+                    loaded.modifiers.len(),
+                    loaded.routes.len(),
+                    loaded.unapproved_routes.len(),
+                );
+                let flows: Vec<LoadedFile> = loaded
                     .files
                     .into_iter()
                     .filter(|f| match (&f.pack_id, &f.result) {
@@ -657,17 +701,17 @@ impl Handler<FlowsRead> for Registry {
                             .is_some_and(|e| e.state == crate::view::PackState::Approved),
                     })
                     .collect();
-                let modifiers = loaded
+                let modifiers: Vec<ModifierFile> = loaded
                     .modifiers
                     .into_iter()
                     .filter(|m| m.origin.pack_id.as_ref().is_none_or(verified))
                     .collect();
-                let routes = loaded
+                let routes: Vec<RoutesFile> = loaded
                     .routes
                     .into_iter()
                     .filter(|r| verified(&r.pack_id))
                     .collect();
-                let unapproved_routes = loaded
+                let unapproved_routes: Vec<RoutesFile> = loaded
                     .unapproved_routes
                     .into_iter()
                     .filter(|r| {
@@ -676,12 +720,27 @@ impl Handler<FlowsRead> for Registry {
                             .is_some_and(|e| e.state != crate::view::PackState::Approved)
                     })
                     .collect();
-                self.publish_catalog(KeptSources {
+                let kept_all = read
+                    == (
+                        flows.len(),
+                        modifiers.len(),
+                        routes.len(),
+                        unapproved_routes.len(),
+                    );
+                let kept = KeptSources {
                     flows,
                     modifiers,
                     routes,
                     unapproved_routes,
-                })
+                };
+                match loaded.prebuilt {
+                    // Nothing was left out and the environment is the load's: the catalog built
+                    // on the loading thread is this one.
+                    Some((catalog, env)) if kept_all && env == self.environment() => {
+                        self.publish_built(kept, catalog)
+                    }
+                    _ => self.publish_catalog(kept),
+                }
             }
             None => {
                 let reason = format!(

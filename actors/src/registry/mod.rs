@@ -576,15 +576,17 @@ impl Registry {
     /// Builds the catalog from loaded sources and publishes it; keeps the sources, and audits
     /// what the modifiers did where it changed since the last catalog.
     fn publish_catalog(&mut self, kept: flows::KeptSources) -> FlowsReloaded {
-        let sources = rumi_domain::catalog::Sources {
-            flows: kept.flows.iter().map(|f| f.result.clone()).collect(),
-            modifiers: kept.modifiers.clone(),
-            routes: kept.routes.clone(),
-            unapproved_routes: kept.unapproved_routes.clone(),
-            environment: self.environment(),
-        };
+        let catalog = rumi_domain::catalog::build(kept.sources(self.environment()));
+        self.publish_built(kept, catalog)
+    }
+
+    /// Publishes `catalog`, built from `kept` with the environment of now.
+    fn publish_built(
+        &mut self,
+        kept: flows::KeptSources,
+        catalog: rumi_domain::catalog::Catalog,
+    ) -> FlowsReloaded {
         self.last_sources = kept;
-        let catalog = rumi_domain::catalog::build(sources);
         let reloaded = FlowsReloaded::new(catalog.flows.flows.len(), &catalog.flows.problems);
         self.flow_problems = catalog.flows.problems.clone();
         self.audit_modifiers(&catalog.modifiers);
@@ -649,7 +651,7 @@ impl Registry {
 
     /// What modifiers may require: the services approved packs provide (the kernel's own
     /// interfaces are added by the domain); the capabilities with a handler, built-ins included.
-    fn environment(&self) -> rumi_domain::catalog::Environment {
+    pub(super) fn environment(&self) -> rumi_domain::catalog::Environment {
         let mut env = rumi_domain::catalog::Environment::default();
         for e in self.packs.values() {
             if e.state == PackState::Approved {

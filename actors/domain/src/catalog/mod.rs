@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What the kernel offers besides the flows, which modifiers may require.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Environment {
     /// Services that approved packs `provide`, and the kernel's own interfaces.
     pub interfaces: BTreeSet<String>,
