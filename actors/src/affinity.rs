@@ -1,4 +1,4 @@
-//! CPU placement of pack sandboxes.
+//! CPU placement of pack sandboxes, and background threads ([`background_thread`]).
 //!
 //! A block call is a synchronous request/response between a `PackContainer`'s arbiter thread and
 //! the pack's worker process. On a virtual machine (this project's 2-vCPU Firecracker host) a
@@ -80,6 +80,22 @@ pub fn confine_to_upper_half() -> Option<Vec<usize>> {
 pub fn pack_cpus(n: usize) -> Vec<usize> {
     let cpus = allowed_cpus();
     cpus.iter().rev().take(n).copied().collect()
+}
+
+/// Makes the calling thread background work: Linux's `SCHED_IDLE` class, which runs only when no
+/// other thread wants the CPU and yields to one at once (a nice value still lets it hold a core
+/// for a scheduler slice, milliseconds a run in flight would wait). Used for catalog loads and
+/// frees: a reload must not take the CPU from runs. Falls back to nice 19 where the class is
+/// refused.
+pub fn background_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: both calls only change the calling thread's scheduling (pid/who 0 = this thread
+    // on Linux, where scheduling attributes are per thread); no memory is touched.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+    }
 }
 
 #[cfg(test)]

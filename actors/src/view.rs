@@ -92,9 +92,12 @@ impl KernelView {
         self.states.read().get(pack_id).copied()
     }
 
-    pub(crate) fn publish_catalog(&self, catalog: Catalog) {
-        *self.catalog.write() = Arc::new(catalog);
+    /// Publishes `catalog`; returns the one it replaces (the caller decides where it is freed:
+    /// never under the lock every run reads through).
+    pub(crate) fn publish_catalog(&self, catalog: Catalog) -> Arc<Catalog> {
+        let old = std::mem::replace(&mut *self.catalog.write(), Arc::new(catalog));
         self.generation.send_modify(|g| *g += 1);
+        old
     }
     pub(crate) fn publish_states(&self, states: HashMap<String, PackState>) {
         *self.states.write() = states;

@@ -565,12 +565,7 @@ impl Registry {
         let spawned = std::thread::Builder::new()
             .name("rumi-flow-load".into())
             .spawn(move || {
-                // Background work: a reload must not take the CPU from runs in flight (this
-                // thread only; on Linux the nice value is per thread).
-                // SAFETY: setpriority has no memory effects; who = 0 is the calling thread.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-                }
+                crate::affinity::background_thread();
                 let mut loaded = load(&sources);
                 let kept = KeptSources {
                     flows: loaded.files.clone(),

@@ -586,11 +586,23 @@ impl Registry {
         kept: flows::KeptSources,
         catalog: rumi_domain::catalog::Catalog,
     ) -> FlowsReloaded {
-        self.last_sources = kept;
+        let old_sources = std::mem::replace(&mut self.last_sources, kept);
         let reloaded = FlowsReloaded::new(catalog.flows.flows.len(), &catalog.flows.problems);
         self.flow_problems = catalog.flows.problems.clone();
         self.audit_modifiers(&catalog.modifiers);
-        self.view.publish_catalog(catalog);
+        let old = self.view.publish_catalog(catalog);
+        // Freeing thousands of flows takes milliseconds: not on this thread, which the limiter
+        // and the audit share with the Registry (runs in flight may still hold the old catalog;
+        // the last of them frees it).
+        let freed = std::thread::Builder::new()
+            .name("rumi-catalog-free".into())
+            .spawn(move || {
+                crate::affinity::background_thread();
+                drop((old, old_sources))
+            });
+        if let Err(e) = freed {
+            tracing::warn!(error = %e, "could not start a thread to free the old catalog");
+        }
         reloaded
     }
 
