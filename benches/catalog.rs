@@ -261,6 +261,10 @@ fn main() {
         );
     }
     summary.add("reloads during the busy run", during.to_string());
+    summary.add(
+        "kernel RSS after the reloads",
+        format!("{} MiB", rss_kib(kernel.child.id()) / 1024),
+    );
     drop(kernel);
     finish(&summary, "catalog reload", "bench-catalog.json");
 }

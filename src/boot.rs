@@ -51,6 +51,7 @@ pub fn serve(settings: Settings) -> Result<()> {
         CpuPolicy::Half => rumi_actors::affinity::confine_to_upper_half(),
         CpuPolicy::Pack | CpuPolicy::Off => None,
     };
+    rumi_actors::affinity::keep_freed_memory();
     let guard = init_tracing(&settings)?;
     if let Some(cpus) = &confined {
         tracing::info!(
