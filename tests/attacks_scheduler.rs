@@ -9,7 +9,7 @@
 mod common;
 
 use chrono::{DateTime, Duration as Span, Utc};
-use common::{python_available, write, Kernel};
+use common::{python_available, until, write, Kernel};
 use rumi_domain::catalog::schedule::{Schedule, Slot, Tick};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,22 +21,6 @@ fn at(secs: i64) -> DateTime<Utc> {
 
 fn parse(v: Value) -> Schedule {
     Schedule::parse("f", &v)
-}
-
-/// Polls `f` until it returns `Some`, failing after `secs` seconds.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A flow of one `set` step (no Python), with an optional schedule line.

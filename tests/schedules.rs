@@ -11,26 +11,10 @@ mod common;
 
 use chrono::{DateTime, Datelike, Duration as Span, FixedOffset, Timelike, Utc};
 use common::cli::{ok, rumi};
-use common::{python_available, write, Kernel};
+use common::{python_available, until, write, Kernel};
 use serde_json::Value;
-use std::time::{Duration, Instant};
 
-/// Polls `f` until it returns `Some`, failing after `secs` seconds.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
+/// `flow_id`'s entry of `GET /api/schedules` (null when absent).
 async fn schedule(k: &Kernel, flow_id: &str) -> Value {
     let (s, v) = k.get("/api/schedules").await;
     assert_eq!(s, 200, "{v}");

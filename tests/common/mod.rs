@@ -73,6 +73,22 @@ pub fn make_pack(home: &Path, id: &str, blocks: &[(&str, &str)]) {
     }
 }
 
+/// Polls `f` every 100 ms until it gives a value; fails the test naming `what` after `secs`.
+pub async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running kernel.
 pub struct Kernel {
     pub home: PathBuf,
