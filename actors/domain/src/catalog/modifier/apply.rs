@@ -42,6 +42,11 @@ pub const MAX_APPLICATIONS: usize = 200_000;
 /// copy of its step); placements beyond are skipped, with the reason.
 pub const MAX_ADDED_STEP_BYTES: usize = 64 * 1024 * 1024;
 
+/// Most steps of pattern matching one catalog spends on `target_flow_id` patterns (a match costs
+/// up to len(pattern) × len(flow id) steps; thousands of hostile patterns over thousands of flows
+/// must not keep a load busy for minutes). Patterns not yet decided when it runs out are refused.
+pub const MAX_MATCH_STEPS: u64 = 50_000_000;
+
 /// Applied or skipped.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,15 +101,17 @@ pub fn apply_all(
     files: Vec<ModifierFile>,
     env: &Environment,
 ) -> (FlowTable, ModifierReport) {
-    apply_within(table, files, env, MAX_APPLICATIONS)
+    apply_within(table, files, env, MAX_APPLICATIONS, MAX_MATCH_STEPS)
 }
 
-/// [`apply_all`] with at most `budget` (flow, modifier) pairs.
+/// [`apply_all`] with at most `budget` (flow, modifier) pairs and `match_steps` steps of
+/// pattern matching.
 pub(super) fn apply_within(
     mut table: FlowTable,
     files: Vec<ModifierFile>,
     env: &Environment,
     budget: usize,
+    match_steps: u64,
 ) -> (FlowTable, ModifierReport) {
     let (modifiers, refused) = parse_all(&files);
     let mut report = ModifierReport {
@@ -122,12 +129,37 @@ pub(super) fn apply_within(
     }
     let mut matched: HashMap<&str, bool> = HashMap::new();
     let ids: Vec<String> = table.flows.keys().cloned().collect();
+    // Which pattern modifiers target which flow, within the matching budget; past it no pattern
+    // modifier applies anywhere (never to some of its flows only).
+    let mut match_steps = match_steps;
+    let mut hits: Vec<Vec<&Modifier>> = Vec::with_capacity(ids.len());
+    let mut out_of_steps = false;
+    'flows: for flow_id in &ids {
+        let mut here = Vec::new();
+        for m in &patterns {
+            if let super::Target::Pattern(_, p) = &m.target {
+                match p.matches_within(flow_id, &mut match_steps) {
+                    Some(true) => here.push(*m),
+                    Some(false) => {}
+                    None => {
+                        out_of_steps = true;
+                        break 'flows;
+                    }
+                }
+            }
+        }
+        hits.push(here);
+    }
+    if out_of_steps {
+        hits.clear();
+    }
+    hits.resize_with(ids.len(), Vec::new);
     let mut budget = budget;
     let mut bytes_left = MAX_ADDED_STEP_BYTES;
-    for flow_id in ids {
+    for (flow_id, pattern_hits) in ids.into_iter().zip(hits) {
         let mut targeting: Vec<&Modifier> =
             exact.get(flow_id.as_str()).cloned().unwrap_or_default();
-        targeting.extend(patterns.iter().filter(|m| m.target.matches(&flow_id)));
+        targeting.extend(pattern_hits);
         if targeting.is_empty() {
             continue;
         }
@@ -163,8 +195,23 @@ pub(super) fn apply_within(
         }
         report.by_flow.insert(flow_id, apps);
     }
+    if out_of_steps {
+        // Deterministic, but partial: every pattern modifier is refused rather than applied to
+        // some of the flows it targets.
+        for m in &patterns {
+            report.refused.push(Refusal {
+                modifier_id: Some(m.modifier_id.clone()),
+                file: m.origin.path.clone(),
+                line: m.line,
+                reason: format!(
+                    "matching the target_flow_id patterns of every modifier against every flow took more than {MAX_MATCH_STEPS} steps; pattern modifiers are not applied — use exact flow ids or simpler patterns (fewer `*`)"
+                ),
+            });
+        }
+    }
     for m in &modifiers {
-        if !matched.contains_key(m.modifier_id.as_str()) {
+        let refused = out_of_steps && matches!(m.target, super::Target::Pattern(..));
+        if !refused && !matched.contains_key(m.modifier_id.as_str()) {
             report.unmatched.push(Refusal {
                 modifier_id: Some(m.modifier_id.clone()),
                 file: m.origin.path.clone(),

@@ -68,12 +68,22 @@ impl Pattern {
 
     /// Whether the whole of `text` matches.
     pub fn matches(&self, text: &str) -> bool {
+        let mut unbounded = u64::MAX;
+        self.matches_within(text, &mut unbounded)
+            .unwrap_or_default()
+    }
+
+    /// [`Self::matches`], counting its steps against `budget`; `None` when the budget ran out
+    /// first (a catalog bounds the matching work thousands of patterns over thousands of flows
+    /// may ask for).
+    pub fn matches_within(&self, text: &str, budget: &mut u64) -> Option<bool> {
         let text: Vec<char> = text.chars().collect();
         // Iterative matching with one remembered star: linear in practice, and bounded by
         // len(pattern) * len(text) in the worst case.
         let (mut p, mut t) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
         while t < text.len() {
+            *budget = budget.checked_sub(1)?;
             match self.tokens.get(p) {
                 Some(Token::Star) => {
                     star = Some((p, t));
@@ -89,11 +99,11 @@ impl Pattern {
                         t = st + 1;
                         star = Some((sp, st + 1));
                     }
-                    None => return false,
+                    None => return Some(false),
                 },
             }
         }
-        self.tokens[p..].iter().all(|t| *t == Token::Star)
+        Some(self.tokens[p..].iter().all(|t| *t == Token::Star))
     }
 }
 

@@ -2,7 +2,7 @@
 //! properties over random modifier sets.
 
 use super::*;
-use crate::catalog::modifier::apply::apply_within;
+use crate::catalog::modifier::apply::{apply_within, MAX_APPLICATIONS};
 use crate::catalog::modifier::{MAX_ADDED_STEP_BYTES, MAX_STEP_BYTES};
 use crate::catalog::Environment;
 use crate::flow::{parse_flow, FlowOrigin, OnError, SourceRank};
@@ -437,6 +437,7 @@ fn the_catalog_bounds_what_modifiers_can_add() {
         vec![star("s1"), star("s2"), star("s3")],
         &Environment::default(),
         BUDGET,
+        u64::MAX,
     );
     let skipped: Vec<_> = r.skipped().collect();
     assert!(!skipped.is_empty());
@@ -566,4 +567,49 @@ fn a_large_step_is_refused_and_the_catalog_bounds_the_bytes_modifiers_add() {
         .as_ref()
         .unwrap()
         .contains("hold 67108864 bytes already"));
+}
+
+#[test]
+fn pattern_matching_has_a_budget_and_past_it_no_pattern_modifier_applies_anywhere() {
+    let flows: Vec<_> = (0..50)
+        .map(|i| Ok(flow(&format!("flow_id: f{i}\nphases: [main]\n"))))
+        .collect();
+    let files = vec![
+        file(
+            "star",
+            "modifier_id: star\ntarget_flow_id: \"f*\"\nphase: main\naction: append\nstep: {id: s, type: set, input: {key: k, value: 1}}\n",
+        ),
+        file(
+            "exact",
+            "modifier_id: exact\ntarget_flow_id: f7\nphase: main\naction: append\nstep: {id: e, type: set, input: {key: k, value: 1}}\n",
+        ),
+    ];
+    // Enough steps: the pattern applies to every flow.
+    let (t, _) = apply_within(
+        build_table(flows.clone()),
+        files.clone(),
+        &Environment::default(),
+        MAX_APPLICATIONS,
+        u64::MAX,
+    );
+    assert!(t
+        .flows
+        .values()
+        .all(|f| f.steps.iter().any(|s| s.id == "s")));
+    // Too few: refused everywhere (not applied to the first flows only); exact targets still apply.
+    let (t, r) = apply_within(
+        build_table(flows),
+        files,
+        &Environment::default(),
+        MAX_APPLICATIONS,
+        40,
+    );
+    assert!(t
+        .flows
+        .values()
+        .all(|f| f.steps.iter().all(|s| s.id != "s")));
+    assert!(t.flows["f7"].steps.iter().any(|s| s.id == "e"));
+    assert_eq!(r.refused.len(), 1, "{:?}", r.refused);
+    assert!(r.refused[0].reason.contains("pattern"));
+    assert!(r.unmatched.is_empty());
 }
