@@ -11,7 +11,6 @@ use actix::Addr;
 use parking_lot::RwLock;
 use rumi_domain::catalog::Catalog;
 use rumi_domain::sources::{FileProblem, FlowTable};
-use rumi_domain::Flow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,9 +62,6 @@ impl KernelView {
     /// The catalog now: hold it for the whole of one request so every part comes from one load.
     pub fn catalog(&self) -> Arc<Catalog> {
         Arc::clone(&self.catalog.read())
-    }
-    pub fn flow(&self, flow_id: &str) -> Option<Arc<Flow>> {
-        self.catalog.read().flows.flows.get(flow_id).cloned()
     }
     pub fn flows(&self) -> Arc<FlowTable> {
         Arc::clone(&self.catalog.read().flows)

@@ -567,14 +567,14 @@ impl Registry {
             .spawn(move || {
                 crate::affinity::background_thread();
                 let mut loaded = load(&sources);
-                let kept = KeptSources {
-                    flows: loaded.files.clone(),
+                // One copy of what was read goes into the build; the load keeps the originals.
+                let catalog = rumi_domain::catalog::build(Sources {
+                    flows: loaded.files.iter().map(|f| f.result.clone()).collect(),
                     modifiers: loaded.modifiers.clone(),
                     routes: loaded.routes.clone(),
                     unapproved_routes: loaded.unapproved_routes.clone(),
-                };
-                let catalog =
-                    rumi_domain::catalog::build(kept.sources(sources.environment.clone()));
+                    environment: sources.environment.clone(),
+                });
                 loaded.prebuilt = Some((catalog, sources.environment.clone()));
                 let _ = tx.send(loaded);
             });

@@ -172,31 +172,31 @@ impl Pattern {
 
     /// True when some request path matches both patterns.
     pub fn overlaps(&self, other: &Pattern) -> bool {
-        self.segments.len() == other.segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(&other.segments)
-                .all(|(a, b)| match (a, b) {
-                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
-                    _ => true,
-                })
+        self.pairwise(other, |a, b| match (a, b) {
+            (Segment::Literal(x), Segment::Literal(y)) => x == y,
+            _ => true,
+        })
     }
 
     /// True when both patterns have the same shape: the same literals at the same places and
     /// parameters at the same places (parameter names aside). Such patterns match exactly the
     /// same request paths.
     pub fn equivalent(&self, other: &Pattern) -> bool {
+        self.pairwise(other, |a, b| match (a, b) {
+            (Segment::Literal(x), Segment::Literal(y)) => x == y,
+            (Segment::Param(_), Segment::Param(_)) => true,
+            _ => false,
+        })
+    }
+
+    /// Both patterns have as many segments, and `same` holds for each pair of them.
+    fn pairwise(&self, other: &Pattern, same: impl Fn(&Segment, &Segment) -> bool) -> bool {
         self.segments.len() == other.segments.len()
             && self
                 .segments
                 .iter()
                 .zip(&other.segments)
-                .all(|(a, b)| match (a, b) {
-                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
-                    (Segment::Param(_), Segment::Param(_)) => true,
-                    _ => false,
-                })
+                .all(|(a, b)| same(a, b))
     }
 
     /// Matches the decoded segments of a request path (after `/api/`); the parameters' values
