@@ -277,6 +277,15 @@ async fn three_rejections_block_and_unblock_resets_the_count() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["status"], "blocked");
     assert_eq!(v["data"]["reject_count"], 3);
+    // The pending summary's capability section follows the decision before it is answered.
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("user_data/pending/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary["capability"],
+        json!({"pending_count": 0, "rejected_count": 0, "blocked_count": 1, "failed_count": 0, "installed_count": 0})
+    );
 
     let (s, v) = k.get("/api/capability/blocked").await;
     assert_eq!(s, 200);

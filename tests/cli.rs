@@ -405,6 +405,22 @@ async fn every_daily_command_prints_a_table_and_json() {
         .iter()
         .any(|c| c["check"] == "kernel"));
     assert_eq!(ok(rumi(&k), &["token"]).stdout.trim(), TOKEN);
+
+    // Uninstall, then purge.
+    let o = ok(rumi(&k), &["pack", "uninstall", "my_pack"]);
+    assert!(
+        o.stdout.contains("my_pack uninstalled; its files stay"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        ok(rumi(&k), &["pack", "show", "my_pack", "--json"]).json()["state"],
+        "installed"
+    );
+    let u = ok(rumi(&k), &["pack", "uninstall", "outcomes", "--purge", "--json"]).json();
+    assert_eq!(u["purged"], true, "{u}");
+    let o = run(rumi(&k), &["pack", "show", "outcomes"]);
+    assert_ne!(o.code, 0, "a purged pack is unknown: {}", o.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,6 +254,9 @@ check("POST", "/api/secrets/set", body={"key": "lower", "value": "x"}, expect=40
 check("POST", "/api/secrets/delete", body={"key": "NEVER_SET"}, expect=404)
 check("POST", "/api/stores/create", body={"store_id": "notes", "root_path": "user_data/stores/again"}, expect=409)
 check("POST", "/api/stores/create", body={"store_id": "esc", "root_path": "user_data/stores/../../etc"}, expect=400)
+check("DELETE", "/api/packs/{id}", "/api/packs/no_such_pack", expect=404)
+check("DELETE", "/api/packs/{id}", "/api/packs/text_tools?purge=maybe", expect=400)
+check("DELETE", "/api/packs/{id}", "/api/packs/text_tools")
 
 documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
 for m, p in sorted(documented - called):

@@ -531,7 +531,7 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
     if !docker_ready() {
         return;
     }
-    let _containers = Containers::of(&["modpack", "rejpack", "gonepack"]);
+    let _containers = Containers::of(&["modpack", "rejpack", "gonepack", "delpack"]);
     let home = fresh_home();
     let h = home.path();
     block_flows(
@@ -545,6 +545,7 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
         &[("ok.py", "def run(i):\n    return {'v': 1}\n")],
     );
     block_flows(h, "gonepack", &[("ok.py", "def run(i):\n    return {}\n")]);
+    block_flows(h, "delpack", &[("ok.py", "def run(i):\n    return {}\n")]);
     let k = start_strict(h, &[]);
     k.approve("modpack").await;
     k.approve("rejpack").await;
@@ -587,6 +588,19 @@ async fn a_modified_or_rejected_pack_loses_its_container() {
         wait_for(10, || inspect("rumi-pack-gonepack").is_none()),
         "the uninstalled pack's container is gone"
     );
+    // Uninstalled through the API: the container goes, the files stay.
+    k.approve("delpack").await;
+    call_ok(&k, "delpack", "ok", json!(null)).await;
+    assert!(running("rumi-pack-delpack"));
+    let (s, v) = k.req("DELETE", "/api/packs/delpack", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        wait_for(10, || inspect("rumi-pack-delpack").is_none()),
+        "DELETE /api/packs/delpack removed its container"
+    );
+    assert!(h.join("ecosystem/delpack").exists());
+    let (st, _) = call(&k, "delpack", "ok", json!(null)).await;
+    assert_eq!(st["error_type"], "approval_rejected", "{st}");
 }
 
 #[tokio::test]

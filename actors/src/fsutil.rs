@@ -46,6 +46,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Removes `path` durably (its directory is synced, so a crash cannot bring it back); answers
+/// whether it existed.
+pub fn remove_durably(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A name that differs from every other this process makes, even within one nanosecond:
+/// `<UTC time to the nanosecond>-<counter>` (sorts by time).
+pub fn unique_stamp() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ"))
+}
+
 /// Whether `name` is one of [`write_atomic`]'s temporary files: `.<target name>.<12 hex>.tmp`.
 pub fn is_temp_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {

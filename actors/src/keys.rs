@@ -121,10 +121,7 @@ impl SignedRecords {
 
     /// Removes a pack's record (absent is fine).
     pub fn remove(&self, pack_id: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(pack_id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        crate::fsutil::remove_durably(&self.path(pack_id)).map(drop)
     }
 
     /// The pack ids that have a record file.

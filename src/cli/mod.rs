@@ -130,6 +130,14 @@ pub enum PackCommand {
     },
     /// What changed in a pack's files since it was approved.
     Diff { pack_id: String },
+    /// Uninstall a pack: stop it, remove its approval and its network and capability grants.
+    /// Its files stay (it shows `installed`) unless --purge.
+    Uninstall {
+        pack_id: String,
+        /// Remove its files and its data directory too.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Write a working pack skeleton to `ecosystem/<pack_id>/` under the home.
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step

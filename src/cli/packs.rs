@@ -1,4 +1,4 @@
-//! `rumi pack list|show|scan|approve|reject|diff`.
+//! `rumi pack list|show|scan|approve|reject|diff|uninstall`.
 
 use super::output::{cell, clean, clip, short, text, when, Out};
 use super::PackCommand;
@@ -73,6 +73,31 @@ pub async fn run(c: &Client, out: &Out, cmd: PackCommand) -> Result<()> {
                 .await?;
             diff(out, &s);
         }
+        PackCommand::Uninstall { pack_id, purge } => {
+            let path = format!("/api/packs/{}?purge={purge}", enc(&pack_id));
+            let u = c.call(reqwest::Method::DELETE, &path, None).await?;
+            if out.json {
+                out.print_json(&u);
+                return Ok(());
+            }
+            let id = text(&u["pack_id"]);
+            let grants = match (
+                u["network_grant_removed"].as_bool() == Some(true),
+                u["capability_principals_removed"].as_u64().unwrap_or(0),
+            ) {
+                (false, 0) => "it held no grants".to_string(),
+                (net, caps) => format!(
+                    "removed: {}{} capability principal(s)",
+                    if net { "its network grant, " } else { "" },
+                    caps
+                ),
+            };
+            if u["purged"].as_bool() == Some(true) {
+                println!("{id} uninstalled and purged (files and data removed); {grants}");
+            } else {
+                println!("{id} uninstalled; its files stay (state: installed); {grants}");
+            }
+        }
         PackCommand::New { .. } | PackCommand::Test { .. } => {
             unreachable!("handled without a client")
         }
@@ -141,6 +166,13 @@ fn show(out: &Out, p: &Value) {
         ("decided", text(&p["decided_at"])),
         ("load index", text(&p["load_index"])),
     ];
+    for problem in p["load_problems"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        pairs.push(("load problem", clean(&text(problem))));
+    }
     if let Some(r) = p["reason"].as_str() {
         pairs.push(("reason", clean(r)));
     }

@@ -66,10 +66,13 @@ fn key(raw: &str) -> String {
     raw.replace("%3A", ":").replace("%3a", ":")
 }
 
+/// Writes a workflow step's audit entry durably, then the pending summary (its `capability`
+/// section counts the candidates), before the step is answered.
 async fn audit(k: &Kernel, entry: AuditEntry) {
     if !matches!(k.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
         tracing::error!("an audit entry could not be written durably");
     }
+    let _ = k.registry.send(rumi_actors::registry::RefreshSummary).await;
 }
 
 /// Runs blocking workflow code (file reads, hashes, fsyncs, the records' lock) off the HTTP

@@ -41,6 +41,7 @@ const BEARER: &str = "bearer";
         packs::status,
         packs::approve,
         packs::reject,
+        packs::uninstall,
         flows::list,
         flows::reload,
         flows::get,

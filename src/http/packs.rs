@@ -1,15 +1,17 @@
-//! Pack endpoints: list, pending, one pack, its status, scan, approve, reject.
+//! Pack endpoints: list, pending, one pack, its status, scan, approve, reject, uninstall.
 
 use super::body::json_object;
 use super::error::{ok, ApiError, Envelope, ErrorBody};
 use actix_web::{web, HttpRequest, HttpResponse};
-use rumi_actors::registry::{Approve, ApprovedPack, GetPack, ListPacks, PackInfo, Reject, Scan};
+use rumi_actors::registry::{
+    Approve, ApprovedPack, GetPack, ListPacks, PackInfo, Reject, Scan, Uninstall, Uninstalled,
+};
 use rumi_actors::view::PackState;
 use rumi_actors::Kernel;
 use rumi_domain::manifest::ManifestDiff;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// A pack's approval state and what changed since its approval.
 #[derive(Serialize, ToSchema)]
@@ -207,5 +209,73 @@ pub async fn reject(
             pack_id: id,
             reason,
         })
+        .await??))
+}
+
+/// The query of `DELETE /api/packs/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UninstallQuery {
+    /// `true`: remove the pack's files and its data directory too (then it is no longer listed).
+    /// `false` (the default) keeps the files: the pack shows `installed`.
+    pub purge: Option<bool>,
+}
+
+/// The query string: `purge` absent, `true` or `false`; anything else is refused.
+fn uninstall_query(query: &str) -> Result<UninstallQuery, ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+    let mut purge = None;
+    for (k, v) in pairs.into_inner() {
+        match (k.as_str(), v.as_str()) {
+            ("purge", "true" | "1") if purge.is_none() => purge = Some(true),
+            ("purge", "false" | "0") if purge.is_none() => purge = Some(false),
+            ("purge", _) => {
+                return Err(ApiError::bad_request(
+                    "purge must be given once, as true or false",
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {:?}; the only one is purge=true|false",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+        }
+    }
+    Ok(UninstallQuery { purge })
+}
+
+/// `DELETE /api/packs/{id}[?purge=true]`
+#[utoipa::path(
+    delete,
+    operation_id = "packs_uninstall",
+    path = "/api/packs/{id}",
+    tag = "packs",
+    summary = "Uninstall a pack: stop it, remove its approval record and its network and capability grants",
+    description = "Its container and workers stop, its sockets are removed, its network grant and \
+                   capability grants are removed (not suspended: a pack installed again under the \
+                   same id starts with none), its approval record is deleted, and its flows, \
+                   modifiers, routes and schedules unload. The files stay and the pack shows \
+                   `installed`, unless `purge=true` removes them and its data directory too.",
+    params(("id" = String, Path, description = "the pack id"), UninstallQuery),
+    responses(
+        (status = 200, description = "what was removed, and the pack as it is now (null when purged)", body = Envelope<Uninstalled>),
+        (status = 400, description = "not a valid pack id, or a bad query", body = ErrorBody),
+        (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 500, description = "a grant or the record could not be removed; the pack keeps running as before", body = ErrorBody),
+        (status = 503, description = "the kernel is not ready", body = ErrorBody),
+    )
+)]
+pub async fn uninstall(
+    k: web::Data<Kernel>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = pack_id(&path)?;
+    let purge = uninstall_query(req.query_string())?.purge.unwrap_or(false);
+    Ok(ok(k
+        .registry
+        .send(Uninstall { pack_id: id, purge })
         .await??))
 }

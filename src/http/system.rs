@@ -94,6 +94,8 @@ pub struct Diagnostics<'a> {
     pack_problems: &'a [String],
     /// The packs' load order.
     load_order: &'a [String],
+    /// Unmet `requires` and dependency cycles, one entry per pack concerned (`kind: "load_order"`).
+    load_problems: Vec<LoadProblemDiagnostic<'a>>,
     /// Recent runtime events (sandbox restarts and the like), oldest first.
     events: &'a [Value],
     limiter: LimiterSnapshot,
@@ -110,6 +112,15 @@ pub struct Diagnostics<'a> {
     modifiers_omitted: usize,
     /// Pack routes that clash (the earlier pack keeps each) or were refused.
     routes: RouteProblems,
+}
+
+/// A problem of one pack's place in the load order; the pack loads anyway.
+#[derive(Serialize, ToSchema)]
+pub struct LoadProblemDiagnostic<'a> {
+    /// Always `load_order`.
+    kind: &'static str,
+    #[serde(flatten)]
+    problem: &'a rumi_domain::pack::LoadProblem,
 }
 
 /// The route table's problems (`GET /api/routes` has the same lists with the routes).
@@ -238,6 +249,14 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
         flow_problems_omitted: d.flow_problems_omitted,
         pack_problems: &d.pack_problems,
         load_order: &d.load_order,
+        load_problems: d
+            .load_problems
+            .iter()
+            .map(|problem| LoadProblemDiagnostic {
+                kind: "load_order",
+                problem,
+            })
+            .collect(),
         events: &d.events,
         limiter: lim,
         audit: aud,

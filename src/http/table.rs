@@ -22,6 +22,7 @@ macro_rules! api_routes {
             GET "/api/packs/{id}/status" => packs::status,
             POST "/api/packs/{id}/approve" => packs::approve,
             POST "/api/packs/{id}/reject" => packs::reject,
+            DELETE "/api/packs/{id}" => packs::uninstall,
             GET "/api/flows" => flows::list,
             POST "/api/flows/reload" => flows::reload,
             GET "/api/flows/{id}" => flows::get,

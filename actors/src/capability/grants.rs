@@ -219,25 +219,20 @@ impl CapabilityGrants {
         Ok(had || tampered)
     }
 
-    /// Removes every grant of `principal` and of the principals below it (`principal__*`), files
-    /// included (a pack's uninstall). Answers how many principals were removed.
-    pub fn revoke_all(&self, principal: &str) -> io::Result<usize> {
+    /// Removes every grant of `principal`, its file included (a pack's uninstall; a tampered
+    /// file goes too). Answers whether it had any.
+    pub fn remove_principal(&self, principal: &str) -> io::Result<bool> {
         check_principal(principal)?;
         let _w = self.writes.lock();
-        let below = format!("{principal}__");
-        let mut ids: Vec<String> = self
-            .slots
-            .read()
-            .keys()
-            .filter(|id| *id == principal || id.starts_with(&below))
-            .cloned()
-            .collect();
+        self.files.remove(principal)?;
+        Ok(self.slots.write().remove(principal).is_some())
+    }
+
+    /// Every principal holding grants (or a tampered grant file), sorted.
+    pub fn principals(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.slots.read().keys().cloned().collect();
         ids.sort();
-        for id in &ids {
-            self.files.remove(id)?;
-            self.slots.write().remove(id);
-        }
-        Ok(ids.len())
+        ids
     }
 
     /// Every grant (or those of one principal), sorted by principal then permission. Tampered

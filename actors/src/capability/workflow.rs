@@ -213,6 +213,14 @@ impl HandlerTable {
         ))
     }
 
+    /// How many candidates are in each state (the pending summary).
+    pub fn status_counts(&self) -> rumi_domain::capability::candidate::StatusCounts {
+        let book = self.book.lock();
+        rumi_domain::capability::candidate::StatusCounts::of(
+            book.candidates.values().map(|r| r.status),
+        )
+    }
+
     /// The candidates with `status` (all when `None`), by key.
     pub fn list(&self, status: Option<CandidateStatus>) -> CandidateList {
         let book = self.book.lock();

@@ -277,12 +277,12 @@ impl NetworkPolicy {
         self.store_locked(grant)
     }
 
-    /// Removes a pack's grant (uninstall).
-    pub fn remove(&self, pack_id: &str) -> io::Result<()> {
+    /// Removes a pack's grant, file and all (uninstall: not a revocation kept for the record, so
+    /// nothing of it can come back). Answers whether there was one (a tampered one counts).
+    pub fn remove(&self, pack_id: &str) -> io::Result<bool> {
         let _w = self.writes.lock();
         self.files.remove(pack_id)?;
-        self.slots.write().remove(pack_id);
-        Ok(())
+        Ok(self.slots.write().remove(pack_id).is_some())
     }
 
     fn store(&self, grant: NetworkGrant) -> Result<NetworkGrant, GrantError> {

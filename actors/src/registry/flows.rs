@@ -30,7 +30,7 @@ use rumi_domain::catalog::{Catalog, Environment, Sources};
 use rumi_domain::flow::{declared_flow_id, parse_flow, FlowOrigin, SourceRank};
 use rumi_domain::manifest::{Manifest, ManifestDiff};
 use rumi_domain::{Flow, FlowError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -550,12 +550,14 @@ impl Registry {
             environment: self.environment(),
         };
         // Routes are claimed in load order: the earlier pack keeps a route two packs declare.
-        let rank = |id: &str| {
-            self.load_order
-                .iter()
-                .position(|x| x == id)
-                .unwrap_or(usize::MAX)
-        };
+        let ranks: HashMap<&str, usize> = self
+            .load_order
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let rank = |id: &str| ranks.get(id).copied().unwrap_or(usize::MAX);
         sources.packs.sort_by(|a, b| {
             rank(&a.pack_id)
                 .cmp(&rank(&b.pack_id))

@@ -15,10 +15,14 @@ mod decisions;
 mod doors;
 mod flows;
 mod state;
+mod summary;
+mod uninstall;
 mod watch;
 
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
+pub use summary::RefreshSummary;
+pub use uninstall::{Uninstall, Uninstalled};
 
 use crate::approval::{ApprovalRecord, ApprovalStore, Decision, ManifestVerifier};
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
@@ -112,6 +116,8 @@ pub struct PackInfo {
     pub changes: Option<ManifestDiff>,
     /// `permissions.json` as the pack declares it (shown, never enforced).
     pub declared_permissions: Option<Value>,
+    /// What is wrong with its place in the load order (an unmet `requires`, a cycle); it loads anyway.
+    pub load_problems: Vec<String>,
 }
 
 /// Most flow problems a reload answer or the diagnostics list; the rest are only counted (every
@@ -155,6 +161,8 @@ pub struct Diagnostics {
     pub flow_problems_omitted: usize,
     pub pack_problems: Vec<String>,
     pub load_order: Vec<String>,
+    /// Unmet requirements and cycles, by pack (`kind: "load_order"` in the diagnostics).
+    pub load_problems: Vec<pack::LoadProblem>,
     pub events: Vec<Value>,
     /// Every approved pack's egress listener (asked for its snapshot by the caller).
     pub egress: Vec<Addr<EgressListener>>,
@@ -223,7 +231,8 @@ pub struct Registry {
     sandbox: SandboxSettings,
     packs: BTreeMap<String, PackEntry>,
     pack_problems: Vec<String>,
-    load_order: Vec<String>,
+    /// The packs' load order (`order`: every pack with readable metadata) and its problems.
+    load_order: pack::LoadOrder,
     flow_problems: Vec<FlowProblem>,
     events: VecDeque<Value>,
     reloads: flows::Reloads,
@@ -258,7 +267,7 @@ impl Registry {
             sandbox,
             packs: BTreeMap::new(),
             pack_problems: Vec::new(),
-            load_order: Vec::new(),
+            load_order: pack::LoadOrder::default(),
             flow_problems: Vec::new(),
             events: VecDeque::new(),
             reloads: flows::Reloads::default(),
@@ -387,9 +396,7 @@ impl Registry {
             self.reconcile_container(&id);
         }
         let metas: Vec<PackMeta> = self.packs.values().filter_map(|p| p.meta.clone()).collect();
-        let order = pack::load_order(&metas);
-        self.pack_problems.extend(order.problems);
-        self.load_order = order.order;
+        self.load_order = pack::load_order(&metas);
         self.publish_states();
         self.drop_unapproved_flows();
         let reloaded = self.request_reload();
@@ -704,7 +711,7 @@ impl Registry {
             version: e.meta.as_ref().and_then(|m| m.version.clone()),
             description: e.meta.as_ref().and_then(|m| m.description.clone()),
             connectivity: e.meta.as_ref().map(|m| m.connectivity.clone()),
-            load_index: self.load_order.iter().position(|x| x == id),
+            load_index: self.load_order.order.iter().position(|x| x == id),
             error: e.error.clone(),
             decided_at: e.record.as_ref().map(|r| r.decided_at.clone()),
             reason: e.record.as_ref().and_then(|r| r.reason.clone()),
@@ -720,36 +727,24 @@ impl Registry {
                 .map(|r| r.manifest.files.len()),
             changes: e.changes.clone(),
             declared_permissions: declared,
+            load_problems: self.load_order.problems_of(id),
         })
     }
 
-    fn write_pending_summary(&self) {
-        let ids = |s: PackState| -> Vec<&str> {
-            self.packs
-                .iter()
-                .filter(|(_, e)| e.state == s)
-                .map(|(k, _)| k.as_str())
-                .collect()
-        };
-        let pending: Vec<&str> = ids(PackState::Installed);
-        let modified = ids(PackState::Modified);
-        let blocked = ids(PackState::Blocked);
-        let not_built = json!({"error": "not available in this kernel build"});
-        let summary = json!({
-            "ts": crate::clock::now_rfc3339(),
-            "version": "1.0",
-            "packs": {
-                "pending_count": pending.len(), "pending_ids": pending,
-                "modified_count": modified.len(), "modified_ids": modified,
-                "blocked_count": blocked.len(), "blocked_ids": blocked,
-            },
-            "capability": not_built,
-            "pip": not_built,
-        });
-        let bytes = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = crate::fsutil::write_atomic(&self.layout.pending_summary(), &bytes, 0o600) {
-            tracing::warn!(error = %e, "could not write the pending summary");
-        }
+    /// Every pack id in load order; packs whose metadata cannot be read come last, by id.
+    fn in_load_order(&self) -> impl Iterator<Item = &str> + '_ {
+        let ordered = self
+            .load_order
+            .order
+            .iter()
+            .filter(|id| self.packs.contains_key(id.as_str()))
+            .map(String::as_str);
+        let unordered = self
+            .packs
+            .iter()
+            .filter(|(_, e)| e.meta.is_none())
+            .map(|(id, _)| id.as_str());
+        ordered.chain(unordered)
     }
 }
 
@@ -774,7 +769,10 @@ impl Handler<Scan> for Registry {
     /// Re-reads the ecosystem and answers with every pack once the flows are reloaded.
     fn handle(&mut self, _: Scan, _: &mut Self::Context) -> Self::Result {
         let reloaded = self.scan();
-        let packs: Vec<PackInfo> = self.packs.keys().filter_map(|id| self.info(id)).collect();
+        let packs: Vec<PackInfo> = self
+            .in_load_order()
+            .filter_map(|id| self.info(id))
+            .collect();
         Box::pin(async move {
             let _ = reloaded.await;
             packs
@@ -807,7 +805,11 @@ impl Handler<ListPacks> for Registry {
     type Result = MessageResult<ListPacks>;
 
     fn handle(&mut self, _: ListPacks, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.packs.keys().filter_map(|id| self.info(id)).collect())
+        MessageResult(
+            self.in_load_order()
+                .filter_map(|id| self.info(id))
+                .collect(),
+        )
     }
 }
 
@@ -833,7 +835,8 @@ impl Handler<GetDiagnostics> for Registry {
                 .collect(),
             flow_problems_omitted: self.flow_problems.len().saturating_sub(MAX_LISTED_PROBLEMS),
             pack_problems: self.pack_problems.clone(),
-            load_order: self.load_order.clone(),
+            load_order: self.load_order.order.clone(),
+            load_problems: self.load_order.problems.clone(),
             events: self.events.iter().cloned().collect(),
             egress: self
                 .packs

@@ -175,6 +175,33 @@ pub enum CandidateStatus {
     Failed,
 }
 
+/// How many candidates are in each state (the pending summary's `capability` and `pip` sections).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub pending_count: usize,
+    pub rejected_count: usize,
+    pub blocked_count: usize,
+    pub failed_count: usize,
+    pub installed_count: usize,
+}
+
+impl StatusCounts {
+    /// Counts `statuses`.
+    pub fn of(statuses: impl IntoIterator<Item = CandidateStatus>) -> Self {
+        let mut c = StatusCounts::default();
+        for s in statuses {
+            *match s {
+                CandidateStatus::Pending => &mut c.pending_count,
+                CandidateStatus::Rejected => &mut c.rejected_count,
+                CandidateStatus::Blocked => &mut c.blocked_count,
+                CandidateStatus::Failed => &mut c.failed_count,
+                CandidateStatus::Installed => &mut c.installed_count,
+            } += 1;
+        }
+        c
+    }
+}
+
 impl CandidateStatus {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -186,6 +186,11 @@ impl Proxy {
         self
     }
 
+    /// The packs' network grants this proxy checks.
+    pub fn policy(&self) -> &Arc<NetworkPolicy> {
+        &self.policy
+    }
+
     /// The kernel-wide response budget (each listener takes its pack's share).
     pub fn budget(&self) -> &Budget {
         &self.budget

@@ -1,9 +1,12 @@
 //! Pack metadata (`ecosystem.json`) and load order (contract §2.1, §2.3). Read without running any
 //! pack code.
 
+mod order;
+
+pub use order::{load_order, LoadOrder, LoadProblem, LoadProblemKind};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest `ecosystem.json` we read.
 pub const MAX_ECOSYSTEM_JSON_BYTES: usize = 256 * 1024;
@@ -40,6 +43,32 @@ pub struct PackMeta {
     pub pack_identity_vocabulary: Vec<String>,
     pub connectivity: Connectivity,
     pub load_order: Option<i64>,
+}
+
+/// Most services a pack may list under `provides` or under `requires`.
+pub const MAX_SERVICES: usize = 64;
+/// Longest service name.
+pub const MAX_SERVICE_CHARS: usize = 128;
+
+fn check_services(c: &Connectivity) -> Result<(), String> {
+    for (key, list) in [("provides", &c.provides), ("requires", &c.requires)] {
+        if list.len() > MAX_SERVICES {
+            return Err(format!(
+                "ecosystem.json: connectivity.{key} lists {} services; at most {MAX_SERVICES} are allowed",
+                list.len()
+            ));
+        }
+        if let Some(s) = list
+            .iter()
+            .find(|s| s.trim().is_empty() || s.chars().count() > MAX_SERVICE_CHARS)
+        {
+            return Err(format!(
+                "ecosystem.json: connectivity.{key} holds {:?}: a service name must be 1 to {MAX_SERVICE_CHARS} characters",
+                s.chars().take(40).collect::<String>()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `ecosystem.json` and checks that `pack_id` equals the directory name.
@@ -88,6 +117,7 @@ pub fn parse_ecosystem_json(text: &str, dir_name: &str) -> Result<PackMeta, Stri
             format!("ecosystem.json: connectivity must be {{provides: [..], requires: [..]}}: {e}")
         })?,
     };
+    check_services(&connectivity)?;
     let load_order = match obj.get("load_order") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -106,104 +136,9 @@ pub fn parse_ecosystem_json(text: &str, dir_name: &str) -> Result<PackMeta, Stri
     })
 }
 
-/// The load order and what was wrong with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LoadOrder {
-    pub order: Vec<String>,
-    /// Human-readable problems (cycles, unmet requires); the packs still load.
-    pub problems: Vec<String>,
-}
-
-/// Orders packs: those with `load_order` first (ascending, then id), then a topological order in
-/// which a provider of a service comes before its requirers, ties broken by id. A cycle or an
-/// unmet `requires` is reported and the affected packs load in id order (fail-soft).
-pub fn load_order(packs: &[PackMeta]) -> LoadOrder {
-    let mut out = LoadOrder::default();
-    let mut explicit: Vec<&PackMeta> = packs.iter().filter(|p| p.load_order.is_some()).collect();
-    explicit.sort_by(|a, b| {
-        a.load_order
-            .cmp(&b.load_order)
-            .then_with(|| a.pack_id.cmp(&b.pack_id))
-    });
-    out.order.extend(explicit.iter().map(|p| p.pack_id.clone()));
-
-    let mut providers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for p in packs {
-        for s in &p.connectivity.provides {
-            providers
-                .entry(s.as_str())
-                .or_default()
-                .insert(p.pack_id.as_str());
-        }
-    }
-    let rest: Vec<&PackMeta> = packs.iter().filter(|p| p.load_order.is_none()).collect();
-    // deps[p] = packs (among `rest`) that must come before p.
-    let mut deps: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for p in &rest {
-        let entry = deps.entry(p.pack_id.as_str()).or_default();
-        for s in &p.connectivity.requires {
-            match providers.get(s.as_str()) {
-                None => out.problems.push(format!(
-                    "pack {:?} requires service {s:?}, which no pack provides",
-                    p.pack_id
-                )),
-                Some(by) => {
-                    for provider in by {
-                        if *provider != p.pack_id && rest.iter().any(|r| r.pack_id == *provider) {
-                            entry.insert(provider);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut placed: BTreeSet<&str> = BTreeSet::new();
-    loop {
-        let ready: Option<&str> = deps
-            .iter()
-            .filter(|(id, _)| !placed.contains(*id))
-            .find(|(_, before)| before.iter().all(|b| placed.contains(b)))
-            .map(|(id, _)| *id);
-        match ready {
-            Some(id) => {
-                placed.insert(id);
-                out.order.push(id.to_string());
-            }
-            None => break,
-        }
-    }
-    let stuck: Vec<&str> = deps
-        .keys()
-        .copied()
-        .filter(|id| !placed.contains(id))
-        .collect();
-    if !stuck.is_empty() {
-        out.problems.push(format!(
-            "dependency cycle among packs {stuck:?}; they load in id order"
-        ));
-        out.order.extend(stuck.into_iter().map(str::to_string));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(id: &str, provides: &[&str], requires: &[&str], order: Option<i64>) -> PackMeta {
-        PackMeta {
-            pack_id: id.into(),
-            pack_identity: format!("github:x/{id}"),
-            version: None,
-            description: None,
-            pack_identity_vocabulary: vec![],
-            connectivity: Connectivity {
-                provides: provides.iter().map(|s| s.to_string()).collect(),
-                requires: requires.iter().map(|s| s.to_string()).collect(),
-            },
-            load_order: order,
-        }
-    }
 
     #[test]
     fn pack_ids() {
@@ -243,35 +178,13 @@ mod tests {
                 r#"{"pack_id":"p","pack_identity":"x","load_order":"1"}"#,
                 "load_order",
             ),
+            (
+                r#"{"pack_id":"p","pack_identity":"x","connectivity":{"requires":[""]}}"#,
+                "connectivity.requires",
+            ),
         ] {
             let e = parse_ecosystem_json(bad, "p").unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn order_explicit_then_topological() {
-        let packs = vec![
-            meta("client", &[], &["ai.client"], None),
-            meta("ai", &["ai.client"], &[], None),
-            meta("first", &[], &[], Some(1)),
-            meta("zero", &[], &[], Some(0)),
-            meta("alone", &[], &[], None),
-        ];
-        let o = load_order(&packs);
-        assert_eq!(o.order, ["zero", "first", "ai", "alone", "client"]);
-        assert!(o.problems.is_empty());
-    }
-
-    #[test]
-    fn cycles_and_unmet_are_reported() {
-        let packs = vec![
-            meta("a", &["sa"], &["sb"], None),
-            meta("b", &["sb"], &["sa"], None),
-            meta("c", &[], &["missing"], None),
-        ];
-        let o = load_order(&packs);
-        assert_eq!(o.order, ["c", "a", "b"]);
-        assert_eq!(o.problems.len(), 2, "{:?}", o.problems);
     }
 }
