@@ -754,6 +754,7 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
         self.self_addr = Some(ctx.address());
+        uninstall::empty_trash(&self.layout.user_data());
         // `AwaitFlows` answers when this first load is published.
         drop(self.scan());
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {

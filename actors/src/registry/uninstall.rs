@@ -163,6 +163,27 @@ impl Registry {
     }
 }
 
+/// Deletes what purges left in `user_data/pack_trash/` (a kill -9 during a deletion), in the
+/// background.
+pub(super) fn empty_trash(user_data: &Path) {
+    let trash = user_data.join("pack_trash");
+    let Ok(entries) = std::fs::read_dir(&trash) else {
+        return;
+    };
+    let left: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    if left.is_empty() {
+        return;
+    }
+    std::thread::Builder::new()
+        .name("rumi-purge".into())
+        .spawn(move || {
+            for p in left {
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+        })
+        .ok();
+}
+
 /// Removes a socket directory (its listeners remove their sockets as they stop).
 fn remove_dir_quietly(dir: &Path) {
     match std::fs::remove_dir_all(dir) {
