@@ -7,6 +7,7 @@
 //! routes), `schedules.rs` (flow schedules).
 
 pub mod audit;
+pub mod extras;
 pub mod capability;
 pub mod capability_handlers;
 pub mod flows;
@@ -97,6 +98,8 @@ pub enum Command {
         #[command(subcommand)]
         command: StoresCommand,
     },
+    /// The approved packs' vocabulary (groups of synonyms) and converters.
+    Vocab,
     /// Pack routes: the table (default) and its reload.
     Routes {
         #[command(subcommand)]
@@ -130,6 +133,9 @@ pub enum PackCommand {
     },
     /// What changed in a pack's files since it was approved.
     Diff { pack_id: String },
+    /// Run the pack's lib script now (install, or update after a first success); exit 1 when
+    /// it fails.
+    LibRun { pack_id: String },
     /// Write a working pack skeleton to `ecosystem/<pack_id>/` under the home.
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step

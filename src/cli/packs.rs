@@ -73,6 +73,7 @@ pub async fn run(c: &Client, out: &Out, cmd: PackCommand) -> Result<()> {
                 .await?;
             diff(out, &s);
         }
+        PackCommand::LibRun { pack_id } => super::extras::lib_run(c, out, &pack_id).await?,
         PackCommand::New { .. } | PackCommand::Test { .. } => {
             unreachable!("handled without a client")
         }
@@ -158,6 +159,7 @@ fn show(out: &Out, p: &Value) {
         println!();
         print_changes(out, &p["changes"]);
     }
+    super::extras::show_extras(out, p);
 }
 
 fn diff(out: &Out, s: &Value) {

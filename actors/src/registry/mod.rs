@@ -13,12 +13,16 @@
 
 mod decisions;
 mod doors;
+mod extras;
 mod flows;
+mod lib;
 mod state;
 mod watch;
 
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
+pub use extras::ComponentStatus;
 pub use flows::Stopping;
+pub use lib::{LibRunError, LibRunResult, LibSummary, RunLib};
 
 use crate::approval::{ApprovalRecord, ApprovalStore, Decision, ManifestVerifier};
 use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
@@ -112,6 +116,10 @@ pub struct PackInfo {
     pub changes: Option<ManifestDiff>,
     /// `permissions.json` as the pack declares it (shown, never enforced).
     pub declared_permissions: Option<Value>,
+    /// The last lib run (`lib.rs`), or null.
+    pub lib: Option<LibSummary>,
+    /// The components and their state (`extras.rs`).
+    pub components: Vec<ComponentStatus>,
 }
 
 /// Most flow problems a reload answer or the diagnostics list; the rest are only counted (every
@@ -238,6 +246,8 @@ pub struct Registry {
     last_sources: flows::KeptSources,
     /// The outcome of each (flow, modifier) in the published catalog, to audit changes only.
     modifier_outcomes: HashMap<String, String>,
+    /// Lib runs, components, vocabulary (`extras.rs`, `lib.rs`).
+    extras: extras::Extras,
 }
 
 impl Registry {
@@ -267,6 +277,7 @@ impl Registry {
             watch: watch::PackWatch::default(),
             last_sources: flows::KeptSources::default(),
             modifier_outcomes: HashMap::new(),
+            extras: extras::Extras::default(),
         }
     }
 
@@ -394,6 +405,7 @@ impl Registry {
         self.drop_unapproved_flows();
         let reloaded = self.request_reload();
         self.write_pending_summary();
+        self.schedule_extras();
         reloaded
     }
 
@@ -720,6 +732,8 @@ impl Registry {
                 .map(|r| r.manifest.files.len()),
             changes: e.changes.clone(),
             declared_permissions: declared,
+            lib: self.lib_summary(id),
+            components: self.extras.components_of(id),
         })
     }
 
@@ -832,7 +846,7 @@ impl Handler<GetDiagnostics> for Registry {
                 .cloned()
                 .collect(),
             flow_problems_omitted: self.flow_problems.len().saturating_sub(MAX_LISTED_PROBLEMS),
-            pack_problems: self.pack_problems.clone(),
+            pack_problems: [self.pack_problems.clone(), self.extras.problems()].concat(),
             load_order: self.load_order.clone(),
             events: self.events.iter().cloned().collect(),
             egress: self
