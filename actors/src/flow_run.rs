@@ -327,7 +327,11 @@ impl FlowRun {
                             self.engine.complete_block(result, None, &self.clock);
                             continue;
                         }
-                        VocabWork::Convert { pack_id, container, msg } => {
+                        VocabWork::Convert {
+                            pack_id,
+                            container,
+                            msg,
+                        } => {
                             ctx.spawn(container.send(msg).into_actor(self).map(
                                 move |answer, act, ctx| {
                                     if act.finished() {

@@ -47,7 +47,10 @@ fn arg<'a>(call: &'a VocabCall, name: &str) -> Result<&'a str, StepFailure> {
         .ok_or_else(|| {
             StepFailure::new(
                 ErrorType::HandlerError,
-                format!("{}: args.{name} (non-empty string) is required", call.handler),
+                format!(
+                    "{}: args.{name} (non-empty string) is required",
+                    call.handler
+                ),
             )
         })
 }
@@ -65,7 +68,11 @@ pub fn start(view: &KernelView, call: VocabCall, run: RunInfo<'_>) -> VocabWork 
                 (Err(e), _) | (_, Err(e)) => return VocabWork::Done(Err(e)),
             };
             let Some(conv) = vocab.converter(from, to) else {
-                let (f, t) = (vocab.normalize(from), vocab.normalize(to));
+                let (f, t) = (
+                    rumi_domain::vocab::clean(from),
+                    rumi_domain::vocab::clean(to),
+                );
+                let (f, t) = (vocab.preferred(&f), vocab.preferred(&t));
                 return VocabWork::Done(Err(StepFailure::new(
                     ErrorType::HandlerError,
                     format!(
@@ -114,7 +121,9 @@ pub fn start(view: &KernelView, call: VocabCall, run: RunInfo<'_>) -> VocabWork 
 }
 
 /// The step's result from a converter's answer.
-pub fn converted(answer: Result<BlockOutput, StepFailure>) -> (Result<Value, StepFailure>, Option<String>) {
+pub fn converted(
+    answer: Result<BlockOutput, StepFailure>,
+) -> (Result<Value, StepFailure>, Option<String>) {
     match answer {
         Ok(BlockOutput { result, log }) => (Ok(result), Some(log).filter(|l| !l.is_empty())),
         Err(f) => (Err(f), None),

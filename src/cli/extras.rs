@@ -17,10 +17,16 @@ pub async fn lib_run(c: &Client, out: &Out, pack_id: &str) -> Result<()> {
         let ok = r["ok"].as_bool() == Some(true);
         println!(
             "{} {} of {}{}",
-            out.paint_status(if ok { "approved" } else { "blocked" }, if ok { "ok" } else { "failed" }),
+            out.paint_status(
+                if ok { "approved" } else { "blocked" },
+                if ok { "ok" } else { "failed" }
+            ),
             text(&r["lib_type"]),
             text(&r["pack_id"]),
-            r["error"].as_str().map(|e| format!(": {}", clean(e))).unwrap_or_default()
+            r["error"]
+                .as_str()
+                .map(|e| format!(": {}", clean(e)))
+                .unwrap_or_default()
         );
         if let Some(log) = r["log"].as_str().filter(|l| !l.is_empty()) {
             println!("{}", clean(log));
@@ -76,9 +82,15 @@ pub fn show_extras(out: &Out, p: &Value) {
         println!(
             "\nlib: {} {} at {}{}",
             text(&l["lib_type"]),
-            out.paint_status(if ok { "approved" } else { "blocked" }, if ok { "ok" } else { "failed" }),
+            out.paint_status(
+                if ok { "approved" } else { "blocked" },
+                if ok { "ok" } else { "failed" }
+            ),
             text(&l["ts"]),
-            l["error"].as_str().map(|e| format!(": {}", clean(e))).unwrap_or_default()
+            l["error"]
+                .as_str()
+                .map(|e| format!(": {}", clean(e)))
+                .unwrap_or_default()
         );
     }
     let comps = p["components"].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -87,7 +99,11 @@ pub fn show_extras(out: &Out, p: &Value) {
         let rows = comps
             .iter()
             .map(|c| {
-                vec![cell(&c["component_id"]), cell(&c["state"]), cell(&c["reason"])]
+                vec![
+                    cell(&c["component_id"]),
+                    cell(&c["state"]),
+                    cell(&c["reason"]),
+                ]
             })
             .collect();
         out.table(&["component", "state", "reason"], rows);

@@ -7,9 +7,9 @@
 //! routes), `schedules.rs` (flow schedules).
 
 pub mod audit;
-pub mod extras;
 pub mod capability;
 pub mod capability_handlers;
+pub mod extras;
 pub mod flows;
 pub mod network;
 pub mod output;

@@ -201,7 +201,8 @@ impl Vocab {
             }
         }
         let mut group_of_root: HashMap<usize, usize> = HashMap::new();
-        let mut order: Vec<(usize, usize)> = best.iter().map(|(&r, &(rank, _))| (rank, r)).collect();
+        let mut order: Vec<(usize, usize)> =
+            best.iter().map(|(&r, &(rank, _))| (rank, r)).collect();
         order.sort_unstable();
         for (_, root) in order {
             group_of_root.insert(root, v.groups.len());
@@ -272,7 +273,10 @@ impl Vocab {
     /// The converter from `from` to `to` (both normalised first).
     pub fn converter(&self, from: &str, to: &str) -> Option<&Converter> {
         let (from, to) = (clean(from), clean(to));
-        let key = (self.preferred(&from).to_string(), self.preferred(&to).to_string());
+        let key = (
+            self.preferred(&from).to_string(),
+            self.preferred(&to).to_string(),
+        );
         self.converters.get(&key)
     }
 

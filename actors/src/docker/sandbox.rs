@@ -62,25 +62,26 @@ pub struct DockerSandbox {
 
 /// Creates the pack's container and waits until its block host has connected and answered.
 pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandbox, StartError> {
-    start_kind(engine, spec, None).await
+    start_kind(engine, spec, false).await
 }
 
 /// A throw-away container for one lib run (contract §9): the pack's container settings, but
-/// named `rumi-lib-<id>.<instance>`, with `/data` writable, the pack's `lib` directory read-only
-/// at `/lib`, and no egress or capability socket (`spec.socket_dir` is a directory of its own
-/// holding only the channel). The caller destroys it after its one call.
+/// named `rumi-lib-<id>.<instance>`, with `/data` writable and no egress or capability socket
+/// (`spec.socket_dir` is a directory of its own holding only the channel); the pack's `lib`
+/// directory is `/pack/lib`, read-only with the rest of the pack (not `/lib`: that is the image's
+/// own library directory, and covering it leaves no working interpreter). The caller destroys it
+/// after its one call.
 pub async fn start_lib(
     engine: &DockerEngine,
     spec: &PackSpec,
-    lib_dir: &Path,
 ) -> Result<DockerSandbox, StartError> {
-    start_kind(engine, spec, Some(lib_dir)).await
+    start_kind(engine, spec, true).await
 }
 
 async fn start_kind(
     engine: &DockerEngine,
     spec: &PackSpec,
-    lib_dir: Option<&Path>,
+    lib: bool,
 ) -> Result<DockerSandbox, StartError> {
     let settings = engine.settings();
     let client = engine.client().await.map_err(StartError::Unavailable)?;
@@ -96,9 +97,10 @@ async fn start_kind(
             return Err(StartError::Unavailable(why));
         }
     }
-    let name = match lib_dir {
-        None => super::container_name(engine.instance(), &spec.pack_id),
-        Some(_) => format!("rumi-lib-{}.{}", spec.pack_id, engine.instance()),
+    let name = if lib {
+        format!("rumi-lib-{}.{}", spec.pack_id, engine.instance())
+    } else {
+        super::container_name(engine.instance(), &spec.pack_id)
     };
     if engine
         .owns(&client, &name)
@@ -127,8 +129,8 @@ async fn start_kind(
     }
     let (listener, bound) = bind_channel(spec, settings).map_err(StartError::Failed)?;
     let mut body = container_body(engine, spec);
-    if let Some(lib) = lib_dir {
-        lib_body(&mut body, lib);
+    if lib {
+        lib_body(&mut body);
     }
     let options = CreateContainerOptions {
         name: Some(name.clone()),
@@ -348,9 +350,9 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
     }
 }
 
-/// Turns a pack container's configuration into a lib run's: `/data` writable, `/lib` read-only,
-/// no egress or capability socket named in the environment (none is mounted either).
-fn lib_body(body: &mut ContainerCreateBody, lib: &Path) {
+/// Turns a pack container's configuration into a lib run's: `/data` writable, no egress or
+/// capability socket named in the environment (none is mounted either).
+fn lib_body(body: &mut ContainerCreateBody) {
     if let Some(hc) = body.host_config.as_mut() {
         if let Some(mounts) = hc.mounts.as_mut() {
             mounts.retain(|m| m.target.as_deref() != Some(CAPABILITY_DIR_IN_CONTAINER));
@@ -359,17 +361,12 @@ fn lib_body(body: &mut ContainerCreateBody, lib: &Path) {
                     m.read_only = Some(false);
                 }
             }
-            mounts.push(Mount {
-                target: Some("/lib".into()),
-                source: Some(lib.to_string_lossy().into_owned()),
-                typ: Some(MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
         }
     }
     if let Some(env) = body.env.as_mut() {
-        env.retain(|v| !v.starts_with("RUMI_EGRESS_SOCKET=") && !v.starts_with("RUMI_CAPABILITY_SOCKET="));
+        env.retain(|v| {
+            !v.starts_with("RUMI_EGRESS_SOCKET=") && !v.starts_with("RUMI_CAPABILITY_SOCKET=")
+        });
     }
     body.working_dir = Some("/data".into());
 }

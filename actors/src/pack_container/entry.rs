@@ -50,7 +50,8 @@ pub fn resolve_exact(pack_root: &Path, file: &str) -> Result<String, StepFailure
     let inside = real
         .strip_prefix(&root)
         .map_err(|_| reject(format!("Path outside pack boundary: {file}")))?;
-    let meta = std::fs::metadata(&real).map_err(|_| reject(format!("File not readable: {file}")))?;
+    let meta =
+        std::fs::metadata(&real).map_err(|_| reject(format!("File not readable: {file}")))?;
     if !meta.is_file() || real.extension().and_then(|e| e.to_str()) != Some("py") {
         return Err(reject(format!("Not a regular .py file: {file}")));
     }
@@ -74,7 +75,12 @@ mod tests {
             resolve_exact(&root, "converters/a_to_b.py").unwrap(),
             "converters/a_to_b.py"
         );
-        for bad in ["converters/x_to_y.py", "../out.py", "/etc/passwd", "converters/none.py"] {
+        for bad in [
+            "converters/x_to_y.py",
+            "../out.py",
+            "/etc/passwd",
+            "converters/none.py",
+        ] {
             let e = resolve_exact(&root, bad).unwrap_err();
             assert_eq!(e.error_type, ErrorType::PathRejected, "{bad}");
             assert!(!e.error.contains(d.path().to_str().unwrap()));

@@ -221,7 +221,9 @@ fn plan_components(dir: &Path, prefix: &str, manifest: &Manifest) -> Vec<Compone
             plan.version = field("version", 64)?;
             plan.description = field("description", 1000)?;
             if !manifest.files.contains_key(&format!("{prefix}{file}")) {
-                return Err(format!("{file} is missing; a component needs setup.py with setup(context=None)"));
+                return Err(format!(
+                    "{file} is missing; a component needs setup.py with setup(context=None)"
+                ));
             }
             Ok(())
         })();
@@ -276,7 +278,9 @@ impl Registry {
             .collect();
         let mut packs = Vec::new();
         for id in &order {
-            let Some(e) = self.packs.get(id) else { continue };
+            let Some(e) = self.packs.get(id) else {
+                continue;
+            };
             let Some(rec) = e.record.as_ref().filter(|_| e.state == PackState::Approved) else {
                 continue;
             };
@@ -291,13 +295,19 @@ impl Registry {
             .packs
             .iter()
             .filter(|(_, e)| e.state == PackState::Approved)
-            .filter_map(|(id, e)| e.record.as_ref().map(|r| (id.clone(), r.manifest_hash.clone())))
+            .filter_map(|(id, e)| {
+                e.record
+                    .as_ref()
+                    .map(|r| (id.clone(), r.manifest_hash.clone()))
+            })
             .collect();
         self.extras
             .components
             .retain(|id, (hash, _)| current.get(id) == Some(hash));
         for id in order {
-            let Some(hash) = current.get(&id) else { continue };
+            let Some(hash) = current.get(&id) else {
+                continue;
+            };
             let setups_due = !self.extras.components.contains_key(&id);
             let lib_due = self.lib_due(&id).is_some()
                 && !self.extras.tried.contains(&(id.clone(), hash.clone()));
@@ -316,7 +326,9 @@ impl Registry {
             return;
         }
         while let Some(id) = self.extras.queue.pop_front() {
-            let Some(e) = self.packs.get(&id) else { continue };
+            let Some(e) = self.packs.get(&id) else {
+                continue;
+            };
             let Some(rec) = e.record.as_ref().filter(|_| e.state == PackState::Approved) else {
                 continue;
             };
@@ -389,10 +401,7 @@ async fn run_job(
     lib: Option<LibPlan>,
     components: Option<Vec<ComponentPlan>>,
     container: Option<Addr<PackContainer>>,
-) -> (
-    Option<super::lib::LibOutcome>,
-    Option<Vec<ComponentStatus>>,
-) {
+) -> (Option<super::lib::LibOutcome>, Option<Vec<ComponentStatus>>) {
     let lib = match lib {
         Some(plan) => Some(plan.run().await),
         None => None,
@@ -437,7 +446,9 @@ async fn run_job(
             match answer {
                 Ok(output) => {
                     status.state = "ready";
-                    let size = serde_json::to_vec(&output.result).map(|b| b.len()).unwrap_or(0);
+                    let size = serde_json::to_vec(&output.result)
+                        .map(|b| b.len())
+                        .unwrap_or(0);
                     status.result = if size > MAX_SETUP_RESULT_BYTES {
                         json!({"_truncated": true, "_bytes": size})
                     } else {

@@ -5,8 +5,9 @@
 //!
 //! * strict: a container of its own from the pack image with every flag of a pack container
 //!   (no network, read-only root, no capabilities, uid 65534, limits), the pack read-only at
-//!   `/pack`, its `lib` directory read-only at `/lib`, `user_data/packs/<id>` writable at `/data`,
-//!   and no egress or capability socket; removed after the run.
+//!   `/pack` (so its `lib` directory is `/pack/lib`: `/lib` is the image's own library directory),
+//!   `user_data/packs/<id>` writable at `/data`, and no egress or capability socket; removed after
+//!   the run.
 //! * permissive: a fresh host worker (the block host, scrubbed environment, no egress or
 //!   capability socket), its working directory the pack's data directory; killed after the run.
 //!
@@ -103,7 +104,6 @@ enum Runner {
     Docker {
         engine: Arc<DockerEngine>,
         spec: PackSpec,
-        lib_dir: PathBuf,
     },
     Unavailable(String),
 }
@@ -166,7 +166,8 @@ impl LibPlan {
                 return out;
             }
             _ => {
-                out.error = Some("the pack could not be verified; the lib script did not run".into());
+                out.error =
+                    Some("the pack could not be verified; the lib script did not run".into());
                 return out;
             }
         }
@@ -178,11 +179,7 @@ impl LibPlan {
         let reply = match self.runner {
             Runner::Unavailable(why) => Err(why),
             Runner::Host(worker) => worker.call(1, frame, LIB_TIMEOUT).await.1.map_err(describe),
-            Runner::Docker {
-                engine,
-                spec,
-                lib_dir,
-            } => match sandbox::start_lib(&engine, &spec, &lib_dir).await {
+            Runner::Docker { engine, spec } => match sandbox::start_lib(&engine, &spec).await {
                 Err(sandbox::StartError::Unavailable(why)) => Err(format!(
                     "docker_required: {why}; strict mode never runs lib scripts outside a container"
                 )),
@@ -201,13 +198,23 @@ impl LibPlan {
         tracing::info!(pack_id = %self.pack_id, lib_type = self.lib_type, "lib run ended");
         match reply {
             Ok(reply) => {
-                out.log = clip(reply.get("log").and_then(Value::as_str).unwrap_or_default().to_string());
+                out.log = clip(
+                    reply
+                        .get("log")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
                 if reply.get("ok").and_then(Value::as_bool) == Some(true) {
                     out.ok = true;
                     out.result = reply.get("result").cloned().unwrap_or(Value::Null);
                 } else {
                     out.error = Some(clip(
-                        reply.get("error").and_then(Value::as_str).unwrap_or("the lib script failed").to_string(),
+                        reply
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("the lib script failed")
+                            .to_string(),
                     ));
                 }
             }
@@ -219,7 +226,10 @@ impl LibPlan {
 
 fn describe(e: CallError) -> String {
     match e {
-        CallError::TimedOut => format!("the lib script ran longer than {}s and was stopped", LIB_TIMEOUT.as_secs()),
+        CallError::TimedOut => format!(
+            "the lib script ran longer than {}s and was stopped",
+            LIB_TIMEOUT.as_secs()
+        ),
         CallError::Crashed(why) => format!("the lib script's sandbox failed ({why})"),
         CallError::TooLarge(n) => format!("the lib script's answer of {n} bytes is over the limit"),
         CallError::OutOfMemory => "the lib script used more than the pack's memory limit".into(),
@@ -229,7 +239,10 @@ fn describe(e: CallError) -> String {
 
 impl Registry {
     fn lib_records_path(&self) -> PathBuf {
-        self.layout.user_data().join("settings").join("lib_records.json")
+        self.layout
+            .user_data()
+            .join("settings")
+            .join("lib_records.json")
     }
 
     /// Reads `lib_records.json` once (a missing, oversized or unreadable file counts as empty,
@@ -241,7 +254,9 @@ impl Registry {
         let path = self.lib_records_path();
         let records = match std::fs::metadata(&path) {
             Ok(m) if m.len() > MAX_RECORDS_BYTES => {
-                tracing::warn!("lib_records.json is larger than {MAX_RECORDS_BYTES} bytes; ignored");
+                tracing::warn!(
+                    "lib_records.json is larger than {MAX_RECORDS_BYTES} bytes; ignored"
+                );
                 BTreeMap::new()
             }
             Ok(_) => std::fs::read(&path)
@@ -258,10 +273,17 @@ impl Registry {
 
     fn lib_files(&self, id: &str) -> Option<(bool, bool, String)> {
         let e = self.packs.get(id)?;
-        let rec = e.record.as_ref().filter(|_| e.state == PackState::Approved)?;
+        let rec = e
+            .record
+            .as_ref()
+            .filter(|_| e.state == PackState::Approved)?;
         let prefix = super::extras::subdir_prefix(&e.dir, &e.subdir);
         let has = |f: &str| rec.manifest.files.contains_key(&format!("{prefix}lib/{f}"));
-        Some((has("install.py"), has("update.py"), rec.manifest_hash.clone()))
+        Some((
+            has("install.py"),
+            has("update.py"),
+            rec.manifest_hash.clone(),
+        ))
     }
 
     /// The lib run due for `id` now (install after the first approval, update after a change),
@@ -350,9 +372,8 @@ impl Registry {
                 let runner = Runner::Docker {
                     engine: Arc::clone(engine),
                     spec,
-                    lib_dir,
                 };
-                (runner, "/lib".to_string(), "/data".to_string())
+                (runner, "/pack/lib".to_string(), "/data".to_string())
             }
         };
         Some(LibPlan {
@@ -407,7 +428,9 @@ impl Registry {
             .pack(id)
             .details(json!({"lib_type": o.lib_type, "manifest_hash": o.manifest_hash}));
         if let Some(err) = &o.error {
-            entry = entry.severity(Severity::Warning).error(err, Some("lib_error"));
+            entry = entry
+                .severity(Severity::Warning)
+                .error(err, Some("lib_error"));
             self.event(json!({"pack_id": id, "event": "lib_run_failed", "lib_type": o.lib_type, "error": err}));
         }
         self.audit.do_send(Record(entry));
@@ -457,7 +480,9 @@ impl Handler<RunLib> for Registry {
         Box::pin(plan.run().into_actor(self).map(move |outcome, act, _| {
             act.extras.running.remove(&id);
             if let Some(e) = act.packs.get(&id).and_then(|e| e.record.as_ref()) {
-                act.extras.tried.insert((id.clone(), e.manifest_hash.clone()));
+                act.extras
+                    .tried
+                    .insert((id.clone(), e.manifest_hash.clone()));
             }
             Ok(act.finish_lib(&id, outcome))
         }))

@@ -57,7 +57,10 @@ fn converters_are_normalised_and_the_first_pack_keeps_a_clash() {
         pack("b", "", &["celsius_to_fahrenheit", "km_to_mi"]),
     ]);
     let c = v.converter("Celsius", "F").unwrap();
-    assert_eq!((c.pack_id.as_str(), c.file.as_str()), ("a", "converters/c_to_f.py"));
+    assert_eq!(
+        (c.pack_id.as_str(), c.file.as_str()),
+        ("a", "converters/c_to_f.py")
+    );
     assert_eq!(v.converter("km", "mi").unwrap().pack_id, "b");
     assert!(v.converter("mi", "km").is_none());
     assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
@@ -76,7 +79,10 @@ fn caps_hold() {
         .collect::<Vec<_>>()
         .join(",");
     let f = parse_vocab(&big);
-    assert_eq!(f.lines.iter().map(Vec::len).sum::<usize>(), MAX_TERMS_PER_FILE);
+    assert_eq!(
+        f.lines.iter().map(Vec::len).sum::<usize>(),
+        MAX_TERMS_PER_FILE
+    );
     assert!(!f.problems.is_empty());
 }
 
