@@ -332,7 +332,7 @@ impl FlowRun {
                             container,
                             msg,
                         } => {
-                            ctx.spawn(container.send(msg).into_actor(self).map(
+                            ctx.spawn(container.send(*msg).into_actor(self).map(
                                 move |answer, act, ctx| {
                                     if act.finished() {
                                         return; // as for a late block answer

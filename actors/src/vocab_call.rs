@@ -24,7 +24,7 @@ pub enum VocabWork {
     Convert {
         pack_id: String,
         container: Addr<PackContainer>,
-        msg: ExecuteBlock,
+        msg: Box<ExecuteBlock>,
     },
 }
 
@@ -114,7 +114,7 @@ pub fn start(view: &KernelView, call: VocabCall, run: RunInfo<'_>) -> VocabWork 
             VocabWork::Convert {
                 pack_id: conv.pack_id.clone(),
                 container,
-                msg,
+                msg: Box::new(msg),
             }
         }
     }

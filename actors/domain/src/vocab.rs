@@ -191,8 +191,8 @@ impl Vocab {
         }
         // Each root's preferred term: the term with the smallest first_rank in its group.
         let mut best: HashMap<usize, (usize, usize)> = HashMap::new(); // root → (rank, term)
-        for t in 0..terms.len() {
-            if let Some(rank) = first_rank[t] {
+        for (t, rank) in first_rank.iter().enumerate() {
+            if let Some(rank) = *rank {
                 let root = find(&mut parent, t);
                 let e = best.entry(root).or_insert((rank, t));
                 if rank < e.0 {
