@@ -453,3 +453,44 @@ async fn strict_lib_runs_in_a_throwaway_container() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("rumi-lib-strictlib."));
 }
+
+/// Never two lib runs of one pack at once: a request while one runs is refused (409), nothing
+/// else changes.
+#[tokio::test]
+async fn two_lib_runs_of_one_pack_never_overlap() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(
+        home.path(),
+        "slow",
+        &[("hello.py", "def run(i):\n    return 1\n")],
+    );
+    write(
+        home.path(),
+        "ecosystem/slow/backend/lib/install.py",
+        "import os, time\ndef run(context):\n    marker = os.path.join(context['data_dir'], 'running')\n    if os.path.exists(marker):\n        raise RuntimeError('overlap')\n    open(marker, 'w').close()\n    time.sleep(1.5)\n    os.remove(marker)\n    return 1\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("slow").await;
+    record_where(home.path(), "slow", "the first install", |r| {
+        r["success"] == true
+    })
+    .await;
+    let (a, b) = tokio::join!(
+        k.post("/api/packs/slow/lib/run", json!({})),
+        k.post("/api/packs/slow/lib/run", json!({}))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let ran = if a.0 == 200 { &a.1 } else { &b.1 };
+    let refused = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert_eq!(ran["data"]["ok"], true, "{ran}");
+    assert_eq!(ran["data"]["lib_type"], "update");
+    assert!(
+        refused["error"].as_str().unwrap().contains("under way"),
+        "{refused}"
+    );
+}
