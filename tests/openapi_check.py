@@ -20,6 +20,7 @@ shared flow `openapi_strict` that tests/openapi.rs writes, and a permissive kern
 import copy
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
