@@ -220,7 +220,11 @@ async fn a_failed_lib_run_is_recorded_and_retried_on_request() {
         .iter()
         .any(|e| e["action"] == "lib_run" && e["owner_pack"] == "flaky" && e["success"] == false));
 
-    // Retried on request: still failing, then succeeding.
+    // Retried on request (the CLI exits 1 while it fails), still failing, then succeeding.
+    let out = cli::fails(cli::rumi(&k), &["pack", "lib-run", "flaky"]);
+    assert!(out.stdout.contains("not ready yet"), "{}", out.stdout);
+    let shown = cli::ok(cli::rumi(&k), &["pack", "show", "flaky"]).stdout;
+    assert!(shown.contains("lib: install failed"), "{shown}");
     let (status, v) = k.post("/api/packs/flaky/lib/run", json!({})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(
@@ -381,6 +385,11 @@ async fn a_failing_component_is_disabled_alone() {
         .as_str()
         .unwrap()
         .contains("setup.py is missing"));
+    let shown = cli::ok(cli::rumi(&k), &["pack", "show", "comps"]).stdout;
+    assert!(
+        shown.contains("good") && shown.contains("ready") && shown.contains("cannot set up"),
+        "{shown}"
+    );
     let (_, d) = k.get("/api/diagnostics").await;
     let text = d["data"].to_string();
     assert!(text.contains("component \\\"bad\\\" disabled"), "{text}");

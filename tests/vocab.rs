@@ -65,6 +65,17 @@ async fn vocab_merges_normalizes_and_converts_through_flows() {
         json!([{"from": "celsius", "to": "fahrenheit", "pack_id": "units1"}])
     );
 
+    // The CLI: the API's JSON with --json, a table otherwise.
+    assert_eq!(
+        cli::ok(cli::rumi(&k), &["vocab", "--json"]).json(),
+        v["data"]
+    );
+    let table = cli::ok(cli::rumi(&k), &["vocab"]).stdout;
+    assert!(
+        table.contains("celsius") && table.contains("degc") && table.contains("units1"),
+        "{table}"
+    );
+
     let (status, run) = k.run("vocab_use", json!({})).await;
     assert_eq!(status, 200);
     let r = &run;

@@ -369,6 +369,19 @@ impl Registry {
                             && e.record.as_ref().map(|r| &r.manifest_hash) == Some(&hash)
                     });
                     if same {
+                        for c in &comps {
+                            let mut entry = crate::audit::AuditEntry::new(
+                                crate::audit::Category::System,
+                                "component_setup",
+                                c.state == "ready",
+                            )
+                            .pack(&id)
+                            .details(json!({"component_id": c.component_id}));
+                            if let Some(why) = &c.reason {
+                                entry = entry.error(why, Some("component_disabled"));
+                            }
+                            act.audit.do_send(crate::audit::Record(entry));
+                        }
                         for c in comps.iter().filter(|c| c.state == "disabled") {
                             act.event(json!({"pack_id": id, "event": "component_disabled", "component_id": c.component_id, "reason": c.reason}));
                         }
