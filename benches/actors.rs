@@ -94,6 +94,7 @@ fn main() {
         timeout: Duration::from_secs(10),
         run_deadline_bound: false,
         span: tracing::Span::none(),
+        entry: Default::default(),
     };
     sys.block_on(async {
         for _ in 0..20 {

@@ -417,7 +417,11 @@ async fn every_daily_command_prints_a_table_and_json() {
         ok(rumi(&k), &["pack", "show", "my_pack", "--json"]).json()["state"],
         "installed"
     );
-    let u = ok(rumi(&k), &["pack", "uninstall", "outcomes", "--purge", "--json"]).json();
+    let u = ok(
+        rumi(&k),
+        &["pack", "uninstall", "outcomes", "--purge", "--json"],
+    )
+    .json();
     assert_eq!(u["purged"], true, "{u}");
     let o = run(rumi(&k), &["pack", "show", "outcomes"]);
     assert_ne!(o.code, 0, "a purged pack is unknown: {}", o.stdout);

@@ -259,6 +259,29 @@ async fn real_answers_match_the_schemas_the_document_declares() {
             ),
         );
     }
+    // Lib, a component, vocab and a converter, for their answers' schemas.
+    for (file, text) in [
+        (
+            "lib/install.py",
+            "def run(context):\n    return {'ok': 1}\n",
+        ),
+        ("components/c1/manifest.json", r#"{"component_id": "c1"}"#),
+        (
+            "components/c1/setup.py",
+            "def setup(context=None):\n    return {'ready': 1}\n",
+        ),
+        ("vocab.txt", "hello, hi\n"),
+        (
+            "converters/hi_to_bye.py",
+            "def convert(data, context=None):\n    return data\n",
+        ),
+    ] {
+        write(
+            home.path(),
+            &format!("ecosystem/my_pack/backend/{file}"),
+            text,
+        );
+    }
     let k = Kernel::start(home.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi_check.py");
     let out = tokio::task::spawn_blocking({

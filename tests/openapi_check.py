@@ -20,6 +20,7 @@ shared flow `openapi_strict` that tests/openapi.rs writes, and a permissive kern
 import copy
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -178,6 +179,19 @@ if failed.get("success") is not False or not failed.get("error"):
     failures.append(f"a run whose block is refused should fail with a reason: {failed}")
 check("POST", "/api/packs/{id}/approve", "/api/packs/my_pack/approve")
 check("POST", "/api/packs/{id}/reject", "/api/packs/text_tools/reject", body={"reason": "openapi check"})
+# my_pack carries a lib script, a component, a vocab.txt and a converter in this test.
+check("POST", "/api/packs/{id}/lib/run", "/api/packs/my_pack/lib/run")
+check("POST", "/api/packs/{id}/lib/run", "/api/packs/text_tools/lib/run", expect=409)
+check("POST", "/api/packs/{id}/lib/run", "/api/packs/openapi_nope/lib/run", expect=404)
+check("GET", "/api/vocab")
+# Its `lib` (and, once set up, `components`) against the PackInfo schema.
+for _ in range(50):
+    mine = check("GET", "/api/packs/{id}", "/api/packs/my_pack")
+    if (mine.get("data") or {}).get("components"):
+        break
+    time.sleep(0.1)
+else:
+    failures.append(f"my_pack's component was not set up: {mine}")
 check("POST", "/api/flows/reload")
 run = check("POST", "/api/flows/{id}/run", "/api/flows/hello/run",
             body={"inputs": {"name": "Ann"}, "timeout": 30})

@@ -378,3 +378,48 @@ async fn an_acknowledged_uninstall_survives_kill_9() {
     let (_, audit) = k.get("/api/audit?category=approval").await;
     assert!(audit.to_string().contains("pack_uninstalled"), "{audit}");
 }
+
+fn lib_record(home: &Path, pack: &str) -> Option<Value> {
+    let bytes = std::fs::read(home.join("user_data/settings/lib_records.json")).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get(pack).cloned()
+}
+
+/// A re-installed pack starts from nothing: its lib install runs again after the next approval.
+#[tokio::test]
+async fn an_uninstalled_pack_runs_its_lib_install_again_when_approved_again() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let h = home.path();
+    make_pack(h, "libbed", &[("echo.py", ECHO)]);
+    write(
+        h,
+        "ecosystem/libbed/backend/lib/install.py",
+        "import os\ndef run(context):\n    p = os.path.join(context['data_dir'], 'installs')\n    n = int(open(p).read()) if os.path.exists(p) else 0\n    open(p, 'w').write(str(n + 1))\n    return {'n': n + 1}\n",
+    );
+    let k = Kernel::start(h, &[]);
+    k.approve("libbed").await;
+    until(30, "the first install", || async {
+        lib_record(h, "libbed").filter(|r| r["success"] == true)
+    })
+    .await;
+    let (s, v) = k.req("DELETE", "/api/packs/libbed", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        lib_record(h, "libbed").is_none(),
+        "the record went with the pack"
+    );
+    k.approve("libbed").await;
+    until(30, "the second install", || async {
+        let n = std::fs::read_to_string(h.join("user_data/packs/libbed/installs")).ok()?;
+        (n == "2").then_some(())
+    })
+    .await;
+    let r = lib_record(h, "libbed").unwrap();
+    assert_eq!(
+        (r["lib_type"].as_str(), &r["success"]),
+        (Some("install"), &json!(true))
+    );
+}

@@ -7,6 +7,10 @@ followed by UTF-8 JSON: duplicates of stdin/stdout for a host worker, or, in a p
     {"id": 7, "op": "call", "file": "blocks/hello.py", "input": ..., "context": {...}}
     {"id": 8, "op": "ping"}
 
+A call may name its `entry` (default "run"): "run" calls `run(input, context)` (a block),
+"setup" calls `setup(context)` (a component's setup.py), "convert" calls `convert(input,
+context)` (a converter), "lib" calls `run(context)` (a lib script, in a throw-away worker).
+
 and one answer each:
 
     {"id": 7, "ok": true, "result": ..., "log": "what the block printed"}
@@ -98,6 +102,15 @@ def read_frame(stream) -> Optional[Any]:
 write_frame = rumi_wire.write_frame
 
 
+# entry → (the function called, its signature for error messages)
+ENTRIES = {
+    "run": ("run", "run(input_data, context=None)"),
+    "setup": ("setup", "setup(context=None)"),
+    "convert": ("convert", "convert(data, context=None)"),
+    "lib": ("run", "run(context)"),
+}
+
+
 class BlockHost:
     """Loads block files (cached by path, size and mtime) and calls their `run`."""
 
@@ -109,11 +122,12 @@ class BlockHost:
         if self.pack_root not in sys.path:
             sys.path.append(self.pack_root)
 
-    def _load(self, rel: str) -> Tuple[Callable[..., Any], int]:
+    def _load(self, rel: str, entry: str = "run") -> Tuple[Callable[..., Any], int]:
         path = os.path.join(self.pack_root, rel)
         st = os.stat(path)
         key = (st.st_size, st.st_mtime_ns)
-        cached = self._cache.get(rel)
+        cache_key = entry + "\0" + rel
+        cached = self._cache.get(cache_key)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         name = "rumi_block_" + "".join(c if c.isalnum() else "_" for c in rel)
@@ -122,11 +136,12 @@ class BlockHost:
         module = types.ModuleType(name)
         module.__file__ = path
         exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
-        run = getattr(module, "run", None)
+        name, signature = ENTRIES[entry]
+        run = getattr(module, name, None)
         if not callable(run):
-            raise AttributeError(f"{rel} defines no run(input_data, context=None) function")
+            raise AttributeError(f"{rel} defines no {signature} function")
         arity = _positional_arity(run)
-        self._cache[rel] = (key, run, arity)
+        self._cache[cache_key] = (key, run, arity)
         return run, arity
 
     def call(self, request: Dict[str, Any]) -> Dict[str, Any]:
@@ -134,9 +149,15 @@ class BlockHost:
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = log
         try:
-            run, arity = self._load(request["file"])
+            entry = request.get("entry") or "run"
+            if entry not in ENTRIES:
+                raise ValueError(f"unknown entry {entry!r}")
+            run, arity = self._load(request["file"], entry)
             context = _make_context(request.get("context") or {})
-            if arity >= 2:
+            if entry in ("setup", "lib"):
+                # setup(context=None) / run(context): the context is the only argument.
+                result = run(context) if arity >= 1 else run()
+            elif arity >= 2:
                 result = run(request.get("input"), context)
             else:
                 result = run(request.get("input"))
@@ -150,11 +171,11 @@ class BlockHost:
             sys.stdout, sys.stderr = saved
         problem = _unreadable(result)
         if problem is not None:
-            return {"ok": False, "error": f"run() returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}
+            return {"ok": False, "error": f"the entry returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}
         try:
             encoded = json.dumps(result, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
-            return {"ok": False, "error": f"run() returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
+            return {"ok": False, "error": f"the entry returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
         if len(encoded) > MAX_RESULT_BYTES:
             return {"ok": False, "error": f"run() returned {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}", "error_type": "invalid_result", "log": log.text()}
         return {"ok": True, "result": result, "log": log.text()}

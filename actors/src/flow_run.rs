@@ -239,6 +239,7 @@ impl FlowRun {
                         timeout,
                         run_deadline_bound: bound,
                         span: step_span.clone(),
+                        entry: Default::default(),
                     };
                     let (step_id, phase, pack) = (call.step_id, call.phase, call.owner_pack);
                     ctx.spawn(
@@ -301,6 +302,56 @@ impl FlowRun {
                         act.drive(ctx);
                     }));
                     return;
+                }
+                Next::Vocab(call) => {
+                    use crate::vocab_call::{self, RunInfo, VocabWork};
+                    let phase = self
+                        .engine
+                        .flow()
+                        .steps
+                        .iter()
+                        .find(|s| s.id == call.step_id)
+                        .map(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    let step_id = call.step_id.clone();
+                    let info = RunInfo {
+                        run_id: &self.run_id,
+                        flow_id: &self.engine.flow().flow_id,
+                        phase: &phase,
+                        inputs: &self.inputs,
+                        remaining: self.deadline.saturating_duration_since(Instant::now()),
+                        span: tracing::info_span!("step", step_id = %call.step_id),
+                    };
+                    match vocab_call::start(&self.deps.view, call, info) {
+                        VocabWork::Done(result) => {
+                            self.engine.complete_block(result, None, &self.clock);
+                            continue;
+                        }
+                        VocabWork::Convert {
+                            pack_id,
+                            container,
+                            msg,
+                        } => {
+                            ctx.spawn(container.send(*msg).into_actor(self).map(
+                                move |answer, act, ctx| {
+                                    if act.finished() {
+                                        return; // as for a late block answer
+                                    }
+                                    let answer = answer.unwrap_or_else(|_| {
+                                        Err(StepFailure::new(
+                                            ErrorType::WorkerUnavailable,
+                                            format!("the sandbox of pack {pack_id:?} is not running; it is being replaced"),
+                                        ))
+                                    });
+                                    act.audit_block(&step_id, &phase, &pack_id, &answer);
+                                    let (result, log) = vocab_call::converted(answer);
+                                    act.engine.complete_block(result, log, &act.clock);
+                                    act.drive(ctx);
+                                },
+                            ));
+                            return;
+                        }
+                    }
                 }
                 Next::Child(call) => {
                     if let Err(f) = engine::check_nesting(&self.chain, &call.flow_id) {

@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod socket_server;
 pub mod sockets;
 pub mod view;
+pub mod vocab_call;
 
 pub use config::{RuntimeConfig, SecurityMode};
 pub use kernel::Kernel;

@@ -45,6 +45,8 @@ pub struct KernelView {
     generation: tokio::sync::watch::Sender<u64>,
     containers: RwLock<HashMap<String, Addr<PackContainer>>>,
     states: RwLock<HashMap<String, PackState>>,
+    /// The approved packs' merged vocabulary and converters (`registry/extras.rs`).
+    vocab: RwLock<Arc<rumi_domain::vocab::Vocab>>,
 }
 
 impl Default for KernelView {
@@ -54,6 +56,7 @@ impl Default for KernelView {
             generation: tokio::sync::watch::Sender::new(0),
             containers: RwLock::default(),
             states: RwLock::default(),
+            vocab: RwLock::default(),
         }
     }
 }
@@ -83,6 +86,13 @@ impl KernelView {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+    /// The vocabulary now (`kernel:vocab.*`, `GET /api/vocab`).
+    pub fn vocab(&self) -> Arc<rumi_domain::vocab::Vocab> {
+        Arc::clone(&self.vocab.read())
+    }
+    pub(crate) fn publish_vocab(&self, vocab: rumi_domain::vocab::Vocab) {
+        *self.vocab.write() = Arc::new(vocab);
     }
     pub fn pack_state(&self, pack_id: &str) -> Option<PackState> {
         self.states.read().get(pack_id).copied()

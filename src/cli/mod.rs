@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod capability;
 pub mod capability_handlers;
+pub mod extras;
 pub mod flows;
 pub mod network;
 pub mod output;
@@ -97,6 +98,8 @@ pub enum Command {
         #[command(subcommand)]
         command: StoresCommand,
     },
+    /// The approved packs' vocabulary (groups of synonyms) and converters.
+    Vocab,
     /// Pack routes: the table (default) and its reload.
     Routes {
         #[command(subcommand)]
@@ -138,6 +141,9 @@ pub enum PackCommand {
         #[arg(long)]
         purge: bool,
     },
+    /// Run the pack's lib script now (install, or update after a first success); exit 1 when
+    /// it fails.
+    LibRun { pack_id: String },
     /// Write a working pack skeleton to `ecosystem/<pack_id>/` under the home.
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step

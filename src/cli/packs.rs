@@ -98,6 +98,7 @@ pub async fn run(c: &Client, out: &Out, cmd: PackCommand) -> Result<()> {
                 println!("{id} uninstalled; its files stay (state: installed); {grants}");
             }
         }
+        PackCommand::LibRun { pack_id } => super::extras::lib_run(c, out, &pack_id).await?,
         PackCommand::New { .. } | PackCommand::Test { .. } => {
             unreachable!("handled without a client")
         }
@@ -190,6 +191,7 @@ fn show(out: &Out, p: &Value) {
         println!();
         print_changes(out, &p["changes"]);
     }
+    super::extras::show_extras(out, p);
 }
 
 fn diff(out: &Out, s: &Value) {

@@ -11,6 +11,7 @@ pub mod capability_handlers;
 pub mod containers;
 pub mod cors;
 pub mod error;
+pub mod extras;
 pub mod flows;
 pub mod grants;
 pub mod network;

@@ -7,7 +7,7 @@
 use super::capability_handlers;
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, routes, runs, system};
-use super::{grants, schedules, secrets, stores};
+use super::{extras, grants, schedules, secrets, stores};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -73,6 +73,8 @@ const BEARER: &str = "bearer";
         capability_handlers::unblock,
         routes::list,
         routes::reload,
+        extras::lib_run,
+        extras::vocab,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),

@@ -54,6 +54,8 @@ macro_rules! api_routes {
             POST "/api/capability/blocked/{candidate_key}/unblock" => capability_handlers::unblock,
             GET "/api/routes" => routes::list,
             POST "/api/routes/reload" => routes::reload,
+            POST "/api/packs/{id}/lib/run" => extras::lib_run,
+            GET "/api/vocab" => extras::vocab,
         }
     };
 }

@@ -74,6 +74,15 @@ pub struct AdminCall {
     pub args: Map<String, Value>,
 }
 
+/// A vocabulary handler (`kernel:vocab.normalize`, `kernel:vocab.convert`) the engine needs the
+/// kernel to perform: it reads the published vocabulary, and a conversion runs pack code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabCall {
+    pub step_id: String,
+    pub handler: KernelHandler,
+    pub args: Value,
+}
+
 /// How the run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -89,6 +98,8 @@ pub enum Next {
     Child(ChildCall),
     /// An administrative handler; its result comes back through [`RunEngine::complete_block`].
     Admin(AdminCall),
+    /// A vocabulary handler; its result comes back through [`RunEngine::complete_block`].
+    Vocab(VocabCall),
     /// [`SYNC_STEPS_PER_SLICE`] steps ran without outside work: the caller checks its deadline and
     /// lets other work run, then calls [`RunEngine::advance`] again.
     Pause,
@@ -350,6 +361,10 @@ impl RunEngine {
                             HandlerResult::Admin(call) => {
                                 self.pending = Some((index, started, t0));
                                 return Next::Admin(call);
+                            }
+                            HandlerResult::Vocab(call) => {
+                                self.pending = Some((index, started, t0));
+                                return Next::Vocab(call);
                             }
                         },
                         Err(failure) => Err(failure),
@@ -641,6 +656,15 @@ impl RunEngine {
                 };
                 return HandlerResult::Child(ChildCall { step_id: step.id.clone(), flow_id, inputs });
             }
+            KernelHandler::VocabNormalize | KernelHandler::VocabConvert => {
+                if !args.is_object() {
+                    return HandlerResult::Done(Err(StepFailure::new(
+                        ErrorType::HandlerError,
+                        format!("{handler}: args must be an object"),
+                    )));
+                }
+                return HandlerResult::Vocab(VocabCall { step_id: step.id.clone(), handler, args });
+            }
             KernelHandler::SkillRun => Err(StepFailure::new(
                 ErrorType::HandlerUnavailable,
                 "kernel:skill.run is not available: the SkillRuntime is not part of this kernel build yet",
@@ -681,6 +705,7 @@ enum HandlerResult {
     Done(Result<Value, StepFailure>),
     Child(ChildCall),
     Admin(AdminCall),
+    Vocab(VocabCall),
 }
 
 /// Longest step error kept in a run record (bytes).

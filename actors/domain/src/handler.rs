@@ -18,6 +18,10 @@ pub enum KernelHandler {
     FlowRun,
     Emit,
     SkillRun,
+    /// `kernel:vocab.normalize {term}` → `{term, preferred}` (§9).
+    VocabNormalize,
+    /// `kernel:vocab.convert {from_term, to_term, data}` → the converter's result (§9).
+    VocabConvert,
     /// An administrative handler, named by its full text (e.g. `kernel:network.grant`).
     Admin(AdminHandler),
 }
@@ -54,6 +58,8 @@ const SAFE: &[(&str, KernelHandler)] = &[
     ("kernel:flow.run", KernelHandler::FlowRun),
     ("kernel:emit", KernelHandler::Emit),
     ("kernel:skill.run", KernelHandler::SkillRun),
+    ("kernel:vocab.normalize", KernelHandler::VocabNormalize),
+    ("kernel:vocab.convert", KernelHandler::VocabConvert),
 ];
 
 impl KernelHandler {

@@ -21,6 +21,7 @@ pub mod pack;
 pub mod run;
 pub mod sources;
 pub mod vars;
+pub mod vocab;
 pub mod yaml;
 
 pub use flow::{Flow, FlowError, SourceRank, Step, StepKind};

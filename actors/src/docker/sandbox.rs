@@ -62,6 +62,27 @@ pub struct DockerSandbox {
 
 /// Creates the pack's container and waits until its block host has connected and answered.
 pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandbox, StartError> {
+    start_kind(engine, spec, false).await
+}
+
+/// A throw-away container for one lib run (contract §9): the pack's container settings, but
+/// named `rumi-lib-<id>.<instance>`, with `/data` writable and no egress or capability socket
+/// (`spec.socket_dir` is a directory of its own holding only the channel); the pack's `lib`
+/// directory is `/pack/lib`, read-only with the rest of the pack (not `/lib`: that is the image's
+/// own library directory, and covering it leaves no working interpreter). The caller destroys it
+/// after its one call.
+pub async fn start_lib(
+    engine: &DockerEngine,
+    spec: &PackSpec,
+) -> Result<DockerSandbox, StartError> {
+    start_kind(engine, spec, true).await
+}
+
+async fn start_kind(
+    engine: &DockerEngine,
+    spec: &PackSpec,
+    lib: bool,
+) -> Result<DockerSandbox, StartError> {
     let settings = engine.settings();
     let client = engine.client().await.map_err(StartError::Unavailable)?;
     match super::image::present(&client, &settings.image).await {
@@ -76,7 +97,11 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
             return Err(StartError::Unavailable(why));
         }
     }
-    let name = super::container_name(engine.instance(), &spec.pack_id);
+    let name = if lib {
+        format!("rumi-lib-{}.{}", spec.pack_id, engine.instance())
+    } else {
+        super::container_name(engine.instance(), &spec.pack_id)
+    };
     if engine
         .owns(&client, &name)
         .await
@@ -103,7 +128,10 @@ pub async fn start(engine: &DockerEngine, spec: &PackSpec) -> Result<DockerSandb
         }
     }
     let (listener, bound) = bind_channel(spec, settings).map_err(StartError::Failed)?;
-    let body = container_body(engine, spec);
+    let mut body = container_body(engine, spec);
+    if lib {
+        lib_body(&mut body);
+    }
     let options = CreateContainerOptions {
         name: Some(name.clone()),
         ..Default::default()
@@ -320,6 +348,27 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
         }),
         ..Default::default()
     }
+}
+
+/// Turns a pack container's configuration into a lib run's: `/data` writable, no egress or
+/// capability socket named in the environment (none is mounted either).
+fn lib_body(body: &mut ContainerCreateBody) {
+    if let Some(hc) = body.host_config.as_mut() {
+        if let Some(mounts) = hc.mounts.as_mut() {
+            mounts.retain(|m| m.target.as_deref() != Some(CAPABILITY_DIR_IN_CONTAINER));
+            for m in mounts.iter_mut() {
+                if m.target.as_deref() == Some("/data") {
+                    m.read_only = Some(false);
+                }
+            }
+        }
+    }
+    if let Some(env) = body.env.as_mut() {
+        env.retain(|v| {
+            !v.starts_with("RUMI_EGRESS_SOCKET=") && !v.starts_with("RUMI_CAPABILITY_SOCKET=")
+        });
+    }
+    body.working_dir = Some("/data".into());
 }
 
 impl DockerSandbox {

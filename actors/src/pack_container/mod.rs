@@ -16,10 +16,12 @@
 //! pack's first call (or at approval when configured); a failed start answers the calls waiting
 //! for it and is retried by the next call.
 
+mod entry;
 pub mod proctree;
 mod resolve;
 pub mod worker;
 
+pub use entry::Entry;
 pub use resolve::resolve_block;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
@@ -107,6 +109,9 @@ pub struct ExecuteBlock {
     /// True when `timeout` is the run's remaining time rather than the step's own limit.
     pub run_deadline_bound: bool,
     pub span: tracing::Span,
+    /// The function called: a block's `run` (flows), a component's `setup`, a converter's
+    /// `convert`.
+    pub entry: Entry,
 }
 
 /// What a block returned.
@@ -172,6 +177,7 @@ pub struct ContainerSnapshot {
 struct CallRequest<'a> {
     id: u64,
     op: &'static str,
+    entry: &'static str,
     file: &'a str,
     input: &'a Value,
     context: CallContext<'a>,
@@ -187,6 +193,12 @@ struct CallContext<'a> {
     ts: String,
     owner_pack: &'a str,
     inputs: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_term: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_term: Option<&'a str>,
 }
 
 // ---- actor ------------------------------------------------------------------------------------
@@ -397,6 +409,9 @@ impl PackContainer {
                 ));
             }
         }
+        if msg.entry != Entry::Block {
+            return entry::resolve_exact(&self.pack_root, &msg.file);
+        }
         let rel = match self.resolved.get(&msg.file) {
             Some(r) => r.clone(),
             None => {
@@ -475,6 +490,7 @@ impl PackContainer {
             let request = CallRequest {
                 id,
                 op: "call",
+                entry: msg.entry.wire_name(),
                 file: &rel,
                 input: &msg.input,
                 context: CallContext {
@@ -485,6 +501,18 @@ impl PackContainer {
                     ts: crate::clock::now_rfc3339(),
                     owner_pack: &self.pack_id,
                     inputs: &msg.inputs,
+                    component_id: match &msg.entry {
+                        Entry::Setup { component_id } => Some(component_id),
+                        _ => None,
+                    },
+                    from_term: match &msg.entry {
+                        Entry::Convert { from, .. } => Some(from),
+                        _ => None,
+                    },
+                    to_term: match &msg.entry {
+                        Entry::Convert { to, .. } => Some(to),
+                        _ => None,
+                    },
                 },
             };
             let frame = match crate::frame::encode(&request) {

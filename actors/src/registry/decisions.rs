@@ -126,6 +126,7 @@ impl Registry {
         self.drop_unapproved_flows();
         let reloaded = self.request_reload();
         self.write_pending_summary();
+        self.schedule_extras();
         reloaded
     }
 

@@ -13,14 +13,18 @@
 
 mod decisions;
 mod doors;
+mod extras;
 mod flows;
+mod lib;
 mod state;
 mod summary;
 mod uninstall;
 mod watch;
 
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
+pub use extras::ComponentStatus;
 pub use flows::Stopping;
+pub use lib::{LibRunError, LibRunResult, LibSummary, RunLib};
 pub use summary::RefreshSummary;
 pub use uninstall::{Uninstall, Uninstalled};
 
@@ -118,6 +122,10 @@ pub struct PackInfo {
     pub declared_permissions: Option<Value>,
     /// What is wrong with its place in the load order (an unmet `requires`, a cycle); it loads anyway.
     pub load_problems: Vec<String>,
+    /// The last lib run (`lib.rs`), or null.
+    pub lib: Option<LibSummary>,
+    /// The components and their state (`extras.rs`).
+    pub components: Vec<ComponentStatus>,
 }
 
 /// Most flow problems a reload answer or the diagnostics list; the rest are only counted (every
@@ -247,6 +255,8 @@ pub struct Registry {
     last_sources: flows::KeptSources,
     /// The outcome of each (flow, modifier) in the published catalog, to audit changes only.
     modifier_outcomes: HashMap<String, String>,
+    /// Lib runs, components, vocabulary (`extras.rs`, `lib.rs`).
+    extras: extras::Extras,
 }
 
 impl Registry {
@@ -276,6 +286,7 @@ impl Registry {
             watch: watch::PackWatch::default(),
             last_sources: flows::KeptSources::default(),
             modifier_outcomes: HashMap::new(),
+            extras: extras::Extras::default(),
         }
     }
 
@@ -401,6 +412,7 @@ impl Registry {
         self.drop_unapproved_flows();
         let reloaded = self.request_reload();
         self.write_pending_summary();
+        self.schedule_extras();
         reloaded
     }
 
@@ -728,6 +740,8 @@ impl Registry {
             changes: e.changes.clone(),
             declared_permissions: declared,
             load_problems: self.load_order.problems_of(id),
+            lib: self.lib_summary(id),
+            components: self.extras.components_of(id),
         })
     }
 
@@ -835,7 +849,7 @@ impl Handler<GetDiagnostics> for Registry {
                 .cloned()
                 .collect(),
             flow_problems_omitted: self.flow_problems.len().saturating_sub(MAX_LISTED_PROBLEMS),
-            pack_problems: self.pack_problems.clone(),
+            pack_problems: [self.pack_problems.clone(), self.extras.problems()].concat(),
             load_order: self.load_order.order.clone(),
             load_problems: self.load_order.problems.clone(),
             events: self.events.iter().cloned().collect(),

@@ -87,6 +87,7 @@ impl Registry {
             return Err(RegistryError::Storage);
         }
         self.modified_verifiers.remove(id);
+        self.forget_lib_record(id);
         remove_dir_quietly(&self.layout.pack_sockets(id));
         if let Some(dir) = &self.config.capability.sock_dir {
             remove_dir_quietly(&dir.join(id));

@@ -31,6 +31,7 @@ pub const KERNEL_INTERFACES: &[&str] = &[
     "kernel.network",
     "kernel.schedules",
     "kernel.routes",
+    "kernel.vocab",
 ];
 
 /// Most (flow, modifier) pairs one catalog applies: a few `*` modifiers over thousands of flows

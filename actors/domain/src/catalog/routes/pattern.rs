@@ -63,6 +63,8 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/capability/blocked/{candidate_key}/unblock"),
     ("GET", "/api/routes"),
     ("POST", "/api/routes/reload"),
+    ("POST", "/api/packs/{id}/lib/run"),
+    ("GET", "/api/vocab"),
 ];
 
 /// The methods a pack route may use.
