@@ -154,6 +154,10 @@ impl Kernel {
                 "removed temporary files of writes an earlier crash interrupted"
             );
         }
+        // Before the Registry's first scan: finish or undo a pack apply a crash cut (§2.4).
+        for done in crate::lifecycle::recover(&layout)? {
+            tracing::warn!("{done}");
+        }
         for dir in [
             layout.user_data(),
             layout.audit(),

@@ -12,6 +12,7 @@ pub mod capability_handlers;
 pub mod flows;
 pub mod network;
 pub mod output;
+pub mod pack_import;
 pub mod pack_test;
 pub mod packs;
 pub mod routes;
@@ -130,6 +131,14 @@ pub enum PackCommand {
     },
     /// What changed in a pack's files since it was approved.
     Diff { pack_id: String },
+    /// Stage a pack from a folder, .zip or .rumipack (nothing of it runs); `apply` installs it.
+    Import {
+        /// A folder (sent as its absolute path: the kernel runs on this machine) or an archive
+        /// (uploaded, with a progress bar when large).
+        path: std::path::PathBuf,
+    },
+    /// Install or update a pack from a staged import (the old pack is backed up first).
+    Apply { staging_id: String },
     /// Write a working pack skeleton to `ecosystem/<pack_id>/` under the home.
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step

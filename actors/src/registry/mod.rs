@@ -11,12 +11,14 @@
 //! time, and only from approved packs whose files match their manifest (`flows.rs`); approval,
 //! rejection and a change found in an approved pack are `decisions.rs`.
 
+mod apply;
 mod decisions;
 mod doors;
 mod flows;
 mod state;
 mod watch;
 
+pub use apply::{AppliedPack, ApplyStaged};
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use flows::Stopping;
 
