@@ -677,6 +677,28 @@ async fn an_apply_cut_by_a_crash_is_finished_at_boot() {
                 "backup": "20260101T000000.000000000Z"})
         .to_string(),
     );
+    // A swap that never started (crash after the journal and the empty backup directory): the
+    // pack stays, the empty backup goes, the staged import stays to apply again.
+    let sid2 = "00112233445566bb";
+    write(
+        h,
+        &format!("user_data/pack_staging/{sid2}/ecosystem.json"),
+        &String::from_utf8(eco("kept", "t:kept")).unwrap(),
+    );
+    write(
+        h,
+        "ecosystem/kept/ecosystem.json",
+        &String::from_utf8(eco("kept", "t:kept")).unwrap(),
+    );
+    std::fs::create_dir_all(h.join("user_data/pack_backups/kept/20260101T000000.000000000Z"))
+        .unwrap();
+    write(
+        h,
+        &format!("user_data/pack_staging/.apply-{sid2}.json"),
+        &json!({"staging_id": sid2, "pack_id": "kept", "legacy": false,
+                "backup": "20260101T000000.000000000Z"})
+        .to_string(),
+    );
     // And leftovers of an interrupted import and upload.
     write(h, "user_data/pack_staging/.partial-0011223344556677/x", "x");
     write(h, "user_data/pack_staging/.upload-0011223344556677", "x");
@@ -685,6 +707,91 @@ async fn an_apply_cut_by_a_crash_is_finished_at_boot() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["state"], "installed");
     assert!(h.join("ecosystem/cut/ecosystem.json").is_file());
-    assert!(staging_entries(h).is_empty(), "{:?}", staging_entries(h));
     assert_eq!(backups(h, "cut").len(), 1);
+    assert!(h.join("ecosystem/kept/ecosystem.json").is_file());
+    assert!(backups(h, "kept").is_empty());
+    assert_eq!(staging_entries(h), [sid2.to_string()]);
+    let (s, v) = k
+        .post("/api/packs/apply", json!({"staging_id": sid2}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(backups(h, "kept").len(), 1);
+    assert!(staging_entries(h).is_empty(), "{:?}", staging_entries(h));
+}
+
+#[tokio::test]
+async fn the_cli_imports_a_zip_and_a_folder_and_applies_them() {
+    use common::cli::{fails, ok, rumi};
+    let home = home();
+    let k = Kernel::start(home.path(), &[]);
+    let src = tempfile::tempdir().unwrap();
+    // An archive: uploaded (6 MiB of incompressible bytes: over the progress bar's threshold).
+    let archive = src.path().join("clipack.rumipack");
+    let mut x: u32 = 7;
+    let big: String = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    z.start_file("clipack/ecosystem.json", opts).unwrap();
+    z.write_all(&eco("clipack", "t:cli")).unwrap();
+    z.start_file("clipack/data.txt", opts).unwrap();
+    z.write_all(big.as_bytes()).unwrap();
+    z.finish().unwrap();
+    let staged = ok(
+        rumi(&k),
+        &["--json", "pack", "import", archive.to_str().unwrap()],
+    )
+    .json();
+    assert_eq!(staged["pack_id"], "clipack");
+    assert_eq!(
+        staged["bytes"],
+        json!(big.len() + eco("clipack", "t:cli").len())
+    );
+    let sid = staged["staging_id"].as_str().unwrap();
+    let out = ok(rumi(&k), &["pack", "apply", sid]);
+    assert!(out.stdout.contains("installed clipack"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("rumi pack approve clipack"),
+        "{}",
+        out.stdout
+    );
+
+    // A folder: sent as its absolute path, given relative on the command line.
+    let folder = src.path().join("clifolder");
+    write(
+        &folder,
+        "ecosystem.json",
+        &String::from_utf8(eco("clifolder", "t:cli2")).unwrap(),
+    );
+    let mut cmd = rumi(&k);
+    cmd.current_dir(src.path());
+    let out = ok(cmd, &["pack", "import", "clifolder"]);
+    assert!(
+        out.stdout.contains("staged clifolder 1.0.0"),
+        "{}",
+        out.stdout
+    );
+    let sid = out
+        .stdout
+        .split("rumi pack apply ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let applied = ok(rumi(&k), &["--json", "pack", "apply", &sid]).json();
+    assert_eq!(applied["pack"]["state"], "installed");
+
+    // Refusals name the problem and exit non-zero.
+    let out = fails(rumi(&k), &["pack", "apply", "nothex"]);
+    assert!(out.stderr.contains("16 lowercase hex"), "{}", out.stderr);
+    let bad = src.path().join("bad.zip");
+    std::fs::write(&bad, raw_zip(&[entry(b"p/../x", b"x")])).unwrap();
+    let out = fails(rumi(&k), &["pack", "import", bad.to_str().unwrap()]);
+    assert!(out.stderr.contains("'..'"), "{}", out.stderr);
 }

@@ -227,88 +227,120 @@ fn import_archive(layout: &Layout, file: &Path) -> Result<Staged, ImportError> {
 /// points inside the folder or out: a link out would read a host file into the pack; one in would
 /// change meaning once moved), nor a fifo, socket or device (opening a fifo would hang the
 /// import); each is listed in `skipped` with the reason.
+///
+/// The walk goes through open directory descriptors (`/proc/self/fd/<fd>/<name>`, each
+/// directory opened `O_DIRECTORY | O_NOFOLLOW`, each file `O_NOFOLLOW | O_NONBLOCK` and checked
+/// to be regular): a directory swapped for a symlink to `/etc` while the import runs is refused,
+/// never followed, because no path is resolved by name again after its check.
 fn import_folder(layout: &Layout, src: &Path) -> Result<Staged, ImportError> {
     let top = src
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| ImportError::Refused("the folder's name is not UTF-8".into()))?
         .to_string();
+    let root = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(|_| ImportError::Refused("the folder cannot be read by the kernel".into()))?;
     let partial = Partial::create(layout)?;
     let mut w = Writer::new(partial.dir.clone());
-    let mut skipped = Vec::new();
-    copy_folder(src, &mut Vec::new(), &mut w, &mut skipped)?;
-    finish(partial, w, &top, skipped)
+    let mut walk = Walk {
+        skipped: Vec::new(),
+        seen: 0,
+    };
+    walk.copy(&root, &mut Vec::new(), &mut w)?;
+    finish(partial, w, &top, walk.skipped)
 }
 
-fn copy_folder(
-    dir: &Path,
-    rel: &mut Vec<String>,
-    w: &mut Writer,
-    skipped: &mut Vec<Skipped>,
-) -> Result<(), ImportError> {
-    if rel.len() > MAX_DEPTH {
-        return Err(ImportError::Refused(format!(
-            "{:?} is nested deeper than {MAX_DEPTH} directories",
-            rel.join("/")
-        )));
-    }
-    let mut entries: Vec<_> = Vec::new();
-    for e in fs::read_dir(dir).map_err(ImportError::storage)? {
-        let e = e.map_err(ImportError::storage)?;
-        entries.push(e);
-        // A folder of millions of entries is refused before it is all listed.
-        if entries.len() > 2 * MAX_FILES {
+/// Most entries (files, directories, skipped ones) a folder import looks at.
+const MAX_FOLDER_ENTRIES: usize = 4 * MAX_FILES;
+
+struct Walk {
+    skipped: Vec<Skipped>,
+    seen: usize,
+}
+
+/// `name` inside the directory open as `dir`, by its descriptor.
+fn at(dir: &File, name: &str) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+impl Walk {
+    fn copy(
+        &mut self,
+        dir: &File,
+        rel: &mut Vec<String>,
+        w: &mut Writer,
+    ) -> Result<(), ImportError> {
+        if rel.len() > MAX_DEPTH {
             return Err(ImportError::Refused(format!(
-                "more than {MAX_FILES} files; a pack may hold at most {MAX_FILES}"
+                "{:?} is nested deeper than {MAX_DEPTH} directories",
+                rel.join("/")
             )));
         }
-    }
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else {
-            let shown = format!("{}/{}", rel.join("/"), name.to_string_lossy());
-            return Err(ImportError::Refused(format!(
-                "{shown:?}: the name is not UTF-8"
-            )));
-        };
-        rel.push(name.to_string());
-        let shown = rel.join("/");
-        entry_path(shown.as_bytes()).map_err(ImportError::Refused)?;
-        // `file_type` does not follow a symlink.
-        let kind = e.file_type().map_err(ImportError::storage)?;
-        if kind.is_dir() {
-            w.dir(rel, &shown)?;
-            copy_folder(&e.path(), rel, w, skipped)?;
-        } else if kind.is_file() {
-            // O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a fifo since the listing is
-            // neither followed nor waited on; the descriptor is checked to be a regular file.
-            let mut f = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(e.path())
-                .map_err(|_| ImportError::Refused(format!("{shown:?} cannot be read")))?;
-            let m = f.metadata().map_err(ImportError::storage)?;
-            if !m.is_file() {
+        let mut entries: Vec<_> = Vec::new();
+        for e in fs::read_dir(at(dir, "")).map_err(ImportError::storage)? {
+            entries.push(e.map_err(ImportError::storage)?);
+            self.seen += 1;
+            // A folder of millions of entries is refused before it is all listed.
+            if self.seen > MAX_FOLDER_ENTRIES {
                 return Err(ImportError::Refused(format!(
-                    "{shown:?} changed while it was imported"
+                    "the folder holds more than {MAX_FOLDER_ENTRIES} entries; a pack may hold at \
+                     most {MAX_FILES} files"
                 )));
             }
-            w.file(rel, &mut f, None, &shown)?;
-        } else {
-            let reason = if kind.is_symlink() {
-                "a symlink: never copied (copy the file it points to into the pack instead)"
-            } else {
-                "not a regular file or directory (fifo, socket or device): never copied"
-            };
-            skipped.push(Skipped {
-                path: shown,
-                reason: reason.into(),
-            });
         }
-        rel.pop();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                let shown = format!("{}/{}", rel.join("/"), name.to_string_lossy());
+                return Err(ImportError::Refused(format!(
+                    "{shown:?}: the name is not UTF-8"
+                )));
+            };
+            rel.push(name.to_string());
+            let shown = rel.join("/");
+            entry_path(shown.as_bytes()).map_err(ImportError::Refused)?;
+            let changed =
+                || ImportError::Refused(format!("{shown:?} changed while it was imported"));
+            // `file_type` does not follow a symlink.
+            let kind = e.file_type().map_err(ImportError::storage)?;
+            if kind.is_dir() {
+                let sub = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                    .open(at(dir, name))
+                    .map_err(|_| changed())?;
+                w.dir(rel, &shown)?;
+                self.copy(&sub, rel, w)?;
+            } else if kind.is_file() {
+                let mut f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(at(dir, name))
+                    .map_err(|_| changed())?;
+                if !f.metadata().map_err(ImportError::storage)?.is_file() {
+                    return Err(changed());
+                }
+                w.file(rel, &mut f, None, &shown)?;
+            } else {
+                let reason = if kind.is_symlink() {
+                    "a symlink: never copied (copy the file it points to into the pack instead)"
+                } else {
+                    "not a regular file or directory (fifo, socket or device): never copied"
+                };
+                self.skipped.push(Skipped {
+                    path: shown,
+                    reason: reason.into(),
+                });
+            }
+            rel.pop();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Reads the staged `ecosystem.json` (at the top, or in `backend/` when that exists), checks the
