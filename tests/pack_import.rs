@@ -795,3 +795,63 @@ async fn the_cli_imports_a_zip_and_a_folder_and_applies_them() {
     let out = fails(rumi(&k), &["pack", "import", bad.to_str().unwrap()]);
     assert!(out.stderr.contains("'..'"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn a_folder_swapped_for_a_link_while_importing_never_leaks() {
+    // A hostile folder flips `sub` between a directory and a symlink to a directory holding a
+    // secret, as fast as it can, while the kernel imports it: no staged import ever holds the
+    // secret (the walk opens each directory O_NOFOLLOW and never resolves a name again).
+    let home = home();
+    let k = Kernel::start(home.path(), &[]);
+    let src = tempfile::tempdir().unwrap();
+    let pack = src.path().join("racer");
+    write(
+        &pack,
+        "ecosystem.json",
+        &String::from_utf8(eco("racer", "t:racer")).unwrap(),
+    );
+    write(&pack, "sub/a.txt", "plain");
+    let secret_dir = src.path().join("secret");
+    write(&secret_dir, "a.txt", "SECRET");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (pack, secret_dir, stop) = (pack.clone(), secret_dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (sub, real, link) = (pack.join("sub"), pack.join(".real"), pack.join(".link"));
+            std::fs::rename(&sub, &real).unwrap();
+            std::os::unix::fs::symlink(&secret_dir, &link).unwrap();
+            let mut flips = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // sub is the real directory, then the link, by atomic renames.
+                let _ = std::fs::rename(&real, &sub);
+                let _ = std::fs::rename(&sub, &real);
+                let _ = std::fs::rename(&link, &sub);
+                let _ = std::fs::rename(&sub, &link);
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let mut imported = 0;
+    for _ in 0..40 {
+        let (s, v) = k
+            .post("/api/packs/import", json!({"path": pack.to_str().unwrap()}))
+            .await;
+        assert!(s == 200 || s == 400, "{v}");
+        if s == 200 {
+            imported += 1;
+            let sid = v["data"]["staging_id"].as_str().unwrap();
+            let staged = home.path().join("user_data/pack_staging").join(sid);
+            if let Ok(text) = std::fs::read_to_string(staged.join("sub/a.txt")) {
+                assert_eq!(
+                    text, "plain",
+                    "the import followed a link out of the folder"
+                );
+            }
+            std::fs::remove_dir_all(staged).unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flipper.join().unwrap() > 0);
+    assert!(imported > 0, "no import got through the flipping");
+}

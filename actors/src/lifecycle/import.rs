@@ -282,7 +282,9 @@ impl Walk {
         }
         let mut entries: Vec<_> = Vec::new();
         for e in fs::read_dir(at(dir, "")).map_err(ImportError::storage)? {
-            entries.push(e.map_err(ImportError::storage)?);
+            entries.push(e.map_err(|_| {
+                ImportError::Refused(format!("{:?} changed while it was imported", rel.join("/")))
+            })?);
             self.seen += 1;
             // A folder of millions of entries is refused before it is all listed.
             if self.seen > MAX_FOLDER_ENTRIES {
@@ -307,7 +309,7 @@ impl Walk {
             let changed =
                 || ImportError::Refused(format!("{shown:?} changed while it was imported"));
             // `file_type` does not follow a symlink.
-            let kind = e.file_type().map_err(ImportError::storage)?;
+            let kind = e.file_type().map_err(|_| changed())?;
             if kind.is_dir() {
                 let sub = OpenOptions::new()
                     .read(true)
