@@ -855,3 +855,57 @@ async fn a_folder_swapped_for_a_link_while_importing_never_leaks() {
     assert!(flipper.join().unwrap() > 0);
     assert!(imported > 0, "no import got through the flipping");
 }
+
+#[tokio::test]
+async fn an_upload_cut_off_or_over_the_cap_leaves_no_file() {
+    let home = home();
+    let k = Kernel::start(home.path(), &[]);
+    let staging = home.path().to_path_buf();
+    let upload_there = |want: bool| {
+        let staging = staging.clone();
+        move || {
+            let staging = staging.clone();
+            async move {
+                let any = staging_entries(&staging)
+                    .iter()
+                    .any(|n| n.starts_with(".upload-"));
+                (any == want).then_some(())
+            }
+        }
+    };
+    // A client that sends 1 MiB of a declared 10 MiB and goes away.
+    {
+        let addr = k.base.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /api/packs/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/zip\r\nContent-Length: 10485760\r\n\r\n"
+        )
+        .unwrap();
+        s.write_all(&vec![0u8; 1 << 20]).unwrap();
+        common::until(20, "the upload file", upload_there(true)).await;
+    }
+    common::until(20, "the cut upload removed", upload_there(false)).await;
+
+    // A chunked body (no Content-Length) past 500 MiB: 413 once the count passes the cap.
+    let chunk = vec![0u8; 1 << 20];
+    let stream =
+        futures_util::stream::iter((0..501).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = k
+        .http
+        .post(k.url("/api/packs/import"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/zip")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    if let Ok(r) = resp {
+        assert_eq!(r.status().as_u16(), 413);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("500 MiB"), "{v}");
+    }
+    common::until(20, "the over-cap upload removed", upload_there(false)).await;
+    let (s, _) = k.get("/api/packs").await;
+    assert_eq!(s, 200);
+}
