@@ -37,7 +37,8 @@ pub struct AppliedPack {
 impl Handler<ApplyStaged> for Registry {
     type Result = ResponseFuture<Result<AppliedPack, ApplyError>>;
 
-    /// Swaps the staged tree in, audits it, rescans, and answers once the flows are reloaded.
+    /// Swaps the staged tree in, audits it, rescans, and answers once the flows are reloaded
+    /// (or [`DECISION_FLOWS_DEADLINE`](super::DECISION_FLOWS_DEADLINE) passed).
     fn handle(&mut self, msg: ApplyStaged, _: &mut Self::Context) -> Self::Result {
         let applied = match lifecycle::apply(&self.layout, &msg.staging_id) {
             Ok(a) => a,
@@ -65,8 +66,10 @@ impl Handler<ApplyStaged> for Registry {
             replaced: applied.replaced,
             backup: applied.backup,
         };
+        // The answer waits for the flow load the rescan started, within the deadline approvals
+        // use (the swap itself is done and answered either way).
         Box::pin(async move {
-            let _ = reloaded.await;
+            let _ = tokio::time::timeout(super::DECISION_FLOWS_DEADLINE, reloaded).await;
             Ok(answer)
         })
     }
