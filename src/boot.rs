@@ -122,12 +122,14 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
         max_bytes: settings.max_body_bytes,
         read_timeout: settings.body_read_timeout,
     };
+    let import_slots = web::Data::new(http::pack_import::ImportSlots::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(kernel_data.clone())
             .app_data(token_data.clone())
             .app_data(limit)
             .app_data(cors_data.clone())
+            .app_data(import_slots.clone())
             // CORS, then the token: one layer on every request.
             .wrap(middleware::from_fn(http::auth::gate))
             .configure(http::routes)

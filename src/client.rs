@@ -157,6 +157,45 @@ impl Client {
         into_data(reply)
     }
 
+    /// Posts `body` (a stream) as `content_type`, within `deadline`; answers `data`.
+    pub async fn upload(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        content_type: &str,
+        len: u64,
+        deadline: Duration,
+    ) -> Result<Value> {
+        self.verified.get_or_try_init(|| self.verify()).await?;
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(deadline)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = read_capped(resp).await.map_err(|why| {
+            anyhow!(
+                "the answer of {} ({status}) could not be read: {why}",
+                self.base
+            )
+        })?;
+        let body: Value = serde_json::from_slice(&bytes).with_context(|| {
+            format!("the kernel at {} answered {status} without JSON", self.base)
+        })?;
+        into_data(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.call(Method::GET, path, None).await
     }

@@ -38,14 +38,14 @@ failures = []
 called = set()
 
 
-def request(method, path, body=None, raw=None, token=TOKEN):
+def request(method, path, body=None, raw=None, token=TOKEN, ctype="application/json"):
     """One request; answers (status, JSON body)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(BASE + path, data=data, method=method)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", ctype)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -116,11 +116,12 @@ registry = Registry().with_resource(
 )
 
 
-def check(method, template, path=None, body=None, raw=None, token=TOKEN, expect=200):
+def check(method, template, path=None, body=None, raw=None, token=TOKEN, expect=200,
+          ctype="application/json"):
     """Calls `path` (default: the template itself) and validates the answer against the
     document's schema for (`method`, `template`) and the status; answers the body."""
     path = path or template
-    status, answer = request(method, path, body=body, raw=raw, token=token)
+    status, answer = request(method, path, body=body, raw=raw, token=token, ctype=ctype)
     called.add((method.lower(), template))
     where = f"{method} {path} -> {status}"
     if status != expect:
@@ -271,6 +272,34 @@ check("POST", "/api/stores/create", body={"store_id": "esc", "root_path": "user_
 check("DELETE", "/api/packs/{id}", "/api/packs/no_such_pack", expect=404)
 check("DELETE", "/api/packs/{id}", "/api/packs/text_tools?purge=maybe", expect=400)
 check("DELETE", "/api/packs/{id}", "/api/packs/text_tools")
+
+
+def pack_zip(pack_id, identity):
+    """A small pack archive: one top-level directory named after the pack."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{pack_id}/ecosystem.json",
+                   json.dumps({"pack_id": pack_id, "pack_identity": identity, "version": "1.0.0"}))
+        z.writestr(f"{pack_id}/blocks/b.py", "def run(input_data, context=None):\n    return {}\n")
+    return buf.getvalue()
+
+
+staged = check("POST", "/api/packs/import", raw=pack_zip("openapi_import", "test:openapi"),
+               ctype="application/zip")
+check("POST", "/api/packs/apply", body={"staging_id": (staged.get("data") or {}).get("staging_id")})
+again = check("POST", "/api/packs/import", raw=pack_zip("openapi_import", "test:openapi"),
+              ctype="application/zip")
+check("POST", "/api/packs/apply", body={"staging_id": (again.get("data") or {}).get("staging_id")})
+other = check("POST", "/api/packs/import", raw=pack_zip("openapi_import", "test:other"),
+              ctype="application/zip")
+check("POST", "/api/packs/apply", body={"staging_id": (other.get("data") or {}).get("staging_id")},
+      expect=409)
+check("POST", "/api/packs/import", body={}, expect=400)
+check("POST", "/api/packs/import", raw=b"not a zip", ctype="application/zip", expect=400)
+check("POST", "/api/packs/apply", body={"staging_id": "nope"}, expect=400)
+check("POST", "/api/packs/apply", body={"staging_id": "0123456789abcdef"}, expect=404)
 
 documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
 for m, p in sorted(documented - called):

@@ -154,6 +154,12 @@ impl Kernel {
                 "removed temporary files of writes an earlier crash interrupted"
             );
         }
+        // Before the Registry's first scan: finish or undo a pack apply a crash cut (§2.4).
+        // Fail-soft: a staging area the kernel cannot tidy is logged, not a reason to stop.
+        match crate::lifecycle::recover(&layout) {
+            Ok(done) => done.iter().for_each(|d| tracing::warn!("{d}")),
+            Err(e) => tracing::error!(error = %e, "could not recover user_data/pack_staging"),
+        }
         for dir in [
             layout.user_data(),
             layout.audit(),

@@ -24,6 +24,7 @@ pub mod home_lock;
 pub mod kernel;
 pub mod keys;
 pub mod layout;
+pub mod lifecycle;
 pub mod limiter;
 pub mod pack_container;
 pub mod registry;

@@ -13,6 +13,7 @@ pub mod extras;
 pub mod flows;
 pub mod network;
 pub mod output;
+pub mod pack_import;
 pub mod pack_test;
 pub mod packs;
 pub mod routes;
@@ -144,6 +145,14 @@ pub enum PackCommand {
     /// Run the pack's lib script now (install, or update after a first success); exit 1 when
     /// it fails.
     LibRun { pack_id: String },
+    /// Stage a pack from a folder, .zip or .rumipack (nothing of it runs); `apply` installs it.
+    Import {
+        /// A folder (sent as its absolute path: the kernel runs on this machine) or an archive
+        /// (uploaded, with a progress bar when large).
+        path: std::path::PathBuf,
+    },
+    /// Install or update a pack from a staged import (the old pack is backed up first).
+    Apply { staging_id: String },
     /// Write a working pack skeleton to `ecosystem/<pack_id>/` under the home.
     New { pack_id: String },
     /// Run every flow of a pack in a throw-away permissive kernel; non-zero exit when a step

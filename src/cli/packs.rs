@@ -99,6 +99,8 @@ pub async fn run(c: &Client, out: &Out, cmd: PackCommand) -> Result<()> {
             }
         }
         PackCommand::LibRun { pack_id } => super::extras::lib_run(c, out, &pack_id).await?,
+        PackCommand::Import { path } => super::pack_import::import(c, out, &path).await?,
+        PackCommand::Apply { staging_id } => super::pack_import::apply(c, out, &staging_id).await?,
         PackCommand::New { .. } | PackCommand::Test { .. } => {
             unreachable!("handled without a client")
         }

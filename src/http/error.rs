@@ -116,6 +116,29 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<rumi_actors::lifecycle::ImportError> for ApiError {
+    fn from(e: rumi_actors::lifecycle::ImportError) -> Self {
+        use rumi_actors::lifecycle::ImportError as E;
+        match e {
+            E::Refused(m) => ApiError::bad_request(m),
+            E::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            E::Storage(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<rumi_actors::lifecycle::ApplyError> for ApiError {
+    fn from(e: rumi_actors::lifecycle::ApplyError) -> Self {
+        use rumi_actors::lifecycle::ApplyError as E;
+        match e {
+            E::BadId(m) => ApiError::bad_request(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            E::Storage(_) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
         match e {

@@ -16,6 +16,7 @@ pub mod flows;
 pub mod grants;
 pub mod network;
 pub mod openapi;
+pub mod pack_import;
 pub mod packs;
 pub mod routes;
 pub mod runs;

@@ -37,6 +37,8 @@ const BEARER: &str = "bearer";
         packs::list,
         packs::pending,
         packs::scan,
+        super::pack_import::import,
+        super::pack_import::apply,
         packs::get,
         packs::status,
         packs::approve,

@@ -18,6 +18,8 @@ macro_rules! api_routes {
             GET "/api/packs" => packs::list,
             GET "/api/packs/pending" => packs::pending,
             POST "/api/packs/scan" => packs::scan,
+            POST "/api/packs/import" => pack_import::import,
+            POST "/api/packs/apply" => pack_import::apply,
             GET "/api/packs/{id}" => packs::get,
             GET "/api/packs/{id}/status" => packs::status,
             POST "/api/packs/{id}/approve" => packs::approve,

@@ -8,6 +8,7 @@
 //! classification ([`net`]), and hostile-YAML
 //! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
 
+pub mod archive;
 pub mod capability;
 pub mod catalog;
 pub mod condition;

@@ -11,6 +11,7 @@
 //! time, and only from approved packs whose files match their manifest (`flows.rs`); approval,
 //! rejection and a change found in an approved pack are `decisions.rs`.
 
+mod apply;
 mod decisions;
 mod doors;
 mod extras;
@@ -21,6 +22,7 @@ mod summary;
 mod uninstall;
 mod watch;
 
+pub use apply::{AppliedPack, ApplyStaged};
 pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use extras::ComponentStatus;
 pub use flows::Stopping;

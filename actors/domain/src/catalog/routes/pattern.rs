@@ -28,6 +28,8 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/packs"),
     ("GET", "/api/packs/pending"),
     ("POST", "/api/packs/scan"),
+    ("POST", "/api/packs/import"),
+    ("POST", "/api/packs/apply"),
     ("GET", "/api/packs/{id}"),
     ("GET", "/api/packs/{id}/status"),
     ("POST", "/api/packs/{id}/approve"),
