@@ -367,3 +367,107 @@ async fn f6_converter_receives_the_callers_run_inputs() {
         "the converter of pack zhijack saw the calling run's inputs: {f}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Finding 7 (medium, availability): lib runs and component setups of *all* packs go through one
+// serial queue (`Extras::busy`), with LIB_TIMEOUT = 300 s per lib run and SETUP_TIMEOUT = 60 s
+// per component (up to 64 components). One approved pack whose lib script (or setups) just
+// sleeps holds back every other pack's install and setups — for up to 300 s + 64 × 60 s, again
+// at every start (a failed run is retried at the next start, setups run at every start).
+// Contract §16 "lib": the first run starts within a few seconds of the approval.
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+#[ignore = "finding 7: one pack's slow lib run (or setups) stalls every other pack's lib install and component setups"]
+async fn f7_one_slow_lib_run_stalls_every_other_packs_install() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(home.path(), "hog", &[]);
+    write(
+        home.path(),
+        "ecosystem/hog/backend/lib/install.py",
+        "import time\ndef run(context):\n    time.sleep(120)\n    return 1\n",
+    );
+    make_pack(home.path(), "patient", &[]);
+    write(
+        home.path(),
+        "ecosystem/patient/backend/lib/install.py",
+        "def run(context):\n    return 'installed'\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hog").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    k.approve("patient").await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let r = records(home.path())["patient"].clone();
+    assert_eq!(
+        r["success"], true,
+        "pack patient's install had not run 15 s after its approval (pack hog's lib run holds the queue): {r}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Finding 8 (low): uninstall — even with purge — leaves the pack's installed capability handler
+// (`user_data/capabilities/handlers/<slug>/`, its signed trust record, the candidate
+// `installed`). Trust is checked as "the pack *with that id* is approved now", so any later pack
+// that takes the id (another author, another `pack_identity`, no handler of its own), once
+// approved, brings the old handler back as trusted. "Installed again under the same id starts
+// with nothing" (uninstall.rs) does not hold for handler trust.
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+#[ignore = "finding 8: a purged pack's capability handler stays installed and is trusted again for any later pack with that id"]
+async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(home.path(), "hp8", &[("noop.py", "def run(i): return i\n")]);
+    let base = "ecosystem/hp8/backend/share/capability_handlers/echo8";
+    write(
+        home.path(),
+        &format!("{base}/handler.json"),
+        r#"{"handler_id":"echo8_handler","permission_id":"test.echo8","entrypoint":"handler.py:execute","description":"echo","risk":"none"}"#,
+    );
+    write(
+        home.path(),
+        &format!("{base}/handler.py"),
+        "def execute(context, args):\n    return {'echo': args}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("hp8").await;
+    let (s, v) = k.post("/api/capability/candidates/scan", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let key = v["data"]["candidates"][0]["candidate_key"]
+        .as_str()
+        .unwrap()
+        .replace(':', "%3A");
+    let (s, v) = k
+        .post(&format!("/api/capability/requests/{key}/approve"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = k.req("DELETE", "/api/packs/hp8?purge=true", None).await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Someone else's pack, same id, no handler at all.
+    write(
+        home.path(),
+        "ecosystem/hp8/backend/ecosystem.json",
+        r#"{"pack_id":"hp8","pack_identity":"github:someone-else/other"}"#,
+    );
+    k.post("/api/packs/scan", json!({})).await;
+    k.approve("hp8").await;
+    let (_, v) = k.get("/api/capability/requests?status=installed").await;
+    let trusted: Vec<&Value> = v["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["pack_id"] == "hp8" && i["trusted"] == true)
+        .collect();
+    assert!(
+        trusted.is_empty(),
+        "the purged pack's handler is trusted again for the new pack hp8: {v}"
+    );
+}
