@@ -556,3 +556,60 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
         "pack atkspy read pack atkbank's secret through atkbank's capability socket: {out}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Finding 9 (high): the pack subdir `backend/` may be a symlink. The scan picks it (`is_dir()`
+// follows links) and reads ecosystem.json through it, blocks resolve inside it (the root is
+// canonicalized first, so "inside the pack after links" holds), in strict mode /pack is
+// bind-mounted from it — but the manifest records `backend` only as a link (its target text) and
+// never descends. So every file of such a pack lies outside the approval: its code can be
+// replaced after approval and runs without the pack ever becoming `modified`.
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+#[ignore = "finding 9: a symlinked backend/ puts the whole pack outside its manifest; changed code runs while the pack stays approved"]
+async fn f9_symlinked_backend_dir_escapes_the_manifest() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    write(
+        home.path(),
+        "elsewhere/ecosystem.json",
+        r#"{"pack_id":"linked","pack_identity":"test:linked"}"#,
+    );
+    write(
+        home.path(),
+        "elsewhere/blocks/hello.py",
+        "def run(i, context=None):\n    return 'approved code'\n",
+    );
+    std::fs::create_dir_all(home.path().join("ecosystem/linked")).unwrap();
+    std::os::unix::fs::symlink(
+        home.path().join("elsewhere"),
+        home.path().join("ecosystem/linked/backend"),
+    )
+    .unwrap();
+    write(
+        home.path(),
+        "user_data/shared/flows/linked_hello.flow.yaml",
+        "flow_id: linked_hello\nphases: [m]\nsteps:\n  - {id: b, phase: m, type: python_file_call, owner_pack: linked, file: hello.py, output: out}\n",
+    );
+    let k = Kernel::start(home.path(), &[]);
+    k.approve("linked").await;
+    let (_, run) = k.run("linked_hello", json!({})).await;
+    assert_eq!(run["result"]["out"], "approved code", "{run}");
+    // Replaced after the approval (new size and mtime), the new code runs.
+    std::thread::sleep(Duration::from_millis(1100));
+    write(
+        home.path(),
+        "elsewhere/blocks/hello.py",
+        "def run(i, context=None):\n    return 'NEVER APPROVED ' * 2\n",
+    );
+    let (_, run) = k.run("linked_hello", json!({})).await;
+    let (_, pack) = k.get("/api/packs/linked").await;
+    assert!(
+        !run.to_string().contains("NEVER APPROVED"),
+        "code changed after approval ran; pack state {}: {run}",
+        pack["data"]["state"]
+    );
+}
