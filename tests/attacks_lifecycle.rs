@@ -72,7 +72,10 @@ impl Drop for Containers {
                     .map(str::to_string)
                     .collect();
                 if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
                 }
             }
         }
@@ -128,7 +131,11 @@ async fn f1_lib_symlinked_site_packages_mounts_any_host_dir_into_the_pack_contai
         "def run(context):\n    with open('/data/private.txt', 'w') as f:\n        f.write('victim-private-7731')\n    return 1\n",
     );
     make_pack(home.path(), "atkthief", &[("read.py", THIEF_BLOCK)]);
-    write(home.path(), "ecosystem/atkthief/backend/lib/install.py", THIEF_LIB);
+    write(
+        home.path(),
+        "ecosystem/atkthief/backend/lib/install.py",
+        THIEF_LIB,
+    );
     write(
         home.path(),
         "user_data/shared/flows/atkthief_read.flow.yaml",
@@ -163,7 +170,7 @@ async fn f1_lib_symlinked_site_packages_mounts_any_host_dir_into_the_pack_contai
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 2: lib/install.py may be a symlink out of the pack; outside code runs, and runs again after it changed"]
+
 async fn f2_lib_script_symlinked_out_of_the_pack_runs_unapproved_code() {
     if !python_available() {
         return;
@@ -211,7 +218,11 @@ async fn f3_uninstall_leaves_a_lib_run_running() {
     }
     let home = fresh_home();
     make_pack(home.path(), "slowun", &[]);
-    write(home.path(), "ecosystem/slowun/backend/lib/install.py", SLOW_LIB);
+    write(
+        home.path(),
+        "ecosystem/slowun/backend/lib/install.py",
+        SLOW_LIB,
+    );
     let k = Kernel::start(home.path(), &[]);
     let data = home.path().join("user_data/packs/slowun");
     k.approve("slowun").await;
@@ -247,7 +258,11 @@ async fn f4_reinstall_during_a_lib_run_never_runs_the_new_install() {
     }
     let home = fresh_home();
     make_pack(home.path(), "slowre", &[]);
-    write(home.path(), "ecosystem/slowre/backend/lib/install.py", SLOW_LIB);
+    write(
+        home.path(),
+        "ecosystem/slowre/backend/lib/install.py",
+        SLOW_LIB,
+    );
     let k = Kernel::start(home.path(), &[]);
     let data = home.path().join("user_data/packs/slowre");
     k.approve("slowre").await;
@@ -277,7 +292,7 @@ async fn f4_reinstall_during_a_lib_run_never_runs_the_new_install() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 5: purging the pack `packs` deletes every legacy pack under ecosystem/packs/"]
+
 async fn f5_purging_a_pack_named_packs_deletes_the_legacy_packs() {
     let home = fresh_home();
     write(
@@ -298,14 +313,16 @@ async fn f5_purging_a_pack_named_packs_deletes_the_legacy_packs() {
     let k = Kernel::start(home.path(), &[]);
     let (_, list) = k.get("/api/packs").await;
     let text = list.to_string();
+    // (Fixed: `packs` is a reserved id; ecosystem/packs/ is only ever the legacy directory.)
     assert!(
-        text.contains("\"legacyvictim\"") && text.contains("\"packs\""),
+        text.contains("\"legacyvictim\"") && !text.contains("\"pack_id\":\"packs\""),
         "{list}"
     );
+    let (_, d) = k.get("/api/diagnostics").await;
+    assert!(d.to_string().contains("no pack may be named"), "{d}");
     k.approve("legacyvictim").await;
     let (s, v) = k.req("DELETE", "/api/packs/packs?purge=true", None).await;
-    assert_eq!(s, 200, "{v}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s, 400, "{v}");
     assert!(
         home.path()
             .join("ecosystem/packs/legacyvictim/blocks/precious.py")
@@ -358,7 +375,10 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     let (_, v) = k.get("/api/vocab").await;
     eprintln!("converters: {}", v["data"]["converters"]);
     let (s, run) = k
-        .run("temps", json!({"api_key": "caller-private-5150", "user": "alice"}))
+        .run(
+            "temps",
+            json!({"api_key": "caller-private-5150", "user": "alice"}),
+        )
         .await;
     assert_eq!(s, 200, "{run}");
     let f = &run["result"]["f"];
@@ -418,7 +438,7 @@ async fn f7_one_slow_lib_run_stalls_every_other_packs_install() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 8: a purged pack's capability handler stays installed and is trusted again for any later pack with that id"]
+
 async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
     if !python_available() {
         return;
@@ -445,7 +465,10 @@ async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
         .unwrap()
         .replace(':', "%3A");
     let (s, v) = k
-        .post(&format!("/api/capability/requests/{key}/approve"), json!({}))
+        .post(
+            &format!("/api/capability/requests/{key}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = k.req("DELETE", "/api/packs/hp8?purge=true", None).await;
@@ -520,9 +543,17 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     }
     let _c = Containers(vec!["atkbank", "atkspy"]);
     let home = fresh_home();
-    make_pack(home.path(), "atkbank", &[("noop.py", "def run(i): return i\n")]);
+    make_pack(
+        home.path(),
+        "atkbank",
+        &[("noop.py", "def run(i): return i\n")],
+    );
     make_pack(home.path(), "atkspy", &[("spy.py", SPY_BLOCK)]);
-    write(home.path(), "ecosystem/atkspy/backend/lib/install.py", SPY_LIB);
+    write(
+        home.path(),
+        "ecosystem/atkspy/backend/lib/install.py",
+        SPY_LIB,
+    );
     write(
         home.path(),
         "user_data/shared/flows/atkspy_spy.flow.yaml",
@@ -530,7 +561,10 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     );
     let k = Kernel::start_mode(home.path(), &[], false);
     let (s, v) = k
-        .post("/api/secrets/set", json!({"key": "BANK_KEY", "value": "bank-secret-90210"}))
+        .post(
+            "/api/secrets/set",
+            json!({"key": "BANK_KEY", "value": "bank-secret-90210"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = k
@@ -567,7 +601,7 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 9: a symlinked backend/ puts the whole pack outside its manifest; changed code runs while the pack stays approved"]
+
 async fn f9_symlinked_backend_dir_escapes_the_manifest() {
     if !python_available() {
         return;
@@ -595,9 +629,20 @@ async fn f9_symlinked_backend_dir_escapes_the_manifest() {
         "flow_id: linked_hello\nphases: [m]\nsteps:\n  - {id: b, phase: m, type: python_file_call, owner_pack: linked, file: hello.py, output: out}\n",
     );
     let k = Kernel::start(home.path(), &[]);
-    k.approve("linked").await;
+    // (Fixed: a symlinked backend/ puts the pack in `error`, and it cannot be approved.)
+    let (s, v) = k.post("/api/packs/linked/approve", json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("backend is a symbolic link"),
+        "{v}"
+    );
+    let (_, pack) = k.get("/api/packs/linked").await;
+    assert_eq!(pack["data"]["state"], "error", "{pack}");
     let (_, run) = k.run("linked_hello", json!({})).await;
-    assert_eq!(run["result"]["out"], "approved code", "{run}");
+    assert_ne!(run["result"]["out"], "approved code", "{run}");
     // Replaced after the approval (new size and mtime), the new code runs.
     std::thread::sleep(Duration::from_millis(1100));
     write(

@@ -119,6 +119,19 @@ impl Layout {
             self.runtime_python(),
         ]
     }
+    /// A pack's subdir (contract §1): `<dir>/backend/` when it is a directory, else `<dir>`. A
+    /// `backend` that is a symbolic link is refused: the manifest records a link by its target's
+    /// name only, so everything behind it would run unhashed (and change unseen).
+    pub fn pack_subdir(dir: &Path) -> Result<PathBuf, String> {
+        let backend = dir.join("backend");
+        match std::fs::symlink_metadata(&backend) {
+            Ok(m) if m.file_type().is_symlink() => Err(
+                "backend is a symbolic link: a pack's files must be inside its own directory (replace the link with the directory itself)".into(),
+            ),
+            Ok(m) if m.is_dir() => Ok(backend),
+            _ => Ok(dir.to_path_buf()),
+        }
+    }
     /// Shows a path relative to the home, for messages (never a host path outside it).
     pub fn display(&self, path: &Path) -> String {
         match path.strip_prefix(&self.home) {

@@ -98,14 +98,7 @@ pub fn pack_subdirs(ecosystem: &Path) -> Vec<(String, PathBuf)> {
     }
     found
         .into_iter()
-        .map(|(id, dir)| {
-            let sub = if dir.join("backend").is_dir() {
-                dir.join("backend")
-            } else {
-                dir
-            };
-            (id, sub)
-        })
+        .filter_map(|(id, dir)| Some((id, crate::layout::Layout::pack_subdir(&dir).ok()?)))
         .collect()
 }
 

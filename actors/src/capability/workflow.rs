@@ -213,6 +213,44 @@ impl HandlerTable {
         ))
     }
 
+    /// Forgets everything of `pack_id` (its uninstall): its installed handlers lose their trust
+    /// record first (durably: from then on nothing of them is trusted), their warm workers and
+    /// installed copies go, and its candidates are dropped, so a pack installed again under the
+    /// id, whoever wrote it, starts with no trusted handler and no decision. Answers how many
+    /// handlers were removed.
+    pub fn forget_pack(&self, pack_id: &str) -> std::io::Result<usize> {
+        let mut book = self.book.lock();
+        let theirs: Vec<Arc<Installed>> = self
+            .installed
+            .read()
+            .values()
+            .filter(|e| e.record.pack_id == pack_id)
+            .cloned()
+            .collect();
+        for e in &theirs {
+            self.trust.remove(&e.record.slug)?;
+            e.stop_actor();
+            self.installed.write().remove(&e.record.permission_id);
+            for dir in [
+                self.handlers_dir.join(&e.record.slug),
+                self.homes_dir.join(&e.record.slug),
+            ] {
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(error = %err, "uninstall: a handler's files could not be removed");
+                    }
+                }
+            }
+        }
+        let before = book.candidates.len();
+        book.candidates.retain(|_, r| r.pack_id != pack_id);
+        if book.candidates.len() != before {
+            book.save(&self.requests_file)
+                .map_err(|_| std::io::Error::other("the candidates' records cannot be written"))?;
+        }
+        Ok(theirs.len())
+    }
+
     /// How many candidates are in each state (the pending summary).
     pub fn status_counts(&self) -> rumi_domain::capability::candidate::StatusCounts {
         let book = self.book.lock();

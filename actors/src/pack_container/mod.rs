@@ -21,7 +21,7 @@ pub mod proctree;
 mod resolve;
 pub mod worker;
 
-pub use entry::Entry;
+pub use entry::{resolve_exact, Entry};
 pub use resolve::resolve_block;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};

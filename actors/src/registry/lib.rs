@@ -318,8 +318,14 @@ impl Registry {
         let rec = e.record.as_ref()?;
         let data_dir = self.layout.pack_data(id);
         let lib_dir = e.subdir.join("lib");
-        let (runner, lib_dir_seen, data_dir_seen) = match &self.sandbox.docker {
-            None => {
+        // The script itself must be a regular file inside the pack: a symlink out of it would run
+        // code the manifest never hashed (it records a link by its target's name only).
+        let refused = crate::pack_container::resolve_exact(&e.subdir, file)
+            .err()
+            .map(|f| format!("the lib script is refused: {}", f.error));
+        let (runner, lib_dir_seen, data_dir_seen) = match (&self.sandbox.docker, refused) {
+            (_, Some(why)) => (Runner::Unavailable(why), String::new(), String::new()),
+            (None, None) => {
                 let spec = WorkerSpec {
                     pack_id: id.to_string(),
                     python: self.config.python.clone(),
@@ -348,7 +354,7 @@ impl Registry {
                 };
                 (runner, abs(&lib_dir), abs(&data_dir))
             }
-            Some(engine) => {
+            (Some(engine), None) => {
                 if let Err(e) = crate::fsutil::ensure_dir(&data_dir, 0o755) {
                     tracing::warn!(pack_id = id, error = %e, "cannot create the pack's data directory");
                 }

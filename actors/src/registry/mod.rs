@@ -314,11 +314,16 @@ impl Registry {
                 .collect();
             names.sort();
             for (name, path) in names {
-                if !legacy
-                    && name == "packs"
-                    && !path.join("ecosystem.json").exists()
-                    && !path.join("backend/ecosystem.json").exists()
-                {
+                if !legacy && name == pack::RESERVED_PACK_ID {
+                    // The legacy directory of packs, never a pack (a pack by that name would
+                    // hold every legacy pack's files, and its purge would delete them).
+                    if path.join("ecosystem.json").exists()
+                        || path.join("backend/ecosystem.json").exists()
+                    {
+                        self.pack_problems.push(
+                            "ecosystem/packs/ holds an ecosystem.json: that directory is where legacy packs live, so no pack may be named \"packs\"; not loaded (rename the pack)".into(),
+                        );
+                    }
                     continue;
                 }
                 if !pack::valid_pack_id(&name) {
@@ -368,17 +373,17 @@ impl Registry {
             self.follow_watch(&id);
         }
         for (id, dir) in found {
-            let subdir = if dir.join("backend").is_dir() {
-                dir.join("backend")
-            } else {
-                dir.clone()
+            let (subdir, linked) = match Layout::pack_subdir(&dir) {
+                Ok(s) => (s, None),
+                Err(why) => (dir.clone(), Some(why)),
             };
-            let (meta, error) = match fs::read_to_string(subdir.join("ecosystem.json")) {
-                Ok(text) => match pack::parse_ecosystem_json(&text, &id) {
+            let (meta, error) = match (&linked, fs::read_to_string(subdir.join("ecosystem.json"))) {
+                (Some(why), _) => (None, Some(why.clone())),
+                (None, Ok(text)) => match pack::parse_ecosystem_json(&text, &id) {
                     Ok(m) => (Some(m), None),
                     Err(e) => (None, Some(e)),
                 },
-                Err(_) => (
+                (None, Err(_)) => (
                     None,
                     Some("ecosystem.json is missing or unreadable".to_string()),
                 ),
@@ -386,7 +391,12 @@ impl Registry {
             if let Some(e) = &error {
                 self.pack_problems.push(format!("pack {id:?}: {e}"));
             }
-            let (state, record, changes, warm) = self.decide_state(&id, &dir, error.is_some());
+            let (mut state, record, changes, mut warm) =
+                self.decide_state(&id, &dir, error.is_some());
+            if linked.is_some() {
+                // Even an approval recorded over the link stands for nothing behind it.
+                (state, warm) = (PackState::Error, None);
+            }
             let (container, doors) = match self.packs.get_mut(&id) {
                 Some(e) => (e.container.take(), std::mem::take(&mut e.doors)),
                 None => (None, doors::Doors::default()),

@@ -38,6 +38,9 @@ pub struct Uninstalled {
     /// How many capability principals (the pack, and `pack__*` principals that are not packs of
     /// their own) lost their grants.
     pub capability_principals_removed: usize,
+    /// How many of its trusted capability handlers were removed (their trust records, installed
+    /// copies and workers; its candidates are forgotten too).
+    pub capability_handlers_removed: usize,
     /// The pack as it is now (`installed`), or null when purged.
     pub pack: Option<PackInfo>,
 }
@@ -80,6 +83,17 @@ impl Registry {
             }
         }
 
+        // Its trusted capability handlers and candidates: a pack installed again under this id
+        // (by anyone) must not find a handler trusted for it.
+        let handlers_removed = match self.sandbox.capabilities.handlers.forget_pack(id) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(pack_id = id, error = %e, "uninstall: the pack's capability handlers could not be removed");
+                self.reconcile_container(id);
+                return Err(RegistryError::Storage);
+            }
+        };
+
         // 3. The approval record, last.
         if let Err(e) = self.approvals.remove(id) {
             tracing::error!(pack_id = id, error = %e, "uninstall: the approval record could not be removed");
@@ -116,6 +130,7 @@ impl Registry {
             purged: purge,
             network_grant_removed,
             capability_principals_removed,
+            capability_handlers_removed: handlers_removed,
             pack: self.info(id),
         })
     }
@@ -214,6 +229,7 @@ impl Handler<Uninstall> for Registry {
                 "purged": done.purged,
                 "network_grant_removed": done.network_grant_removed,
                 "capability_principals_removed": done.capability_principals_removed,
+                "capability_handlers_removed": done.capability_handlers_removed,
             }));
         let audit = self.audit.clone();
         Box::pin(async move {

@@ -12,10 +12,12 @@ use serde_json::Value;
 pub const MAX_ECOSYSTEM_JSON_BYTES: usize = 256 * 1024;
 
 /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`. The id is also a directory name and a container name, so
-/// it must never hold a path separator or `..`.
+/// it must never hold a path separator or `..`. `packs` is reserved: `ecosystem/packs/` is the
+/// legacy directory holding other packs, never a pack of its own.
 pub fn valid_pack_id(id: &str) -> bool {
     let bytes = id.as_bytes();
-    !bytes.is_empty()
+    id != RESERVED_PACK_ID
+        && !bytes.is_empty()
         && bytes.len() <= 64
         && bytes[0].is_ascii_alphanumeric()
         && bytes
@@ -44,6 +46,9 @@ pub struct PackMeta {
     pub connectivity: Connectivity,
     pub load_order: Option<i64>,
 }
+
+/// The one id matching the pattern that no pack may have (see [`valid_pack_id`]).
+pub const RESERVED_PACK_ID: &str = "packs";
 
 /// Most services a pack may list under `provides` or under `requires`.
 pub const MAX_SERVICES: usize = 64;
@@ -155,6 +160,7 @@ mod tests {
             "a b",
             &"x".repeat(65),
             "é",
+            "packs",
         ] {
             assert!(!valid_pack_id(bad), "{bad}");
         }
