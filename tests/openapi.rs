@@ -20,6 +20,7 @@ const METHODS: [&str; 8] = [
 
 /// The tags an operation may carry.
 const TAGS: &[&str] = &[
+    "pip",
     "packs",
     "routes",
     "flows",

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod layout;
 pub mod limiter;
 pub mod pack_container;
+pub mod pip;
 pub mod registry;
 pub mod run_history;
 pub mod scheduler;

@@ -16,6 +16,7 @@ pub mod grants;
 pub mod network;
 pub mod openapi;
 pub mod packs;
+pub mod pip;
 pub mod routes;
 pub mod runs;
 pub mod schedules;

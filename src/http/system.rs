@@ -110,6 +110,9 @@ pub struct Diagnostics<'a> {
     modifiers_omitted: usize,
     /// Pack routes that clash (the earlier pack keeps each) or were refused.
     routes: RouteProblems,
+    /// The refused lines of packs' `requirements.lock` files at the last pip scan (such a lock
+    /// is not a candidate).
+    pip_invalid: Vec<rumi_actors::pip::lockfile::InvalidLock>,
 }
 
 /// The route table's problems (`GET /api/routes` has the same lists with the routes).
@@ -250,6 +253,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
             clashes: catalog.routes.clashes.clone(),
             refused: catalog.routes.refused.clone(),
         },
+        pip_invalid: k.pip.invalid(),
     }))
 }
 

@@ -51,6 +51,12 @@ macro_rules! api_routes {
             POST "/api/capability/requests/{candidate_key}/reject" => capability_handlers::reject,
             GET "/api/capability/blocked" => capability_handlers::blocked,
             POST "/api/capability/blocked/{candidate_key}/unblock" => capability_handlers::unblock,
+            POST "/api/pip/candidates/scan" => pip::scan,
+            GET "/api/pip/requests" => pip::requests,
+            POST "/api/pip/requests/{candidate_key}/approve" => pip::approve,
+            POST "/api/pip/requests/{candidate_key}/reject" => pip::reject,
+            GET "/api/pip/blocked" => pip::blocked,
+            POST "/api/pip/blocked/{candidate_key}/unblock" => pip::unblock,
             GET "/api/routes" => routes::list,
             POST "/api/routes/reload" => routes::reload,
         }

@@ -286,37 +286,55 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
         attach_stdin: Some(false),
         open_stdin: Some(false),
         tty: Some(false),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(settings.memory_bytes),
-            memory_swap: Some(settings.memory_bytes),
-            pids_limit: Some(settings.pids_limit),
-            nano_cpus: Some(settings.nano_cpus),
-            cpuset_cpus: spec.cpuset.clone(),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                format!("rw,nosuid,nodev,size={}m", settings.tmp_mib),
-            )])),
-            mounts: Some(mounts),
-            init: Some(true),
-            ipc_mode: Some("private".into()),
+        host_config: Some(hardened_host_config(
+            settings,
+            mounts,
+            spec.cpuset.clone(),
             group_add,
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(1024),
-                hard: Some(1024),
-            }]),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "1m".to_string()),
-                    ("max-file".to_string(), "1".to_string()),
-                ])),
-            }),
-            ..Default::default()
+        )),
+        ..Default::default()
+    }
+}
+
+/// The hardening every container the kernel runs shares (§5.3): no network, read-only root,
+/// every capability dropped, `no-new-privileges`, the memory, pids and CPU limits, a small
+/// `/tmp`, an init, private IPC, bounded file descriptors and logs. Pack containers and the pip
+/// builder (`crate::pip::builder`) both use it.
+pub(crate) fn hardened_host_config(
+    settings: &ContainerSettings,
+    mounts: Vec<Mount>,
+    cpuset: Option<String>,
+    group_add: Option<Vec<String>>,
+) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        memory: Some(settings.memory_bytes),
+        memory_swap: Some(settings.memory_bytes),
+        pids_limit: Some(settings.pids_limit),
+        nano_cpus: Some(settings.nano_cpus),
+        cpuset_cpus: cpuset,
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={}m", settings.tmp_mib),
+        )])),
+        mounts: Some(mounts),
+        init: Some(true),
+        ipc_mode: Some("private".into()),
+        group_add,
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(1024),
+            hard: Some(1024),
+        }]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "1m".to_string()),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
         }),
         ..Default::default()
     }

@@ -744,7 +744,7 @@ impl Registry {
                 "blocked_count": blocked.len(), "blocked_ids": blocked,
             },
             "capability": not_built,
-            "pip": not_built,
+            "pip": crate::pip::pending_summary(&self.layout),
         });
         let bytes = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         if let Err(e) = crate::fsutil::write_atomic(&self.layout.pending_summary(), &bytes, 0o600) {
