@@ -143,10 +143,21 @@ async fn every_forbidden_lock_line_is_refused_by_the_scan_and_in_the_diagnostics
         h.join("ecosystem/pip_link/backend/requirements.lock"),
     )
     .unwrap();
+    // Too large, and a FIFO (a read would block): refused as files (line 0), before any parse.
+    make_pack(h, "pip_huge", &[("b.py", "def run(i, context=None):\n    return {}\n")]);
+    write(h, "ecosystem/pip_huge/requirements.lock", &"six==1.16.0\n".repeat(20_000));
+    make_pack(h, "pip_fifo", &[("b.py", "def run(i, context=None):\n    return {}\n")]);
+    let fifo = h.join("ecosystem/pip_fifo/backend/requirements.lock");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let k = Kernel::start(h, &[]);
     let report = scan(&k).await;
 
     let invalid = report["invalid"].as_array().unwrap();
+    for (pack, says) in [("pip_huge", "limit"), ("pip_fifo", "not a regular file")] {
+        let e = invalid.iter().find(|e| e["pack_id"] == pack).unwrap_or_else(|| panic!("{pack}: {report}"));
+        assert_eq!(e["line"], 0, "{e}");
+        assert!(e["reason"].as_str().unwrap().contains(says), "{e}");
+    }
     for (i, (line, rule)) in bad.iter().enumerate() {
         let n = i + 4;
         let entry = invalid
@@ -528,6 +539,53 @@ async fn an_offline_install_is_imported_by_a_block_in_permissive_mode() {
                 .is_none()
     );
     k.stop();
+}
+
+#[tokio::test]
+async fn concurrent_approvals_install_once_and_leftovers_of_a_crash_are_removed_at_start() {
+    if !python_available() {
+        return;
+    }
+    let wheels = wheel_dir();
+    let home = fresh_home();
+    importing_pack(home.path(), "pip_race", "tinypkg", "tinypkg==1.0\n");
+    // What a kill -9 in the middle of an install leaves: a download and a half-filled tree.
+    write(home.path(), "user_data/pip/work/pip_race-0123/wheels/x.whl", "partial");
+    write(home.path(), "user_data/packs/pip_race/python/site-packages.new-0123/half.py", "");
+    let k = Kernel::start(
+        home.path(),
+        &[("RUMI_PIP_FIND_LINKS", wheels.path().to_str().unwrap())],
+    );
+    assert!(!home.path().join("user_data/pip/work/pip_race-0123").exists());
+    assert!(!home.path().join("user_data/packs/pip_race/python/site-packages.new-0123").exists());
+    k.approve("pip_race").await;
+    let key = candidate_of(&scan(&k).await, "pip_race")["candidate_key"].as_str().unwrap().to_string();
+    let url = format!("/api/pip/requests/{}/approve", enc(&key));
+    let answers = futures_like_join(&k, &url, 6).await;
+    let installed = answers.iter().filter(|(s, v)| *s == 200 && v["data"]["status"] == "installed").count();
+    assert_eq!(installed, 1, "exactly one approval installs: {answers:?}");
+    for (s, v) in &answers {
+        assert!(*s == 200 || *s == 409, "the others are refused, 409: {v}");
+    }
+    k.stop();
+}
+
+/// Sends `n` approvals at once.
+async fn futures_like_join(k: &Kernel, url: &str, n: usize) -> Vec<(u16, Value)> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (http, full) = (k.http.clone(), k.url(url));
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(full).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
 
 #[tokio::test]

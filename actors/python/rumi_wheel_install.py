@@ -26,6 +26,7 @@ MAX_WHEELS = 500
 MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_WHEEL_FILE_BYTES = 512 * 1024 * 1024
+MAX_META_BYTES = 1024 * 1024
 SKIPPED_DATA = ("scripts", "headers", "data")
 
 
@@ -48,6 +49,12 @@ def plan_wheel(path):
     """[(target parts, ZipInfo, executable)], (name, version), the dist-info dir name."""
     if os.path.getsize(path) > MAX_WHEEL_FILE_BYTES:
         raise Refused(f"{os.path.basename(path)} is larger than {MAX_WHEEL_FILE_BYTES} bytes")
+    # The entry count is read from the end record before zipfile builds its list, so a central
+    # directory claiming millions of entries is refused without the memory for them.
+    with open(path, "rb") as f:
+        end = getattr(zipfile, "_EndRecData", lambda _f: None)(f)
+    if end is not None and end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] > MAX_ENTRIES:
+        raise Refused(f"{os.path.basename(path)} has more than {MAX_ENTRIES} entries")
     zf = zipfile.ZipFile(path)
     infos = zf.infolist()
     if len(infos) > MAX_ENTRIES:
@@ -57,6 +64,12 @@ def plan_wheel(path):
         raise Refused(f"{os.path.basename(path)} must hold exactly one .dist-info directory")
     dist_info = dist_infos.pop()
     data_dir = dist_info[: -len(".dist-info")] + ".data"
+    for meta in ("/WHEEL", "/METADATA"):
+        try:
+            if zf.getinfo(dist_info + meta).file_size > MAX_META_BYTES:
+                raise Refused(f"{os.path.basename(path)}: {dist_info}{meta} is larger than {MAX_META_BYTES} bytes")
+        except KeyError:
+            pass
     try:
         wheel_meta = zf.read(dist_info + "/WHEEL").decode("utf-8", "replace")
         metadata = zf.read(dist_info + "/METADATA").decode("utf-8", "replace")
@@ -183,7 +196,11 @@ def main(argv):
     except Refused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except (zipfile.BadZipFile, OSError, UnicodeError, ValueError) as exc:
+    except OSError as exc:
+        # strerror only: the message never carries a host path.
+        print(f"refused: a file could not be read or written ({exc.strerror})", file=sys.stderr)
+        return 2
+    except (zipfile.BadZipFile, UnicodeError, ValueError, KeyError) as exc:
         print(f"refused: a wheel cannot be read ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
         return 2
     print(json.dumps({"installed": installed}))
