@@ -144,17 +144,36 @@ async fn every_forbidden_lock_line_is_refused_by_the_scan_and_in_the_diagnostics
     )
     .unwrap();
     // Too large, and a FIFO (a read would block): refused as files (line 0), before any parse.
-    make_pack(h, "pip_huge", &[("b.py", "def run(i, context=None):\n    return {}\n")]);
-    write(h, "ecosystem/pip_huge/requirements.lock", &"six==1.16.0\n".repeat(20_000));
-    make_pack(h, "pip_fifo", &[("b.py", "def run(i, context=None):\n    return {}\n")]);
+    make_pack(
+        h,
+        "pip_huge",
+        &[("b.py", "def run(i, context=None):\n    return {}\n")],
+    );
+    write(
+        h,
+        "ecosystem/pip_huge/requirements.lock",
+        &"six==1.16.0\n".repeat(20_000),
+    );
+    make_pack(
+        h,
+        "pip_fifo",
+        &[("b.py", "def run(i, context=None):\n    return {}\n")],
+    );
     let fifo = h.join("ecosystem/pip_fifo/backend/requirements.lock");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let k = Kernel::start(h, &[]);
     let report = scan(&k).await;
 
     let invalid = report["invalid"].as_array().unwrap();
     for (pack, says) in [("pip_huge", "limit"), ("pip_fifo", "not a regular file")] {
-        let e = invalid.iter().find(|e| e["pack_id"] == pack).unwrap_or_else(|| panic!("{pack}: {report}"));
+        let e = invalid
+            .iter()
+            .find(|e| e["pack_id"] == pack)
+            .unwrap_or_else(|| panic!("{pack}: {report}"));
         assert_eq!(e["line"], 0, "{e}");
         assert!(e["reason"].as_str().unwrap().contains(says), "{e}");
     }
@@ -550,19 +569,39 @@ async fn concurrent_approvals_install_once_and_leftovers_of_a_crash_are_removed_
     let home = fresh_home();
     importing_pack(home.path(), "pip_race", "tinypkg", "tinypkg==1.0\n");
     // What a kill -9 in the middle of an install leaves: a download and a half-filled tree.
-    write(home.path(), "user_data/pip/work/pip_race-0123/wheels/x.whl", "partial");
-    write(home.path(), "user_data/packs/pip_race/python/site-packages.new-0123/half.py", "");
+    write(
+        home.path(),
+        "user_data/pip/work/pip_race-0123/wheels/x.whl",
+        "partial",
+    );
+    write(
+        home.path(),
+        "user_data/packs/pip_race/python/site-packages.new-0123/half.py",
+        "",
+    );
     let k = Kernel::start(
         home.path(),
         &[("RUMI_PIP_FIND_LINKS", wheels.path().to_str().unwrap())],
     );
-    assert!(!home.path().join("user_data/pip/work/pip_race-0123").exists());
-    assert!(!home.path().join("user_data/packs/pip_race/python/site-packages.new-0123").exists());
+    assert!(!home
+        .path()
+        .join("user_data/pip/work/pip_race-0123")
+        .exists());
+    assert!(!home
+        .path()
+        .join("user_data/packs/pip_race/python/site-packages.new-0123")
+        .exists());
     k.approve("pip_race").await;
-    let key = candidate_of(&scan(&k).await, "pip_race")["candidate_key"].as_str().unwrap().to_string();
+    let key = candidate_of(&scan(&k).await, "pip_race")["candidate_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/pip/requests/{}/approve", enc(&key));
     let answers = futures_like_join(&k, &url, 6).await;
-    let installed = answers.iter().filter(|(s, v)| *s == 200 && v["data"]["status"] == "installed").count();
+    let installed = answers
+        .iter()
+        .filter(|(s, v)| *s == 200 && v["data"]["status"] == "installed")
+        .count();
     assert_eq!(installed, 1, "exactly one approval installs: {answers:?}");
     for (s, v) in &answers {
         assert!(*s == 200 || *s == 409, "the others are refused, 409: {v}");
@@ -576,7 +615,13 @@ async fn futures_like_join(k: &Kernel, url: &str, n: usize) -> Vec<(u16, Value)>
     for _ in 0..n {
         let (http, full) = (k.http.clone(), k.url(url));
         tasks.push(tokio::spawn(async move {
-            let r = http.post(full).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap();
+            let r = http
+                .post(full)
+                .bearer_auth(TOKEN)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
             let s = r.status().as_u16();
             (s, r.json::<Value>().await.unwrap())
         }));
@@ -750,6 +795,45 @@ async fn strict_mode_installs_in_a_network_less_builder_and_a_block_imports_it()
             .starts_with("/pip-packages/tinypkg/"),
         "the container imports it from /pip-packages: {run}"
     );
+    // A malicious wheel through the builder container: refused, nothing installed.
+    let evil = "pip_strict_t2";
+    remove_containers(evil);
+    build_wheel(
+        wheels.path(),
+        "evilpkg",
+        "1.0",
+        &[
+            ("evilpkg/__init__.py", ""),
+            ("../../escape_strict.py", "pwned\n"),
+        ],
+    );
+    importing_pack(home.path(), evil, "evilpkg", "evilpkg==1.0\n");
+    let (s, _) = k.post("/api/packs/scan", json!({})).await;
+    assert_eq!(s, 200);
+    k.approve(evil).await;
+    let key = candidate_of(&scan(&k).await, evil)["candidate_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = k
+        .post(
+            &format!("/api/pip/requests/{}/approve", enc(&key)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["status"], "failed", "{v}");
+    assert!(
+        v["data"]["reason"].as_str().unwrap().contains("escapes"),
+        "{v}"
+    );
+    assert!(walk(home.path())
+        .iter()
+        .all(|p| !p.ends_with("escape_strict.py")));
+    assert!(!home
+        .path()
+        .join(format!("user_data/packs/{evil}/python/site-packages"))
+        .exists());
     // The builder container is gone.
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name=rumi-pip-{pack}")])
@@ -758,4 +842,71 @@ async fn strict_mode_installs_in_a_network_less_builder_and_a_block_imports_it()
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     k.stop();
     remove_containers(pack);
+    remove_containers(evil);
+}
+
+#[tokio::test]
+async fn the_cli_drives_the_whole_workflow() {
+    use common::cli::{fails, ok, rumi};
+    if !python_available() {
+        return;
+    }
+    let wheels = wheel_dir();
+    let home = fresh_home();
+    importing_pack(home.path(), "pip_cli", "tinypkg", "tinypkg==1.0\n");
+    make_pack(
+        home.path(),
+        "pip_cli_bad",
+        &[("b.py", "def run(i, context=None):\n    return {}\n")],
+    );
+    write(
+        home.path(),
+        "ecosystem/pip_cli_bad/requirements.lock",
+        "-r other.txt\n",
+    );
+    let k = Kernel::start(
+        home.path(),
+        &[("RUMI_PIP_FIND_LINKS", wheels.path().to_str().unwrap())],
+    );
+    k.approve("pip_cli").await;
+    let o = ok(rumi(&k), &["pip", "scan"]);
+    assert!(
+        o.stdout.contains("pip_cli") && o.stdout.contains("option lines"),
+        "{}",
+        o.stdout
+    );
+    let report = ok(rumi(&k), &["pip", "scan", "--json"]).json();
+    let key = candidate_of(&report, "pip_cli")["candidate_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = ok(rumi(&k), &["pip", "list", "--status", "pending"]);
+    assert!(
+        o.stdout.contains("tinypkg==1.0") && o.stdout.contains("pending"),
+        "{}",
+        o.stdout
+    );
+    fails(rumi(&k), &["pip", "list", "--status", "nope"]);
+    for _ in 0..3 {
+        ok(rumi(&k), &["pip", "reject", &key, "--reason", "no"]);
+    }
+    assert_eq!(
+        ok(rumi(&k), &["pip", "blocked", "--json"]).json()["count"],
+        1
+    );
+    let o = fails(rumi(&k), &["pip", "approve", &key]);
+    assert!(o.stderr.contains("blocked"), "{}", o.stderr);
+    let o = fails(rumi(&k), &["pip", "approve", &key, "--allow-sdist"]);
+    assert!(o.stderr.contains("setup.py"), "{}", o.stderr);
+    let item = ok(
+        rumi(&k),
+        &["pip", "unblock", &key, "--reason", "ok", "--json"],
+    )
+    .json();
+    assert_eq!(item["status"], "pending");
+    let o = ok(rumi(&k), &["pip", "approve", &key]);
+    assert!(o.stdout.contains("installed tinypkg==1.0"), "{}", o.stdout);
+    let list = ok(rumi(&k), &["pip", "list", "--json"]).json();
+    assert_eq!(list["items"][0]["status"], "installed");
+    k.stop();
 }
