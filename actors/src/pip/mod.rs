@@ -35,8 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Most candidates kept (a pack has at most two locks; records of old hashes are dropped by
-/// scans unless they carry a decision).
-pub const MAX_RECORDS: usize = 10_000;
+/// scans unless they carry a decision). With a lock of at most 64 KiB, the records stay under
+/// about 100 MiB even then.
+pub const MAX_RECORDS: usize = 1000;
 
 /// The candidates' records and the last scan's invalid locks.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -234,6 +235,10 @@ impl Pip {
         if let Ok(packs) = std::fs::read_dir(layout.user_data().join("packs")) {
             for p in packs.filter_map(Result::ok).take(100_000) {
                 let python = p.path().join("python");
+                // Never through a link a pack may have planted (permissive workers write there).
+                if !std::fs::symlink_metadata(&python).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
                 if let Ok(entries) = std::fs::read_dir(&python) {
                     for e in entries.filter_map(Result::ok).take(1000) {
                         if e.file_name()
@@ -284,7 +289,12 @@ impl Pip {
         for f in found {
             let key = rumi_domain::pip::candidate_key(&f.pack_id, &f.relpath, &f.sha256);
             if !book.candidates.contains_key(&key) && book.candidates.len() >= MAX_RECORDS {
-                tracing::warn!("the pip records are full; a new lock was not recorded");
+                invalid.push(InvalidLock {
+                    pack_id: f.pack_id.clone(),
+                    relpath: f.relpath.clone(),
+                    line: 0,
+                    reason: format!("the kernel keeps at most {MAX_RECORDS} pip candidates; reject or unblock old ones, or remove packs, then scan again"),
+                });
                 continue;
             }
             let record = book.candidates.entry(key).or_insert_with(|| {
