@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod pip;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
