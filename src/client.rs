@@ -119,11 +119,10 @@ impl Client {
     /// Sends a request; a transport failure names the address tried.
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Reply> {
         self.verified.get_or_try_init(|| self.verify()).await?;
-        let deadline = if path.ends_with("/run") {
-            RUN_DEADLINE
-        } else {
-            REQUEST_DEADLINE
-        };
+        // An approval of pip dependencies downloads and installs before it answers.
+        let slow = path.ends_with("/run")
+            || (path.starts_with("/api/pip/requests/") && path.ends_with("/approve"));
+        let deadline = if slow { RUN_DEADLINE } else { REQUEST_DEADLINE };
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))

@@ -162,6 +162,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     };
     let mut runtime = RuntimeConfig::new(mode, python);
     container_settings(&mut runtime)?;
+    runtime.pip_find_links = pip_find_links()?;
     if let Some(n) = parse_num::<usize>("RUMI_MAX_CONCURRENT_FLOWS", 1, 10_000)? {
         runtime.max_concurrent_flows = n;
     }
@@ -433,4 +434,19 @@ fn probe(candidate: &str) -> Result<PathBuf> {
         bail!("RUMI_PYTHON: {candidate:?} did not report its executable");
     }
     Ok(path)
+}
+
+/// `RUMI_PIP_FIND_LINKS`: an existing directory (absolute, or relative to the working directory)
+/// of wheels pip downloads from instead of an index (tests, air-gapped sites).
+fn pip_find_links() -> Result<Option<PathBuf>> {
+    let Some(raw) = var("RUMI_PIP_FIND_LINKS") else {
+        return Ok(None);
+    };
+    let dir = std::fs::canonicalize(&raw).map_err(|_| {
+        anyhow!("RUMI_PIP_FIND_LINKS: the directory {raw:?} does not exist; set it to a directory of wheels or unset it")
+    })?;
+    if !dir.is_dir() {
+        bail!("RUMI_PIP_FIND_LINKS: {raw:?} is not a directory; set it to a directory of wheels or unset it");
+    }
+    Ok(Some(dir))
 }

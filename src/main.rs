@@ -113,6 +113,7 @@ fn dispatch(cli: Cli) -> Result<Option<Failed>> {
                 Command::Schedules => cli::schedules::list(&c, &out).await,
                 Command::Network { command } => cli::network::run(&c, &out, command).await,
                 Command::Capability { command } => cli::capability::run(&c, &out, command).await,
+                Command::Pip { command } => cli::pip::run(&c, &out, command).await,
                 Command::Secrets { command } => cli::secrets::secrets(&c, &out, command).await,
                 Command::Stores { command } => cli::secrets::stores(&c, &out, command).await,
                 Command::Routes { command } => cli::routes::run(&c, &out, command).await,

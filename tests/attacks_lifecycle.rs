@@ -36,26 +36,6 @@ fn count(dir: &Path, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Docker and the runtime image are there (strict tests are skipped otherwise, as in strict.rs).
-fn docker_ready() -> bool {
-    let docker = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let image = docker
-        && Command::new(env!("CARGO_BIN_EXE_rumi"))
-            .args(["image", "show"])
-            .env("RUMI_HOME", tempfile::tempdir().unwrap().path())
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-    if !(docker && image) {
-        eprintln!("SKIPPED: Docker or the pack runtime image is missing");
-    }
-    docker && image
-}
-
 /// Removes every container of the given packs (whatever the installation) when dropped.
 struct Containers(Vec<&'static str>);
 
@@ -117,7 +97,6 @@ def run(input_data, context=None):
 "#;
 
 #[tokio::test]
-#[ignore = "finding 1: lib run symlinks /data/python/site-packages; the pack container mounts the link's host target at /pip-packages"]
 async fn f1_lib_symlinked_site_packages_mounts_any_host_dir_into_the_pack_container() {
     if !docker_ready() {
         return;
@@ -147,7 +126,17 @@ async fn f1_lib_symlinked_site_packages_mounts_any_host_dir_into_the_pack_contai
     assert_eq!(r["success"], true, "{r}");
     k.approve("atkthief").await;
     let r = lib_record(home.path(), "atkthief", 120).await;
-    assert_eq!(r["success"], true, "{r}");
+    // (Fixed: /data/python is read-only in a lib container, so the link cannot be planted.)
+    assert_eq!(r["success"], false, "{r}");
+    assert!(r["error"].to_string().contains("Read-only"), "{r}");
+    // A link planted some other way (permissive mode, an older kernel) is removed before any
+    // container mounts it.
+    let site = home
+        .path()
+        .join("user_data/packs/atkthief/python/site-packages");
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(site.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(home.path().join("user_data/packs/atkvictim"), &site).unwrap();
     // The next container of the pack (a restart here; a crash of the pack's own block does the
     // same) is created with the planted link as its /pip-packages source.
     k.stop();
@@ -536,7 +525,6 @@ def run(input_data, context=None):
 "#;
 
 #[tokio::test]
-#[ignore = "finding 1 (escalated): through the planted link a pack connects to another pack's capability socket and reads its secrets"]
 async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     if !docker_ready() {
         return;
@@ -577,7 +565,14 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     k.approve("atkbank").await;
     k.approve("atkspy").await;
     let r = lib_record(home.path(), "atkspy", 120).await;
-    assert_eq!(r["success"], true, "{r}");
+    // (Fixed: /data/python is read-only in a lib container, so the link cannot be planted.)
+    assert_eq!(r["success"], false, "{r}");
+    let site = home
+        .path()
+        .join("user_data/packs/atkspy/python/site-packages");
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(site.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(home.path().join("user_data/sockets/atkbank"), &site).unwrap();
     k.stop();
     let k = Kernel::start_mode(home.path(), &[], false);
     let (status, run) = k.run("atkspy_spy", json!({})).await;

@@ -401,33 +401,6 @@ async fn a_failing_component_is_disabled_alone() {
     assert_eq!(run["result"]["out"], json!({"hi": 2}));
 }
 
-fn docker_ready() -> bool {
-    let docker = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let image = docker
-        && Command::new(env!("CARGO_BIN_EXE_rumi"))
-            .args(["image", "show"])
-            .env("RUMI_HOME", tempfile::tempdir().unwrap().path())
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-    if !(docker && image) {
-        let why = if docker {
-            "the pack runtime image is missing (run `rumi image build`)"
-        } else {
-            "no Docker daemon is reachable"
-        };
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("strict-mode tests need Docker and the image in CI: {why}");
-        }
-        eprintln!("SKIPPED: {why}");
-    }
-    docker && image
-}
-
 /// Strict mode: the lib script runs in a throw-away container: `/data` writable, `/pack` (and
 /// its `lib`, `/pack/lib`) read-only, no network, no kernel environment; the container is gone afterwards.
 #[tokio::test]

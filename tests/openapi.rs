@@ -20,6 +20,7 @@ const METHODS: [&str; 8] = [
 
 /// The tags an operation may carry.
 const TAGS: &[&str] = &[
+    "pip",
     "packs",
     "routes",
     "flows",
@@ -282,6 +283,22 @@ async fn real_answers_match_the_schemas_the_document_declares() {
             text,
         );
     }
+    // A pip candidate and a refused lock line, for the pip endpoints and the diagnostics.
+    write(
+        home.path(),
+        "ecosystem/openapi_pip/backend/ecosystem.json",
+        r#"{"pack_id":"openapi_pip","pack_identity":"test:openapi_pip"}"#,
+    );
+    write(
+        home.path(),
+        "ecosystem/openapi_pip/requirements.lock",
+        "six[x]==1.16.0\n",
+    );
+    write(
+        home.path(),
+        "ecosystem/openapi_pip/backend/requirements.lock",
+        "six>=1\n",
+    );
     let k = Kernel::start(home.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi_check.py");
     let out = tokio::task::spawn_blocking({

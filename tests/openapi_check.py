@@ -246,6 +246,25 @@ check("POST", "/api/capability/requests/{candidate_key}/reject",
       "/api/capability/requests/not-a-key/reject", body={"reason": "x"}, expect=400)
 check("POST", "/api/capability/blocked/{candidate_key}/unblock",
       "/api/capability/blocked/" + UNKNOWN_CANDIDATE + "/unblock", body={}, expect=404)
+# pip: tests/openapi.rs ships pack openapi_pip with a valid lock and an invalid one.
+pip_scan = check("POST", "/api/pip/candidates/scan")
+pip_keys = [c["candidate_key"] for c in ((pip_scan or {}).get("data") or {}).get("candidates", [])]
+if not ((pip_scan or {}).get("data") or {}).get("invalid"):
+    failures.append("the pip scan listed no invalid lock (tests/openapi.rs writes one)")
+check("GET", "/api/pip/requests")
+check("GET", "/api/pip/requests", "/api/pip/requests?status=pending")
+if pip_keys:
+    pip_key = urllib.parse.quote(pip_keys[0], safe="")
+    check("POST", "/api/pip/requests/{candidate_key}/reject",
+          "/api/pip/requests/" + pip_key + "/reject", body={"reason": "x"})
+    # The pack is not approved: 409, nothing downloaded.
+    check("POST", "/api/pip/requests/{candidate_key}/approve",
+          "/api/pip/requests/" + pip_key + "/approve", body={}, expect=409)
+else:
+    failures.append("the pip scan found no candidate (tests/openapi.rs writes one)")
+check("GET", "/api/pip/blocked")
+check("POST", "/api/pip/blocked/{candidate_key}/unblock",
+      "/api/pip/blocked/my_pack%3Arequirements.lock%3A" + "0" * 64 + "/unblock", body={}, expect=404)
 
 # Refusals.
 check("GET", "/api/packs", token=None, expect=401)

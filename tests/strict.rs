@@ -13,34 +13,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Docker and the image are there; in CI their absence is a failure.
-fn docker_ready() -> bool {
-    let docker = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let image = docker
-        && Command::new(env!("CARGO_BIN_EXE_rumi"))
-            .args(["image", "show"])
-            .env("RUMI_HOME", tempfile::tempdir().unwrap().path())
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-    if !(docker && image) {
-        let why = if docker {
-            "the pack runtime image is missing (run `rumi image build`)"
-        } else {
-            "no Docker daemon is reachable"
-        };
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("strict-mode tests need Docker and the image in CI: {why}");
-        }
-        eprintln!("SKIPPED: {why}");
-    }
-    docker && image
-}
-
 /// Removes the named packs' containers when created (a leftover of an earlier, aborted test run)
 /// and when dropped (a test that panicked kills its kernel with SIGKILL, which leaves them).
 /// Pack ids are unique across these tests, so a pack id names one test's container whatever

@@ -408,8 +408,10 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdin = open(os.devnull, "r")
     sys.stdout = sys.stderr
-    if os.path.isdir("/pip-packages") and "/pip-packages" not in sys.path:
-        sys.path.append("/pip-packages")
+    # The pack's pip packages: /pip-packages in a container, RUMI_PIP_PACKAGES in a host worker.
+    for pip_dir in ("/pip-packages", os.environ.get("RUMI_PIP_PACKAGES", "")):
+        if pip_dir and os.path.isdir(pip_dir) and pip_dir not in sys.path:
+            sys.path.append(pip_dir)
     host = BlockHost(pack_root)
     while True:
         try:

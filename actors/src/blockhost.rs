@@ -19,6 +19,10 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("rumi_wire.py", include_str!("../python/rumi_wire.py")),
     (
+        "rumi_wheel_install.py",
+        include_str!("../python/rumi_wheel_install.py"),
+    ),
+    (
         "rumi_handlerhost.py",
         include_str!("../python/rumi_handlerhost.py"),
     ),

@@ -59,6 +59,9 @@ pub struct RuntimeConfig {
     pub egress: EgressSettings,
     /// Capability sockets: rate limits, connection limits, socket directory, group and mode.
     pub capability: CapabilitySettings,
+    /// `RUMI_PIP_FIND_LINKS`: a local directory of wheels; pip downloads only from it
+    /// (`--no-index --find-links`).
+    pub pip_find_links: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -80,6 +83,7 @@ impl RuntimeConfig {
             container_start_eager: false,
             egress: EgressSettings::default(),
             capability: CapabilitySettings::default(),
+            pip_find_links: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Kernel {
     pub capabilities: Arc<Capabilities>,
     /// The administrative acts (grants, revocations) of the API and of official flows.
     pub admin: Arc<AdminServices>,
+    /// pip dependencies of packs: the candidates' workflow and the installer (contract §9).
+    pub pip: Arc<crate::pip::Pip>,
     deps: RunDeps,
 }
 
@@ -236,6 +238,17 @@ impl Kernel {
             capabilities: Arc::clone(&capabilities),
             processes: Arc::default(),
         };
+        let pip = Arc::new(crate::pip::Pip::new(
+            &layout,
+            Arc::clone(&view),
+            crate::pip::install::Installer {
+                python: config.python.clone(),
+                find_links: config.pip_find_links.clone(),
+                work_root: layout.user_data().join("pip").join("work"),
+                runtime_dir: layout.runtime_python(),
+                docker: docker.clone(),
+            },
+        ));
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let registry = {
             let (layout, config, view, audit) = (
@@ -309,6 +322,7 @@ impl Kernel {
             egress: proxy,
             capabilities,
             admin,
+            pip,
             deps,
         };
         let _ = kernel_tx.send(kernel.clone());

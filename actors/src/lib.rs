@@ -27,6 +27,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod limiter;
 pub mod pack_container;
+pub mod pip;
 pub mod registry;
 pub mod run_history;
 pub mod scheduler;

@@ -16,6 +16,7 @@ pub mod output;
 pub mod pack_import;
 pub mod pack_test;
 pub mod packs;
+pub mod pip;
 pub mod routes;
 pub mod scaffold;
 pub mod schedules;
@@ -88,6 +89,11 @@ pub enum Command {
     Capability {
         #[command(subcommand)]
         command: CapabilityCommand,
+    },
+    /// pip dependencies of packs: requirements.lock candidates, their review and offline install.
+    Pip {
+        #[command(subcommand)]
+        command: pip::PipCommand,
     },
     /// Secrets: write-only values packs read through secrets.get.
     Secrets {

@@ -66,9 +66,9 @@ fn key(raw: &str) -> String {
     raw.replace("%3A", ":").replace("%3a", ":")
 }
 
-/// Writes a workflow step's audit entry durably, then the pending summary (its `capability`
-/// section counts the candidates), before the step is answered.
-async fn audit(k: &Kernel, entry: AuditEntry) {
+/// Writes a workflow step's audit entry durably, then the pending summary (its `capability` and
+/// `pip` sections count the candidates), before the step is answered.
+pub(super) async fn audit(k: &Kernel, entry: AuditEntry) {
     if !matches!(k.audit.send(RecordDurable(entry)).await, Ok(Ok(_))) {
         tracing::error!("an audit entry could not be written durably");
     }

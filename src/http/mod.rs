@@ -18,6 +18,7 @@ pub mod network;
 pub mod openapi;
 pub mod pack_import;
 pub mod packs;
+pub mod pip;
 pub mod routes;
 pub mod runs;
 pub mod schedules;

@@ -7,7 +7,7 @@
 use super::capability_handlers;
 use super::error::ErrorBody;
 use super::{auth, containers, flows, network, packs, routes, runs, system};
-use super::{extras, grants, schedules, secrets, stores};
+use super::{extras, grants, pip, schedules, secrets, stores};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -73,6 +73,12 @@ const BEARER: &str = "bearer";
         capability_handlers::reject,
         capability_handlers::blocked,
         capability_handlers::unblock,
+        pip::scan,
+        pip::requests,
+        pip::approve,
+        pip::reject,
+        pip::blocked,
+        pip::unblock,
         routes::list,
         routes::reload,
         extras::lib_run,
@@ -92,6 +98,7 @@ const BEARER: &str = "bearer";
         (name = "capabilities", description = "Capabilities: grants of permissions to principals, third-party handler candidates and their trust"),
         (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
         (name = "stores", description = "Key-value stores under user_data/stores/"),
+        (name = "pip", description = "pip dependencies of packs: requirements.lock candidates, their review and their offline install"),
         (name = "routes", description = "Pack routes: approved packs add their own endpoints under /api/ (declared in their routes.json, listed by GET /api/routes, never in this document)"),
     )
 )]

@@ -112,6 +112,9 @@ pub struct Diagnostics<'a> {
     modifiers_omitted: usize,
     /// Pack routes that clash (the earlier pack keeps each) or were refused.
     routes: RouteProblems,
+    /// The refused lines of packs' `requirements.lock` files at the last pip scan (such a lock
+    /// is not a candidate).
+    pip_invalid: Vec<rumi_actors::pip::lockfile::InvalidLock>,
 }
 
 /// A problem of one pack's place in the load order; the pack loads anyway.
@@ -269,6 +272,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
             clashes: catalog.routes.clashes.clone(),
             refused: catalog.routes.refused.clone(),
         },
+        pip_invalid: k.pip.invalid(),
     }))
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod pip;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -462,4 +463,32 @@ pub fn port_of(k: &Kernel) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("the kernel's port")
+}
+
+/// Docker and the image are there; in CI their absence is a failure.
+pub fn docker_ready() -> bool {
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let image = docker
+        && Command::new(env!("CARGO_BIN_EXE_rumi"))
+            .args(["image", "show"])
+            .env("RUMI_HOME", tempfile::tempdir().unwrap().path())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    if !(docker && image) {
+        let why = if docker {
+            "the pack runtime image is missing (run `rumi image build`)"
+        } else {
+            "no Docker daemon is reachable"
+        };
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("strict-mode tests need Docker and the image in CI: {why}");
+        }
+        eprintln!("SKIPPED: {why}");
+    }
+    docker && image
 }

@@ -19,6 +19,7 @@ pub mod handler;
 pub mod manifest;
 pub mod net;
 pub mod pack;
+pub mod pip;
 pub mod run;
 pub mod sources;
 pub mod vars;

@@ -199,7 +199,7 @@ fn refusal(name: &str, e: std::io::Error, what: &str) -> String {
 }
 
 /// Reads `name` in `dir`: a regular file (no symlink, no FIFO), at most `max` bytes.
-fn read_file(dir: &OwnedFd, name: &str, max: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_file(dir: &OwnedFd, name: &str, max: u64) -> Result<Vec<u8>, String> {
     let fd = open_at(dir, name, libc::O_NONBLOCK)
         .map_err(|e| refusal(name, e, "is a symlink; it must be a regular file"))?;
     let file = File::from(fd);
@@ -225,7 +225,7 @@ fn read_file(dir: &OwnedFd, name: &str, max: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: a valid NUL-terminated path; the descriptor is owned at once.
     let fd = unsafe {
@@ -243,7 +243,7 @@ fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
 
 /// `openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | extra)`: `name` is one component, and a
 /// symlink there fails with ELOOP (or ENOTDIR with `O_DIRECTORY`).
-fn open_at(dir: &OwnedFd, name: &str, extra: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_at(dir: &OwnedFd, name: &str, extra: i32) -> std::io::Result<OwnedFd> {
     if name.contains('/') || name == ".." || name == "." {
         return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
     }

@@ -128,9 +128,15 @@ async fn start_kind(
         }
     }
     let (listener, bound) = bind_channel(spec, settings).map_err(StartError::Failed)?;
+    let python = pip_root(&spec.data_dir).map_err(|e| {
+        StartError::Failed(format!(
+            "the pack's data/python directory cannot be prepared ({})",
+            e.kind()
+        ))
+    })?;
     let mut body = container_body(engine, spec);
     if lib {
-        lib_body(&mut body);
+        lib_body(&mut body, &python);
     }
     let options = CreateContainerOptions {
         name: Some(name.clone()),
@@ -253,7 +259,9 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
         bind(&spec.socket_dir, SOCKET_DIR_IN_CONTAINER),
         bind(&spec.runtime_dir, "/opt/rumi"),
     ];
-    if spec.site_packages.is_dir() {
+    // Never `is_dir()` (it follows a link): only a real directory is mounted, under a `python/`
+    // that `pip_root` has just made sure is real too (see there).
+    if std::fs::symlink_metadata(&spec.site_packages).is_ok_and(|m| m.is_dir()) {
         mounts.push(bind(&spec.site_packages, "/pip-packages"));
     }
     let capability_socket = match &spec.capability_dir {
@@ -314,45 +322,89 @@ fn container_body(engine: &DockerEngine, spec: &PackSpec) -> ContainerCreateBody
         attach_stdin: Some(false),
         open_stdin: Some(false),
         tty: Some(false),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(settings.memory_bytes),
-            memory_swap: Some(settings.memory_bytes),
-            pids_limit: Some(settings.pids_limit),
-            nano_cpus: Some(settings.nano_cpus),
-            cpuset_cpus: spec.cpuset.clone(),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                format!("rw,nosuid,nodev,size={}m", settings.tmp_mib),
-            )])),
-            mounts: Some(mounts),
-            init: Some(true),
-            ipc_mode: Some("private".into()),
+        host_config: Some(hardened_host_config(
+            settings,
+            mounts,
+            spec.cpuset.clone(),
             group_add,
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(1024),
-                hard: Some(1024),
-            }]),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "1m".to_string()),
-                    ("max-file".to_string(), "1".to_string()),
-                ])),
-            }),
-            ..Default::default()
+        )),
+        ..Default::default()
+    }
+}
+
+/// The hardening every container the kernel runs shares (§5.3): no network, read-only root,
+/// every capability dropped, `no-new-privileges`, the memory, pids and CPU limits, a small
+/// `/tmp`, an init, private IPC, bounded file descriptors and logs. Pack containers and the pip
+/// builder (`crate::pip::builder`) both use it.
+pub(crate) fn hardened_host_config(
+    settings: &ContainerSettings,
+    mounts: Vec<Mount>,
+    cpuset: Option<String>,
+    group_add: Option<Vec<String>>,
+) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        memory: Some(settings.memory_bytes),
+        memory_swap: Some(settings.memory_bytes),
+        pids_limit: Some(settings.pids_limit),
+        nano_cpus: Some(settings.nano_cpus),
+        cpuset_cpus: cpuset,
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={}m", settings.tmp_mib),
+        )])),
+        mounts: Some(mounts),
+        init: Some(true),
+        ipc_mode: Some("private".into()),
+        group_add,
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(1024),
+            hard: Some(1024),
+        }]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "1m".to_string()),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
         }),
         ..Default::default()
     }
 }
 
-/// Turns a pack container's configuration into a lib run's: `/data` writable, no egress or
-/// capability socket named in the environment (none is mounted either).
-fn lib_body(body: &mut ContainerCreateBody) {
+/// Makes the pack's `<data>/python` (where its pip packages are installed) a real directory and
+/// answers it. A lib run has `/data` writable: had it planted `python` or
+/// `python/site-packages` as a symbolic link, the next container would bind-mount the link's
+/// host target (another pack's data or sockets, any host directory) at `/pip-packages`. A link
+/// or a file found there is removed; every lib container then gets `/data/python` read-only
+/// (the pack container has all of `/data` read-only), so nothing of the pack can change it again
+/// between this check and a mount.
+pub(crate) fn pip_root(data_dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let root = data_dir.join("python");
+    match std::fs::symlink_metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            std::fs::remove_file(&root)?;
+            std::fs::create_dir(&root)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&root)?,
+        Err(e) => return Err(e),
+    }
+    let site = root.join("site-packages");
+    if std::fs::symlink_metadata(&site).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(&site)?;
+    }
+    Ok(root)
+}
+
+/// Turns a pack container's configuration into a lib run's: `/data` writable but for
+/// `/data/python` (read-only: see [`pip_root`]), no egress or capability socket named in the
+/// environment (none is mounted either).
+fn lib_body(body: &mut ContainerCreateBody, python: &Path) {
     if let Some(hc) = body.host_config.as_mut() {
         if let Some(mounts) = hc.mounts.as_mut() {
             mounts.retain(|m| m.target.as_deref() != Some(CAPABILITY_DIR_IN_CONTAINER));
@@ -361,6 +413,13 @@ fn lib_body(body: &mut ContainerCreateBody) {
                     m.read_only = Some(false);
                 }
             }
+            mounts.push(Mount {
+                target: Some("/data/python".into()),
+                source: Some(python.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
         }
     }
     if let Some(env) = body.env.as_mut() {

@@ -100,7 +100,13 @@ impl Worker {
             .env("HOME", &spec.data_dir)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("RUMI_PACK_ID", &spec.pack_id)
-            .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string());
+            .env("RUMI_MAX_RESULT_BYTES", spec.max_frame.to_string())
+            // The pack's installed pip packages (`user_data/packs/<id>/python/site-packages`):
+            // the block host puts them on its path when the directory exists.
+            .env(
+                "RUMI_PIP_PACKAGES",
+                spec.data_dir.join("python").join("site-packages"),
+            );
         if let Some(sock) = &spec.egress_socket {
             cmd.env("RUMI_EGRESS_SOCKET", sock);
         }

@@ -28,7 +28,7 @@ impl Registry {
         let blocked = ids(PackState::Blocked);
         let capability = serde_json::to_value(self.sandbox.capabilities.handlers.status_counts())
             .unwrap_or_else(|e| json!({"error": e.to_string()}));
-        let pip = json!({"error": "not available in this kernel build"});
+        let pip = crate::pip::pending_summary(&self.layout);
         json!({
             "ts": crate::clock::now_rfc3339(),
             "version": "1.0",

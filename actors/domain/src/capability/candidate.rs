@@ -21,7 +21,7 @@ pub const REJECT_COOLDOWN_SECS: i64 = 3600;
 /// The rejection that blocks a candidate.
 pub const REJECTS_TO_BLOCK: u32 = 3;
 /// Longest reason or note kept.
-pub const MAX_NOTE_CHARS: usize = 500;
+pub const MAX_NOTE_CHARS: usize = super::review::MAX_NOTE_CHARS;
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$` without `..`: a slug (a directory name copied under
 /// `user_data/capabilities/handlers/`) or a handler id. No `:` (the key's separator), no `/`.
@@ -270,91 +270,47 @@ impl CandidateRecord {
         }
     }
 
-    /// A scan found it again: a rejected candidate whose cooldown has passed is offered again
-    /// (its count kept, so the next rejection may block it); a failed one is pending again.
-    /// Answers whether anything changed.
-    pub fn rescanned(&mut self, now: i64) -> bool {
-        let offer = match self.status {
-            CandidateStatus::Rejected => self.cooldown_until.is_none_or(|t| now >= t),
-            CandidateStatus::Failed => true,
-            _ => false,
-        };
-        if offer {
-            self.status = CandidateStatus::Pending;
-            self.updated_at = now;
+    /// The decision fields, for the shared state machine ([`super::review::Review`]).
+    pub fn review(&mut self) -> super::review::Review<'_> {
+        super::review::Review {
+            status: &mut self.status,
+            reject_count: &mut self.reject_count,
+            cooldown_until: &mut self.cooldown_until,
+            last_reason: &mut self.last_reason,
+            updated_at: &mut self.updated_at,
         }
-        offer
+    }
+
+    /// See [`super::review::Review::rescanned`].
+    pub fn rescanned(&mut self, now: i64) -> bool {
+        self.review().rescanned(now)
     }
 
     /// Whether approve may proceed (the caller then checks the pack and the files).
     pub fn may_approve(&self) -> Result<(), Refused> {
-        match self.status {
-            CandidateStatus::Blocked => Err(Refused(
-                "the candidate is blocked (rejected three times); unblock it first with POST /api/capability/blocked/{candidate_key}/unblock".into(),
-            )),
-            CandidateStatus::Installed => Err(Refused(
-                "the candidate is installed already".into(),
-            )),
-            _ => Ok(()),
-        }
+        self.clone()
+            .review()
+            .may_approve("POST /api/capability/blocked/{candidate_key}/unblock")
     }
 
     /// The approval completed.
     pub fn approved(&mut self, notes: &str, now: i64) {
-        self.status = CandidateStatus::Installed;
-        self.cooldown_until = None;
-        self.last_reason = clip(notes, MAX_NOTE_CHARS);
-        self.updated_at = now;
+        self.review().approved(notes, now)
     }
 
     /// The approval failed after its checks (a write failed).
     pub fn failed(&mut self, why: &str, now: i64) {
-        self.status = CandidateStatus::Failed;
-        self.last_reason = clip(why, MAX_NOTE_CHARS);
-        self.updated_at = now;
+        self.review().failed(why, now)
     }
 
-    /// Reject: `rejected` with the cooldown, or `blocked` at the third rejection. A rejected
-    /// candidate accepts further rejections (they count); a blocked or installed one does not.
+    /// See [`super::review::Review::reject`].
     pub fn reject(&mut self, reason: &str, now: i64) -> Result<(), Refused> {
-        match self.status {
-            CandidateStatus::Blocked => {
-                return Err(Refused("the candidate is blocked already".into()))
-            }
-            CandidateStatus::Installed => {
-                return Err(Refused(
-                    "the candidate is installed; it cannot be rejected".into(),
-                ))
-            }
-            _ => {}
-        }
-        self.reject_count = self.reject_count.saturating_add(1);
-        self.last_reason = clip(reason, MAX_NOTE_CHARS);
-        self.updated_at = now;
-        if self.reject_count >= REJECTS_TO_BLOCK {
-            self.status = CandidateStatus::Blocked;
-            self.cooldown_until = None;
-        } else {
-            self.status = CandidateStatus::Rejected;
-            self.cooldown_until = Some(now + REJECT_COOLDOWN_SECS);
-        }
-        Ok(())
+        self.review().reject(reason, now)
     }
 
-    /// Unblock: `pending`, the count and the cooldown reset.
+    /// See [`super::review::Review::unblock`].
     pub fn unblock(&mut self, reason: &str, now: i64) -> Result<(), Refused> {
-        if self.status != CandidateStatus::Blocked {
-            return Err(Refused(format!(
-                "the candidate is {}, not blocked",
-                self.status.as_str()
-            )));
-        }
-        self.status = CandidateStatus::Pending;
-        self.reject_count = 0;
-        self.cooldown_until = None;
-        self.last_reason = clip(reason, MAX_NOTE_CHARS);
-        self.updated_at = now;
-        Ok(())
+        self.review().unblock(reason, now)
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod candidate;
 pub mod grant;
 pub mod keys;
+pub mod review;
 
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -1,0 +1,173 @@
+//! Strict mode's pip builder (contract §9 "pip"): the wheel installer runs in a throw-away
+//! container from the pack runtime image, with no network, the hardening of pack containers
+//! ([`crate::docker::sandbox::hardened_host_config`]), the downloaded wheels mounted read-only at
+//! `/wheels`, the embedded runtime read-only at `/opt/rumi` and only the fresh target directory
+//! writable at `/target`. It unpacks zips; no package code runs, and if the installer were fooled
+//! it could still write nowhere but the target.
+
+use crate::docker::sandbox::{hardened_host_config, PACK_UID};
+use crate::docker::{describe, remove, DockerEngine};
+use crate::docker::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, Mount, MountType};
+use bollard::query_parameters::{CreateContainerOptions, LogsOptions, WaitContainerOptions};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// What the installer printed: stdout and stderr, each capped.
+pub struct Output {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Most bytes kept of each stream.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// The user the installer runs as, and whether the target must be handed to it first (a kernel
+/// running as root hands it to the pack user, and takes it back after).
+pub fn builder_user() -> (String, bool) {
+    if crate::docker::is_root() {
+        (format!("{PACK_UID}:{PACK_UID}"), true)
+    } else {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        (format!("{uid}:{gid}"), false)
+    }
+}
+
+/// Runs the installer over `wheels` into `target` in a network-less container.
+pub async fn run_installer(
+    engine: &DockerEngine,
+    pack_id: &str,
+    runtime_dir: &Path,
+    wheels: &Path,
+    target: &Path,
+    deadline: Duration,
+) -> Result<Output, String> {
+    let settings = engine.settings();
+    let client = engine.client().await?;
+    match crate::docker::image::present(&client, &settings.image).await {
+        Ok(true) => {}
+        Ok(false) => return Err(crate::docker::image::missing_message(&settings.image)),
+        Err(why) => return Err(why),
+    }
+    let name = format!("rumi-pip-{pack_id}.{}", engine.instance());
+    if engine.owns(&client, &name).await? {
+        remove(&client, &name).await?;
+    }
+    let bind = |source: &Path, target: &str, read_only: bool| Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let mounts = vec![
+        bind(runtime_dir, "/opt/rumi", true),
+        bind(wheels, "/wheels", true),
+        bind(target, "/target", false),
+    ];
+    let (user, _) = builder_user();
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_PACK.to_string(), pack_id.to_string()),
+        (LABEL_INSTANCE.to_string(), engine.instance().to_string()),
+        (LABEL_BOOT.to_string(), engine.boot().to_string()),
+        ("rumi.role".to_string(), "pip-builder".to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(settings.image.clone()),
+        cmd: Some(
+            [
+                "python3",
+                "-I",
+                "-S",
+                "-B",
+                "/opt/rumi/rumi_wheel_install.py",
+                "/wheels",
+                "/target",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        entrypoint: Some(Vec::new()),
+        user: Some(user),
+        env: Some(vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+            "HOME=/tmp".into(),
+            "PYTHONDONTWRITEBYTECODE=1".into(),
+        ]),
+        working_dir: Some("/tmp".into()),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        attach_stdin: Some(false),
+        open_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(hardened_host_config(settings, mounts, None, None)),
+        ..Default::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    client
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| format!("creating the pip builder failed ({})", describe(&e)))?;
+    let outcome = async {
+        client
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| format!("starting the pip builder failed ({})", describe(&e)))?;
+        let wait = async {
+            let options = WaitContainerOptions {
+                condition: "not-running".into(),
+            };
+            match client.wait_container(&name, Some(options)).next().await {
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Ok(r)) => r.status_code,
+                _ => -1,
+            }
+        };
+        let code = tokio::time::timeout(deadline, wait).await.map_err(|_| {
+            format!(
+                "the pip builder did not finish within {}s; it was removed",
+                deadline.as_secs()
+            )
+        })?;
+        let mut out = Output {
+            code,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "500".into(),
+            ..Default::default()
+        };
+        let mut logs = client.logs(&name, Some(options));
+        while let Some(Ok(item)) = logs.next().await {
+            let (buf, bytes) = match item {
+                LogOutput::StdOut { message } => (&mut out.stdout, message),
+                LogOutput::StdErr { message } => (&mut out.stderr, message),
+                _ => continue,
+            };
+            if buf.len() < MAX_OUTPUT {
+                let take = bytes.len().min(MAX_OUTPUT - buf.len());
+                buf.push_str(&String::from_utf8_lossy(&bytes[..take]));
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = remove(&client, &name).await;
+    outcome
+}
