@@ -34,6 +34,7 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/packs/{id}/status"),
     ("POST", "/api/packs/{id}/approve"),
     ("POST", "/api/packs/{id}/reject"),
+    ("DELETE", "/api/packs/{id}"),
     ("GET", "/api/flows"),
     ("POST", "/api/flows/reload"),
     ("GET", "/api/flows/{id}"),
@@ -66,6 +67,12 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/routes"),
     ("POST", "/api/routes/reload"),
     ("POST", "/api/packs/{id}/lib/run"),
+    ("POST", "/api/pip/candidates/scan"),
+    ("GET", "/api/pip/requests"),
+    ("POST", "/api/pip/requests/{candidate_key}/approve"),
+    ("POST", "/api/pip/requests/{candidate_key}/reject"),
+    ("GET", "/api/pip/blocked"),
+    ("POST", "/api/pip/blocked/{candidate_key}/unblock"),
     ("GET", "/api/vocab"),
 ];
 
