@@ -72,7 +72,10 @@ impl Drop for Containers {
                     .map(str::to_string)
                     .collect();
                 if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
                 }
             }
         }
@@ -128,7 +131,11 @@ async fn f1_lib_symlinked_site_packages_mounts_any_host_dir_into_the_pack_contai
         "def run(context):\n    with open('/data/private.txt', 'w') as f:\n        f.write('victim-private-7731')\n    return 1\n",
     );
     make_pack(home.path(), "atkthief", &[("read.py", THIEF_BLOCK)]);
-    write(home.path(), "ecosystem/atkthief/backend/lib/install.py", THIEF_LIB);
+    write(
+        home.path(),
+        "ecosystem/atkthief/backend/lib/install.py",
+        THIEF_LIB,
+    );
     write(
         home.path(),
         "user_data/shared/flows/atkthief_read.flow.yaml",
@@ -204,14 +211,17 @@ async fn f2_lib_script_symlinked_out_of_the_pack_runs_unapproved_code() {
 const SLOW_LIB: &str = "import os, time\ndef run(context):\n    d = context['data_dir']\n    open(os.path.join(d, 'started_%d' % time.time_ns()), 'w').close()\n    time.sleep(3)\n    open(os.path.join(d, 'finished_%d' % time.time_ns()), 'w').close()\n    return 1\n";
 
 #[tokio::test]
-#[ignore = "finding 3: a lib run under way survives the uninstall of its pack and keeps running its code"]
 async fn f3_uninstall_leaves_a_lib_run_running() {
     if !python_available() {
         return;
     }
     let home = fresh_home();
     make_pack(home.path(), "slowun", &[]);
-    write(home.path(), "ecosystem/slowun/backend/lib/install.py", SLOW_LIB);
+    write(
+        home.path(),
+        "ecosystem/slowun/backend/lib/install.py",
+        SLOW_LIB,
+    );
     let k = Kernel::start(home.path(), &[]);
     let data = home.path().join("user_data/packs/slowun");
     k.approve("slowun").await;
@@ -240,14 +250,17 @@ async fn f3_uninstall_leaves_a_lib_run_running() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 4: re-approved during the old lib run, the re-installed pack's install never runs and inherits the old record"]
 async fn f4_reinstall_during_a_lib_run_never_runs_the_new_install() {
     if !python_available() {
         return;
     }
     let home = fresh_home();
     make_pack(home.path(), "slowre", &[]);
-    write(home.path(), "ecosystem/slowre/backend/lib/install.py", SLOW_LIB);
+    write(
+        home.path(),
+        "ecosystem/slowre/backend/lib/install.py",
+        SLOW_LIB,
+    );
     let k = Kernel::start(home.path(), &[]);
     let data = home.path().join("user_data/packs/slowre");
     k.approve("slowre").await;
@@ -358,7 +371,10 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     let (_, v) = k.get("/api/vocab").await;
     eprintln!("converters: {}", v["data"]["converters"]);
     let (s, run) = k
-        .run("temps", json!({"api_key": "caller-private-5150", "user": "alice"}))
+        .run(
+            "temps",
+            json!({"api_key": "caller-private-5150", "user": "alice"}),
+        )
         .await;
     assert_eq!(s, 200, "{run}");
     let f = &run["result"]["f"];
@@ -378,7 +394,6 @@ async fn f6_converter_receives_the_callers_run_inputs() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 7: one pack's slow lib run (or setups) stalls every other pack's lib install and component setups"]
 async fn f7_one_slow_lib_run_stalls_every_other_packs_install() {
     if !python_available() {
         return;
@@ -445,7 +460,10 @@ async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
         .unwrap()
         .replace(':', "%3A");
     let (s, v) = k
-        .post(&format!("/api/capability/requests/{key}/approve"), json!({}))
+        .post(
+            &format!("/api/capability/requests/{key}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = k.req("DELETE", "/api/packs/hp8?purge=true", None).await;
@@ -520,9 +538,17 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     }
     let _c = Containers(vec!["atkbank", "atkspy"]);
     let home = fresh_home();
-    make_pack(home.path(), "atkbank", &[("noop.py", "def run(i): return i\n")]);
+    make_pack(
+        home.path(),
+        "atkbank",
+        &[("noop.py", "def run(i): return i\n")],
+    );
     make_pack(home.path(), "atkspy", &[("spy.py", SPY_BLOCK)]);
-    write(home.path(), "ecosystem/atkspy/backend/lib/install.py", SPY_LIB);
+    write(
+        home.path(),
+        "ecosystem/atkspy/backend/lib/install.py",
+        SPY_LIB,
+    );
     write(
         home.path(),
         "user_data/shared/flows/atkspy_spy.flow.yaml",
@@ -530,7 +556,10 @@ async fn f1b_planted_link_to_another_packs_sockets_impersonates_it() {
     );
     let k = Kernel::start_mode(home.path(), &[], false);
     let (s, v) = k
-        .post("/api/secrets/set", json!({"key": "BANK_KEY", "value": "bank-secret-90210"}))
+        .post(
+            "/api/secrets/set",
+            json!({"key": "BANK_KEY", "value": "bank-secret-90210"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = k
