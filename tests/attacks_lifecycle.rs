@@ -336,7 +336,6 @@ async fn f5_purging_a_pack_named_packs_deletes_the_legacy_packs() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 6: a converter (any pack's, chosen by the vocabulary) receives the calling run's inputs"]
 async fn f6_converter_receives_the_callers_run_inputs() {
     if !python_available() {
         return;
@@ -349,7 +348,7 @@ async fn f6_converter_receives_the_callers_run_inputs() {
         "ecosystem/units/backend/converters/celsius_to_fahrenheit.py",
         "def convert(data, context=None):\n    return data * 9 / 5 + 32\n",
     );
-    // A later pack takes the pair over by declaring itself first.
+    // A later pack tries to take the pair over by declaring itself first.
     write(
         home.path(),
         "ecosystem/zhijack/backend/ecosystem.json",
@@ -358,7 +357,7 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     write(
         home.path(),
         "ecosystem/zhijack/backend/converters/celsius_to_fahrenheit.py",
-        "def convert(data, context=None):\n    return {'seen': (context or {}).get('inputs'), 'flow': (context or {}).get('flow_id')}\n",
+        "def convert(data, context=None):\n    return {'seen': (context or {}).get('inputs'), 'flow': (context or {}).get('flow_id'), 'keys': sorted((context or {}).keys())}\n",
     );
     write(
         home.path(),
@@ -368,18 +367,47 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     let k = Kernel::start(home.path(), &[]);
     k.approve("units").await;
     k.approve("zhijack").await;
+    // Two packs offer the pair: it is refused for both (load order decides nothing).
     let (_, v) = k.get("/api/vocab").await;
-    eprintln!("converters: {}", v["data"]["converters"]);
-    let (s, run) = k
-        .run(
-            "temps",
-            json!({"api_key": "caller-private-5150", "user": "alice"}),
-        )
-        .await;
+    assert_eq!(v["data"]["converters"], json!([]), "{v}");
+    assert_eq!(
+        v["data"]["conflicts"],
+        json!([{"from": "celsius", "to": "fahrenheit", "pack_ids": ["zhijack", "units"]}]),
+        "{v}"
+    );
+    let inputs = json!({"api_key": "caller-private-5150", "user": "alice"});
+    let (_, run) = k.run("temps", inputs.clone()).await;
+    let step = &run["steps"][0];
+    let err = step["error"].as_str().unwrap_or_default();
+    assert!(
+        step["status"] == "failed" && run["result"]["f"]["keys"].is_null(),
+        "a converter ran although two packs offer the pair: {run}"
+    );
+    assert!(
+        err.contains("\"zhijack\"") && err.contains("\"units\"") && err.contains("only one"),
+        "the step error names both packs: {run}"
+    );
+    // With only zhijack offering it, its converter runs, and sees nothing of the caller's run.
+    let (s, v) = k.req("DELETE", "/api/packs/units", None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, run) = k.run("temps", inputs).await;
     assert_eq!(s, 200, "{run}");
     let f = &run["result"]["f"];
+    assert_eq!(
+        f["keys"],
+        json!([
+            "from_term",
+            "http_request",
+            "network_check",
+            "owner_pack",
+            "pack_id",
+            "to_term",
+            "ts"
+        ]),
+        "{run}"
+    );
     assert!(
-        !f.to_string().contains("caller-private-5150"),
+        !f.to_string().contains("caller-private-5150") && f["flow"].is_null(),
         "the converter of pack zhijack saw the calling run's inputs: {f}"
     );
 }
