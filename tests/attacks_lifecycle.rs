@@ -241,6 +241,106 @@ async fn f3_uninstall_leaves_a_lib_run_running() {
     );
 }
 
+/// Finding 3 in strict mode: the uninstall removes the throw-away lib container at once.
+#[tokio::test]
+async fn f3b_strict_uninstall_removes_the_lib_container() {
+    if !docker_ready() {
+        return;
+    }
+    let _cleanup = Containers(vec!["slowstrict"]);
+    let home = fresh_home();
+    make_pack(home.path(), "slowstrict", &[]);
+    write(
+        home.path(),
+        "ecosystem/slowstrict/backend/lib/install.py",
+        &SLOW_LIB.replace("time.sleep(3)", "time.sleep(60)"),
+    );
+    let k = Kernel::start_mode(home.path(), &[], false);
+    let data = home.path().join("user_data/packs/slowstrict");
+    k.approve("slowstrict").await;
+    until(120, "the strict lib run to start", || {
+        let n = count(&data, "started_");
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let lib_containers = || {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("rumi-lib-slowstrict.")
+    };
+    assert!(lib_containers(), "the lib container runs");
+    let (s, v) = k.req("DELETE", "/api/packs/slowstrict", None).await;
+    assert_eq!(s, 200, "{v}");
+    until(30, "the lib container to be removed", || {
+        let gone = !lib_containers();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert_eq!(count(&data, "finished_"), 0);
+    assert!(
+        records(home.path())["slowstrict"].is_null(),
+        "a stopped run is not recorded"
+    );
+}
+
+/// Finding 3 and 4 through a rejection: the run stops, is audited as stopped and not recorded;
+/// approved again, the pack's install runs (again) and is recorded.
+#[tokio::test]
+async fn f3c_reject_stops_the_lib_run_and_the_next_approval_runs_it_again() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(home.path(), "slowrej", &[]);
+    write(
+        home.path(),
+        "ecosystem/slowrej/backend/lib/install.py",
+        SLOW_LIB,
+    );
+    let k = Kernel::start(home.path(), &[]);
+    let data = home.path().join("user_data/packs/slowrej");
+    k.approve("slowrej").await;
+    until(20, "the lib run to start", || {
+        let n = count(&data, "started_");
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let (s, v) = k.post("/api/packs/slowrej/reject", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let audited = until(10, "the stopped run in the audit", || {
+        let k = &k;
+        async move {
+            let (_, a) = k.get("/api/audit?category=system").await;
+            a["data"].as_array()?.iter().find(|e| {
+                e["action"] == "lib_run"
+                    && e["owner_pack"] == "slowrej"
+                    && e.to_string().contains("stopped")
+            })?;
+            Some(())
+        }
+    })
+    .await;
+    drop(audited);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count(&data, "finished_"),
+        0,
+        "the rejected pack's lib run went on"
+    );
+    assert!(
+        records(home.path())["slowrej"].is_null(),
+        "{}",
+        records(home.path())
+    );
+    k.approve("slowrej").await;
+    let rec = lib_record(home.path(), "slowrej", 20).await;
+    assert_eq!(rec["success"], true, "{rec}");
+    assert_eq!(count(&data, "started_"), 2);
+    assert_eq!(count(&data, "finished_"), 1);
+}
+
 // ------------------------------------------------------------------------------------------
 // Finding 4 (medium): uninstall + approve again while the old lib run is under way: the new
 // installation's install never runs (the queue skips a pack whose run is `running` and nothing
