@@ -309,7 +309,7 @@ async fn f3c_reject_stops_the_lib_run_and_the_next_approval_runs_it_again() {
     .await;
     let (s, v) = k.post("/api/packs/slowrej/reject", json!({})).await;
     assert_eq!(s, 200, "{v}");
-    let audited = until(10, "the stopped run in the audit", || {
+    until(10, "the stopped run in the audit", || {
         let k = &k;
         async move {
             let (_, a) = k.get("/api/audit?category=system").await;
@@ -322,7 +322,6 @@ async fn f3c_reject_stops_the_lib_run_and_the_next_approval_runs_it_again() {
         }
     })
     .await;
-    drop(audited);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         count(&data, "finished_"),
