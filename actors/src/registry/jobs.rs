@@ -91,7 +91,7 @@ impl Registry {
         for t in stale {
             if let Some(f) = self.extras.jobs.in_flight.get(&t) {
                 if !f.cancel.send_replace(true) {
-                    tracing::info!(pack_id = %f.pack, "stopping a lib run or setup of a pack no longer approved as it was");
+                    tracing::info!(pack_id = %f.pack, state = ?self.packs.get(&f.pack).map(|e| e.state.as_str()), "stopping a lib run or setup of a pack no longer approved as it was");
                 }
             }
         }
