@@ -5,10 +5,12 @@
 //! Whenever approval states may have changed (a scan, a decision), [`Registry::schedule_extras`]
 //! rebuilds the vocabulary from the approved packs (published through the `KernelView`, which
 //! `kernel:vocab.*` reads), forgets the components of packs no longer approved, and queues every
-//! approved pack that has a lib run or component setups due. One job runs at a time, in load
-//! order: first the pack's lib run (when due), then each component's `setup(context)` in the
-//! pack's own sandbox (a `PackContainer` call with `Entry::Setup`). A setup that fails disables
-//! that component only. Setups run once per kernel start (and again after a re-approval).
+//! approved pack that has a lib run or component setups due. Jobs start in load order, up to
+//! [`max_jobs`] at once and never two of one pack: first the pack's lib run (when due), then each
+//! component's `setup(context)` in the pack's own sandbox (a `PackContainer` call with
+//! `Entry::Setup`), [`SETUPS_TOTAL_TIMEOUT`] for all of them. A setup that fails disables that
+//! component only. Setups run once per kernel start (and again after a re-approval). A job whose
+//! pack's approval changes is stopped and its outcome dropped (`jobs.rs`).
 //!
 //! Every file read here (vocab.txt, a component's manifest.json) is read only when the approved
 //! manifest lists it, without following a link, within a cap, and only if its bytes hash to the
