@@ -296,6 +296,15 @@ impl Registry {
         let built = Vocab::build(&packs);
         self.extras.vocab_problems = built.problems.clone();
         self.view.publish_vocab(built);
+        self.queue_due_extras();
+    }
+
+    /// Forgets the components of packs no longer approved as they were and queues, in load
+    /// order, every approved pack with a lib run or setups due (without rebuilding the vocabulary:
+    /// what a job's end calls).
+    pub(super) fn queue_due_extras(&mut self) {
+        self.load_lib_records();
+        let order: Vec<String> = self.in_load_order().map(str::to_string).collect();
         // Forget the components of packs that are not approved, or approved with other files.
         let current: HashMap<String, String> = self
             .packs
@@ -402,7 +411,7 @@ impl Registry {
                     act.extras.components.insert(id.clone(), (hash, comps));
                 }
                 // Whatever became due while this job ran (a re-approval) is queued now.
-                act.schedule_extras();
+                act.queue_due_extras();
             }));
         }
     }

@@ -550,7 +550,7 @@ impl Handler<RunLib> for Registry {
             act.extras.running.remove(&id);
             if !act.untrack_job(token) {
                 let result = act.stopped_lib(&id, outcome);
-                act.schedule_extras();
+                act.queue_due_extras();
                 return Ok(result);
             }
             if let Some(e) = act.packs.get(&id).and_then(|e| e.record.as_ref()) {
@@ -560,7 +560,7 @@ impl Handler<RunLib> for Registry {
             }
             let result = act.finish_lib(&id, outcome);
             // A queued job of this pack waited for this run.
-            act.schedule_extras();
+            act.queue_due_extras();
             Ok(result)
         }))
     }
