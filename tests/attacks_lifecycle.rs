@@ -200,7 +200,6 @@ async fn f2_lib_script_symlinked_out_of_the_pack_runs_unapproved_code() {
 const SLOW_LIB: &str = "import os, time\ndef run(context):\n    d = context['data_dir']\n    open(os.path.join(d, 'started_%d' % time.time_ns()), 'w').close()\n    time.sleep(3)\n    open(os.path.join(d, 'finished_%d' % time.time_ns()), 'w').close()\n    return 1\n";
 
 #[tokio::test]
-#[ignore = "finding 3: a lib run under way survives the uninstall of its pack and keeps running its code"]
 async fn f3_uninstall_leaves_a_lib_run_running() {
     if !python_available() {
         return;
@@ -231,6 +230,105 @@ async fn f3_uninstall_leaves_a_lib_run_running() {
     );
 }
 
+/// Finding 3 in strict mode: the uninstall removes the throw-away lib container at once.
+#[tokio::test]
+async fn f3b_strict_uninstall_removes_the_lib_container() {
+    if !docker_ready() {
+        return;
+    }
+    let _cleanup = Containers(vec!["slowstrict"]);
+    let home = fresh_home();
+    make_pack(home.path(), "slowstrict", &[]);
+    write(
+        home.path(),
+        "ecosystem/slowstrict/backend/lib/install.py",
+        &SLOW_LIB.replace("time.sleep(3)", "time.sleep(60)"),
+    );
+    let k = Kernel::start_mode(home.path(), &[], false);
+    let data = home.path().join("user_data/packs/slowstrict");
+    k.approve("slowstrict").await;
+    until(120, "the strict lib run to start", || {
+        let n = count(&data, "started_");
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let lib_containers = || {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("rumi-lib-slowstrict.")
+    };
+    assert!(lib_containers(), "the lib container runs");
+    let (s, v) = k.req("DELETE", "/api/packs/slowstrict", None).await;
+    assert_eq!(s, 200, "{v}");
+    until(30, "the lib container to be removed", || {
+        let gone = !lib_containers();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert_eq!(count(&data, "finished_"), 0);
+    assert!(
+        records(home.path())["slowstrict"].is_null(),
+        "a stopped run is not recorded"
+    );
+}
+
+/// Finding 3 and 4 through a rejection: the run stops, is audited as stopped and not recorded;
+/// approved again, the pack's install runs (again) and is recorded.
+#[tokio::test]
+async fn f3c_reject_stops_the_lib_run_and_the_next_approval_runs_it_again() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    make_pack(home.path(), "slowrej", &[]);
+    write(
+        home.path(),
+        "ecosystem/slowrej/backend/lib/install.py",
+        SLOW_LIB,
+    );
+    let k = Kernel::start(home.path(), &[]);
+    let data = home.path().join("user_data/packs/slowrej");
+    k.approve("slowrej").await;
+    until(20, "the lib run to start", || {
+        let n = count(&data, "started_");
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let (s, v) = k.post("/api/packs/slowrej/reject", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    until(10, "the stopped run in the audit", || {
+        let k = &k;
+        async move {
+            let (_, a) = k.get("/api/audit?category=system").await;
+            a["data"].as_array()?.iter().find(|e| {
+                e["action"] == "lib_run"
+                    && e["owner_pack"] == "slowrej"
+                    && e.to_string().contains("stopped")
+            })?;
+            Some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count(&data, "finished_"),
+        0,
+        "the rejected pack's lib run went on"
+    );
+    assert!(
+        records(home.path())["slowrej"].is_null(),
+        "{}",
+        records(home.path())
+    );
+    k.approve("slowrej").await;
+    let rec = lib_record(home.path(), "slowrej", 20).await;
+    assert_eq!(rec["success"], true, "{rec}");
+    assert_eq!(count(&data, "started_"), 2);
+    assert_eq!(count(&data, "finished_"), 1);
+}
+
 // ------------------------------------------------------------------------------------------
 // Finding 4 (medium): uninstall + approve again while the old lib run is under way: the new
 // installation's install never runs (the queue skips a pack whose run is `running` and nothing
@@ -240,7 +338,6 @@ async fn f3_uninstall_leaves_a_lib_run_running() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 4: re-approved during the old lib run, the re-installed pack's install never runs and inherits the old record"]
 async fn f4_reinstall_during_a_lib_run_never_runs_the_new_install() {
     if !python_available() {
         return;
@@ -329,7 +426,6 @@ async fn f5_purging_a_pack_named_packs_deletes_the_legacy_packs() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 6: a converter (any pack's, chosen by the vocabulary) receives the calling run's inputs"]
 async fn f6_converter_receives_the_callers_run_inputs() {
     if !python_available() {
         return;
@@ -342,7 +438,7 @@ async fn f6_converter_receives_the_callers_run_inputs() {
         "ecosystem/units/backend/converters/celsius_to_fahrenheit.py",
         "def convert(data, context=None):\n    return data * 9 / 5 + 32\n",
     );
-    // A later pack takes the pair over by declaring itself first.
+    // A later pack tries to take the pair over by declaring itself first.
     write(
         home.path(),
         "ecosystem/zhijack/backend/ecosystem.json",
@@ -351,7 +447,7 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     write(
         home.path(),
         "ecosystem/zhijack/backend/converters/celsius_to_fahrenheit.py",
-        "def convert(data, context=None):\n    return {'seen': (context or {}).get('inputs'), 'flow': (context or {}).get('flow_id')}\n",
+        "def convert(data, context=None):\n    return {'seen': (context or {}).get('inputs'), 'flow': (context or {}).get('flow_id'), 'keys': sorted((context or {}).keys())}\n",
     );
     write(
         home.path(),
@@ -361,18 +457,47 @@ async fn f6_converter_receives_the_callers_run_inputs() {
     let k = Kernel::start(home.path(), &[]);
     k.approve("units").await;
     k.approve("zhijack").await;
+    // Two packs offer the pair: it is refused for both (load order decides nothing).
     let (_, v) = k.get("/api/vocab").await;
-    eprintln!("converters: {}", v["data"]["converters"]);
-    let (s, run) = k
-        .run(
-            "temps",
-            json!({"api_key": "caller-private-5150", "user": "alice"}),
-        )
-        .await;
+    assert_eq!(v["data"]["converters"], json!([]), "{v}");
+    assert_eq!(
+        v["data"]["conflicts"],
+        json!([{"from": "celsius", "to": "fahrenheit", "pack_ids": ["zhijack", "units"]}]),
+        "{v}"
+    );
+    let inputs = json!({"api_key": "caller-private-5150", "user": "alice"});
+    let (_, run) = k.run("temps", inputs.clone()).await;
+    let step = &run["steps"][0];
+    let err = step["error"].as_str().unwrap_or_default();
+    assert!(
+        step["status"] == "failed" && run["result"]["f"]["keys"].is_null(),
+        "a converter ran although two packs offer the pair: {run}"
+    );
+    assert!(
+        err.contains("\"zhijack\"") && err.contains("\"units\"") && err.contains("only one"),
+        "the step error names both packs: {run}"
+    );
+    // With only zhijack offering it, its converter runs, and sees nothing of the caller's run.
+    let (s, v) = k.req("DELETE", "/api/packs/units", None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, run) = k.run("temps", inputs).await;
     assert_eq!(s, 200, "{run}");
     let f = &run["result"]["f"];
+    assert_eq!(
+        f["keys"],
+        json!([
+            "from_term",
+            "http_request",
+            "network_check",
+            "owner_pack",
+            "pack_id",
+            "to_term",
+            "ts"
+        ]),
+        "{run}"
+    );
     assert!(
-        !f.to_string().contains("caller-private-5150"),
+        !f.to_string().contains("caller-private-5150") && f["flow"].is_null(),
         "the converter of pack zhijack saw the calling run's inputs: {f}"
     );
 }
@@ -387,7 +512,6 @@ async fn f6_converter_receives_the_callers_run_inputs() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "finding 7: one pack's slow lib run (or setups) stalls every other pack's lib install and component setups"]
 async fn f7_one_slow_lib_run_stalls_every_other_packs_install() {
     if !python_available() {
         return;

@@ -23,7 +23,11 @@ def run(context):
     report = {"context": {k: v for k, v in context.items() if isinstance(v, (str, int, float))},
               "env": sorted(os.environ.keys()),
               "secret_seen": any("kernel-secret" in v for v in os.environ.values())}
+    # Probed in strict mode only: in permissive mode the pack's own files are the host's, and a
+    # probe written there would change the pack (it becomes `modified`, which stops the run).
     for name, path in [("pack", "/pack/probe"), ("lib", os.path.join(context["lib_dir"], "probe"))]:
+        if data != "/data":
+            continue
         try:
             with open(path, "w") as f:
                 f.write("x")

@@ -318,7 +318,6 @@ impl FlowRun {
                         run_id: &self.run_id,
                         flow_id: &self.engine.flow().flow_id,
                         phase: &phase,
-                        inputs: &self.inputs,
                         remaining: self.deadline.saturating_duration_since(Instant::now()),
                         span: tracing::info_span!("step", step_id = %call.step_id),
                     };

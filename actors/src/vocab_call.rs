@@ -28,12 +28,12 @@ pub enum VocabWork {
     },
 }
 
-/// Where a conversion runs and for whom.
+/// Where a conversion runs and for whom (for the audit and the trace; the converter itself is
+/// given only its terms, its pack and the time: nothing of the calling run).
 pub struct RunInfo<'a> {
     pub run_id: &'a str,
     pub flow_id: &'a str,
     pub phase: &'a str,
-    pub inputs: &'a Arc<Value>,
     /// The run's time left.
     pub remaining: Duration,
     pub span: tracing::Span,
@@ -67,6 +67,19 @@ pub fn start(view: &KernelView, call: VocabCall, run: RunInfo<'_>) -> VocabWork 
                 (Ok(f), Ok(t)) => (f, t),
                 (Err(e), _) | (_, Err(e)) => return VocabWork::Done(Err(e)),
             };
+            if let Some(owners) = vocab.conflict(from, to) {
+                return VocabWork::Done(Err(StepFailure::new(
+                    ErrorType::HandlerError,
+                    format!(
+                        "kernel:vocab.convert: packs {} all offer a converter from {:?} to {:?}; \
+                         it is refused until only one of them offers it (uninstall or change the others); \
+                         `GET /api/vocab` lists the conflicts",
+                        owners.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
+                        vocab.preferred(&rumi_domain::vocab::clean(from)),
+                        vocab.preferred(&rumi_domain::vocab::clean(to)),
+                    ),
+                )));
+            }
             let Some(conv) = vocab.converter(from, to) else {
                 let (f, t) = (
                     rumi_domain::vocab::clean(from),
@@ -102,7 +115,7 @@ pub fn start(view: &KernelView, call: VocabCall, run: RunInfo<'_>) -> VocabWork 
                 phase: run.phase.to_string(),
                 file: conv.file.clone(),
                 input: call.args.get("data").cloned().unwrap_or(Value::Null),
-                inputs: Arc::clone(run.inputs),
+                inputs: Arc::new(Value::Null),
                 timeout,
                 run_deadline_bound: bound,
                 span: run.span,

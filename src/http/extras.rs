@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use rumi_actors::registry::{LibRunError, LibRunResult, RunLib};
 use rumi_actors::Kernel;
-use rumi_domain::vocab::Converter;
+use rumi_domain::vocab::{Converter, ConverterConflict};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -18,6 +18,10 @@ pub struct VocabView {
     groups: Vec<Vec<String>>,
     /// Every converter, by (from, to).
     converters: Vec<Converter>,
+    /// Pairs offered by more than one pack, refused for all of them (present only when there
+    /// is one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conflicts: Vec<ConverterConflict>,
 }
 
 /// `POST /api/packs/{id}/lib/run`
@@ -65,5 +69,6 @@ pub async fn vocab(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError> {
     Ok(ok(VocabView {
         groups: v.groups().to_vec(),
         converters: v.converters().cloned().collect(),
+        conflicts: v.conflicts().collect(),
     }))
 }

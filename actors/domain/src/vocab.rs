@@ -13,8 +13,11 @@
 //!   number: the same files in the same order always give the same groups. Within a group the
 //!   preferred term comes first, then the others in the order they were first seen.
 //! * A converter's file stem is split at its first `_to_`: `celsius_to_fahrenheit` converts
-//!   `celsius` to `fahrenheit`. Both terms are normalised through the vocabulary; two packs
-//!   offering the same (from, to): the earlier in load order keeps it, the other is reported.
+//!   `celsius` to `fahrenheit`. Both terms are normalised through the vocabulary. Two or more
+//!   packs offering the same (from, to) is a *conflict*: the pair is refused for all of them (no
+//!   converter runs; load order is self-declared, so "the earliest wins" would let any pack take
+//!   a common pair over) and reported, until only one pack offers it. One pack offering a pair
+//!   twice (through synonyms) keeps its first file.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +117,16 @@ pub struct Converter {
     pub file: String,
 }
 
+/// A (from, to) pair offered by more than one pack: refused for all of them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConverterConflict {
+    pub from: String,
+    pub to: String,
+    /// The packs offering it, in load order.
+    pub pack_ids: Vec<String>,
+}
+
 /// The merged vocabulary and the converters (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vocab {
@@ -123,6 +136,8 @@ pub struct Vocab {
     index: HashMap<String, usize>,
     /// (from, to) → converter.
     converters: BTreeMap<(String, String), Converter>,
+    /// (from, to) → the packs offering it, when more than one does (refused).
+    conflicts: BTreeMap<(String, String), Vec<String>>,
     /// What was refused while building (clashes, caps), for diagnostics.
     pub problems: Vec<String>,
 }
@@ -226,11 +241,23 @@ impl Vocab {
                     continue;
                 };
                 let key = (v.preferred(&from).to_string(), v.preferred(&to).to_string());
+                if let Some(owners) = v.conflicts.get_mut(&key) {
+                    if !owners.contains(&p.pack_id) {
+                        owners.push(p.pack_id.clone());
+                    }
+                    continue;
+                }
                 if let Some(kept) = v.converters.get(&key) {
-                    v.problems.push(format!(
-                        "pack {:?}: {file}: the converter {} → {} is offered by pack {:?} (earlier in load order), which keeps it",
-                        p.pack_id, key.0, key.1, kept.pack_id
-                    ));
+                    if kept.pack_id == p.pack_id {
+                        v.problems.push(format!(
+                            "pack {:?}: {file}: the converter {} → {} is offered twice by this pack; {} is kept",
+                            p.pack_id, key.0, key.1, kept.file
+                        ));
+                        continue;
+                    }
+                    let kept = kept.pack_id.clone();
+                    v.converters.remove(&key);
+                    v.conflicts.insert(key, vec![kept, p.pack_id.clone()]);
                     continue;
                 }
                 if v.converters.len() >= MAX_CONVERTERS {
@@ -250,6 +277,11 @@ impl Vocab {
                     },
                 );
             }
+        }
+        for ((from, to), owners) in &v.conflicts {
+            v.problems.push(format!(
+                "the converter {from} → {to} is offered by packs {owners:?}: refused for all of them until only one pack offers it"
+            ));
         }
         v
     }
@@ -278,6 +310,28 @@ impl Vocab {
             self.preferred(&to).to_string(),
         );
         self.converters.get(&key)
+    }
+
+    /// The packs that all offer the converter from `from` to `to` (normalised first), when
+    /// more than one does: the pair is refused.
+    pub fn conflict(&self, from: &str, to: &str) -> Option<&[String]> {
+        let (from, to) = (clean(from), clean(to));
+        let key = (
+            self.preferred(&from).to_string(),
+            self.preferred(&to).to_string(),
+        );
+        self.conflicts.get(&key).map(Vec::as_slice)
+    }
+
+    /// Every refused pair, ordered by (from, to).
+    pub fn conflicts(&self) -> impl Iterator<Item = ConverterConflict> + '_ {
+        self.conflicts
+            .iter()
+            .map(|((from, to), owners)| ConverterConflict {
+                from: from.clone(),
+                to: to.clone(),
+                pack_ids: owners.clone(),
+            })
     }
 
     /// Every group, preferred term first.

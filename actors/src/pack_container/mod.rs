@@ -186,13 +186,22 @@ struct CallRequest<'a> {
 /// The JSON part of the block's `context` (the host adds `network_check` and `http_request`).
 #[derive(Serialize)]
 struct CallContext<'a> {
-    flow_id: &'a str,
-    run_id: &'a str,
-    step_id: &'a str,
-    phase: &'a str,
+    // A converter or a component setup gets nothing of a run (none for a setup; a converter
+    // may be another pack's, called from any flow): only its terms or component, pack and ts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<&'a str>,
     ts: String,
     owner_pack: &'a str,
-    inputs: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pack_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     component_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -487,6 +496,7 @@ impl PackContainer {
             // Unique per pack, so per channel: a reply must carry its request's id back.
             self.next_request_id += 1;
             let id = self.next_request_id;
+            let block = matches!(msg.entry, Entry::Block);
             let request = CallRequest {
                 id,
                 op: "call",
@@ -494,13 +504,14 @@ impl PackContainer {
                 file: &rel,
                 input: &msg.input,
                 context: CallContext {
-                    flow_id: &msg.flow_id,
-                    run_id: &msg.run_id,
-                    step_id: &msg.step_id,
-                    phase: &msg.phase,
+                    flow_id: block.then_some(msg.flow_id.as_str()),
+                    run_id: block.then_some(msg.run_id.as_str()),
+                    step_id: block.then_some(msg.step_id.as_str()),
+                    phase: block.then_some(msg.phase.as_str()),
                     ts: crate::clock::now_rfc3339(),
                     owner_pack: &self.pack_id,
-                    inputs: &msg.inputs,
+                    pack_id: (!block).then_some(self.pack_id.as_str()),
+                    inputs: block.then_some(&*msg.inputs),
                     component_id: match &msg.entry {
                         Entry::Setup { component_id } => Some(component_id),
                         _ => None,

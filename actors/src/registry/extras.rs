@@ -5,10 +5,12 @@
 //! Whenever approval states may have changed (a scan, a decision), [`Registry::schedule_extras`]
 //! rebuilds the vocabulary from the approved packs (published through the `KernelView`, which
 //! `kernel:vocab.*` reads), forgets the components of packs no longer approved, and queues every
-//! approved pack that has a lib run or component setups due. One job runs at a time, in load
-//! order: first the pack's lib run (when due), then each component's `setup(context)` in the
-//! pack's own sandbox (a `PackContainer` call with `Entry::Setup`). A setup that fails disables
-//! that component only. Setups run once per kernel start (and again after a re-approval).
+//! approved pack that has a lib run or component setups due. Jobs start in load order, up to
+//! [`max_jobs`] at once and never two of one pack: first the pack's lib run (when due), then each
+//! component's `setup(context)` in the pack's own sandbox (a `PackContainer` call with
+//! `Entry::Setup`), [`SETUPS_TOTAL_TIMEOUT`] for all of them. A setup that fails disables that
+//! component only. Setups run once per kernel start (and again after a re-approval). A job whose
+//! pack's approval changes is stopped and its outcome dropped (`jobs.rs`).
 //!
 //! Every file read here (vocab.txt, a component's manifest.json) is read only when the approved
 //! manifest lists it, without following a link, within a cap, and only if its bytes hash to the
@@ -36,6 +38,17 @@ pub const MAX_COMPONENT_MANIFEST_BYTES: usize = 64 * 1024;
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest setup result kept (JSON bytes); a larger one is replaced by a note.
 pub const MAX_SETUP_RESULT_BYTES: usize = 64 * 1024;
+/// Longest all the setups of one pack may take together; the components left are disabled.
+pub const SETUPS_TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How many packs' jobs run at once: the CPU count, at least 2 and at most 4 (one slow pack
+/// never holds back the others' installs).
+pub fn max_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4)
+}
 
 /// A component as `GET /api/packs/{id}` shows it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -65,7 +78,10 @@ pub(super) struct Extras {
     /// pack → (manifest hash, its components), once set up.
     components: HashMap<String, (String, Vec<ComponentStatus>)>,
     queue: VecDeque<String>,
-    busy: bool,
+    /// Packs with a queued job under way (never two of one pack; at most [`max_jobs`] in all).
+    active: HashSet<String>,
+    /// Every lib run and setup job under way, with its stop signal (`jobs.rs`).
+    pub(super) jobs: super::jobs::Jobs,
     /// Problems building the vocabulary, for diagnostics.
     vocab_problems: Vec<String>,
 }
@@ -263,6 +279,7 @@ impl Registry {
     /// After approval states may have changed: rebuild the vocabulary, forget what belongs to
     /// packs no longer approved, queue the lib runs and setups that are due (see the module docs).
     pub(super) fn schedule_extras(&mut self) {
+        self.stop_stale_jobs();
         self.load_lib_records();
         let order: Vec<String> = self.in_load_order().map(str::to_string).collect();
         let mut packs = Vec::new();
@@ -279,6 +296,15 @@ impl Registry {
         let built = Vocab::build(&packs);
         self.extras.vocab_problems = built.problems.clone();
         self.view.publish_vocab(built);
+        self.queue_due_extras();
+    }
+
+    /// Forgets the components of packs no longer approved as they were and queues, in load
+    /// order, every approved pack with a lib run or setups due (without rebuilding the vocabulary:
+    /// what a job's end calls).
+    pub(super) fn queue_due_extras(&mut self) {
+        self.load_lib_records();
+        let order: Vec<String> = self.in_load_order().map(str::to_string).collect();
         // Forget the components of packs that are not approved, or approved with other files.
         let current: HashMap<String, String> = self
             .packs
@@ -309,12 +335,18 @@ impl Registry {
         }
     }
 
-    /// Starts the next queued job unless one runs.
+    /// Starts queued jobs, in load order, while fewer than [`max_jobs`] run; a pack with a job
+    /// (or a lib run on request) under way keeps its place in the queue.
     fn pump_extras(&mut self, ctx: &mut Context<Self>) {
-        if self.extras.busy {
-            return;
-        }
-        while let Some(id) = self.extras.queue.pop_front() {
+        let limit = max_jobs();
+        let mut i = 0;
+        while self.extras.active.len() < limit && i < self.extras.queue.len() {
+            let id = self.extras.queue[i].clone();
+            if self.extras.active.contains(&id) || self.extras.running.contains(&id) {
+                i += 1;
+                continue;
+            }
+            self.extras.queue.remove(i);
             let Some(e) = self.packs.get(&id) else {
                 continue;
             };
@@ -328,9 +360,7 @@ impl Registry {
             } else {
                 Some(plan_components(&e.dir, &prefix, &rec.manifest))
             };
-            let lib = if !self.extras.tried.contains(&(id.clone(), hash.clone()))
-                && !self.extras.running.contains(&id)
-            {
+            let lib = if !self.extras.tried.contains(&(id.clone(), hash.clone())) {
                 self.lib_due(&id).and_then(|t| self.lib_plan(&id, t))
             } else {
                 None
@@ -338,50 +368,51 @@ impl Registry {
             if lib.is_none() && components.is_none() {
                 continue;
             }
-            if lib.is_some() {
+            let had_lib = lib.is_some();
+            if had_lib {
                 self.extras.tried.insert((id.clone(), hash.clone()));
                 self.extras.running.insert(id.clone());
             }
-            self.extras.busy = true;
+            self.extras.active.insert(id.clone());
+            let (token, stop) = self.track_job(&id);
             let container = self.view.container(&id);
-            let job = run_job(id.clone(), lib, components, container);
+            let job = run_job(id.clone(), lib, components, container, stop);
             ctx.spawn(job.into_actor(self).map(move |(lib, comps), act, _| {
-                act.extras.busy = false;
-                if let Some(outcome) = lib {
+                act.extras.active.remove(&id);
+                if had_lib {
                     act.extras.running.remove(&id);
-                    act.finish_lib(&id, outcome);
                 }
-                if let Some(comps) = comps {
-                    // Kept only while the pack is still approved with the same files.
-                    let same = act.packs.get(&id).is_some_and(|e| {
-                        e.state == PackState::Approved
-                            && e.record.as_ref().map(|r| &r.manifest_hash) == Some(&hash)
-                    });
-                    if same {
-                        for c in &comps {
-                            let mut entry = crate::audit::AuditEntry::new(
-                                crate::audit::Category::System,
-                                "component_setup",
-                                c.state == "ready",
-                            )
-                            .pack(&id)
-                            .details(json!({"component_id": c.component_id}));
-                            if let Some(why) = &c.reason {
-                                entry = entry.error(why, Some("component_disabled"));
-                            }
-                            act.audit.do_send(crate::audit::Record(entry));
-                        }
-                        for c in comps.iter().filter(|c| c.state == "disabled") {
-                            act.event(json!({"pack_id": id, "event": "component_disabled", "component_id": c.component_id, "reason": c.reason}));
-                        }
-                        act.extras.components.insert(id.clone(), (hash, comps));
+                let current = act.untrack_job(token);
+                if let Some(outcome) = lib {
+                    if current {
+                        act.finish_lib(&id, outcome);
+                    } else {
+                        act.extras.tried.remove(&(id.clone(), hash.clone()));
+                        act.stopped_lib(&id, outcome);
                     }
                 }
-                if let Some(addr) = &act.self_addr {
-                    addr.do_send(PumpExtras);
+                if let Some(comps) = comps.filter(|_| current) {
+                    for c in &comps {
+                        let mut entry = crate::audit::AuditEntry::new(
+                            crate::audit::Category::System,
+                            "component_setup",
+                            c.state == "ready",
+                        )
+                        .pack(&id)
+                        .details(json!({"component_id": c.component_id}));
+                        if let Some(why) = &c.reason {
+                            entry = entry.error(why, Some("component_disabled"));
+                        }
+                        act.audit.do_send(crate::audit::Record(entry));
+                    }
+                    for c in comps.iter().filter(|c| c.state == "disabled") {
+                        act.event(json!({"pack_id": id, "event": "component_disabled", "component_id": c.component_id, "reason": c.reason}));
+                    }
+                    act.extras.components.insert(id.clone(), (hash, comps));
                 }
+                // Whatever became due while this job ran (a re-approval) is queued now.
+                act.queue_due_extras();
             }));
-            return;
         }
     }
 
@@ -403,9 +434,10 @@ async fn run_job(
     lib: Option<LibPlan>,
     components: Option<Vec<ComponentPlan>>,
     container: Option<Addr<PackContainer>>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Option<super::lib::LibOutcome>, Option<Vec<ComponentStatus>>) {
     let lib = match lib {
-        Some(plan) => Some(plan.run().await),
+        Some(plan) => Some(plan.run(stop.clone()).await),
         None => None,
     };
     let Some(plans) = components else {
@@ -413,6 +445,7 @@ async fn run_job(
     };
     let mut out = Vec::with_capacity(plans.len());
     let inputs = Arc::new(Value::Null);
+    let deadline = tokio::time::Instant::now() + SETUPS_TOTAL_TIMEOUT;
     for p in plans {
         let mut status = ComponentStatus {
             component_id: p.component_id.clone(),
@@ -422,10 +455,20 @@ async fn run_job(
             version: p.version.clone(),
             description: p.description.clone(),
         };
-        if p.invalid.is_none() {
-            let answer = match &container {
-                None => Err(format!("pack {pack_id:?} has no running sandbox")),
-                Some(addr) => addr
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if p.invalid.is_none() && *stop.borrow() {
+            status.reason = Some(super::jobs::STOPPED.into());
+        } else if p.invalid.is_none() && left.is_zero() {
+            status.reason = Some(format!(
+                "the pack's setups took longer than {}s together; this one was not run",
+                SETUPS_TOTAL_TIMEOUT.as_secs()
+            ));
+        } else if p.invalid.is_none() {
+            let call = async {
+                let Some(addr) = &container else {
+                    return Err(format!("pack {pack_id:?} has no running sandbox"));
+                };
+                addr
                     .send(ExecuteBlock {
                         run_id: String::new(),
                         flow_id: String::new(),
@@ -434,7 +477,7 @@ async fn run_job(
                         file: p.file.clone(),
                         input: Value::Null,
                         inputs: Arc::clone(&inputs),
-                        timeout: SETUP_TIMEOUT,
+                        timeout: SETUP_TIMEOUT.min(left),
                         run_deadline_bound: false,
                         span: tracing::info_span!("component.setup", pack_id = %pack_id, component_id = %p.component_id),
                         entry: Entry::Setup {
@@ -443,7 +486,11 @@ async fn run_job(
                     })
                     .await
                     .map_err(|_| "the pack's sandbox stopped during the setup".to_string())
-                    .and_then(|r| r.map_err(|f| format!("setup failed: {}", f.error))),
+                    .and_then(|r| r.map_err(|f| format!("setup failed: {}", f.error)))
+            };
+            let answer = tokio::select! {
+                a = call => a,
+                () = super::jobs::cancelled(stop.clone()) => Err(super::jobs::STOPPED.to_string()),
             };
             match answer {
                 Ok(output) => {

@@ -144,7 +144,8 @@ fn clip(mut s: String) -> String {
 }
 
 impl LibPlan {
-    pub(super) async fn run(self) -> LibOutcome {
+    /// Runs the script; `stop` ends it early (its worker killed, its container removed).
+    pub(super) async fn run(self, stop: tokio::sync::watch::Receiver<bool>) -> LibOutcome {
         let mut out = LibOutcome {
             lib_type: self.lib_type,
             manifest_hash: self.manifest_hash.clone(),
@@ -176,9 +177,17 @@ impl LibPlan {
             "input": null, "context": self.context,
         }))
         .unwrap_or_default();
+        let stopped = || Err(super::jobs::STOPPED.to_string());
         let reply = match self.runner {
             Runner::Unavailable(why) => Err(why),
-            Runner::Host(worker) => worker.call(1, frame, LIB_TIMEOUT).await.1.map_err(describe),
+            // Dropped on a stop, the worker's process group is killed.
+            Runner::Host(worker) => tokio::select! {
+                biased;
+                () = super::jobs::cancelled(stop.clone()) => stopped(),
+                r = worker.call(1, frame, LIB_TIMEOUT) => r.1.map_err(describe),
+            },
+            // The start is not cut short (a container half created would be left behind); the
+            // call is, and the sandbox it owns is removed when dropped.
             Runner::Docker { engine, spec } => match sandbox::start_lib(&engine, &spec).await {
                 Err(sandbox::StartError::Unavailable(why)) => Err(format!(
                     "docker_required: {why}; strict mode never runs lib scripts outside a container"
@@ -186,13 +195,20 @@ impl LibPlan {
                 Err(sandbox::StartError::Failed(why)) => {
                     Err(format!("the lib container could not be started: {why}"))
                 }
-                Ok(sb) => {
-                    let (sb, reply) = sb.call(1, frame, LIB_TIMEOUT).await;
-                    if let Some(mut sb) = sb {
-                        sb.destroy().await;
-                    }
-                    reply.map_err(describe)
+                Ok(mut sb) if *stop.borrow() => {
+                    sb.destroy().await;
+                    stopped()
                 }
+                Ok(sb) => tokio::select! {
+                    biased;
+                    () = super::jobs::cancelled(stop.clone()) => stopped(),
+                    (sb, reply) = sb.call(1, frame, LIB_TIMEOUT) => {
+                        if let Some(mut sb) = sb {
+                            sb.destroy().await;
+                        }
+                        reply.map_err(describe)
+                    }
+                },
             },
         };
         tracing::info!(pack_id = %self.pack_id, lib_type = self.lib_type, "lib run ended");
@@ -431,6 +447,30 @@ impl Registry {
         }
     }
 
+    /// A run whose pack was uninstalled, rejected, modified or approved again while it ran: its
+    /// outcome is not the pack's and is not recorded (audited as stopped).
+    pub(super) fn stopped_lib(&mut self, id: &str, o: LibOutcome) -> LibRunResult {
+        let ts = crate::clock::now_rfc3339();
+        let error = super::jobs::STOPPED.to_string();
+        let entry = AuditEntry::new(Category::System, "lib_run", false)
+            .pack(id)
+            .details(json!({"lib_type": o.lib_type, "manifest_hash": o.manifest_hash}))
+            .severity(Severity::Warning)
+            .error(&error, Some("lib_stopped"));
+        self.audit.do_send(Record(entry));
+        self.event(json!({"pack_id": id, "event": "lib_run_failed", "lib_type": o.lib_type, "error": error}));
+        LibRunResult {
+            pack_id: id.to_string(),
+            lib_type: o.lib_type.to_string(),
+            ok: false,
+            ts,
+            error: Some(error),
+            manifest_hash: o.manifest_hash,
+            log: o.log,
+            result: Value::Null,
+        }
+    }
+
     pub(super) fn finish_lib(&mut self, id: &str, o: LibOutcome) -> LibRunResult {
         let ts = crate::clock::now_rfc3339();
         self.load_lib_records();
@@ -511,14 +551,23 @@ impl Handler<RunLib> for Registry {
             return refused(LibRunError::NoLib(id));
         };
         self.extras.running.insert(id.clone());
-        Box::pin(plan.run().into_actor(self).map(move |outcome, act, _| {
+        let (token, stop) = self.track_job(&id);
+        Box::pin(plan.run(stop).into_actor(self).map(move |outcome, act, _| {
             act.extras.running.remove(&id);
+            if !act.untrack_job(token) {
+                let result = act.stopped_lib(&id, outcome);
+                act.queue_due_extras();
+                return Ok(result);
+            }
             if let Some(e) = act.packs.get(&id).and_then(|e| e.record.as_ref()) {
                 act.extras
                     .tried
                     .insert((id.clone(), e.manifest_hash.clone()));
             }
-            Ok(act.finish_lib(&id, outcome))
+            let result = act.finish_lib(&id, outcome);
+            // A queued job of this pack waited for this run.
+            act.queue_due_extras();
+            Ok(result)
         }))
     }
 }

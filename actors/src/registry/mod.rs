@@ -16,6 +16,7 @@ mod decisions;
 mod doors;
 mod extras;
 mod flows;
+mod jobs;
 mod lib;
 mod state;
 mod summary;

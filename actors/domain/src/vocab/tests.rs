@@ -51,19 +51,34 @@ fn a_late_line_joining_two_groups_keeps_the_earliest_preferred() {
 }
 
 #[test]
-fn converters_are_normalised_and_the_first_pack_keeps_a_clash() {
+fn converters_are_normalised_and_a_pair_of_two_packs_is_refused_for_both() {
     let v = Vocab::build(&[
-        pack("a", "celsius, c\nfahrenheit, f", &["c_to_f", "bad-name"]),
+        pack(
+            "a",
+            "celsius, c\nfahrenheit, f",
+            &["c_to_f", "bad-name", "m_to_n"],
+        ),
         pack("b", "", &["celsius_to_fahrenheit", "km_to_mi"]),
+        pack("c", "", &["c_to_f"]),
     ]);
-    let c = v.converter("Celsius", "F").unwrap();
+    assert!(v.converter("Celsius", "F").is_none());
     assert_eq!(
-        (c.pack_id.as_str(), c.file.as_str()),
-        ("a", "converters/c_to_f.py")
+        v.conflict("C", "fahrenheit").unwrap(),
+        &["a".to_string(), "b".into(), "c".into()]
+    );
+    let m = v.converter("M", "n").unwrap();
+    assert_eq!(
+        (m.pack_id.as_str(), m.file.as_str()),
+        ("a", "converters/m_to_n.py")
     );
     assert_eq!(v.converter("km", "mi").unwrap().pack_id, "b");
-    assert!(v.converter("mi", "km").is_none());
+    assert!(v.converter("mi", "km").is_none() && v.conflict("km", "mi").is_none());
+    assert_eq!(v.conflicts().count(), 1);
     assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
+    // One pack offering a pair twice (through synonyms) keeps its first file.
+    let v = Vocab::build(&[pack("a", "celsius, c", &["c_to_f", "celsius_to_f"])]);
+    assert_eq!(v.converter("c", "f").unwrap().file, "converters/c_to_f.py");
+    assert!(v.conflict("c", "f").is_none());
     assert_eq!(
         parse_converter_stem("a_to_b_to_c"),
         Some(("a".into(), "b_to_c".into()))
@@ -133,6 +148,52 @@ proptest! {
                 let g = v.normalize(&line[0]);
                 if claimed.insert(g.clone()) {
                     prop_assert_eq!(&g, &line[0]);
+                }
+            }
+        }
+    }
+
+    /// A pair has a converter exactly when one pack offers it, and is a conflict (naming every
+    /// pack offering it) exactly when more offer it: the load order never decides who owns a
+    /// pair, so reordering the packs changes neither.
+    #[test]
+    fn a_pair_belongs_to_its_only_pack_or_to_none(
+        offers in prop::collection::vec(prop::collection::vec((0..4usize, 0..4usize), 0..5), 1..5),
+        rotate in 0..5usize,
+    ) {
+        let stems = |o: &Vec<(usize, usize)>| -> Vec<String> {
+            o.iter().map(|(f, t)| format!("t{f}_to_u{t}")).collect()
+        };
+        let packs: Vec<PackVocab> = offers.iter().enumerate().map(|(i, o)| {
+            let s = stems(o);
+            pack(&format!("p{i}"), "", &s.iter().map(String::as_str).collect::<Vec<_>>())
+        }).collect();
+        let mut rotated = packs.clone();
+        rotated.rotate_left(rotate % packs.len());
+        let v = Vocab::build(&packs);
+        let w = Vocab::build(&rotated);
+        for f in 0..4 {
+            for t in 0..4 {
+                let (from, to) = (format!("t{f}"), format!("u{t}"));
+                let owners: Vec<String> = offers.iter().enumerate()
+                    .filter(|(_, o)| o.contains(&(f, t)))
+                    .map(|(i, _)| format!("p{i}"))
+                    .collect();
+                let got = v.converter(&from, &to).map(|c| c.pack_id.clone());
+                prop_assert_eq!(&got, &w.converter(&from, &to).map(|c| c.pack_id.clone()));
+                match owners.len() {
+                    0 => prop_assert!(got.is_none() && v.conflict(&from, &to).is_none()),
+                    1 => {
+                        prop_assert_eq!(got, Some(owners[0].clone()));
+                        prop_assert!(v.conflict(&from, &to).is_none());
+                    }
+                    _ => {
+                        prop_assert!(got.is_none());
+                        let mut named = v.conflict(&from, &to).unwrap().to_vec();
+                        named.sort();
+                        prop_assert_eq!(named, owners);
+                        prop_assert!(w.conflict(&from, &to).is_some());
+                    }
                 }
             }
         }
