@@ -105,19 +105,22 @@ async fn f1_two_slow_uploads_lock_every_import_out() {
             c.write_all(b"K").await.unwrap();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if answers.len() < 3 && started.elapsed() > Duration::from_secs(12 * answers.len() as u64)
+        if answers.len() < 3 && started.elapsed() > Duration::from_secs(18 * answers.len() as u64)
         {
             let (s, v) = import_path(&k, &folder, Duration::from_secs(20)).await.unwrap();
             answers.push((started.elapsed().as_secs(), s, v));
         }
     }
-    for (t, s, v) in &answers {
-        assert_eq!(
-            *s, 200,
-            "at {t}s, a {{path}} import of a valid folder was refused while two clients trickle \
-             bytes into uploads: {v}"
-        );
-    }
+    let refused: Vec<String> = answers
+        .iter()
+        .filter(|(_, s, _)| *s != 200)
+        .map(|(t, s, v)| format!("at {t}s: {s} {}", v["error"]))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "a {{path}} import of a valid folder was refused while two clients trickle one byte \
+         every 2 s into uploads (past the 30 s idle timeout): {refused:#?}"
+    );
 }
 
 // ---- finding 2 ----------------------------------------------------------------------------------
