@@ -269,9 +269,27 @@ async fn f3_a_pip_install_racing_a_purge_resurrects_the_packages() {
     assert!(!home.path().join("user_data/packs/pip_race").exists());
     let (s, text) = approve.await.unwrap();
     let data = home.path().join("user_data/packs/pip_race");
+    let resurrected = data.join("python/site-packages/tinypkg").exists();
+    // Another publisher's pack under the freed id, with no requirements.lock at all: once
+    // approved, its block imports the purged pack's packages.
+    write(
+        home.path(),
+        "ecosystem/pip_race/backend/ecosystem.json",
+        r#"{"pack_id":"pip_race","pack_identity":"someone-else:pip_race"}"#,
+    );
+    write(
+        home.path(),
+        "ecosystem/pip_race/backend/blocks/use.py",
+        "import tinypkg\n\ndef run(input_data, context=None):\n    return {\"value\": tinypkg.VALUE, \"file\": tinypkg.__file__}\n",
+    );
+    let (_, _) = k.post("/api/packs/scan", json!({})).await;
+    k.approve("pip_race").await;
+    k.reload().await;
+    let (_, run) = k.run("pip_race_use", json!({})).await;
     assert!(
-        !data.join("python/site-packages/tinypkg").exists(),
-        "the install ({s}: {text}) finished after the purge and recreated {}",
+        !resurrected && run["result"]["got"]["value"] != 42,
+        "the install ({s}: {text}) finished after the purge and recreated {}; a new pack under \
+         the id (no lock reviewed) imports the purged pack's packages: {run}",
         data.display()
     );
 }
