@@ -408,3 +408,35 @@ async fn f5_backups_pile_up_and_survive_a_purge() {
         "the purged pack's {n} old copies are still in user_data/pack_backups/bk"
     );
 }
+
+// ---- finding 6 ----------------------------------------------------------------------------------
+
+/// `rumi pack import` prints every field through `output::text` (control characters escaped) but
+/// the archive's `version`, printed raw: a publisher's ecosystem.json with
+/// `"version": "1.0\r\u001b[2Kstaged official_pack ..."` rewrites the operator's terminal line
+/// (or sets the title, OSC 52 clipboard, ...) while they decide whether to apply.
+#[tokio::test]
+#[ignore = "finding 6: rumi pack import prints the archive's version raw (terminal escapes)"]
+async fn f6_the_cli_prints_the_archives_version_raw() {
+    use common::cli::{ok, rumi};
+    let home = bare_home();
+    let k = Kernel::start(home.path(), &[]);
+    let (s, _) = k.get("/api/packs").await;
+    assert_eq!(s, 200);
+    let src = tempfile::tempdir().unwrap();
+    let archive = src.path().join("evil.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+    z.start_file("evil/ecosystem.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(
+        br#"{"pack_id":"evil","pack_identity":"t:evil","version":"6.6.6\r\u001b[2K\u001b]0;owned\u0007staged trusted 1.0"}"#,
+    )
+    .unwrap();
+    z.finish().unwrap();
+    let out = ok(rumi(&k), &["pack", "import", archive.to_str().unwrap()]);
+    assert!(
+        !out.stdout.contains('\u{1b}') && !out.stdout.contains('\r'),
+        "the operator's terminal got raw escapes: {:?}",
+        out.stdout
+    );
+}
