@@ -440,3 +440,111 @@ async fn f6_the_cli_prints_the_archives_version_raw() {
         out.stdout
     );
 }
+
+// ---- finding 7 ----------------------------------------------------------------------------------
+
+/// An archive whose real central directory (N entries, zip64 when N > 65534) and end record sit
+/// more than 64 KiB before the end, followed by zeros and a bogus end record (1 entry, a central
+/// directory offset past itself). The kernel's pre-parse count check (`check_entry_count`) reads
+/// only the last 64 KiB: it sees the bogus record (1 entry) and lets the archive through; the zip
+/// crate (7.x) searches the whole file backwards, rejects the bogus record and falls back to the
+/// real one — and parses all N entries before the kernel's `zip.len() > 4000` check.
+fn fallback_eocd_zip(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 60 + 80_000);
+    let name = |i: usize| format!("p/{i:x}");
+    for i in 0..n {
+        let nm = name(i);
+        out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // made, needed, flags, method, time, date
+        out.extend_from_slice(&[0; 12]); // crc, sizes
+        out.extend_from_slice(&(nm.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 8]); // extra, comment, disk, internal
+        out.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+        out.extend_from_slice(nm.as_bytes());
+    }
+    let cd_size = out.len() as u64;
+    if n < 0xFFFF {
+        out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(cd_size as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+    } else {
+        let eocd64 = out.len() as u64;
+        out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 3, 45, 0]);
+        out.extend_from_slice(&[0; 8]); // disk, cd disk
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+        out.extend_from_slice(&cd_size.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&eocd64.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&[0xFF; 12]);
+        out.extend_from_slice(&0u16.to_le_bytes());
+    }
+    out.extend_from_slice(&vec![0u8; 70_000]);
+    // The bogus record the kernel reads: one entry, its directory "after" itself.
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+    out.extend_from_slice(&46u32.to_le_bytes());
+    out.extend_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "finding 7: the pre-parse entry-count check reads only the tail; the zip crate falls back to an earlier EOCD and parses millions of entries"]
+async fn f7_an_earlier_end_record_bypasses_the_entry_count_check() {
+    let home = bare_home();
+    let k = Kernel::start(home.path(), &[]);
+    let (s, _) = k.get("/api/packs").await;
+    assert_eq!(s, 200);
+    let src = tempfile::tempdir().unwrap();
+    // Small: the refusal comes from the post-parse check (the crate read 5000 entries).
+    let small = src.path().join("small.zip");
+    std::fs::write(&small, fallback_eocd_zip(5000)).unwrap();
+    let (s, v) = import_path(&k, &small, Duration::from_secs(60)).await.unwrap();
+    eprintln!("5000 entries: {s} {}", v["error"]);
+    // Large: 2 million minimal entries (~95 MB), parsed whole by the crate.
+    let big = src.path().join("big.zip");
+    std::fs::write(&big, fallback_eocd_zip(2_000_000)).unwrap();
+    let pid = k.child.id();
+    let before = peak_rss_kib(pid);
+    let t = Instant::now();
+    let (s2, v2) = import_path(&k, &big, Duration::from_secs(300)).await.unwrap();
+    let after = peak_rss_kib(pid);
+    eprintln!(
+        "2M entries: {s2} {} in {:?}; kernel peak RSS {} MiB -> {} MiB",
+        v2["error"],
+        t.elapsed(),
+        before >> 10,
+        after >> 10
+    );
+    let small_error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        small_error.contains("a pack may hold at most") && after - before < 100 << 10,
+        "the pre-parse count check was bypassed: {small_error:?}; parsing 2M entries took {:?} \
+         and raised the kernel's peak RSS from {} MiB to {} MiB",
+        t.elapsed(),
+        before >> 10,
+        after >> 10
+    );
+}
