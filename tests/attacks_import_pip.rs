@@ -105,9 +105,10 @@ async fn f1_two_slow_uploads_lock_every_import_out() {
             c.write_all(b"K").await.unwrap();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if answers.len() < 3 && started.elapsed() > Duration::from_secs(18 * answers.len() as u64)
-        {
-            let (s, v) = import_path(&k, &folder, Duration::from_secs(20)).await.unwrap();
+        if answers.len() < 3 && started.elapsed() > Duration::from_secs(18 * answers.len() as u64) {
+            let (s, v) = import_path(&k, &folder, Duration::from_secs(20))
+                .await
+                .unwrap();
             answers.push((started.elapsed().as_secs(), s, v));
         }
     }
@@ -143,8 +144,12 @@ async fn f2_a_fifo_swapped_in_after_the_check_hangs_the_import_slots() {
     // The flipper: the name alternates between a regular zip and a FIFO, atomically.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flipper = {
-        let (target, file_tmp, fifo_tmp, stop) =
-            (target.clone(), file_tmp.clone(), fifo_tmp.clone(), stop.clone());
+        let (target, file_tmp, fifo_tmp, stop) = (
+            target.clone(),
+            file_tmp.clone(),
+            fifo_tmp.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             let zip = pack_zip("p");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -187,9 +192,12 @@ async fn f2_a_fifo_swapped_in_after_the_check_hangs_the_import_slots() {
     let _ = std::fs::remove_file(&target);
     let folder = pack_folder(src.path(), "victim_pack");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (s, v) = import_path(&k, &folder, Duration::from_secs(20)).await.unwrap();
+    let (s, v) = import_path(&k, &folder, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(
-        s, 200,
+        s,
+        200,
         "after {tries} tries, {} imports hang in open(2) on a FIFO and a valid import is \
          refused: {v}",
         hung.len()
@@ -215,7 +223,11 @@ with zipfile.ZipFile(f"{d}/bigpkg-1.0-py3-none-any.whl", "w") as z:
         .arg(size.to_string())
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- finding 3 ----------------------------------------------------------------------------------
@@ -236,7 +248,12 @@ async fn f3_a_pip_install_racing_a_purge_resurrects_the_packages() {
     // A large wheel makes the install take long enough to race.
     big_wheel(wheels.path(), 128 << 20);
     let home = fresh_home();
-    importing_pack(home.path(), "pip_race", "tinypkg", "tinypkg==1.0\nbigpkg==1.0\n");
+    importing_pack(
+        home.path(),
+        "pip_race",
+        "tinypkg",
+        "tinypkg==1.0\nbigpkg==1.0\n",
+    );
     let k = Kernel::start(
         home.path(),
         &[("RUMI_PIP_FIND_LINKS", wheels.path().to_str().unwrap())],
@@ -264,7 +281,9 @@ async fn f3_a_pip_install_racing_a_purge_resurrects_the_packages() {
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!approve.is_finished(), "the install ended before the purge");
-    let (s, v) = k.req("DELETE", "/api/packs/pip_race?purge=true", None).await;
+    let (s, v) = k
+        .req("DELETE", "/api/packs/pip_race?purge=true", None)
+        .await;
     assert_eq!(s, 200, "{v}");
     assert!(!home.path().join("user_data/packs/pip_race").exists());
     let (s, text) = approve.await.unwrap();
@@ -309,9 +328,18 @@ async fn f4_names_that_lie_on_a_screen_are_accepted() {
     let (s, _) = k.get("/api/packs").await;
     assert_eq!(s, 200);
     for (what, names) in [
-        ("a right-to-left override", vec!["p/backend/blocks/evil\u{202E}yp.txt"]),
-        ("a zero-width space", vec!["p/backend/blocks/hel\u{200B}lo.py"]),
-        ("NFC and NFD twins", vec!["p/backend/\u{C9}.py", "p/backend/E\u{301}.py"]),
+        (
+            "a right-to-left override",
+            vec!["p/backend/blocks/evil\u{202E}yp.txt"],
+        ),
+        (
+            "a zero-width space",
+            vec!["p/backend/blocks/hel\u{200B}lo.py"],
+        ),
+        (
+            "NFC and NFD twins",
+            vec!["p/backend/\u{C9}.py", "p/backend/E\u{301}.py"],
+        ),
     ] {
         let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let opts = zip::write::SimpleFileOptions::default();
@@ -365,7 +393,8 @@ fn zeros_zip(id: &str, n: usize, salt: &str) -> Vec<u8> {
         format!(r#"{{"pack_id":"{id}","pack_identity":"t:{id}","version":"{salt}"}}"#).as_bytes(),
     )
     .unwrap();
-    z.start_file(format!("{id}/backend/zeros.bin"), opts).unwrap();
+    z.start_file(format!("{id}/backend/zeros.bin"), opts)
+        .unwrap();
     z.write_all(&vec![0u8; n]).unwrap();
     z.finish().unwrap().into_inner()
 }
@@ -389,9 +418,7 @@ async fn f5_backups_pile_up_and_survive_a_purge() {
         let (s, v) = upload_zip(&k, zip).await;
         assert_eq!(s, 200, "{v}");
         let id = v["data"]["staging_id"].as_str().unwrap().to_string();
-        let (s, v) = k
-            .post("/api/packs/apply", json!({"staging_id": id}))
-            .await;
+        let (s, v) = k.post("/api/packs/apply", json!({"staging_id": id})).await;
         assert_eq!(s, 200, "{v}");
     }
     let backups = home.path().join("user_data/pack_backups/bk");
@@ -426,8 +453,11 @@ async fn f6_the_cli_prints_the_archives_version_raw() {
     let src = tempfile::tempdir().unwrap();
     let archive = src.path().join("evil.zip");
     let mut z = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
-    z.start_file("evil/ecosystem.json", zip::write::SimpleFileOptions::default())
-        .unwrap();
+    z.start_file(
+        "evil/ecosystem.json",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
     z.write_all(
         br#"{"pack_id":"evil","pack_identity":"t:evil","version":"6.6.6\r\u001b[2K\u001b]0;owned\u0007staged trusted 1.0"}"#,
     )
@@ -521,7 +551,9 @@ async fn f7_an_earlier_end_record_bypasses_the_entry_count_check() {
     // Small: the refusal comes from the post-parse check (the crate read 5000 entries).
     let small = src.path().join("small.zip");
     std::fs::write(&small, fallback_eocd_zip(5000)).unwrap();
-    let (s, v) = import_path(&k, &small, Duration::from_secs(60)).await.unwrap();
+    let (s, v) = import_path(&k, &small, Duration::from_secs(60))
+        .await
+        .unwrap();
     eprintln!("5000 entries: {s} {}", v["error"]);
     // Large: 2 million minimal entries (~95 MB), parsed whole by the crate.
     let big = src.path().join("big.zip");
@@ -529,7 +561,9 @@ async fn f7_an_earlier_end_record_bypasses_the_entry_count_check() {
     let pid = k.child.id();
     let before = peak_rss_kib(pid);
     let t = Instant::now();
-    let (s2, v2) = import_path(&k, &big, Duration::from_secs(300)).await.unwrap();
+    let (s2, v2) = import_path(&k, &big, Duration::from_secs(300))
+        .await
+        .unwrap();
     let after = peak_rss_kib(pid);
     eprintln!(
         "2M entries: {s2} {} in {:?}; kernel peak RSS {} MiB -> {} MiB",
