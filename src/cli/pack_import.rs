@@ -39,7 +39,9 @@ pub async fn import(c: &Client, out: &Out, path: &Path) -> Result<()> {
     println!(
         "staged {} {} ({}): {} file(s), {} bytes",
         text(&staged["pack_id"]),
-        staged["version"].as_str().unwrap_or("(no version)"),
+        staged["version"]
+            .as_str()
+            .map_or_else(|| "(no version)".to_string(), super::output::clean),
         text(&staged["pack_identity"]),
         staged["files"].as_array().map_or(0, Vec::len),
         text(&staged["bytes"]),

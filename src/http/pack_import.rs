@@ -24,16 +24,41 @@ pub const MAX_CONCURRENT_IMPORTS: usize = 2;
 /// The whole upload's deadline (a slow client holds an import slot at most this long).
 pub const UPLOAD_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-/// The import slots, as app data.
+/// Uploads received at once (each may hold 500 MiB on disk until its extraction).
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
+/// After this long, an upload arriving slower than [`MIN_UPLOAD_BYTES_PER_SEC`] on average is
+/// cut off: a client trickling bytes must not hold an upload slot for the whole deadline.
+pub const UPLOAD_GRACE: Duration = Duration::from_secs(10);
+/// The slowest average rate an upload may keep after [`UPLOAD_GRACE`] (500 MiB in the 30-minute
+/// deadline needs about 280 KiB/s anyway).
+pub const MIN_UPLOAD_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// The import slots, as app data: `work` for staging (extraction or a folder copy), `uploads`
+/// for receiving archive bodies. An upload takes a work slot only once its body has arrived, so
+/// slow uploads never lock `{path}` imports out.
 #[derive(Clone)]
-pub struct ImportSlots(pub Arc<tokio::sync::Semaphore>);
+pub struct ImportSlots {
+    pub work: Arc<tokio::sync::Semaphore>,
+    pub uploads: Arc<tokio::sync::Semaphore>,
+}
 
 impl Default for ImportSlots {
     fn default() -> Self {
-        ImportSlots(Arc::new(tokio::sync::Semaphore::new(
-            MAX_CONCURRENT_IMPORTS,
-        )))
+        ImportSlots {
+            work: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_IMPORTS)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+        }
     }
+}
+
+/// 429 with `Retry-After` when every slot of `slots` is taken.
+fn busy(what: &str, n: usize) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("{n} {what} are already running; retry when one ends"),
+    );
+    e.retry_after = Some(5);
+    e
 }
 
 /// The JSON body of `POST /api/packs/import`.
@@ -81,14 +106,6 @@ pub async fn import(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let Ok(_slot) = slots.0.clone().try_acquire_owned() else {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{MAX_CONCURRENT_IMPORTS} imports are already running; retry when one ends"),
-        );
-        e.retry_after = Some(5);
-        return Err(e);
-    };
     let content_type = req
         .headers()
         .get("content-type")
@@ -102,7 +119,13 @@ pub async fn import(
     let layout = k.layout.clone();
     let (source, staged) = match content_type.as_str() {
         "application/zip" | "application/x-zip-compressed" => {
+            let Ok(_receiving) = slots.uploads.clone().try_acquire_owned() else {
+                return Err(busy("uploads", MAX_CONCURRENT_UPLOADS));
+            };
             let upload = receive(&req, payload, &k).await?;
+            let Ok(_slot) = slots.work.clone().try_acquire_owned() else {
+                return Err(busy("imports", MAX_CONCURRENT_IMPORTS));
+            };
             let staged = web::block(move || lifecycle::import_upload(&layout, upload))
                 .await
                 .map_err(ApiError::internal)?;
@@ -119,6 +142,9 @@ pub async fn import(
                          Content-Type: application/zip",
                     ))
                 }
+            };
+            let Ok(_slot) = slots.work.clone().try_acquire_owned() else {
+                return Err(busy("imports", MAX_CONCURRENT_IMPORTS));
             };
             let staged = web::block(move || lifecycle::import_path(&layout, &path))
                 .await
@@ -210,6 +236,19 @@ async fn receive(
                 )
             })?;
         let Some(chunk) = next else { break };
+        let elapsed = started.elapsed();
+        if elapsed > UPLOAD_GRACE
+            && total < MIN_UPLOAD_BYTES_PER_SEC.saturating_mul(elapsed.as_secs())
+        {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the archive arrives slower than {} KiB/s; send it again over a faster link \
+                     (or import it by path on the kernel's machine)",
+                    MIN_UPLOAD_BYTES_PER_SEC / 1024
+                ),
+            ));
+        }
         let chunk =
             chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
         total += chunk.len() as u64;

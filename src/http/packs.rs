@@ -263,6 +263,7 @@ fn uninstall_query(query: &str) -> Result<UninstallQuery, ApiError> {
         (status = 200, description = "what was removed, and the pack as it is now (null when purged)", body = Envelope<Uninstalled>),
         (status = 400, description = "not a valid pack id, or a bad query", body = ErrorBody),
         (status = 404, description = "no such pack is installed", body = ErrorBody),
+        (status = 409, description = "a pip install of the pack is under way (uninstall when it has finished)", body = ErrorBody),
         (status = 500, description = "a grant or the record could not be removed; the pack keeps running as before", body = ErrorBody),
         (status = 503, description = "the kernel is not ready", body = ErrorBody),
     )
@@ -274,8 +275,24 @@ pub async fn uninstall(
 ) -> Result<HttpResponse, ApiError> {
     let id = pack_id(&path)?;
     let purge = uninstall_query(req.query_string())?.purge.unwrap_or(false);
-    Ok(ok(k
+    // No pip install of the pack may run or begin while it goes (one finishing afterwards would
+    // put its packages back for whatever pack takes the id next).
+    let hold = k
+        .pip
+        .hold_for_uninstall(&id)
+        .map_err(|e| ApiError::new(actix_web::http::StatusCode::CONFLICT, e.to_string()))?;
+    let done = k
         .registry
-        .send(Uninstall { pack_id: id, purge })
-        .await??))
+        .send(Uninstall {
+            pack_id: id.clone(),
+            purge,
+        })
+        .await??;
+    let pip = k.pip.clone();
+    web::block(move || pip.forget_pack(&id))
+        .await
+        .map_err(|_| ApiError::internal("the pip records could not be updated"))?
+        .map_err(|_| ApiError::internal("the pip records could not be updated"))?;
+    drop(hold);
+    Ok(ok(done))
 }

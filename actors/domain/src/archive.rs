@@ -26,6 +26,15 @@ pub fn valid_staging_id(id: &str) -> bool {
     id.len() == STAGING_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Characters that change how a name looks without being seen: bidirectional overrides,
+/// embeddings and isolates, zero-width spaces and joiners, the soft hyphen, the byte-order mark
+/// and other invisible format characters (Unicode `Cf` as far as names go).
+pub fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Checks one archive entry name (the raw bytes of the zip's central directory) and answers its
 /// components, the first being the top-level directory. A name ending in `/` is a directory.
 ///
@@ -55,6 +64,14 @@ pub fn entry_path(raw: &[u8]) -> Result<Vec<String>, String> {
     let name = std::str::from_utf8(raw).map_err(|_| format!("entry {shown:?}: not UTF-8"))?;
     if name.chars().any(char::is_control) {
         return Err(format!("entry {shown:?}: a control character in the name"));
+    }
+    if let Some(c) = name.chars().find(|c| invisible(*c)) {
+        return Err(format!(
+            "entry {:?}: an invisible or direction-changing character (U+{:04X}) in the name: \
+             a file list would show another name than the file's",
+            shown.escape_default().to_string(),
+            c as u32
+        ));
     }
     if name.starts_with('/') {
         return Err(format!("entry {shown:?}: an absolute path"));

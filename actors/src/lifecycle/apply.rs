@@ -180,12 +180,40 @@ pub fn apply(layout: &Layout, staging_id: &str) -> Result<Applied, ApplyError> {
     }
     sync_dirs(&[&parent, &backups, &staging_root(layout)]).map_err(storage)?;
     fs::remove_file(&jpath).map_err(storage)?;
+    prune_backups(backups);
     Ok(Applied {
         pack_id,
         path: layout.display(&place),
         backup: Some(layout.display(&backup)),
         replaced: true,
     })
+}
+
+/// Most backups kept per pack: an apply beyond them deletes the oldest (each is a whole pack, up
+/// to 500 MiB: unbounded, repeated applies would fill the disk).
+pub const MAX_BACKUPS_PER_PACK: usize = 3;
+
+/// Deletes a pack's backups beyond the newest [`MAX_BACKUPS_PER_PACK`] (their names sort by
+/// time), on a background thread: a large tree is not deleted on the caller's thread.
+fn prune_backups(backups: PathBuf) {
+    let Ok(entries) = fs::read_dir(&backups) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    if names.len() <= MAX_BACKUPS_PER_PACK {
+        return;
+    }
+    names.sort();
+    names.truncate(names.len() - MAX_BACKUPS_PER_PACK);
+    let _ = std::thread::Builder::new()
+        .name("rumi-backups".into())
+        .spawn(move || {
+            for old in names {
+                if let Err(e) = fs::remove_dir_all(&old) {
+                    tracing::warn!(error = %e, "an old pack backup could not be deleted");
+                }
+            }
+        });
 }
 
 /// The `pack_id` a staged tree declares (checked against the rules by `read_meta` next).

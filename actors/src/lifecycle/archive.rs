@@ -25,8 +25,25 @@ struct Entry {
 /// Extracts `file` into `w` (the pack directory: the top-level directory's content); answers the
 /// top-level directory's name.
 pub(super) fn extract(file: &Path, w: &mut Writer) -> Result<String, ImportError> {
-    let mut f = File::open(file).map_err(ImportError::storage)?;
-    let len = f.metadata().map_err(ImportError::storage)?.len();
+    // Non-blocking and without following a link: a FIFO (or a link) swapped in after the
+    // caller's checks is refused here, on what was opened, instead of hanging the import.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(file)
+            .map_err(|_| {
+                ImportError::Refused("the archive cannot be opened as a regular file".into())
+            })?
+    };
+    let meta = f.metadata().map_err(ImportError::storage)?;
+    if !meta.is_file() {
+        return Err(ImportError::Refused(
+            "the archive is not a regular file".into(),
+        ));
+    }
+    let len = meta.len();
     if len > MAX_ARCHIVE_BYTES {
         return Err(ImportError::TooLarge(format!(
             "the archive is larger than {} MiB",
@@ -36,6 +53,7 @@ pub(super) fn extract(file: &Path, w: &mut Writer) -> Result<String, ImportError
     // The zip reader parses the whole central directory up front: refuse one that claims more
     // entries than a pack may hold before it allocates for them.
     let listed = check_entry_count(&mut f, len)?;
+    no_hidden_directory(&mut f)?;
     f.seek(SeekFrom::Start(0)).map_err(ImportError::storage)?;
     let mut zip = zip::ZipArchive::new(BufReader::new(f))
         .map_err(|e| ImportError::Refused(format!("not a readable zip archive: {e}")))?;
@@ -210,6 +228,60 @@ fn check_entry_count(f: &mut File, len: u64) -> Result<u64, ImportError> {
     last.ok_or_else(|| {
         ImportError::Refused("not a zip archive (no end of central directory record)".into())
     })
+}
+
+/// The zip reader looks for the end record backwards through the **whole** file and falls back
+/// to an earlier one when the last fails its checks: an archive could hide a record listing
+/// millions of entries far before a harmless last one, and the reader would allocate for all of
+/// them. So every end record (and zip64 end record) anywhere in the file must list at most
+/// [`MAX_ENTRIES`]. One sequential pass; an archive that stores another archive with more
+/// entries than a pack may hold is refused too (the message says so).
+fn no_hidden_directory(f: &mut File) -> Result<(), ImportError> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    const EOCD64: [u8; 4] = [0x50, 0x4b, 0x06, 0x06];
+    const KEEP: usize = 40; // the longest field read past a signature
+    f.seek(SeekFrom::Start(0)).map_err(ImportError::storage)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0usize;
+    let mut at_end = false;
+    loop {
+        while !at_end && have < buf.len() {
+            let n = f.read(&mut buf[have..]).map_err(ImportError::storage)?;
+            if n == 0 {
+                at_end = true;
+            }
+            have += n;
+        }
+        let window = &buf[..have];
+        let scan_to = if at_end {
+            have.saturating_sub(3)
+        } else {
+            have.saturating_sub(KEEP)
+        };
+        for i in 0..scan_to {
+            let count = if window[i..i + 4] == EOCD && i + 12 <= have {
+                u64::from(u16::from_le_bytes([window[i + 8], window[i + 9]])).max(u64::from(
+                    u16::from_le_bytes([window[i + 10], window[i + 11]]),
+                ))
+            } else if window[i..i + 4] == EOCD64 && i + 40 <= have {
+                u64::from_le_bytes(window[i + 32..i + 40].try_into().unwrap_or([0; 8]))
+            } else {
+                continue;
+            };
+            if count > MAX_ENTRIES && count != 0xFFFF {
+                return Err(ImportError::Refused(format!(
+                    "the archive holds an end-of-directory record listing {count} entries (at most \
+                     {MAX_ENTRIES}; a pack may hold at most {MAX_FILES} files, and an archive \
+                     stored inside the pack counts too)"
+                )));
+            }
+        }
+        if at_end {
+            return Ok(());
+        }
+        buf.copy_within(scan_to..have, 0);
+        have -= scan_to;
+    }
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> Result<(), ImportError> {

@@ -196,6 +196,18 @@ pub struct Pip {
     pub installer: install::Installer,
 }
 
+/// A pack held by an uninstall (see [`Pip::hold_for_uninstall`]); released when dropped.
+pub struct UninstallHold {
+    pip: Arc<Pip>,
+    pack: String,
+}
+
+impl Drop for UninstallHold {
+    fn drop(&mut self) {
+        self.pip.installing.lock().remove(&self.pack);
+    }
+}
+
 /// The records' file.
 pub fn requests_file(layout: &Layout) -> PathBuf {
     layout
@@ -406,6 +418,33 @@ impl Pip {
             pins: now_lock.pins,
             index_url,
         })
+    }
+
+    /// Holds `pack` while it is uninstalled: no install of it may begin meanwhile (one that did
+    /// would recreate its packages, for whatever pack takes the id next). Refused while an
+    /// install of the pack is under way.
+    pub fn hold_for_uninstall(self: &Arc<Self>, pack: &str) -> Result<UninstallHold, PipError> {
+        if !self.installing.lock().insert(pack.to_string()) {
+            return Err(PipError::Conflict(format!(
+                "a pip install for pack {pack:?} is under way; uninstall it when the install has finished"
+            )));
+        }
+        Ok(UninstallHold {
+            pip: Arc::clone(self),
+            pack: pack.to_string(),
+        })
+    }
+
+    /// Forgets every candidate of `pack` (its uninstall): installed again, its locks are
+    /// reviewed again from nothing.
+    pub fn forget_pack(&self, pack: &str) -> Result<(), PipError> {
+        let mut book = self.book.lock();
+        let before = book.candidates.len();
+        book.candidates.retain(|_, r| r.pack_id != pack);
+        if book.candidates.len() != before {
+            book.save(&self.requests_file)?;
+        }
+        Ok(())
     }
 
     /// Runs the install of a begun approval and records its outcome.

@@ -114,6 +114,7 @@ impl Registry {
                 self.discard(&dir, id);
             }
             self.discard(&self.layout.pack_data(id), id);
+            self.discard(&crate::lifecycle::backups_root(&self.layout).join(id), id);
             self.packs.remove(id);
         } else if let Some(e) = self.packs.get_mut(id) {
             e.record = None;
