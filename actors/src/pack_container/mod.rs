@@ -19,6 +19,7 @@
 mod entry;
 pub mod proctree;
 mod resolve;
+mod wire;
 pub mod worker;
 
 pub use entry::{resolve_exact, Entry};
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
+use wire::{describe_diff, truncate, CallContext, CallRequest};
 use worker::{CallError, Worker, WorkerSpec};
 
 /// Where a pack's blocks run.
@@ -170,44 +172,6 @@ pub struct ContainerSnapshot {
     pub worker_pids: Vec<i32>,
     /// The idle container's short id (strict mode).
     pub container_id: Option<String>,
-}
-
-/// One call as the block host reads it (serialized once, borrowing the message).
-#[derive(Serialize)]
-struct CallRequest<'a> {
-    id: u64,
-    op: &'static str,
-    entry: &'static str,
-    file: &'a str,
-    input: &'a Value,
-    context: CallContext<'a>,
-}
-
-/// The JSON part of the block's `context` (the host adds `network_check` and `http_request`).
-#[derive(Serialize)]
-struct CallContext<'a> {
-    // A converter or a component setup gets nothing of a run (none for a setup; a converter
-    // may be another pack's, called from any flow): only its terms or component, pack and ts.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flow_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    phase: Option<&'a str>,
-    ts: String,
-    owner_pack: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pack_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inputs: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    component_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_term: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    to_term: Option<&'a str>,
 }
 
 // ---- actor ------------------------------------------------------------------------------------
@@ -818,32 +782,4 @@ impl Handler<InjectPanic> for PackContainer {
     fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {
         panic!("injected panic in the sandbox of {}", self.pack_id);
     }
-}
-
-// ---- helpers ----------------------------------------------------------------------------------
-
-fn describe_diff(d: &ManifestDiff) -> String {
-    let mut parts = Vec::new();
-    let list = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    if !d.added.is_empty() {
-        parts.push(format!("added: {}", list(&d.added)));
-    }
-    if !d.removed.is_empty() {
-        parts.push(format!("removed: {}", list(&d.removed)));
-    }
-    if !d.changed.is_empty() {
-        parts.push(format!("changed: {}", list(&d.changed)));
-    }
-    parts.join("; ")
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
