@@ -10,6 +10,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// Waits until `done` holds or `secs` pass (the caller asserts afterwards, with its message).
+async fn poll(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn records(home: &Path) -> Value {
     std::fs::read(home.join("user_data/settings/lib_records.json"))
         .ok()
@@ -360,8 +368,9 @@ async fn f4_reinstall_during_a_lib_run_never_runs_the_new_install() {
     let (s, v) = k.req("DELETE", "/api/packs/slowre", None).await;
     assert_eq!(s, 200, "{v}");
     k.approve("slowre").await;
-    // The old run ends ~3 s later; the new installation's install should follow.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // The old run ends ~3 s later; the new installation's install should follow (waited for,
+    // up to 12 s).
+    poll(12, || count(&data, "started_") >= 2).await;
     assert!(
         count(&data, "started_") >= 2,
         "the re-installed pack's install never ran; its lib record (inherited from the run of the \
@@ -533,7 +542,7 @@ async fn f7_one_slow_lib_run_stalls_every_other_packs_install() {
     k.approve("hog").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     k.approve("patient").await;
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    poll(15, || records(home.path())["patient"]["success"] == true).await;
     let r = records(home.path())["patient"].clone();
     assert_eq!(
         r["success"], true,
@@ -586,7 +595,6 @@ async fn f8_purged_packs_handler_trust_returns_with_a_new_pack_of_that_id() {
     assert_eq!(s, 200, "{v}");
     let (s, v) = k.req("DELETE", "/api/packs/hp8?purge=true", None).await;
     assert_eq!(s, 200, "{v}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     // Someone else's pack, same id, no handler at all.
     write(
         home.path(),
