@@ -13,8 +13,10 @@
 //! follows libyaml's own rules for where tokens start (its `fetch_next_token`, `scan_plain_scalar`,
 //! `scan_block_scalar`, `scan_tag` and the simple-key bookkeeping that decides block indentation),
 //! and counts what libyaml would push: flow collections, block collections (including a sequence
-//! written at its mapping's indentation, which libyaml does not push) and tags (serde_yaml wraps a
-//! tagged node in one more level). Where libyaml would stop with an error, nothing after matters:
+//! written at its mapping's indentation, which libyaml does not push), tags (serde_yaml wraps a
+//! tagged node in one more level) and the mappings libyaml starts only at a `:` — around a
+//! collection used as a block key (`{a}: b`) and around a flow sequence's `key: value` entry
+//! (`[a: [b]]`), one level deeper than the text before the `:` showed. Where libyaml would stop with an error, nothing after matters:
 //! the parser never reads it.
 //!
 //! The bound is conservative: a tag counts for the rest of its enclosing collection, and an
@@ -46,6 +48,22 @@ struct SimpleKey {
     line: usize,
     index: usize,
     column: usize,
+    /// The most collections open at once since the key began: a block mapping that starts at
+    /// this key wraps everything the key opened in one more level.
+    peak: usize,
+}
+
+/// An open flow collection.
+#[derive(Debug)]
+struct Flow {
+    /// How many levels it stands for (1, plus tags and an implicit pair mapping).
+    weight: usize,
+    /// A flow sequence, where `key: value` makes an implicit single-pair mapping.
+    sequence: bool,
+    /// The most collections open at once since the current entry began.
+    peak: usize,
+    /// The current entry already made its implicit mapping.
+    paired: bool,
 }
 
 /// How far a simple key may be from its `:` (libyaml's limit, in characters).
@@ -80,8 +98,8 @@ struct Scanner<'a> {
     index: usize,
     line: usize,
     column: usize,
-    /// Weights of the open flow collections, innermost last.
-    flow: Vec<usize>,
+    /// The open flow collections, innermost last.
+    flow: Vec<Flow>,
     block: Vec<Block>,
     /// Levels added outside any collection (a tag on the root node).
     base: usize,
@@ -171,12 +189,39 @@ impl<'a> Scanner<'a> {
 
     fn grew(&mut self, by: usize) -> Result<(), usize> {
         self.open += by;
-        self.max = self.max.max(self.open);
-        if self.open >= self.limit {
+        self.reached(self.open)
+    }
+
+    /// Records that `level` collections were open at once (now, or around a key whose mapping
+    /// started after it was read), for the innermost entry or simple key too.
+    fn reached(&mut self, level: usize) -> Result<(), usize> {
+        self.max = self.max.max(level);
+        match self.flow.last_mut() {
+            Some(f) => f.peak = f.peak.max(level),
+            None if self.key.possible => self.key.peak = self.key.peak.max(level),
+            None => {}
+        }
+        if level >= self.limit {
             Err(self.line + 1)
         } else {
             Ok(())
         }
+    }
+
+    /// A flow sequence's entry became a `key: value` pair: libyaml wraps it in a mapping, one
+    /// level around the key already read and around the rest of the entry.
+    fn pair(&mut self) -> Result<(), usize> {
+        let Some(f) = self.flow.last_mut() else {
+            return Ok(());
+        };
+        if !f.sequence || f.paired {
+            return Ok(());
+        }
+        f.paired = true;
+        f.weight += 1;
+        let key = f.peak + 1;
+        self.grew(1)?;
+        self.reached(key)
     }
 
     fn at_document_indicator(&self) -> bool {
@@ -226,14 +271,24 @@ impl<'a> Scanner<'a> {
                 }
                 '[' | '{' => {
                     self.save_key();
-                    self.flow.push(1);
+                    self.flow.push(Flow {
+                        weight: 1,
+                        sequence: c == '[',
+                        peak: self.open,
+                        paired: false,
+                    });
                     self.simple_key_allowed = true;
                     self.bump();
                     self.grew(1)?;
                 }
                 ']' | '}' => {
                     match self.flow.pop() {
-                        Some(weight) => self.open -= weight,
+                        Some(f) => {
+                            self.open -= f.weight;
+                            // What the closed collection reached counts for the entry (or
+                            // key) it sits in.
+                            self.reached(f.peak)?;
+                        }
                         None => self.key.possible = false,
                     }
                     self.simple_key_allowed = false;
@@ -241,6 +296,10 @@ impl<'a> Scanner<'a> {
                 }
                 ',' => {
                     self.remove_key();
+                    if let Some(f) = self.flow.last_mut() {
+                        f.peak = self.open;
+                        f.paired = false;
+                    }
                     self.simple_key_allowed = true;
                     self.bump();
                 }
@@ -253,7 +312,9 @@ impl<'a> Scanner<'a> {
                     self.bump();
                 }
                 '?' if self.in_flow() || is_blankz(next) => {
-                    if !self.in_flow() {
+                    if self.in_flow() {
+                        self.pair()?;
+                    } else {
                         self.roll(self.column, Kind::Mapping)?;
                     }
                     self.remove_key();
@@ -262,9 +323,16 @@ impl<'a> Scanner<'a> {
                 }
                 ':' if self.in_flow() || is_blankz(next) => {
                     if self.in_flow() {
+                        self.pair()?;
                         self.simple_key_allowed = false;
                     } else if self.key.possible {
-                        self.roll(self.key.column, Kind::Mapping)?;
+                        let key = self.key.peak + 1;
+                        if self.roll(self.key.column, Kind::Mapping)? {
+                            // The mapping starts before its key: the key's collections sit
+                            // one level deeper than they were counted.
+                            self.key.possible = false;
+                            self.reached(key)?;
+                        }
                         self.key.possible = false;
                         self.simple_key_allowed = false;
                     } else {
@@ -349,6 +417,7 @@ impl<'a> Scanner<'a> {
                 line: self.line,
                 index: self.index,
                 column: self.column,
+                peak: self.open,
             };
         }
     }
@@ -372,7 +441,8 @@ impl<'a> Scanner<'a> {
 
     /// libyaml's `roll_indent`, plus the level libyaml leaves implicit: a sequence written at
     /// its mapping's own indentation (`key:` then `- item` on the same column).
-    fn roll(&mut self, column: usize, kind: Kind) -> Result<(), usize> {
+    /// Returns whether a new collection opened at `column`.
+    fn roll(&mut self, column: usize, kind: Kind) -> Result<bool, usize> {
         if self.indent() < column as isize {
             self.block.push(Block {
                 column,
@@ -380,7 +450,8 @@ impl<'a> Scanner<'a> {
                 weight: 1,
                 indentless: false,
             });
-            return self.grew(1);
+            self.grew(1)?;
+            return Ok(true);
         }
         if let Some(top) = self.block.last_mut() {
             if kind == Kind::Sequence
@@ -390,10 +461,10 @@ impl<'a> Scanner<'a> {
             {
                 top.indentless = true;
                 top.weight += 1;
-                return self.grew(1);
+                self.grew(1)?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// A tag wraps the next node in one more level; it is charged to the innermost open
@@ -409,8 +480,8 @@ impl<'a> Scanner<'a> {
         while !(is_blankz(self.cur()) || self.in_flow() && self.cur() == Some(',')) {
             self.bump();
         }
-        if let Some(w) = self.flow.last_mut() {
-            *w += 1;
+        if let Some(f) = self.flow.last_mut() {
+            f.weight += 1;
         } else if let Some(b) = self.block.last_mut() {
             b.weight += 1;
         } else {

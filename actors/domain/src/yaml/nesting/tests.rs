@@ -281,3 +281,37 @@ proptest! {
         }
     }
 }
+
+/// A collection used as a key, and a `key: value` entry of a flow sequence, sit inside a mapping
+/// that libyaml starts only when it reaches the `:` — one level the text before it did not show.
+#[test]
+fn counts_the_mapping_a_key_opens_after_the_fact() {
+    for doc in [
+        "{a}:",
+        "[a: [b]]",
+        "[{a}: b]",
+        "[[{a}: b]: c]",
+        "[[[[a]: b]: c]: d]",
+        "[? a : [b]]",
+        "x: [a: 1, b: [c: [d]]]",
+    ] {
+        let parsed: Value = serde_yaml::from_str(doc).expect(doc);
+        assert!(
+            bound(doc) + 1 >= depth(&parsed),
+            "{doc:?}: bound {} depth {}",
+            bound(doc),
+            depth(&parsed)
+        );
+    }
+    // A chain of keys that are themselves flow pairs nests twice per bracket: refused before
+    // the parser sees it once the real depth passes the limit.
+    let mut doc = String::from("a");
+    for _ in 0..20 {
+        doc = format!("[{doc}: b]");
+    }
+    assert!(max_nesting(&doc, crate::yaml::MAX_DEPTH).is_err(), "{doc}");
+    assert!(matches!(
+        crate::yaml::parse_limited::<Value>(&doc),
+        Err(crate::yaml::YamlError::TooDeep { .. })
+    ));
+}
