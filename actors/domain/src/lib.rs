@@ -21,6 +21,7 @@ pub mod net;
 pub mod pack;
 pub mod pip;
 pub mod run;
+pub mod skill;
 pub mod sources;
 pub mod vars;
 pub mod vocab;
