@@ -5,7 +5,7 @@
 //! that steps through a flow ([`engine`]), flow sources and their precedence ([`sources`]), pack
 //! metadata and load order ([`pack`]), manifests and signatures ([`manifest`]), egress requests and
 //! grants ([`egress`]), egress address
-//! classification ([`net`]), and hostile-YAML
+//! classification ([`net`]), the SkillRuntime's rules ([`skill`]), and hostile-YAML
 //! limits ([`yaml`]). The runtime crate (`rumi-actors`) holds state and does I/O around these.
 
 pub mod archive;

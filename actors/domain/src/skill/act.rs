@@ -101,12 +101,15 @@ impl ActInput {
         let obj = v
             .as_object_mut()
             .ok_or("the run input must be a JSON object with skill_id and goal")?;
+        // Clients often send `null` for an optional field they leave out; treat it as absent.
+        obj.retain(|_, v| !v.is_null());
         if let Some(Value::Array(items)) = obj.get_mut("expected_outputs") {
             if items.len() > MAX_EXPECTED_OUTPUTS {
                 return Err(format!("at most {MAX_EXPECTED_OUTPUTS} expected_outputs"));
             }
             for item in items.iter_mut() {
                 if let Some(o) = item.as_object_mut() {
+                    o.retain(|_, v| !v.is_null());
                     if !o.contains_key("kind") {
                         if let Some(p) = o.get("path").and_then(Value::as_str) {
                             let kind = OutputKind::infer(p).as_str();
@@ -405,6 +408,10 @@ mod tests {
         assert_eq!(i.skill_id, "brand");
         assert!(i.expected_outputs.is_empty());
         assert_eq!(b, Budgets::default());
+        let (i, _) = parse(json!({"skill_id": "a", "goal": "g", "inputs": null, "budgets": null,
+            "constraints": null, "expected_outputs": [{"path": "build/a.md", "kind": null, "must_contain": null}]}))
+        .unwrap();
+        assert_eq!(i.expected_outputs[0].kind, OutputKind::Markdown);
     }
 
     #[test]

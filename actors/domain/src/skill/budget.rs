@@ -82,8 +82,9 @@ impl Budgets {
     }
 }
 
-/// Which budget ended (or would end) the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which budget ended (or would end) the run. Serialised as [`Which::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Which {
     Calls,
     Tokens,
@@ -360,6 +361,10 @@ mod tests {
         assert_eq!(keys.len(), 5);
         assert_eq!(Which::Disk.as_str(), "disk");
         assert_eq!(Which::parse("calls"), Some(Which::Calls));
+        for w in [Which::Calls, Which::Tokens, Which::Time, Which::Disk] {
+            assert_eq!(serde_json::to_value(w).unwrap(), Value::from(w.as_str()));
+            assert_eq!(Which::parse(w.as_str()), Some(w));
+        }
     }
 
     proptest! {

@@ -47,6 +47,12 @@ pub struct SkillDoc {
 /// Parses `SKILL.md`. `dir_name` is the skill directory's last component. `Err(message)` means
 /// the skill is skipped and the message is its diagnostic.
 pub fn parse_skill_md(text: &str, dir_name: &str) -> Result<SkillDoc, String> {
+    if text.len() > MAX_SKILL_MD_BYTES {
+        return Err(format!(
+            "SKILL.md is {} bytes; the limit is {MAX_SKILL_MD_BYTES}; move detail into referenced files",
+            text.len()
+        ));
+    }
     let (yaml, body) = split_frontmatter(text)?;
     let parsed: serde_yaml::Value = crate::yaml::parse_limited(&yaml).map_err(|e| {
         format!("SKILL.md frontmatter is not valid YAML: {e}; fix the YAML between the --- lines")
@@ -317,6 +323,17 @@ mod tests {
             let e = parse_skill_md(text, "a").expect_err(text);
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let text = format!(
+            "---\nname: a\ndescription: d\n---\n{}",
+            "x".repeat(MAX_SKILL_MD_BYTES)
+        );
+        assert!(parse_skill_md(&text, "a")
+            .unwrap_err()
+            .contains("the limit is"));
     }
 
     #[test]

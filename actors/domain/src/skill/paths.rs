@@ -97,14 +97,18 @@ pub fn check_argv_item(item: &str) -> Result<(), PathRejected> {
     if item.contains('\0') {
         return Err(PathRejected("argument contains a NUL byte".into()));
     }
-    // `--out=/etc/x`: the value after the first '=' of a flag is what a script opens.
-    let value = match item.strip_prefix('-') {
-        Some(_) => match item.split_once('=') {
-            Some((_, v)) => v,
-            None => return Ok(()),
-        },
-        None => item,
-    };
+    // `--out=/etc/x` or `out=../x`: the value after the first '=' is what a script opens, so it
+    // is checked as well as (for non-flags) the whole item.
+    if let Some((_, value)) = item.split_once('=') {
+        check_argv_value(item, value)?;
+    }
+    if item.starts_with('-') {
+        return Ok(());
+    }
+    check_argv_value(item, item)
+}
+
+fn check_argv_value(item: &str, value: &str) -> Result<(), PathRejected> {
     if value.starts_with('/') {
         return Err(PathRejected(format!(
             "argument `{}` is an absolute path; use a path inside the skill or build/",
@@ -332,9 +336,9 @@ mod tests {
         }
 
         #[test]
-        fn accepted_argv_items_do_not_climb_out(item in "(--o=)?[a./]{0,20}") {
+        fn accepted_argv_items_do_not_climb_out(item in "(--o=|o=)?[a./]{0,20}") {
             if check_argv_item(&item).is_ok() {
-                let value = item.strip_prefix("--o=").unwrap_or(&item);
+                let value = item.split_once('=').map_or(item.as_str(), |(_, v)| v);
                 prop_assert!(!value.starts_with('/'));
                 let mut depth = 0i64;
                 for c in value.split('/') {

@@ -208,21 +208,19 @@ fn quality(
     let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     for link in links.into_iter().take(MAX_LINKS) {
         match resolve_link(dir, &link) {
-            None => {}
             Some(Err(())) => {
                 ok = false;
                 problems.push(format!(
                     "{p} links to `{link}`, which points outside build/."
                 ));
             }
-            Some(Ok(target)) => {
-                if view.read(&target).is_none() {
-                    ok = false;
-                    problems.push(format!(
-                        "{p} links to `{link}`, but build/{target} does not exist."
-                    ));
-                }
+            Some(Ok(target)) if view.read(&target).is_none() => {
+                ok = false;
+                problems.push(format!(
+                    "{p} links to `{link}`, but build/{target} does not exist."
+                ));
             }
+            None | Some(Ok(_)) => {}
         }
     }
     ok
