@@ -338,6 +338,49 @@ pub struct Evidence {
     pub file_ids: Vec<String>,
 }
 
+impl Evidence {
+    /// Caps a reason at 5 lines and 400 characters (§7: `reason_short` ≤ 5 lines).
+    pub fn short_reason(reason: &str) -> String {
+        let lines: Vec<&str> = reason.trim().lines().take(5).collect();
+        let joined = lines.join("\n");
+        if joined.chars().count() <= 400 {
+            joined
+        } else {
+            let mut cut: String = joined.chars().take(399).collect();
+            cut.push('…');
+            cut
+        }
+    }
+
+    /// `sha256:<hex>` of the tool name and its arguments as compact JSON with object keys sorted
+    /// (sorted here, not by serde_json: its `preserve_order` feature may be on in the workspace),
+    /// so equal arguments give equal digests.
+    pub fn inputs_digest(tool: &str, args: &Value) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(tool.as_bytes());
+        h.update([0u8]);
+        h.update(canonical(args).to_string().as_bytes());
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
+
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&o[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The run's counters (§7; at least these keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -555,6 +598,24 @@ mod tests {
         assert_eq!(
             ActResult::status_for(Some(ExitReason::NoProgress)),
             "failed"
+        );
+    }
+
+    #[test]
+    fn evidence_helpers() {
+        let r = Evidence::short_reason("1\n2\n3\n4\n5\n6\n7");
+        assert_eq!(r, "1\n2\n3\n4\n5");
+        assert_eq!(
+            Evidence::short_reason(&"x".repeat(500)).chars().count(),
+            400
+        );
+        let a = Evidence::inputs_digest("read_ref", &json!({"path": "a", "b": 1}));
+        let b = Evidence::inputs_digest("read_ref", &json!({"b": 1, "path": "a"}));
+        assert_eq!(a, b);
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64);
+        assert_ne!(
+            a,
+            Evidence::inputs_digest("fs_read", &json!({"path": "a", "b": 1}))
         );
     }
 
