@@ -32,6 +32,7 @@ pub mod registry;
 pub mod run_history;
 pub mod scheduler;
 pub mod socket_server;
+pub mod skills;
 pub mod sockets;
 pub mod view;
 pub mod vocab_call;
