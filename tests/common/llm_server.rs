@@ -180,7 +180,14 @@ impl Recorded {
 
     /// The names of the tools offered.
     pub fn tool_names(&self) -> Vec<String> {
-        tool_names(&self.body, if self.is_openai() { Flavor::OpenAi } else { Flavor::Anthropic })
+        tool_names(
+            &self.body,
+            if self.is_openai() {
+                Flavor::OpenAi
+            } else {
+                Flavor::Anthropic
+            },
+        )
     }
 
     /// Whether this is a delegated sub-agent conversation (its tools include `done`).
@@ -202,7 +209,10 @@ impl Recorded {
     }
 
     fn messages(&self) -> Vec<Value> {
-        self.body["messages"].as_array().cloned().unwrap_or_default()
+        self.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -335,7 +345,11 @@ fn serve(mut stream: TcpStream, s: &Shared) {
         for (n, v) in extra {
             head.push_str(&format!("{n}: {v}\r\n"));
         }
-        head.push_str(if close { "connection: close\r\n\r\n" } else { "\r\n" });
+        head.push_str(if close {
+            "connection: close\r\n\r\n"
+        } else {
+            "\r\n"
+        });
         if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&reply).is_err() {
             return;
         }
@@ -475,7 +489,13 @@ fn decide(
         Flavor::Anthropic => "/v1/messages",
     };
     if method != "POST" || path != expected {
-        return (404, vec![], error_body(&format!("no route {method} {path}; expected POST {expected}")));
+        return (
+            404,
+            vec![],
+            error_body(&format!(
+                "no route {method} {path}; expected POST {expected}"
+            )),
+        );
     }
     if let Some(&(_, status)) = s.policy.faults.iter().find(|(n, _)| *n == arrival) {
         // Echoes the credentials, as a careless proxy might: the client must scrub them.
@@ -489,7 +509,14 @@ fn decide(
         } else {
             vec![]
         };
-        return (status, extra, error_body(&format!("scripted fault {status}; you sent {}", echo.join(", "))));
+        return (
+            status,
+            extra,
+            error_body(&format!(
+                "scripted fault {status}; you sent {}",
+                echo.join(", ")
+            )),
+        );
     }
     if let Err(why) = check(s.flavor, headers, parsed, body) {
         return (400, vec![], error_body(&why));
@@ -571,7 +598,11 @@ fn render(flavor: Flavor, k: usize, turn: &Turn, req: &Value) -> Value {
                     })
                     .collect();
             }
-            let finish = if turn.calls.is_empty() { "stop" } else { "tool_calls" };
+            let finish = if turn.calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            };
             json!({"id": format!("chatcmpl-{k}"), "object": "chat.completion", "model": model,
                    "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
         }
@@ -584,7 +615,11 @@ fn render(flavor: Flavor, k: usize, turn: &Turn, req: &Value) -> Value {
                 content.push(json!({"type": "tool_use", "id": format!("toolu_{k}_{i}"),
                                     "name": name, "input": args}));
             }
-            let stop = if turn.calls.is_empty() { "end_turn" } else { "tool_use" };
+            let stop = if turn.calls.is_empty() {
+                "end_turn"
+            } else {
+                "tool_use"
+            };
             json!({"id": format!("msg_{k}"), "type": "message", "role": "assistant", "model": model,
                    "content": content, "stop_reason": stop})
         }
@@ -599,20 +634,28 @@ fn valid_tool_name(name: &str) -> bool {
 }
 
 /// Strict per-flavor checks; Err is the 400's reason.
-fn check(flavor: Flavor, headers: &[(String, String)], body: &Value, raw: &[u8]) -> Result<(), String> {
+fn check(
+    flavor: Flavor,
+    headers: &[(String, String)],
+    body: &Value,
+    raw: &[u8],
+) -> Result<(), String> {
     if serde_json::from_slice::<Value>(raw).is_err() {
         return Err("the body is not JSON".into());
     }
     if !body.is_object() {
         return Err("the body must be a JSON object".into());
     }
-    if !body["model"].as_str().is_some_and(|m| !m.is_empty()) {
+    if body["model"].as_str().is_none_or(str::is_empty) {
         return Err("model: a non-empty string is required".into());
     }
     if body["temperature"].as_f64() != Some(0.0) {
-        return Err(format!("temperature must be 0, got {}", body["temperature"]));
+        return Err(format!(
+            "temperature must be 0, got {}",
+            body["temperature"]
+        ));
     }
-    if !body["max_tokens"].is_null() && !body["max_tokens"].as_u64().is_some_and(|n| n > 0) {
+    if !body["max_tokens"].is_null() && body["max_tokens"].as_u64().is_none_or(|n| n == 0) {
         return Err("max_tokens must be a positive integer".into());
     }
     let messages = body["messages"]
@@ -636,7 +679,9 @@ fn check(flavor: Flavor, headers: &[(String, String)], body: &Value, raw: &[u8])
             };
             let name = name.as_str().ok_or(format!("tools[{i}]: name missing"))?;
             if !valid_tool_name(name) {
-                return Err(format!("tools[{i}]: name {name:?} does not match ^[A-Za-z0-9_-]{{1,64}}$"));
+                return Err(format!(
+                    "tools[{i}]: name {name:?} does not match ^[A-Za-z0-9_-]{{1,64}}$"
+                ));
             }
             if !schema.is_object() {
                 return Err(format!("tools[{i}] ({name}): the schema must be an object"));
@@ -666,11 +711,17 @@ fn check_openai(body: &Value, messages: &[Value]) -> Result<(), String> {
                     return Err(format!("messages[{i}].content must be a string or null"));
                 }
                 if let Some(calls) = m.get("tool_calls") {
-                    let calls = calls.as_array().ok_or(format!("messages[{i}].tool_calls must be an array"))?;
+                    let calls = calls
+                        .as_array()
+                        .ok_or(format!("messages[{i}].tool_calls must be an array"))?;
                     for c in calls {
-                        let id = c["id"].as_str().ok_or(format!("messages[{i}]: a tool call has no id"))?;
+                        let id = c["id"]
+                            .as_str()
+                            .ok_or(format!("messages[{i}]: a tool call has no id"))?;
                         if c["type"] != "function" || !c["function"]["name"].is_string() {
-                            return Err(format!("messages[{i}]: tool call {id} needs type function and a name"));
+                            return Err(format!(
+                                "messages[{i}]: tool call {id} needs type function and a name"
+                            ));
                         }
                         if !c["function"]["arguments"].is_string() {
                             return Err(format!(
@@ -682,21 +733,33 @@ fn check_openai(body: &Value, messages: &[Value]) -> Result<(), String> {
                 }
             }
             Some("tool") => {
-                let id = m["tool_call_id"].as_str().ok_or(format!("messages[{i}]: tool_call_id missing"))?;
+                let id = m["tool_call_id"]
+                    .as_str()
+                    .ok_or(format!("messages[{i}]: tool_call_id missing"))?;
                 if !open_ids.iter().any(|o| o == id) {
-                    return Err(format!("messages[{i}]: tool_call_id {id:?} answers no earlier tool call"));
+                    return Err(format!(
+                        "messages[{i}]: tool_call_id {id:?} answers no earlier tool call"
+                    ));
                 }
                 if !m["content"].is_string() {
                     return Err(format!("messages[{i}].content must be a string"));
                 }
             }
-            other => return Err(format!("messages[{i}].role {other:?} is not system/user/assistant/tool")),
+            other => {
+                return Err(format!(
+                    "messages[{i}].role {other:?} is not system/user/assistant/tool"
+                ))
+            }
         }
     }
     Ok(())
 }
 
-fn check_anthropic(headers: &[(String, String)], body: &Value, messages: &[Value]) -> Result<(), String> {
+fn check_anthropic(
+    headers: &[(String, String)],
+    body: &Value,
+    messages: &[Value],
+) -> Result<(), String> {
     if !headers.iter().any(|(n, _)| n == "anthropic-version") {
         return Err("the anthropic-version header is required".into());
     }
@@ -721,7 +784,11 @@ fn check_anthropic(headers: &[(String, String)], body: &Value, messages: &[Value
         let blocks: Vec<Value> = match &m["content"] {
             Value::String(_) => vec![],
             Value::Array(b) if !b.is_empty() => b.clone(),
-            _ => return Err(format!("messages[{i}].content must be a string or a non-empty array")),
+            _ => {
+                return Err(format!(
+                    "messages[{i}].content must be a string or a non-empty array"
+                ))
+            }
         };
         let mut uses = Vec::new();
         let mut results = Vec::new();
@@ -729,25 +796,37 @@ fn check_anthropic(headers: &[(String, String)], body: &Value, messages: &[Value
             match (role, b["type"].as_str()) {
                 (_, Some("text")) if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
                 ("assistant", Some("tool_use")) => {
-                    let id = b["id"].as_str().ok_or(format!("messages[{i}]: tool_use without id"))?;
+                    let id = b["id"]
+                        .as_str()
+                        .ok_or(format!("messages[{i}]: tool_use without id"))?;
                     if !b["input"].is_object() || !b["name"].is_string() {
-                        return Err(format!("messages[{i}]: tool_use {id} needs a name and an object input"));
+                        return Err(format!(
+                            "messages[{i}]: tool_use {id} needs a name and an object input"
+                        ));
                     }
                     uses.push(id.to_string());
                 }
                 ("user", Some("tool_result")) => {
-                    let id = b["tool_use_id"].as_str().ok_or(format!("messages[{i}]: tool_result without tool_use_id"))?;
+                    let id = b["tool_use_id"]
+                        .as_str()
+                        .ok_or(format!("messages[{i}]: tool_result without tool_use_id"))?;
                     if !previous_uses.iter().any(|u| u == id) {
                         return Err(format!("messages[{i}]: tool_result {id:?} answers no tool_use of the previous turn"));
                     }
                     results.push(id.to_string());
                 }
-                (_, t) => return Err(format!("messages[{i}]: content block type {t:?} not allowed for {role}")),
+                (_, t) => {
+                    return Err(format!(
+                        "messages[{i}]: content block type {t:?} not allowed for {role}"
+                    ))
+                }
             }
         }
         if role == "user" {
             if let Some(missing) = previous_uses.iter().find(|u| !results.contains(u)) {
-                return Err(format!("messages[{i}]: tool_use {missing:?} has no tool_result in this message"));
+                return Err(format!(
+                    "messages[{i}]: tool_use {missing:?} has no tool_result in this message"
+                ));
             }
         }
         previous_uses = uses;

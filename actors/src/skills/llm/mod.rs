@@ -158,7 +158,9 @@ pub fn load_config(
     };
     let provider = match provider_text {
         Some(p) => Provider::parse(&p).ok_or_else(|| {
-            format!("{provider_source} must be openai, anthropic or replay (got an unknown provider)")
+            format!(
+                "{provider_source} must be openai, anthropic or replay (got an unknown provider)"
+            )
         })?,
         None if env_replay.is_some() => Provider::Replay,
         None => {
@@ -235,7 +237,12 @@ fn read_settings(path: &Path) -> Result<Option<FileSettings>, String> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read user_data/settings/llm.json ({})", e.kind())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read user_data/settings/llm.json ({})",
+                e.kind()
+            ))
+        }
     };
     let mut bytes = Vec::new();
     // Read one byte past the cap instead of trusting the file's size (it may grow while read).
@@ -243,7 +250,9 @@ fn read_settings(path: &Path) -> Result<Option<FileSettings>, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read user_data/settings/llm.json ({})", e.kind()))?;
     if bytes.len() as u64 > MAX_SETTINGS_BYTES {
-        return Err("user_data/settings/llm.json is larger than 64 KiB; it holds four short fields".into());
+        return Err(
+            "user_data/settings/llm.json is larger than 64 KiB; it holds four short fields".into(),
+        );
     }
     // Parsed as a Value first so no serde message can quote a field's value back (a key pasted into
     // the wrong field must not reach an error).
@@ -282,7 +291,11 @@ fn read_settings(path: &Path) -> Result<Option<FileSettings>, String> {
             serde_json::Value::Null => {}
             serde_json::Value::String(s) if s.trim().is_empty() => {}
             serde_json::Value::String(s) => *slot = Some(s),
-            _ => return Err(format!("user_data/settings/llm.json: {k:?} must be a string")),
+            _ => {
+                return Err(format!(
+                    "user_data/settings/llm.json: {k:?} must be a string"
+                ))
+            }
         }
     }
     Ok(Some(out))
@@ -416,7 +429,10 @@ impl std::fmt::Debug for LlmClient {
             .field("provider", &self.config.provider)
             .field("base_url", &self.config.base_url)
             .field("model", &self.config.model)
-            .field("api_key", &self.config.api_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "api_key",
+                &self.config.api_key.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -428,17 +444,18 @@ impl LlmClient {
             // A key that cannot be a header value would fail every call with a message that may
             // quote it; refuse it here, without quoting it.
             if reqwest::header::HeaderValue::from_str(key.expose()).is_err() {
-                return Err("the API key contains characters not allowed in an HTTP header (a newline?): \
+                return Err(
+                    "the API key contains characters not allowed in an HTTP header (a newline?): \
                             set RUMI_LLM_API_KEY or the secret again"
-                    .into());
+                        .into(),
+                );
             }
         }
         let replay = match config.provider {
             Provider::Replay => {
-                let path = config
-                    .replay_file
-                    .as_deref()
-                    .ok_or_else(|| "the replay provider needs RUMI_LLM_REPLAY=<file.json>".to_string())?;
+                let path = config.replay_file.as_deref().ok_or_else(|| {
+                    "the replay provider needs RUMI_LLM_REPLAY=<file.json>".to_string()
+                })?;
                 Some(replay::Replay::load(path)?)
             }
             _ => None,
@@ -450,7 +467,11 @@ impl LlmClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(LlmClient { config, http, replay })
+        Ok(LlmClient {
+            config,
+            http,
+            replay,
+        })
     }
 
     pub fn provider(&self) -> Provider {
@@ -470,7 +491,9 @@ impl LlmClient {
         req: &ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, LlmError> {
-        self.chat_inner(req, deadline).await.map_err(|e| self.scrub_error(e))
+        self.chat_inner(req, deadline)
+            .await
+            .map_err(|e| self.scrub_error(e))
     }
 
     async fn chat_inner(

@@ -108,7 +108,9 @@ pub fn parse_reply(reply: &[u8], request_bytes: usize) -> Result<ChatResponse, L
                 Some(Value::String(raw)) => parse_arguments(raw),
                 Some(v @ Value::Object(_)) => v.clone(),
                 None | Some(Value::Null) => Value::Object(Default::default()),
-                Some(other) => Value::String(cap_chars(&other.to_string(), super::MAX_RAW_ARGUMENTS)),
+                Some(other) => {
+                    Value::String(cap_chars(&other.to_string(), super::MAX_RAW_ARGUMENTS))
+                }
             };
             let id = match c.get("id").and_then(Value::as_str) {
                 Some(id) if !id.is_empty() => id.to_string(),
