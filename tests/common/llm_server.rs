@@ -794,7 +794,13 @@ fn check_anthropic(
         let mut results = Vec::new();
         for b in &blocks {
             match (role, b["type"].as_str()) {
-                (_, Some("text")) if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
+                (_, Some("text")) => {
+                    if b["text"].as_str().is_none_or(str::is_empty) {
+                        return Err(format!(
+                            "messages[{i}]: text content blocks must be non-empty"
+                        ));
+                    }
+                }
                 ("assistant", Some("tool_use")) => {
                     let id = b["id"]
                         .as_str()

@@ -19,7 +19,12 @@ pub fn request_body(model: &str, req: &ChatRequest) -> Value {
         messages.push(match m {
             ChatMessage::User(text) => json!({"role": "user", "content": text}),
             ChatMessage::Assistant { text, tool_calls } => {
-                let mut msg = json!({"role": "assistant", "content": text});
+                // OpenAI refuses an assistant message with neither content nor tool calls.
+                let content = match text {
+                    None if tool_calls.is_empty() => Some(""),
+                    t => t.as_deref(),
+                };
+                let mut msg = json!({"role": "assistant", "content": content});
                 if !tool_calls.is_empty() {
                     let calls: Vec<Value> = tool_calls
                         .iter()

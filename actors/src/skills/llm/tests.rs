@@ -376,3 +376,55 @@ fn anthropic_replies_count_cached_input() {
     );
     assert!(!r.usage_estimated);
 }
+
+#[test]
+fn providers_serialize_lowercase_and_the_client_is_shareable() {
+    assert_eq!(
+        serde_json::to_value(Provider::OpenAi).unwrap(),
+        json!("openai")
+    );
+    assert_eq!(
+        serde_json::to_value(Provider::Anthropic).unwrap(),
+        json!("anthropic")
+    );
+    assert_eq!(
+        serde_json::to_value(Provider::Replay).unwrap(),
+        json!("replay")
+    );
+    // The Supervisor may hold the client across awaits on a multi-threaded runtime.
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let client = LlmClient::new(LlmConfig {
+        provider: Provider::OpenAi,
+        base_url: "http://127.0.0.1:1/v1".into(),
+        model: "m".into(),
+        api_key: None,
+        replay_file: None,
+        call_timeout: DEFAULT_CALL_TIMEOUT,
+        max_retries: 0,
+    })
+    .unwrap();
+    send_sync(&client);
+    let req = history();
+    send(client.chat(&req, Instant::now()));
+}
+
+#[test]
+fn an_empty_assistant_turn_keeps_its_place_on_both_wires() {
+    let req = ChatRequest {
+        messages: vec![
+            ChatMessage::User("go".into()),
+            ChatMessage::Assistant {
+                text: None,
+                tool_calls: vec![],
+            },
+            ChatMessage::User("again".into()),
+        ],
+        ..history()
+    };
+    let b = openai::request_body("m", &req);
+    assert_eq!(b["messages"][2]["content"], "");
+    let b = anthropic::request_body("m", &req);
+    assert_eq!(b["messages"][1]["content"][0]["text"], "(no reply)");
+    assert_eq!(b["messages"].as_array().unwrap().len(), 3);
+}
