@@ -92,6 +92,24 @@ pub struct LlmConfig {
     pub max_retries: u32,
 }
 
+impl Clone for LlmConfig {
+    /// A copy for another run's client (the key is copied into a new zeroized-on-drop value).
+    fn clone(&self) -> LlmConfig {
+        LlmConfig {
+            provider: self.provider,
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+            api_key: self
+                .api_key
+                .as_ref()
+                .map(|k| SecretValue::new(k.expose().to_string())),
+            replay_file: self.replay_file.clone(),
+            call_timeout: self.call_timeout,
+            max_retries: self.max_retries,
+        }
+    }
+}
+
 /// The answer when no model is configured (a run fails at once with it).
 pub const NOT_CONFIGURED: &str = "no model configured: set RUMI_LLM_PROVIDER (openai|anthropic|replay), \
 RUMI_LLM_BASE_URL (OpenAI-compatible: the URL ending in /v1, e.g. http://127.0.0.1:11434/v1; Anthropic: \

@@ -92,6 +92,7 @@ fn env_alone_configures_a_model() {
     assert_eq!(c.call_timeout, Duration::from_secs(60));
     assert_eq!(c.max_retries, 4);
     assert!(!format!("{c:?}").contains("SECRET123"));
+    assert_eq!(c.clone().api_key.unwrap().expose(), KEY);
 }
 
 #[test]
