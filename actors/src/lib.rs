@@ -31,6 +31,7 @@ pub mod pip;
 pub mod registry;
 pub mod run_history;
 pub mod scheduler;
+pub mod skills;
 pub mod socket_server;
 pub mod sockets;
 pub mod view;
