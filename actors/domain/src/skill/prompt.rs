@@ -53,7 +53,11 @@ fn expected(out: &mut String, e: &ExpectedOutput) {
         let _ = write!(out, "; file name matches {p}");
     }
     if let Some(s) = &e.schema {
-        let _ = write!(out, "; JSON Schema {}", serde_json::to_string(s).unwrap_or_default());
+        let _ = write!(
+            out,
+            "; JSON Schema {}",
+            serde_json::to_string(s).unwrap_or_default()
+        );
     }
     out.push('\n');
 }
@@ -62,7 +66,12 @@ fn expected(out: &mut String, e: &ExpectedOutput) {
 pub fn system_prompt(name: &str, description: &str, input: &ActInput, budgets: &Budgets) -> String {
     let mut out = String::new();
     out.push_str(RULES);
-    let _ = write!(out, "\n\nSkill: {}\n\nGoal: {}\n", l1_line(name, description), input.goal);
+    let _ = write!(
+        out,
+        "\n\nSkill: {}\n\nGoal: {}\n",
+        l1_line(name, description),
+        input.goal
+    );
     if !input.constraints.is_empty() {
         out.push_str("\nConstraints:\n");
         for c in &input.constraints {

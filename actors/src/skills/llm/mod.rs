@@ -22,18 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A tool offered to the model.
-///
-/// A local twin of `rumi_domain::skill::tools::ToolSpec` (written alongside); the lead replaces it
-/// with `pub use rumi_domain::skill::tools::ToolSpec;` at merge — same fields, same meaning.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolSpec {
-    /// Matches `^[A-Za-z0-9_-]{1,64}$` (every provider accepts that).
-    pub name: &'static str,
-    pub description: &'static str,
-    /// The JSON schema of the arguments (an object schema).
-    pub parameters: serde_json::Value,
-}
+/// A tool offered to the model (the domain's list of §14).
+pub use rumi_domain::skill::tools::ToolSpec;
 
 /// Which wire the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,0 +1,397 @@
+//! The RunScript Sub Agent (contract §8, §15 "Scripts"): decides whether a script may run and
+//! what its run means; a [`ScriptRunner`](super::script::ScriptRunner) runs it.
+//!
+//! * Only `.py`, `.sh` and `.js` from the skill root or `build/` run. Another extension, or a
+//!   script path that escapes (absolute, `..`, a link out), ends the run at once with
+//!   `sandbox_violation`: a model that tries either is not following the skill.
+//! * Every argv item that would lead outside the skill root is refused (`path_rejected`)
+//!   before anything runs; the run goes on.
+//! * `build/` is snapshotted before and after: what changed is `files_written` (and is
+//!   charged to the disk budget). A host script (permissive mode) could write into the skill
+//!   itself through its view: the skill is snapshotted too, and any change ends the run with
+//!   `sandbox_violation`.
+//! * The timeout is the smaller of the call's, the budget's `script_timeout_s` and the time
+//!   left; the run's deadline also cancels a running script (the runner kills it).
+
+use super::agent::{blackboard_get, blackboard_put, blocking, delegated, guarded, AgentFailure};
+use super::budget_guard::ChargeWritten;
+use super::context::{arg_str, Outcome, RunContext};
+use super::script::{Interpreter, ScriptJob};
+use super::workspace::Resolve;
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use rumi_domain::skill::act::ExitReason;
+use rumi_domain::skill::budget::Which;
+use rumi_domain::skill::paths::{check_argv_item, read_path};
+use rumi_domain::skill::tools::AgentKind;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most argv items.
+pub const MAX_ARGV: usize = 64;
+/// Longest argv item, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
+/// Largest `args` (the script's stdin), as JSON.
+pub const MAX_ARGS_BYTES: usize = 64 * 1024;
+/// Most bytes of non-JSON stdout given to the model.
+pub const MAX_STDOUT_TEXT: usize = 16 * 1024;
+
+/// `run_script {path, argv?, args?, dependencies?, timeout_seconds?}` (or `script_run`).
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, AgentFailure>")]
+pub struct RunScriptCall {
+    pub args: Value,
+}
+
+/// `run_script {task}`: the delegated loop.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, AgentFailure>")]
+pub struct DelegateScript {
+    pub task: String,
+}
+
+/// The RunScript agent of one run.
+pub struct RunScript {
+    ctx: Arc<RunContext>,
+}
+
+impl RunScript {
+    pub fn new(ctx: Arc<RunContext>) -> Self {
+        RunScript { ctx }
+    }
+}
+
+impl Actor for RunScript {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunScriptCall> for RunScript {
+    type Result = ResponseFuture<Result<Outcome, AgentFailure>>;
+    fn handle(&mut self, msg: RunScriptCall, _: &mut Self::Context) -> Self::Result {
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(guarded("RunScript", run(ctx, msg.args)))
+    }
+}
+
+impl Handler<DelegateScript> for RunScript {
+    type Result = ResponseFuture<Result<Outcome, AgentFailure>>;
+    fn handle(&mut self, msg: DelegateScript, _: &mut Self::Context) -> Self::Result {
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(guarded("RunScript", async move {
+            let exec = |ctx: Arc<RunContext>,
+                        tool: String,
+                        args: Value|
+             -> LocalBoxFuture<'static, Outcome> {
+                async move {
+                    match tool.as_str() {
+                        "script_run" => run(ctx, args).await,
+                        "blackboard_get" => blackboard_get(&ctx, &args),
+                        "blackboard_put" => blackboard_put(&ctx, &args),
+                        _ => Outcome::err("invalid_arguments", "not a tool of this agent"),
+                    }
+                }
+                .boxed_local()
+            };
+            delegated(ctx, AgentKind::RunScript, &msg.task, &exec).await
+        }))
+    }
+}
+
+fn violation(why: String) -> Outcome {
+    Outcome::err("sandbox_violation", why).ending(ExitReason::SandboxViolation)
+}
+
+/// The checked parts of a call.
+struct Checked {
+    interpreter: Interpreter,
+    shown: String,
+    argv: Vec<String>,
+    stdin: Vec<u8>,
+    timeout: Duration,
+}
+
+fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
+    let raw = arg_str(args, "path")?;
+    let path =
+        read_path(raw).map_err(|e| violation(format!("the script path is refused: {}", e.0)))?;
+    let Some(interpreter) = Interpreter::for_path(&path.rel) else {
+        return Err(violation(format!(
+            "{raw}: only .py, .sh and .js scripts run"
+        )));
+    };
+    let shown = match ctx.files.resolve(&path, true) {
+        Resolve::Found(r) if !r.is_dir => r.shown,
+        Resolve::Found(_) => {
+            return Err(Outcome::err(
+                "invalid_arguments",
+                format!("{raw} is a directory"),
+            ))
+        }
+        Resolve::NotFound => {
+            return Err(Outcome::err(
+                "not_found",
+                format!("no script {raw}; list_files shows the skill's scripts"),
+            ))
+        }
+        Resolve::Rejected(why) => return Err(violation(why)),
+    };
+    let argv: Vec<String> = match args.get("argv") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.len() <= MAX_ARGV => {
+            let mut argv = Vec::with_capacity(items.len());
+            for item in items {
+                let Some(s) = item.as_str() else {
+                    return Err(Outcome::err(
+                        "invalid_arguments",
+                        "argv is a list of strings",
+                    ));
+                };
+                if s.len() > MAX_ARG_BYTES || s.contains('\0') {
+                    return Err(Outcome::err(
+                        "invalid_arguments",
+                        format!("an argv item is at most {MAX_ARG_BYTES} bytes, without NUL"),
+                    ));
+                }
+                if let Err(e) = check_argv_item(s) {
+                    return Err(Outcome::err(
+                        "path_rejected",
+                        format!("argv item {s:?}: {}", e.0),
+                    ));
+                }
+                argv.push(s.to_string());
+            }
+            argv
+        }
+        Some(_) => {
+            return Err(Outcome::err(
+                "invalid_arguments",
+                format!("argv is a list of at most {MAX_ARGV} strings"),
+            ))
+        }
+    };
+    let input = match args.get("args") {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v.clone(),
+    };
+    let stdin = serde_json::to_vec(&input).unwrap_or_default();
+    if stdin.len() > MAX_ARGS_BYTES {
+        return Err(Outcome::err(
+            "invalid_arguments",
+            format!("args is at most {MAX_ARGS_BYTES} bytes as JSON"),
+        ));
+    }
+    let wants_deps = match args.get("dependencies") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(m)) => m
+            .values()
+            .any(|v| v.as_array().is_some_and(|a| !a.is_empty())),
+        Some(_) => {
+            return Err(Outcome::err(
+                "invalid_arguments",
+                "dependencies is {pip: [...], npm: [...]}",
+            ))
+        }
+    };
+    if wants_deps {
+        return Err(Outcome::err(
+            "script_failed",
+            "installing dependencies is not available in this kernel build: the script was not run. Use the standard library, or ask the operator for a kernel with skill dependency environments",
+        ));
+    }
+    let budget = u64::from(ctx.budgets.script_timeout_s);
+    let asked = match args.get("timeout_seconds") {
+        None | Some(Value::Null) => budget,
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 => (s.ceil() as u64).min(budget),
+            _ => {
+                return Err(Outcome::err(
+                    "invalid_arguments",
+                    "timeout_seconds is a positive number",
+                ))
+            }
+        },
+    };
+    let left = ctx
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    Ok(Checked {
+        interpreter,
+        shown,
+        argv,
+        stdin,
+        timeout: Duration::from_secs(asked).min(left),
+    })
+}
+
+/// `run_script` / `script_run`.
+pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
+    let checked = {
+        let (ctx, args) = (Arc::clone(&ctx), args.clone());
+        blocking(move || check(&ctx, &args)).await
+    };
+    let c = match checked {
+        Ok(c) => c,
+        Err(mut o) => {
+            o.tally.tool_calls_executed += 1;
+            return o;
+        }
+    };
+    let isolation = ctx.scripts.isolation();
+    let host = isolation == "host";
+    let before = {
+        let ctx = Arc::clone(&ctx);
+        blocking(move || {
+            (
+                ctx.files.snapshot_build(),
+                host.then(|| ctx.files.snapshot_skill()),
+            )
+        })
+        .await
+    };
+    let seq = ctx.scripts_started.fetch_add(1, Ordering::SeqCst) + 1;
+    let job = ScriptJob {
+        interpreter: c.interpreter,
+        shown: c.shown.clone(),
+        argv: c.argv,
+        stdin: c.stdin,
+        timeout: c.timeout,
+        files: ctx.files.clone(),
+        seq,
+    };
+    let ran = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)).await;
+    let after = {
+        let ctx = Arc::clone(&ctx);
+        blocking(move || {
+            (
+                ctx.files.snapshot_build(),
+                host.then(|| ctx.files.snapshot_skill()),
+            )
+        })
+        .await
+    };
+    let (changed, _) = before.0.changes(&after.0);
+    let files_written: Vec<String> = changed.iter().map(|p| format!("build/{p}")).collect();
+    let mut o = Outcome::ok(Value::Null);
+    o.tally.tool_calls_executed += 1;
+    o.files.push(c.shown.clone());
+    o.written = changed.clone();
+    if !changed.is_empty() {
+        ctx.build_changed();
+    }
+    if let (Some(b), Some(a)) = (&before.1, &after.1) {
+        let (touched, gone) = b.changes(a);
+        if !touched.is_empty() || !gone.is_empty() || a.truncated {
+            let mut list: Vec<String> = touched.into_iter().chain(gone).take(10).collect();
+            list.sort();
+            let mut v = violation(format!(
+                "the script changed the skill's own files ({}): scripts write only under build/",
+                list.join(", ")
+            ));
+            v.tally = o.tally;
+            v.files = o.files;
+            return v;
+        }
+    }
+    let bytes: u64 = changed
+        .iter()
+        .filter_map(|p| after.0.files.get(p).map(|s| s.size))
+        .sum();
+    if bytes > 0 {
+        let charged = ctx
+            .guard
+            .send(ChargeWritten { bytes })
+            .await
+            .unwrap_or(Err(Which::Disk));
+        if let Err(which) = charged {
+            o.result = json!({"ok": false, "error_type": "budget_exceeded", "error": "the script's files pass the disk budget", "files_written": files_written});
+            o.end = Some(ExitReason::BudgetExceeded(which));
+            return o;
+        }
+    }
+    let retry = ctx.last_script_failed.load(Ordering::SeqCst);
+    if retry {
+        o.tally.script_retries += 1;
+    }
+    o.tally.script_runs += 1;
+    o.tally.l3_exec += 1;
+    let out = match ran {
+        Err(_) => {
+            ctx.last_script_failed.store(true, Ordering::SeqCst);
+            o.tally.script_failures += 1;
+            o.script_failed = true;
+            o.result = json!({"ok": false, "error_type": "timeout", "error": "the run's time budget ended while the script ran", "files_written": files_written, "isolation": isolation, "from_memo": false});
+            o.end = Some(ExitReason::BudgetExceeded(Which::Time));
+            return o;
+        }
+        Ok(Err(why)) => {
+            ctx.last_script_failed.store(true, Ordering::SeqCst);
+            o.tally.script_failures += 1;
+            o.script_failed = true;
+            o.result = json!({"ok": false, "error_type": "script_failed", "error": why, "files_written": files_written, "isolation": isolation, "from_memo": false});
+            return o;
+        }
+        Ok(Ok(out)) => out,
+    };
+    let succeeded = !out.timed_out && out.exit_code == Some(0);
+    ctx.last_script_failed.store(!succeeded, Ordering::SeqCst);
+    let mut result = json!({
+        "ok": succeeded,
+        "exit_code": out.exit_code,
+        "stderr_tail": out.stderr_tail.join("\n"),
+        "files_written": files_written,
+        "duration_ms": out.duration_ms,
+        "from_memo": false,
+        "isolation": isolation,
+    });
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(v) if !out.stdout_truncated => result["stdout_json"] = v,
+        _ => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut cut = MAX_STDOUT_TEXT.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut < text.len() || out.stdout_truncated {
+                o.tally.bytes_truncated += (out.stdout.len() - cut) as u64;
+                result["stdout_truncated"] = json!(true);
+            }
+            result["stdout_text"] = json!(&text[..cut]);
+        }
+    }
+    if out.timed_out {
+        result["error_type"] = json!("timeout");
+        result["error"] = json!(format!(
+            "the script did not finish within {} s and was stopped",
+            c.timeout.as_secs()
+        ));
+    } else if !succeeded {
+        result["error_type"] = json!("script_failed");
+        result["error"] = json!(format!(
+            "the script exited with {}",
+            out.exit_code
+                .map_or("a signal".to_string(), |c| c.to_string())
+        ));
+    }
+    if !succeeded {
+        o.tally.script_failures += 1;
+        o.script_failed = true;
+    }
+    o.result = result;
+    o.progress = succeeded;
+    o.diff_summary = format!(
+        "ran {} ({}, exit {}, {} ms{})",
+        c.shown,
+        isolation,
+        out.exit_code.map_or("-".into(), |c| c.to_string()),
+        out.duration_ms,
+        if files_written.is_empty() {
+            String::new()
+        } else {
+            format!(", wrote {}", files_written.join(", "))
+        }
+    );
+    o
+}

@@ -1,0 +1,329 @@
+//! The ScriptRunner seam (contract §8): how a skill's script runs. The RunScript agent decides
+//! *whether* a script may run (extension, path, argv) and what its result means; a runner only
+//! runs it. Two runners exist: [`HostRunner`] (permissive mode: a host process in the run's
+//! workspace, and it says so — `isolation: "host"`) and the container runner of
+//! `script_container.rs` (strict mode). The caches issue adds warm containers and dependency
+//! environments behind the same trait.
+//!
+//! Both give the script the same view: the working directory is the skill root, with the run's
+//! `build/` inside it; stdin is the `args` JSON; argv follows the script path; stdout is kept up
+//! to [`MAX_STDOUT`], stderr to its last [`MAX_STDERR_LINES`] lines.
+
+use super::workspace::RunFiles;
+use futures_util::future::BoxFuture;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Most stdout bytes kept.
+pub const MAX_STDOUT: usize = 1024 * 1024;
+/// stderr lines kept (the last ones).
+pub const MAX_STDERR_LINES: usize = 512;
+/// Longest stderr line kept, in bytes.
+const MAX_STDERR_LINE: usize = 1000;
+
+/// The interpreter a script's extension selects (`.py`, `.sh`, `.js`; nothing else runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpreter {
+    Python,
+    Shell,
+    Node,
+}
+
+impl Interpreter {
+    /// The interpreter for `path`, or None (a `sandbox_violation`).
+    pub fn for_path(path: &str) -> Option<Interpreter> {
+        let ext = path.rsplit_once('.').map(|(_, e)| e)?;
+        match ext {
+            "py" => Some(Interpreter::Python),
+            "sh" => Some(Interpreter::Shell),
+            "js" => Some(Interpreter::Node),
+            _ => None,
+        }
+    }
+
+    /// The program name inside a container (the runtime image has python3, sh and node).
+    pub fn program(self) -> &'static str {
+        match self {
+            Interpreter::Python => "python3",
+            Interpreter::Shell => "sh",
+            Interpreter::Node => "node",
+        }
+    }
+}
+
+/// One script to run.
+#[derive(Debug, Clone)]
+pub struct ScriptJob {
+    pub interpreter: Interpreter,
+    /// The script as the run shows it, relative to the skill root: `scripts/x.py`, `build/g.py`.
+    pub shown: String,
+    pub argv: Vec<String>,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+    pub files: RunFiles,
+    /// The script's number in the run (names its container, its stdin file).
+    pub seq: u32,
+}
+
+/// What a script did.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptOutput {
+    /// None when it was killed (timeout) or died by a signal.
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_tail: Vec<String>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+/// Runs scripts; `Err` = the runner itself failed (no container backend, spawn failed).
+pub trait ScriptRunner: Send + Sync {
+    /// `"host"` or `"container"` (each `run_script` result says which).
+    fn isolation(&self) -> &'static str;
+    fn run(&self, job: ScriptJob) -> BoxFuture<'static, Result<ScriptOutput, String>>;
+}
+
+/// Permissive mode: a host process with a scrubbed environment, in a view of the skill root.
+pub struct HostRunner {
+    /// The Python interpreter (absolute path; the kernel's configured one).
+    pub python: PathBuf,
+}
+
+/// The workspace's `root/`: a link to each top-level entry of the skill and `build` → the run's
+/// `build/`. The script's working directory, so relative paths mean what they mean in a
+/// container. A host process can follow the links and write into the skill: the RunScript
+/// agent snapshots the skill before and after and ends the run with `sandbox_violation` if so.
+pub fn host_view(files: &RunFiles) -> std::io::Result<PathBuf> {
+    let view = files.run_dir().join("root");
+    if view.is_dir() {
+        return Ok(view);
+    }
+    let tmp = files.run_dir().join(".root-tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)?;
+    for entry in std::fs::read_dir(files.skill_root())?.flatten() {
+        let name = entry.file_name();
+        if name == "build" {
+            continue;
+        }
+        std::os::unix::fs::symlink(entry.path(), tmp.join(&name))?;
+    }
+    std::os::unix::fs::symlink("../build", tmp.join("build"))?;
+    std::fs::rename(&tmp, &view)?;
+    Ok(view)
+}
+
+/// Kills a process group when dropped (a cancelled run, a timeout): grandchildren too.
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: kill(2) with a negative pid signals the group the child leads.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl ScriptRunner for HostRunner {
+    fn isolation(&self) -> &'static str {
+        "host"
+    }
+
+    fn run(&self, job: ScriptJob) -> BoxFuture<'static, Result<ScriptOutput, String>> {
+        let python = self.python.clone();
+        Box::pin(async move {
+            let view = {
+                let files = job.files.clone();
+                tokio::task::spawn_blocking(move || host_view(&files))
+                    .await
+                    .map_err(|_| "preparing the script's directory failed".to_string())?
+                    .map_err(|e| {
+                        format!("preparing the script's directory failed ({})", e.kind())
+                    })?
+            };
+            let program: PathBuf = match job.interpreter {
+                Interpreter::Python => python,
+                other => PathBuf::from(other.program()),
+            };
+            let home = job.files.run_dir().join("io");
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.arg(view.join(&job.shown))
+                .args(&job.argv)
+                .current_dir(&view)
+                .env_clear()
+                .env(
+                    "PATH",
+                    std::env::var_os("PATH")
+                        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+                )
+                .env("HOME", &home)
+                .env("TMPDIR", &home)
+                .env("LANG", "C.UTF-8")
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .env("RUMI_BUILD_DIR", "build")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .process_group(0);
+            let started = Instant::now();
+            let mut child = cmd.spawn().map_err(|e| {
+                format!(
+                    "the interpreter {} could not start ({})",
+                    job.interpreter.program(),
+                    e.kind()
+                )
+            })?;
+            let _group = GroupKill(child.id().map(|p| p as i32));
+            let mut stdin = child.stdin.take();
+            let input = job.stdin.clone();
+            let feed = async move {
+                if let Some(s) = stdin.as_mut() {
+                    let _ = s.write_all(&input).await;
+                    let _ = s.shutdown().await;
+                }
+                drop(stdin);
+            };
+            let out = capture_stdout(child.stdout.take());
+            let err = capture_stderr(child.stderr.take());
+            let work = async {
+                let ((), (stdout, truncated), tail, status) =
+                    tokio::join!(feed, out, err, child.wait());
+                (stdout, truncated, tail, status)
+            };
+            match tokio::time::timeout(job.timeout, work).await {
+                Ok((stdout, stdout_truncated, stderr_tail, status)) => Ok(ScriptOutput {
+                    exit_code: status.ok().and_then(|s| s.code()).map(i64::from),
+                    stdout,
+                    stdout_truncated,
+                    stderr_tail,
+                    timed_out: false,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                }),
+                Err(_) => Ok(ScriptOutput {
+                    timed_out: true,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    ..ScriptOutput::default()
+                }),
+            }
+        })
+    }
+}
+
+/// Reads a stream to its end, keeping the first [`MAX_STDOUT`] bytes.
+pub async fn capture_stdout(stream: Option<impl AsyncRead + Unpin>) -> (Vec<u8>, bool) {
+    let Some(mut s) = stream else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_STDOUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+/// Reads a stream to its end, keeping its last [`MAX_STDERR_LINES`] lines.
+pub async fn capture_stderr(stream: Option<impl AsyncRead + Unpin>) -> Vec<String> {
+    let Some(mut s) = stream else {
+        return Vec::new();
+    };
+    let mut tail = Tail::default();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => tail.push(&buf[..n]),
+        }
+    }
+    tail.finish()
+}
+
+/// The last lines of a stream, each capped.
+#[derive(Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+    current: Vec<u8>,
+}
+
+impl Tail {
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.current.len() < MAX_STDERR_LINE {
+                self.current.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.current).into_owned();
+        self.current.clear();
+        if self.lines.len() == MAX_STDERR_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.end_line();
+        }
+        self.lines.into()
+    }
+}
+
+/// The script's path inside the view, checked to be a plain relative path (the agent already
+/// resolved it; this is a second fence against a runner fed by another caller).
+pub fn plain_relative(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty()
+        && path.is_relative()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_three_extensions_run() {
+        assert_eq!(Interpreter::for_path("a/b.py"), Some(Interpreter::Python));
+        assert_eq!(Interpreter::for_path("b.sh"), Some(Interpreter::Shell));
+        assert_eq!(Interpreter::for_path("b.js"), Some(Interpreter::Node));
+        for bad in ["b.rb", "b", "b.PY", "b.exe", "b.mjs", ".py/x"] {
+            assert_eq!(Interpreter::for_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stderr_keeps_the_last_lines() {
+        let mut t = Tail::default();
+        for i in 0..(MAX_STDERR_LINES + 10) {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        t.push(&vec![b'x'; 5000]);
+        let lines = t.finish();
+        assert_eq!(lines.len(), MAX_STDERR_LINES);
+        assert_eq!(lines[0], "line 11");
+        assert_eq!(lines.last().unwrap().len(), MAX_STDERR_LINE);
+    }
+}
