@@ -199,6 +199,38 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// GETs raw bytes (an endpoint that answers no envelope, like a skill artifact); a refusal
+    /// (an envelope with `success: false`) becomes an error with its message.
+    pub async fn get_raw(&self, path: &str) -> Result<Vec<u8>> {
+        self.verified.get_or_try_init(|| self.verify()).await?;
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(REQUEST_DEADLINE)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = read_capped(resp).await.map_err(|why| {
+            anyhow!(
+                "the answer of {} ({status}) could not be read: {why}",
+                self.base
+            )
+        })?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        into_data(Reply {
+            status,
+            headers,
+            body,
+        })
+        .map(|_| Vec::new())
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(Method::POST, path, Some(body)).await
     }

@@ -118,6 +118,7 @@ fn dispatch(cli: Cli) -> Result<Option<Failed>> {
                 Command::Stores { command } => cli::secrets::stores(&c, &out, command).await,
                 Command::Routes { command } => cli::routes::run(&c, &out, command).await,
                 Command::Vocab => cli::extras::vocab(&c, &out).await.map(|_| None),
+                Command::Skill { command } => cli::skills::run(&c, &out, command).await,
                 Command::Audit(args) => cli::audit::audit(&c, &out, args).await.map(|_| None),
                 Command::Diagnostics => cli::audit::diagnostics(&c, &out).await.map(|_| None),
                 _ => unreachable!("handled above"),

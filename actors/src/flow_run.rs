@@ -41,6 +41,8 @@ pub struct RunDeps {
     pub execution_mode: &'static str,
     /// What one run may hold (values and the whole context).
     pub limits: engine::ContextLimits,
+    /// `kernel:skill.run` steps start skill runs here.
+    pub skills: Arc<crate::skills::SkillRuntime>,
 }
 
 /// How a run was started.
@@ -351,6 +353,51 @@ impl FlowRun {
                             return;
                         }
                     }
+                }
+                Next::Skill(call) => {
+                    // The skill run happens inside this run's limiter slot (the flow holds its
+                    // permit throughout) and within its deadline: the time budget is capped by
+                    // what the flow has left.
+                    let skills = Arc::clone(&self.deps.skills);
+                    let left = self.deadline.saturating_duration_since(Instant::now());
+                    let work = async move {
+                        let started = tokio::task::spawn_blocking(move || {
+                            skills.start(&call.args, Some(left))
+                        })
+                        .await
+                        .map_err(|_| {
+                            StepFailure::new(
+                                ErrorType::HandlerError,
+                                "kernel:skill.run: the run could not start",
+                            )
+                        })?;
+                        let started = started.map_err(|e| {
+                            StepFailure::new(
+                                ErrorType::HandlerError,
+                                format!("kernel:skill.run: {e}"),
+                            )
+                        })?;
+                        let result = started.result.await.map_err(|_| {
+                            StepFailure::new(
+                                ErrorType::HandlerError,
+                                "kernel:skill.run: the run ended without a result",
+                            )
+                        })?;
+                        serde_json::to_value(result).map_err(|e| {
+                            StepFailure::new(
+                                ErrorType::HandlerError,
+                                format!("kernel:skill.run: {e}"),
+                            )
+                        })
+                    };
+                    ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+                        if act.finished() {
+                            return; // as for a late block answer
+                        }
+                        act.engine.complete_block(result, None, &act.clock);
+                        act.drive(ctx);
+                    }));
+                    return;
                 }
                 Next::Child(call) => {
                     if let Err(f) = engine::check_nesting(&self.chain, &call.flow_id) {

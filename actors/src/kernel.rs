@@ -57,6 +57,8 @@ pub struct Kernel {
     pub admin: Arc<AdminServices>,
     /// pip dependencies of packs: the candidates' workflow and the installer (contract §9).
     pub pip: Arc<crate::pip::Pip>,
+    /// Skill runs (the SkillRuntime): the API, the CLI and `kernel:skill.run` start them here.
+    pub skills: Arc<crate::skills::SkillRuntime>,
     deps: RunDeps,
 }
 
@@ -269,7 +271,16 @@ impl Kernel {
             capabilities: Arc::clone(&capabilities),
             audit: audit.clone(),
         });
+        let skills = Arc::new(crate::skills::SkillRuntime::new(
+            layout.clone(),
+            Arc::clone(&view),
+            docker.clone(),
+            config.python.clone(),
+            Arc::clone(&capabilities.secrets),
+            audit.clone(),
+        ));
         let deps = RunDeps {
+            skills: Arc::clone(&skills),
             admin: Arc::clone(&admin),
             redactor: Arc::clone(&capabilities.redactor),
             view: Arc::clone(&view),
@@ -323,6 +334,7 @@ impl Kernel {
             capabilities,
             admin,
             pip,
+            skills,
             deps,
         };
         let _ = kernel_tx.send(kernel.clone());

@@ -21,6 +21,7 @@ pub mod routes;
 pub mod scaffold;
 pub mod schedules;
 pub mod secrets;
+pub mod skills;
 pub mod throwaway;
 
 use clap::{Args, Parser, Subcommand};
@@ -107,6 +108,11 @@ pub enum Command {
     },
     /// The approved packs' vocabulary (groups of synonyms) and converters.
     Vocab,
+    /// Agent Skills: the catalog, runs and their artifacts.
+    Skill {
+        #[command(subcommand)]
+        command: skills::SkillCommand,
+    },
     /// Pack routes: the table (default) and its reload.
     Routes {
         #[command(subcommand)]

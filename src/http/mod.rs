@@ -23,6 +23,7 @@ pub mod routes;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
+pub mod skills;
 pub mod stores;
 pub mod system;
 

@@ -83,6 +83,10 @@ const BEARER: &str = "bearer";
         routes::reload,
         extras::lib_run,
         extras::vocab,
+        super::skills::list,
+        super::skills::run,
+        super::skills::get,
+        super::skills::artifact,
     ),
     components(schemas(ErrorBody)),
     modifiers(&TokenRule),
@@ -99,6 +103,7 @@ const BEARER: &str = "bearer";
         (name = "secrets", description = "Write-only secrets, encrypted at rest; read only by secrets.get"),
         (name = "stores", description = "Key-value stores under user_data/stores/"),
         (name = "pip", description = "pip dependencies of packs: requirements.lock candidates, their review and their offline install"),
+        (name = "skills", description = "Agent Skills run by the SkillRuntime: the catalog, runs and their artifacts"),
         (name = "routes", description = "Pack routes: approved packs add their own endpoints under /api/ (declared in their routes.json, listed by GET /api/routes, never in this document)"),
     )
 )]

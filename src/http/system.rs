@@ -115,6 +115,8 @@ pub struct Diagnostics<'a> {
     /// The refused lines of packs' `requirements.lock` files at the last pip scan (such a lock
     /// is not a candidate).
     pip_invalid: Vec<rumi_actors::pip::lockfile::InvalidLock>,
+    /// Skills that could not be loaded: `{source: "skills", skill_id, error}`.
+    skills: Vec<rumi_actors::skills::catalog::SkippedSkill>,
 }
 
 /// A problem of one pack's place in the load order; the pack loads anyway.
@@ -238,6 +240,10 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
     capability.sort_by(|a, b| a.socket.pack_id.cmp(&b.socket.pack_id));
     let catalog = k.view.catalog();
     let (modifiers, modifiers_omitted) = modifier_diagnostics(&catalog.modifiers);
+    let skill_runtime = std::sync::Arc::clone(&k.skills);
+    let skills = web::block(move || skill_runtime.catalog().skipped)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(ok(Diagnostics {
         mode: k.config.mode,
         uptime_seconds: k.started.elapsed().as_secs_f64(),
@@ -273,6 +279,7 @@ pub async fn diagnostics(k: web::Data<Kernel>) -> Result<HttpResponse, ApiError>
             refused: catalog.routes.refused.clone(),
         },
         pip_invalid: k.pip.invalid(),
+        skills,
     }))
 }
 

@@ -64,6 +64,10 @@ macro_rules! api_routes {
             POST "/api/routes/reload" => routes::reload,
             POST "/api/packs/{id}/lib/run" => extras::lib_run,
             GET "/api/vocab" => extras::vocab,
+            GET "/api/skills" => skills::list,
+            POST "/api/skills/run" => skills::run,
+            GET "/api/skills/runs/{run_id}" => skills::get,
+            GET "/api/skills/runs/{run_id}/artifacts/{path:.*}" => skills::artifact,
         }
     };
 }

@@ -12,7 +12,8 @@
 //!   `script_run`, `fs_write`) in [`Policy::agents`]. Any other request is the *supervisor*
 //!   conversation ([`Policy::supervisor`]).
 //! * **Which move.** Move `k` of the conversation's list, where `k` = the number of assistant
-//!   messages already in the request's history. Two concurrent runs each follow their own
+//!   messages with tool calls already in the request's history (a micro-reflect's text-only
+//!   answer is not a move). Two concurrent runs each follow their own
 //!   conversation; nothing depends on how many requests came before. Past the end of the list (or
 //!   for an agent key with no list): a text-only reply `"done"`.
 //! * **Conditional move.** [`Move::IfLastError`] looks at the last tool result in the request: if
@@ -93,7 +94,8 @@ pub enum Move {
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Supervisor conversation: the move for assistant turn k is supervisor[k], where k = the number
-    /// of assistant messages already in the request's history. Past the end: a text-only "done".
+    /// of assistant messages with tool calls already in the request's history. Past the end: a
+    /// text-only "done".
     pub supervisor: Vec<Move>,
     /// Delegated sub-agent conversations (tool list containing `done`), keyed by the agent's first
     /// tool name ("fs_read" / "script_run" / "fs_write"), same indexing.
@@ -200,12 +202,9 @@ impl Recorded {
         self.body_len
     }
 
-    /// The number of assistant messages in the history.
+    /// The number of assistant messages with tool calls in the history (the move index).
     pub fn assistant_turns(&self) -> usize {
-        self.messages()
-            .iter()
-            .filter(|m| m["role"] == "assistant")
-            .count()
+        self.messages().iter().filter(|m| is_tool_turn(m)).count()
     }
 
     fn messages(&self) -> Vec<Value> {
@@ -214,6 +213,16 @@ impl Recorded {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// An assistant message that called tools (OpenAI `tool_calls`, Anthropic `tool_use` blocks):
+/// the text-only answer of a micro-reflect is not a move of the plan.
+fn is_tool_turn(m: &Value) -> bool {
+    m["role"] == "assistant"
+        && (m["tool_calls"].as_array().is_some_and(|c| !c.is_empty())
+            || m["content"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_use")))
 }
 
 fn parse_result(text: &str) -> Value {
@@ -524,7 +533,7 @@ fn decide(
     let names = tool_names(parsed, s.flavor);
     let k = parsed["messages"]
         .as_array()
-        .map(|m| m.iter().filter(|m| m["role"] == "assistant").count())
+        .map(|m| m.iter().filter(|m| is_tool_turn(m)).count())
         .unwrap_or(0);
     let turn = if names.is_empty() {
         Turn::text(&s.policy.reflect_text)

@@ -83,6 +83,14 @@ pub struct VocabCall {
     pub args: Value,
 }
 
+/// A `kernel:skill.run` step the engine needs the kernel to perform: a whole skill run (its
+/// ActResult is the step's output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkillCall {
+    pub step_id: String,
+    pub args: Value,
+}
+
 /// How the run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -100,6 +108,8 @@ pub enum Next {
     Admin(AdminCall),
     /// A vocabulary handler; its result comes back through [`RunEngine::complete_block`].
     Vocab(VocabCall),
+    /// A skill run; its ActResult comes back through [`RunEngine::complete_block`].
+    Skill(SkillCall),
     /// [`SYNC_STEPS_PER_SLICE`] steps ran without outside work: the caller checks its deadline and
     /// lets other work run, then calls [`RunEngine::advance`] again.
     Pause,
@@ -366,6 +376,10 @@ impl RunEngine {
                                 self.pending = Some((index, started, t0));
                                 return Next::Vocab(call);
                             }
+                            HandlerResult::Skill(call) => {
+                                self.pending = Some((index, started, t0));
+                                return Next::Skill(call);
+                            }
                         },
                         Err(failure) => Err(failure),
                     }
@@ -609,7 +623,8 @@ impl RunEngine {
         let r = match handler {
             KernelHandler::Noop => Ok(Value::Null),
             KernelHandler::CtxGet => arg_str("key").map(|key| {
-                vars::get_path(&self.ctx, &key).unwrap_or_else(|| args.get("default").cloned().unwrap_or(Value::Null))
+                vars::get_path(&self.ctx, &key)
+                    .unwrap_or_else(|| args.get("default").cloned().unwrap_or(Value::Null))
             }),
             KernelHandler::CtxSet => arg_str("key").and_then(|key| {
                 let value = args.get("value").cloned().unwrap_or(Value::Null);
@@ -627,7 +642,10 @@ impl RunEngine {
                 // Held until the run ends, then written to the audit: counted with the context,
                 // or a flow emitting the same large value in a loop grows memory and disk freely.
                 let size = event.len() + vars::json_size(&payload, self.limits.max_context_bytes);
-                let total = self.ctx_bytes.saturating_add(self.events_bytes).saturating_add(size);
+                let total = self
+                    .ctx_bytes
+                    .saturating_add(self.events_bytes)
+                    .saturating_add(size);
                 if total > self.limits.max_context_bytes {
                     return Err(StepFailure::new(
                         ErrorType::ContextLimit,
@@ -639,7 +657,11 @@ impl RunEngine {
                     ));
                 }
                 self.events_bytes += size;
-                self.events.push(Emitted { step_id: step.id.clone(), event: event.clone(), payload });
+                self.events.push(Emitted {
+                    step_id: step.id.clone(),
+                    event: event.clone(),
+                    payload,
+                });
                 Ok(json!({"event": event, "emitted": true}))
             }),
             KernelHandler::FlowRun => {
@@ -651,10 +673,17 @@ impl RunEngine {
                     None | Some(Value::Null) => Map::new(),
                     Some(Value::Object(m)) => m.clone(),
                     Some(_) => {
-                        return HandlerResult::Done(Err(StepFailure::new(ErrorType::HandlerError, "kernel:flow.run: args.inputs must be an object")))
+                        return HandlerResult::Done(Err(StepFailure::new(
+                            ErrorType::HandlerError,
+                            "kernel:flow.run: args.inputs must be an object",
+                        )))
                     }
                 };
-                return HandlerResult::Child(ChildCall { step_id: step.id.clone(), flow_id, inputs });
+                return HandlerResult::Child(ChildCall {
+                    step_id: step.id.clone(),
+                    flow_id,
+                    inputs,
+                });
             }
             KernelHandler::VocabNormalize | KernelHandler::VocabConvert => {
                 if !args.is_object() {
@@ -663,12 +692,24 @@ impl RunEngine {
                         format!("{handler}: args must be an object"),
                     )));
                 }
-                return HandlerResult::Vocab(VocabCall { step_id: step.id.clone(), handler, args });
+                return HandlerResult::Vocab(VocabCall {
+                    step_id: step.id.clone(),
+                    handler,
+                    args,
+                });
             }
-            KernelHandler::SkillRun => Err(StepFailure::new(
-                ErrorType::HandlerUnavailable,
-                "kernel:skill.run is not available: the SkillRuntime is not part of this kernel build yet",
-            )),
+            KernelHandler::SkillRun => {
+                if !args.is_object() {
+                    return HandlerResult::Done(Err(StepFailure::new(
+                        ErrorType::HandlerError,
+                        "kernel:skill.run: args must be an object {skill_id, goal, inputs, expected_outputs, budgets}",
+                    )));
+                }
+                return HandlerResult::Skill(SkillCall {
+                    step_id: step.id.clone(),
+                    args,
+                });
+            }
             KernelHandler::Admin(
                 a @ (AdminHandler::NetworkGrant
                 | AdminHandler::NetworkRevoke
@@ -685,7 +726,11 @@ impl RunEngine {
                         )))
                     }
                 };
-                return HandlerResult::Admin(AdminCall { step_id: step.id.clone(), handler: a, args });
+                return HandlerResult::Admin(AdminCall {
+                    step_id: step.id.clone(),
+                    handler: a,
+                    args,
+                });
             }
             KernelHandler::Admin(_) => Err(StepFailure::new(
                 ErrorType::HandlerUnavailable,
@@ -706,6 +751,7 @@ enum HandlerResult {
     Child(ChildCall),
     Admin(AdminCall),
     Vocab(VocabCall),
+    Skill(SkillCall),
 }
 
 /// Longest step error kept in a run record (bytes).

@@ -83,6 +83,8 @@ pub fn read_skill(ctx: &RunContext) -> Outcome {
     let missing: Vec<String> = references(&body)
         .into_iter()
         .filter(|r| match read_path(r) {
+            // Paths under build/ are outputs the skill asks for, not files it ships.
+            Ok(p) if p.area == rumi_domain::skill::paths::Area::Build => false,
             Ok(p) => matches!(ctx.files.resolve(&p, true), Resolve::NotFound),
             Err(_) => false,
         })

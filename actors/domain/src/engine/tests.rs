@@ -333,12 +333,12 @@ flow_id: f
 phases: [m]
 steps:
   - {id: g, phase: m, type: handler, input: {handler: "kernel:ctx.get", args: {}}, output: g}
-  - {id: s, phase: m, type: handler, input: {handler: "kernel:skill.run"}, output: s}
+  - {id: s, phase: m, type: handler, input: {handler: "kernel:skill.run", args: "not an object"}, output: s}
 "#;
     let (e, o) = run_inline(text, json!({}));
     assert_eq!(o.status, RunStatus::Succeeded);
     assert_eq!(e.result()["g"]["error_type"], json!("handler_error"));
-    assert_eq!(e.result()["s"]["error_type"], json!("handler_unavailable"));
+    assert_eq!(e.result()["s"]["error_type"], json!("handler_error"));
 }
 
 #[test]

@@ -20,6 +20,7 @@ const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 const MAX_NAME_PATTERN_CHARS: usize = 256;
 
 /// What an expected output must parse as.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
@@ -59,6 +60,7 @@ impl OutputKind {
 }
 
 /// One `expected_outputs` item (§9).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedOutput {
@@ -77,6 +79,7 @@ pub struct ExpectedOutput {
 }
 
 /// The run's input (§3).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActInput {
@@ -225,6 +228,7 @@ fn shorten(s: &str) -> String {
 }
 
 /// One artifact of the run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactInfo {
     /// `build/…`
@@ -237,6 +241,7 @@ pub struct ArtifactInfo {
 }
 
 /// The problems of one expected output.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detail {
     pub path: String,
@@ -244,6 +249,7 @@ pub struct Detail {
 }
 
 /// The three gates of §9.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     pub completeness: bool,
@@ -253,6 +259,7 @@ pub struct Validation {
 }
 
 /// An unmet expectation, with what to do about it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unmet {
     pub item: String,
@@ -320,6 +327,7 @@ impl<'de> Deserialize<'de> for ExitReason {
 }
 
 /// What a step cost.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
     pub tokens: u64,
@@ -327,6 +335,7 @@ pub struct Cost {
 }
 
 /// One line of `evidence.jsonl` (§7, §15).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub tool: String,
@@ -382,6 +391,7 @@ fn canonical(v: &Value) -> Value {
 }
 
 /// The run's counters (§7; at least these keys).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     pub input_tokens: u64,
@@ -406,6 +416,7 @@ pub struct Metrics {
 }
 
 /// The run's result (§3, §15).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActResult {
     pub run_id: String,
@@ -418,6 +429,7 @@ pub struct ActResult {
     pub remaining_budgets: RemainingBudgets,
     pub unmet: Vec<Unmet>,
     /// `null` while the run is running.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub exit_reason: Option<ExitReason>,
     pub skill_id: String,
     /// `"host"` or `"container"`.

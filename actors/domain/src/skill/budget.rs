@@ -116,6 +116,7 @@ impl Which {
 }
 
 /// What is left of each budget, under the `budgets` keys (§15).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemainingBudgets {
     pub max_tool_calls: u32,

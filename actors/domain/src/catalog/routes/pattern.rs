@@ -74,6 +74,10 @@ pub const KERNEL_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/pip/blocked"),
     ("POST", "/api/pip/blocked/{candidate_key}/unblock"),
     ("GET", "/api/vocab"),
+    ("GET", "/api/skills"),
+    ("POST", "/api/skills/run"),
+    ("GET", "/api/skills/runs/{run_id}"),
+    ("GET", "/api/skills/runs/{run_id}/artifacts/{path}"),
 ];
 
 /// The methods a pack route may use.
