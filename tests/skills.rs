@@ -113,8 +113,7 @@ fn note_input(extra: Value) -> Value {
 /// conversation, from the last supervisor request.
 fn supervisor_results(reqs: &[Recorded]) -> Vec<Value> {
     reqs.iter()
-        .filter(|r| !r.is_sub_agent() && !r.tool_names().is_empty())
-        .last()
+        .rfind(|r| !r.is_sub_agent() && !r.tool_names().is_empty())
         .map(|r| r.tool_results())
         .unwrap_or_default()
 }
@@ -1049,12 +1048,11 @@ async fn the_cli_lists_and_runs_skills_with_a_line_per_step() {
     let json_start = stdout.find("\n{").map(|i| i + 1).unwrap_or(0);
     let result: Value = serde_json::from_str(&stdout[json_start..]).expect("the ActResult last");
     assert_eq!(result["exit_reason"], "validated");
-    assert_eq!(
+    assert!(
         result["remaining_budgets"]["token_budget"]
             .as_u64()
             .unwrap()
-            < 50_000,
-        true
+            < 50_000
     );
     k.stop();
 }
