@@ -1056,3 +1056,66 @@ async fn the_cli_lists_and_runs_skills_with_a_line_per_step() {
     );
     k.stop();
 }
+
+/// The README's first run: the shipped release-notes skill with the shipped recorded exchange,
+/// no key and no network; the ActResult says it was a replay.
+#[tokio::test]
+async fn the_shipped_replay_runs_the_shipped_skill_end_to_end() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(
+        &repo.join("user_data/skills"),
+        &home.path().join("user_data/skills"),
+    );
+    copy_dir(
+        &repo.join("user_data/replays"),
+        &home.path().join("user_data/replays"),
+    );
+    let k = Kernel::start(
+        home.path(),
+        &[
+            ("RUMI_LLM_PROVIDER", "replay"),
+            ("RUMI_LLM_REPLAY", "user_data/replays/release-notes.json"),
+        ],
+    );
+    let (s, list) = k.get("/api/skills").await;
+    assert_eq!(s, 200);
+    for skill in list["data"].as_array().unwrap() {
+        assert_eq!(
+            skill["warnings"],
+            json!([]),
+            "the shipped skills load cleanly: {skill}"
+        );
+    }
+    let (status, r) = run(
+        &k,
+        json!({
+            "skill_id": "release-notes",
+            "goal": "Release notes for 0.14.0",
+            "inputs": {"version": "0.14.0", "date": "2026-11-30"},
+            "expected_outputs": [{"path": "build/RELEASE_NOTES.md", "kind": "markdown", "must_contain": ["# Rumi 0.14.0"]}],
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["exit_reason"], "validated", "{r:#}");
+    assert_eq!(r["model"]["provider"], "replay");
+    assert_eq!(r["model"]["replay"], true);
+    let id = r["run_id"].as_str().unwrap();
+    let notes = std::fs::read_to_string(
+        home.path()
+            .join("user_data/skill_runs")
+            .join(id)
+            .join("build/RELEASE_NOTES.md"),
+    )
+    .unwrap();
+    assert!(notes.starts_with("# Rumi 0.14.0\n"), "{notes}");
+    assert!(
+        notes.contains("- **Fixed**: The YAML depth pre-scan"),
+        "{notes}"
+    );
+    k.stop();
+}

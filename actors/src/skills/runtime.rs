@@ -168,15 +168,14 @@ impl SkillRuntime {
         let mut config = load_config(&env, &self.layout.user_data().join("settings"), &secret)
             .map_err(StartError::NotConfigured)?
             .ok_or_else(|| StartError::NotConfigured(NOT_CONFIGURED.to_string()))?;
-        if config.provider == Provider::Replay && config.replay_file.is_none() {
-            let name: String = input.skill_id.replace([':', '/'], "__");
-            config.replay_file = Some(
-                self.layout
-                    .user_data()
-                    .join("settings")
-                    .join("replays")
-                    .join(format!("{name}.json")),
-            );
+        // A relative replay file (RUMI_LLM_REPLAY) is read from the home, like every other path
+        // of the installation.
+        if let Some(f) = config.replay_file.take() {
+            config.replay_file = Some(if f.is_relative() {
+                self.layout.home().join(f)
+            } else {
+                f
+            });
         }
         let provider = config.provider;
         let model = config.model.clone();
