@@ -320,6 +320,43 @@ check("POST", "/api/packs/import", raw=b"not a zip", ctype="application/zip", ex
 check("POST", "/api/packs/apply", body={"staging_id": "nope"}, expect=400)
 check("POST", "/api/packs/apply", body={"staging_id": "0123456789abcdef"}, expect=404)
 
+# ---- skills (the kernel replays user_data/replays/release-notes.json) ----------------------------
+check("GET", "/api/skills")
+act_input = {
+    "skill_id": "release-notes",
+    "goal": "Release notes for 0.14.0",
+    "inputs": {"version": "0.14.0", "date": "2026-11-30"},
+    "expected_outputs": [{"path": "build/RELEASE_NOTES.md", "kind": "markdown"}],
+}
+act = check("POST", "/api/skills/run", body=act_input)
+run_id = (act.get("data") or {}).get("run_id", "none")
+if (act.get("data") or {}).get("exit_reason") != "validated":
+    failures.append(f"the replayed skill run should validate: {act}")
+started = check("POST", "/api/skills/run", "/api/skills/run?async=true", body=act_input, expect=202)
+check("POST", "/api/skills/run", body={"skill_id": "release-notes"}, expect=400)
+check("POST", "/api/skills/run", body={"skill_id": "openapi-nope", "goal": "g"}, expect=404)
+check("GET", "/api/skills/runs/{run_id}", f"/api/skills/runs/{run_id}")
+check("GET", "/api/skills/runs/{run_id}", "/api/skills/runs/skr-openapi-nope", expect=404)
+artifact_template = "/api/skills/runs/{run_id}/artifacts/{path}"
+check("GET", artifact_template, f"/api/skills/runs/{run_id}/artifacts/build/missing.md", expect=404)
+check("GET", artifact_template, f"/api/skills/runs/{run_id}/artifacts/evidence.jsonl", expect=400)
+# The 200 answer is the artifact's raw bytes, not JSON: checked by hand.
+raw_req = urllib.request.Request(f"{BASE}/api/skills/runs/{run_id}/artifacts/build/RELEASE_NOTES.md")
+raw_req.add_header("Authorization", f"Bearer {TOKEN}")
+try:
+    with urllib.request.urlopen(raw_req, timeout=60) as r:
+        if not r.read().startswith(b"# Rumi 0.14.0"):
+            failures.append("the artifact's bytes are not the release notes")
+except urllib.error.HTTPError as e:
+    failures.append(f"GET the artifact -> {e.code}")
+# Let the async run end before the kernel stops.
+for _ in range(100):
+    run_id2 = (started.get("data") or {}).get("run_id", "none")
+    status, view = request("GET", f"/api/skills/runs/{run_id2}")
+    if status != 200 or (view.get("data") or {}).get("exit_reason") is not None:
+        break
+    time.sleep(0.1)
+
 documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
 for m, p in sorted(documented - called):
     failures.append(f"{m.upper()} {p}: documented but never called by this check; add a call")
