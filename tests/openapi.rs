@@ -162,7 +162,10 @@ async fn the_document_describes_exactly_what_is_served() {
                 );
             } else if path == "/api/skills/runs/{run_id}/artifacts/{path}" {
                 // An artifact is served as its raw bytes, no envelope (skill contract §15).
-                assert!(r["content"]["application/octet-stream"].is_object(), "{name}: {r}");
+                assert!(
+                    r["content"]["application/octet-stream"].is_object(),
+                    "{name}: {r}"
+                );
             } else if path != "/api/openapi.json" {
                 let target = schema["$ref"].as_str().unwrap_or_default();
                 assert!(
@@ -306,8 +309,14 @@ async fn real_answers_match_the_schemas_the_document_declares() {
     );
     // The shipped skills and their recorded exchange, for the skill endpoints.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    copy_dir(&repo.join("user_data/skills"), &home.path().join("user_data/skills"));
-    copy_dir(&repo.join("user_data/replays"), &home.path().join("user_data/replays"));
+    copy_dir(
+        &repo.join("user_data/skills"),
+        &home.path().join("user_data/skills"),
+    );
+    copy_dir(
+        &repo.join("user_data/replays"),
+        &home.path().join("user_data/replays"),
+    );
     let k = Kernel::start(
         home.path(),
         &[

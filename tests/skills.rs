@@ -1119,3 +1119,72 @@ async fn the_shipped_replay_runs_the_shipped_skill_end_to_end() {
     );
     k.stop();
 }
+
+/// A kernel killed while a run runs: at the next start the run is failed, never `running`
+/// forever; and the cap on concurrent runs refuses the run past it, then frees its slots.
+#[tokio::test]
+async fn a_run_cut_by_kill_9_is_failed_at_the_next_start_and_the_run_cap_holds() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    notes_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        Policy {
+            supervisor: vec![calls(&[("read_skill_md", json!({}))])],
+            delay: Duration::from_secs(3),
+            ..Policy::default()
+        },
+    );
+    let mut k = kernel_with(
+        home.path(),
+        &model,
+        "openai",
+        &[("RUMI_MAX_SKILL_RUNS", "2")],
+    );
+    let slow = note_input(json!({"budgets": {"time_budget_ms": 4000}}));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = k.post("/api/skills/run?async=true", slow.clone()).await;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["data"]["run_id"].as_str().unwrap().to_string());
+    }
+    let (s, v) = k.post("/api/skills/run?async=true", slow.clone()).await;
+    assert_eq!(s, 429, "the third concurrent run is refused: {v}");
+    assert!(v["error"].as_str().unwrap().contains("RUMI_MAX_SKILL_RUNS"));
+    // Both end at their time budget; their slots come back.
+    for id in &ids {
+        until(30, "a capped run to end", || {
+            let path = format!("/api/skills/runs/{id}");
+            let k = &k;
+            async move { (!k.get(&path).await.1["data"]["exit_reason"].is_null()).then_some(()) }
+        })
+        .await;
+    }
+    let (s, v) = k.post("/api/skills/run?async=true", slow.clone()).await;
+    assert_eq!(s, 202, "{v}");
+    let cut = v["data"]["run_id"].as_str().unwrap().to_string();
+    let record = home
+        .path()
+        .join("user_data/skill_runs")
+        .join(&cut)
+        .join("result.json");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(
+        on_disk["status"], "running",
+        "the run is recorded as running when it starts"
+    );
+    k.child.kill().unwrap(); // SIGKILL
+    k.child.wait().unwrap();
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let (s, v) = k.get(&format!("/api/skills/runs/{cut}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"]["status"], "failed", "{v}");
+    assert_eq!(v["data"]["exit_reason"], "no_progress");
+    assert!(
+        v["data"]["unmet"].to_string().contains("kernel stopped"),
+        "{v}"
+    );
+    k.stop();
+}
