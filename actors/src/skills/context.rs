@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The AttemptMemo seam (contract §10; filled by the caches issue): `(action, inputs hash,
 /// skill tree hash)` → a result, failures too. This build keeps nothing.
@@ -84,10 +85,12 @@ impl RunContext {
 
     /// Admits one tool call with the guard.
     pub async fn admit(&self, tool: &str) -> Result<(), Which> {
+        let span = tracing::info_span!("skill.message", to = "BudgetGuard", message = "AdmitToolCall", tool);
         self.guard
             .send(AdmitToolCall {
                 tool: tool.to_string(),
             })
+            .instrument(span)
             .await
             .unwrap_or(Err(Which::Time))
     }
@@ -99,8 +102,10 @@ impl RunContext {
         req: &ChatRequest,
         tally: &mut Tally,
     ) -> Result<ChatResponse, Result<Which, LlmError>> {
-        let answer =
-            tokio::time::timeout_at(self.deadline, self.llm.chat(req, self.deadline)).await;
+        let span = tracing::info_span!("skill.model_call", tools = req.tools.len());
+        let answer = tokio::time::timeout_at(self.deadline, self.llm.chat(req, self.deadline))
+            .instrument(span)
+            .await;
         let resp = match answer {
             Err(_) | Ok(Err(LlmError::Timeout)) => return Err(Ok(Which::Time)),
             Ok(Err(e)) => return Err(Err(e)),
@@ -115,6 +120,7 @@ impl RunContext {
                 input: resp.usage.input_tokens,
                 output: resp.usage.output_tokens,
             })
+            .instrument(tracing::info_span!("skill.message", to = "BudgetGuard", message = "ChargeTokens"))
             .await
             .unwrap_or(Err(Which::Time));
         match charged {

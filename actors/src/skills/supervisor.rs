@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Most tool calls of one model turn that are run (the rest are answered as refused).
 pub const MAX_CALLS_PER_TURN: usize = 16;
@@ -104,7 +105,8 @@ impl Actor for Supervisor {
             self.base.clone(),
             Arc::clone(&self.publish),
         );
-        ctx.spawn(run.run().into_actor(self).map(|result, act, ctx| {
+        let span = tracing::info_span!("skill.run", run_id = %self.ctx.run_id, skill_id = %self.ctx.skill_id);
+        ctx.spawn(run.run().instrument(span).into_actor(self).map(|result, act, ctx| {
             if let Some(tx) = act.done.take() {
                 let _ = tx.send(result);
             }
@@ -246,7 +248,8 @@ impl Loop {
                     time_ms: started.elapsed().as_millis() as u64
                         + if i == 0 { decide_ms } else { 0 },
                 };
-                self.record(&name, call, &reason, cost, &outcome).await;
+                self.record(&name, call, &reason, cost, if i == 0 { decide_ms } else { 0 }, &outcome)
+                    .await;
                 self.messages.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
@@ -323,7 +326,9 @@ impl Loop {
         A::Context: actix::dev::ToEnvelope<A, M>,
         M: Message<Result = Result<Outcome, AgentFailure>> + Send + 'static,
     {
-        match tokio::time::timeout_at(self.ctx.deadline, addr.send(msg)).await {
+        let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or("?");
+        let span = tracing::info_span!("skill.message", from = "Supervisor", to = agent, message);
+        match tokio::time::timeout_at(self.ctx.deadline, addr.send(msg).instrument(span)).await {
             Err(_) => Ok(Outcome::err(
                 "timeout",
                 "the run's time budget ended while the agent worked",
@@ -430,7 +435,15 @@ impl Loop {
 
     /// Record: the evidence line, the summary entry, versions of what a script wrote, the
     /// counters; then publishes the run's state.
-    async fn record(&mut self, tool: &str, call: &ToolCall, reason: &str, cost: Cost, o: &Outcome) {
+    async fn record(
+        &mut self,
+        tool: &str,
+        call: &ToolCall,
+        reason: &str,
+        cost: Cost,
+        decide_ms: u64,
+        o: &Outcome,
+    ) {
         self.tally.add(&o.tally);
         if o.script_failed {
             let path = call
@@ -497,6 +510,8 @@ impl Loop {
                 "ok": o.result.get("ok").cloned().unwrap_or(Value::Bool(false)),
                 "reason_short": lines[0].reason_short,
                 "cost": cost,
+                // Of cost.time_ms, the model call that chose this step (first call of a turn).
+                "decide_ms": decide_ms,
                 "diff_summary": o.diff_summary,
                 "remaining": spent.as_ref().map(|s| json!(s.remaining)),
             }));

@@ -290,8 +290,9 @@ impl RunFiles {
                 .mode(0o644)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
+            // No fsync: an artifact lives as long as its run, and a run a crash cuts is failed
+            // at the next start anyway; the rename alone keeps readers from a half-written file.
             f.write_all(bytes)?;
-            f.sync_data()?;
             fs::rename(&tmp, &target)
         })();
         if written.is_err() {
