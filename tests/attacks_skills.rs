@@ -1,0 +1,358 @@
+//! Attacks on the SkillRuntime (issue 14) from the outside: the model's replies, the skill's
+//! files and the HTTP client are hostile. Each test here FAILS on the code it was written
+//! against and is ignored with the finding it shows, so the suite stays green until the fix
+//! lands (then drop the `#[ignore]`). The model is the scripted server of
+//! `tests/common/llm_server.rs`: scripting its tool calls is scripting the attacker.
+
+mod common;
+#[path = "common/llm_server.rs"]
+mod llm_server;
+
+use common::*;
+use llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const KEY: &str = "sk-attack-KEY-7319";
+
+/// A small skill with a template, a script and a reference.
+fn target_skill(home: &Path) {
+    write(
+        home,
+        "user_data/skills/target/SKILL.md",
+        "---\nname: target\ndescription: A skill under attack. Use it in tests.\n---\n\
+         # Target\n\nRead `references/style.md`, run `scripts/count.py`, expand `templates/page.md`.\n",
+    );
+    write(
+        home,
+        "user_data/skills/target/references/style.md",
+        "STYLE\n",
+    );
+    write(
+        home,
+        "user_data/skills/target/scripts/count.py",
+        "import json, sys\n# SCRIPT-SOURCE-MARKER: scripts are executed, never read into the context\n\
+         print(json.dumps({'argv': sys.argv[1:]}))\n",
+    );
+    write(
+        home,
+        "user_data/skills/target/scripts/big.py",
+        "with open('build/big.bin', 'wb') as f:\n    for _ in range(64):\n        f.write(b'\\0' * (1024 * 1024))\nprint('{}')\n",
+    );
+    // Four nested loops over one list: n^4 iterations with an empty body, so the 4 MiB output
+    // cap never trips.
+    write(
+        home,
+        "user_data/skills/target/templates/bomb.md",
+        "{{#each l}}{{#each l}}{{#each l}}{{#each l}}{{/each}}{{/each}}{{/each}}{{/each}}done\n",
+    );
+}
+
+fn kernel_with(home: &Path, model: &ScriptedModel) -> Kernel {
+    let base = model.base_url();
+    Kernel::start(
+        home,
+        &[
+            ("RUMI_LLM_PROVIDER", "openai"),
+            ("RUMI_LLM_BASE_URL", base.as_str()),
+            ("RUMI_LLM_MODEL", "scripted"),
+            ("RUMI_LLM_API_KEY", KEY),
+        ],
+    )
+}
+
+fn calls(list: &[(&str, Value)]) -> Move {
+    Move::Turn(Turn::calls(list))
+}
+
+fn plan(moves: Vec<Move>) -> Policy {
+    Policy {
+        supervisor: moves,
+        ..Policy::default()
+    }
+}
+
+fn input(budgets: Value) -> Value {
+    json!({
+        "skill_id": "target",
+        "goal": "Do the thing.",
+        "inputs": {},
+        "budgets": budgets,
+        "expected_outputs": [{"path": "build/out.md", "kind": "markdown"}],
+    })
+}
+
+async fn run(k: &Kernel, input: Value) -> Value {
+    let (status, body) = k.post("/api/skills/run", input).await;
+    assert_eq!(status, 200, "{body:#}");
+    body["data"].clone()
+}
+
+/// The tool results of the supervisor's last request.
+fn results(model: &ScriptedModel) -> Vec<Value> {
+    model
+        .requests()
+        .iter()
+        .rfind(|r| !r.is_sub_agent() && !r.tool_names().is_empty())
+        .map(|r| r.tool_results())
+        .unwrap_or_default()
+}
+
+/// CPU seconds (user + system) the process has used, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; `rest` starts at field 3.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Bytes of every regular file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+// Finding 1. Attack: the model calls `template_expand` on a template with four nested
+// `{{#each l}}` and an empty body, with `data.l` a list of 20 000 zeros (40 KB, well under the
+// 256 KiB data cap). The expansion is 1.6e17 iterations that never grow the output, so the
+// 4 MiB output cap never trips; it runs in `spawn_blocking`, which the run's deadline cannot
+// cancel. Impact: the run "ends" on its time budget, the slot is freed, but a CPU core stays
+// pinned for good — two such runs take a 2-core host down, and graceful shutdown waits on the
+// blocking thread. Where: `text.rs::render` (no work cap), `write_artifact.rs::template`.
+#[tokio::test]
+#[ignore = "finding 1: template_expand nested #each pins a CPU core forever, past the run's deadline"]
+async fn a_nested_template_stops_working_when_the_run_ends() {
+    let home = fresh_home();
+    target_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![calls(&[(
+            "template_expand",
+            json!({"template_path": "templates/bomb.md", "data": {"l": vec![0; 20_000]}, "out_path": "out.md"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let r = run(&k, input(json!({"time_budget_ms": 2000}))).await;
+    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
+    // The run is over: the kernel should be idle now.
+    let pid = k.child.id();
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    k.stop();
+    assert!(
+        used < 1.0,
+        "the kernel burned {used:.1} CPU s in 3 s after the run ended: the expansion still runs"
+    );
+}
+
+// Finding 2. Attack: a script (the skill's, or one the model wrote into build/) writes 64 MiB
+// into build/ in a run whose `disk_write_limit_mb` is 1. The disk budget is only charged after
+// the script ended, and nothing bounds what the script may write meanwhile (host: no quota;
+// container: build/ is a plain host bind mount); what it wrote stays, and RecordVersions then
+// copies up to 8 MiB of each written file again into versions/ (not charged either). Impact:
+// any run can fill the host's disk within its script timeout. Where: run_script.rs (ChargeWritten
+// after the fact), script.rs / script_container.rs (no quota), write_artifact.rs::record_version.
+#[tokio::test]
+#[ignore = "finding 2: a script's writes are not bounded by disk_write_limit_mb (charged after, kept, versions copied)"]
+async fn a_script_cannot_write_past_the_disk_budget() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    target_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/big.py"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let r = run(&k, input(json!({"disk_write_limit_mb": 1}))).await;
+    let run_id = r["run_id"].as_str().unwrap().to_string();
+    k.stop();
+    let on_disk = bytes_under(&home.path().join("user_data/skill_runs").join(&run_id));
+    assert!(
+        on_disk <= 4 * 1024 * 1024,
+        "a run with a 1 MiB disk budget left {} MiB on disk ({})",
+        on_disk / (1024 * 1024),
+        r["exit_reason"]
+    );
+}
+
+// Finding 3. Attack: the model writes `build/a/b.md` and `build/a.b.md`. Both get the artifact
+// name `act.a.b@1` (the '/' → '.' mapping and the dropped extension collide; so do `x.md` and
+// `x.txt`), and both versions are kept in the same file `versions/act.a.b@1`: the second write
+// overwrites the first file's history. Impact: `diff` on a version name compares the wrong
+// file, and the ActResult lists two artifacts under one name — the "a diff between versions is
+// always possible" guarantee and evidence integrity are broken by a file name.
+// Where: domain `artifact.rs::artifact_name`, write_artifact.rs::record_version (versions keyed
+// by rel, files by name).
+#[tokio::test]
+#[ignore = "finding 3: artifact names collide (a/b.md vs a.b.md) and one file's versions overwrite the other's"]
+async fn two_files_never_share_an_artifact_name() {
+    let home = fresh_home();
+    target_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![
+            calls(&[
+                (
+                    "write_artifact",
+                    json!({"path": "a/b.md", "content": "ONE\n"}),
+                ),
+                (
+                    "write_artifact",
+                    json!({"path": "a.b.md", "content": "TWO\n"}),
+                ),
+            ]),
+            calls(&[("diff", json!({"a": "act.a.b@1", "b": "build/a/b.md"}))]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let r = run(&k, input(json!({}))).await;
+    k.stop();
+    let res = results(&model);
+    assert_eq!(res[2]["ok"], true, "{res:#?}");
+    let names: Vec<&str> = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or(""))
+        .collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "duplicate artifact names: {names:?}"
+    );
+    assert_eq!(
+        res[2]["diff"], "(no differences)",
+        "act.a.b@1 is not build/a/b.md's first version: {}",
+        res[2]["diff"]
+    );
+}
+
+// Finding 4. Attack (permissive mode, the default of `rumi serve --permissive`): the model
+// writes `build/peek.py` that reads `/proc/<its parent>/environ` — the parent is the kernel —
+// and runs it. `env_clear()` only scrubs the child's own environment; the kernel's is readable
+// by any same-uid process. Impact: the model (steered by any input it reads) gets
+// RUMI_LLM_API_KEY back as a tool result and can send it anywhere (it is also in the provider's
+// request log). The same script can read user_data/ (the secrets store) directly.
+// Where: script.rs::HostRunner (same uid, no isolation), run_script.rs (build/ scripts allowed
+// on the host). Fix: PR_SET_DUMPABLE=0 for the kernel, and refuse model-written scripts on the
+// host (or run host scripts as another uid).
+#[tokio::test]
+#[ignore = "finding 4: permissive mode: a model-written script reads the API key from /proc/<kernel>/environ"]
+async fn a_host_script_cannot_read_the_api_key() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    target_skill(home.path());
+    let peek =
+        "import os\nprint(open('/proc/%d/environ' % os.getppid(), 'rb').read().decode('latin1'))\n";
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![
+            calls(&[(
+                "write_artifact",
+                json!({"path": "peek.py", "content": peek}),
+            )]),
+            calls(&[("run_script", json!({"path": "build/peek.py"}))]),
+            calls(&[("read_skill_md", json!({}))]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let _ = run(&k, input(json!({}))).await;
+    k.stop();
+    let sent: String = model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        !sent.contains(KEY),
+        "the API key went back to the model in a tool result"
+    );
+}
+
+// Finding 5. Attack: the contract says scripts are executed, never read into the context, and
+// `read_ref` refuses `scripts/count.py`. But `diff {a: scripts/count.py, b: …}`, `summarize
+// {path: scripts/count.py}` and `template_expand {template_path: scripts/count.py}` (then
+// read_ref of the output) all read the script. Impact: a policy bypass (scripts' source — and
+// whatever a pack author embedded in it — enters the context and the evidence); low.
+// Where: write_artifact.rs::side / template, read_ref.rs::summarize (no script check).
+#[tokio::test]
+#[ignore = "finding 5: diff/summarize/template_expand read a skill's scripts that read_ref refuses"]
+async fn scripts_are_never_read_into_the_context() {
+    let home = fresh_home();
+    target_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![
+            calls(&[("read_ref", json!({"path": "scripts/count.py"}))]),
+            calls(&[(
+                "diff",
+                json!({"a": "scripts/count.py", "b": "references/style.md"}),
+            )]),
+            calls(&[("summarize", json!({"path": "scripts/count.py"}))]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let _ = run(&k, input(json!({}))).await;
+    k.stop();
+    let res = results(&model);
+    assert_eq!(res[0]["ok"], false, "read_ref refuses a script: {res:#?}");
+    for (i, r) in res.iter().enumerate() {
+        assert!(
+            !r.to_string().contains("SCRIPT-SOURCE-MARKER"),
+            "tool result {i} carries the script's source: {r}"
+        );
+    }
+}
+
+// Finding 6. Attack: argv items are checked for paths leaving the skill, but an item starting
+// with '-' and holding no '=' passes unchecked, so a short option with its value attached
+// (`-o/etc/cron.d/x`, `-f../../secrets`) reaches the script. Impact: the contract's "every argv
+// item that resolves outside the skill root and build/ is refused" does not hold; with a host
+// script (permissive) that takes `-o<path>` the model steers its output outside build/; low.
+// Where: domain `paths.rs::check_argv_item` (`if item.starts_with('-') { return Ok(()) }`).
+#[tokio::test]
+#[ignore = "finding 6: argv `-o/etc/x` (short option with attached path) is not refused"]
+async fn an_attached_short_option_path_is_refused() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    target_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/count.py", "argv": ["-o/etc/passwd"]}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let _ = run(&k, input(json!({}))).await;
+    k.stop();
+    let res = results(&model);
+    assert_eq!(res[0]["error_type"], "path_rejected", "{res:#?}");
+}
