@@ -356,3 +356,47 @@ async fn an_attached_short_option_path_is_refused() {
     let res = results(&model);
     assert_eq!(res[0]["error_type"], "path_rejected", "{res:#?}");
 }
+
+// Finding 7. Attack: the model runs a skill script that fails (or writes one into build/ that
+// raises). The host runner starts the interpreter with the script's ABSOLUTE host path, so
+// Python's traceback in `stderr_tail` — which goes to the model, into evidence and into the
+// ActResult's unmet reasons — names the kernel's home and the run's workspace on the host.
+// Impact: host paths leak to the model and to API clients (the style guide: "never leak host
+// paths"); low. Where: script.rs::HostRunner (`cmd.arg(view.join(&job.shown))`); start the
+// script by its relative path from the view instead (the working directory is the view).
+#[tokio::test]
+#[ignore = "finding 7: permissive mode: a failing script's traceback leaks the host path of the run"]
+async fn a_failing_script_does_not_leak_host_paths() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    target_skill(home.path());
+    write(
+        home.path(),
+        "user_data/skills/target/scripts/crash.py",
+        "raise RuntimeError('boom')\n",
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/crash.py"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let r = run(&k, input(json!({}))).await;
+    k.stop();
+    let res = results(&model);
+    let home_text = home.path().to_string_lossy().to_string();
+    assert_eq!(res[0]["error_type"], "script_failed", "{res:#?}");
+    assert!(
+        !res[0].to_string().contains(&home_text),
+        "the tool result names the host path: {}",
+        res[0]["stderr_tail"]
+    );
+    assert!(
+        !r.to_string().contains(&home_text),
+        "the ActResult names the host path"
+    );
+}
