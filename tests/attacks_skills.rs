@@ -486,3 +486,74 @@ async fn a_container_script_cannot_race_the_kernel_into_host_files() {
         "the kernel served a host file as an artifact (after {tries} tries, {decoys} decoys)"
     );
 }
+
+// Finding 9. Attack: a skill of an approved pack is started; while it runs, a file of the pack's
+// skill changes (a pack's own code writing through a hard link, an update landing, anything the
+// approval gate exists to catch). The watcher marks the pack `modified` within milliseconds and
+// block calls stop at once — but the skill run checked the pack's state only when it started,
+// so its later `read_ref` serves the changed file to the model (and `run_script` would run a
+// changed script). Impact: content the operator never approved drives the model and runs as
+// scripts; the approval gate does not cover runs in progress. Where: runtime.rs::start (the only
+// `PackState::Approved` check); read_ref / run_script never re-check. Fix: check the pack's
+// state (or verify the skill's files, stat-cached) before each tool call of a pack skill and
+// end the run with `sandbox_violation` when it is no longer approved.
+#[tokio::test]
+#[ignore = "finding 9: a pack skill run goes on reading (and running) the pack's files after the pack turned modified"]
+async fn a_pack_skill_stops_when_its_pack_turns_modified() {
+    let home = fresh_home();
+    make_pack(home.path(), "skp", &[]);
+    write(
+        home.path(),
+        "ecosystem/skp/backend/skills/s/SKILL.md",
+        "---\nname: s\ndescription: A pack's skill. Use it in tests.\n---\nRead `references/r.md`.\n",
+    );
+    write(
+        home.path(),
+        "ecosystem/skp/backend/skills/s/references/r.md",
+        "ORIGINAL\n",
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        Policy {
+            supervisor: vec![
+                calls(&[("read_skill_md", json!({}))]),
+                calls(&[("read_ref", json!({"path": "references/r.md"}))]),
+            ],
+            delay: Duration::from_millis(1500),
+            ..Policy::default()
+        },
+    );
+    let k = kernel_with(home.path(), &model);
+    k.approve("skp").await;
+    let mut inp = input(json!({}));
+    inp["skill_id"] = json!("skp:s");
+    let (status, body) = k.post("/api/skills/run?async=true", inp).await;
+    assert_eq!(status, 202, "{body:#}");
+    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
+    write(
+        home.path(),
+        "ecosystem/skp/backend/skills/s/references/r.md",
+        "TAMPERED-AFTER-APPROVAL\n",
+    );
+    until(10, "the pack to turn modified", || async {
+        let (_, v) = k.get("/api/packs/skp").await;
+        (v["data"]["state"] == "modified").then_some(())
+    })
+    .await;
+    let r = until(30, "the run to end", || async {
+        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
+        (!v["data"]["exit_reason"].is_null()).then(|| v["data"].clone())
+    })
+    .await;
+    k.stop();
+    let sent: String = model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        !sent.contains("TAMPERED-AFTER-APPROVAL"),
+        "a modified pack's file reached the model (exit {})",
+        r["exit_reason"]
+    );
+}
