@@ -603,3 +603,52 @@ async fn a_script_cannot_alter_the_skill_unnoticed() {
         "the skill was changed and the run did not notice"
     );
 }
+
+// Finding 11. Attack: a script (the skill's, or one the model wrote) prints 1 MB of JSON; the
+// whole `stdout_json` goes into the next model request. The token budget is only charged from
+// the provider's usage AFTER a response, and nothing compares the request about to be sent with
+// what is left, so a run with `token_budget: 20000` sends a ~250 000-token request (and a model
+// that keeps calling cheap tools resends the history each turn until the first usage report
+// crosses the budget). Impact: the operator's spend per run is not bounded by token_budget —
+// a cost-amplification lever for any skill or input that steers the model; a provider with a
+// smaller context window fails the run instead. Where: context.rs::chat (no pre-send check),
+// run_script.rs (stdout_json up to MAX_STDOUT = 1 MiB kept whole). Fix: estimate the request's
+// tokens before sending and refuse (`budget_exceeded:tokens`) when it passes what is left; cap
+// each tool result (e.g. 16 KiB, like stdout_text) with a truncation marker.
+#[tokio::test]
+#[ignore = "finding 11: token_budget does not bound what is sent: a 1 MB tool result goes out in one request"]
+async fn a_request_never_exceeds_the_token_budget() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    target_skill(home.path());
+    write(
+        home.path(),
+        "user_data/skills/target/scripts/flood.py",
+        "import json\nprint(json.dumps({'x': 'a' * 1000000}))\n",
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        plan(vec![
+            calls(&[("run_script", json!({"path": "scripts/flood.py"}))]),
+            calls(&[("read_skill_md", json!({}))]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model);
+    let r = run(&k, input(json!({"token_budget": 20000}))).await;
+    k.stop();
+    let biggest = model
+        .requests()
+        .iter()
+        .map(|r| r.input_bytes())
+        .max()
+        .unwrap_or(0);
+    // 4 bytes a token is the runtime's own estimate; allow twice the whole budget.
+    assert!(
+        biggest <= 2 * 4 * 20_000,
+        "a request of {biggest} bytes (~{} tokens) went out under a 20 000-token budget (exit {})",
+        biggest / 4,
+        r["exit_reason"]
+    );
+}
