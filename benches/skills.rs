@@ -16,9 +16,9 @@
 //!
 //! `cargo bench --bench skills`; figures in the README.
 
-mod support;
 #[path = "../tests/common/llm_server.rs"]
 mod llm_server;
+mod support;
 
 use llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use serde_json::{json, Value};
@@ -64,10 +64,7 @@ fn cheap_turn(turn: usize, n: usize) -> Move {
             }
         })
         .collect();
-    Move::Turn(Turn {
-        text: None,
-        calls,
-    })
+    Move::Turn(Turn { text: None, calls })
 }
 
 fn input(calls: u32) -> Value {
@@ -175,19 +172,43 @@ fn main() {
     // 2. A 12-step run end to end, and where its time goes.
     let twelve = vec![
         Move::Turn(Turn::calls(&[("read_skill_md", json!({}))])),
-        Move::Turn(Turn::calls(&[("read_ref", json!({"path": "references/a.md"}))])),
-        Move::Turn(Turn::calls(&[("run_script", json!({"path": "scripts/count.py", "args": {"text": "abc"}}))])),
+        Move::Turn(Turn::calls(&[(
+            "read_ref",
+            json!({"path": "references/a.md"}),
+        )])),
+        Move::Turn(Turn::calls(&[(
+            "run_script",
+            json!({"path": "scripts/count.py", "args": {"text": "abc"}}),
+        )])),
         Move::Turn(Turn::calls(&[
-            ("write_artifact", json!({"path": "report.md", "content": "# Report\n\nSee [data](data.json).\n"})),
-            ("write_artifact", json!({"path": "data.json", "content": "{\"n\": 3}"})),
+            (
+                "write_artifact",
+                json!({"path": "report.md", "content": "# Report\n\nSee [data](data.json).\n"}),
+            ),
+            (
+                "write_artifact",
+                json!({"path": "data.json", "content": "{\"n\": 3}"}),
+            ),
         ])),
         Move::Turn(Turn::calls(&[("list_files", json!({"glob": "build/**"}))])),
         Move::Turn(Turn::calls(&[("validate", json!({}))])),
-        Move::Turn(Turn::calls(&[("write_artifact", json!({"path": "report.md", "content": "# Report\n\nThree, see [data](data.json).\n"}))])),
-        Move::Turn(Turn::calls(&[("diff", json!({"a": "act.report@1", "b": "act.report@2"}))])),
-        Move::Turn(Turn::calls(&[("blackboard_put", json!({"key": "n", "value": 3}))])),
+        Move::Turn(Turn::calls(&[(
+            "write_artifact",
+            json!({"path": "report.md", "content": "# Report\n\nThree, see [data](data.json).\n"}),
+        )])),
+        Move::Turn(Turn::calls(&[(
+            "diff",
+            json!({"a": "act.report@1", "b": "act.report@2"}),
+        )])),
+        Move::Turn(Turn::calls(&[(
+            "blackboard_put",
+            json!({"key": "n", "value": 3}),
+        )])),
         Move::Turn(Turn::calls(&[("validate", json!({}))])),
-        Move::Turn(Turn::calls(&[("finish", json!({"summary": "report written"}))])),
+        Move::Turn(Turn::calls(&[(
+            "finish",
+            json!({"summary": "report written"}),
+        )])),
     ];
     let twelve_input = json!({
         "skill_id": "bench",
@@ -215,16 +236,25 @@ fn main() {
             for e in r["evidence_summary"].as_array().unwrap() {
                 let d = e["decide_ms"].as_f64().unwrap_or(0.0);
                 decide += d;
-                *by.entry(e["tool"].as_str().unwrap().to_string()).or_default() +=
-                    e["cost"]["time_ms"].as_f64().unwrap_or(0.0) - d;
+                *by.entry(e["tool"].as_str().unwrap().to_string())
+                    .or_default() += e["cost"]["time_ms"].as_f64().unwrap_or(0.0) - d;
             }
         }
     });
     walls.sort_by(f64::total_cmp);
     let n = rounds as f64;
-    summary.add("12-step run end to end: p50 ms", format!("{:.1}", pct(&walls, 0.5)));
-    summary.add("12-step run end to end: p90 ms", format!("{:.1}", pct(&walls, 0.9)));
-    summary.add("  of which model turns (11, scripted server) ms", format!("{:.1}", decide / n));
+    summary.add(
+        "12-step run end to end: p50 ms",
+        format!("{:.1}", pct(&walls, 0.5)),
+    );
+    summary.add(
+        "12-step run end to end: p90 ms",
+        format!("{:.1}", pct(&walls, 0.9)),
+    );
+    summary.add(
+        "  of which model turns (11, scripted server) ms",
+        format!("{:.1}", decide / n),
+    );
     for (tool, ms) in &by {
         summary.add(&format!("  of which {tool} ms"), format!("{:.1}", ms / n));
     }
@@ -262,7 +292,9 @@ fn main() {
         serde_json::from_slice(&std::fs::read(&trace).expect("trace file")).expect("trace JSON");
     let messages: Vec<&Value> = events
         .iter()
-        .filter(|e| e["ph"] == "B" && (e["name"] == "skill.message" || e["name"] == "skill.model_call"))
+        .filter(|e| {
+            e["ph"] == "B" && (e["name"] == "skill.message" || e["name"] == "skill.model_call")
+        })
         .collect();
     println!("\nmessages of one traced run (µs since trace start, thread, span):");
     for e in messages.iter().take(60) {
@@ -278,12 +310,25 @@ fn main() {
         .iter()
         .filter_map(|e| e["args"]["to"].as_str().map(str::to_string))
         .collect();
-    for agent in ["BudgetGuard", "ReadSkillMd", "ReadRef", "RunScript", "WriteArtifact"] {
-        assert!(to.contains(agent), "no message to {agent} in the trace: {to:?}");
+    for agent in [
+        "BudgetGuard",
+        "ReadSkillMd",
+        "ReadRef",
+        "RunScript",
+        "WriteArtifact",
+    ] {
+        assert!(
+            to.contains(agent),
+            "no message to {agent} in the trace: {to:?}"
+        );
     }
     summary.add(
         "traced run: messages recorded",
-        format!("{} (to {})", messages.len(), to.into_iter().collect::<Vec<_>>().join(", ")),
+        format!(
+            "{} (to {})",
+            messages.len(),
+            to.into_iter().collect::<Vec<_>>().join(", ")
+        ),
     );
     summary.add("trace file", trace.display().to_string());
     support::finish(&summary, "SkillRuntime", "bench-skills.json");

@@ -134,7 +134,6 @@ fn bytes_under(dir: &Path) -> u64 {
 // pinned for good — two such runs take a 2-core host down, and graceful shutdown waits on the
 // blocking thread. Where: `text.rs::render` (no work cap), `write_artifact.rs::template`.
 #[tokio::test]
-#[ignore = "finding 1: template_expand nested #each pins a CPU core forever, past the run's deadline"]
 async fn a_nested_template_stops_working_when_the_run_ends() {
     let home = fresh_home();
     target_skill(home.path());
@@ -147,8 +146,17 @@ async fn a_nested_template_stops_working_when_the_run_ends() {
     );
     let k = kernel_with(home.path(), &model);
     let r = run(&k, input(json!({"time_budget_ms": 2000}))).await;
-    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
-    // The run is over: the kernel should be idle now.
+    assert!(r["exit_reason"].is_string(), "{r:#}");
+    // The expansion is refused at its iteration cap (the run may go on or end; either way)...
+    let refused = model
+        .requests()
+        .iter()
+        .any(|q| q.body.to_string().contains("bodies in all"));
+    assert!(
+        refused,
+        "the template's loops were not stopped by their cap"
+    );
+    // ...and once the run is over the kernel is idle.
     let pid = k.child.id();
     let before = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -168,7 +176,6 @@ async fn a_nested_template_stops_working_when_the_run_ends() {
 // any run can fill the host's disk within its script timeout. Where: run_script.rs (ChargeWritten
 // after the fact), script.rs / script_container.rs (no quota), write_artifact.rs::record_version.
 #[tokio::test]
-#[ignore = "finding 2: a script's writes are not bounded by disk_write_limit_mb (charged after, kept, versions copied)"]
 async fn a_script_cannot_write_past_the_disk_budget() {
     if !python_available() {
         return;
@@ -204,7 +211,6 @@ async fn a_script_cannot_write_past_the_disk_budget() {
 // Where: domain `artifact.rs::artifact_name`, write_artifact.rs::record_version (versions keyed
 // by rel, files by name).
 #[tokio::test]
-#[ignore = "finding 3: artifact names collide (a/b.md vs a.b.md) and one file's versions overwrite the other's"]
 async fn two_files_never_share_an_artifact_name() {
     let home = fresh_home();
     target_skill(home.path());
@@ -260,7 +266,6 @@ async fn two_files_never_share_an_artifact_name() {
 // on the host). Fix: PR_SET_DUMPABLE=0 for the kernel, and refuse model-written scripts on the
 // host (or run host scripts as another uid).
 #[tokio::test]
-#[ignore = "finding 4: permissive mode: a model-written script reads the API key from /proc/<kernel>/environ"]
 async fn a_host_script_cannot_read_the_api_key() {
     if !python_available() {
         return;
@@ -301,7 +306,6 @@ async fn a_host_script_cannot_read_the_api_key() {
 // whatever a pack author embedded in it — enters the context and the evidence); low.
 // Where: write_artifact.rs::side / template, read_ref.rs::summarize (no script check).
 #[tokio::test]
-#[ignore = "finding 5: diff/summarize/template_expand read a skill's scripts that read_ref refuses"]
 async fn scripts_are_never_read_into_the_context() {
     let home = fresh_home();
     target_skill(home.path());
@@ -336,7 +340,6 @@ async fn scripts_are_never_read_into_the_context() {
 // script (permissive) that takes `-o<path>` the model steers its output outside build/; low.
 // Where: domain `paths.rs::check_argv_item` (`if item.starts_with('-') { return Ok(()) }`).
 #[tokio::test]
-#[ignore = "finding 6: argv `-o/etc/x` (short option with attached path) is not refused"]
 async fn an_attached_short_option_path_is_refused() {
     if !python_available() {
         return;
@@ -365,7 +368,6 @@ async fn an_attached_short_option_path_is_refused() {
 // paths"); low. Where: script.rs::HostRunner (`cmd.arg(view.join(&job.shown))`); start the
 // script by its relative path from the view instead (the working directory is the view).
 #[tokio::test]
-#[ignore = "finding 7: permissive mode: a failing script's traceback leaks the host path of the run"]
 async fn a_failing_script_does_not_leak_host_paths() {
     if !python_available() {
         return;
@@ -417,7 +419,6 @@ async fn a_failing_script_does_not_leak_host_paths() {
 // fd — openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or a per-component openat walk with
 // O_NOFOLLOW|O_DIRECTORY — and read through that fd; never re-open by path.
 #[tokio::test]
-#[ignore = "finding 8: strict mode: a script races a build/ dir↔host-link swap between resolve and open; the kernel serves host files"]
 async fn a_container_script_cannot_race_the_kernel_into_host_files() {
     if !docker_ready() {
         return;
@@ -498,7 +499,6 @@ async fn a_container_script_cannot_race_the_kernel_into_host_files() {
 // state (or verify the skill's files, stat-cached) before each tool call of a pack skill and
 // end the run with `sandbox_violation` when it is no longer approved.
 #[tokio::test]
-#[ignore = "finding 9: a pack skill run goes on reading (and running) the pack's files after the pack turned modified"]
 async fn a_pack_skill_stops_when_its_pack_turns_modified() {
     let home = fresh_home();
     make_pack(home.path(), "skp", &[]);
@@ -568,7 +568,6 @@ async fn a_pack_skill_stops_when_its_pack_turns_modified() {
 // run_script.rs (snapshot_skill before/after). Fix: include ctime (a user cannot set it) in
 // the stamp, or hash the skill's files (the tree hash the memo needs anyway).
 #[tokio::test]
-#[ignore = "finding 10: permissive mode: a script alters the skill and restores size+mtime; the change goes undetected"]
 async fn a_script_cannot_alter_the_skill_unnoticed() {
     if !python_available() {
         return;
@@ -616,7 +615,6 @@ async fn a_script_cannot_alter_the_skill_unnoticed() {
 // tokens before sending and refuse (`budget_exceeded:tokens`) when it passes what is left; cap
 // each tool result (e.g. 16 KiB, like stdout_text) with a truncation marker.
 #[tokio::test]
-#[ignore = "finding 11: token_budget does not bound what is sent: a 1 MB tool result goes out in one request"]
 async fn a_request_never_exceeds_the_token_budget() {
     if !python_available() {
         return;

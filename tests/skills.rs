@@ -446,12 +446,29 @@ async fn each_budget_ends_the_run_with_what_exists() {
         "what exists is kept"
     );
 
-    // The response that crosses the token budget is charged and its calls refused.
+    // A request the budget cannot pay for is not sent at all.
+    let sent_before = model.requests().len();
     let (_, r) = run(&k, note_input(json!({"budgets": {"token_budget": 50}}))).await;
     assert_eq!(r["exit_reason"], "budget_exceeded:tokens", "{r:#}");
+    assert_eq!(r["metrics"]["model_calls"], 0);
+    assert_eq!(r["remaining_budgets"]["token_budget"], 50);
+    assert_eq!(
+        model.requests().len(),
+        sent_before,
+        "nothing went to the model"
+    );
+    // One the estimate admits but whose answer crosses the budget is charged, and its tool
+    // calls are refused: the budget sits just under what the server counts for a first request.
+    let first = model.requests()[0].body_len as u64 / 4;
+    let (_, r) = run(
+        &k,
+        note_input(json!({"budgets": {"token_budget": first - 5}})),
+    )
+    .await;
+    assert_eq!(r["exit_reason"], "budget_exceeded:tokens", "{r:#}");
+    assert_eq!(r["metrics"]["model_calls"], 1);
     assert_eq!(r["metrics"]["tool_calls"], 0);
     assert_eq!(r["remaining_budgets"]["token_budget"], 0);
-    assert!(r["metrics"]["input_tokens"].as_u64().unwrap() > 50);
 
     // Disk: a write past the limit is refused before it happens.
     let big = "x".repeat(1_200_000);

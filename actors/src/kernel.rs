@@ -149,6 +149,13 @@ impl Kernel {
     /// Starts every kernel actor. Must be called inside a running actix `System`, before anything
     /// else writes under `user_data/` (the edge creates the API token after it).
     pub fn boot(layout: Layout, config: RuntimeConfig) -> io::Result<Kernel> {
+        // Not dumpable: `/proc/<kernel>/environ` (RUMI_LLM_API_KEY, RUMI_API_TOKEN), its memory
+        // and its descriptors become unreadable to other processes of the same user — a host
+        // script of a permissive skill run, or a permissive block, runs as that user.
+        // SAFETY: prctl with these arguments only changes this process's dumpable flag.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
         // A crash between an atomic write's temporary file and its rename leaves the temporary
         // file behind; nothing is writing yet, so every one found is stale.
         let stale = crate::fsutil::remove_interrupted_writes(&layout.atomic_write_dirs())?;

@@ -106,6 +106,7 @@ async fn run_with(fault: Fault, time_budget_ms: u64) -> (ActResult, Duration) {
         loaded: Default::default(),
         memo: Arc::new(NoMemo),
         versions: Default::default(),
+        owners: Default::default(),
         build_generation: Default::default(),
         guard,
         llm: Arc::new(llm),
@@ -116,6 +117,7 @@ async fn run_with(fault: Fault, time_budget_ms: u64) -> (ActResult, Duration) {
         seed: 7,
         scripts_started: Default::default(),
         last_script_failed: Default::default(),
+        still_approved: Arc::new(|| true),
     });
     let base = ActResult {
         run_id: "skr-test-0001".into(),

@@ -173,6 +173,17 @@ pub async fn delegated(
                 );
             }
             let started = Instant::now();
+            if !(ctx.still_approved)() {
+                return finish(
+                    total,
+                    tally,
+                    Outcome::err(
+                        "sandbox_violation",
+                        "the skill's pack is no longer approved",
+                    )
+                    .ending(ExitReason::SandboxViolation),
+                );
+            }
             if call.name == "done" {
                 let result = match &call.arguments {
                     Value::Object(m) if m.contains_key("result") => m["result"].clone(),
@@ -212,7 +223,10 @@ pub async fn delegated(
                 time_ms: started.elapsed().as_millis() as u64,
                 files: o.files.clone(),
             });
-            let content = serde_json::to_string(&o.result).unwrap_or_default();
+            let mut content = serde_json::to_string(&o.result).unwrap_or_default();
+            if content.len() > super::supervisor::MAX_TOOL_RESULT_BYTES {
+                content = json!({"ok": o.result.get("ok").cloned().unwrap_or(Value::Bool(false)), "truncated": true, "bytes": content.len()}).to_string();
+            }
             messages.push(ChatMessage::ToolResult {
                 call_id: call.id.clone(),
                 name: call.name.clone(),

@@ -27,6 +27,14 @@ pub struct ChargeTokens {
     pub output: u64,
 }
 
+/// Admit a model request of (at least) `tokens` before it is sent: `Err(Tokens)` when the
+/// budget left cannot pay for it.
+#[derive(Message)]
+#[rtype(result = "Result<(), Which>")]
+pub struct AdmitRequest {
+    pub tokens: u64,
+}
+
 /// Admit a write of `bytes` (counted only when admitted).
 #[derive(Message)]
 #[rtype(result = "Result<(), Which>")]
@@ -39,6 +47,22 @@ pub struct ChargeDisk {
 #[rtype(result = "Result<(), Which>")]
 pub struct ChargeWritten {
     pub bytes: u64,
+}
+
+/// Disk bytes the run may still write.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct DiskLeft;
+
+impl Handler<DiskLeft> for BudgetGuard {
+    type Result = u64;
+    fn handle(&mut self, _: DiskLeft, _: &mut Self::Context) -> Self::Result {
+        if self.over_disk {
+            0
+        } else {
+            self.ledger.disk_left()
+        }
+    }
 }
 
 /// What is left, and what was spent.
@@ -100,6 +124,13 @@ impl Handler<ChargeTokens> for BudgetGuard {
     type Result = Result<(), Which>;
     fn handle(&mut self, msg: ChargeTokens, _: &mut Self::Context) -> Self::Result {
         self.ledger.charge_tokens(msg.input, msg.output)
+    }
+}
+
+impl Handler<AdmitRequest> for BudgetGuard {
+    type Result = Result<(), Which>;
+    fn handle(&mut self, msg: AdmitRequest, _: &mut Self::Context) -> Self::Result {
+        self.ledger.admit_request(msg.tokens)
     }
 }
 

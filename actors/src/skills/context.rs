@@ -60,6 +60,10 @@ pub struct RunContext {
     pub memo: Arc<dyn AttemptMemo>,
     /// The latest version number of each file under `build/`.
     pub versions: Mutex<BTreeMap<String, u32>>,
+    /// Which file each artifact name belongs to: `a/b.md` and `a.b.md` would both be
+    /// `act.a.b`; the first keeps the name and the other is refused (or, written by a script,
+    /// not versioned).
+    pub owners: Mutex<std::collections::HashMap<String, String>>,
     /// Grows whenever a file under `build/` changes (a passing `validate` is tied to one).
     pub build_generation: AtomicU64,
     pub guard: Addr<BudgetGuard>,
@@ -75,6 +79,9 @@ pub struct RunContext {
     pub scripts_started: std::sync::atomic::AtomicU32,
     /// The last script run failed (the next one counts as a retry).
     pub last_script_failed: std::sync::atomic::AtomicBool,
+    /// Whether the skill may still be used: a pack's skill stops when its pack is no longer
+    /// approved (modified, rejected, uninstalled) — checked before every tool call.
+    pub still_approved: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl RunContext {
@@ -85,7 +92,12 @@ impl RunContext {
 
     /// Admits one tool call with the guard.
     pub async fn admit(&self, tool: &str) -> Result<(), Which> {
-        let span = tracing::info_span!("skill.message", to = "BudgetGuard", message = "AdmitToolCall", tool);
+        let span = tracing::info_span!(
+            "skill.message",
+            to = "BudgetGuard",
+            message = "AdmitToolCall",
+            tool
+        );
         self.guard
             .send(AdmitToolCall {
                 tool: tool.to_string(),
@@ -102,6 +114,17 @@ impl RunContext {
         req: &ChatRequest,
         tally: &mut Tally,
     ) -> Result<ChatResponse, Result<Which, LlmError>> {
+        // The request's size is known before it is sent: refuse one the token budget cannot
+        // pay for (a huge tool result would otherwise go out whole and be charged after).
+        let estimate = request_tokens(req);
+        let fits = self
+            .guard
+            .send(super::budget_guard::AdmitRequest { tokens: estimate })
+            .await
+            .unwrap_or(Err(Which::Time));
+        if let Err(which) = fits {
+            return Err(Ok(which));
+        }
         let span = tracing::info_span!("skill.model_call", tools = req.tools.len());
         let answer = tokio::time::timeout_at(self.deadline, self.llm.chat(req, self.deadline))
             .instrument(span)
@@ -120,7 +143,11 @@ impl RunContext {
                 input: resp.usage.input_tokens,
                 output: resp.usage.output_tokens,
             })
-            .instrument(tracing::info_span!("skill.message", to = "BudgetGuard", message = "ChargeTokens"))
+            .instrument(tracing::info_span!(
+                "skill.message",
+                to = "BudgetGuard",
+                message = "ChargeTokens"
+            ))
             .await
             .unwrap_or(Err(Which::Time));
         match charged {
@@ -133,6 +160,29 @@ impl RunContext {
     pub fn build_changed(&self) {
         self.build_generation.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// What a request will cost at least, in the runtime's estimate (bytes/4 of the text it carries).
+pub fn request_tokens(req: &ChatRequest) -> u64 {
+    use super::llm::ChatMessage;
+    let mut bytes = req.system.len();
+    for m in &req.messages {
+        bytes += match m {
+            ChatMessage::User(t) => t.len(),
+            ChatMessage::Assistant { text, tool_calls } => {
+                text.as_ref().map_or(0, String::len)
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.to_string().len())
+                        .sum::<usize>()
+            }
+            ChatMessage::ToolResult { content, .. } => content.len(),
+        };
+    }
+    for t in &req.tools {
+        bytes += t.name.len() + t.description.len() + t.parameters.to_string().len();
+    }
+    rumi_domain::skill::disclosure::approx_tokens(bytes)
 }
 
 /// Counters an agent's work adds to the run's metrics.

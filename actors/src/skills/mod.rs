@@ -17,6 +17,7 @@ pub mod blackboard;
 pub mod budget_guard;
 pub mod catalog;
 pub mod context;
+pub mod fsat;
 pub mod llm;
 pub mod read_ref;
 pub mod read_skill_md;

@@ -176,8 +176,7 @@ pub fn read(ctx: &RunContext, args: &Value) -> Outcome {
             format!("{} is a directory; list it with list_files", found.shown),
         );
     }
-    let in_skill = !found.shown.starts_with("build/") && found.shown != "build";
-    if in_skill && super::script::Interpreter::for_path(&found.shown).is_some() {
+    if is_skill_script(&found.shown) {
         return Outcome::err(
             "invalid_arguments",
             format!(
@@ -244,6 +243,11 @@ pub fn read(ctx: &RunContext, args: &Value) -> Outcome {
         format!("read {shown}")
     };
     o
+}
+
+/// A script of the skill (not one the run wrote under `build/`): executed, never read.
+pub fn is_skill_script(shown: &str) -> bool {
+    !shown.starts_with("build/") && super::script::Interpreter::for_path(shown).is_some()
 }
 
 /// `list_files {glob?}` / `fs_list {glob?}`.
@@ -326,6 +330,12 @@ pub fn summarize(ctx: &RunContext, args: &Value) -> Outcome {
     ) {
         (Some(raw), _) => {
             let found = match locate(&ctx.files, raw) {
+                Ok(f) if is_skill_script(&f.shown) => {
+                    return Outcome::err(
+                        "invalid_arguments",
+                        format!("{raw} is a script: scripts are executed, not read"),
+                    )
+                }
                 Ok(f) if !f.is_dir => f,
                 Ok(_) => return Outcome::err("invalid_arguments", format!("{raw} is a directory")),
                 Err(o) => return o,

@@ -100,6 +100,31 @@ impl Handler<DelegateScript> for RunScript {
     }
 }
 
+/// How often `build/` is measured while a script runs.
+const DISK_WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Returns once `build/` has grown by more than `left` bytes since `from` (the script is then
+/// stopped); never returns otherwise. Each file is also capped at `left` by the runner.
+async fn watch_disk(ctx: Arc<RunContext>, from: u64, left: u64) {
+    loop {
+        tokio::time::sleep(DISK_WATCH_EVERY).await;
+        let ctx = Arc::clone(&ctx);
+        let now: u64 = blocking(move || {
+            let snap = ctx.files.snapshot_build();
+            // A walk cut short cannot prove the budget holds.
+            if snap.truncated {
+                u64::MAX
+            } else {
+                snap.files.values().map(|s| s.size).sum()
+            }
+        })
+        .await;
+        if now.saturating_sub(from) > left {
+            return;
+        }
+    }
+}
+
 fn violation(why: String) -> Outcome {
     Outcome::err("sandbox_violation", why).ending(ExitReason::SandboxViolation)
 }
@@ -252,6 +277,11 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
         .await
     };
     let seq = ctx.scripts_started.fetch_add(1, Ordering::SeqCst) + 1;
+    let disk_left = ctx
+        .guard
+        .send(super::budget_guard::DiskLeft)
+        .await
+        .unwrap_or(0);
     let job = ScriptJob {
         interpreter: c.interpreter,
         shown: c.shown.clone(),
@@ -260,8 +290,28 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
         timeout: c.timeout,
         files: ctx.files.clone(),
         seq,
+        max_file_bytes: disk_left,
     };
-    let ran = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)).await;
+    let grown_from: u64 = before.0.files.values().map(|s| s.size).sum();
+    let ran = tokio::select! {
+        r = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)) => Some(r),
+        () = watch_disk(Arc::clone(&ctx), grown_from, disk_left) => None,
+    };
+    let Some(ran) = ran else {
+        // Dropping the runner's future stopped the script (process group killed, container
+        // removed): what it wrote so far stays, counted.
+        let mut o = Outcome::err(
+            "budget_exceeded",
+            "the script wrote more than the disk budget left (disk_write_limit_mb); it was stopped",
+        )
+        .ending(ExitReason::BudgetExceeded(Which::Disk));
+        o.tally.tool_calls_executed += 1;
+        o.tally.script_runs += 1;
+        o.tally.script_failures += 1;
+        o.script_failed = true;
+        ctx.build_changed();
+        return o;
+    };
     let after = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {
@@ -347,7 +397,10 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
         "isolation": isolation,
     });
     match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(v) if !out.stdout_truncated => result["stdout_json"] = v,
+        // Parsed JSON goes back whole only while small: a bigger one is given as cut text.
+        Ok(v) if !out.stdout_truncated && out.stdout.len() <= MAX_STDOUT_TEXT * 4 => {
+            result["stdout_json"] = v
+        }
         _ => {
             let text = String::from_utf8_lossy(&out.stdout);
             let mut cut = MAX_STDOUT_TEXT.min(text.len());

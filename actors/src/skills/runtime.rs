@@ -36,6 +36,8 @@ use tokio::sync::oneshot;
 pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 8;
 /// Finished runs whose result stays in memory (older ones are read from `result.json`).
 pub const KEPT_RESULTS: usize = 256;
+/// Run workspaces kept at start (older ones are deleted).
+pub const KEPT_RUN_DIRS: usize = 500;
 /// Largest `result.json` read back.
 const MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -250,6 +252,7 @@ impl SkillRuntime {
             loaded: Default::default(),
             memo: Arc::new(NoMemo),
             versions: Default::default(),
+            owners: Default::default(),
             build_generation: Default::default(),
             guard,
             llm: Arc::new(llm),
@@ -260,6 +263,13 @@ impl SkillRuntime {
             seed,
             scripts_started: Default::default(),
             last_script_failed: Default::default(),
+            still_approved: match skill.pack_id.clone() {
+                None => Arc::new(|| true),
+                Some(pack) => {
+                    let view = Arc::clone(&self.view);
+                    Arc::new(move || view.pack_state(&pack) == Some(PackState::Approved))
+                }
+            },
         });
         self.runs.lock().live.insert(run_id.clone(), base.clone());
         persist(&files, &base);
@@ -374,13 +384,27 @@ impl SkillRuntime {
         }
     }
 
-    /// Runs a `result.json` says are running were cut by a kill: mark them failed.
+    /// Runs a `result.json` says are running were cut by a kill: mark them failed. Keeps the
+    /// newest [`KEPT_RUN_DIRS`] workspaces (run ids start with their start time, so their
+    /// order is their age) and deletes older ones, so `skill_runs/` cannot grow forever.
     fn recover_interrupted(&self) {
         let Ok(entries) = std::fs::read_dir(self.runs_root()) else {
             return;
         };
-        for e in entries.flatten().take(100_000) {
-            let path = e.path().join("result.json");
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .take(1_000_000)
+            .filter(|e| e.file_name().to_str().is_some_and(valid_run_id))
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        if dirs.len() > KEPT_RUN_DIRS {
+            for old in dirs.drain(..dirs.len() - KEPT_RUN_DIRS) {
+                let _ = std::fs::remove_dir_all(old);
+            }
+        }
+        for dir in dirs {
+            let path = dir.join("result.json");
             let Some(mut r) = read_result(&path) else {
                 continue;
             };

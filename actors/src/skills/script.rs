@@ -66,6 +66,9 @@ pub struct ScriptJob {
     pub files: RunFiles,
     /// The script's number in the run (names its container, its stdin file).
     pub seq: u32,
+    /// The largest file the script may write (the disk budget left): `RLIMIT_FSIZE` on the
+    /// host, the `fsize` ulimit in a container.
+    pub max_file_bytes: u64,
 }
 
 /// What a script did.
@@ -117,6 +120,41 @@ pub fn host_view(files: &RunFiles) -> std::io::Result<PathBuf> {
     Ok(view)
 }
 
+/// A kernel running as root starts host scripts in a user namespace of their own (root inside
+/// mapped to root outside, so files read the same): the kernel is not dumpable
+/// (`Kernel::boot`), and reading its `/proc/<pid>/environ` (the model's API key, the API
+/// token) or tracing it then needs `CAP_SYS_PTRACE` in the kernel's namespace, which a process
+/// in a child namespace never has. Without this, a root script reads them whatever the flag.
+/// Called between fork and exec: raw syscalls only.
+fn enter_user_namespace() -> std::io::Result<()> {
+    fn write_file(path: &[u8], text: &[u8]) -> std::io::Result<()> {
+        // SAFETY: NUL-terminated path; open/write/close are async-signal-safe.
+        unsafe {
+            let fd = libc::open(
+                path.as_ptr() as *const libc::c_char,
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, text.as_ptr() as *const libc::c_void, text.len());
+            libc::close(fd);
+            if n != text.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+    // SAFETY: unshare has no memory preconditions.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    write_file(b"/proc/self/setgroups\0", b"deny")?;
+    write_file(b"/proc/self/uid_map\0", b"0 0 1")?;
+    write_file(b"/proc/self/gid_map\0", b"0 0 1")?;
+    Ok(())
+}
+
 /// Kills a process group when dropped (a cancelled run, a timeout): grandchildren too.
 struct GroupKill(Option<i32>);
 
@@ -154,7 +192,9 @@ impl ScriptRunner for HostRunner {
             };
             let home = job.files.run_dir().join("io");
             let mut cmd = tokio::process::Command::new(&program);
-            cmd.arg(view.join(&job.shown))
+            // The script by its path relative to the working directory: a traceback names
+            // `scripts/x.py`, never the workspace's host path.
+            cmd.arg(&job.shown)
                 .args(&job.argv)
                 .current_dir(&view)
                 .env_clear()
@@ -173,6 +213,25 @@ impl ScriptRunner for HostRunner {
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .process_group(0);
+            let fsize = job.max_file_bytes.max(1);
+            let own_namespace = crate::docker::is_root();
+            // SAFETY: only async-signal-safe calls (setrlimit, unshare, open, write, close)
+            // run between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: fsize as libc::rlim_t,
+                        rlim_max: fsize as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if own_namespace {
+                        enter_user_namespace()?;
+                    }
+                    Ok(())
+                });
+            }
             let started = Instant::now();
             let mut child = cmd.spawn().map_err(|e| {
                 format!(
@@ -198,12 +257,35 @@ impl ScriptRunner for HostRunner {
                     tokio::join!(feed, out, err, child.wait());
                 (stdout, truncated, tail, status)
             };
+            // Host paths never reach the model: Python prints the script's absolute path in a
+            // traceback (and a script may print its own), so the run's directories are
+            // replaced by what the script sees as relative paths.
+            let hide = [
+                (format!("{}/", view.display()), String::new()),
+                (view.display().to_string(), ".".to_string()),
+                (
+                    format!("{}/", job.files.skill_root().display()),
+                    String::new(),
+                ),
+                (
+                    job.files.run_dir().display().to_string(),
+                    "<run>".to_string(),
+                ),
+            ];
+            let scrub = |text: &str| {
+                hide.iter().fold(text.to_string(), |t, (from, to)| {
+                    t.replace(from.as_str(), to)
+                })
+            };
             match tokio::time::timeout(job.timeout, work).await {
                 Ok((stdout, stdout_truncated, stderr_tail, status)) => Ok(ScriptOutput {
                     exit_code: status.ok().and_then(|s| s.code()).map(i64::from),
-                    stdout,
+                    stdout: match std::str::from_utf8(&stdout) {
+                        Ok(text) => scrub(text).into_bytes(),
+                        Err(_) => stdout,
+                    },
                     stdout_truncated,
-                    stderr_tail,
+                    stderr_tail: stderr_tail.iter().map(|l| scrub(l)).collect(),
                     timed_out: false,
                     duration_ms: started.elapsed().as_millis() as u64,
                 }),

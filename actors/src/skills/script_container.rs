@@ -100,28 +100,30 @@ fn mounts(job: &ScriptJob, stdin: &Path) -> Result<Vec<Mount>, String> {
     Ok(mounts)
 }
 
-/// Hands `build/` to the container's user when the kernel runs as root (lchown: a link
-/// planted in `build/` is re-owned itself, its target untouched).
+/// Hands `build/` to the container's user when the kernel runs as root: every entry re-owned
+/// through directory descriptors without following a link ([`super::fsat`]), so a link
+/// planted in `build/` (or a directory swapped for one mid-walk) never re-owns a host file.
 fn hand_over(build: &Path, uid: u32) {
-    let walk = |dir: &Path, stack: &mut Vec<std::path::PathBuf>| {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
+    fn walk(dir: &std::os::fd::OwnedFd, uid: u32, depth: usize, seen: &mut usize) {
+        let Ok(list) = super::fsat::entries(dir) else {
+            return;
+        };
+        for (name, is_dir, _) in list {
+            *seen += 1;
+            if *seen > super::workspace::MAX_WALK_ENTRIES {
+                return;
+            }
+            super::fsat::chown_at(dir, &name, uid);
+            if is_dir && depth < super::workspace::MAX_WALK_DEPTH {
+                if let Ok(sub) = super::fsat::open_subdir(dir, &name) {
+                    walk(&sub, uid, depth + 1, seen);
                 }
-                let _ = std::os::unix::fs::lchown(e.path(), Some(uid), Some(uid));
             }
         }
-    };
-    let _ = std::os::unix::fs::lchown(build, Some(uid), Some(uid));
-    let mut stack = vec![build.to_path_buf()];
-    let mut seen = 0;
-    while let Some(d) = stack.pop() {
-        seen += 1;
-        if seen > super::workspace::MAX_WALK_ENTRIES {
-            break;
-        }
-        walk(&d, &mut stack);
+    }
+    if let Ok(root) = super::fsat::open_dir(build) {
+        super::fsat::chown_fd(&root, uid);
+        walk(&root, uid, 0, &mut 0);
     }
 }
 
@@ -173,6 +175,16 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
     if let Some(t) = host.tmpfs.as_mut() {
         t.insert("/skill".into(), "rw,nosuid,nodev,size=1m,mode=0755".into());
     }
+    // No file larger than the disk budget left (the RunScript agent also watches build/'s
+    // total while the script runs).
+    let fsize = job.max_file_bytes.clamp(1, i64::MAX as u64) as i64;
+    host.ulimits
+        .get_or_insert_with(Vec::new)
+        .push(bollard::models::ResourcesUlimits {
+            name: Some("fsize".into()),
+            soft: Some(fsize),
+            hard: Some(fsize),
+        });
     let mut cmd = vec![
         "sh".to_string(),
         "-c".to_string(),
@@ -245,11 +257,14 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
     let code = match tokio::time::timeout(job.timeout, wait).await {
         Ok(code) => code,
         Err(_) => {
+            // Removed before answering: the script must not go on writing into build/ while
+            // the run reads it.
+            let _ = remove(&client, &name).await;
             return Ok(ScriptOutput {
                 timed_out: true,
                 duration_ms: started.elapsed().as_millis() as u64,
                 ..ScriptOutput::default()
-            })
+            });
         }
     };
     let duration_ms = started.elapsed().as_millis() as u64;

@@ -41,6 +41,8 @@ use tracing::Instrument;
 
 /// Most tool calls of one model turn that are run (the rest are answered as refused).
 pub const MAX_CALLS_PER_TURN: usize = 16;
+/// Largest tool result sent back to the model whole.
+pub const MAX_TOOL_RESULT_BYTES: usize = 128 * 1024;
 /// Most entries kept in `evidence_summary`.
 pub const MAX_SUMMARY_ENTRIES: usize = 400;
 
@@ -106,12 +108,17 @@ impl Actor for Supervisor {
             Arc::clone(&self.publish),
         );
         let span = tracing::info_span!("skill.run", run_id = %self.ctx.run_id, skill_id = %self.ctx.skill_id);
-        ctx.spawn(run.run().instrument(span).into_actor(self).map(|result, act, ctx| {
-            if let Some(tx) = act.done.take() {
-                let _ = tx.send(result);
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            run.run()
+                .instrument(span)
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    if let Some(tx) = act.done.take() {
+                        let _ = tx.send(result);
+                    }
+                    ctx.stop();
+                }),
+        );
     }
 }
 
@@ -228,6 +235,15 @@ impl Loop {
                 }
                 self.step += 1;
                 let started = Instant::now();
+                if !(self.ctx.still_approved)() {
+                    self.unmet.push(Unmet {
+                        item: format!("skill:{}", self.ctx.skill_id),
+                        reason: "the skill's pack is no longer approved (it changed, or was rejected or removed) while the run ran".into(),
+                        suggestion: "review and approve the pack again, then run again".into(),
+                    });
+                    self.end = Some(ExitReason::SandboxViolation);
+                    break;
+                }
                 let outcome = match self.apply(call).await {
                     Ok(o) => o,
                     Err(f) => {
@@ -248,12 +264,20 @@ impl Loop {
                     time_ms: started.elapsed().as_millis() as u64
                         + if i == 0 { decide_ms } else { 0 },
                 };
-                self.record(&name, call, &reason, cost, if i == 0 { decide_ms } else { 0 }, &outcome)
-                    .await;
+                self.record(
+                    &name,
+                    call,
+                    &reason,
+                    cost,
+                    if i == 0 { decide_ms } else { 0 },
+                    &outcome,
+                )
+                .await;
+                let content = self.capped(&outcome.result);
                 self.messages.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
-                    content: outcome.result.to_string(),
+                    content,
                 });
                 if let Some(e) = outcome.end {
                     self.end.get_or_insert(e);
@@ -276,6 +300,28 @@ impl Loop {
             }
         }
         self.conclude().await
+    }
+
+    /// A tool result as the model gets it: whole up to [`MAX_TOOL_RESULT_BYTES`], else its
+    /// `ok` and the start of its JSON (a delegated agent's `done.result`, a listing of
+    /// thousands of files, …), the cut counted in `bytes_truncated`.
+    fn capped(&mut self, result: &Value) -> String {
+        let text = result.to_string();
+        if text.len() <= MAX_TOOL_RESULT_BYTES {
+            return text;
+        }
+        let mut cut = MAX_TOOL_RESULT_BYTES / 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.tally.bytes_truncated += (text.len() - cut) as u64;
+        json!({
+            "ok": result.get("ok").cloned().unwrap_or(Value::Bool(false)),
+            "truncated": true,
+            "bytes": text.len(),
+            "preview": &text[..cut],
+        })
+        .to_string()
     }
 
     /// One tool-less model call to re-plan (counted in `model_calls` and tokens).
@@ -326,7 +372,10 @@ impl Loop {
         A::Context: actix::dev::ToEnvelope<A, M>,
         M: Message<Result = Result<Outcome, AgentFailure>> + Send + 'static,
     {
-        let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or("?");
+        let message = std::any::type_name::<M>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("?");
         let span = tracing::info_span!("skill.message", from = "Supervisor", to = agent, message);
         match tokio::time::timeout_at(self.ctx.deadline, addr.send(msg).instrument(span)).await {
             Err(_) => Ok(Outcome::err(

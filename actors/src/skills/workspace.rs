@@ -13,11 +13,12 @@
 //!   replaces a planted link instead of writing through it;
 //! * walks (listings, snapshots) never follow links and stop at a cap.
 
+use super::fsat;
 use rumi_domain::skill::paths::{Area, ToolPath};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Most entries a listing or a snapshot walks.
@@ -40,8 +41,11 @@ pub enum Resolve {
 /// An existing file or directory inside an area.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// The canonical path on the host (never shown to a model or a client).
-    pub abs: PathBuf,
+    /// The area's root (canonical) and the file's real path beneath it: every open walks
+    /// these with `openat` and no link followed ([`super::fsat`]), so a link planted after
+    /// this check makes the open fail instead of leading out.
+    pub root: PathBuf,
+    pub rel_real: String,
     /// The path as the run shows it: `build/x.md` or `references/a.md`, in the file's own case.
     pub shown: String,
     /// True when an exact match failed and a case-insensitive one was used.
@@ -49,11 +53,14 @@ pub struct Resolved {
     pub is_dir: bool,
 }
 
-/// A file's identity for change detection: size, modification time, inode.
+/// A file's identity for change detection: size, modification and change times, inode. The
+/// change time cannot be set back by a process (utime sets mtime, and moves ctime to now), so
+/// a rewrite that restores size and mtime is still seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
     pub ino: u64,
 }
 
@@ -189,12 +196,21 @@ impl RunFiles {
                 };
             }
         };
+        let Ok(rel_real) = real
+            .strip_prefix(root)
+            .map(|r| r.to_string_lossy().into_owned())
+        else {
+            return Resolve::Rejected(
+                "the path leads outside the skill root and build/ (through a symbolic link); only the skill's own files and build/ can be read".into(),
+            );
+        };
         if !real.starts_with(root) {
             return Resolve::Rejected(
                 "the path leads outside the skill root and build/ (through a symbolic link); only the skill's own files and build/ can be read".into(),
             );
         }
         let is_dir = real.is_dir();
+        let root = root.to_path_buf();
         let mut text = shown.join("/");
         if p.area == Area::Build {
             text = if text.is_empty() {
@@ -204,7 +220,8 @@ impl RunFiles {
             };
         }
         Resolve::Found(Resolved {
-            abs: real,
+            root,
+            rel_real,
             shown: text,
             case_resolved,
             is_dir,
@@ -213,17 +230,8 @@ impl RunFiles {
 
     /// Reads at most `cap` bytes of a resolved regular file; returns them and the file's size.
     pub fn read(&self, r: &Resolved, cap: usize) -> io::Result<(Vec<u8>, u64)> {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&r.abs)?;
+        let f = fsat::open_file(&r.root, &r.rel_real)?;
         let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
         let mut buf = Vec::with_capacity((meta.len() as usize).min(cap));
         f.take(cap as u64).read_to_end(&mut buf)?;
         Ok((buf, meta.len()))
@@ -251,54 +259,37 @@ impl RunFiles {
     }
 
     /// Writes `bytes` to `build/<rel>` (`rel` already checked by the domain's `build_path`),
-    /// creating parent directories, never through a link.
+    /// creating parent directories, never through a link: the walk holds each directory's
+    /// descriptor, so a directory swapped for a link mid-way fails the write.
     pub fn write_build(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let parts: Vec<&str> = rel.split('/').collect();
         let Some((name, parents)) = parts.split_last() else {
             return Err(WriteError::Rejected("empty path".into()));
         };
-        let mut dir = self.build.clone();
+        let mut dir = fsat::open_dir(&self.build)?;
+        let mut walked = String::from("build");
         for part in parents {
-            dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(WriteError::Rejected(format!(
-                        "build/{} exists and is not a directory",
-                        shown_prefix(rel, &dir, &self.build)
-                    )))
+            walked.push('/');
+            walked.push_str(part);
+            dir = fsat::make_subdir(&dir, part, 0o755).map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EEXIST) => {
+                    WriteError::Rejected(format!("{walked} exists and is not a directory"))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
-                Err(e) => return Err(e.into()),
-            }
+                _ => WriteError::Io(e),
+            })?;
         }
-        let target = dir.join(name);
-        if let Ok(m) = fs::symlink_metadata(&target) {
-            if m.is_dir() {
-                return Err(WriteError::Rejected(format!("build/{rel} is a directory")));
-            }
-        } else if walk(&self.build, false).files.len() >= MAX_BUILD_FILES {
+        if fsat::is_dir_at(&dir, name) {
+            return Err(WriteError::Rejected(format!("build/{rel} is a directory")));
+        }
+        if walk(&self.build, false).files.len() >= MAX_BUILD_FILES {
             return Err(WriteError::Rejected(format!(
                 "build/ holds {MAX_BUILD_FILES} files already; write fewer, larger artifacts"
             )));
         }
-        let tmp = dir.join(format!(".rumi-tmp-{}", crate::fsutil::unique_stamp()));
-        let written = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            // No fsync: an artifact lives as long as its run, and a run a crash cuts is failed
-            // at the next start anyway; the rename alone keeps readers from a half-written file.
-            f.write_all(bytes)?;
-            fs::rename(&tmp, &target)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written.map_err(WriteError::Io)
+        let tmp = format!(".rumi-tmp-{}", crate::fsutil::unique_stamp());
+        // No fsync: an artifact lives as long as its run, and a run a crash cuts is failed at
+        // the next start anyway; the rename alone keeps readers from a half-written file.
+        fsat::write_replace(&dir, &tmp, name, bytes, 0o644).map_err(WriteError::Io)
     }
 
     /// Keeps a copy of `build/<rel>` as version `name` under `versions/` (for `diff`).
@@ -324,12 +315,7 @@ impl RunFiles {
         if name.contains('/') || name.starts_with('.') {
             return None;
         }
-        let path = self.run_dir.join("versions").join(name);
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .ok()?;
+        let f = fsat::open_file(&self.run_dir.join("versions"), name).ok()?;
         let mut buf = Vec::new();
         f.take(crate::skills::MAX_ARTIFACT_BYTES as u64)
             .read_to_end(&mut buf)
@@ -345,12 +331,6 @@ pub enum WriteError {
     Rejected(String),
     #[error("{0}")]
     Io(#[from] io::Error),
-}
-
-fn shown_prefix(rel: &str, dir: &Path, build: &Path) -> String {
-    dir.strip_prefix(build)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| rel.to_string())
 }
 
 /// The one entry of `dir` whose name equals `name` ignoring case (Unicode lower case), if
@@ -376,55 +356,63 @@ fn unique_case_match(dir: &Path, name: &str) -> Option<String> {
     found
 }
 
-/// Walks `root` without following links (a link is listed as a file, never entered).
+/// Walks `root` without following links (a link is listed as a file, never entered), through
+/// directory descriptors (see [`fsat::entries`]).
 fn walk(root: &Path, hide_build: bool) -> Snapshot {
     let mut snap = Snapshot::default();
-    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
     let mut seen = 0usize;
-    while let Some((dir, prefix, depth)) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            seen += 1;
-            if seen > MAX_WALK_ENTRIES {
-                snap.truncated = true;
-                return snap;
-            }
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with(".rumi-tmp-") {
-                continue;
-            }
-            if hide_build && prefix.is_empty() && name == "build" {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let Ok(m) = entry.metadata() else { continue };
-            if m.file_type().is_dir() {
-                if depth + 1 >= MAX_WALK_DEPTH {
-                    snap.truncated = true;
-                    continue;
-                }
-                stack.push((entry.path(), rel, depth + 1));
-            } else {
-                snap.files.insert(
-                    rel,
-                    Stamp {
-                        size: m.len(),
-                        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-                        ino: m.ino(),
-                    },
-                );
-            }
-        }
+    if let Ok(dir) = fsat::open_dir(root) {
+        walk_fd(&dir, "", 0, hide_build, &mut seen, &mut snap);
     }
     snap
+}
+
+fn walk_fd(
+    dir: &std::os::fd::OwnedFd,
+    prefix: &str,
+    depth: usize,
+    hide_build: bool,
+    seen: &mut usize,
+    snap: &mut Snapshot,
+) {
+    let Ok(mut list) = fsat::entries(dir) else {
+        return;
+    };
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, is_dir, m) in list {
+        *seen += 1;
+        if *seen > MAX_WALK_ENTRIES {
+            snap.truncated = true;
+            return;
+        }
+        if hide_build && prefix.is_empty() && name == "build" {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if is_dir {
+            if depth + 1 >= MAX_WALK_DEPTH {
+                snap.truncated = true;
+                continue;
+            }
+            if let Ok(sub) = fsat::open_subdir(dir, &name) {
+                walk_fd(&sub, &rel, depth + 1, hide_build, seen, snap);
+            }
+        } else {
+            snap.files.insert(
+                rel,
+                Stamp {
+                    size: m.len(),
+                    mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                    ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+                    ino: m.ino(),
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]

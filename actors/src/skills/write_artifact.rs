@@ -219,6 +219,16 @@ impl Handler<DelegateWrite> for WriteArtifact {
 /// answers (version, name).
 fn record_version(ctx: &RunContext, rel: &str) -> Option<(u32, String)> {
     let base = artifact_name(rel);
+    {
+        let mut owners = ctx.owners.lock();
+        match owners.get(&base) {
+            Some(owner) if owner != rel => return None,
+            Some(_) => {}
+            None => {
+                owners.insert(base.clone(), rel.to_string());
+            }
+        }
+    }
     let mut versions = ctx.versions.lock();
     let current = versions.get(rel).copied().unwrap_or(0);
     if current > 0 {
@@ -248,6 +258,15 @@ fn read_build(files: &RunFiles, rel: &str) -> Option<Vec<u8>> {
 
 /// Writes `bytes` to `build/<rel>` after the guard admitted them; the result of §14.
 async fn store(ctx: Arc<RunContext>, rel: String, bytes: Vec<u8>) -> Outcome {
+    let name = artifact_name(&rel);
+    if let Some(owner) = ctx.owners.lock().get(&name).filter(|o| **o != rel) {
+        let mut o = Outcome::err(
+            "path_rejected",
+            format!("build/{rel} would be artifact {name}, which is build/{owner}'s: choose another file name"),
+        );
+        o.tally.tool_calls_executed += 1;
+        return o;
+    }
     let admitted = ctx
         .guard
         .send(ChargeDisk {
@@ -373,6 +392,12 @@ pub async fn template(ctx: Arc<RunContext>, args: Value) -> Outcome {
             }
             let path = read_path(raw).map_err(|e| Outcome::err("path_rejected", e.0))?;
             let found = match ctx.files.resolve(&path, true) {
+                Resolve::Found(r) if super::read_ref::is_skill_script(&r.shown) => {
+                    return Err(Outcome::err(
+                        "invalid_arguments",
+                        format!("{raw} is a script: scripts are executed, not read"),
+                    ))
+                }
                 Resolve::Found(r) if !r.is_dir => r,
                 Resolve::Found(_) => {
                     return Err(Outcome::err(
@@ -436,6 +461,12 @@ fn side(ctx: &RunContext, s: &str) -> Result<String, Outcome> {
     } else {
         let path = read_path(s).map_err(|e| Outcome::err("path_rejected", e.0))?;
         match ctx.files.resolve(&path, true) {
+            Resolve::Found(r) if super::read_ref::is_skill_script(&r.shown) => {
+                return Err(Outcome::err(
+                    "invalid_arguments",
+                    format!("{s} is a script: scripts are executed, not read"),
+                ))
+            }
             Resolve::Found(r) if !r.is_dir => ctx
                 .files
                 .read(&r, MAX_ARTIFACT_BYTES)

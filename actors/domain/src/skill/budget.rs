@@ -220,6 +220,23 @@ impl Ledger {
     }
 
     /// What is left, `elapsed_ms` into the run.
+    /// Whether a request of (at least) `tokens` can still be paid for: checked before it is
+    /// sent, so one huge request cannot overshoot the budget by its whole size.
+    pub fn admit_request(&self, tokens: u64) -> Result<(), Which> {
+        if self.total_tokens().saturating_add(tokens) > self.budgets.token_budget {
+            Err(Which::Tokens)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Disk bytes the run may still write.
+    pub fn disk_left(&self) -> u64 {
+        self.budgets
+            .disk_limit_bytes()
+            .saturating_sub(self.disk_bytes)
+    }
+
     pub fn remaining(&self, elapsed_ms: u64) -> RemainingBudgets {
         let left_bytes = self
             .budgets

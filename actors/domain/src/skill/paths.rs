@@ -102,7 +102,16 @@ pub fn check_argv_item(item: &str) -> Result<(), PathRejected> {
     if let Some((_, value)) = item.split_once('=') {
         check_argv_value(item, value)?;
     }
-    if item.starts_with('-') {
+    if let Some(flag) = item.strip_prefix('-') {
+        // `-o/etc/x`, `-o../x`, `-I~/x`: a short option with its value attached. The value
+        // starts where the option's name (letters, digits, `-`, `_`) meets a path character.
+        let name_end = flag
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(flag.len());
+        let value = &flag[name_end..];
+        if value.starts_with(['/', '.', '~']) {
+            check_argv_value(item, value)?;
+        }
         return Ok(());
     }
     check_argv_value(item, item)
@@ -346,6 +355,24 @@ mod tests {
                     prop_assert!(depth >= 0);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_option_with_its_path_attached_is_checked() {
+        for bad in ["-o/etc/x", "-o../x", "-I~/x", "--out/../../x"] {
+            assert!(check_argv_item(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "-v",
+            "-ofile.txt",
+            "-o./build/x",
+            "--mode=fast",
+            "-n3",
+            "--",
+            "-",
+        ] {
+            assert!(check_argv_item(ok).is_ok(), "{ok}");
         }
     }
 }

@@ -11,6 +11,10 @@ const DIFF_MAX_BYTES: usize = 16 * 1024;
 const DIFF_CONTEXT: usize = 1;
 const TEMPLATE_MAX_DEPTH: usize = 8;
 const TEMPLATE_MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// Most loop bodies one expansion renders, all loops together: nested `{{#each}}` over long
+/// lists with empty bodies grow no output, so the output cap alone would never stop them
+/// (four levels over 20 000 items are 1.6e17 iterations).
+const TEMPLATE_MAX_ITERATIONS: usize = 1_000_000;
 
 /// Headings and the first sentence of each paragraph, at most 1200 characters. Fenced code is
 /// skipped (its first line is rarely a summary).
@@ -189,7 +193,8 @@ fn lcs_ops(a: &[&str], b: &[&str]) -> Vec<Op> {
 /// values as JSON. A missing key is an error naming it; the output is capped at 4 MiB.
 pub fn expand_template(template: &str, data: &Value) -> Result<String, String> {
     let mut out = String::new();
-    render(template, data, None, 0, &mut out)?;
+    let mut budget = TEMPLATE_MAX_ITERATIONS;
+    render(template, data, None, 0, &mut out, &mut budget)?;
     Ok(out)
 }
 
@@ -199,6 +204,7 @@ fn render(
     this: Option<&Value>,
     depth: usize,
     out: &mut String,
+    budget: &mut usize,
 ) -> Result<(), String> {
     let mut rest = tpl;
     while let Some(open) = rest.find("{{") {
@@ -225,7 +231,12 @@ fn render(
                 )
             })?;
             for item in items {
-                render(body, root, Some(item), depth + 1, out)?;
+                *budget = budget.checked_sub(1).ok_or_else(|| {
+                    format!(
+                        "template loops render more than {TEMPLATE_MAX_ITERATIONS} bodies in all; loop over shorter lists"
+                    )
+                })?;
+                render(body, root, Some(item), depth + 1, out, budget)?;
             }
         } else if tag == "/each" {
             return Err("template has a {{/each}} without a matching {{#each …}}".into());
@@ -406,5 +417,15 @@ mod tests {
         assert!(expand_template("{{#each l}}{{s}}{{/each}}", &big)
             .unwrap_err()
             .contains("4 MiB"));
+    }
+
+    #[test]
+    fn nested_loops_with_empty_bodies_stop_at_the_iteration_budget() {
+        let items: Vec<u32> = (0..20_000).collect();
+        let data = serde_json::json!({"l": items});
+        let tpl =
+            "{{#each l}}{{#each l}}{{#each l}}{{#each l}}{{/each}}{{/each}}{{/each}}{{/each}}";
+        let err = expand_template(tpl, &data).unwrap_err();
+        assert!(err.contains("bodies"), "{err}");
     }
 }
