@@ -118,8 +118,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let home = tempfile::tempdir().unwrap();
-    skill(home.path());
+    // One home per kernel (a home is locked by the kernel that serves it).
+    let homes: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    for h in &homes {
+        skill(h.path());
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = reqwest::Client::new();
     let mut summary = Summary::default();
@@ -129,8 +132,8 @@ fn main() {
         supervisor: (0..TURNS).map(|t| cheap_turn(t, n)).collect(),
         ..Policy::default()
     };
-    let one = start(home.path(), plan(1), None);
-    let many = start(home.path(), plan(16), None);
+    let one = start(homes[0].path(), plan(1), None);
+    let many = start(homes[1].path(), plan(16), None);
     let mut per_call = Vec::new();
     let (mut w1, mut w16) = (Vec::new(), Vec::new());
     rt.block_on(async {
@@ -216,7 +219,7 @@ fn main() {
         "expected_outputs": [{"path": "build/report.md", "kind": "markdown"}, {"path": "build/data.json", "kind": "json"}],
     });
     let b = start(
-        home.path(),
+        homes[2].path(),
         Policy {
             supervisor: twelve.clone(),
             ..Policy::default()
@@ -269,7 +272,7 @@ fn main() {
     let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rumi-skill-trace.json");
     let _ = std::fs::remove_file(&trace);
     let b = start(
-        home.path(),
+        homes[3].path(),
         Policy {
             supervisor: twelve,
             ..Policy::default()
