@@ -49,14 +49,15 @@ fn skill(home: &Path) {
     .unwrap();
 }
 
-/// A turn of `n` cheap calls: reads of small references (already loaded after the first: the
-/// read cache answers) and writes of small artifacts, alternating.
+/// A turn of `n` cheap calls: writes of small artifacts and reads of small references (already
+/// loaded after the first: the read cache answers), alternating, a write first.
 fn cheap_turn(turn: usize, n: usize) -> Move {
     let calls: Vec<(String, Value)> = (0..n)
         .map(|i| {
-            if i % 2 == 0 {
+            if i % 2 == 1 {
                 ("read_ref".to_string(), json!({"path": format!("references/r{}.md", i % 4)}))
             } else {
+                // A write of new content every other call: the run keeps making progress.
                 (
                     "write_artifact".to_string(),
                     json!({"path": format!("t{turn}/f{i}.md"), "content": format!("# {turn} {i}\n")}),
@@ -173,11 +174,17 @@ fn main() {
     drop(many);
 
     // 2. A 12-step run end to end, and where its time goes.
+    // Twelve tool calls in eleven turns; progress often enough that the run never stalls
+    // (list_files and blackboard_put, then diff and validate, each earn a micro-reflect).
     let twelve = vec![
         Move::Turn(Turn::calls(&[("read_skill_md", json!({}))])),
         Move::Turn(Turn::calls(&[(
             "read_ref",
             json!({"path": "references/a.md"}),
+        )])),
+        Move::Turn(Turn::calls(&[(
+            "read_ref",
+            json!({"path": "references/r0.md"}),
         )])),
         Move::Turn(Turn::calls(&[(
             "run_script",
@@ -194,7 +201,10 @@ fn main() {
             ),
         ])),
         Move::Turn(Turn::calls(&[("list_files", json!({"glob": "build/**"}))])),
-        Move::Turn(Turn::calls(&[("validate", json!({}))])),
+        Move::Turn(Turn::calls(&[(
+            "blackboard_put",
+            json!({"key": "n", "value": 3}),
+        )])),
         Move::Turn(Turn::calls(&[(
             "write_artifact",
             json!({"path": "report.md", "content": "# Report\n\nThree, see [data](data.json).\n"}),
@@ -202,10 +212,6 @@ fn main() {
         Move::Turn(Turn::calls(&[(
             "diff",
             json!({"a": "act.report@1", "b": "act.report@2"}),
-        )])),
-        Move::Turn(Turn::calls(&[(
-            "blackboard_put",
-            json!({"key": "n", "value": 3}),
         )])),
         Move::Turn(Turn::calls(&[("validate", json!({}))])),
         Move::Turn(Turn::calls(&[(
@@ -237,10 +243,9 @@ fn main() {
             assert_eq!(r["metrics"]["tool_calls"], 12);
             walls.push(ms);
             for e in r["evidence_summary"].as_array().unwrap() {
-                let d = e["decide_ms"].as_f64().unwrap_or(0.0);
-                decide += d;
+                decide += e["decide_ms"].as_f64().unwrap_or(0.0);
                 *by.entry(e["tool"].as_str().unwrap().to_string())
-                    .or_default() += e["cost"]["time_ms"].as_f64().unwrap_or(0.0) - d;
+                    .or_default() += e["tool_ms"].as_f64().unwrap_or(0.0);
             }
         }
     });
@@ -255,7 +260,7 @@ fn main() {
         format!("{:.1}", pct(&walls, 0.9)),
     );
     summary.add(
-        "  of which model turns (11, scripted server) ms",
+        "  of which model turns (11, scripted server; 2 reflects are in the rest) ms",
         format!("{:.1}", decide / n),
     );
     for (tool, ms) in &by {
@@ -300,7 +305,18 @@ fn main() {
         })
         .collect();
     println!("\nmessages of one traced run (µs since trace start, thread, span):");
-    for e in messages.iter().take(60) {
+    // A span is entered at each poll of its future: print each message once.
+    let mut last = String::new();
+    for e in messages.iter().take(120) {
+        let key = format!(
+            "{}{}",
+            e["name"],
+            e.get("args").map(|a| a.to_string()).unwrap_or_default()
+        );
+        if key == last {
+            continue;
+        }
+        last = key;
         println!(
             "  {:>12.1}  tid {:<4} {}  {}",
             e["ts"].as_f64().unwrap_or(0.0),
@@ -311,7 +327,12 @@ fn main() {
     }
     let to: std::collections::BTreeSet<String> = messages
         .iter()
-        .filter_map(|e| e["args"]["to"].as_str().map(str::to_string))
+        // The trace layer records a &str field with its Debug quotes.
+        .filter_map(|e| {
+            e["args"]["to"]
+                .as_str()
+                .map(|t| t.trim_matches('"').to_string())
+        })
         .collect();
     for agent in [
         "BudgetGuard",

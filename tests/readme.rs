@@ -73,7 +73,9 @@ fn the_first_run_commands_work_as_written() {
         "{first:?}"
     );
     assert!(
-        first.iter().any(|l| l.starts_with("rumi skill run release-notes")),
+        first
+            .iter()
+            .any(|l| l.starts_with("rumi skill run release-notes")),
         "{first:?}"
     );
     assert!(
@@ -86,11 +88,16 @@ fn the_first_run_commands_work_as_written() {
     // The first skill run: the shipped skills and recorded exchange, the kernel started as the
     // README says (RUMI_LLM_PROVIDER=replay with the replay file, relative to the home).
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    common::copy_dir(&repo.join("user_data/skills"), &home.path().join("user_data/skills"));
-    common::copy_dir(&repo.join("user_data/replays"), &home.path().join("user_data/replays"));
-    assert!(readme.contains(
-        "RUMI_LLM_PROVIDER=replay RUMI_LLM_REPLAY=user_data/replays/release-notes.json"
-    ));
+    common::copy_dir(
+        &repo.join("user_data/skills"),
+        &home.path().join("user_data/skills"),
+    );
+    common::copy_dir(
+        &repo.join("user_data/replays"),
+        &home.path().join("user_data/replays"),
+    );
+    assert!(readme
+        .contains("RUMI_LLM_PROVIDER=replay RUMI_LLM_REPLAY=user_data/replays/release-notes.json"));
     let k = Kernel::start(
         home.path(),
         &[

@@ -965,6 +965,33 @@ async fn the_catalog_lists_skills_with_warnings_and_diagnostics_the_skipped() {
         "{warnings}"
     );
     assert_eq!(list[1]["warnings"], json!([]));
+    // A pack's skills are listed as <pack>:<id> once the pack is approved, and not before.
+    make_pack(
+        home.path(),
+        "skilled",
+        &[(
+            "b.py",
+            "def run(input_data, context=None):\n    return {}\n",
+        )],
+    );
+    write(
+        home.path(),
+        "ecosystem/skilled/backend/skills/tidy/SKILL.md",
+        "---\nname: tidy\ndescription: A pack's skill.\n---\nbody\n",
+    );
+    let (_, scanned) = k.post("/api/packs/scan", json!({})).await;
+    assert_eq!(scanned["success"], true, "{scanned}");
+    let listed = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["skill_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!listed(&k.get("/api/skills").await.1).contains(&"skilled:tidy".to_string()));
+    k.approve("skilled").await;
+    assert!(listed(&k.get("/api/skills").await.1).contains(&"skilled:tidy".to_string()));
     let (_, d) = k.get("/api/diagnostics").await;
     let skipped = d["data"]["skills"].as_array().unwrap();
     let skipped_ids: Vec<&str> = skipped
@@ -1071,6 +1098,20 @@ async fn the_cli_lists_and_runs_skills_with_a_line_per_step() {
             .unwrap()
             < 50_000
     );
+    let id = result["run_id"].as_str().unwrap();
+    let out = cli(&["skill", "status", id]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("validated") && table.contains("build/note.md"),
+        "{table}"
+    );
+    let out = cli(&["--json", "skill", "status", id]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run_id"], id);
+    let out = cli(&["skill", "artifact", id, "build/note.md"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "# Note\n");
+    let out = cli(&["skill", "artifact", id, "build/../result.json"]);
+    assert!(!out.status.success());
     k.stop();
 }
 
@@ -1204,4 +1245,49 @@ async fn a_run_cut_by_kill_9_is_failed_at_the_next_start_and_the_run_cap_holds()
         "{v}"
     );
     k.stop();
+}
+
+/// The key from the secrets store, named in `user_data/settings/llm.json`: sent to the model,
+/// and nowhere else.
+#[tokio::test]
+async fn the_key_can_come_from_a_secret_named_in_llm_json() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    notes_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::Anthropic,
+        policy(vec![
+            calls(&[(
+                "write_artifact",
+                json!({"path": "note.md", "content": "# Note\n"}),
+            )]),
+            calls(&[("validate", json!({}))]),
+            calls(&[("finish", json!({"summary": "ok"}))]),
+        ]),
+    );
+    write(
+        home.path(),
+        "user_data/settings/llm.json",
+        &json!({"provider": "anthropic", "base_url": model.base_url(), "model": "scripted", "api_key_secret": "LLM_KEY"}).to_string(),
+    );
+    let k = Kernel::start(home.path(), &[]);
+    let secret = "sk-ant-FROM-THE-STORE-77";
+    let (s, v) = k
+        .post(
+            "/api/secrets/set",
+            json!({"key": "LLM_KEY", "value": secret}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (status, r) = run(&k, note_input(json!({}))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["exit_reason"], "validated", "{r:#}");
+    assert!(model
+        .requests()
+        .iter()
+        .all(|q| q.header("x-api-key") == Some(secret)));
+    k.stop();
+    assert!(!everything_written(home.path()).contains(secret));
 }

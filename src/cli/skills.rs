@@ -122,7 +122,11 @@ pub async fn run(c: &Client, out: &Out, cmd: SkillCommand) -> Result<Option<supe
         }
         SkillCommand::Status { run_id } => {
             let r = c.get(&format!("/api/skills/runs/{}", enc(&run_id))).await?;
-            out.print_json(&r);
+            if out.json {
+                out.print_json(&r);
+            } else {
+                status_table(out, &r);
+            }
             Ok(None)
         }
         SkillCommand::Artifact {
@@ -174,6 +178,58 @@ async fn list(c: &Client, out: &Out) -> Result<()> {
         .collect();
     out.table(&["skill", "description", "warnings"], rows);
     Ok(())
+}
+
+/// `rumi skill status`: the run in one table, then its artifacts and what is unmet.
+fn status_table(out: &Out, r: &Value) {
+    let m = &r["metrics"];
+    let exit = if r["exit_reason"].is_null() {
+        "(running)".to_string()
+    } else {
+        text(&r["exit_reason"])
+    };
+    out.table(
+        &[
+            "run",
+            "skill",
+            "status",
+            "exit",
+            "tool calls",
+            "tokens in/out",
+            "isolation",
+        ],
+        vec![vec![
+            cell(&r["run_id"]),
+            cell(&r["skill_id"]),
+            cell(&r["status"]),
+            Cell::new(clean(&exit)),
+            cell(&m["tool_calls"]),
+            Cell::new(format!(
+                "{}/{}",
+                text(&m["input_tokens"]),
+                text(&m["output_tokens"])
+            )),
+            cell(&r["isolation"]),
+        ]],
+    );
+    let artifacts = r["artifacts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !artifacts.is_empty() {
+        println!();
+        let rows = artifacts
+            .iter()
+            .map(|a| vec![cell(&a["path"]), cell(&a["name"]), cell(&a["bytes"])])
+            .collect();
+        out.table(&["artifact", "version", "bytes"], rows);
+    }
+    let unmet = r["unmet"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !unmet.is_empty() {
+        println!();
+        let rows = unmet
+            .iter()
+            .map(|u| vec![cell(&u["item"]), cell(&u["reason"]), cell(&u["suggestion"])])
+            .collect();
+        out.table(&["unmet", "reason", "suggestion"], rows);
+    }
 }
 
 /// One progress line: step, tool, reason, cost and what is left.

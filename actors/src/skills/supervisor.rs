@@ -35,7 +35,7 @@ use rumi_domain::skill::tools::supervisor_tools;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -202,7 +202,8 @@ impl Loop {
                 }
             };
             let turn_tokens = resp.usage.input_tokens + resp.usage.output_tokens;
-            let decide_ms = decided.elapsed().as_millis() as u64;
+            let decide = decided.elapsed();
+            let decide_ms = decide.as_millis() as u64;
             self.messages.push(ChatMessage::Assistant {
                 text: resp.text.clone(),
                 tool_calls: resp.tool_calls.clone(),
@@ -259,20 +260,17 @@ impl Loop {
                         )
                     }
                 };
+                let applied = started.elapsed();
                 let cost = Cost {
                     tokens: if i == 0 { turn_tokens } else { 0 },
-                    time_ms: started.elapsed().as_millis() as u64
-                        + if i == 0 { decide_ms } else { 0 },
+                    time_ms: applied.as_millis() as u64 + if i == 0 { decide_ms } else { 0 },
                 };
-                self.record(
-                    &name,
-                    call,
-                    &reason,
-                    cost,
-                    if i == 0 { decide_ms } else { 0 },
-                    &outcome,
-                )
-                .await;
+                let timing = Timing {
+                    decide: if i == 0 { decide } else { Duration::ZERO },
+                    applied,
+                };
+                self.record(&name, call, &reason, cost, timing, &outcome)
+                    .await;
                 let content = self.capped(&outcome.result);
                 self.messages.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
@@ -490,7 +488,7 @@ impl Loop {
         call: &ToolCall,
         reason: &str,
         cost: Cost,
-        decide_ms: u64,
+        timing: Timing,
         o: &Outcome,
     ) {
         self.tally.add(&o.tally);
@@ -559,8 +557,10 @@ impl Loop {
                 "ok": o.result.get("ok").cloned().unwrap_or(Value::Bool(false)),
                 "reason_short": lines[0].reason_short,
                 "cost": cost,
-                // Of cost.time_ms, the model call that chose this step (first call of a turn).
-                "decide_ms": decide_ms,
+                // Where cost.time_ms went, in µs-precise milliseconds: the model call that chose
+                // this step (first call of a turn only) and the step itself.
+                "decide_ms": ms3(timing.decide),
+                "tool_ms": ms3(timing.applied),
                 "diff_summary": o.diff_summary,
                 "remaining": spent.as_ref().map(|s| json!(s.remaining)),
             }));
@@ -706,6 +706,18 @@ impl Loop {
         result.unmet = unmet;
         result
     }
+}
+
+/// Where one step's time went.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    decide: Duration,
+    applied: Duration,
+}
+
+/// Milliseconds with three decimals.
+fn ms3(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The key of `budgets` a budget kind is set by.

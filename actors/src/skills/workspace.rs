@@ -305,8 +305,10 @@ impl RunFiles {
             _ => return Err(io::Error::new(io::ErrorKind::NotFound, "no such artifact")),
         };
         let (bytes, _) = self.read(&src, crate::skills::MAX_ARTIFACT_BYTES)?;
-        let dst = self.run_dir.join("versions").join(name);
-        crate::fsutil::write_atomic(&dst, &bytes, 0o600)?;
+        // Like the artifact itself, unsynced: a version lives as long as its run.
+        let dir = fsat::open_dir(&self.run_dir.join("versions"))?;
+        let tmp = format!(".rumi-tmp-{}", crate::fsutil::unique_stamp());
+        fsat::write_replace(&dir, &tmp, name, &bytes, 0o600)?;
         Ok(bytes.len() as u64)
     }
 
