@@ -5,11 +5,9 @@
 //! `tests/common/llm_server.rs`: scripting its tool calls is scripting the attacker.
 
 mod common;
-#[path = "common/llm_server.rs"]
-mod llm_server;
 
+use common::llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use common::*;
-use llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;

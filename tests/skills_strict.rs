@@ -4,11 +4,9 @@
 //! build`): skipped locally without them, a failure in CI.
 
 mod common;
-#[path = "common/llm_server.rs"]
-mod llm_server;
 
+use common::llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use common::*;
-use llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use serde_json::{json, Value};
 
 const PROBE: &str = r#"

@@ -6,6 +6,9 @@
 pub mod cli;
 pub mod pip;
 
+pub mod llm_server;
+pub mod skills;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
