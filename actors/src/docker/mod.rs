@@ -374,6 +374,20 @@ impl DockerEngine {
     }
 }
 
+/// Waits until a throw-away container (the pip builder, a skill script) stops: its exit code,
+/// or -1 when the daemon reports none.
+pub async fn wait_exit(client: &Docker, name: &str) -> i64 {
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::WaitContainerOptions {
+        condition: "not-running".into(),
+    };
+    match client.wait_container(name, Some(options)).next().await {
+        Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+        Some(Ok(r)) => r.status_code,
+        _ => -1,
+    }
+}
+
 /// Force-removes a container (kills it first); a missing one counts as removed.
 pub async fn remove(client: &Docker, name: &str) -> Result<(), String> {
     let options = RemoveContainerOptions {

@@ -10,7 +10,7 @@ use crate::docker::{describe, remove, DockerEngine};
 use crate::docker::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, Mount, MountType};
-use bollard::query_parameters::{CreateContainerOptions, LogsOptions, WaitContainerOptions};
+use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
@@ -126,16 +126,7 @@ pub async fn run_installer(
             )
             .await
             .map_err(|e| format!("starting the pip builder failed ({})", describe(&e)))?;
-        let wait = async {
-            let options = WaitContainerOptions {
-                condition: "not-running".into(),
-            };
-            match client.wait_container(&name, Some(options)).next().await {
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-                Some(Ok(r)) => r.status_code,
-                _ => -1,
-            }
-        };
+        let wait = crate::docker::wait_exit(&client, &name);
         let code = tokio::time::timeout(deadline, wait).await.map_err(|_| {
             format!(
                 "the pip builder did not finish within {}s; it was removed",

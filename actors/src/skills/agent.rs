@@ -93,7 +93,8 @@ Call fs_write with a path relative to build/ and the content. When the task is d
     }
 }
 
-/// The delegated loop: `exec` runs one of the agent's own tools (never another agent's).
+/// The delegated loop: `exec` runs the agent's own tools (never another agent's); the blackboard
+/// tools every agent shares are answered here.
 pub async fn delegated(
     ctx: Arc<RunContext>,
     kind: AgentKind,
@@ -201,9 +202,15 @@ pub async fn delegated(
                 total.tally.add(&tally);
                 return total;
             }
-            let o = if names.contains(&call.name.as_str()) && call.arguments.is_object() {
+            let o = if !call.arguments.is_object() && names.contains(&call.name.as_str()) {
+                Outcome::err("invalid_arguments", "the arguments must be a JSON object")
+            } else if call.name == "blackboard_get" {
+                blackboard_get(&ctx, &call.arguments)
+            } else if call.name == "blackboard_put" {
+                blackboard_put(&ctx, &call.arguments)
+            } else if names.contains(&call.name.as_str()) {
                 exec(Arc::clone(&ctx), call.name.clone(), call.arguments.clone()).await
-            } else if !names.contains(&call.name.as_str()) {
+            } else {
                 Outcome::err(
                     "invalid_arguments",
                     format!(
@@ -212,8 +219,6 @@ pub async fn delegated(
                         names.join(", ")
                     ),
                 )
-            } else {
-                Outcome::err("invalid_arguments", "the arguments must be a JSON object")
             };
             total.inner.push(InnerStep {
                 tool: call.name.clone(),

@@ -7,7 +7,7 @@
 //! A path outside the skill root and `build/` is `path_rejected` (never `not_found`: whether
 //! something exists outside is none of the model's business) and the run goes on.
 
-use super::agent::{blackboard_get, blackboard_put, blocking, delegated, guarded, AgentFailure};
+use super::agent::{blocking, delegated, guarded, AgentFailure};
 use super::context::{arg_str, Outcome, RunContext};
 use super::workspace::{Resolve, RunFiles};
 use actix::prelude::*;
@@ -123,11 +123,8 @@ impl Handler<DelegateRead> for ReadRef {
              -> LocalBoxFuture<'static, Outcome> {
                 async move {
                     blocking(move || match tool.as_str() {
-                        "fs_read" => read(&ctx, &args),
                         "fs_list" => list(&ctx, &args),
-                        "blackboard_get" => blackboard_get(&ctx, &args),
-                        "blackboard_put" => blackboard_put(&ctx, &args),
-                        _ => Outcome::err("invalid_arguments", "not a tool of this agent"),
+                        _ => read(&ctx, &args),
                     })
                     .await
                 }

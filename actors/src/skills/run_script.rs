@@ -13,7 +13,7 @@
 //! * The timeout is the smaller of the call's, the budget's `script_timeout_s` and the time
 //!   left; the run's deadline also cancels a running script (the runner kills it).
 
-use super::agent::{blackboard_get, blackboard_put, blocking, delegated, guarded, AgentFailure};
+use super::agent::{blocking, delegated, guarded, AgentFailure};
 use super::budget_guard::ChargeWritten;
 use super::context::{arg_str, Outcome, RunContext};
 use super::script::{Interpreter, ScriptJob};
@@ -82,18 +82,10 @@ impl Handler<DelegateScript> for RunScript {
         let ctx = Arc::clone(&self.ctx);
         Box::pin(guarded("RunScript", async move {
             let exec = |ctx: Arc<RunContext>,
-                        tool: String,
+                        _tool: String,
                         args: Value|
              -> LocalBoxFuture<'static, Outcome> {
-                async move {
-                    match tool.as_str() {
-                        "script_run" => run(ctx, args).await,
-                        "blackboard_get" => blackboard_get(&ctx, &args),
-                        "blackboard_put" => blackboard_put(&ctx, &args),
-                        _ => Outcome::err("invalid_arguments", "not a tool of this agent"),
-                    }
-                }
-                .boxed_local()
+                async move { run(ctx, args).await }.boxed_local()
             };
             delegated(ctx, AgentKind::RunScript, &msg.task, &exec).await
         }))

@@ -20,7 +20,7 @@ use crate::docker::{describe, remove, DockerEngine};
 use crate::docker::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, Mount, MountType};
-use bollard::query_parameters::{CreateContainerOptions, LogsOptions, WaitContainerOptions};
+use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -244,16 +244,7 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
         )
         .await
         .map_err(|e| format!("starting the script's container failed ({})", describe(&e)))?;
-    let wait = async {
-        let options = WaitContainerOptions {
-            condition: "not-running".into(),
-        };
-        match client.wait_container(&name, Some(options)).next().await {
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Ok(r)) => r.status_code,
-            _ => -1,
-        }
-    };
+    let wait = crate::docker::wait_exit(&client, &name);
     let code = match tokio::time::timeout(job.timeout, wait).await {
         Ok(code) => code,
         Err(_) => {

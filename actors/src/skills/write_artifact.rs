@@ -6,7 +6,7 @@
 //! Direct mode (`{path, content}`) or delegated (`{task}`: its own loop over `fs_write`, the
 //! blackboard tools and `done`).
 
-use super::agent::{blackboard_get, blackboard_put, blocking, delegated, guarded, AgentFailure};
+use super::agent::{blocking, delegated, guarded, AgentFailure};
 use super::budget_guard::ChargeDisk;
 use super::context::{arg_str, Outcome, RunContext};
 use super::workspace::{Resolve, RunFiles, WriteError};
@@ -197,18 +197,10 @@ impl Handler<DelegateWrite> for WriteArtifact {
         let ctx = Arc::clone(&self.ctx);
         Box::pin(guarded("WriteArtifact", async move {
             let exec = |ctx: Arc<RunContext>,
-                        tool: String,
+                        _tool: String,
                         args: Value|
              -> LocalBoxFuture<'static, Outcome> {
-                async move {
-                    match tool.as_str() {
-                        "fs_write" => write(ctx, args).await,
-                        "blackboard_get" => blackboard_get(&ctx, &args),
-                        "blackboard_put" => blackboard_put(&ctx, &args),
-                        _ => Outcome::err("invalid_arguments", "not a tool of this agent"),
-                    }
-                }
-                .boxed_local()
+                async move { write(ctx, args).await }.boxed_local()
             };
             delegated(ctx, AgentKind::WriteArtifact, &msg.task, &exec).await
         }))
