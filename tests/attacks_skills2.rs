@@ -305,3 +305,55 @@ async fn many_small_files_are_not_a_disk_budget_breach() {
         "a 48 KB script output was stopped as a disk budget breach: {r:#} {res:#?}"
     );
 }
+
+/// CPU seconds (user + system) the process has used, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; `rest` starts at field 3.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+// Finding 6. Attack: the template fix caps loop *bodies* (1e6 in all), not the work in one
+// body. `templates/slow.md` (under the 1 MiB template cap) is one `{{#each l}}` whose body is
+// 190 000 `{{e}}` tags, with `data = {l: 100 000 zeros, e: ""}` (200 KB, under the 256 KiB data
+// cap): 1e5 bodies, far under the cap, each re-scanning 1 MB and doing 190 000 lookups that
+// print nothing (so the 4 MiB output cap never trips either) — ~2e10 lookups. It runs in
+// `spawn_blocking`, which the run's deadline cannot cancel. Impact: the first review's finding
+// 1 again — the run ends on its time budget, its slot is freed, a core stays pinned for
+// minutes per call; a few runs take the host down. Where: domain `text.rs::render` (budget
+// per body, not per tag/byte), write_artifact.rs::template. Fix: charge the budget per tag
+// rendered (and per byte scanned), or give the expansion a deadline/cancel flag it checks.
+#[tokio::test]
+#[ignore = "finding 6: a template with 1e5 bodies of 190 000 empty tags pins a core after the run"]
+async fn a_wide_template_body_stops_working_when_the_run_ends() {
+    let home = fresh_home();
+    attack_skill(home.path(), &[]);
+    let body = "{{e}}".repeat(190_000);
+    write(
+        home.path(),
+        "user_data/skills/target/templates/slow.md",
+        &format!("{{{{#each l}}}}{body}{{{{/each}}}}done\n"),
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![calls(&[(
+            "template_expand",
+            json!({"template_path": "templates/slow.md", "data": {"l": vec![0; 100_000], "e": ""}, "out_path": "out.md"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let r = run_ok(&k, input(json!({"time_budget_ms": 2000}))).await;
+    assert!(r["exit_reason"].is_string(), "{r:#}");
+    let pid = k.child.id();
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    k.stop();
+    assert!(
+        used < 1.0,
+        "the kernel burned {used:.1} CPU s in 3 s after the run ended: the expansion still runs"
+    );
+}
