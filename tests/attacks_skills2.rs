@@ -357,3 +357,46 @@ async fn a_wide_template_body_stops_working_when_the_run_ends() {
         "the kernel burned {used:.1} CPU s in 3 s after the run ended: the expansion still runs"
     );
 }
+
+// Finding 4, strict mode. The same burst in a container: the `fsize` ulimit is per file and
+// `/skill/build` is a plain bind mount of the host's build/, so 64 files of 1 000 000 bytes
+// land on the host's disk before the 200 ms watch can stop the container, for a 1 MiB budget.
+#[tokio::test]
+#[ignore = "finding 4 (strict): a burst in a container leaves 64 MB in build/ for a 1 MB budget"]
+async fn a_burst_in_a_container_cannot_pass_the_disk_budget() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let burst = "import os\nblob = b'\\0' * 1000000\n\
+        for i in range(64):\n    with open('build/f%d' % i, 'wb') as f:\n        f.write(blob)\n\
+        print('{}')\n";
+    attack_skill(home.path(), &[("burst.py", burst)]);
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/burst.py"}),
+        )])]),
+    );
+    let base = model.base_url();
+    let k = Kernel::start_mode(
+        home.path(),
+        &[
+            ("RUMI_LLM_PROVIDER", "openai"),
+            ("RUMI_LLM_BASE_URL", &base),
+            ("RUMI_LLM_MODEL", "scripted"),
+        ],
+        false,
+    );
+    let r = run_ok(&k, input(json!({"disk_write_limit_mb": 1}))).await;
+    k.stop();
+    assert_eq!(r["isolation"], "container", "{r:#}");
+    let on_disk = bytes_under(&run_dir(home.path(), &r).join("build"));
+    assert!(
+        on_disk <= 4 * 1024 * 1024,
+        "a strict run with a 1 MiB disk budget left {} MiB in build/ ({})",
+        on_disk / (1024 * 1024),
+        r["exit_reason"]
+    );
+}
