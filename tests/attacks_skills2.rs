@@ -400,3 +400,54 @@ async fn a_burst_in_a_container_cannot_pass_the_disk_budget() {
         r["exit_reason"]
     );
 }
+
+// Finding 7. Attack (permissive mode): the argv check is lexical, but in the host view
+// `build` is a link to `../build`, so `build/..` is the run's workspace, not the skill root.
+// `build/../versions/act.out@1` passes `check_argv_item` (depth never below 0) and a benign
+// skill script that writes to its argv path (`scripts/save.py`, "save to <path>") overwrites
+// the kept version of build/out.md — the same reaches `io/`, `result.json` while the run is
+// live, and `root/` (whose entries link into the skill). Impact: the model forges the
+// history `diff` compares against (evidence integrity), through a script that was never
+// meant to write outside build/. Where: domain paths.rs::check_argv_item (no notion of the
+// view's links), script.rs::host_view (`build -> ../build`). Fix: make the view's `build` a
+// real directory boundary (bind mount in a mount namespace), or refuse `..` after a `build`
+// component in argv (and in any path a host script is handed).
+#[tokio::test]
+#[ignore = "finding 7: argv build/../versions/… passes the check and a host script overwrites a kept version"]
+async fn argv_cannot_reach_the_run_workspace_through_build_dotdot() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let save = "import sys, os\nos.makedirs(os.path.dirname(sys.argv[1]) or '.', exist_ok=True)\n\
+        open(sys.argv[1], 'w').write('FORGED\\n')\nprint('{}')\n";
+    attack_skill(home.path(), &[("save.py", save)]);
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![
+            calls(&[(
+                "write_artifact",
+                json!({"path": "out.md", "content": "ONE\n"}),
+            )]),
+            calls(&[(
+                "run_script",
+                json!({"path": "scripts/save.py", "argv": ["build/../versions/act.out@1"]}),
+            )]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let r = run_ok(&k, input(json!({}))).await;
+    k.stop();
+    let res = supervisor_results(&model.requests());
+    let versions = run_dir(home.path(), &r).join("versions");
+    let forged: Vec<String> = std::fs::read_dir(&versions)
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("FORGED")))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "a script handed `build/../versions/act.out@1` rewrote kept versions {forged:?}: {res:#?}"
+    );
+}
