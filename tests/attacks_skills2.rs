@@ -451,3 +451,35 @@ async fn argv_cannot_reach_the_run_workspace_through_build_dotdot() {
         "a script handed `build/../versions/act.out@1` rewrote kept versions {forged:?}: {res:#?}"
     );
 }
+
+// Finding 8 (regression). The `-o/path` fix takes the value of an attached short option to
+// start at the first character that is not a letter, digit, `-` or `_`: in `-obuild/out.md`
+// (cc, pandoc, tar style: `-o<file>` relative to the skill) that is the `/` *inside* the
+// relative path, so `/out.md` is checked and refused as "an absolute path". The same for
+// `-Ireferences/inc`, `-Lbuild/lib`. Impact: a skill whose documented call is `-obuild/x`
+// cannot be run; the model is told a relative path is absolute. Where: domain
+// paths.rs::check_argv_item (`name_end`). Fix: a short option's name is one character
+// (`-o` + value), or check the value from after the option letter(s) only when it then starts
+// with `/`, `.` or `~`.
+#[tokio::test]
+#[ignore = "finding 8: argv `-obuild/out.md` is refused as an absolute path (regression)"]
+async fn an_attached_relative_short_option_runs() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let echo = "import json, sys\nprint(json.dumps({'argv': sys.argv[1:]}))\n";
+    attack_skill(home.path(), &[("echo.py", echo)]);
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/echo.py", "argv": ["-obuild/out.md", "-Ireferences/inc"]}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let _ = run_ok(&k, input(json!({}))).await;
+    k.stop();
+    let res = supervisor_results(&model.requests());
+    assert_eq!(res[0]["ok"], true, "{res:#?}");
+}
