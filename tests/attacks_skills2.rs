@@ -22,7 +22,11 @@ fn attack_skill(home: &Path, scripts: &[(&str, &str)]) {
          # Target\n\nRun the scripts under `scripts/`.\n",
     );
     for (name, body) in scripts {
-        write(home, &format!("user_data/skills/target/scripts/{name}"), body);
+        write(
+            home,
+            &format!("user_data/skills/target/scripts/{name}"),
+            body,
+        );
     }
 }
 
@@ -97,7 +101,11 @@ async fn a_host_script_cannot_read_the_api_token_file() {
     attack_skill(home.path(), &[]);
     // The token file of an installation started without RUMI_API_TOKEN (the harness sets the
     // variable, so the file is written here as `rumi serve` would on first start).
-    write(home.path(), "user_data/api_token", "rumi-ATTACK-TOKEN-5150\n");
+    write(
+        home.path(),
+        "user_data/api_token",
+        "rumi-ATTACK-TOKEN-5150\n",
+    );
     std::fs::set_permissions(
         home.path().join("user_data/api_token"),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -217,7 +225,10 @@ async fn a_script_cannot_write_past_the_disk_budget_beside_build() {
     attack_skill(home.path(), &[("fill.py", fill)]);
     let model = ScriptedModel::start(
         Flavor::OpenAi,
-        policy(vec![calls(&[("run_script", json!({"path": "scripts/fill.py"}))])]),
+        policy(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/fill.py"}),
+        )])]),
     );
     let k = kernel_with(home.path(), &model, "openai", &[]);
     let r = run_ok(&k, input(json!({"disk_write_limit_mb": 1}))).await;
@@ -294,7 +305,10 @@ async fn many_small_files_are_not_a_disk_budget_breach() {
     attack_skill(home.path(), &[("many.py", many)]);
     let model = ScriptedModel::start(
         Flavor::OpenAi,
-        policy(vec![calls(&[("run_script", json!({"path": "scripts/many.py"}))])]),
+        policy(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/many.py"}),
+        )])]),
     );
     let k = kernel_with(home.path(), &model, "openai", &[]);
     let r = run_ok(&k, input(json!({}))).await;
@@ -482,4 +496,93 @@ async fn an_attached_relative_short_option_runs() {
     k.stop();
     let res = supervisor_results(&model.requests());
     assert_eq!(res[0]["ok"], true, "{res:#?}");
+}
+
+// Finding 9. Attack (a pack author; TOCTOU in `still_approved`): the check before each tool
+// call reads the pack's *recorded* state, which the registry updates from inotify (50 ms
+// settle) or, for a write inotify cannot see — through a hard link from outside the pack's
+// directory, e.g. the pack's data directory on the same file system — from the stat sweep
+// every 2 s. The pack's reference is rewritten through such a link just as the model asks for
+// it: `read_ref` runs ~250 ms later, before any sweep noticed, and serves the unapproved
+// content (most runs: the sweep falls in that window ~1 time in 8). Impact: the first
+// review's finding 9 stays open for a window of up to 2 s after each change — enough for
+// content the operator never approved to reach the model or run as a script. Where:
+// supervisor.rs / agent.rs (`still_approved` = pack_state), registry/watch.rs (SWEEP). Fix:
+// verify the files a tool call is about to use against the approval's hashes (stat-cached,
+// per call: read_ref/run_script/template) rather than trusting the last sweep.
+#[tokio::test]
+#[ignore = "finding 9: a pack file changed through a hard link is served before the 2 s sweep notices"]
+async fn a_pack_skill_never_serves_a_file_changed_through_a_hard_link() {
+    let home = fresh_home();
+    make_pack(home.path(), "skp", &[]);
+    write(
+        home.path(),
+        "ecosystem/skp/backend/skills/s/SKILL.md",
+        "---\nname: s\ndescription: A pack's skill. Use it in tests.\n---\nRead `references/r.md`.\n",
+    );
+    let r_md = home
+        .path()
+        .join("ecosystem/skp/backend/skills/s/references/r.md");
+    write(
+        home.path(),
+        "ecosystem/skp/backend/skills/s/references/r.md",
+        "ORIGINAL\n",
+    );
+    // Same content, one more name: the approval hashes the same bytes.
+    let outside = home.path().join("pack-data-link.md");
+    std::fs::hard_link(&r_md, &outside).unwrap();
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        common::llm_server::Policy {
+            supervisor: vec![
+                calls(&[("read_skill_md", json!({}))]),
+                calls(&[("read_ref", json!({"path": "references/r.md"}))]),
+            ],
+            delay: Duration::from_millis(250),
+            ..common::llm_server::Policy::default()
+        },
+    );
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    k.approve("skp").await;
+    let mut inp = input(json!({}));
+    inp["skill_id"] = json!("skp:s");
+    let (status, body) = k.post("/api/skills/run?async=true", inp).await;
+    assert_eq!(status, 202, "{body:#}");
+    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
+    // The second supervisor request is the one whose answer is `read_ref`.
+    until(10, "the model to be asked a second time", || async {
+        (model
+            .requests()
+            .iter()
+            .filter(|r| !r.is_sub_agent())
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&outside)
+            .unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(b"TAMPERED\n").unwrap();
+    }
+    let r = until(30, "the run to end", || async {
+        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
+        (!v["data"]["exit_reason"].is_null()).then(|| v["data"].clone())
+    })
+    .await;
+    k.stop();
+    let sent: String = model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        !sent.contains("TAMPERED"),
+        "a pack file changed after approval reached the model (exit {})",
+        r["exit_reason"]
+    );
 }
