@@ -586,3 +586,68 @@ async fn a_pack_skill_never_serves_a_file_changed_through_a_hard_link() {
         r["exit_reason"]
     );
 }
+
+// Finding 10 (regression, strict mode with the kernel as root). Before each container script
+// `hand_over` re-owns every entry of build/ (fchownat), and chown always moves a file's
+// ctime; the snapshots now include ctime (the fix for the first review's finding 10), and the
+// `before` snapshot is taken before the hand-over. So every script run reports every file
+// already in build/ as written by it, and charges their bytes to the disk budget again. With
+// `disk_write_limit_mb: 1` and one 400 KB file written by a first script, two scripts that write nothing end the
+// run `budget_exceeded` (disk). Impact: strict runs that iterate on a script (the normal
+// retry loop) run out of disk budget for nothing, and `files_written` lies to the model and
+// the evidence. Where: run_script.rs (snapshot before `ctx.scripts.run`), script_container.rs
+// ::hand_over. Fix: snapshot after the hand-over (or hand over once per run / only entries not
+// already owned), or compare content-relevant fields only for files the kernel re-owned.
+#[tokio::test]
+#[ignore = "finding 10: strict mode — hand_over's chown makes every build/ file 'written' and charged again by each script (regression)"]
+async fn a_container_script_that_writes_nothing_is_charged_nothing() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    attack_skill(
+        home.path(),
+        &[
+            ("noop.py", "print('{}')\n"),
+            (
+                "gen.py",
+                "open('build/out.md', 'w').write('x' * 400000)\nprint('{}')\n",
+            ),
+        ],
+    );
+    let noop = || calls(&[("run_script", json!({"path": "scripts/noop.py"}))]);
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![
+            calls(&[("run_script", json!({"path": "scripts/gen.py"}))]),
+            noop(),
+            noop(),
+            noop(),
+        ]),
+    );
+    let base = model.base_url();
+    let k = Kernel::start_mode(
+        home.path(),
+        &[
+            ("RUMI_LLM_PROVIDER", "openai"),
+            ("RUMI_LLM_BASE_URL", &base),
+            ("RUMI_LLM_MODEL", "scripted"),
+        ],
+        false,
+    );
+    let r = run_ok(&k, input(json!({"disk_write_limit_mb": 1}))).await;
+    k.stop();
+    assert_eq!(r["isolation"], "container", "{r:#}");
+    let res = supervisor_results(&model.requests());
+    let written: Vec<&Value> = res
+        .iter()
+        .skip(1)
+        .filter_map(|x| x.get("files_written"))
+        .collect();
+    assert!(
+        written.iter().all(|w| w.as_array().is_some_and(Vec::is_empty))
+            && r["exit_reason"] != "budget_exceeded:disk",
+        "scripts that wrote nothing were reported and charged as writing build/out.md: {written:?}, exit {}",
+        r["exit_reason"]
+    );
+}
