@@ -135,13 +135,13 @@ async fn a_host_script_cannot_read_the_api_token_file() {
         .iter()
         .map(|r| r.body.to_string())
         .collect();
-    assert!(
-        !sent.contains(&hex(b"rumi-ATTACK-TOKEN-5150")),
-        "the HTTP API token went back to the model in a run_script result"
+    let (token_leaked, key_leaked) = (
+        sent.contains(&hex(b"rumi-ATTACK-TOKEN-5150")),
+        sent.contains(&hex(&hmac)),
     );
     assert!(
-        !sent.contains(&hex(&hmac)),
-        "the approvals' signing key went back to the model in a run_script result"
+        !token_leaked && !key_leaked,
+        "went back to the model in a run_script result: the HTTP API token {token_leaked}, the approvals' signing key {key_leaked}"
     );
 }
 
@@ -650,4 +650,53 @@ async fn a_container_script_that_writes_nothing_is_charged_nothing() {
         "scripts that wrote nothing were reported and charged as writing build/out.md: {written:?}, exit {}",
         r["exit_reason"]
     );
+}
+
+// Finding 11. Attack (permissive mode): the model writes `build/stop.py` =
+// `os.kill(os.getppid(), SIGKILL)` and runs it. The fix's user namespace (kernel as root)
+// maps root to root, and kill(2)'s permission check compares the real/effective uids (both
+// 0 outside) before any namespace capability — so a host script may signal the kernel, as
+// it may without the namespace when the kernel is not root (same uid). PR_SET_DUMPABLE stops
+// ptrace, not signals. Impact: any model (steered by any input) takes the whole kernel down —
+// every run, flow and pack with it — or SIGSTOPs it (a hang no timeout inside the kernel can
+// end). Where: script.rs::HostRunner / enter_user_namespace (`0 0 1`). Fix: run host scripts
+// under a uid of their own (map root inside to an unprivileged id outside, or setuid to a
+// dedicated user) in a pid namespace, so neither the kernel nor its other children are
+// reachable.
+#[tokio::test]
+#[ignore = "finding 11: a host script SIGKILLs the kernel (uid 0 mapped to 0; signals are not ptrace)"]
+async fn a_host_script_cannot_kill_the_kernel() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    attack_skill(home.path(), &[]);
+    let stop = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('{}')\n";
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![
+            calls(&[(
+                "write_artifact",
+                json!({"path": "stop.py", "content": stop}),
+            )]),
+            calls(&[("run_script", json!({"path": "build/stop.py"}))]),
+        ]),
+    );
+    let mut k = kernel_with(home.path(), &model, "openai", &[]);
+    let (status, body) = k.post("/api/skills/run?async=true", input(json!({}))).await;
+    assert_eq!(status, 202, "{body:#}");
+    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(exit)) = k.child.try_wait() {
+            panic!("a run_script of the model's build/stop.py killed the kernel ({exit})");
+        }
+        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
+        if !v["data"]["exit_reason"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    k.stop();
 }
