@@ -149,7 +149,7 @@ async fn a_nested_template_stops_working_when_the_run_ends() {
     let refused = model
         .requests()
         .iter()
-        .any(|q| q.body.to_string().contains("bodies in all"));
+        .any(|q| q.body.to_string().contains("loop bodies and tags"));
     assert!(
         refused,
         "the template's loops were not stopped by their cap"

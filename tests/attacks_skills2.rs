@@ -68,17 +68,6 @@ fn bytes_under(dir: &Path) -> u64 {
     total
 }
 
-/// Whether `pid` is a live (not zombie) process.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            !rest.starts_with('Z') && !rest.starts_with('X')
-        }
-        Err(_) => false,
-    }
-}
-
 // Finding 1. Attack (permissive mode, kernel as root — the fix's own case): the model writes
 // `build/peek.py` that opens `../../../api_token` and `../../../keys/hmac.key` (the script's
 // working directory is `user_data/skill_runs/<id>/root/`) and runs it. The fix made the kernel
@@ -92,7 +81,6 @@ fn alive(pid: u32) -> bool {
 // outside) and give it build/ alone, or run host scripts in a mount namespace that sees only
 // the skill and build/.
 #[tokio::test]
-#[ignore = "finding 1: a host script reads user_data/api_token and keys/ (root mapped to root)"]
 async fn a_host_script_cannot_read_the_api_token_file() {
     if !python_available() {
         return;
@@ -157,18 +145,19 @@ async fn a_host_script_cannot_read_the_api_token_file() {
 // script its init: its death kills every descendant) or a cgroup killed with `cgroup.kill`; at
 // least PR_SET_CHILD_SUBREAPER and a sweep of descendants.
 #[tokio::test]
-#[ignore = "finding 2: a host script's setsid() daemon outlives the run and the kernel"]
 async fn a_host_script_leaves_no_process_behind() {
     if !python_available() {
         return;
     }
     let home = fresh_home();
+    // The daemon beats: it counts into build/daemon.beat every 50 ms for as long as it lives
+    // (a pid would not do: inside a pid namespace it names another process on the host).
     let daemon = "import os, sys, time\n\
         if os.fork() == 0:\n    os.setsid()\n    if os.fork() > 0:\n        os._exit(0)\n    \
         for fd in (0, 1, 2):\n        os.close(fd)\n    \
-        open('build/daemon.pid', 'w').write(str(os.getpid()))\n    \
-        while True:\n        time.sleep(0.2)\n\
-        for _ in range(200):\n    if os.path.exists('build/daemon.pid'):\n        break\n    time.sleep(0.05)\n\
+        n = 0\n    \
+        while True:\n        n += 1\n        open('build/daemon.beat', 'w').write(str(n))\n        time.sleep(0.05)\n\
+        for _ in range(200):\n    if os.path.exists('build/daemon.beat'):\n        break\n    time.sleep(0.05)\n\
         print('{}')\n";
     attack_skill(home.path(), &[("daemon.py", daemon)]);
     let model = ScriptedModel::start(
@@ -181,24 +170,26 @@ async fn a_host_script_leaves_no_process_behind() {
     let k = kernel_with(home.path(), &model, "openai", &[]);
     let r = run_ok(&k, input(json!({}))).await;
     k.stop();
-    let pid_file = run_dir(home.path(), &r).join("build/daemon.pid");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|_| panic!("the daemon started ({r:#})"))
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while alive(pid) && Instant::now() < deadline {
+    let beat = run_dir(home.path(), &r).join("build/daemon.beat");
+    let read = || std::fs::read_to_string(&beat).unwrap_or_default();
+    assert!(!read().is_empty(), "the daemon started ({r:#})");
+    // A living daemon beats 20 times a second: one second without a change means it is gone.
+    let mut last = read();
+    let mut still = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while still < 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let survived = alive(pid);
-    if survived {
-        // SAFETY: kill(2) on the daemon this test made start; cleanup only.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let now = read();
+        if now == last {
+            still += 1;
+        } else {
+            still = 0;
+            last = now;
+        }
     }
     assert!(
-        !survived,
-        "the script's daemon (pid {pid}) outlived the run and the kernel"
+        still >= 20,
+        "the script's daemon kept beating after the run and the kernel ended"
     );
 }
 
@@ -213,7 +204,6 @@ async fn a_host_script_leaves_no_process_behind() {
 // workspace (io/ included), give HOME/TMPDIR a size-capped tmpfs in a mount namespace, or use
 // a quota (project quota / cgroup io) for host scripts.
 #[tokio::test]
-#[ignore = "finding 3: a host script writes past the disk budget into io/ ($TMPDIR), never measured"]
 async fn a_script_cannot_write_past_the_disk_budget_beside_build() {
     if !python_available() {
         return;
@@ -254,7 +244,6 @@ async fn a_script_cannot_write_past_the_disk_budget_beside_build() {
 // a tmpfs mount with `size=` for /skill/build, copied out after), or a quota; polling can only
 // notice after the fact.
 #[tokio::test]
-#[ignore = "finding 4: a burst of files under the 200 ms disk watch leaves 64 MB for a 1 MB budget"]
 async fn a_burst_of_files_cannot_pass_the_disk_budget() {
     if !python_available() {
         return;
@@ -293,7 +282,6 @@ async fn a_burst_of_files_cannot_pass_the_disk_budget() {
 // with a walk that sums sizes without keeping entries (bounded by the disk budget, not an entry
 // count), or refuse past a documented file-count limit with its own error that says so.
 #[tokio::test]
-#[ignore = "finding 5: 6 000 tiny files in build/ end the run as over the disk budget (regression)"]
 async fn many_small_files_are_not_a_disk_budget_breach() {
     if !python_available() {
         return;
@@ -341,7 +329,6 @@ fn cpu_seconds(pid: u32) -> f64 {
 // per body, not per tag/byte), write_artifact.rs::template. Fix: charge the budget per tag
 // rendered (and per byte scanned), or give the expansion a deadline/cancel flag it checks.
 #[tokio::test]
-#[ignore = "finding 6: a template with 1e5 bodies of 190 000 empty tags pins a core after the run"]
 async fn a_wide_template_body_stops_working_when_the_run_ends() {
     let home = fresh_home();
     attack_skill(home.path(), &[]);
@@ -376,7 +363,6 @@ async fn a_wide_template_body_stops_working_when_the_run_ends() {
 // `/skill/build` is a plain bind mount of the host's build/, so 64 files of 1 000 000 bytes
 // land on the host's disk before the 200 ms watch can stop the container, for a 1 MiB budget.
 #[tokio::test]
-#[ignore = "finding 4 (strict): a burst in a container leaves 64 MB in build/ for a 1 MB budget"]
 async fn a_burst_in_a_container_cannot_pass_the_disk_budget() {
     if !docker_ready() || !python_available() {
         return;
@@ -427,7 +413,6 @@ async fn a_burst_in_a_container_cannot_pass_the_disk_budget() {
 // real directory boundary (bind mount in a mount namespace), or refuse `..` after a `build`
 // component in argv (and in any path a host script is handed).
 #[tokio::test]
-#[ignore = "finding 7: argv build/../versions/… passes the check and a host script overwrites a kept version"]
 async fn argv_cannot_reach_the_run_workspace_through_build_dotdot() {
     if !python_available() {
         return;
@@ -476,7 +461,6 @@ async fn argv_cannot_reach_the_run_workspace_through_build_dotdot() {
 // (`-o` + value), or check the value from after the option letter(s) only when it then starts
 // with `/`, `.` or `~`.
 #[tokio::test]
-#[ignore = "finding 8: argv `-obuild/out.md` is refused as an absolute path (regression)"]
 async fn an_attached_relative_short_option_runs() {
     if !python_available() {
         return;
@@ -511,7 +495,6 @@ async fn an_attached_relative_short_option_runs() {
 // verify the files a tool call is about to use against the approval's hashes (stat-cached,
 // per call: read_ref/run_script/template) rather than trusting the last sweep.
 #[tokio::test]
-#[ignore = "finding 9: a pack file changed through a hard link is served before the 2 s sweep notices"]
 async fn a_pack_skill_never_serves_a_file_changed_through_a_hard_link() {
     let home = fresh_home();
     make_pack(home.path(), "skp", &[]);
@@ -599,7 +582,6 @@ async fn a_pack_skill_never_serves_a_file_changed_through_a_hard_link() {
 // ::hand_over. Fix: snapshot after the hand-over (or hand over once per run / only entries not
 // already owned), or compare content-relevant fields only for files the kernel re-owned.
 #[tokio::test]
-#[ignore = "finding 10: strict mode — hand_over's chown makes every build/ file 'written' and charged again by each script (regression)"]
 async fn a_container_script_that_writes_nothing_is_charged_nothing() {
     if !docker_ready() || !python_available() {
         return;
@@ -664,7 +646,6 @@ async fn a_container_script_that_writes_nothing_is_charged_nothing() {
 // dedicated user) in a pid namespace, so neither the kernel nor its other children are
 // reachable.
 #[tokio::test]
-#[ignore = "finding 11: a host script SIGKILLs the kernel (uid 0 mapped to 0; signals are not ptrace)"]
 async fn a_host_script_cannot_kill_the_kernel() {
     if !python_available() {
         return;

@@ -259,6 +259,7 @@ impl Kernel {
             },
         ));
         let approvals = ApprovalStore::new(layout.approvals(), key);
+        let skill_approvals = approvals.clone();
         let registry = {
             let (layout, config, view, audit) = (
                 layout.clone(),
@@ -285,6 +286,7 @@ impl Kernel {
             config.python.clone(),
             Arc::clone(&capabilities.secrets),
             audit.clone(),
+            skill_approvals,
         ));
         let deps = RunDeps {
             skills: Arc::clone(&skills),

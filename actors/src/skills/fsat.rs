@@ -176,6 +176,14 @@ pub fn entries(dir: &OwnedFd) -> io::Result<Vec<(String, bool, std::fs::Metadata
     Ok(out)
 }
 
+/// Removes the file (or link) `name` in `dir`; best effort.
+pub fn unlink_at(dir: &OwnedFd, name: &str) {
+    if let Ok(c) = cname(name) {
+        // SAFETY: valid descriptor and C string.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+    }
+}
+
 /// Changes the owner of `name` in `dir` without following a link.
 pub fn chown_at(dir: &OwnedFd, name: &str, uid: u32) {
     if let Ok(c) = cname(name) {

@@ -92,27 +92,26 @@ impl Handler<DelegateScript> for RunScript {
     }
 }
 
-/// How often `build/` is measured while a script runs.
-const DISK_WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How often `build/` and `io/` are measured while a script runs. Between two looks a script
+/// can still write more than the budget (each file is capped at what is left, the total is
+/// not): the budget is then exceeded by what one interval allows, and the run ends.
+const DISK_WATCH_EVERY: Duration = Duration::from_millis(50);
 
-/// Returns once `build/` has grown by more than `left` bytes since `from` (the script is then
-/// stopped); never returns otherwise. Each file is also capped at `left` by the runner.
-async fn watch_disk(ctx: Arc<RunContext>, from: u64, left: u64) {
+/// Returns (with the reason) once the script has written more than `left` bytes since `from`
+/// into `build/` or `io/`, or more entries than a walk measures; never returns otherwise.
+async fn watch_disk(ctx: Arc<RunContext>, from: u64, left: u64) -> String {
     loop {
         tokio::time::sleep(DISK_WATCH_EVERY).await;
         let ctx = Arc::clone(&ctx);
-        let now: u64 = blocking(move || {
-            let snap = ctx.files.snapshot_build();
-            // A walk cut short cannot prove the budget holds.
-            if snap.truncated {
-                u64::MAX
-            } else {
-                snap.files.values().map(|s| s.size).sum()
-            }
-        })
-        .await;
+        let (now, too_many) = blocking(move || ctx.files.written_bytes()).await;
+        if too_many {
+            return format!(
+                "the script made more than {} files and directories in its workspace, more than the disk check measures; it was stopped",
+                super::workspace::MAX_WALK_ENTRIES
+            );
+        }
         if now.saturating_sub(from) > left {
-            return;
+            return "the script wrote more than the disk budget left (disk_write_limit_mb); it was stopped".into();
         }
     }
 }
@@ -258,9 +257,21 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
     };
     let isolation = ctx.scripts.isolation();
     let host = isolation == "host";
+    if host && crate::docker::is_root() && c.shown.starts_with("build/") {
+        // A script the model wrote, run on the host by a root kernel, could read everything
+        // root reads (the home's keys, the API token): it runs only in strict mode's
+        // container, or under a kernel that is not root. The skill's own scripts still run.
+        let mut o = Outcome::err(
+            "sandbox_violation",
+            "scripts written during the run (under build/) run only in strict mode, or under a kernel that does not run as root; use the skill's own scripts",
+        );
+        o.tally.tool_calls_executed += 1;
+        return o;
+    }
     let before = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {
+            ctx.scripts.prepare(&ctx.files);
             (
                 ctx.files.snapshot_build(),
                 host.then(|| ctx.files.snapshot_skill()),
@@ -284,29 +295,48 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
         seq,
         max_file_bytes: disk_left,
     };
-    let grown_from: u64 = before.0.files.values().map(|s| s.size).sum();
-    let ran = tokio::select! {
-        r = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)) => Some(r),
-        () = watch_disk(Arc::clone(&ctx), grown_from, disk_left) => None,
+    let grown_from = {
+        let ctx = Arc::clone(&ctx);
+        blocking(move || ctx.files.written_bytes().0).await
     };
-    let Some(ran) = ran else {
-        // Dropping the runner's future stopped the script (process group killed, container
-        // removed): what it wrote so far stays, counted.
-        let mut o = Outcome::err(
-            "budget_exceeded",
-            "the script wrote more than the disk budget left (disk_write_limit_mb); it was stopped",
-        )
-        .ending(ExitReason::BudgetExceeded(Which::Disk));
-        o.tally.tool_calls_executed += 1;
-        o.tally.script_runs += 1;
-        o.tally.script_failures += 1;
-        o.script_failed = true;
-        ctx.build_changed();
-        return o;
+    let ran = tokio::select! {
+        r = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)) => Ok(r),
+        why = watch_disk(Arc::clone(&ctx), grown_from, disk_left) => Err(why),
+    };
+    let ran = match ran {
+        Ok(r) => r,
+        Err(why) => {
+            // Dropping the runner's future stopped the script (its process tree killed, its
+            // container removed). A script that passes the disk budget loses what it wrote: a
+            // burst between two looks of the watch must not stay on disk past the budget.
+            {
+                let ctx = Arc::clone(&ctx);
+                let before = before.0.clone();
+                blocking(move || {
+                    ctx.files.clear_io();
+                    let (changed, _) = before.changes(&ctx.files.snapshot_build());
+                    for rel in changed {
+                        ctx.files.remove_build_file(&rel);
+                    }
+                })
+                .await;
+            }
+            let mut o = Outcome::err("budget_exceeded", why)
+                .ending(ExitReason::BudgetExceeded(Which::Disk));
+            o.tally.tool_calls_executed += 1;
+            o.tally.script_runs += 1;
+            o.tally.script_failures += 1;
+            o.script_failed = true;
+            ctx.build_changed();
+            return o;
+        }
     };
     let after = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {
+            // io/ (a host script's HOME and TMPDIR) is scratch: emptied after every script, so
+            // nothing written there outlives it or escapes the disk budget.
+            ctx.files.clear_io();
             (
                 ctx.files.snapshot_build(),
                 host.then(|| ctx.files.snapshot_skill()),
@@ -348,7 +378,16 @@ pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
             .await
             .unwrap_or(Err(Which::Disk));
         if let Err(which) = charged {
-            o.result = json!({"ok": false, "error_type": "budget_exceeded", "error": "the script's files pass the disk budget", "files_written": files_written});
+            // Past the budget: what this script wrote is removed, as above.
+            let ctx2 = Arc::clone(&ctx);
+            let written = changed.clone();
+            blocking(move || {
+                for rel in written {
+                    ctx2.files.remove_build_file(&rel);
+                }
+            })
+            .await;
+            o.result = json!({"ok": false, "error_type": "budget_exceeded", "error": "the script's files pass the disk budget; they were removed", "files_written": files_written});
             o.end = Some(ExitReason::BudgetExceeded(which));
             return o;
         }

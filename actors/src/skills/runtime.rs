@@ -88,6 +88,9 @@ pub struct SkillRuntime {
     python: PathBuf,
     secrets: Arc<SecretStore>,
     audit: Addr<AuditWriter>,
+    /// Approval records: a pack's skill is checked against its pack's approved manifest before
+    /// every tool call (as a block is before every call).
+    approvals: crate::approval::ApprovalStore,
     arbiter: ArbiterHandle,
     runs: Mutex<RunTable>,
     max_active: usize,
@@ -107,6 +110,7 @@ impl SkillRuntime {
         python: PathBuf,
         secrets: Arc<SecretStore>,
         audit: Addr<AuditWriter>,
+        approvals: crate::approval::ApprovalStore,
     ) -> SkillRuntime {
         let max_active = std::env::var("RUMI_MAX_SKILL_RUNS")
             .ok()
@@ -120,6 +124,7 @@ impl SkillRuntime {
             python,
             secrets,
             audit,
+            approvals,
             arbiter: Arbiter::new().handle(),
             runs: Mutex::default(),
             max_active,
@@ -179,6 +184,7 @@ impl SkillRuntime {
                 f
             });
         }
+        let still_approved = self.approval_gate(skill.pack_id.as_deref())?;
         let provider = config.provider;
         let model = config.model.clone();
         let llm = LlmClient::new(config).map_err(StartError::NotConfigured)?;
@@ -263,13 +269,7 @@ impl SkillRuntime {
             seed,
             scripts_started: Default::default(),
             last_script_failed: Default::default(),
-            still_approved: match skill.pack_id.clone() {
-                None => Arc::new(|| true),
-                Some(pack) => {
-                    let view = Arc::clone(&self.view);
-                    Arc::new(move || view.pack_state(&pack) == Some(PackState::Approved))
-                }
-            },
+            still_approved,
         });
         self.runs.lock().live.insert(run_id.clone(), base.clone());
         persist(&files, &base);
@@ -330,6 +330,42 @@ impl SkillRuntime {
             run_id,
             result: out_rx,
         })
+    }
+
+    /// For a pack's skill: whether the pack is approved now and its files still match the
+    /// approved manifest (a stat-cached walk, as before a block call): a file changed in any
+    /// way — a hard link written from outside included — stops the run at its next tool call,
+    /// without waiting for the registry to notice.
+    fn approval_gate(
+        &self,
+        pack_id: Option<&str>,
+    ) -> Result<Arc<dyn Fn() -> bool + Send + Sync>, StartError> {
+        let Some(pack) = pack_id.map(str::to_string) else {
+            return Ok(Arc::new(|| true));
+        };
+        let refused = || {
+            StartError::UnknownSkill(format!(
+            "pack {pack:?} is not approved (or changed since its approval): its skills do not run"
+        ))
+        };
+        let dir = crate::pip::lockfile::pack_dirs(&self.layout.ecosystem())
+            .into_iter()
+            .find(|(id, _)| *id == pack)
+            .map(|(_, d)| d)
+            .ok_or_else(refused)?;
+        let record = match self.approvals.load(&pack) {
+            crate::keys::Stored::Valid(r) if r.decision == crate::approval::Decision::Approved => r,
+            _ => return Err(refused()),
+        };
+        let mut verifier = crate::approval::ManifestVerifier::new(dir, record.manifest);
+        if verifier.verify().is_err() {
+            return Err(refused());
+        }
+        let verifier = Mutex::new(verifier);
+        let view = Arc::clone(&self.view);
+        Ok(Arc::new(move || {
+            view.pack_state(&pack) == Some(PackState::Approved) && verifier.lock().verify().is_ok()
+        }))
     }
 
     fn finished(&self, result: ActResult) {

@@ -87,6 +87,10 @@ pub struct ScriptOutput {
 pub trait ScriptRunner: Send + Sync {
     /// `"host"` or `"container"` (each `run_script` result says which).
     fn isolation(&self) -> &'static str;
+    /// Readies the run's files before the RunScript agent snapshots them (the container runner
+    /// hands `build/` to the container's user: done here, its change of owners is not taken
+    /// for the script's writes). Blocking.
+    fn prepare(&self, _files: &RunFiles) {}
     fn run(&self, job: ScriptJob) -> BoxFuture<'static, Result<ScriptOutput, String>>;
 }
 
@@ -120,11 +124,20 @@ pub fn host_view(files: &RunFiles) -> std::io::Result<PathBuf> {
     Ok(view)
 }
 
-/// A kernel running as root starts host scripts in a user namespace of their own (root inside
-/// mapped to root outside, so files read the same): the kernel is not dumpable
-/// (`Kernel::boot`), and reading its `/proc/<pid>/environ` (the model's API key, the API
-/// token) or tracing it then needs `CAP_SYS_PTRACE` in the kernel's namespace, which a process
-/// in a child namespace never has. Without this, a root script reads them whatever the flag.
+/// A kernel running as root starts host scripts in a user and a pid namespace of their own
+/// (root inside mapped to root outside, so files read the same):
+/// * the kernel is not dumpable (`Kernel::boot`), and reading its `/proc/<pid>/environ` (the
+///   model's API key, the API token) or tracing it then needs `CAP_SYS_PTRACE` in the kernel's
+///   namespace, which a process in a child namespace never has;
+/// * in its own pid namespace a script cannot name the kernel (or any host process) to signal
+///   it, and whatever it leaves running — a daemon that double-forked into a session of its
+///   own — dies with it: the script is the namespace's init. A waiter stays outside (the
+///   process the kernel spawned): it relays the script's exit status and, when it is killed
+///   (timeout, cancelled run), the script gets `SIGKILL` (`PR_SET_PDEATHSIG`) and so does the
+///   whole namespace.
+///
+/// Not protected: files. The script still reads what root reads — which is why a root kernel
+/// in permissive mode refuses scripts the model wrote (`run_script.rs`).
 /// Called between fork and exec: raw syscalls only.
 fn enter_user_namespace() -> std::io::Result<()> {
     fn write_file(path: &[u8], text: &[u8]) -> std::io::Result<()> {
@@ -146,12 +159,51 @@ fn enter_user_namespace() -> std::io::Result<()> {
         Ok(())
     }
     // SAFETY: unshare has no memory preconditions.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     write_file(b"/proc/self/setgroups\0", b"deny")?;
     write_file(b"/proc/self/uid_map\0", b"0 0 1")?;
     write_file(b"/proc/self/gid_map\0", b"0 0 1")?;
+    // SAFETY: fork, waitpid, close and _exit are async-signal-safe; the waiter branch never
+    // returns into the caller's code.
+    unsafe {
+        let child = libc::fork();
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if child > 0 {
+            // The waiter: holds nothing open (the spawner learns of the exec from a pipe whose
+            // other end the script closes by exec'ing; the streams end when the script does).
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+                for fd in 0..4096 {
+                    libc::close(fd);
+                }
+            }
+            let mut status = 0;
+            loop {
+                let r = libc::waitpid(child, &mut status, 0);
+                if r == child {
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(127);
+                }
+            }
+            if libc::WIFEXITED(status) {
+                libc::_exit(libc::WEXITSTATUS(status));
+            }
+            libc::_exit(128 + libc::WTERMSIG(status));
+        }
+        // The script, pid 1 of its namespace: dies with its waiter.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
     Ok(())
 }
 

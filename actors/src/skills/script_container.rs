@@ -59,6 +59,12 @@ impl ScriptRunner for ContainerRunner {
         "container"
     }
 
+    fn prepare(&self, files: &super::workspace::RunFiles) {
+        if crate::docker::is_root() {
+            hand_over(files.build(), crate::docker::sandbox::PACK_UID);
+        }
+    }
+
     fn run(&self, job: ScriptJob) -> BoxFuture<'static, Result<ScriptOutput, String>> {
         let engine = Arc::clone(&self.engine);
         Box::pin(async move { run_in_container(&engine, job).await })
@@ -157,12 +163,8 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
         .join(format!("stdin-{}.json", job.seq));
     {
         let (path, bytes) = (stdin.clone(), job.stdin.clone());
-        let build = job.files.build().to_path_buf();
         tokio::task::spawn_blocking(move || {
             crate::fsutil::write_atomic(&path, &bytes, 0o644)?;
-            if crate::docker::is_root() {
-                hand_over(&build, crate::docker::sandbox::PACK_UID);
-            }
             Ok::<_, std::io::Error>(())
         })
         .await

@@ -22,7 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Most entries a listing or a snapshot walks.
-pub const MAX_WALK_ENTRIES: usize = 5000;
+pub const MAX_WALK_ENTRIES: usize = 20_000;
 /// Deepest directory a walk descends into.
 pub const MAX_WALK_DEPTH: usize = 16;
 /// Most files `build/` may hold.
@@ -251,6 +251,31 @@ impl RunFiles {
     /// The files of `build/`.
     pub fn snapshot_build(&self) -> Snapshot {
         walk(&self.build, false)
+    }
+
+    /// Removes `build/<rel>` (never through a link: the walk to it is by descriptor).
+    pub fn remove_build_file(&self, rel: &str) {
+        if let Ok((dir, name)) = fsat::parent_of(&self.build, rel) {
+            fsat::unlink_at(&dir, name);
+        }
+    }
+
+    /// Empties `io/` (removal never follows a link planted there).
+    pub fn clear_io(&self) {
+        let io = self.run_dir.join("io");
+        let _ = fs::remove_dir_all(&io);
+        let _ = fs::create_dir(&io);
+    }
+
+    /// The bytes a script can have written: `build/` and `io/` (its HOME and TMPDIR), and
+    /// whether a walk stopped at its cap (more than [`MAX_WALK_ENTRIES`] entries).
+    pub fn written_bytes(&self) -> (u64, bool) {
+        let (b, i) = (
+            walk(&self.build, false),
+            walk(&self.run_dir.join("io"), false),
+        );
+        let sum = |s: &Snapshot| s.files.values().map(|f| f.size).sum::<u64>();
+        (sum(&b) + sum(&i), b.truncated || i.truncated)
     }
 
     /// The files of the skill's directory (for detecting a host script that wrote into it).

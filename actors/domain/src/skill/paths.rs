@@ -102,14 +102,22 @@ pub fn check_argv_item(item: &str) -> Result<(), PathRejected> {
     if let Some((_, value)) = item.split_once('=') {
         check_argv_value(item, value)?;
     }
-    if let Some(flag) = item.strip_prefix('-') {
-        // `-o/etc/x`, `-o../x`, `-I~/x`: a short option with its value attached. The value
-        // starts where the option's name (letters, digits, `-`, `_`) meets a path character.
-        let name_end = flag
+    if let Some(long) = item.strip_prefix("--") {
+        // `--out/../x`: a long option's name ends where a path character starts.
+        let name_end = long
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(flag.len());
-        let value = &flag[name_end..];
+            .unwrap_or(long.len());
+        let value = &long[name_end..];
         if value.starts_with(['/', '.', '~']) {
+            check_argv_value(item, value)?;
+        }
+        return Ok(());
+    }
+    if let Some(flag) = item.strip_prefix('-') {
+        // `-o/etc/x`, `-o../x`, `-I~/x`, `-obuild/out.md`: a short option is one character,
+        // and what follows it is its value.
+        let value = flag.get(1..).unwrap_or("");
+        if value.contains('/') || value.starts_with(['.', '~']) {
             check_argv_value(item, value)?;
         }
         return Ok(());
@@ -130,21 +138,13 @@ fn check_argv_value(item: &str, value: &str) -> Result<(), PathRejected> {
             shown(item)
         )));
     }
-    let mut depth: i64 = 0;
-    for c in value.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(PathRejected(format!(
-                        "argument `{}` climbs out of the skill directory; use a path inside the skill or build/",
-                        shown(item)
-                    )));
-                }
-            }
-            _ => depth += 1,
-        }
+    // Never `..`, even one that stays inside: in a permissive run's view `build` is a link to
+    // the workspace's build/, so `build/..` is the workspace itself.
+    if value.split('/').any(|c| c == "..") {
+        return Err(PathRejected(format!(
+            "argument `{}` contains `..`; name paths inside the skill or build/ directly",
+            shown(item)
+        )));
     }
     Ok(())
 }
@@ -300,8 +300,8 @@ mod tests {
             "hello world",
             "build/out.json",
             "--out=build/x.pptx",
-            "a/../b",
-            "references/../build/x",
+            "-obuild/out.md",
+            "-Ireferences/inc",
             "-n",
             "3",
             "s/a/b/",
@@ -312,6 +312,8 @@ mod tests {
         for bad in [
             "/etc/passwd",
             "../x",
+            "a/../b",
+            "build/../versions/act.x@1",
             "build/../../x",
             "--out=/etc/x",
             "--out=../../x",

@@ -11,10 +11,10 @@ const DIFF_MAX_BYTES: usize = 16 * 1024;
 const DIFF_CONTEXT: usize = 1;
 const TEMPLATE_MAX_DEPTH: usize = 8;
 const TEMPLATE_MAX_OUTPUT: usize = 4 * 1024 * 1024;
-/// Most loop bodies one expansion renders, all loops together: nested `{{#each}}` over long
-/// lists with empty bodies grow no output, so the output cap alone would never stop them
-/// (four levels over 20 000 items are 1.6e17 iterations).
-const TEMPLATE_MAX_ITERATIONS: usize = 1_000_000;
+/// Most steps one expansion takes — loop bodies and tags together: nested `{{#each}}` over long
+/// lists, or wide bodies of tags that print nothing, grow no output, so the output cap alone
+/// would never stop them (four levels over 20 000 items are 1.6e17 iterations).
+const TEMPLATE_MAX_ITERATIONS: usize = 2_000_000;
 
 /// Headings and the first sentence of each paragraph, at most 1200 characters. Fenced code is
 /// skipped (its first line is rarely a summary).
@@ -208,6 +208,13 @@ fn render(
 ) -> Result<(), String> {
     let mut rest = tpl;
     while let Some(open) = rest.find("{{") {
+        // Every tag costs one unit of the same budget as a loop body: a wide body of tags
+        // that print nothing must not make a few bodies cost billions of steps.
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            format!(
+                "template expansion takes more than {TEMPLATE_MAX_ITERATIONS} steps (loop bodies and tags); loop over shorter lists"
+            )
+        })?;
         push(out, &rest[..open])?;
         let after = &rest[open + 2..];
         let close = after
@@ -233,7 +240,7 @@ fn render(
             for item in items {
                 *budget = budget.checked_sub(1).ok_or_else(|| {
                     format!(
-                        "template loops render more than {TEMPLATE_MAX_ITERATIONS} bodies in all; loop over shorter lists"
+                        "template expansion takes more than {TEMPLATE_MAX_ITERATIONS} steps (loop bodies and tags); loop over shorter lists"
                     )
                 })?;
                 render(body, root, Some(item), depth + 1, out, budget)?;
