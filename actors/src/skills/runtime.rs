@@ -76,7 +76,6 @@ pub enum ArtifactError {
 #[derive(Default)]
 struct RunTable {
     live: HashMap<String, ActResult>,
-    active: usize,
     finished: VecDeque<String>,
 }
 
@@ -93,7 +92,7 @@ pub struct SkillRuntime {
     approvals: crate::approval::ApprovalStore,
     arbiter: ArbiterHandle,
     runs: Mutex<RunTable>,
-    max_active: usize,
+    slots: Arc<super::slots::RunSlots>,
 }
 
 /// A run id as the API shows it; anything else is refused before it touches the disk.
@@ -127,7 +126,7 @@ impl SkillRuntime {
             approvals,
             arbiter: Arbiter::new().handle(),
             runs: Mutex::default(),
-            max_active,
+            slots: super::slots::RunSlots::new(max_active),
         };
         rt.recover_interrupted();
         rt
@@ -188,14 +187,7 @@ impl SkillRuntime {
         let provider = config.provider;
         let model = config.model.clone();
         let llm = LlmClient::new(config).map_err(StartError::NotConfigured)?;
-        {
-            let mut runs = self.runs.lock();
-            if runs.active >= self.max_active {
-                return Err(StartError::Busy(runs.active));
-            }
-            runs.active += 1;
-        }
-        let release = ActiveSlot(Arc::clone(self));
+        let release = self.slots.take().map_err(StartError::Busy)?;
         let run_id = format!("skr-{}", crate::flow_run::new_run_id());
         let files =
             RunFiles::create(skill.root.clone(), &self.runs_root(), &run_id).map_err(|e| {
@@ -458,16 +450,6 @@ impl SkillRuntime {
                 let _ = crate::fsutil::write_atomic(&path, &text, 0o600);
             }
         }
-    }
-}
-
-/// Gives the run's slot back when the run ends (or its start fails half-way).
-struct ActiveSlot(Arc<SkillRuntime>);
-
-impl Drop for ActiveSlot {
-    fn drop(&mut self) {
-        let mut runs = self.0.runs.lock();
-        runs.active = runs.active.saturating_sub(1);
     }
 }
 
