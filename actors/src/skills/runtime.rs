@@ -401,6 +401,12 @@ impl SkillRuntime {
         };
         // The run's build/ as its own area: the skill root is not needed to serve it.
         let build = self.runs_root().join(run_id).join("build");
+        // `build` itself must be the run's directory, not a link a host script put in its place
+        // (canonicalizing would follow it); below it, every open refuses links anyway.
+        match std::fs::symlink_metadata(&build) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return Err(none()),
+        }
         let build = std::fs::canonicalize(&build).map_err(|_| none())?;
         let files = RunFiles::existing(build.clone(), build);
         match files.resolve(&p, false) {
