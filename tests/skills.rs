@@ -54,6 +54,8 @@ async fn a_direct_run_validates_with_every_disclosure_counted_and_nothing_leaked
     assert_eq!(m["l3_exec"], 1);
     assert_eq!(m["script_runs"], 1);
     assert_eq!(m["tool_calls"], 8);
+    assert_eq!(m["tool_calls_executed"], 8, "no memo in this build: every admitted call ran");
+    assert_eq!(m["tool_calls_from_memo"], 0);
     assert_eq!(m["tool_calls_by_name"]["finish"], 2);
     assert_eq!(m["tool_calls_by_name"]["read_ref"], 2);
     // Seven turns and one micro-reflect (finish refused, then validate: two steps without

@@ -586,7 +586,9 @@ impl Loop {
             output_tokens: s.output_tokens,
             model_calls: t.model_calls,
             tool_calls: u64::from(s.calls),
-            tool_calls_executed: t.tool_calls_executed,
+            // Every admitted call that the memo did not answer ran (validate, finish and the
+            // blackboard tools included).
+            tool_calls_executed: u64::from(s.calls).saturating_sub(t.tool_calls_from_memo),
             tool_calls_from_memo: t.tool_calls_from_memo,
             tool_calls_by_name: s
                 .by_name
