@@ -54,7 +54,10 @@ async fn a_direct_run_validates_with_every_disclosure_counted_and_nothing_leaked
     assert_eq!(m["l3_exec"], 1);
     assert_eq!(m["script_runs"], 1);
     assert_eq!(m["tool_calls"], 8);
-    assert_eq!(m["tool_calls_executed"], 8, "no memo in this build: every admitted call ran");
+    assert_eq!(
+        m["tool_calls_executed"], 8,
+        "no memo in this build: every admitted call ran"
+    );
     assert_eq!(m["tool_calls_from_memo"], 0);
     assert_eq!(m["tool_calls_by_name"]["finish"], 2);
     assert_eq!(m["tool_calls_by_name"]["read_ref"], 2);
@@ -642,5 +645,32 @@ async fn validation_gates_fail_one_by_one_and_finish_waits_for_a_pass() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"act.c@2"), "{names:?}");
+    k.stop();
+}
+
+/// A run the third step without progress ends, after a `not_found` read, exits `missing_refs`
+/// too (§15: not `no_progress`); every `run_script` answer says where it ran, refusals included.
+#[tokio::test]
+async fn a_stalled_run_after_a_missing_read_is_missing_refs() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    notes_skill(home.path());
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![
+            calls(&[("read_ref", json!({"path": "references/nope.md"}))]),
+            calls(&[("run_script", json!({"path": "scripts/none.py"}))]),
+            calls(&[("list_files", json!({}))]),
+            calls(&[("list_files", json!({}))]),
+        ]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let (_, r) = run(&k, note_input(json!({}))).await;
+    assert_eq!(r["exit_reason"], "missing_refs", "{r:#}");
+    let results = supervisor_results(&model.requests());
+    assert_eq!(results[1]["error_type"], "not_found");
+    assert_eq!(results[1]["isolation"], "host");
     k.stop();
 }

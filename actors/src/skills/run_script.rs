@@ -76,6 +76,14 @@ impl Handler<RunScriptCall> for RunScript {
     }
 }
 
+/// Every `run_script` result carries `isolation` (§15), refusals included.
+fn with_isolation(mut o: Outcome, isolation: &'static str) -> Outcome {
+    if let Some(m) = o.result.as_object_mut() {
+        m.entry("isolation").or_insert_with(|| json!(isolation));
+    }
+    o
+}
+
 impl Handler<DelegateScript> for RunScript {
     type Result = ResponseFuture<Result<Outcome, AgentFailure>>;
     fn handle(&mut self, msg: DelegateScript, _: &mut Self::Context) -> Self::Result {
@@ -244,6 +252,11 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
 
 /// `run_script` / `script_run`.
 pub async fn run(ctx: Arc<RunContext>, args: Value) -> Outcome {
+    let isolation = ctx.scripts.isolation();
+    with_isolation(run_inner(ctx, args).await, isolation)
+}
+
+async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
     let checked = {
         let (ctx, args) = (Arc::clone(&ctx), args.clone());
         blocking(move || check(&ctx, &args)).await

@@ -132,6 +132,9 @@ struct Loop {
     tally: Tally,
     summary: Vec<Value>,
     stall: u32,
+    /// The third step without progress ended the run: its exit reason is then decided like a
+    /// run that simply stopped (`missing_refs` after a `not_found` read, §15).
+    stalled: bool,
     reflected: bool,
     validated_generation: Option<u64>,
     finished: bool,
@@ -152,6 +155,7 @@ impl Loop {
             tally: Tally::default(),
             summary: Vec::new(),
             stall: 0,
+            stalled: false,
             reflected: false,
             validated_generation: None,
             finished: false,
@@ -170,7 +174,7 @@ impl Loop {
             &self.ctx.budgets,
         );
         let tools = supervisor_tools();
-        while self.end.is_none() && !self.finished {
+        while self.end.is_none() && !self.finished && !self.stalled {
             // Acquire.
             if tokio::time::Instant::now() >= self.ctx.deadline {
                 self.end = Some(ExitReason::BudgetExceeded(Which::Time));
@@ -287,13 +291,13 @@ impl Loop {
                 } else {
                     self.stall += 1;
                     if self.stall >= 3 && !self.finished {
-                        self.end = Some(ExitReason::NoProgress);
+                        self.stalled = true;
                         break;
                     }
                     need_reflect |= self.stall == 2 && !self.reflected;
                 }
             }
-            if need_reflect && self.end.is_none() && !self.finished {
+            if need_reflect && self.end.is_none() && !self.finished && !self.stalled {
                 self.reflect().await;
             }
         }
