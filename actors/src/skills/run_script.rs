@@ -298,7 +298,9 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         .send(super::budget_guard::DiskLeft)
         .await
         .unwrap_or(0);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let job = ScriptJob {
+        stop: stop_rx,
         interpreter: c.interpreter,
         shown: c.shown.clone(),
         argv: c.argv,
@@ -312,10 +314,17 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         let ctx = Arc::clone(&ctx);
         blocking(move || ctx.files.written_bytes().0).await
     };
+    let mut runner = Box::pin(tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)));
     let ran = tokio::select! {
-        r = tokio::time::timeout_at(ctx.deadline, ctx.scripts.run(job)) => Ok(r),
+        r = &mut runner => Ok(r),
         why = watch_disk(Arc::clone(&ctx), grown_from, disk_left) => Err(why),
     };
+    if ran.is_err() {
+        // Stop the script and wait until it is gone (a container removed), so nothing writes
+        // into build/ after the cleanup below.
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut runner).await;
+    }
     let ran = match ran {
         Ok(r) => r,
         Err(why) => {

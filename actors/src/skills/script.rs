@@ -69,6 +69,21 @@ pub struct ScriptJob {
     /// The largest file the script may write (the disk budget left): `RLIMIT_FSIZE` on the
     /// host, the `fsize` ulimit in a container.
     pub max_file_bytes: u64,
+    /// Turns true when the script must stop now (the disk budget passed): the runner kills it —
+    /// and, for a container, removes it — before it answers.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Resolves once `stop` turns true (never, if its sender is gone without asking).
+pub async fn stop_requested(mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            futures_util::future::pending::<()>().await;
+        }
+    }
 }
 
 /// What a script did.
@@ -329,7 +344,14 @@ impl ScriptRunner for HostRunner {
                     t.replace(from.as_str(), to)
                 })
             };
-            match tokio::time::timeout(job.timeout, work).await {
+            let limited = async {
+                tokio::select! {
+                    r = tokio::time::timeout(job.timeout, work) => r.ok(),
+                    () = stop_requested(job.stop.clone()) => None,
+                }
+            };
+            // Leaving this future (a timeout, a stop) drops the child: killed, its group too.
+            match limited.await.ok_or(()) {
                 Ok((stdout, stdout_truncated, stderr_tail, status)) => Ok(ScriptOutput {
                     exit_code: status.ok().and_then(|s| s.code()).map(i64::from),
                     stdout: match std::str::from_utf8(&stdout) {

@@ -247,9 +247,13 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
         .await
         .map_err(|e| format!("starting the script's container failed ({})", describe(&e)))?;
     let wait = crate::docker::wait_exit(&client, &name);
-    let code = match tokio::time::timeout(job.timeout, wait).await {
-        Ok(code) => code,
-        Err(_) => {
+    let waited = tokio::select! {
+        r = tokio::time::timeout(job.timeout, wait) => r.ok(),
+        () = super::script::stop_requested(job.stop.clone()) => None,
+    };
+    let code = match waited {
+        Some(code) => code,
+        None => {
             // Removed before answering: the script must not go on writing into build/ while
             // the run reads it.
             let _ = remove(&client, &name).await;
