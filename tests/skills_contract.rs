@@ -225,3 +225,30 @@ async fn a_missing_file_behind_a_link_out_of_the_skill_is_path_rejected() {
     assert_ne!(r["exit_reason"], "missing_refs", "{r:#}");
     k.stop();
 }
+
+/// §14: `read_ref` answers `{ok, path, resolved_path, content}`. A reference under the L3 read
+/// cap whose JSON escaping passes the 128 KiB tool-result cap (here: quotes, each escaped to two
+/// bytes) reaches the model as `{ok, truncated, bytes, preview}` — no `content`, no `path`.
+#[tokio::test]
+#[ignore = "deviation 7: a read_ref result over 128 KiB as JSON loses its shape ({ok, truncated, bytes, preview})"]
+async fn a_large_escaped_reference_keeps_the_read_ref_shape() {
+    let home = fresh_home();
+    notes_skill(home.path());
+    let quoted = "\"x".repeat(45_000); // 90 000 bytes, ~135 000 as a JSON string
+    write(home.path(), "user_data/skills/notes/references/q.json", &quoted);
+    let plan = vec![
+        calls(&[("read_ref", json!({"path": "references/q.json"}))]),
+        calls(&[("read_skill_md", json!({}))]),
+    ];
+    let model = ScriptedModel::start(Flavor::OpenAi, policy(plan));
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let (status, r) = run(&k, note_input(json!({}))).await;
+    assert_eq!(status, 200, "{r}");
+    let results = supervisor_results(&model.requests());
+    let first = &results[0];
+    assert_eq!(first["ok"], true);
+    assert_eq!(first["path"], "references/q.json", "shape lost");
+    assert_eq!(first["resolved_path"], "references/q.json");
+    assert!(first["content"].is_string(), "no content");
+    k.stop();
+}
