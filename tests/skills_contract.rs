@@ -74,8 +74,15 @@ async fn an_argv_item_that_resolves_outside_through_a_link_is_path_rejected() {
     assert_eq!(status, 200, "{r}");
     let results = supervisor_results(&model.requests());
     assert_eq!(results[0]["ok"], false, "{:#}", results[0]);
-    assert_eq!(results[0]["error_type"], "path_rejected", "{:#}", results[0]);
-    assert_eq!(r["metrics"]["script_runs"], 0, "refused before the script runs");
+    assert_eq!(
+        results[0]["error_type"], "path_rejected",
+        "{:#}",
+        results[0]
+    );
+    assert_eq!(
+        r["metrics"]["script_runs"], 0,
+        "refused before the script runs"
+    );
     k.stop();
 }
 
@@ -89,7 +96,11 @@ async fn a_long_utf8_reference_is_text_not_binary() {
     notes_skill(home.path());
     // 'a' then three-byte characters: the prefix read (100 000 + 8192 bytes) ends mid-character.
     let big = format!("a{}", "€".repeat(50_000));
-    write(home.path(), "user_data/skills/notes/references/big.md", &big);
+    write(
+        home.path(),
+        "user_data/skills/notes/references/big.md",
+        &big,
+    );
     let plan = vec![
         calls(&[("read_ref", json!({"path": "references/big.md"}))]),
         calls(&[("read_skill_md", json!({}))]),
@@ -220,8 +231,16 @@ async fn a_missing_file_behind_a_link_out_of_the_skill_is_path_rejected() {
     let (status, r) = run(&k, note_input(json!({}))).await;
     assert_eq!(status, 200, "{r}");
     let results = supervisor_results(&model.requests());
-    assert_eq!(results[0]["error_type"], "path_rejected", "{:#}", results[0]);
-    assert_eq!(results[1]["error_type"], "path_rejected", "{:#}", results[1]);
+    assert_eq!(
+        results[0]["error_type"], "path_rejected",
+        "{:#}",
+        results[0]
+    );
+    assert_eq!(
+        results[1]["error_type"], "path_rejected",
+        "{:#}",
+        results[1]
+    );
     assert_ne!(r["exit_reason"], "missing_refs", "{r:#}");
     k.stop();
 }
@@ -235,7 +254,11 @@ async fn a_large_escaped_reference_keeps_the_read_ref_shape() {
     let home = fresh_home();
     notes_skill(home.path());
     let quoted = "\"x".repeat(45_000); // 90 000 bytes, ~135 000 as a JSON string
-    write(home.path(), "user_data/skills/notes/references/q.json", &quoted);
+    write(
+        home.path(),
+        "user_data/skills/notes/references/q.json",
+        &quoted,
+    );
     let plan = vec![
         calls(&[("read_ref", json!({"path": "references/q.json"}))]),
         calls(&[("read_skill_md", json!({}))]),
