@@ -121,7 +121,8 @@ async fn a_long_utf8_reference_is_text_not_binary() {
 
 /// "`GET /api/skills/runs/{id}/artifacts/{path}` takes `artifacts[].path` verbatim and answers
 /// the raw bytes." A script may write an artifact larger than the cap the endpoint reads at
-/// (8 MiB, well under the 50 MB disk budget); the endpoint answers 200 with the first 8 MiB.
+/// (8 MiB, well under the 50 MB disk budget); the endpoint answers 200 with the first 8 MiB,
+/// and `artifacts[]` gives `bytes` and `sha256` of that cut, not of the file.
 #[tokio::test]
 #[ignore = "deviation 4: an artifact over 8 MiB is served cut at 8 MiB with 200"]
 async fn a_large_artifact_is_served_whole() {
