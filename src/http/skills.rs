@@ -185,16 +185,32 @@ pub async fn artifact(
     let (run_id, file) = path.into_inner();
     let skills = std::sync::Arc::clone(&k.skills);
     let f = file.clone();
-    let bytes = web::block(move || skills.artifact(&run_id, &f))
+    let (f, len) = web::block(move || skills.artifact(&run_id, &f))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
             ArtifactError::BadPath(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::not_found(e.to_string()),
         })?;
+    // Streamed in 64 KiB chunks: an artifact may be as large as the run's disk budget.
+    let body = tokio::fs::File::from_std(f);
+    let chunks = futures_util::stream::unfold(Some(body), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
     Ok(HttpResponse::Ok()
         .content_type(media_type(&file))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Content-Security-Policy", "sandbox; default-src 'none'"))
-        .body(bytes))
+        .no_chunking(len)
+        .streaming(chunks))
 }

@@ -182,13 +182,19 @@ pub fn read(ctx: &RunContext, args: &Value) -> Outcome {
             ),
         );
     }
-    let (bytes, size) = match ctx.files.read(&found, MAX_L3_BYTES + 8192) {
+    // Read whole (up to the artifact cap) so "binary" is decided on the file, not on a cut.
+    let (bytes, size) = match ctx.files.read(&found, super::MAX_ARTIFACT_BYTES) {
         Ok(r) => r,
         Err(_) => return Outcome::err("not_found", format!("{} cannot be read", found.shown)),
     };
     let shown = found.shown.clone();
     base.files.push(shown.clone());
-    if is_binary(&bytes) {
+    let binary = if (size as usize) > bytes.len() {
+        rumi_domain::skill::disclosure::is_binary_prefix(&bytes)
+    } else {
+        is_binary(&bytes)
+    };
+    if binary {
         let mut o = Outcome::ok(
             json!({"ok": true, "path": raw, "resolved_path": shown, "bytes": size, "mime": mime_for(&shown)}),
         );

@@ -124,6 +124,29 @@ async fn watch_disk(ctx: Arc<RunContext>, from: u64, left: u64) -> String {
     }
 }
 
+/// Whether an argv item names a path that exists in the skill or build/ and leads outside
+/// through a link (the lexical check cannot see that): the reason, if so. The item itself, the
+/// value after `=`, and a one-letter option's attached value are each looked at.
+fn leads_out(ctx: &RunContext, item: &str) -> Option<String> {
+    let mut candidates = Vec::new();
+    if let Some((_, v)) = item.split_once('=') {
+        candidates.push(v);
+    }
+    match item.strip_prefix('-') {
+        Some(rest) if !rest.starts_with('-') => candidates.push(rest.get(1..).unwrap_or("")),
+        Some(_) => {}
+        None => candidates.push(item),
+    }
+    for c in candidates.into_iter().filter(|c| !c.is_empty()) {
+        if let Ok(p) = read_path(c) {
+            if let Resolve::Rejected(why) = ctx.files.resolve(&p, false) {
+                return Some(why);
+            }
+        }
+    }
+    None
+}
+
 fn violation(why: String) -> Outcome {
     Outcome::err("sandbox_violation", why).ending(ExitReason::SandboxViolation)
 }
@@ -183,6 +206,12 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
                     return Err(Outcome::err(
                         "path_rejected",
                         format!("argv item {s:?}: {}", e.0),
+                    ));
+                }
+                if let Some(why) = leads_out(ctx, s) {
+                    return Err(Outcome::err(
+                        "path_rejected",
+                        format!("argv item {s:?}: {why}"),
                     ));
                 }
                 argv.push(s.to_string());

@@ -384,7 +384,12 @@ impl SkillRuntime {
     }
 
     /// The raw bytes of an artifact, named as `artifacts[].path` names it (`build/…`).
-    pub fn artifact(&self, run_id: &str, path: &str) -> Result<Vec<u8>, ArtifactError> {
+    /// The artifact opened for reading (whole: it is streamed, never held in memory) and its size.
+    pub fn artifact(
+        &self,
+        run_id: &str,
+        path: &str,
+    ) -> Result<(std::fs::File, u64), ArtifactError> {
         if !valid_run_id(run_id) || !self.runs_root().join(run_id).is_dir() {
             return Err(ArtifactError::NoRun(run_id.to_string()));
         }
@@ -410,10 +415,11 @@ impl SkillRuntime {
         let build = std::fs::canonicalize(&build).map_err(|_| none())?;
         let files = RunFiles::existing(build.clone(), build);
         match files.resolve(&p, false) {
-            super::workspace::Resolve::Found(r) if !r.is_dir => files
-                .read(&r, super::MAX_ARTIFACT_BYTES)
-                .map(|(b, _)| b)
-                .map_err(|_| none()),
+            super::workspace::Resolve::Found(r) if !r.is_dir => {
+                let f = super::fsat::open_file(&r.root, &r.rel_real).map_err(|_| none())?;
+                let len = f.metadata().map_err(|_| none())?.len();
+                Ok((f, len))
+            }
             _ => Err(none()),
         }
     }

@@ -42,7 +42,7 @@ use tracing::Instrument;
 /// Most tool calls of one model turn that are run (the rest are answered as refused).
 pub const MAX_CALLS_PER_TURN: usize = 16;
 /// Largest tool result sent back to the model whole.
-pub const MAX_TOOL_RESULT_BYTES: usize = 128 * 1024;
+pub const MAX_TOOL_RESULT_BYTES: usize = 1024 * 1024;
 /// Most entries kept in `evidence_summary`.
 pub const MAX_SUMMARY_ENTRIES: usize = 400;
 

@@ -178,10 +178,10 @@ impl RunFiles {
                             cur = cur.join(&name);
                             shown.push(name);
                         }
-                        None => return Resolve::NotFound,
+                        None => return outside_or_missing(&cur, root),
                     }
                 }
-                Err(_) => return Resolve::NotFound,
+                Err(_) => return outside_or_missing(&cur, root),
             }
         }
         let real = match fs::canonicalize(&cur) {
@@ -358,6 +358,19 @@ pub enum WriteError {
     Rejected(String),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// What a lookup that stopped at `reached` (the deepest existing prefix) means: if a link on
+/// the way already left the area, the path is `Rejected` — whether something exists outside
+/// is none of the model's business (§15) — else it is simply not there.
+fn outside_or_missing(reached: &Path, root: &Path) -> Resolve {
+    match fs::canonicalize(reached) {
+        Ok(real) if real.starts_with(root) => Resolve::NotFound,
+        Ok(_) => Resolve::Rejected(
+            "the path leads outside the skill root and build/ (through a symbolic link); only the skill's own files and build/ can be read".into(),
+        ),
+        Err(_) => Resolve::NotFound,
+    }
 }
 
 /// The one entry of `dir` whose name equals `name` ignoring case (Unicode lower case), if

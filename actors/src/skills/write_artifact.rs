@@ -504,7 +504,9 @@ fn artifacts(ctx: &RunContext) -> Vec<ArtifactInfo> {
     let snap = ctx.files.snapshot_build();
     let mut list = Vec::new();
     for rel in snap.files.keys() {
-        let Some(bytes) = read_build(&ctx.files, rel) else {
+        // Size and hash of the whole file (a script may write more than one read holds),
+        // streamed, never through a link.
+        let Some((bytes, sha256)) = whole_file_digest(ctx.files.build(), rel) else {
             continue;
         };
         let (version, name) = record_version(ctx, rel).unwrap_or((0, artifact_name(rel)));
@@ -512,9 +514,27 @@ fn artifacts(ctx: &RunContext) -> Vec<ArtifactInfo> {
             path: format!("build/{rel}"),
             name,
             version,
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes,
+            sha256,
         });
     }
     list
+}
+
+/// The size and SHA-256 of `build/<rel>`, read in chunks.
+fn whole_file_digest(build: &std::path::Path, rel: &str) -> Option<(u64, String)> {
+    use std::io::Read;
+    let mut f = super::fsat::open_file(build, rel).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Some((total, hex::encode(hasher.finalize())))
 }

@@ -28,6 +28,13 @@ pub fn is_binary(bytes: &[u8]) -> bool {
     bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) || std::str::from_utf8(bytes).is_err()
 }
 
+/// [`is_binary`] for the first bytes of a longer file: a multi-byte character cut at the end
+/// of the prefix is not a reason to call it binary.
+pub fn is_binary_prefix(bytes: &[u8]) -> bool {
+    bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0)
+        || matches!(std::str::from_utf8(bytes), Err(e) if e.error_len().is_some())
+}
+
 /// The MIME type of a path by its extension (case-insensitive); `application/octet-stream` when
 /// unknown.
 pub fn mime_for(path: &str) -> &'static str {
