@@ -7,6 +7,7 @@
 mod common;
 
 use common::llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
+use common::skills::{await_run, sent_to_model};
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -286,11 +287,7 @@ async fn a_host_script_cannot_read_the_api_key() {
     let k = kernel_with(home.path(), &model);
     let _ = run(&k, input(json!({}))).await;
     k.stop();
-    let sent: String = model
-        .requests()
-        .iter()
-        .map(|r| r.body.to_string())
-        .collect();
+    let sent = sent_to_model(&model);
     assert!(
         !sent.contains(KEY),
         "the API key went back to the model in a tool result"
@@ -538,17 +535,9 @@ async fn a_pack_skill_stops_when_its_pack_turns_modified() {
         (v["data"]["state"] == "modified").then_some(())
     })
     .await;
-    let r = until(30, "the run to end", || async {
-        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
-        (!v["data"]["exit_reason"].is_null()).then(|| v["data"].clone())
-    })
-    .await;
+    let r = await_run(&k, &run_id).await;
     k.stop();
-    let sent: String = model
-        .requests()
-        .iter()
-        .map(|r| r.body.to_string())
-        .collect();
+    let sent = sent_to_model(&model);
     assert!(
         !sent.contains("TAMPERED-AFTER-APPROVAL"),
         "a modified pack's file reached the model (exit {})",

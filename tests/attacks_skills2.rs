@@ -8,6 +8,7 @@ mod common;
 
 use common::llm_server::{Flavor, ScriptedModel};
 use common::skills::*;
+use common::skills::{await_run, sent_to_model};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -118,11 +119,7 @@ async fn a_host_script_cannot_read_the_api_token_file() {
     k.stop();
     let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
     let hmac = std::fs::read(home.path().join("user_data/keys/hmac.key")).expect("the signing key");
-    let sent: String = model
-        .requests()
-        .iter()
-        .map(|r| r.body.to_string())
-        .collect();
+    let sent = sent_to_model(&model);
     let (token_leaked, key_leaked) = (
         sent.contains(&hex(b"rumi-ATTACK-TOKEN-5150")),
         sent.contains(&hex(&hmac)),
@@ -552,17 +549,9 @@ async fn a_pack_skill_never_serves_a_file_changed_through_a_hard_link() {
         f.seek(std::io::SeekFrom::Start(0)).unwrap();
         f.write_all(b"TAMPERED\n").unwrap();
     }
-    let r = until(30, "the run to end", || async {
-        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
-        (!v["data"]["exit_reason"].is_null()).then(|| v["data"].clone())
-    })
-    .await;
+    let r = await_run(&k, &run_id).await;
     k.stop();
-    let sent: String = model
-        .requests()
-        .iter()
-        .map(|r| r.body.to_string())
-        .collect();
+    let sent = sent_to_model(&model);
     assert!(
         !sent.contains("TAMPERED"),
         "a pack file changed after approval reached the model (exit {})",

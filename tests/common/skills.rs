@@ -156,3 +156,21 @@ pub fn the_happy_plan() -> Vec<Move> {
         calls(&[("finish", json!({"summary": "a note"}))]),
     ]
 }
+
+/// Waits (30 s deadline) until the run `run_id` has ended; its ActResult.
+pub async fn await_run(k: &Kernel, run_id: &str) -> Value {
+    super::until(30, "the skill run to end", || async {
+        let (_, v) = k.get(&format!("/api/skills/runs/{run_id}")).await;
+        (!v["data"]["exit_reason"].is_null()).then(|| v["data"].clone())
+    })
+    .await
+}
+
+/// Everything the model was sent, as one string (for leak checks).
+pub fn sent_to_model(model: &ScriptedModel) -> String {
+    model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect()
+}

@@ -106,4 +106,40 @@ mod tests {
         assert!(stored * (MAX_VALUE_BYTES - 8) <= MAX_TOTAL_BYTES);
         assert!(stored >= MAX_TOTAL_BYTES / MAX_VALUE_BYTES - 1);
     }
+
+    /// Threads writing at once (seeded sizes, replacing and new keys) never pass the key count
+    /// or the byte total: the caps are checked and charged under one lock.
+    #[test]
+    fn caps_hold_under_concurrent_writers() {
+        let b = Blackboard::default();
+        let threads: Vec<_> = (0..8u64)
+            .map(|seed| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for i in 0..2_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let size = (x % 40_000) as usize;
+                        let key = format!("k{}", (x >> 20) % 400);
+                        let _ = b.put(&key, json!("v".repeat(size)));
+                        if i % 64 == 0 {
+                            assert!(b.keys().len() <= MAX_KEYS);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let keys = b.keys();
+        assert!(keys.len() <= MAX_KEYS);
+        let total: usize = keys
+            .iter()
+            .map(|k| serde_json::to_string(&b.get(k).unwrap()).unwrap().len())
+            .sum();
+        assert!(total <= MAX_TOTAL_BYTES, "{total}");
+    }
 }

@@ -191,7 +191,6 @@ pub struct Tally {
     pub model_calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    pub tool_calls_executed: u64,
     pub tool_calls_from_memo: u64,
     pub script_runs: u64,
     pub script_failures: u64,
@@ -211,7 +210,6 @@ impl Tally {
         self.model_calls += o.model_calls;
         self.input_tokens += o.input_tokens;
         self.output_tokens += o.output_tokens;
-        self.tool_calls_executed += o.tool_calls_executed;
         self.tool_calls_from_memo += o.tool_calls_from_memo;
         self.script_runs += o.script_runs;
         self.script_failures += o.script_failures;

@@ -160,13 +160,9 @@ pub fn read(ctx: &RunContext, args: &Value) -> Outcome {
     };
     let found = match locate(&ctx.files, raw) {
         Ok(f) => f,
-        Err(mut o) => {
-            o.tally.tool_calls_executed += 1;
-            return o;
-        }
+        Err(o) => return o,
     };
     let mut base = Outcome::ok(Value::Null);
-    base.tally.tool_calls_executed += 1;
     if found.is_dir {
         return Outcome::err(
             "invalid_arguments",
@@ -274,9 +270,7 @@ pub fn list(ctx: &RunContext, args: &Value) -> Outcome {
     if truncated {
         result["truncated"] = json!(true);
     }
-    let mut o = Outcome::ok(result);
-    o.tally.tool_calls_executed += 1;
-    o
+    Outcome::ok(result)
 }
 
 /// `build/` as the domain's validation sees it.
@@ -316,7 +310,6 @@ pub fn check(ctx: &RunContext) -> Outcome {
         "unmet": report.unmet,
         "generation": generation,
     }));
-    o.tally.tool_calls_executed += 1;
     o.diff_summary = if report.passed {
         "validation passed".into()
     } else {
@@ -363,8 +356,5 @@ pub fn summarize(ctx: &RunContext, args: &Value) -> Outcome {
         }
         (None, None) => return Outcome::err("invalid_arguments", "give {path} or {text}"),
     };
-    let mut o =
-        Outcome::ok(json!({"ok": true, "summary": rumi_domain::skill::text::summarize(&text)}));
-    o.tally.tool_calls_executed += 1;
-    o
+    Outcome::ok(json!({"ok": true, "summary": rumi_domain::skill::text::summarize(&text)}))
 }

@@ -76,7 +76,6 @@ pub fn read_skill(ctx: &RunContext) -> Outcome {
     if !ctx.first_load(body.as_bytes()) {
         let mut o = Outcome::ok(json!({"ok": true, "already_loaded": true}));
         o.tally.cache_hits += 1;
-        o.tally.tool_calls_executed += 1;
         return o;
     }
     let (content, omitted) = cap_l2(&body);
@@ -104,7 +103,6 @@ pub fn read_skill(ctx: &RunContext) -> Outcome {
     let mut o = Outcome::ok(result).progress();
     o.tally.l2_loads += 1;
     o.tally.cache_misses += 1;
-    o.tally.tool_calls_executed += 1;
     o.tally.bytes_truncated += omitted as u64;
     o.files.push("SKILL.md".into());
     o.diff_summary = format!(

@@ -292,10 +292,7 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
     };
     let c = match checked {
         Ok(c) => c,
-        Err(mut o) => {
-            o.tally.tool_calls_executed += 1;
-            return o;
-        }
+        Err(o) => return o,
     };
     let isolation = ctx.scripts.isolation();
     let host = isolation == "host";
@@ -303,11 +300,10 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         // A script the model wrote, run on the host by a root kernel, could read everything
         // root reads (the home's keys, the API token): it runs only in strict mode's
         // container, or under a kernel that is not root. The skill's own scripts still run.
-        let mut o = Outcome::err(
+        let o = Outcome::err(
             "sandbox_violation",
             "scripts written during the run (under build/) run only in strict mode, or under a kernel that does not run as root; use the skill's own scripts",
         );
-        o.tally.tool_calls_executed += 1;
         return o;
     }
     let before = {
@@ -374,7 +370,6 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
             }
             let mut o = Outcome::err("budget_exceeded", why)
                 .ending(ExitReason::BudgetExceeded(Which::Disk));
-            o.tally.tool_calls_executed += 1;
             o.tally.script_runs += 1;
             o.tally.script_failures += 1;
             o.script_failed = true;
@@ -398,7 +393,6 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
     let (changed, _) = before.0.changes(&after.0);
     let files_written: Vec<String> = changed.iter().map(|p| format!("build/{p}")).collect();
     let mut o = Outcome::ok(Value::Null);
-    o.tally.tool_calls_executed += 1;
     o.files.push(c.shown.clone());
     o.written = changed.clone();
     if !changed.is_empty() {

@@ -204,11 +204,6 @@ impl RunFiles {
                 "the path leads outside the skill root and build/ (through a symbolic link); only the skill's own files and build/ can be read".into(),
             );
         };
-        if !real.starts_with(root) {
-            return Resolve::Rejected(
-                "the path leads outside the skill root and build/ (through a symbolic link); only the skill's own files and build/ can be read".into(),
-            );
-        }
         let is_dir = real.is_dir();
         let root = root.to_path_buf();
         let mut text = shown.join("/");

@@ -252,11 +252,10 @@ fn read_build(files: &RunFiles, rel: &str) -> Option<Vec<u8>> {
 async fn store(ctx: Arc<RunContext>, rel: String, bytes: Vec<u8>) -> Outcome {
     let name = artifact_name(&rel);
     if let Some(owner) = ctx.owners.lock().get(&name).filter(|o| **o != rel) {
-        let mut o = Outcome::err(
+        let o = Outcome::err(
             "path_rejected",
             format!("build/{rel} would be artifact {name}, which is build/{owner}'s: choose another file name"),
         );
-        o.tally.tool_calls_executed += 1;
         return o;
     }
     let admitted = ctx
@@ -267,7 +266,7 @@ async fn store(ctx: Arc<RunContext>, rel: String, bytes: Vec<u8>) -> Outcome {
         .await
         .unwrap_or(Err(Which::Disk));
     if let Err(which) = admitted {
-        let mut o = Outcome::err(
+        let o = Outcome::err(
             "budget_exceeded",
             format!(
                 "writing {} bytes passes the disk budget (disk_write_limit_mb)",
@@ -275,20 +274,18 @@ async fn store(ctx: Arc<RunContext>, rel: String, bytes: Vec<u8>) -> Outcome {
             ),
         )
         .ending(ExitReason::BudgetExceeded(which));
-        o.tally.tool_calls_executed += 1;
         return o;
     }
     blocking(move || {
         let before = read_build(&ctx.files, &rel);
         if let Err(e) = ctx.files.write_build(&rel, &bytes) {
-            let mut o = match e {
+            let o = match e {
                 WriteError::Rejected(why) => Outcome::err("path_rejected", why),
                 WriteError::Io(e) => Outcome::err(
                     "invalid_arguments",
                     format!("build/{rel} could not be written ({})", e.kind()),
                 ),
             };
-            o.tally.tool_calls_executed += 1;
             return o;
         }
         let changed = before.as_deref() != Some(&bytes[..]);
@@ -306,7 +303,6 @@ async fn store(ctx: Arc<RunContext>, rel: String, bytes: Vec<u8>) -> Outcome {
             "sha256": sha,
         }));
         o.progress = changed;
-        o.tally.tool_calls_executed += 1;
         o.files.push(format!("build/{rel}"));
         o.diff_summary = if !changed {
             format!("build/{rel} unchanged")
@@ -356,10 +352,7 @@ pub async fn write(ctx: Arc<RunContext>, args: Value) -> Outcome {
     })();
     match parsed {
         Ok((rel, bytes)) => store(ctx, rel, bytes).await,
-        Err(mut o) => {
-            o.tally.tool_calls_executed += 1;
-            o
-        }
+        Err(o) => o,
     }
 }
 
@@ -433,10 +426,7 @@ pub async fn template(ctx: Arc<RunContext>, args: Value) -> Outcome {
             }
             o
         }
-        Err(mut o) => {
-            o.tally.tool_calls_executed += 1;
-            o
-        }
+        Err(o) => o,
     }
 }
 
@@ -490,12 +480,10 @@ pub fn diff(ctx: &RunContext, args: &Value) -> Outcome {
         let b = side(ctx, arg_str(args, "b")?)?;
         Ok::<_, Outcome>(rumi_domain::skill::text::line_diff(&a, &b))
     })();
-    let mut o = match r {
+    match r {
         Ok(d) => Outcome::ok(json!({"ok": true, "diff": d})),
         Err(o) => o,
-    };
-    o.tally.tool_calls_executed += 1;
-    o
+    }
 }
 
 /// Every file under `build/`, each with its latest version (a file never versioned gets its
