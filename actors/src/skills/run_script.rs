@@ -334,6 +334,7 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         files: ctx.files.clone(),
         seq,
         max_file_bytes: disk_left,
+        env: Default::default(),
     };
     let grown_from = {
         let ctx = Arc::clone(&ctx);

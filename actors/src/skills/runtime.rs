@@ -254,7 +254,7 @@ impl SkillRuntime {
             build_generation: Default::default(),
             guard,
             llm: Arc::new(llm),
-            scripts,
+            scripts: Arc::clone(&scripts),
             input,
             budgets,
             deadline,
@@ -293,6 +293,8 @@ impl SkillRuntime {
                 Ok(r) => r,
                 Err(_) => stopped(waiter_base),
             };
+            // The run's warm script containers go before its result is published.
+            scripts.finish().await;
             let files2 = files.clone();
             let r2 = result.clone();
             let _ = tokio::task::spawn_blocking(move || persist(&files2, &r2)).await;

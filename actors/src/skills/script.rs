@@ -72,6 +72,20 @@ pub struct ScriptJob {
     /// Turns true when the script must stop now (the disk budget passed): the runner kills it —
     /// and, for a container, removes it — before it answers.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The dependency environments the script runs with (none: the standard library only).
+    pub env: ScriptEnv,
+}
+
+/// The dependency environments of one script (contract §8): built once per dependency set
+/// under `user_data/skill_envs/<python|node>/<hash>/` and reused across runs and skills.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptEnv {
+    /// Names the pair of environments (`""` = none); a warm container is kept per key.
+    pub key: String,
+    /// The Python environment's package directory (on `PYTHONPATH`), read-only to the script.
+    pub python: Option<PathBuf>,
+    /// The Node environment's `node_modules` (on `NODE_PATH`), read-only to the script.
+    pub node: Option<PathBuf>,
 }
 
 /// Resolves once `stop` turns true (never, if its sender is gone without asking).
@@ -107,6 +121,10 @@ pub trait ScriptRunner: Send + Sync {
     /// for the script's writes). Blocking.
     fn prepare(&self, _files: &RunFiles) {}
     fn run(&self, job: ScriptJob) -> BoxFuture<'static, Result<ScriptOutput, String>>;
+    /// The run ended: whatever the runner kept for it (a warm container) goes. Called once.
+    fn finish(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Permissive mode: a host process with a scrubbed environment, in a view of the skill root.
