@@ -88,6 +88,36 @@ pub struct ScriptEnv {
     pub node: Option<PathBuf>,
 }
 
+/// Where a container sees the Python environment's package directory (read-only).
+pub const CONTAINER_PYTHON_ENV: &str = "/env/python";
+/// Where a container sees the Node environment's `node_modules` (read-only).
+pub const CONTAINER_NODE_ENV: &str = "/env/node_modules";
+
+impl ScriptEnv {
+    /// The variables that put the environments on the interpreters' search paths, for a host
+    /// process (`host: true`, the environments' own paths) or a container (their mount points).
+    pub fn variables(&self, host: bool) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::new();
+        if let Some(p) = &self.python {
+            let at = if host {
+                p.to_string_lossy().into_owned()
+            } else {
+                CONTAINER_PYTHON_ENV.to_string()
+            };
+            vars.push(("PYTHONPATH", at));
+        }
+        if let Some(p) = &self.node {
+            let at = if host {
+                p.to_string_lossy().into_owned()
+            } else {
+                CONTAINER_NODE_ENV.to_string()
+            };
+            vars.push(("NODE_PATH", at));
+        }
+        vars
+    }
+}
+
 /// Resolves once `stop` turns true (never, if its sender is gone without asking).
 pub async fn stop_requested(mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
@@ -293,6 +323,7 @@ impl ScriptRunner for HostRunner {
                 .env("LANG", "C.UTF-8")
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .env("RUMI_BUILD_DIR", "build")
+                .envs(job.env.variables(true))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -14,7 +14,8 @@
 //! and nothing else of the workspace is visible. The container is removed when the script ends,
 //! times out, or the run is cancelled (a drop guard).
 
-use super::script::{ScriptJob, ScriptOutput, ScriptRunner, Tail, MAX_STDOUT};
+use super::script::{ScriptEnv, ScriptJob, ScriptOutput, ScriptRunner, Tail, MAX_STDOUT};
+use super::script::{CONTAINER_NODE_ENV, CONTAINER_PYTHON_ENV};
 use crate::docker::sandbox::hardened_host_config;
 use crate::docker::{describe, remove, DockerEngine};
 use crate::docker::{LABEL_BOOT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PACK};
@@ -102,8 +103,38 @@ fn mounts(job: &ScriptJob, stdin: &Path) -> Result<Vec<Mount>, String> {
         mounts.push(bind(&entry.path(), format!("/skill/{name}"), true));
     }
     mounts.push(bind(job.files.build(), "/skill/build".into(), false));
+    mounts.extend(env_mounts(&job.env));
     mounts.push(bind(stdin, "/rumi-io/stdin.json".into(), true));
     Ok(mounts)
+}
+
+/// The dependency environments, read-only at [`CONTAINER_PYTHON_ENV`] and [`CONTAINER_NODE_ENV`].
+pub fn env_mounts(env: &ScriptEnv) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if let Some(p) = &env.python {
+        mounts.push(bind(p, CONTAINER_PYTHON_ENV.into(), true));
+    }
+    if let Some(p) = &env.node {
+        mounts.push(bind(p, CONTAINER_NODE_ENV.into(), true));
+    }
+    mounts
+}
+
+/// The container's variables: a fixed set, plus the environments' search paths.
+pub fn container_variables(env: &ScriptEnv) -> Vec<String> {
+    let mut vars: Vec<String> = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        "LANG=C.UTF-8".into(),
+        "HOME=/tmp".into(),
+        "PYTHONDONTWRITEBYTECODE=1".into(),
+        "RUMI_BUILD_DIR=build".into(),
+    ];
+    vars.extend(
+        env.variables(false)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    vars
 }
 
 /// Hands `build/` to the container's user when the kernel runs as root: every entry re-owned
@@ -207,13 +238,7 @@ async fn run_in_container(engine: &DockerEngine, job: ScriptJob) -> Result<Scrip
         cmd: Some(cmd),
         entrypoint: Some(Vec::new()),
         user: Some(user),
-        env: Some(vec![
-            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
-            "LANG=C.UTF-8".into(),
-            "HOME=/tmp".into(),
-            "PYTHONDONTWRITEBYTECODE=1".into(),
-            "RUMI_BUILD_DIR=build".into(),
-        ]),
+        env: Some(container_variables(&job.env)),
         working_dir: Some("/skill".into()),
         labels: Some(labels),
         network_disabled: Some(true),
