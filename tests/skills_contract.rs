@@ -1,7 +1,6 @@
 //! The SkillRuntime held to the letter of its contract (the exact shapes and rules black-box
 //! tests rely on), one test per place a conformance review found it differing; each states the
-//! contract's rule. One stays ignored: the AttemptMemo is the next issue's (§10), and its test
-//! says what it will have to do. The fixtures are those of `tests/skills.rs`.
+//! contract's rule. The fixtures are those of `tests/skills.rs`.
 
 mod common;
 
@@ -172,9 +171,7 @@ async fn a_large_artifact_is_served_whole() {
 }
 
 /// §10: "a repeated identical script run or read is served from the memo"; §7/§14: the result
-/// says `from_memo` and `metrics.tool_calls_from_memo` counts it. The runtime is built with a
-/// memo that remembers nothing, so the second identical call runs the script again.
-#[ignore = "the AttemptMemo (§10, §15 memo across runs) is the next issue: run with --ignored to see it fail"]
+/// says `from_memo` and `metrics.tool_calls_from_memo` counts it: the script runs once.
 #[tokio::test]
 async fn a_repeated_identical_script_run_is_served_from_the_memo() {
     if !python_available() {

@@ -9,7 +9,7 @@ use actix::Actor;
 use futures_util::future::BoxFuture;
 use llm_server::{Flavor, Move, Policy, ScriptedModel, Turn};
 use rumi_actors::skills::budget_guard::BudgetGuard;
-use rumi_actors::skills::context::{NoMemo, RunContext};
+use rumi_actors::skills::context::RunContext;
 use rumi_actors::skills::llm::{LlmClient, LlmConfig, Provider};
 use rumi_actors::skills::script::{ScriptJob, ScriptOutput, ScriptRunner};
 use rumi_actors::skills::supervisor::Supervisor;
@@ -104,7 +104,9 @@ async fn run_with(fault: Fault, time_budget_ms: u64) -> (ActResult, Duration) {
         files,
         blackboard: Default::default(),
         loaded: Default::default(),
-        memo: Arc::new(NoMemo),
+        caches: rumi_actors::skills::memo::RunCaches::off(Arc::new(
+            rumi_actors::skills::cache::SkillCache::new(t.path().join("cache")),
+        )),
         versions: Default::default(),
         owners: Default::default(),
         build_generation: Default::default(),

@@ -22,31 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// The AttemptMemo seam (contract §10; filled by the caches issue): `(action, inputs hash,
-/// skill tree hash)` → a result, failures too. This build keeps nothing.
-pub trait AttemptMemo: Send + Sync {
-    fn lookup(&self, key: &MemoKey) -> Option<Value>;
-    fn store(&self, key: &MemoKey, result: &Value);
-}
-
-/// A memo key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MemoKey {
-    pub action: &'static str,
-    pub inputs: String,
-    pub tree: String,
-}
-
-/// The memo that remembers nothing.
-pub struct NoMemo;
-
-impl AttemptMemo for NoMemo {
-    fn lookup(&self, _: &MemoKey) -> Option<Value> {
-        None
-    }
-    fn store(&self, _: &MemoKey, _: &Value) {}
-}
-
 /// Everything the actors of one run share.
 pub struct RunContext {
     pub run_id: String,
@@ -57,7 +32,8 @@ pub struct RunContext {
     pub blackboard: Blackboard,
     /// Content hashes already given to the model in this run (`already_loaded`, §10).
     pub loaded: Mutex<HashSet<[u8; 32]>>,
-    pub memo: Arc<dyn AttemptMemo>,
+    /// The AttemptMemo, the read memo and the skill memory of this run (§10).
+    pub caches: super::memo::RunCaches,
     /// The latest version number of each file under `build/`.
     pub versions: Mutex<BTreeMap<String, u32>>,
     /// Which file each artifact name belongs to: `a/b.md` and `a.b.md` would both be

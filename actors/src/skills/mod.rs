@@ -15,10 +15,12 @@
 pub mod agent;
 pub mod blackboard;
 pub mod budget_guard;
+pub mod cache;
 pub mod catalog;
 pub mod context;
 pub mod fsat;
 pub mod llm;
+pub mod memo;
 pub mod read_ref;
 pub mod read_skill_md;
 pub mod run_script;

@@ -158,6 +158,8 @@ struct Checked {
     argv: Vec<String>,
     stdin: Vec<u8>,
     timeout: Duration,
+    /// What the memo keys a run by: everything of the call that can change its result.
+    memo_parts: Value,
 }
 
 fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
@@ -270,12 +272,21 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
     let left = ctx
         .deadline
         .saturating_duration_since(tokio::time::Instant::now());
+    let memo_parts = json!({
+        "path": shown,
+        "argv": argv,
+        "args": rumi_domain::skill::memo::value_digest(&input),
+        "dependencies": args.get("dependencies").cloned().unwrap_or(Value::Null),
+        "timeout_s": asked,
+        "isolation": ctx.scripts.isolation(),
+    });
     Ok(Checked {
         interpreter,
         shown,
         argv,
         stdin,
         timeout: Duration::from_secs(asked).min(left),
+        memo_parts,
     })
 }
 
@@ -306,6 +317,58 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         );
         return o;
     }
+    // The AttemptMemo (§10): an identical run from the same build/ is answered, not run.
+    let inputs = {
+        let (ctx, parts) = (Arc::clone(&ctx), c.memo_parts.clone());
+        blocking(move || super::memo::script_inputs(&ctx, parts)).await
+    };
+    if let Some(inputs) = &inputs {
+        if let Some(o) = from_memo(&ctx, inputs, &c.shown).await {
+            return o;
+        }
+    }
+    let o = execute(Arc::clone(&ctx), c, host, isolation).await;
+    // Kept: a script that ran to an exit (or to its own timeout); not a runner failure, nor a
+    // run the budgets stopped.
+    if let Some(inputs) = inputs {
+        if o.end.is_none() && o.result.get("exit_code").is_some() {
+            let (ctx, result, written) = (Arc::clone(&ctx), o.result.clone(), o.written.clone());
+            blocking(move || super::memo::script_store(&ctx, &inputs, &result, &written)).await;
+        }
+    }
+    o
+}
+
+/// A memo hit: the kept result, its files restored into `build/` (admitted by the guard).
+async fn from_memo(ctx: &Arc<RunContext>, inputs: &str, shown: &str) -> Option<Outcome> {
+    let hit = {
+        let (c, inputs) = (Arc::clone(ctx), inputs.to_string());
+        blocking(move || super::memo::script_hit(&c, &inputs)).await?
+    };
+    let restored = super::memo::restore_files(ctx, hit.files).await?;
+    let mut result = hit.record.result;
+    result["from_memo"] = json!(true);
+    let ok = result.get("ok") == Some(&Value::Bool(true));
+    ctx.last_script_failed.store(!ok, Ordering::SeqCst);
+    let mut o = Outcome::ok(result);
+    o.tally.tool_calls_from_memo = 1;
+    o.progress = ok;
+    o.script_failed = !ok;
+    o.files.push(shown.to_string());
+    o.diff_summary = format!(
+        "{shown}: answered from the memo{}",
+        if restored.is_empty() {
+            String::new()
+        } else {
+            format!(", restored {}", restored.join(", "))
+        }
+    );
+    o.written = restored;
+    Some(o)
+}
+
+/// Runs the checked script and reads what it did.
+async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'static str) -> Outcome {
     let before = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {

@@ -9,9 +9,11 @@
 //! says `running`) and marked failed, so `GET` never shows a run that runs forever.
 
 use super::budget_guard::BudgetGuard;
+use super::cache::SkillCache;
 use super::catalog::{discover, lookup, LookupError, Roots, SkillCatalog};
-use super::context::{NoMemo, RunContext};
+use super::context::RunContext;
 use super::llm::{load_config, LlmClient, Provider, NOT_CONFIGURED};
+use super::memo::RunCaches;
 use super::script::{HostRunner, ScriptRunner};
 use super::script_container::ContainerRunner;
 use super::supervisor::{Publish, Supervisor};
@@ -81,6 +83,8 @@ struct RunTable {
 
 /// The skill runtime of a kernel.
 pub struct SkillRuntime {
+    /// The caches of every skill (`user_data/skill_cache/`, §10).
+    cache: Arc<SkillCache>,
     layout: Layout,
     view: Arc<KernelView>,
     docker: Option<Arc<DockerEngine>>,
@@ -116,6 +120,7 @@ impl SkillRuntime {
             .and_then(|v| v.parse().ok())
             .filter(|n| (1..=64).contains(n))
             .unwrap_or(DEFAULT_MAX_ACTIVE_RUNS);
+        let layout_cache = layout.user_data().join("skill_cache");
         let rt = SkillRuntime {
             layout,
             view,
@@ -127,6 +132,7 @@ impl SkillRuntime {
             arbiter: Arbiter::new().handle(),
             runs: Mutex::default(),
             slots: super::slots::RunSlots::new(max_active),
+            cache: Arc::new(SkillCache::new(layout_cache)),
         };
         rt.recover_interrupted();
         rt
@@ -205,6 +211,7 @@ impl SkillRuntime {
             }),
         };
         let isolation = scripts.isolation();
+        let caches = self.caches_for(&files, &input, isolation);
         let seed = {
             let text = serde_json::to_string(&(&input.skill_id, &input.goal, &input.inputs))
                 .unwrap_or_default();
@@ -248,7 +255,7 @@ impl SkillRuntime {
             files: files.clone(),
             blackboard: Default::default(),
             loaded: Default::default(),
-            memo: Arc::new(NoMemo),
+            caches,
             versions: Default::default(),
             owners: Default::default(),
             build_generation: Default::default(),
@@ -324,6 +331,20 @@ impl SkillRuntime {
             run_id,
             result: out_rx,
         })
+    }
+
+    /// The run's caches: the skill tree hash (its files' digests persisted for the skill), and
+    /// the memory of the last validated run with the same key. Blocking: hashes the skill.
+    fn caches_for(&self, files: &RunFiles, input: &ActInput, isolation: &str) -> RunCaches {
+        let cache = Arc::clone(&self.cache);
+        let Some(entries) = files.skill_tree() else {
+            return RunCaches::off(cache);
+        };
+        let tree = rumi_domain::skill::memo::tree_hash(&entries);
+        cache.save_digests(&input.skill_id, &tree, &entries);
+        let run_key = rumi_domain::skill::memo::run_key(input, &tree, isolation);
+        let memory = cache.memory(&input.skill_id, &run_key, &tree);
+        RunCaches::new(cache, Some(tree), memory, Some(run_key))
     }
 
     /// For a pack's skill: whether the pack is approved now and its files still match the

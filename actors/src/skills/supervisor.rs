@@ -142,6 +142,8 @@ struct Loop {
     end: Option<ExitReason>,
     unmet: Vec<Unmet>,
     step: u32,
+    /// The steps as the skill memory keeps them (`tool target → ok`).
+    steps: Vec<String>,
 }
 
 impl Loop {
@@ -154,6 +156,7 @@ impl Loop {
             messages: vec![ChatMessage::User(BEGIN.to_string())],
             tally: Tally::default(),
             summary: Vec::new(),
+            steps: Vec::new(),
             stall: 0,
             stalled: false,
             reflected: false,
@@ -412,6 +415,22 @@ impl Loop {
         };
         let a = self.agents.clone();
         match call.name.as_str() {
+            "read_skill_md" | "read_ref" if task.is_none() => {
+                // The run's memo and the skill memory answer first (§10).
+                let name = call.name.as_str();
+                if let Some(o) = super::memo::before_read(&self.ctx, name, &args) {
+                    return Ok(o);
+                }
+                let o = if name == "read_skill_md" {
+                    self.ask("ReadSkillMd", &a.read_skill, ReadSkill).await?
+                } else {
+                    let args = args.clone();
+                    self.ask("ReadRef", &a.read_ref, ReadReference { args })
+                        .await?
+                };
+                super::memo::after_read(&self.ctx, name, &args, &o);
+                Ok(o)
+            }
             "read_skill_md" => self.ask("ReadSkillMd", &a.read_skill, ReadSkill).await,
             "read_ref" => match task {
                 Some(task) => self.ask("ReadRef", &a.read_ref, DelegateRead { task }).await,
@@ -430,7 +449,24 @@ impl Loop {
             "diff" => self.ask("WriteArtifact", &a.write, DiffCall { args }).await,
             "template_expand" => self.ask("WriteArtifact", &a.write, TemplateExpand { args }).await,
             "validate" => {
+                // Once the skill memory was given, the kept outputs still missing are filled in.
+                let restored = super::memo::restore_for_validate(&self.ctx).await;
+                if !restored.is_empty() {
+                    let _ = a
+                        .write
+                        .send(RecordVersions {
+                            files: restored.clone(),
+                        })
+                        .await;
+                }
                 let mut o = self.ask("ReadRef", &a.read_ref, ValidateOutputs).await?;
+                if !restored.is_empty() {
+                    o.result["restored"] = json!(restored
+                        .iter()
+                        .map(|p| format!("build/{p}"))
+                        .collect::<Vec<_>>());
+                    o.progress = true;
+                }
                 if let Some(m) = o.result.as_object_mut() {
                     let generation = m.remove("generation").and_then(|g| g.as_u64());
                     if m.get("passed") == Some(&Value::Bool(true)) {
@@ -496,6 +532,14 @@ impl Loop {
         o: &Outcome,
     ) {
         self.tally.add(&o.tally);
+        if self.steps.len() < rumi_domain::skill::memo::MAX_MEMORY_STEPS {
+            self.steps
+                .push(rumi_domain::skill::memo::SkillMemory::step_line(
+                    tool,
+                    &args_hint(&call.arguments),
+                    o.result.get("ok") == Some(&Value::Bool(true)),
+                ));
+        }
         if o.script_failed {
             let path = call
                 .arguments
@@ -710,6 +754,12 @@ impl Loop {
             result.remaining_budgets = s.remaining.clone();
         }
         result.unmet = unmet;
+        if exit == ExitReason::Validated {
+            let ctx = Arc::clone(&self.ctx);
+            let paths: Vec<String> = result.artifacts.iter().map(|a| a.path.clone()).collect();
+            let steps = std::mem::take(&mut self.steps);
+            super::agent::blocking(move || super::memo::save_memory(&ctx, &paths, steps)).await;
+        }
         result
     }
 }

@@ -14,6 +14,7 @@
 //! * walks (listings, snapshots) never follow links and stop at a cap.
 
 use super::fsat;
+use rumi_domain::skill::memo::{TreeEntry, TreeWhat};
 use rumi_domain::skill::paths::{Area, ToolPath};
 use std::collections::BTreeMap;
 use std::fs;
@@ -344,6 +345,67 @@ impl RunFiles {
             .ok()?;
         Some(buf)
     }
+}
+
+/// Most bytes hashed for one digest of a tree (the skill's files, or `build/`): past it there
+/// is no digest, and the caches stay out of the run.
+pub const MAX_DIGEST_BYTES: u64 = 256 * 1024 * 1024;
+
+impl RunFiles {
+    /// The skill's tree as the caches key it: each file by path and content digest, a link by
+    /// its target (never followed). `None` when a walk or the byte cap stops it.
+    pub fn skill_tree(&self) -> Option<Vec<TreeEntry>> {
+        tree_of(&self.skill_root, true)
+    }
+
+    /// A digest of `build/` (paths and contents): the state a script starts from. `None` past
+    /// the caps.
+    pub fn build_digest(&self) -> Option<String> {
+        tree_of(&self.build, false).map(|t| rumi_domain::skill::memo::tree_hash(&t))
+    }
+
+    /// The content of `build/<rel>` (a regular file, no link followed), up to the artifact cap.
+    pub fn read_build(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let f = fsat::open_file(&self.build, rel)?;
+        let mut buf = Vec::new();
+        f.take(crate::skills::MAX_ARTIFACT_BYTES as u64 + 1)
+            .read_to_end(&mut buf)?;
+        if buf.len() > crate::skills::MAX_ARTIFACT_BYTES {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "too large"));
+        }
+        Ok(buf)
+    }
+}
+
+fn tree_of(root: &Path, hide_build: bool) -> Option<Vec<TreeEntry>> {
+    use sha2::{Digest, Sha256};
+    let snap = walk(root, hide_build);
+    if snap.truncated {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut out = Vec::with_capacity(snap.files.len());
+    for (rel, stamp) in snap.files {
+        total += stamp.size;
+        if total > MAX_DIGEST_BYTES {
+            return None;
+        }
+        let what = match fsat::open_file(root, &rel) {
+            Ok(mut f) => {
+                let mut h = Sha256::new();
+                io::copy(&mut f, &mut h).ok()?;
+                TreeWhat::File(h.finalize().into())
+            }
+            // A link (or anything but a regular file): by what it points at, never followed.
+            Err(_) => TreeWhat::Link(
+                fs::read_link(root.join(&rel))
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "?".into()),
+            ),
+        };
+        out.push(TreeEntry { path: rel, what });
+    }
+    Some(out)
 }
 
 /// Why a write failed.

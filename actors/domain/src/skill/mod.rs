@@ -12,6 +12,7 @@ pub mod disclosure;
 pub mod frontmatter;
 pub mod glob;
 pub mod id;
+pub mod memo;
 pub mod paths;
 pub mod prompt;
 pub mod refs;
