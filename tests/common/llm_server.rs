@@ -18,7 +18,8 @@
 //!   for an agent key with no list): a text-only reply `"done"`.
 //! * **Conditional move.** [`Move::IfLastError`] looks at the last tool result in the request: if
 //!   its JSON has `ok: false` and `error_type` equal to the given one, the `then` turn is played,
-//!   else `otherwise`.
+//!   else `otherwise`. [`Move::IfLastHas`] plays `then` when the last tool result's JSON has the
+//!   given key, neither null nor false (a model that reads what it was told, e.g. a skill memory).
 //! * **Tool call ids** are `call_<k>_<i>` (OpenAI) or `toolu_<k>_<i>` (Anthropic), `i` the call's
 //!   index in the turn.
 //! * **Usage** (when [`Policy::report_usage`]): `input = request body bytes / 4`,
@@ -85,6 +86,12 @@ pub enum Move {
     /// Choose by the last tool result in the request: if its JSON has ok:false and error_type == e.
     IfLastError {
         error_type: String,
+        then: Turn,
+        otherwise: Turn,
+    },
+    /// Choose by the last tool result in the request: if its JSON has `key` (not null or false).
+    IfLastHas {
+        key: String,
         then: Turn,
         otherwise: Turn,
     },
@@ -556,6 +563,19 @@ fn decide(
                     r["ok"] == Value::Bool(false) && r["error_type"].as_str() == Some(error_type)
                 });
                 if hit {
+                    then.clone()
+                } else {
+                    otherwise.clone()
+                }
+            }
+            Some(Move::IfLastHas {
+                key,
+                then,
+                otherwise,
+            }) => {
+                let last = last_tool_result(s.flavor, parsed);
+                let set = |v: &Value| !(v.is_null() || *v == Value::Bool(false));
+                if last.is_some_and(|r| set(&r[key.as_str()])) {
                     then.clone()
                 } else {
                     otherwise.clone()

@@ -8,9 +8,10 @@
 //!   in the same run (same tool and arguments) is answered from the run's memo the same way.
 //! * **Skill memory** — when the last validated run of the same run key (skill, skill tree,
 //!   goal, constraints, inputs, expected outputs, isolation) is remembered, the first
-//!   `read_skill_md` answers the memory (compact) in place of SKILL.md, a reference that run read
-//!   answers a stub, and `validate` fills the expected outputs missing from `build/` with the
-//!   kept ones. Asking again gives the full content. A validated run saves its memory.
+//!   `read_skill_md` answers `{ok, already_loaded: true, memory}` (a short text naming the kept
+//!   outputs) in place of SKILL.md — unless SKILL.md is shorter than that text —, a reference that run read answers `already_loaded`, and
+//!   `validate` fills the expected outputs missing from `build/` with the kept ones. Asking
+//!   again gives the full content. A validated run saves its memory.
 //!
 //! The skill tree hash covers every file's path and content: any change makes every key new.
 
@@ -107,15 +108,20 @@ pub fn before_read(ctx: &RunContext, tool: &str, args: &Value) -> Option<Outcome
     if st.stubbed.contains(&stub_key) {
         return None;
     }
+    // Short stubs: `already_loaded` (by the last validated run), the memory itself once.
     let result = if tool == "read_skill_md" {
-        let bytes = m.read_of(tool, "SKILL.md").map_or(0, |r| r.bytes);
-        json!({"ok": true, "content": m.skill_md_text(bytes), "truncated": false,
-               "approx_tokens": rumi_domain::skill::approx_tokens(m.skill_md_text(bytes).len()),
-               "from_memory": true})
+        let text = m.text();
+        // Only in place of a longer SKILL.md: a tiny one is simply read (the memory would cost
+        // more than it saves).
+        if m.read_of(tool, "SKILL.md")
+            .is_some_and(|r| r.bytes <= text.len() as u64)
+        {
+            return None;
+        }
+        json!({"ok": true, "already_loaded": true, "memory": text})
     } else {
-        let read = m.read_of(tool, &path)?;
-        json!({"ok": true, "path": path, "resolved_path": path, "content": m.ref_text(read),
-               "from_memory": true})
+        m.read_of(tool, &path)?;
+        json!({"ok": true, "path": path, "resolved_path": path, "already_loaded": true})
     };
     st.stubbed.insert(stub_key);
     st.delivered = true;

@@ -461,10 +461,11 @@ impl Loop {
                 }
                 let mut o = self.ask("ReadRef", &a.read_ref, ValidateOutputs).await?;
                 if !restored.is_empty() {
-                    o.result["restored"] = json!(restored
-                        .iter()
-                        .map(|p| format!("build/{p}"))
-                        .collect::<Vec<_>>());
+                    let shown: Vec<String> =
+                        restored.iter().map(|p| format!("build/{p}")).collect();
+                    o.diff_summary =
+                        format!("restored from the skill memory: {}", shown.join(", "));
+                    o.result["restored"] = json!(shown);
                     o.progress = true;
                 }
                 if let Some(m) = o.result.as_object_mut() {

@@ -198,39 +198,13 @@ impl SkillMemory {
         self.reads.iter().find(|r| r.tool == tool && r.path == path)
     }
 
-    /// What `read_skill_md` answers in place of the full `SKILL.md` the first time in a run.
-    pub fn skill_md_text(&self, skill_md_bytes: u64) -> String {
-        let mut t = format!(
-            "[skill memory] The last run of this skill with the same goal, inputs, expected outputs and skill files (run {}) passed validation. Its outputs are kept:\n",
-            self.run_id
-        );
-        for a in &self.artifacts {
-            t.push_str(&format!(
-                "- {} ({} bytes, sha256 {})\n",
-                a.path,
-                a.bytes,
-                &a.sha256[..12]
-            ));
-        }
-        t.push_str("`validate` fills in each expected output still missing from build/ with the kept one; files you write yourself take precedence. To reuse them: call validate, then finish.\n");
-        if !self.steps.is_empty() {
-            t.push_str("What that run did: ");
-            t.push_str(&self.steps.join("; "));
-            t.push('\n');
-        }
-        t.push_str(&format!(
-            "The full SKILL.md ({skill_md_bytes} bytes) comes if you call read_skill_md again."
-        ));
-        t
-    }
-
-    /// What `read_ref` answers in place of a reference the remembered run read.
-    pub fn ref_text(&self, read: &KeptRead) -> String {
+    /// The memory as `read_skill_md` gives it the first time in a run (in place of SKILL.md):
+    /// short, because it is what a second run pays for instead of the content.
+    pub fn text(&self) -> String {
+        let outputs: Vec<&str> = self.artifacts.iter().map(|a| a.path.as_str()).collect();
         format!(
-            "[skill memory] The last validated run read {} ({} bytes, sha256 {}) and its outputs are kept (validate fills them in). Call read_ref again with this path for the full content.",
-            read.path,
-            read.bytes,
-            &read.sha256[..12.min(read.sha256.len())]
+            "Validated before with the same goal, inputs and skill files; kept outputs: {}. validate restores those missing from build/; then finish. read_skill_md again gives SKILL.md.",
+            outputs.join(", ")
         )
     }
 }
@@ -333,7 +307,8 @@ mod tests {
         let mut bad = m.clone();
         bad.artifacts[0].path = "build/../x".into();
         assert!(!bad.answers("k", "t"));
-        let text = m.skill_md_text(900);
+        let text = m.text();
         assert!(text.contains("build/a.md") && text.contains("validate"));
+        assert!(text.len() < 200, "short: {text}");
     }
 }
