@@ -17,6 +17,7 @@ pub mod blackboard;
 pub mod budget_guard;
 pub mod catalog;
 pub mod context;
+pub mod envs;
 pub mod fsat;
 pub mod llm;
 pub mod read_ref;

@@ -158,6 +158,7 @@ struct Checked {
     argv: Vec<String>,
     stdin: Vec<u8>,
     timeout: Duration,
+    deps: rumi_domain::skill::deps::DepSet,
 }
 
 fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
@@ -236,24 +237,9 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
             format!("args is at most {MAX_ARGS_BYTES} bytes as JSON"),
         ));
     }
-    let wants_deps = match args.get("dependencies") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(m)) => m
-            .values()
-            .any(|v| v.as_array().is_some_and(|a| !a.is_empty())),
-        Some(_) => {
-            return Err(Outcome::err(
-                "invalid_arguments",
-                "dependencies is {pip: [...], npm: [...]}",
-            ))
-        }
-    };
-    if wants_deps {
-        return Err(Outcome::err(
-            "script_failed",
-            "installing dependencies is not available in this kernel build: the script was not run. Use the standard library, or ask the operator for a kernel with skill dependency environments",
-        ));
-    }
+    // The dependency set: the call's, the skill's requirements.txt / package.json, the
+    // script's PEP 723 header — each item checked (contract §8).
+    let deps = super::envs::dependency_set(ctx, args.get("dependencies"), &path, interpreter)?;
     let budget = u64::from(ctx.budgets.script_timeout_s);
     let asked = match args.get("timeout_seconds") {
         None | Some(Value::Null) => budget,
@@ -276,6 +262,7 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
         argv,
         stdin,
         timeout: Duration::from_secs(asked).min(left),
+        deps,
     })
 }
 
@@ -306,6 +293,11 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         );
         return o;
     }
+    // The environments (built once, reused after); a failed install goes back to the agent.
+    let env = match super::envs::ensure_for(&ctx, &c.deps).await {
+        Ok(env) => env,
+        Err(o) => return o,
+    };
     let before = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {
@@ -334,7 +326,7 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         files: ctx.files.clone(),
         seq,
         max_file_bytes: disk_left,
-        env: Default::default(),
+        env,
     };
     let grown_from = {
         let ctx = Arc::clone(&ctx);
