@@ -202,7 +202,13 @@ impl SkillEnvs {
 
     fn record(&self, rt: EnvRuntime, hash: &str, ok: bool, took: Duration) {
         self.builds.fetch_add(1, Ordering::SeqCst);
-        tracing::info!(runtime = rt.as_str(), hash, ok, ms = took.as_millis() as u64, "skill environment build");
+        tracing::info!(
+            runtime = rt.as_str(),
+            hash,
+            ok,
+            ms = took.as_millis() as u64,
+            "skill environment build"
+        );
         let log = self.root.join("builds.jsonl");
         if std::fs::metadata(&log).is_ok_and(|m| m.len() > MAX_BUILD_LOG) {
             let _ = std::fs::remove_file(&log);
@@ -312,7 +318,10 @@ impl SkillEnvs {
             index_url: None,
             log_lines: 20,
         };
-        let installed = self.installer.fetch_and_unpack(&fetch, work, staging).await?;
+        let installed = self
+            .installer
+            .fetch_and_unpack(&fetch, work, staging)
+            .await?;
         // Every package asked for is there (pip resolved the set; the unpacker says what it
         // unpacked).
         let names: std::collections::BTreeSet<String> = installed
@@ -497,10 +506,19 @@ pub fn dependency_set(
             ))
         }
     }
+    // The skill's files serve the scripts that can use them: requirements.txt the `.py` and
+    // `.sh` scripts, package.json the `.js` and `.sh` ones (the call's lists always count).
+    use super::script::Interpreter;
     let root = ctx.files.skill_root();
-    let requirements = read_dep_file(root, "requirements.txt", "requirements.txt").map_err(refuse)?;
-    let package = read_dep_file(root, "package.json", "package.json").map_err(refuse)?;
-    let script = if interpreter == super::script::Interpreter::Python {
+    let requirements = match interpreter {
+        Interpreter::Node => None,
+        _ => read_dep_file(root, "requirements.txt", "requirements.txt").map_err(refuse)?,
+    };
+    let package = match interpreter {
+        Interpreter::Python => None,
+        _ => read_dep_file(root, "package.json", "package.json").map_err(refuse)?,
+    };
+    let script = if interpreter == Interpreter::Python {
         match ctx.files.resolve(path, true) {
             super::workspace::Resolve::Found(r) if !r.is_dir => {
                 read_dep_file(&r.root, &r.rel_real, &r.shown).map_err(refuse)?
@@ -518,7 +536,11 @@ pub fn dependency_set(
         package_json: package.as_deref(),
         python_script: script.as_deref(),
     })
-    .map_err(|e| refuse(format!("{e}; nothing was installed and the script was not run")))
+    .map_err(|e| {
+        refuse(format!(
+            "{e}; nothing was installed and the script was not run"
+        ))
+    })
 }
 
 /// Reads a file of the skill (no link followed) for its dependencies: `None` when absent; an

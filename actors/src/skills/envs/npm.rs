@@ -182,8 +182,7 @@ pub async fn build(
                 .arg(staging)
                 .current_dir(work);
             install::scrubbed(&mut cmd, work);
-            let (code, out, err) =
-                install::run(cmd, UNPACK_DEADLINE, "the npm unpacker").await?;
+            let (code, out, err) = install::run(cmd, UNPACK_DEADLINE, "the npm unpacker").await?;
             if code != 0 {
                 return Err(unpack_error(&err));
             }
@@ -240,12 +239,8 @@ pub fn flat_name(name: &str) -> String {
 
 /// The `.tgz` files of the tarball directory. Blocking.
 fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        format!(
-            "<RUMI_SKILL_NPM_TARBALLS> cannot be read ({})",
-            e.kind()
-        )
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("<RUMI_SKILL_NPM_TARBALLS> cannot be read ({})", e.kind()))?;
     let mut out = Vec::new();
     for e in entries.flatten().take(MAX_DIR_ENTRIES) {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -333,7 +328,8 @@ pub fn read_package_json(path: &Path) -> Result<Value, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let f = std::fs::File::open(path).map_err(|e| format!("{shown} cannot be read ({})", e.kind()))?;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("{shown} cannot be read ({})", e.kind()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     if size > MAX_TARBALL_BYTES {
         return Err(format!("{shown} is larger than {MAX_TARBALL_BYTES} bytes"));
@@ -367,11 +363,12 @@ pub fn read_package_json(path: &Path) -> Result<Value, String> {
         }
         let size = u64::from_str_radix(size_text.trim(), 8).map_err(|_| bad("a bad header"))?;
         let kind = header[156];
-        let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-        let is_meta = !extended
-            && matches!(kind, b'0' | 0)
-            && parts.len() == 2
-            && parts[1] == "package.json";
+        let parts: Vec<&str> = name
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let is_meta =
+            !extended && matches!(kind, b'0' | 0) && parts.len() == 2 && parts[1] == "package.json";
         extended = matches!(kind, b'x' | b'L' | b'K');
         let padded = size.div_ceil(512) * 512;
         if is_meta {

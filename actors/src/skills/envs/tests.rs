@@ -17,7 +17,8 @@ async fn concurrent_callers_build_each_key_once() {
     for seed in [1u64, 0x9e37_79b9_7f4a_7c15, 42] {
         let once = Arc::new(OnceBuilds::default());
         const KEYS: usize = 6;
-        let ready: Arc<Vec<AtomicBool>> = Arc::new((0..KEYS).map(|_| AtomicBool::new(false)).collect());
+        let ready: Arc<Vec<AtomicBool>> =
+            Arc::new((0..KEYS).map(|_| AtomicBool::new(false)).collect());
         let built: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
         let mut rng = Rng(seed);
         let mut tasks = Vec::new();
@@ -61,17 +62,25 @@ async fn a_failed_build_is_tried_again_by_the_next_caller() {
     let once = OnceBuilds::default();
     let tries = AtomicU64::new(0);
     let r: Result<(), String> = once
-        .run("k", || None, || async {
-            tries.fetch_add(1, Ordering::SeqCst);
-            Err("no".to_string())
-        })
+        .run(
+            "k",
+            || None,
+            || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err("no".to_string())
+            },
+        )
         .await;
     assert!(r.is_err());
     let r: Result<(), String> = once
-        .run("k", || None, || async {
-            tries.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
+        .run(
+            "k",
+            || None,
+            || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        )
         .await;
     assert!(r.is_ok());
     assert_eq!(tries.load(Ordering::SeqCst), 2);
@@ -81,16 +90,27 @@ async fn a_failed_build_is_tried_again_by_the_next_caller() {
 fn leftovers_of_a_crash_are_removed() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("skill_envs");
-    for p in ["python/.tmp-aaa-1", "python/.tmp-bbb-1", "python/ccc", ".work/aaa-1"] {
+    for p in [
+        "python/.tmp-aaa-1",
+        "python/.tmp-bbb-1",
+        "python/ccc",
+        ".work/aaa-1",
+    ] {
         std::fs::create_dir_all(root.join(p)).unwrap();
     }
     remove_leftovers(&root, Some("aaa"));
     assert!(!root.join("python/.tmp-aaa-1").exists());
     assert!(!root.join(".work/aaa-1").exists());
-    assert!(root.join("python/.tmp-bbb-1").exists(), "another hash's build is left alone");
+    assert!(
+        root.join("python/.tmp-bbb-1").exists(),
+        "another hash's build is left alone"
+    );
     remove_leftovers(&root, None);
     assert!(!root.join("python/.tmp-bbb-1").exists());
-    assert!(root.join("python/ccc").exists(), "a ready environment stays");
+    assert!(
+        root.join("python/ccc").exists(),
+        "a ready environment stays"
+    );
 }
 
 #[test]
