@@ -49,6 +49,18 @@ fn permissive(home: &Path, model: &ScriptedModel, s: &Sources) -> Kernel {
     kernel_with(home, model, "openai", &extra)
 }
 
+/// The time each `run_script` call of a run took, as its evidence records it (ms).
+fn script_call_ms(home: &Path, run: &Value) -> Vec<u64> {
+    let id = run["run_id"].as_str().unwrap();
+    std::fs::read_to_string(home.join(format!("user_data/skill_runs/{id}/evidence.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["tool"] == "run_script")
+        .map(|e| e["cost"]["time_ms"].as_u64().unwrap())
+        .collect()
+}
+
 fn empty_dir(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         std::fs::remove_file(e.path()).unwrap();
@@ -117,6 +129,7 @@ async fn pip_and_npm_environments_are_built_offline_once_and_reused() {
     // left-pad at the highest matching version and its dependency @t/util at ~2.0.0.
     let (status, r) = run(&k, input("base", "run one")).await;
     assert_eq!(status, 200, "{r}");
+    let cold = script_call_ms(home.path(), &r);
     let res = results_of(&model, "run one");
     assert_eq!(r["exit_reason"], "validated", "{r:#}\n{res:#?}");
     assert_eq!(res[0]["ok"], true, "{}", res[0]);
@@ -139,6 +152,10 @@ async fn pip_and_npm_environments_are_built_offline_once_and_reused() {
         "an npm lifecycle script ran"
     );
     let b = builds(home.path());
+    eprintln!(
+        "permissive builds (cold): {b:?}; run 1 script ms: {} {}",
+        res[0]["duration_ms"], res[1]["duration_ms"]
+    );
     assert_eq!(b.len(), 2, "{b:?}");
     assert!(b.iter().all(|x| x["ok"] == true), "{b:?}");
     let envs = home.path().join("user_data/skill_envs");
@@ -162,6 +179,10 @@ async fn pip_and_npm_environments_are_built_offline_once_and_reused() {
     let (_, r) = run(&k, input("base", "run two")).await;
     let res = results_of(&model, "run two");
     assert_eq!(r["exit_reason"], "validated", "{r:#}\n{res:#?}");
+    eprintln!(
+        "run_script calls (py, js), ms: cold {cold:?}, reused {:?}",
+        script_call_ms(home.path(), &r)
+    );
     assert_eq!(res[0]["stdout_json"]["value"], 42);
     assert_eq!(
         builds(home.path()).len(),
@@ -386,6 +407,7 @@ async fn strict_mode_unpacks_in_the_builder_and_mounts_the_environments_read_onl
     for e in std::fs::read_dir(envs.join("python")).unwrap().flatten() {
         assert_eq!(e.metadata().unwrap().uid(), me);
     }
+    eprintln!("strict builds (cold): {:?}", builds(home.path()));
     assert_eq!(builds(home.path()).len(), 2);
     // A second run reuses them (no builder container, no download).
     empty_dir(s.wheels.path());
