@@ -131,10 +131,7 @@ fn cases(repo: &Path) -> Vec<Case> {
                 "expected_outputs": [{"path": "build/RELEASE_NOTES.md", "kind": "markdown", "must_contain": ["0.15.0"]}],
             }),
             plan: reading_model(
-                Turn::calls(&[(
-                    "read_ref",
-                    json!({"path": "templates/release-notes.md"}),
-                )]),
+                Turn::calls(&[("read_ref", json!({"path": "templates/release-notes.md"}))]),
                 vec![Turn::calls(&[(
                     "template_expand",
                     json!({"template_path": "templates/release-notes.md",
@@ -241,5 +238,9 @@ fn main() {
         );
         drop(kernel);
     }
-    support::finish(&summary, "Skill caches: the second run", "bench-skill-cache.json");
+    support::finish(
+        &summary,
+        "Skill caches: the second run",
+        "bench-skill-cache.json",
+    );
 }

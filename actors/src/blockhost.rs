@@ -23,6 +23,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../python/rumi_wheel_install.py"),
     ),
     (
+        "rumi_npm_install.py",
+        include_str!("../python/rumi_npm_install.py"),
+    ),
+    (
         "rumi_handlerhost.py",
         include_str!("../python/rumi_handlerhost.py"),
     ),

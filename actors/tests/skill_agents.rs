@@ -113,6 +113,12 @@ async fn run_with(fault: Fault, time_budget_ms: u64) -> (ActResult, Duration) {
         guard,
         llm: Arc::new(llm),
         scripts: Arc::new(BadRunner(fault)),
+        envs: Arc::new(rumi_actors::skills::envs::SkillEnvs::new(
+            &t.path().join("user_data"),
+            "python3".into(),
+            t.path().join("runtime"),
+            None,
+        )),
         input,
         budgets,
         deadline: tokio::time::Instant::from_std(started + Duration::from_millis(time_budget_ms)),

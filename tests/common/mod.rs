@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod deps;
 pub mod pip;
 
 pub mod llm_server;

@@ -1,9 +1,10 @@
-//! Strict mode's pip builder (contract §9 "pip"): the wheel installer runs in a throw-away
-//! container from the pack runtime image, with no network, the hardening of pack containers
-//! ([`crate::docker::sandbox::hardened_host_config`]), the downloaded wheels mounted read-only at
-//! `/wheels`, the embedded runtime read-only at `/opt/rumi` and only the fresh target directory
-//! writable at `/target`. It unpacks zips; no package code runs, and if the installer were fooled
-//! it could still write nowhere but the target.
+//! Strict mode's builder (contract §9 "pip"; skill dependency environments, SkillRuntime §8): an
+//! embedded stdlib unpacker (`rumi_wheel_install.py` for wheels, `rumi_npm_install.py` for npm
+//! tarballs) runs in a throw-away container from the pack runtime image, with no network, the
+//! hardening of pack containers ([`crate::docker::sandbox::hardened_host_config`]), the downloads
+//! mounted read-only at `/input`, the embedded runtime read-only at `/opt/rumi` and only the fresh
+//! target directory writable at `/target`. It unpacks archives; no package code runs, and if the
+//! unpacker were fooled it could still write nowhere but the target.
 
 use crate::docker::sandbox::{hardened_host_config, PACK_UID};
 use crate::docker::{describe, remove, DockerEngine};
@@ -38,7 +39,22 @@ pub fn builder_user() -> (String, bool) {
     }
 }
 
-/// Runs the installer over `wheels` into `target` in a network-less container.
+/// What one builder container does.
+pub struct Build<'a> {
+    /// Names the container (`rumi-pip-<name>.<instance>`) and labels it (`rumi.pack_id`): a
+    /// pack id, or `skill-env-<hash>` for a skill's dependency environment.
+    pub name: &'a str,
+    /// The embedded unpacker run (a file of the runtime directory).
+    pub script: &'a str,
+    pub runtime_dir: &'a Path,
+    /// The downloads, read-only at `/input`.
+    pub input: &'a Path,
+    /// The fresh target, writable at `/target`.
+    pub target: &'a Path,
+    pub deadline: Duration,
+}
+
+/// Runs the wheel installer over `wheels` into `target` in a network-less container.
 pub async fn run_installer(
     engine: &DockerEngine,
     pack_id: &str,
@@ -47,6 +63,24 @@ pub async fn run_installer(
     target: &Path,
     deadline: Duration,
 ) -> Result<Output, String> {
+    run_build(
+        engine,
+        &Build {
+            name: pack_id,
+            script: "rumi_wheel_install.py",
+            runtime_dir,
+            input: wheels,
+            target,
+            deadline,
+        },
+    )
+    .await
+}
+
+/// Runs `b.script` over `/input` into `/target` in a network-less container.
+pub async fn run_build(engine: &DockerEngine, b: &Build<'_>) -> Result<Output, String> {
+    let (pack_id, runtime_dir, wheels, target, deadline) =
+        (b.name, b.runtime_dir, b.input, b.target, b.deadline);
     let settings = engine.settings();
     let client = engine.client().await?;
     match crate::docker::image::present(&client, &settings.image).await {
@@ -67,7 +101,7 @@ pub async fn run_installer(
     };
     let mounts = vec![
         bind(runtime_dir, "/opt/rumi", true),
-        bind(wheels, "/wheels", true),
+        bind(wheels, "/input", true),
         bind(target, "/target", false),
     ];
     let (user, _) = builder_user();
@@ -80,19 +114,15 @@ pub async fn run_installer(
     ]);
     let body = ContainerCreateBody {
         image: Some(settings.image.clone()),
-        cmd: Some(
-            [
-                "python3",
-                "-I",
-                "-S",
-                "-B",
-                "/opt/rumi/rumi_wheel_install.py",
-                "/wheels",
-                "/target",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        cmd: Some(vec![
+            "python3".into(),
+            "-I".into(),
+            "-S".into(),
+            "-B".into(),
+            format!("/opt/rumi/{}", b.script),
+            "/input".into(),
+            "/target".into(),
+        ]),
         entrypoint: Some(Vec::new()),
         user: Some(user),
         env: Some(vec![
@@ -117,7 +147,7 @@ pub async fn run_installer(
     client
         .create_container(Some(options), body)
         .await
-        .map_err(|e| format!("creating the pip builder failed ({})", describe(&e)))?;
+        .map_err(|e| format!("creating the builder container failed ({})", describe(&e)))?;
     let outcome = async {
         client
             .start_container(
@@ -125,11 +155,11 @@ pub async fn run_installer(
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|e| format!("starting the pip builder failed ({})", describe(&e)))?;
+            .map_err(|e| format!("starting the builder container failed ({})", describe(&e)))?;
         let wait = crate::docker::wait_exit(&client, &name);
         let code = tokio::time::timeout(deadline, wait).await.map_err(|_| {
             format!(
-                "the pip builder did not finish within {}s; it was removed",
+                "the builder container did not finish within {}s; it was removed",
                 deadline.as_secs()
             )
         })?;

@@ -49,7 +49,7 @@ pub struct Installer {
 
 /// The environment pip and the installer get: what Python and pip need, the machine's pip
 /// configuration (`PIP_*`, proxies, CA bundles), nothing of the kernel's.
-fn scrubbed(cmd: &mut tokio::process::Command, home: &Path) {
+pub(crate) fn scrubbed(cmd: &mut tokio::process::Command, home: &Path) {
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LANG", "C.UTF-8")
@@ -75,7 +75,7 @@ fn scrubbed(cmd: &mut tokio::process::Command, home: &Path) {
 }
 
 /// Removes credentials (`scheme://user:pass@`) and the kernel's paths from text shown to people.
-fn clean(text: &str, paths: &[(&Path, &str)]) -> String {
+pub(crate) fn clean(text: &str, paths: &[(&Path, &str)]) -> String {
     let mut s = text.to_string();
     for (p, name) in paths {
         s = s.replace(&*p.to_string_lossy(), name);
@@ -98,13 +98,13 @@ fn clean(text: &str, paths: &[(&Path, &str)]) -> String {
 }
 
 /// The last lines of an output, for an error message.
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
 
 /// Runs `cmd` with a deadline; answers (exit code, stdout, stderr), each stream capped.
-async fn run(
+pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     deadline: Duration,
     what: &str,
@@ -174,7 +174,7 @@ async fn run(
     }
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::getrandom(&mut b);
     hex::encode(b)
@@ -227,16 +227,44 @@ impl Installer {
         work: &Path,
         staging: &Path,
     ) -> Result<Vec<Distribution>, String> {
+        let fetch = Fetch {
+            name: pack_id,
+            requirements: pins.iter().map(|p| p.requirement() + "\n").collect(),
+            resolve_deps: false,
+            find_links: self.find_links.as_deref(),
+            find_links_label: "<RUMI_PIP_FIND_LINKS>",
+            index_url,
+            log_lines: 3,
+        };
+        let installed = self.fetch_and_unpack(&fetch, work, staging).await?;
+        check_matches(pins, &installed)?;
+        let (s, target) = (staging.to_path_buf(), site_packages.to_path_buf());
+        tokio::task::spawn_blocking(move || swap_in(&s, &target))
+            .await
+            .map_err(|_| "installing the tree failed".to_string())?
+            .map_err(|e| format!("installing the tree failed ({})", e.kind()))?;
+        Ok(installed)
+    }
+
+    /// Downloads `fetch` into `work/wheels` (`work` is created; the caller removes it) and
+    /// unpacks the wheels into `staging`, created here empty (mode 0755) and owned by the
+    /// kernel's user when this answers: in strict mode in the network-less builder container,
+    /// else with the host's Python. Answers what was installed. Errors name no host path.
+    pub async fn fetch_and_unpack(
+        &self,
+        fetch: &Fetch<'_>,
+        work: &Path,
+        staging: &Path,
+    ) -> Result<Vec<Distribution>, String> {
         let wheels = work.join("wheels");
         let reqs = work.join("requirements.txt");
-        let text: String = pins.iter().map(|p| p.requirement() + "\n").collect();
         let io = |e: std::io::Error| format!("preparing the install failed ({})", e.kind());
         crate::fsutil::ensure_dir(&self.work_root, 0o700).map_err(io)?;
         crate::fsutil::ensure_dir(work, 0o755).map_err(io)?;
         crate::fsutil::ensure_dir(&wheels, 0o755).map_err(io)?;
-        crate::fsutil::write_atomic(&reqs, text.as_bytes(), 0o644).map_err(io)?;
-        if !pins.is_empty() {
-            self.download(&reqs, &wheels, index_url, work).await?;
+        crate::fsutil::write_atomic(&reqs, fetch.requirements.as_bytes(), 0o644).map_err(io)?;
+        if !fetch.requirements.trim().is_empty() {
+            self.download(fetch, &reqs, &wheels, work).await?;
         }
         check_download(&wheels)?;
         if let Some(parent) = staging.parent() {
@@ -246,29 +274,15 @@ impl Installer {
         set_mode(staging, 0o755).map_err(io)?;
         let stdout = match &self.docker {
             Some(engine) => {
-                let (_, hand_over) = super::builder::builder_user();
-                if hand_over {
-                    chown(staging, crate::docker::sandbox::PACK_UID).map_err(io)?;
-                }
-                let out = super::builder::run_installer(
-                    engine,
-                    pack_id,
-                    &self.runtime_dir,
-                    &wheels,
-                    staging,
-                    INSTALL_DEADLINE,
-                )
-                .await;
-                if hand_over {
-                    // The tree is the kernel's again: a lib run (which may write /data) cannot
-                    // change the packages a block imports.
-                    let s = staging.to_path_buf();
-                    tokio::task::spawn_blocking(move || chown_tree(&s, 0))
-                        .await
-                        .map_err(|_| "taking the installed tree back failed".to_string())?
-                        .map_err(io)?;
-                }
-                let out = out?;
+                let build = super::builder::Build {
+                    name: fetch.name,
+                    script: "rumi_wheel_install.py",
+                    runtime_dir: &self.runtime_dir,
+                    input: &wheels,
+                    target: staging,
+                    deadline: INSTALL_DEADLINE,
+                };
+                let out = run_builder(engine, &build).await?;
                 if out.code != 0 {
                     return Err(installer_error(&out.stderr));
                 }
@@ -291,33 +305,22 @@ impl Installer {
                 out
             }
         };
-        let installed = parse_installed(&stdout)?;
-        check_matches(pins, &installed)?;
-        let (s, target) = (staging.to_path_buf(), site_packages.to_path_buf());
-        tokio::task::spawn_blocking(move || swap_in(&s, &target))
-            .await
-            .map_err(|_| "installing the tree failed".to_string())?
-            .map_err(|e| format!("installing the tree failed ({})", e.kind()))?;
-        Ok(installed)
+        parse_installed(&stdout)
     }
 
     async fn download(
         &self,
+        fetch: &Fetch<'_>,
         reqs: &Path,
         wheels: &Path,
-        index_url: Option<&str>,
         work: &Path,
     ) -> Result<(), String> {
         let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.args(["-I", "-m", "pip", "download", "--only-binary=:all:"]);
+        if !fetch.resolve_deps {
+            cmd.arg("--no-deps");
+        }
         cmd.args([
-            "-I",
-            "-m",
-            "pip",
-            "download",
-            "--only-binary=:all:",
-            "--no-deps",
-        ])
-        .args([
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--no-input",
@@ -328,25 +331,66 @@ impl Installer {
         .arg("-d")
         .arg(wheels)
         .current_dir(work);
-        if let Some(dir) = &self.find_links {
+        if let Some(dir) = fetch.find_links {
             cmd.arg("--no-index").arg("--find-links").arg(dir);
-        } else if let Some(url) = index_url {
+        } else if let Some(url) = fetch.index_url {
             cmd.arg("--index-url").arg(url);
         }
         scrubbed(&mut cmd, work);
         let (code, _out, err) = run(cmd, DOWNLOAD_DEADLINE, "pip download").await?;
         if code != 0 {
-            let mut why = tail(&err, 3);
-            if let Some(dir) = &self.find_links {
-                why = why.replace(&*dir.to_string_lossy(), "<RUMI_PIP_FIND_LINKS>");
+            let mut why = tail(&err, fetch.log_lines);
+            if let Some(dir) = fetch.find_links {
+                why = why.replace(&*dir.to_string_lossy(), fetch.find_links_label);
             }
+            let cap = 200 * fetch.log_lines.max(3);
             return Err(format!(
                 "pip download failed (exit {code}): {}",
-                why.chars().take(600).collect::<String>()
+                why.chars().take(cap).collect::<String>()
             ));
         }
         Ok(())
     }
+}
+
+/// One download: what pip fetches, from where, and how much of its log a failure keeps.
+pub struct Fetch<'a> {
+    /// Names the builder container and its label (a pack id, `skill-env-<hash>`).
+    pub name: &'a str,
+    /// The requirements file's text, written by the kernel from parsed items (never a pack's
+    /// or a skill's text).
+    pub requirements: String,
+    /// pip resolves the requirements' own dependencies (`false`: `--no-deps`, a lock pins all).
+    pub resolve_deps: bool,
+    /// `--no-index --find-links <dir>`, shown as `find_links_label` in errors.
+    pub find_links: Option<&'a Path>,
+    pub find_links_label: &'a str,
+    pub index_url: Option<&'a str>,
+    /// Lines of pip's stderr kept in a failure.
+    pub log_lines: usize,
+}
+
+/// Runs the builder with the target handed to the container's user (a root kernel hands it to
+/// the pack user) and taken back after: a script or a block that runs as that user can then
+/// not change the tree.
+pub async fn run_builder(
+    engine: &crate::docker::DockerEngine,
+    build: &super::builder::Build<'_>,
+) -> Result<super::builder::Output, String> {
+    let io = |e: std::io::Error| format!("preparing the install failed ({})", e.kind());
+    let (_, hand_over) = super::builder::builder_user();
+    if hand_over {
+        chown(build.target, crate::docker::sandbox::PACK_UID).map_err(io)?;
+    }
+    let out = super::builder::run_build(engine, build).await;
+    if hand_over {
+        let s = build.target.to_path_buf();
+        tokio::task::spawn_blocking(move || chown_tree(&s, 0))
+            .await
+            .map_err(|_| "taking the installed tree back failed".to_string())?
+            .map_err(io)?;
+    }
+    out
 }
 
 fn installer_error(stderr: &str) -> String {
@@ -357,7 +401,7 @@ fn installer_error(stderr: &str) -> String {
 }
 
 /// Only wheels, at most [`MAX_DOWNLOAD_BYTES`] in all.
-fn check_download(wheels: &Path) -> Result<(), String> {
+pub(crate) fn check_download(wheels: &Path) -> Result<(), String> {
     let mut total = 0u64;
     let entries = std::fs::read_dir(wheels)
         .map_err(|e| format!("the download cannot be read ({})", e.kind()))?;
@@ -427,7 +471,7 @@ fn check_matches(pins: &[Pin], installed: &[Distribution]) -> Result<(), String>
     ))
 }
 
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
@@ -446,7 +490,7 @@ fn chown(path: &Path, id: u32) -> std::io::Result<()> {
 }
 
 /// `lchown` of a whole tree, never following a link.
-fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
+pub(crate) fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         chown(&p, id)?;
@@ -461,7 +505,7 @@ fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
 }
 
 /// Syncs the new tree's file system, then puts it in place of `target` in one step.
-fn swap_in(staging: &Path, target: &Path) -> std::io::Result<()> {
+pub(crate) fn swap_in(staging: &Path, target: &Path) -> std::io::Result<()> {
     let dir = std::fs::File::open(staging)?;
     // SAFETY: a valid descriptor; syncfs flushes the file system holding the new tree.
     unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };

@@ -45,6 +45,8 @@ pub struct RunContext {
     pub guard: Addr<BudgetGuard>,
     pub llm: Arc<LlmClient>,
     pub scripts: Arc<dyn ScriptRunner>,
+    /// The kernel's dependency environments (shared by every run).
+    pub envs: Arc<super::envs::SkillEnvs>,
     pub input: ActInput,
     pub budgets: Budgets,
     /// The time budget as a deadline: model calls, scripts and agent answers race it.

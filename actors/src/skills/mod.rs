@@ -18,6 +18,7 @@ pub mod budget_guard;
 pub mod cache;
 pub mod catalog;
 pub mod context;
+pub mod envs;
 pub mod fsat;
 pub mod llm;
 pub mod memo;

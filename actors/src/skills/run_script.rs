@@ -160,6 +160,7 @@ struct Checked {
     timeout: Duration,
     /// What the memo keys a run by: everything of the call that can change its result.
     memo_parts: Value,
+    deps: rumi_domain::skill::deps::DepSet,
 }
 
 fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
@@ -238,24 +239,9 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
             format!("args is at most {MAX_ARGS_BYTES} bytes as JSON"),
         ));
     }
-    let wants_deps = match args.get("dependencies") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(m)) => m
-            .values()
-            .any(|v| v.as_array().is_some_and(|a| !a.is_empty())),
-        Some(_) => {
-            return Err(Outcome::err(
-                "invalid_arguments",
-                "dependencies is {pip: [...], npm: [...]}",
-            ))
-        }
-    };
-    if wants_deps {
-        return Err(Outcome::err(
-            "script_failed",
-            "installing dependencies is not available in this kernel build: the script was not run. Use the standard library, or ask the operator for a kernel with skill dependency environments",
-        ));
-    }
+    // The dependency set: the call's, the skill's requirements.txt / package.json, the
+    // script's PEP 723 header — each item checked (contract §8).
+    let deps = super::envs::dependency_set(ctx, args.get("dependencies"), &path, interpreter)?;
     let budget = u64::from(ctx.budgets.script_timeout_s);
     let asked = match args.get("timeout_seconds") {
         None | Some(Value::Null) => budget,
@@ -276,7 +262,7 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
         "path": shown,
         "argv": argv,
         "args": rumi_domain::skill::memo::value_digest(&input),
-        "dependencies": args.get("dependencies").cloned().unwrap_or(Value::Null),
+        "dependencies": [deps.pip, deps.npm.iter().map(|n| n.canonical()).collect::<Vec<_>>()],
         "timeout_s": asked,
         "isolation": ctx.scripts.isolation(),
     });
@@ -287,6 +273,7 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
         stdin,
         timeout: Duration::from_secs(asked).min(left),
         memo_parts,
+        deps,
     })
 }
 
@@ -369,6 +356,11 @@ async fn from_memo(ctx: &Arc<RunContext>, inputs: &str, shown: &str) -> Option<O
 
 /// Runs the checked script and reads what it did.
 async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'static str) -> Outcome {
+    // The environments (built once, reused after); a failed install goes back to the agent.
+    let env = match super::envs::ensure_for(&ctx, &c.deps).await {
+        Ok(env) => env,
+        Err(o) => return o,
+    };
     let before = {
         let ctx = Arc::clone(&ctx);
         blocking(move || {
@@ -397,7 +389,7 @@ async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'stat
         files: ctx.files.clone(),
         seq,
         max_file_bytes: disk_left,
-        env: Default::default(),
+        env,
     };
     let grown_from = {
         let ctx = Arc::clone(&ctx);

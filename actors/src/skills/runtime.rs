@@ -97,6 +97,8 @@ pub struct SkillRuntime {
     arbiter: ArbiterHandle,
     runs: Mutex<RunTable>,
     slots: Arc<super::slots::RunSlots>,
+    /// Dependency environments, one set per kernel (a home is never shared by two kernels).
+    envs: Arc<super::envs::SkillEnvs>,
 }
 
 /// A run id as the API shows it; anything else is refused before it touches the disk.
@@ -121,7 +123,14 @@ impl SkillRuntime {
             .filter(|n| (1..=64).contains(n))
             .unwrap_or(DEFAULT_MAX_ACTIVE_RUNS);
         let layout_cache = layout.user_data().join("skill_cache");
+        let envs = Arc::new(super::envs::SkillEnvs::new(
+            &layout.user_data(),
+            python.clone(),
+            layout.runtime_python(),
+            docker.clone(),
+        ));
         let rt = SkillRuntime {
+            envs,
             layout,
             view,
             docker,
@@ -262,6 +271,7 @@ impl SkillRuntime {
             guard,
             llm: Arc::new(llm),
             scripts: Arc::clone(&scripts),
+            envs: Arc::clone(&self.envs),
             input,
             budgets,
             deadline,

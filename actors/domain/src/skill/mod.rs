@@ -8,6 +8,7 @@
 pub mod act;
 pub mod artifact;
 pub mod budget;
+pub mod deps;
 pub mod disclosure;
 pub mod frontmatter;
 pub mod glob;
