@@ -160,6 +160,9 @@ struct Checked {
     timeout: Duration,
     /// What the memo keys a run by: everything of the call that can change its result.
     memo_parts: Value,
+    /// The run's deadline cut the script's timeout short: its timeout says nothing of the
+    /// script, and is not kept.
+    timeout_cut: bool,
     deps: rumi_domain::skill::deps::DepSet,
 }
 
@@ -272,6 +275,7 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
         argv,
         stdin,
         timeout: Duration::from_secs(asked).min(left),
+        timeout_cut: left < Duration::from_secs(asked),
         memo_parts,
         deps,
     })
@@ -314,11 +318,13 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
             return o;
         }
     }
+    let timeout_cut = c.timeout_cut;
     let o = execute(Arc::clone(&ctx), c, host, isolation).await;
     // Kept: a script that ran to an exit (or to its own timeout); not a runner failure, nor a
-    // run the budgets stopped.
+    // run the budgets stopped, nor a timeout the run's deadline shortened.
+    let timed_out = o.result.get("error_type").and_then(Value::as_str) == Some("timeout");
     if let Some(inputs) = inputs {
-        if o.end.is_none() && o.result.get("exit_code").is_some() {
+        if o.end.is_none() && o.result.get("exit_code").is_some() && !(timed_out && timeout_cut) {
             let (ctx, result, written) = (Arc::clone(&ctx), o.result.clone(), o.written.clone());
             blocking(move || super::memo::script_store(&ctx, &inputs, &result, &written)).await;
         }
