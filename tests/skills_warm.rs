@@ -168,28 +168,40 @@ async fn nothing_a_script_starts_outlives_it() {
         script("scripts/growth.py"),
     ];
     let (r, results) = strict_run(home.path(), plan, json!({})).await;
-    assert_eq!(results[0]["stdout_json"], json!({"spawned": 3}), "{results:#?}");
+    assert_eq!(
+        results[0]["stdout_json"],
+        json!({"spawned": 3}),
+        "{results:#?}"
+    );
     // The writer holding stdout did not keep the script "running" until its timeout.
     assert!(
         results[0]["duration_ms"].as_u64().unwrap_or(u64::MAX) < 10_000,
         "{results:#?}"
     );
     let g = &results[1]["stdout_json"];
-    assert_eq!(g["first"], g["then"], "a writer outlived its script: {results:#?}");
+    assert_eq!(
+        g["first"], g["then"],
+        "a writer outlived its script: {results:#?}"
+    );
     // And on the host, after the run: build/a stays as it is.
     let build = home
         .path()
         .join("user_data/skill_runs")
         .join(r["run_id"].as_str().unwrap())
         .join("build");
-    let size = || std::fs::metadata(build.join("a")).map(|m| m.len()).unwrap_or(0);
+    let size = || {
+        std::fs::metadata(build.join("a"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
     let before = size();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(before, size());
 }
 
 const SLOW: &str = "import time\ntime.sleep(60)\n";
-const OK: &str = "import json, socket\nprint(json.dumps({'ok': True, 'host': socket.gethostname()}))\n";
+const OK: &str =
+    "import json, socket\nprint(json.dumps({'ok': True, 'host': socket.gethostname()}))\n";
 
 #[tokio::test]
 async fn a_timed_out_script_is_killed_and_the_next_one_runs() {
@@ -245,18 +257,30 @@ async fn the_file_size_limit_is_the_budget_left_at_each_script() {
         script("scripts/second.py"),
         script("scripts/third.py"),
     ];
-    let (_, results) =
-        strict_run(home.path(), plan, json!({"budgets": {"disk_write_limit_mb": 1}})).await;
+    let (_, results) = strict_run(
+        home.path(),
+        plan,
+        json!({"budgets": {"disk_write_limit_mb": 1}}),
+    )
+    .await;
     // 600 000 bytes fit the 1 MiB budget; the second script's limit is what was left then
     // (448 576 bytes), so the same write stops there with EFBIG; a later small one still runs.
-    assert_eq!(results[0]["stdout_json"], json!({"errno": null, "size": 600_000}), "{results:#?}");
+    assert_eq!(
+        results[0]["stdout_json"],
+        json!({"errno": null, "size": 600_000}),
+        "{results:#?}"
+    );
     assert_eq!(results[1]["stdout_json"]["errno"], 27, "{results:#?}");
     assert_eq!(
         results[1]["stdout_json"]["size"],
         1024 * 1024 - 600_000,
         "{results:#?}"
     );
-    assert_eq!(results[2]["stdout_json"], json!({"errno": null, "size": 100_000}), "{results:#?}");
+    assert_eq!(
+        results[2]["stdout_json"],
+        json!({"errno": null, "size": 100_000}),
+        "{results:#?}"
+    );
 }
 
 const FILL: &str = "import time\nfor i in range(40):\n    with open('build/f%d' % i, 'wb') as f:\n        f.write(b'x' * 200000)\n    time.sleep(0.05)\n";
@@ -270,8 +294,12 @@ async fn a_script_stopped_by_the_disk_budget_takes_its_container_with_it() {
     skill(home.path(), &[("fill.py", FILL), ("ok.py", OK)]);
     let plan = vec![script("scripts/ok.py"), script("scripts/fill.py")];
     // strict_run checks that no container of the run is left.
-    let (r, results) =
-        strict_run(home.path(), plan, json!({"budgets": {"disk_write_limit_mb": 1}})).await;
+    let (r, results) = strict_run(
+        home.path(),
+        plan,
+        json!({"budgets": {"disk_write_limit_mb": 1}}),
+    )
+    .await;
     assert_eq!(results[0]["stdout_json"]["ok"], true, "{results:#?}");
     assert_eq!(r["exit_reason"], "budget_exceeded:disk", "{r:#}");
     let build = home
@@ -306,7 +334,8 @@ async fn a_crashed_kernels_script_containers_are_removed_at_the_next_boot() {
     let url = k.url("/api/skills/run");
     let http = k.http.clone();
     tokio::spawn(async move {
-        let body = json!({"skill_id": "warm", "goal": "sleep", "budgets": {"time_budget_ms": 120000}});
+        let body =
+            json!({"skill_id": "warm", "goal": "sleep", "budgets": {"time_budget_ms": 120000}});
         let _ = http.post(url).bearer_auth(TOKEN).json(&body).send().await;
     });
     let instances = [
@@ -342,9 +371,11 @@ async fn a_crashed_kernels_script_containers_are_removed_at_the_next_boot() {
     };
     assert!(exists(&name), "the container went with the kernel already");
     let k2 = strict_kernel(home.path(), &model);
-    until(30, "the leftover script container to be removed", || async {
-        (!exists(&name)).then_some(())
-    })
+    until(
+        30,
+        "the leftover script container to be removed",
+        || async { (!exists(&name)).then_some(()) },
+    )
     .await;
     k2.stop();
 }

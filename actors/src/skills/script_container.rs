@@ -423,4 +423,3 @@ fn hand_over(build: &Path, uid: u32) {
         walk(&root, uid, 0, &mut 0);
     }
 }
-

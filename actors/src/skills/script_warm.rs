@@ -82,7 +82,10 @@ impl Warm {
             gone: false,
         };
         if let Err(e) = client
-            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
         {
             warm.remove().await;
