@@ -74,10 +74,12 @@ def run(job):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     started = time.monotonic()
-    child = subprocess.Popen(
-        job["argv"], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd="/skill", preexec_fn=limits, close_fds=True)
-    os.close(stdin)
+    try:
+        child = subprocess.Popen(
+            job["argv"], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd="/skill", preexec_fn=limits, close_fds=True)
+    finally:
+        os.close(stdin)
     pidfd = os.pidfd_open(child.pid)
     fds = {child.stdout.fileno(): bytearray(), child.stderr.fileno(): bytearray()}
     stdout_fd = child.stdout.fileno()
