@@ -200,8 +200,9 @@ async fn nothing_a_script_starts_outlives_it() {
 }
 
 const SLOW: &str = "import time\ntime.sleep(60)\n";
-const OK: &str =
-    "import json, socket\nprint(json.dumps({'ok': True, 'host': socket.gethostname()}))\n";
+const OK: &str = "import json, os, socket\n\
+others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n\
+print(json.dumps({'ok': True, 'host': socket.gethostname(), 'others': others}))\n";
 
 #[tokio::test]
 async fn a_timed_out_script_is_killed_and_the_next_one_runs() {
@@ -221,6 +222,12 @@ async fn a_timed_out_script_is_killed_and_the_next_one_runs() {
     let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert_eq!(results[1]["error_type"], "timeout", "{results:#?}");
     assert_eq!(results[2]["stdout_json"]["ok"], true, "{results:#?}");
+    // The timed-out script is gone: nothing runs beside the runner and the next script.
+    assert_eq!(
+        results[2]["stdout_json"]["others"],
+        json!([]),
+        "{results:#?}"
+    );
     // The same container: a timeout kills the script, not the container.
     assert_eq!(
         results[0]["stdout_json"]["host"], results[2]["stdout_json"]["host"],
