@@ -20,9 +20,11 @@
 //! limit, the timeout); the runner spawns the interpreter with the args on stdin (a memfd),
 //! `RLIMIT_FSIZE` set to the disk budget left *for this script*, in `/skill`, reads its stdout
 //! (capped at [`MAX_STDOUT`]) and stderr (its tail), and answers one line. Measured against
-//! `docker exec` (create + start attached + inspect: ~60 ms per exec on the reference machine,
-//! and a second exec would be needed to kill what the script left behind), the runner costs
-//! about a millisecond beyond the interpreter's own start (`benches/skills.rs`).
+//! `docker exec` (create + start attached + inspect: 50–110 ms per exec on the 2-core
+//! reference machine, and a second exec would be needed to kill what the script left behind),
+//! a warm `run_script` of a shell script costs ~5 ms p50 end to end; a Python script costs the
+//! interpreter's start on top (57–71 ms p50 there, under the containers' 0.5-CPU limit, vs
+//! ~47 ms for the same script as a host process) — `benches/skills.rs`, section 4.
 //!
 //! **Nothing of one script outlives it.** When the script's main process exits (or its timeout
 //! passes) the runner sends `SIGKILL` to every process but itself (`kill(-1)`, repeated until
