@@ -28,6 +28,7 @@ pub mod run_script;
 pub mod runtime;
 pub mod script;
 pub mod script_container;
+pub mod script_warm;
 pub mod slots;
 pub mod supervisor;
 pub mod workspace;

@@ -212,9 +212,7 @@ impl SkillRuntime {
                 ))
             })?;
         let scripts: Arc<dyn ScriptRunner> = match &self.docker {
-            Some(engine) => Arc::new(ContainerRunner {
-                engine: Arc::clone(engine),
-            }),
+            Some(engine) => Arc::new(ContainerRunner::new(Arc::clone(engine))),
             None => Arc::new(HostRunner {
                 python: self.python.clone(),
             }),

@@ -2,8 +2,8 @@
 //! *whether* a script may run (extension, path, argv) and what its result means; a runner only
 //! runs it. Two runners exist: [`HostRunner`] (permissive mode: a host process in the run's
 //! workspace, and it says so — `isolation: "host"`) and the container runner of
-//! `script_container.rs` (strict mode). The caches issue adds warm containers and dependency
-//! environments behind the same trait.
+//! `script_container.rs` (strict mode: a warm container per run and dependency environment,
+//! reused by the run's scripts and removed by [`ScriptRunner::finish`]).
 //!
 //! Both give the script the same view: the working directory is the skill root, with the run's
 //! `build/` inside it; stdin is the `args` JSON; argv follows the script path; stdout is kept up
