@@ -393,3 +393,73 @@ fn instance_of(home: &Path) -> String {
     let d = Sha256::digest(home.as_os_str().as_encoded_bytes());
     hex::encode(&d[..6])
 }
+
+/// A Python script runs in a fork of the runner, and behaves as `python3 script.py` would: it is
+/// `__main__`, sees its argv and stdin, imports a module next to it, its exit status is its own
+/// (`sys.exit(3)`, an uncaught exception → 1 with the traceback on stderr), a non-daemon thread
+/// finishes before the result, and atexit handlers run.
+#[tokio::test]
+async fn a_python_script_in_a_fork_of_the_runner_behaves_like_a_new_interpreter() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(
+        home.path(),
+        &[
+            ("helper.py", "VALUE = 'from the script directory'\n"),
+            (
+                "main.py",
+                "import atexit, json, sys, threading, time\nimport helper\n\
+                 args = json.load(sys.stdin)\n\
+                 def late():\n    time.sleep(0.2)\n    open('build/thread.txt', 'w').write('thread done')\n\
+                 threading.Thread(target=late).start()\n\
+                 atexit.register(lambda: open('build/atexit.txt', 'w').write('atexit ran'))\n\
+                 print(json.dumps({'name': __name__, 'argv': sys.argv, 'args': args, 'helper': helper.VALUE}))\n\
+                 if args.get('code'):\n    sys.exit(args['code'])\n",
+            ),
+            ("boom.py", "raise ValueError('kaboom')\n"),
+        ],
+    );
+    let plan = vec![
+        calls(&[(
+            "run_script",
+            json!({"path": "scripts/main.py", "args": {"n": 1}, "argv": ["x", "y"]}),
+        )]),
+        calls(&[(
+            "run_script",
+            json!({"path": "scripts/main.py", "args": {"code": 3}}),
+        )]),
+        script("scripts/boom.py"),
+    ];
+    let (r, results) = strict_run(home.path(), plan, json!({})).await;
+    let first = &results[0];
+    assert_eq!(first["exit_code"], 0, "{first:#}");
+    assert_eq!(first["stdout_json"]["name"], "__main__");
+    assert_eq!(
+        first["stdout_json"]["argv"],
+        json!(["/skill/scripts/main.py", "x", "y"])
+    );
+    assert_eq!(first["stdout_json"]["args"], json!({"n": 1}));
+    assert_eq!(first["stdout_json"]["helper"], "from the script directory");
+    let written: Vec<&str> = first["files_written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        written.contains(&"build/thread.txt") && written.contains(&"build/atexit.txt"),
+        "the thread finished and atexit ran before the result: {first:#}"
+    );
+    assert_eq!(results[1]["exit_code"], 3, "{:#}", results[1]);
+    assert_eq!(results[2]["exit_code"], 1, "{:#}", results[2]);
+    assert!(
+        results[2]["stderr_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("ValueError: kaboom") && t.contains("boom.py")),
+        "{:#}",
+        results[2]
+    );
+    let _ = r;
+}

@@ -17,14 +17,17 @@
 //! **How a warm script runs.** The container's PID 1 is a small job runner
 //! (`script_runner.py`, given to `python3 -I -S -B -c`). The kernel attaches to its stdin and
 //! stdout before starting it and sends one job per line (argv, the `args` JSON, the file-size
-//! limit, the timeout); the runner spawns the interpreter with the args on stdin (a memfd),
+//! limit, the timeout); the runner starts the script with the args on stdin (a memfd),
 //! `RLIMIT_FSIZE` set to the disk budget left *for this script*, in `/skill`, reads its stdout
-//! (capped at [`MAX_STDOUT`]) and stderr (its tail), and answers one line. Measured against
-//! `docker exec` (create + start attached + inspect: 50–110 ms per exec on the 2-core
-//! reference machine, and a second exec would be needed to kill what the script left behind),
-//! a warm `run_script` of a shell script costs ~5 ms p50 end to end; a Python script costs the
-//! interpreter's start on top (57–71 ms p50 there, under the containers' 0.5-CPU limit, vs
-//! ~47 ms for the same script as a host process) — `benches/skills.rs`, section 4.
+//! (capped at [`MAX_STDOUT`]) and stderr (its tail), and answers one line. A shell or Node script
+//! is a new process of its interpreter; **a Python script runs in a fork of the runner** (its
+//! modules already imported, `runpy` running the script as `__main__` with the search path,
+//! argv, stdin and exit status a `python3 script.py` would have), so it does not pay an
+//! interpreter's start-up — tens of milliseconds under the containers' CPU share. The runner
+//! never runs script code itself, so every fork starts from the same clean state. Measured
+//! against `docker exec` (create + start attached + inspect: 50–110 ms per exec on the 2-core
+//! reference machine, and a second exec would be needed to kill what the script left behind);
+//! figures in `benches/skills.rs`, section 4, and the README.
 //!
 //! **Nothing of one script outlives it.** When the script's main process exits (or its timeout
 //! passes) the runner sends `SIGKILL` to every process but itself (`kill(-1)`, repeated until
@@ -49,9 +52,9 @@
 //!
 //! So a script's only ways to reach the kernel are its own stdout and stderr (pipes to the
 //! runner) and its exit status; it cannot forge another script's answer, and the kernel checks
-//! each answer's job id. What a script does leave for the next one of the run is files: `/tmp`
-//! (and `build/`) persist for the life of the container — as the run's `io/` directory does
-//! for host scripts in permissive mode. Scripts of one run are one trust domain.
+//! each answer's job id. What a script does leave for the next one of the run is `build/`:
+//! `/tmp` and `/dev/shm` are emptied after every script, as the run's `io/` directory is for
+//! host scripts in permissive mode. Scripts of one run are one trust domain.
 //!
 //! Two scripts of a run never run at once (one Supervisor), but the runner would be safe if
 //! they did: each container has an async lock held for the whole job, which also makes the
@@ -201,6 +204,8 @@ async fn run_warm(
         "stdin": base64::engine::general_purpose::STANDARD.encode(&job.stdin),
         "fsize": job.max_file_bytes.clamp(1, i64::MAX as u64),
         "timeout_ms": job.timeout.as_millis() as u64,
+        // A Python script runs in a fork of the runner (no interpreter start-up per script).
+        "fork": true,
     });
     let started = Instant::now();
     let answer = tokio::select! {
