@@ -56,6 +56,19 @@ fn skill(home: &Path) {
     .unwrap();
 }
 
+/// Changes one file of the bench skill: a new skill tree hash, so nothing of an earlier round is
+/// answered from the caches (the memo, the skill memory) and a round measures the work itself.
+fn new_tree(home: &Path, round: usize) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::fs::write(
+        home.join("user_data/skills/bench/references/round.md"),
+        format!("round {round} at {nanos}\n"),
+    )
+    .unwrap();
+}
+
 /// A turn of `n` cheap calls: writes of small artifacts and reads of small references (already
 /// loaded after the first: the read cache answers), alternating, a write first.
 fn cheap_turn(turn: usize, n: usize) -> Move {
@@ -264,7 +277,8 @@ fn main() {
     let mut decide = 0.0;
     rt.block_on(async {
         let _ = run_once(&c, &b.base, &twelve_input).await;
-        for _ in 0..rounds {
+        for round in 0..rounds {
+            new_tree(homes[2].path(), round);
             let (ms, r) = run_once(&c, &b.base, &twelve_input).await;
             assert_eq!(r["exit_reason"], "validated", "{r}");
             assert_eq!(r["metrics"]["tool_calls"], 12);
@@ -471,7 +485,10 @@ fn strict_scripts(
         rt.block_on(async {
             // One run first: the image's files and the interpreter come into the page cache.
             let _ = run_once(c, &kernel.base, &body).await;
-            for _ in 0..rounds {
+            for round in 0..rounds {
+                // A new skill tree each round: the AttemptMemo would answer the same scripts
+                // again (from_memo), and this measures running them.
+                new_tree(home, round);
                 let (_, r) = run_once(c, &kernel.base, &body).await;
                 let isolation = if permissive { "host" } else { "container" };
                 assert_eq!(r["isolation"], isolation, "{r}");
@@ -481,6 +498,10 @@ fn strict_scripts(
                     .iter()
                     .filter(|e| e["tool"] == "run_script")
                     .inspect(|e| assert_eq!(e["ok"], true, "{e}"))
+                    .inspect(|e| {
+                        let d = e["diff_summary"].as_str().unwrap_or("");
+                        assert!(!d.contains("from the memo"), "{e}")
+                    })
                     .map(|e| e["tool_ms"].as_f64().unwrap_or(f64::NAN))
                     .collect();
                 assert_eq!(steps.len(), SCRIPTS_PER_RUN, "{r}");
