@@ -24,7 +24,9 @@ fn skill(home: &Path, id: &str, files: &[(&str, &str)]) {
     write(
         home,
         &format!("{base}/SKILL.md"),
-        &format!("---\nname: {id}\ndescription: A skill of the cache attacks.\n---\nRun the scripts.\n"),
+        &format!(
+            "---\nname: {id}\ndescription: A skill of the cache attacks.\n---\nRun the scripts.\n"
+        ),
     );
     for (rel, text) in files {
         write(home, &format!("{base}/{rel}"), text);
@@ -93,7 +95,11 @@ async fn a_small_disk_budget_does_not_poison_the_memo_for_later_runs() {
     // Run 1: 1 MB of disk; the 3 MB write fails (EFBIG under RLIMIT_FSIZE).
     let (status, r1) = run(
         &k,
-        input("big", "tiny budget", Some(json!({"disk_write_limit_mb": 1}))),
+        input(
+            "big",
+            "tiny budget",
+            Some(json!({"disk_write_limit_mb": 1})),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{r1}");
@@ -304,7 +310,10 @@ async fn a_model_cannot_fill_the_environment_store_for_every_other_skill() {
     skill(
         home.path(),
         "filler",
-        &[("scripts/use.py", "import tinydep\nprint('{\"x\": %d}' % tinydep.X)\n")],
+        &[(
+            "scripts/use.py",
+            "import tinydep\nprint('{\"x\": %d}' % tinydep.X)\n",
+        )],
     );
     skill(
         home.path(),
@@ -477,12 +486,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
         "unpacker: {:?} in {:?}; stderr tail: {}",
         out.status.code(),
         started.elapsed(),
-        stderr
-            .lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" | ")
+        stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
     );
     assert!(
         !stderr.contains("Traceback") && !stderr.contains("File \""),
@@ -506,11 +510,20 @@ async fn a_hostile_npm_tarball_cannot_make_the_host_unpacker_allocate_gigabytes(
     }
     let home = fresh_home();
     let tarballs = tempfile::tempdir().unwrap();
-    long_name_bomb(tarballs.path(), "bomb-1.0.0.tgz", "bomb", "1.0.0", 768 << 20);
+    long_name_bomb(
+        tarballs.path(),
+        "bomb-1.0.0.tgz",
+        "bomb",
+        "1.0.0",
+        768 << 20,
+    );
     skill(
         home.path(),
         "npmbomb",
-        &[("scripts/use.js", "console.log(JSON.stringify({ran: true}));\n")],
+        &[(
+            "scripts/use.js",
+            "console.log(JSON.stringify({ran: true}));\n",
+        )],
     );
     let model = ScriptedModel::start(
         Flavor::OpenAi,
@@ -538,10 +551,12 @@ async fn a_hostile_npm_tarball_cannot_make_the_host_unpacker_allocate_gigabytes(
                     if !String::from_utf8_lossy(&cmd).contains("rumi_npm_install.py") {
                         continue;
                     }
-                    let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                    let status =
+                        std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
                     for l in status.lines() {
                         if let Some(kb) = l.strip_prefix("VmHWM:") {
-                            let kb: usize = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                            let kb: usize =
+                                kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
                             peak.fetch_max(kb * 1024, Ordering::SeqCst);
                         }
                     }
@@ -594,9 +609,10 @@ async fn a_planted_fifo_in_the_cache_does_not_hang_the_run() {
         "fifo",
         &[("scripts/x.py", "open('build/out.txt', 'w').write('x')\n")],
     );
-    let dir = home.path().join("user_data/skill_cache").join(hex::encode(
-        &Sha256::digest(b"fifo")[..16],
-    ));
+    let dir = home
+        .path()
+        .join("user_data/skill_cache")
+        .join(hex::encode(&Sha256::digest(b"fifo")[..16]));
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("skill.json");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -604,7 +620,10 @@ async fn a_planted_fifo_in_the_cache_does_not_hang_the_run() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let model = ScriptedModel::start(
         Flavor::OpenAi,
-        policy(vec![calls(&[("run_script", json!({"path": "scripts/x.py"}))])]),
+        policy(vec![calls(&[(
+            "run_script",
+            json!({"path": "scripts/x.py"}),
+        )])]),
     );
     let k = kernel_with(home.path(), &model, "openai", &[]);
     let req = k
@@ -622,6 +641,111 @@ async fn a_planted_fifo_in_the_cache_does_not_hang_the_run() {
         answered,
         "POST /api/skills/run did not answer within 15 s: the run's start blocks on the FIFO at skill_cache/<skill>/skill.json ({:?})",
         req.err()
+    );
+    k.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 8: a memo hit restores the files the original script wrote, but not what it removed:
+// the build/ a hit leaves is not the build/ the script would have left. Here `finalize.py`
+// turns build/draft.txt into build/out.txt and removes the draft; in run 2 (same build/ state,
+// so a hit) the draft stays — a later script, `list_files` or a validation that looks at
+// build/ sees a state no real run produces.
+
+#[tokio::test]
+#[ignore = "finding 8: a memo hit restores what the script wrote but not what it removed"]
+async fn a_memo_hit_leaves_build_as_the_script_would() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(
+        home.path(),
+        "finalize",
+        &[(
+            "scripts/finalize.py",
+            "import os\nd = open('build/draft.txt').read()\nopen('build/out.txt', 'w').write(d.upper())\nos.remove('build/draft.txt')\nprint('{\"final\": true}')\n",
+        )],
+    );
+    let plan = vec![
+        calls(&[(
+            "write_artifact",
+            json!({"path": "draft.txt", "content": "draft text\n"}),
+        )]),
+        calls(&[("run_script", json!({"path": "scripts/finalize.py"}))]),
+    ];
+    let model = ScriptedModel::start(Flavor::OpenAi, policy(plan));
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let mut builds = Vec::new();
+    for goal in ["finalize one", "finalize two"] {
+        let (status, r) = run(&k, input("finalize", goal, None)).await;
+        assert_eq!(status, 200, "{r}");
+        let res = results_of(&model, goal);
+        assert_eq!(res[1]["ok"], true, "{goal}: {:#}", res[1]);
+        let run_id = r["run_id"].as_str().unwrap().to_string();
+        builds.push((
+            res[1]["from_memo"].clone(),
+            home.path()
+                .join(format!("user_data/skill_runs/{run_id}/build")),
+        ));
+    }
+    assert_eq!(builds[0].0, false);
+    assert_eq!(builds[1].0, true, "run 2's script is a memo hit");
+    assert!(
+        !builds[0].1.join("draft.txt").exists(),
+        "the script removed it"
+    );
+    assert!(builds[1].1.join("out.txt").is_file());
+    assert!(
+        !builds[1].1.join("draft.txt").exists(),
+        "after the memo hit build/draft.txt is still there: the hit restored what the script wrote, not what it removed"
+    );
+    k.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 9 (permissive mode): the skill tree hash keys a link by its target's *name*, never
+// by what it points at. A host script follows the skill's link (`data.txt -> ../../shared.txt`,
+// skills that share a data file), so when the shared file changes the memo still answers with
+// what the script printed from the old content — the skill's file, as the script reads it, has
+// changed, and nothing was invalidated.
+
+#[tokio::test]
+#[ignore = "finding 9: a skill's link to a shared file is hashed by its target's name; the memo answers from the old content (host mode)"]
+async fn a_changed_file_behind_a_skill_link_invalidates_the_memo() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(
+        home.path(),
+        "linked",
+        &[(
+            "scripts/show.py",
+            "import json\nprint(json.dumps({'data': open('data.txt').read().strip()}))\n",
+        )],
+    );
+    write(home.path(), "user_data/skills/shared.txt", "version one\n");
+    std::os::unix::fs::symlink(
+        "../shared.txt",
+        home.path().join("user_data/skills/linked/data.txt"),
+    )
+    .unwrap();
+    let plan = vec![calls(&[("run_script", json!({"path": "scripts/show.py"}))])];
+    let model = ScriptedModel::start(Flavor::OpenAi, policy(plan));
+    let k = kernel_with(home.path(), &model, "openai", &[]);
+    let (status, r) = run(&k, input("linked", "show one", None)).await;
+    assert_eq!(status, 200, "{r}");
+    let res = results_of(&model, "show one");
+    assert_eq!(res[0]["stdout_json"]["data"], "version one", "{:#}", res[0]);
+    write(home.path(), "user_data/skills/shared.txt", "version two\n");
+    let (status, r) = run(&k, input("linked", "show two", None)).await;
+    assert_eq!(status, 200, "{r}");
+    let res = results_of(&model, "show two");
+    assert_eq!(
+        res[0]["stdout_json"]["data"], "version two",
+        "the memo answered with the old content of the skill's data.txt: {:#}",
+        res[0]
     );
     k.stop();
 }
