@@ -378,6 +378,62 @@ mod tests {
             .is_some());
     }
 
+    /// Outside review, finding 7: `collect` never removes a blob a skill memory names, and a
+    /// memory is evicted only by count (32 per skill), each keeping up to 16 MiB. Validated runs
+    /// with different goals or inputs therefore hold up to 512 MiB of blobs per skill — twice
+    /// the "bytes of blobs per skill" cap — and once memories alone pass the cap, every new
+    /// record's collection finds nothing unnamed to remove and halves the memo records instead:
+    /// the AttemptMemo of that skill is wiped store after store.
+    #[test]
+    #[ignore = "finding 7: blobs of skill memories pass the per-skill blob cap, and each new record then halves the memo"]
+    fn the_blob_cap_holds_and_the_memo_survives_when_memories_are_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SkillCache::new(dir.path().to_path_buf());
+        let each = (MAX_KEPT_BYTES - 4096) as usize;
+        let n = (MAX_BLOB_BYTES / each as u64) as usize + 3;
+        assert!(n <= MAX_MEMORIES);
+        for i in 0..n {
+            let m = SkillMemory {
+                run_key: format!("{i:032x}"),
+                tree: "t".into(),
+                run_id: format!("r{i}"),
+                artifacts: Vec::new(),
+                reads: Vec::new(),
+                steps: Vec::new(),
+            };
+            c.save_memory("s", m, &[("out.bin".into(), vec![i as u8; each])]);
+        }
+        for j in 0..4 {
+            c.store("s", record(&format!("after{j}")), &[]);
+        }
+        let blob_bytes: u64 = std::fs::read_dir(c.dir("s").join("blobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        let records_left = (0..4)
+            .filter(|j| {
+                c.lookup("s", "run_script", &format!("after{j}"), "t")
+                    .is_some()
+            })
+            .count();
+        eprintln!(
+            "blobs: {} MiB (cap {} MiB); records of 4 left: {records_left}",
+            blob_bytes >> 20,
+            MAX_BLOB_BYTES >> 20
+        );
+        assert!(
+            blob_bytes <= MAX_BLOB_BYTES,
+            "{} MiB of blobs for one skill, the cap is {} MiB",
+            blob_bytes >> 20,
+            MAX_BLOB_BYTES >> 20
+        );
+        assert_eq!(
+            records_left, 4,
+            "small records were removed to make room that memories took"
+        );
+    }
+
     /// Seeded stress: writers store records sharing blobs while readers look them up; every hit
     /// carries exactly the bytes its record names.
     #[test]
