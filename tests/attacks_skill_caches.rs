@@ -81,7 +81,6 @@ print('{"written": true}')
 "#;
 
 #[tokio::test]
-#[ignore = "finding 1: a failure caused by one run's small disk budget is memoised and served to every later run"]
 async fn a_small_disk_budget_does_not_poison_the_memo_for_later_runs() {
     if !python_available() {
         return;
@@ -127,7 +126,6 @@ async fn a_small_disk_budget_does_not_poison_the_memo_for_later_runs() {
 // result from a different build/ state — within one run, and across runs.
 
 #[tokio::test]
-#[ignore = "finding 2: build/ digest ignores empty directories, so the memo answers from a different build/ state"]
 async fn a_directory_made_by_a_script_is_part_of_the_state_the_memo_keys() {
     if !python_available() {
         return;
@@ -604,7 +602,6 @@ async fn a_hostile_npm_tarball_cannot_make_the_host_unpacker_allocate_gigabytes(
 // anything that writes under user_data (a host script in permissive mode, a restored backup).
 
 #[tokio::test]
-#[ignore = "finding 6: a FIFO planted in skill_cache hangs every run start of the skill (and holds a run slot)"]
 async fn a_planted_fifo_in_the_cache_does_not_hang_the_run() {
     use sha2::{Digest, Sha256};
     if !python_available() {
@@ -660,7 +657,6 @@ async fn a_planted_fifo_in_the_cache_does_not_hang_the_run() {
 // build/ sees a state no real run produces.
 
 #[tokio::test]
-#[ignore = "finding 8: a memo hit restores what the script wrote but not what it removed"]
 async fn a_memo_hit_leaves_build_as_the_script_would() {
     if !python_available() {
         return;
@@ -718,7 +714,6 @@ async fn a_memo_hit_leaves_build_as_the_script_would() {
 // changed, and nothing was invalidated.
 
 #[tokio::test]
-#[ignore = "finding 9: a skill's link to a shared file is hashed by its target's name; the memo answers from the old content (host mode)"]
 async fn a_changed_file_behind_a_skill_link_invalidates_the_memo() {
     if !python_available() {
         return;

@@ -158,6 +158,10 @@ async fn the_second_run_costs_less_and_a_changed_skill_file_brings_the_cost_back
         "run 1: {c1:?}\nrun 2: {c2:?}\nexecuted calls ratio {calls_ratio:.2}, input bytes ratio {bytes_ratio:.2}"
     );
     assert!(c2.executed < c1.executed, "{c1:?} {c2:?}");
+    assert!(
+        c2.requests < c1.requests,
+        "fewer model turns: {c1:?} {c2:?}"
+    );
     assert!(c2.input_bytes < c1.input_bytes, "{c1:?} {c2:?}");
     assert!(calls_ratio <= 0.5 && bytes_ratio <= 0.5, "{c1:?} {c2:?}");
     let t1 = r1["metrics"]["input_tokens"].as_u64().unwrap();

@@ -229,6 +229,8 @@ pub struct Outcome {
     pub files: Vec<String>,
     /// Files under `build/` the call created or changed (to version).
     pub written: Vec<String>,
+    /// Files under `build/` the call removed (a script's; kept by the memo).
+    pub removed: Vec<String>,
     pub diff_summary: String,
     /// The call ends the run (a sandbox violation, a budget passed inside a delegated loop).
     pub end: Option<ExitReason>,
@@ -246,6 +248,7 @@ impl Outcome {
             tally: Tally::default(),
             files: Vec::new(),
             written: Vec::new(),
+            removed: Vec::new(),
             diff_summary: String::new(),
             end: None,
             script_failed: false,

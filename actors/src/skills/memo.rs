@@ -176,7 +176,13 @@ pub fn script_hit(ctx: &RunContext, inputs: &str) -> Option<Hit> {
 }
 
 /// Keeps a script's result and the files it wrote (`written`: paths under `build/`).
-pub fn script_store(ctx: &RunContext, inputs: &str, result: &Value, written: &[String]) {
+pub fn script_store(
+    ctx: &RunContext,
+    inputs: &str,
+    result: &Value,
+    written: &[String],
+    removed: &[String],
+) {
     let Some(tree) = ctx.caches.tree.clone() else {
         return;
     };
@@ -198,6 +204,7 @@ pub fn script_store(ctx: &RunContext, inputs: &str, result: &Value, written: &[S
         tree,
         result,
         files: Vec::new(),
+        removed: removed.to_vec(),
     };
     ctx.caches.store.store(&ctx.skill_id, record, &contents);
 }

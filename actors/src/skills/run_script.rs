@@ -160,9 +160,6 @@ struct Checked {
     timeout: Duration,
     /// What the memo keys a run by: everything of the call that can change its result.
     memo_parts: Value,
-    /// The run's deadline cut the script's timeout short: its timeout says nothing of the
-    /// script, and is not kept.
-    timeout_cut: bool,
     deps: rumi_domain::skill::deps::DepSet,
 }
 
@@ -275,7 +272,6 @@ fn check(ctx: &RunContext, args: &Value) -> Result<Checked, Outcome> {
         argv,
         stdin,
         timeout: Duration::from_secs(asked).min(left),
-        timeout_cut: left < Duration::from_secs(asked),
         memo_parts,
         deps,
     })
@@ -308,9 +304,17 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
         );
         return o;
     }
-    // The AttemptMemo (§10): an identical run from the same build/ is answered, not run.
+    // The AttemptMemo (§10): an identical run from the same build/ is answered, not run. The
+    // disk budget left is part of the inputs: it is the script's file-size limit, and a failure
+    // it caused must not answer a run with more room.
+    let disk_left = ctx
+        .guard
+        .send(super::budget_guard::DiskLeft)
+        .await
+        .unwrap_or(0);
     let inputs = {
-        let (ctx, parts) = (Arc::clone(&ctx), c.memo_parts.clone());
+        let (ctx, mut parts) = (Arc::clone(&ctx), c.memo_parts.clone());
+        parts["disk_left"] = json!(disk_left);
         blocking(move || super::memo::script_inputs(&ctx, parts)).await
     };
     if let Some(inputs) = &inputs {
@@ -318,15 +322,17 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
             return o;
         }
     }
-    let timeout_cut = c.timeout_cut;
     let o = execute(Arc::clone(&ctx), c, host, isolation).await;
-    // Kept: a script that ran to an exit (or to its own timeout); not a runner failure, nor a
-    // run the budgets stopped, nor a timeout the run's deadline shortened.
+    // Kept: a script that ran to an exit, failures included; not a runner failure, nor a run
+    // the budgets stopped, nor a timeout (it says as much about the machine's load as about the
+    // script: the next attempt runs it again).
     let timed_out = o.result.get("error_type").and_then(Value::as_str) == Some("timeout");
     if let Some(inputs) = inputs {
-        if o.end.is_none() && o.result.get("exit_code").is_some() && !(timed_out && timeout_cut) {
-            let (ctx, result, written) = (Arc::clone(&ctx), o.result.clone(), o.written.clone());
-            blocking(move || super::memo::script_store(&ctx, &inputs, &result, &written)).await;
+        if o.end.is_none() && o.result.get("exit_code").is_some() && !timed_out {
+            let (ctx, result) = (Arc::clone(&ctx), o.result.clone());
+            let (written, removed) = (o.written.clone(), o.removed.clone());
+            blocking(move || super::memo::script_store(&ctx, &inputs, &result, &written, &removed))
+                .await;
         }
     }
     o
@@ -338,7 +344,20 @@ async fn from_memo(ctx: &Arc<RunContext>, inputs: &str, shown: &str) -> Option<O
         let (c, inputs) = (Arc::clone(ctx), inputs.to_string());
         blocking(move || super::memo::script_hit(&c, &inputs)).await?
     };
+    let removed = hit.record.removed.clone();
     let restored = super::memo::restore_files(ctx, hit.files).await?;
+    // What the script removed goes too: build/ ends as the script left it.
+    if !removed.is_empty() {
+        let c = Arc::clone(ctx);
+        let gone = removed.clone();
+        blocking(move || {
+            for rel in gone {
+                c.files.remove_build_file(&rel);
+            }
+        })
+        .await;
+        ctx.build_changed();
+    }
     let mut result = hit.record.result;
     result["from_memo"] = json!(true);
     let ok = result.get("ok") == Some(&Value::Bool(true));
@@ -452,9 +471,10 @@ async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'stat
         })
         .await
     };
-    let (changed, _) = before.0.changes(&after.0);
+    let (changed, gone) = before.0.changes(&after.0);
     let files_written: Vec<String> = changed.iter().map(|p| format!("build/{p}")).collect();
     let mut o = Outcome::ok(Value::Null);
+    o.removed = gone;
     o.files.push(c.shown.clone());
     o.written = changed.clone();
     if !changed.is_empty() {

@@ -69,6 +69,8 @@ pub struct Stamp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub files: BTreeMap<String, Stamp>,
+    /// The directories seen (for digests of a state: an empty directory is part of it).
+    pub dirs: std::collections::BTreeSet<String>,
     /// The walk stopped at a cap (a change beyond it may go unseen: callers treat it as one).
     pub truncated: bool,
 }
@@ -377,14 +379,55 @@ impl RunFiles {
     }
 }
 
+/// A link in a tree: by its target when that stays inside `root` (the target is an entry of the
+/// tree itself), else by its target and the content it leads to — a host script follows it, so a
+/// change there must change the tree. `None` (no digest: the caches stay off) when it leads to
+/// anything but a regular file, or nowhere.
+fn link_entry(root: &Path, rel: &str, total: &mut u64) -> Option<TreeWhat> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = root.join(rel);
+    let target = fs::read_link(&at).ok()?.to_string_lossy().into_owned();
+    let real = fs::canonicalize(&at).ok()?;
+    if real.starts_with(root) {
+        return Some(TreeWhat::Link(target));
+    }
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&real)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    *total += meta.len();
+    if *total > MAX_DIGEST_BYTES {
+        return None;
+    }
+    let mut h = Sha256::new();
+    io::copy(&mut (&mut f).take(meta.len()), &mut h).ok()?;
+    Some(TreeWhat::Link(format!(
+        "{target} -> {}",
+        hex::encode(h.finalize())
+    )))
+}
+
 fn tree_of(root: &Path, hide_build: bool) -> Option<Vec<TreeEntry>> {
     use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
     let snap = walk(root, hide_build);
     if snap.truncated {
         return None;
     }
     let mut total = 0u64;
-    let mut out = Vec::with_capacity(snap.files.len());
+    let mut out = Vec::with_capacity(snap.files.len() + snap.dirs.len());
+    for d in snap.dirs {
+        out.push(TreeEntry {
+            path: d,
+            what: TreeWhat::Dir,
+        });
+    }
     for (rel, stamp) in snap.files {
         total += stamp.size;
         if total > MAX_DIGEST_BYTES {
@@ -392,16 +435,12 @@ fn tree_of(root: &Path, hide_build: bool) -> Option<Vec<TreeEntry>> {
         }
         let what = match fsat::open_file(root, &rel) {
             Ok(mut f) => {
+                let mode = f.metadata().ok()?.permissions().mode() & 0o7777;
                 let mut h = Sha256::new();
                 io::copy(&mut f, &mut h).ok()?;
-                TreeWhat::File(h.finalize().into())
+                TreeWhat::File(h.finalize().into(), mode)
             }
-            // A link (or anything but a regular file): by what it points at, never followed.
-            Err(_) => TreeWhat::Link(
-                fs::read_link(root.join(&rel))
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| "?".into()),
-            ),
+            Err(_) => link_entry(root, &rel, &mut total)?,
         };
         out.push(TreeEntry { path: rel, what });
     }
@@ -496,6 +535,7 @@ fn walk_fd(
                 continue;
             }
             if let Ok(sub) = fsat::open_subdir(dir, &name) {
+                snap.dirs.insert(rel.clone());
                 walk_fd(&sub, &rel, depth + 1, hide_build, seen, snap);
             }
         } else {

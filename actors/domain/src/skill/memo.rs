@@ -1,8 +1,10 @@
 //! The caches' pure rules (contract §10, §15 "Memo across runs"): the skill tree hash, the
 //! AttemptMemo's keys and records, and the *skill memory* that makes a second run cheaper.
 //!
-//! * **Skill tree hash** — every file of the skill by path and content (a link by its target):
-//!   touching a file (mtime alone) changes nothing, any change of a byte or a name changes it.
+//! * **Skill tree hash** — every file of the skill by path, content and permission bits, every
+//!   directory by path: touching a file (mtime alone) changes nothing, any change of a byte, a
+//!   name, a mode or an empty directory changes it. A link counts by its target, and — when it
+//!   leads out of the skill — by the content it leads to (the runtime's `workspace.rs`).
 //! * **AttemptMemo** — `(action, inputs hash, skill tree hash)` → the tool result, failures too,
 //!   with the files a script wrote (by content digest, so a hit restores them).
 //! * **Skill memory** — what the last validated run of the same skill, goal, inputs and expected
@@ -44,8 +46,10 @@ pub struct TreeEntry {
 /// What a tree entry is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TreeWhat {
-    File([u8; 32]),
+    /// A regular file: its content digest and permission bits.
+    File([u8; 32], u32),
     Link(String),
+    Dir,
 }
 
 /// The skill tree hash: order-independent over the entries, each by path and content.
@@ -58,10 +62,12 @@ pub fn tree_hash(entries: &[TreeEntry]) -> String {
         h.update((e.path.len() as u64).to_le_bytes());
         h.update(e.path.as_bytes());
         match &e.what {
-            TreeWhat::File(d) => {
+            TreeWhat::File(d, mode) => {
                 h.update(b"f");
                 h.update(d);
+                h.update(mode.to_le_bytes());
             }
+            TreeWhat::Dir => h.update(b"d"),
             TreeWhat::Link(t) => {
                 h.update(b"l");
                 h.update((t.len() as u64).to_le_bytes());
@@ -136,6 +142,9 @@ pub struct MemoRecord {
     /// The files the attempt wrote under `build/`, restored on a hit.
     #[serde(default)]
     pub files: Vec<KeptFile>,
+    /// The files the attempt removed (paths under `build/`), removed again on a hit.
+    #[serde(default)]
+    pub removed: Vec<String>,
 }
 
 impl MemoRecord {
@@ -147,6 +156,11 @@ impl MemoRecord {
             && self.result.is_object()
             && self.files.len() <= MAX_MEMORY_FILES
             && self.files.iter().all(|f| f.build_rel().is_some())
+            && self.removed.len() <= MAX_MEMORY_FILES
+            && self
+                .removed
+                .iter()
+                .all(|r| build_path(r).ok().as_deref() == Some(r.as_str()))
     }
 }
 
@@ -217,7 +231,7 @@ mod tests {
     fn file(path: &str, content: &[u8]) -> TreeEntry {
         TreeEntry {
             path: path.into(),
-            what: TreeWhat::File(Sha256::digest(content).into()),
+            what: TreeWhat::File(Sha256::digest(content).into(), 0o644),
         }
     }
 
@@ -268,6 +282,23 @@ mod tests {
             what: TreeWhat::Link("y".into()),
         }]);
         assert_ne!(link, tree_hash(&[file("x", b"y")]));
+        let dir = tree_hash(&[
+            file("a", b"1"),
+            TreeEntry {
+                path: "d".into(),
+                what: TreeWhat::Dir,
+            },
+        ]);
+        assert_ne!(
+            dir,
+            tree_hash(&[file("a", b"1")]),
+            "an empty directory counts"
+        );
+        let exec = tree_hash(&[TreeEntry {
+            path: "a".into(),
+            what: TreeWhat::File(Sha256::digest(b"1").into(), 0o755),
+        }]);
+        assert_ne!(exec, tree_hash(&[file("a", b"1")]), "the mode counts");
     }
 
     #[test]
