@@ -107,7 +107,8 @@ pub fn valid_version(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'!' | b'_' | b'-'))
 }
 
-fn shown(s: &str) -> String {
+/// A value as a refusal quotes it: at most 60 characters, debug-escaped.
+pub(crate) fn shown(s: &str) -> String {
     let t: String = s.chars().take(60).collect();
     if t.len() < s.len() {
         format!("{t:?}…")

@@ -161,14 +161,7 @@ pub fn env_hash(rt: EnvRuntime, items: &[String]) -> String {
     hex::encode(h.finalize())[..32].to_string()
 }
 
-fn shown(s: &str) -> String {
-    let t: String = s.chars().take(60).collect();
-    if t.len() < s.len() {
-        format!("{t:?}…")
-    } else {
-        format!("{t:?}")
-    }
-}
+use crate::pip::shown;
 
 fn common_checks(s: &str) -> Result<(), String> {
     if s.len() > MAX_SPEC_BYTES {
