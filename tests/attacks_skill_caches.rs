@@ -454,7 +454,6 @@ with gzip.open(path, "wb", compresslevel=9) as gz:
 }
 
 #[test]
-#[ignore = "finding 5: an npm tarball's long-name/pax record is read whole into memory (no cap); under a limit: uncaught MemoryError traceback"]
 fn the_npm_unpacker_caps_the_metadata_records_it_reads() {
     if !python_available() {
         return;
@@ -510,7 +509,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 /// The same tarball through the kernel in permissive mode: the unpacker runs as a host process
 /// with no memory limit and takes what the record declares.
 #[tokio::test]
-#[ignore = "finding 5: in permissive mode the npm unpacker allocates what a tarball's long-name record declares"]
 async fn a_hostile_npm_tarball_cannot_make_the_host_unpacker_allocate_gigabytes() {
     if !python_available() {
         return;
