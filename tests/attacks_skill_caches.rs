@@ -216,7 +216,6 @@ impl SilentIndex {
 }
 
 #[tokio::test]
-#[ignore = "finding 3: environment builds outlive their runs with no cap on how many run at once"]
 async fn builds_left_behind_by_ended_runs_are_capped() {
     if !python_available() {
         return;
@@ -299,7 +298,6 @@ async fn builds_left_behind_by_ended_runs_are_capped() {
 // and asks for an honest environment in another skill.
 
 #[tokio::test]
-#[ignore = "finding 4: spelling variants fill MAX_ENVS with copies of one package; other skills' environments are refused for good"]
 async fn a_model_cannot_fill_the_environment_store_for_every_other_skill() {
     if !python_available() {
         return;

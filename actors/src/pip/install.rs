@@ -103,7 +103,21 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
 
-/// Runs `cmd` with a deadline; answers (exit code, stdout, stderr), each stream capped.
+/// Kills a process group when dropped while armed: a run of [`run`] dropped midway (nobody
+/// waits for it any more) leaves no process of it behind.
+struct KillGroup(Option<i32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: signalling the process group the child leads (still running: not reaped).
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Runs `cmd` with a deadline; answers (exit code, stdout, stderr), each stream capped. Dropping
+/// the future kills the command's process group.
 pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     deadline: Duration,
@@ -118,6 +132,7 @@ pub(crate) async fn run(
         .spawn()
         .map_err(|e| format!("{what} could not start ({})", e.kind()))?;
     let pgid = child.id().map(|p| p as i32);
+    let mut group = KillGroup(pgid);
     let read_capped = |r: Option<tokio::process::ChildStdout>| async move {
         let mut buf = Vec::new();
         if let Some(mut r) = r {
@@ -158,14 +173,12 @@ pub(crate) async fn run(
     };
     match tokio::time::timeout(deadline, all).await {
         Ok((out, err, status)) => {
+            group.0 = None;
             let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
             Ok((code, out, err))
         }
         Err(_) => {
-            if let Some(pgid) = pgid {
-                // SAFETY: signalling the process group the child leads.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            }
+            drop(group);
             Err(format!(
                 "{what} did not finish within {}s; it was stopped",
                 deadline.as_secs()
