@@ -588,6 +588,55 @@ mod tests {
             .contains("foo-bar==1.0"));
     }
 
+    /// Whether `pid` is gone (or a zombie waiting for its parent).
+    fn gone(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_its_whole_process_group() {
+        let d = tempfile::tempdir().unwrap();
+        let pids = d.path().join("pids");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "sleep 300 & echo $$ $! > {}.tmp && mv {0}.tmp {0}; wait",
+            pids.display()
+        ));
+        let mut running = Box::pin(run(cmd, Duration::from_secs(300), "sh"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pids.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never started"
+            );
+            tokio::select! {
+                _ = &mut running => panic!("the command ended"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let ids: Vec<i32> = text
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(!gone(ids[1]), "the grandchild runs");
+        drop(running);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ids.iter().all(|p| gone(*p)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell or its child outlived the dropped run: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[test]
     fn a_swap_exchanges_whole_trees() {
         let d = tempfile::tempdir().unwrap();

@@ -263,9 +263,8 @@ impl SkillEnvs {
         let (w, s, t) = (work.clone(), staging.clone(), target.clone());
         let outcome = blocking(move || {
             let placed = outcome.and_then(|()| {
-                install::swap_in(&s, &t).map_err(|e| {
-                    format!("putting the environment in place failed ({})", e.kind())
-                })
+                install::swap_in(&s, &t)
+                    .map_err(|e| format!("putting the environment in place failed ({})", e.kind()))
             });
             if placed.is_ok() {
                 store::stamp(&t);

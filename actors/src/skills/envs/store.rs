@@ -137,12 +137,7 @@ pub fn stamp(dir: &Path) {
 /// `MAX_ENVS - room` environments are there, removes the least recently used one that nobody
 /// holds. Answers how many were removed; a refusal when [`MAX_ENVS`] are left, all in use.
 /// Blocking.
-pub fn make_room(
-    parent: &Path,
-    rt: EnvRuntime,
-    uses: &Uses,
-    room: usize,
-) -> Result<usize, String> {
+pub fn make_room(parent: &Path, rt: EnvRuntime, uses: &Uses, room: usize) -> Result<usize, String> {
     let limit = MAX_ENVS.saturating_sub(room);
     let mut envs: Vec<(SystemTime, String)> = std::fs::read_dir(parent)
         .map_err(|e| format!("the environments cannot be listed ({})", e.kind()))?

@@ -155,7 +155,10 @@ impl Drop for Dropped {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_goes_on_while_someone_waits_and_stops_with_its_last_waiter() {
     let once: Arc<OnceBuilds<(), String>> = Arc::new(OnceBuilds::default());
-    let (started, stopped) = (Arc::new(tokio::sync::Notify::new()), Arc::new(AtomicBool::new(false)));
+    let (started, stopped) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(AtomicBool::new(false)),
+    );
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let build = {
         let (started, stopped) = (Arc::clone(&started), Arc::clone(&stopped));
@@ -187,9 +190,16 @@ async fn a_build_goes_on_while_someone_waits_and_stops_with_its_last_waiter() {
     }
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    assert!(!stopped.load(Ordering::SeqCst), "a waiter is left: the build goes on");
+    assert!(
+        !stopped.load(Ordering::SeqCst),
+        "a waiter is left: the build goes on"
+    );
     release_tx.send(()).unwrap();
-    assert_eq!(second.await.unwrap(), Ok(()), "the second waiter got the first build");
+    assert_eq!(
+        second.await.unwrap(),
+        Ok(()),
+        "the second waiter got the first build"
+    );
 
     // One waiter, dropped: the build is dropped with it.
     let stopped = Arc::new(AtomicBool::new(false));
@@ -199,18 +209,25 @@ async fn a_build_goes_on_while_someone_waits_and_stops_with_its_last_waiter() {
     let only = {
         let once = Arc::clone(&once);
         tokio::spawn(async move {
-            once.run("k2", || None, move || async move {
-                let _guard = Dropped(s2);
-                st.notify_one();
-                futures_util::future::pending::<Result<(), String>>().await
-            })
+            once.run(
+                "k2",
+                || None,
+                move || async move {
+                    let _guard = Dropped(s2);
+                    st.notify_one();
+                    futures_util::future::pending::<Result<(), String>>().await
+                },
+            )
             .await
         })
     };
     started.notified().await;
     only.abort();
     let _ = only.await;
-    assert!(stopped.load(Ordering::SeqCst), "nobody waits: the build was dropped");
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "nobody waits: the build was dropped"
+    );
     assert_eq!(once.in_flight(), 0);
 }
 
@@ -277,7 +294,10 @@ fn a_store_full_of_held_environments_refuses_with_what_to_do() {
     assert!(why.contains("in use") && why.contains("try again"), "{why}");
     assert_eq!(env_dirs(&parent).len(), MAX_ENVS);
     holds.truncate(10);
-    assert_eq!(store::make_room(&parent, EnvRuntime::Node, &uses, 2).unwrap(), 2);
+    assert_eq!(
+        store::make_room(&parent, EnvRuntime::Node, &uses, 2).unwrap(),
+        2
+    );
     assert_eq!(uses.holders(&store::use_key(EnvRuntime::Node, "h000")), 1);
 }
 
@@ -296,8 +316,12 @@ fn removal_never_takes_an_environment_from_under_its_holder() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut users = Vec::new();
     for t in 0..3u64 {
-        let (parent, uses, names, stop) =
-            (Arc::clone(&parent), Arc::clone(&uses), names.clone(), Arc::clone(&stop));
+        let (parent, uses, names, stop) = (
+            Arc::clone(&parent),
+            Arc::clone(&uses),
+            names.clone(),
+            Arc::clone(&stop),
+        );
         users.push(std::thread::spawn(move || {
             let mut rng = Rng(0x1234_5678 + t);
             let mut checked = 0u32;
@@ -328,7 +352,10 @@ fn removal_never_takes_an_environment_from_under_its_holder() {
     }
     stop.store(true, Ordering::SeqCst);
     let checked: u32 = users.into_iter().map(|u| u.join().unwrap()).sum();
-    assert!(removed > 0 && checked > 0, "removed {removed}, checked {checked}");
+    assert!(
+        removed > 0 && checked > 0,
+        "removed {removed}, checked {checked}"
+    );
     assert!(env_dirs(&parent).len() <= MAX_ENVS);
 }
 
@@ -364,5 +391,8 @@ fn set_mtime(p: &Path, t: libc::timespec) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let times = [t, t];
     // SAFETY: a valid path and two timespecs.
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        0
+    );
 }
