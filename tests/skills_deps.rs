@@ -11,9 +11,11 @@ use common::deps::*;
 use common::llm_server::{Flavor, ScriptedModel};
 use common::skills::{kernel_with, policy, run, sent_to_model, KEY};
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 struct Sources {
     wheels: tempfile::TempDir,
@@ -423,4 +425,105 @@ async fn strict_mode_unpacks_in_the_builder_and_mounts_the_environments_read_onl
         String::from_utf8_lossy(&left.stdout).trim().is_empty(),
         "a builder container stayed"
     );
+}
+
+/// At most two environment builds run at once in the kernel (the review's finding 3): a run
+/// whose build waits for a permit still ends at its own deadline, and never reached the index;
+/// once every run has ended nothing is left downloading.
+#[tokio::test]
+async fn at_most_two_builds_run_at_once_and_a_waiting_run_keeps_its_deadline() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let index = SilentIndex::start();
+    let url = format!("http://127.0.0.1:{}/simple", index.port);
+    let k_env = [
+        ("PIP_INDEX_URL", url.as_str()),
+        ("PIP_FIND_LINKS", ""),
+        ("PIP_RETRIES", "0"),
+        ("PIP_DEFAULT_TIMEOUT", "300"),
+        ("RUMI_MAX_SKILL_RUNS", "4"),
+    ];
+    for i in 0..3 {
+        let base = format!("user_data/skills/held{i}");
+        write(
+            home.path(),
+            &format!("{base}/SKILL.md"),
+            &format!("---\nname: held{i}\ndescription: Needs a package.\n---\nRun the script.\n"),
+        );
+        write(
+            home.path(),
+            &format!("{base}/scripts/use.py"),
+            "print('{\"ran\": true}')\n",
+        );
+        write(
+            home.path(),
+            &format!("{base}/requirements.txt"),
+            &format!("heldpkg{i}\n"),
+        );
+    }
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![common::skills::calls(&[(
+            "run_script",
+            json!({"path": "scripts/use.py"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &k_env);
+    let long = |i: usize| {
+        run(
+            &k,
+            limited(&format!("held{i}"), &format!("holding run {i}"), 15000),
+        )
+    };
+    let third = async {
+        // Both permits are taken once the index has seen both packages.
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while index.names.lock().unwrap().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the two builds never reached the index"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = Instant::now();
+        let (status, r) = run(&k, limited("held2", "waiting run", 2500)).await;
+        let took = started.elapsed();
+        let seen = index.names.lock().unwrap().clone();
+        let open = index.open.load(Ordering::SeqCst);
+        (status, r, took, seen, open)
+    };
+    let ((s0, r0), (s1, r1), (status, r, took, seen, open)) = tokio::join!(long(0), long(1), third);
+    assert_eq!((s0, s1), (200, 200), "{r0} {r1}");
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the waiting run took {took:?}"
+    );
+    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "a third build reached the index while two ran: {seen:?}"
+    );
+    assert!(!seen.iter().any(|n| n.contains("heldpkg2")), "{seen:?}");
+    assert_eq!(open, 2, "the two builds still held their downloads");
+    // Every run has ended: nothing is left downloading.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while index.open.load(Ordering::SeqCst) > 0 {
+        assert!(Instant::now() < deadline, "downloads outlived their runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    k.stop();
+}
+
+/// A run of skill `id` with `goal` and a time budget of `ms`.
+fn limited(id: &str, goal: &str, ms: u64) -> Value {
+    json!({
+        "skill_id": id,
+        "goal": goal,
+        "expected_outputs": [{"path": "build/out.txt", "kind": "text"}],
+        "budgets": {"time_budget_ms": ms},
+    })
 }
