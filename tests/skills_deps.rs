@@ -527,3 +527,132 @@ fn limited(id: &str, goal: &str, ms: u64) -> Value {
         "budgets": {"time_budget_ms": ms},
     })
 }
+
+/// Builder containers (`rumi-pip-skill-env-*`) on the machine now.
+fn builder_containers() -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "name=rumi-pip-skill-env-",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A strict-mode build nobody waits for any more is stopped (the review's finding 3): the run's
+/// deadline passes while the builder container unpacks a tarball of 49 000 files (about 10 s);
+/// the container is removed, the temporary directories go, and no environment appears.
+#[tokio::test]
+async fn a_strict_build_left_by_its_run_is_stopped_and_its_container_removed() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let tarballs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz", compresslevel=1) as t:
+    meta = b'{"name": "slowunpack", "version": "1.0.0"}'
+    ti = tarfile.TarInfo("package/package.json"); ti.size = len(meta); t.addfile(ti, io.BytesIO(meta))
+    data = b"\0" * 4096
+    for i in range(49000):
+        ti = tarfile.TarInfo(f"package/d{i % 100}/f{i}.js"); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+"#,
+        )
+        .arg(tarballs.path().join("slowunpack-1.0.0.tgz"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let base = "user_data/skills/slow";
+    write(
+        home.path(),
+        &format!("{base}/SKILL.md"),
+        "---\nname: slow\ndescription: Needs a slow package.\n---\nRun the script.\n",
+    );
+    write(
+        home.path(),
+        &format!("{base}/scripts/use.js"),
+        "console.log(JSON.stringify({ran: true}));\n",
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![common::skills::calls(&[(
+            "run_script",
+            json!({"path": "scripts/use.js", "dependencies": {"npm": ["slowunpack@1.0.0"]}}),
+        )])]),
+    );
+    let url = model.base_url();
+    let t = tarballs.path().display().to_string();
+    let env = [
+        ("RUMI_LLM_PROVIDER", "openai"),
+        ("RUMI_LLM_BASE_URL", url.as_str()),
+        ("RUMI_LLM_MODEL", "scripted"),
+        ("RUMI_SKILL_NPM_TARBALLS", t.as_str()),
+    ];
+    let k = Kernel::start_mode(home.path(), &env, false);
+    let before = builder_containers();
+    // Watch for this kernel's builder container while the run goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, before) = (std::sync::Arc::clone(&stop), before.clone());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                seen.extend(builder_containers().difference(&before).cloned());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        })
+    };
+    let (status, r) = run(&k, limited("slow", "slow unpack", 5000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
+    assert!(
+        !seen.is_empty(),
+        "no builder container was seen during the run: the test did not reach the unpack"
+    );
+    let node = home.path().join("user_data/skill_envs/node");
+    let work = home.path().join("user_data/skill_envs/.work");
+    let listed = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|l| {
+                l.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = builder_containers().intersection(&seen).cloned().collect();
+        let tmp = listed(&node);
+        let w = listed(&work);
+        if left.is_empty() && tmp.is_empty() && w.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {left:?}, node/ {tmp:?}, .work/ {w:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        builds(home.path()).is_empty(),
+        "the build went on after its run ended: {:?}",
+        builds(home.path())
+    );
+    k.stop();
+}
