@@ -7,12 +7,11 @@
 
 mod common;
 
-use common::deps::wheels;
+use common::deps::{wheels, SilentIndex};
 use common::llm_server::{Flavor, ScriptedModel};
 use common::skills::{calls, kernel_with, policy, run};
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -178,43 +177,7 @@ async fn a_directory_made_by_a_script_is_part_of_the_state_the_memo_keys() {
 // download (or, in strict mode, a builder container) behind per run: RUMI_MAX_SKILL_RUNS caps
 // the runs, not the builds. Measured against a package index that accepts and never answers.
 
-/// A package index that accepts connections and never answers; counts those held open.
-struct SilentIndex {
-    port: u16,
-    open: Arc<AtomicUsize>,
-    names: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl SilentIndex {
-    fn start() -> SilentIndex {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicUsize::new(0));
-        let names = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (o, n) = (Arc::clone(&open), Arc::clone(&names));
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (o, n) = (Arc::clone(&o), Arc::clone(&n));
-                std::thread::spawn(move || {
-                    o.fetch_add(1, Ordering::SeqCst);
-                    let mut reader = BufReader::new(conn);
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_ok() {
-                        n.lock().unwrap().push(line.trim().to_string());
-                    }
-                    // Hold it until the client goes.
-                    let mut sink = Vec::new();
-                    let _ = std::io::Read::read_to_end(&mut reader, &mut sink);
-                    o.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        SilentIndex { port, open, names }
-    }
-}
-
 #[tokio::test]
-#[ignore = "finding 3: environment builds outlive their runs with no cap on how many run at once"]
 async fn builds_left_behind_by_ended_runs_are_capped() {
     if !python_available() {
         return;
@@ -297,7 +260,6 @@ async fn builds_left_behind_by_ended_runs_are_capped() {
 // and asks for an honest environment in another skill.
 
 #[tokio::test]
-#[ignore = "finding 4: spelling variants fill MAX_ENVS with copies of one package; other skills' environments are refused for good"]
 async fn a_model_cannot_fill_the_environment_store_for_every_other_skill() {
     if !python_available() {
         return;
@@ -452,7 +414,6 @@ with gzip.open(path, "wb", compresslevel=9) as gz:
 }
 
 #[test]
-#[ignore = "finding 5: an npm tarball's long-name/pax record is read whole into memory (no cap); under a limit: uncaught MemoryError traceback"]
 fn the_npm_unpacker_caps_the_metadata_records_it_reads() {
     if !python_available() {
         return;
@@ -508,7 +469,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 /// The same tarball through the kernel in permissive mode: the unpacker runs as a host process
 /// with no memory limit and takes what the record declares.
 #[tokio::test]
-#[ignore = "finding 5: in permissive mode the npm unpacker allocates what a tarball's long-name record declares"]
 async fn a_hostile_npm_tarball_cannot_make_the_host_unpacker_allocate_gigabytes() {
     if !python_available() {
         return;

@@ -11,9 +11,11 @@ use common::deps::*;
 use common::llm_server::{Flavor, ScriptedModel};
 use common::skills::{kernel_with, policy, run, sent_to_model, KEY};
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 struct Sources {
     wheels: tempfile::TempDir,
@@ -423,4 +425,234 @@ async fn strict_mode_unpacks_in_the_builder_and_mounts_the_environments_read_onl
         String::from_utf8_lossy(&left.stdout).trim().is_empty(),
         "a builder container stayed"
     );
+}
+
+/// At most two environment builds run at once in the kernel (the review's finding 3): a run
+/// whose build waits for a permit still ends at its own deadline, and never reached the index;
+/// once every run has ended nothing is left downloading.
+#[tokio::test]
+async fn at_most_two_builds_run_at_once_and_a_waiting_run_keeps_its_deadline() {
+    if !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let index = SilentIndex::start();
+    let url = format!("http://127.0.0.1:{}/simple", index.port);
+    let k_env = [
+        ("PIP_INDEX_URL", url.as_str()),
+        ("PIP_FIND_LINKS", ""),
+        ("PIP_RETRIES", "0"),
+        ("PIP_DEFAULT_TIMEOUT", "300"),
+        ("RUMI_MAX_SKILL_RUNS", "4"),
+    ];
+    for i in 0..3 {
+        let base = format!("user_data/skills/held{i}");
+        write(
+            home.path(),
+            &format!("{base}/SKILL.md"),
+            &format!("---\nname: held{i}\ndescription: Needs a package.\n---\nRun the script.\n"),
+        );
+        write(
+            home.path(),
+            &format!("{base}/scripts/use.py"),
+            "print('{\"ran\": true}')\n",
+        );
+        write(
+            home.path(),
+            &format!("{base}/requirements.txt"),
+            &format!("heldpkg{i}\n"),
+        );
+    }
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![common::skills::calls(&[(
+            "run_script",
+            json!({"path": "scripts/use.py"}),
+        )])]),
+    );
+    let k = kernel_with(home.path(), &model, "openai", &k_env);
+    let long = |i: usize| {
+        run(
+            &k,
+            limited(&format!("held{i}"), &format!("holding run {i}"), 15000),
+        )
+    };
+    let third = async {
+        // Both permits are taken once the index has seen both packages.
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while index.names.lock().unwrap().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the two builds never reached the index"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = Instant::now();
+        let (status, r) = run(&k, limited("held2", "waiting run", 2500)).await;
+        let took = started.elapsed();
+        let seen = index.names.lock().unwrap().clone();
+        let open = index.open.load(Ordering::SeqCst);
+        (status, r, took, seen, open)
+    };
+    let ((s0, r0), (s1, r1), (status, r, took, seen, open)) = tokio::join!(long(0), long(1), third);
+    assert_eq!((s0, s1), (200, 200), "{r0} {r1}");
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the waiting run took {took:?}"
+    );
+    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "a third build reached the index while two ran: {seen:?}"
+    );
+    assert!(!seen.iter().any(|n| n.contains("heldpkg2")), "{seen:?}");
+    assert_eq!(open, 2, "the two builds still held their downloads");
+    // Every run has ended: nothing is left downloading.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while index.open.load(Ordering::SeqCst) > 0 {
+        assert!(Instant::now() < deadline, "downloads outlived their runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    k.stop();
+}
+
+/// A run of skill `id` with `goal` and a time budget of `ms`.
+fn limited(id: &str, goal: &str, ms: u64) -> Value {
+    json!({
+        "skill_id": id,
+        "goal": goal,
+        "expected_outputs": [{"path": "build/out.txt", "kind": "text"}],
+        "budgets": {"time_budget_ms": ms},
+    })
+}
+
+/// Builder containers (`rumi-pip-skill-env-*`) on the machine now.
+fn builder_containers() -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "name=rumi-pip-skill-env-",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A strict-mode build nobody waits for any more is stopped (the review's finding 3): the run's
+/// deadline passes while the builder container unpacks a tarball of 49 000 files (about 10 s);
+/// the container is removed, the temporary directories go, and no environment appears.
+#[tokio::test]
+async fn a_strict_build_left_by_its_run_is_stopped_and_its_container_removed() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    let tarballs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz", compresslevel=1) as t:
+    meta = b'{"name": "slowunpack", "version": "1.0.0"}'
+    ti = tarfile.TarInfo("package/package.json"); ti.size = len(meta); t.addfile(ti, io.BytesIO(meta))
+    data = b"\0" * 4096
+    for i in range(49000):
+        ti = tarfile.TarInfo(f"package/d{i % 100}/f{i}.js"); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+"#,
+        )
+        .arg(tarballs.path().join("slowunpack-1.0.0.tgz"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let base = "user_data/skills/slow";
+    write(
+        home.path(),
+        &format!("{base}/SKILL.md"),
+        "---\nname: slow\ndescription: Needs a slow package.\n---\nRun the script.\n",
+    );
+    write(
+        home.path(),
+        &format!("{base}/scripts/use.js"),
+        "console.log(JSON.stringify({ran: true}));\n",
+    );
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        policy(vec![common::skills::calls(&[(
+            "run_script",
+            json!({"path": "scripts/use.js", "dependencies": {"npm": ["slowunpack@1.0.0"]}}),
+        )])]),
+    );
+    let url = model.base_url();
+    let t = tarballs.path().display().to_string();
+    let env = [
+        ("RUMI_LLM_PROVIDER", "openai"),
+        ("RUMI_LLM_BASE_URL", url.as_str()),
+        ("RUMI_LLM_MODEL", "scripted"),
+        ("RUMI_SKILL_NPM_TARBALLS", t.as_str()),
+    ];
+    let k = Kernel::start_mode(home.path(), &env, false);
+    let before = builder_containers();
+    // Watch for this kernel's builder container while the run goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, before) = (std::sync::Arc::clone(&stop), before.clone());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                seen.extend(builder_containers().difference(&before).cloned());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        })
+    };
+    let (status, r) = run(&k, limited("slow", "slow unpack", 5000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["exit_reason"], "budget_exceeded:time", "{r:#}");
+    assert!(
+        !seen.is_empty(),
+        "no builder container was seen during the run: the test did not reach the unpack"
+    );
+    let node = home.path().join("user_data/skill_envs/node");
+    let work = home.path().join("user_data/skill_envs/.work");
+    let listed = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|l| {
+                l.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = builder_containers().intersection(&seen).cloned().collect();
+        let tmp = listed(&node);
+        let w = listed(&work);
+        if left.is_empty() && tmp.is_empty() && w.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {left:?}, node/ {tmp:?}, .work/ {w:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        builds(home.path()).is_empty(),
+        "the build went on after its run ended: {:?}",
+        builds(home.path())
+    );
+    k.stop();
 }

@@ -6,8 +6,11 @@ use super::llm_server::{Move, ScriptedModel};
 use super::skills::calls;
 use super::write;
 use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Builds `<name>-<version>-py3-none-any.whl` in `dir` whose METADATA requires `requires`.
 pub fn wheel(dir: &Path, name: &str, version: &str, requires: &[&str], files: &[(&str, &str)]) {
@@ -231,4 +234,41 @@ pub fn builds(home: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A package index that accepts connections and never answers; counts those held open.
+pub struct SilentIndex {
+    pub port: u16,
+    /// Connections held open now.
+    pub open: Arc<AtomicUsize>,
+    /// The request line of each connection.
+    pub names: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SilentIndex {
+    pub fn start() -> SilentIndex {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicUsize::new(0));
+        let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, n) = (Arc::clone(&open), Arc::clone(&names));
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (o, n) = (Arc::clone(&o), Arc::clone(&n));
+                std::thread::spawn(move || {
+                    o.fetch_add(1, Ordering::SeqCst);
+                    let mut reader = BufReader::new(conn);
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_ok() {
+                        n.lock().unwrap().push(line.trim().to_string());
+                    }
+                    // Hold it until the client goes.
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut reader, &mut sink);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        SilentIndex { port, open, names }
+    }
 }

@@ -77,7 +77,8 @@ pub async fn run_installer(
     .await
 }
 
-/// Runs `b.script` over `/input` into `/target` in a network-less container.
+/// Runs `b.script` over `/input` into `/target` in a network-less container. Dropping the
+/// future removes the container and then the target directory (the build is abandoned).
 pub async fn run_build(engine: &DockerEngine, b: &Build<'_>) -> Result<Output, String> {
     let (pack_id, runtime_dir, wheels, target, deadline) =
         (b.name, b.runtime_dir, b.input, b.target, b.deadline);
@@ -148,6 +149,8 @@ pub async fn run_build(engine: &DockerEngine, b: &Build<'_>) -> Result<Output, S
         .create_container(Some(options), body)
         .await
         .map_err(|e| format!("creating the builder container failed ({})", describe(&e)))?;
+    // Dropped midway (nobody waits for the build any more): the container goes, then the target.
+    let mut abandoned = Abandoned(Some((client.clone(), name.clone(), target.to_path_buf())));
     let outcome = async {
         client
             .start_container(
@@ -189,6 +192,26 @@ pub async fn run_build(engine: &DockerEngine, b: &Build<'_>) -> Result<Output, S
         Ok(out)
     }
     .await;
+    abandoned.0 = None;
     let _ = remove(&client, &name).await;
     outcome
+}
+
+/// A builder container (and its target directory) whose build was dropped before it ended:
+/// removed by a task of its own — the container first, so nothing writes the target after.
+struct Abandoned(Option<(bollard::Docker, String, std::path::PathBuf)>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some((client, name, target)) = self.0.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = remove(&client, &name).await;
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(target)).await;
+        });
+    }
 }

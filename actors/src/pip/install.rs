@@ -103,7 +103,21 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
 
-/// Runs `cmd` with a deadline; answers (exit code, stdout, stderr), each stream capped.
+/// Kills a process group when dropped while armed: a run of [`run`] dropped midway (nobody
+/// waits for it any more) leaves no process of it behind.
+struct KillGroup(Option<i32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: signalling the process group the child leads (still running: not reaped).
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Runs `cmd` with a deadline; answers (exit code, stdout, stderr), each stream capped. Dropping
+/// the future kills the command's process group.
 pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     deadline: Duration,
@@ -118,6 +132,7 @@ pub(crate) async fn run(
         .spawn()
         .map_err(|e| format!("{what} could not start ({})", e.kind()))?;
     let pgid = child.id().map(|p| p as i32);
+    let mut group = KillGroup(pgid);
     let read_capped = |r: Option<tokio::process::ChildStdout>| async move {
         let mut buf = Vec::new();
         if let Some(mut r) = r {
@@ -158,14 +173,12 @@ pub(crate) async fn run(
     };
     match tokio::time::timeout(deadline, all).await {
         Ok((out, err, status)) => {
+            group.0 = None;
             let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
             Ok((code, out, err))
         }
         Err(_) => {
-            if let Some(pgid) = pgid {
-                // SAFETY: signalling the process group the child leads.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            }
+            drop(group);
             Err(format!(
                 "{what} did not finish within {}s; it was stopped",
                 deadline.as_secs()
@@ -573,6 +586,55 @@ mod tests {
         assert!(check_matches(&pins, &[])
             .unwrap_err()
             .contains("foo-bar==1.0"));
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting for its parent).
+    fn gone(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_its_whole_process_group() {
+        let d = tempfile::tempdir().unwrap();
+        let pids = d.path().join("pids");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "sleep 300 & echo $$ $! > {}.tmp && mv {0}.tmp {0}; wait",
+            pids.display()
+        ));
+        let mut running = Box::pin(run(cmd, Duration::from_secs(300), "sh"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pids.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never started"
+            );
+            tokio::select! {
+                _ = &mut running => panic!("the command ended"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let ids: Vec<i32> = text
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(!gone(ids[1]), "the grandchild runs");
+        drop(running);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ids.iter().all(|p| gone(*p)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell or its child outlived the dropped run: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

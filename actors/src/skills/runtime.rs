@@ -310,6 +310,8 @@ impl SkillRuntime {
             };
             // The run's warm script containers go before its result is published.
             scripts.finish().await;
+            // Its dependency environments may be removed from now on (least recently used).
+            me.envs.release_run(&result.run_id);
             let files2 = files.clone();
             let r2 = result.clone();
             let _ = tokio::task::spawn_blocking(move || persist(&files2, &r2)).await;

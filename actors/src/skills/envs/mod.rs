@@ -5,16 +5,20 @@
 //! `user_data/skill_envs/python/<hash>/` (the package directory put on `PYTHONPATH`) or
 //! `user_data/skill_envs/node/<hash>/node_modules` (put on `NODE_PATH`):
 //!
-//! * **Built once.** A build takes a per-hash async lock ([`OnceBuilds`]); a run that needs an
-//!   environment being built waits for it, then finds it ready. Two kernels never share a home
-//!   (`home_lock.rs` refuses a second kernel on the same home), so an in-process lock is enough.
+//! * **Built once.** One build per hash at a time ([`OnceBuilds`]): a run that needs an
+//!   environment being built joins that build and gets its result. Two kernels never share a
+//!   home (`home_lock.rs` refuses a second kernel on the same home), so in-process is enough.
+//! * **Bounded.** At most [`MAX_CONCURRENT_BUILDS`] builds run at once in the kernel (a
+//!   semaphore; a run waiting for a permit still races its own deadline). A build lasts while
+//!   some run waits for it: when the last one stops waiting (its deadline, its tool call
+//!   dropped), the build is dropped — its download and unpack processes are killed (their
+//!   process group), a builder container is removed, its temporary directories are removed —
+//!   so ended runs leave no work behind.
 //! * **Never half.** It is built into `.tmp-<hash>-<random>` beside its final place and renamed
 //!   into place only when complete (after a file system sync): a crash never leaves a half
 //!   environment that looks ready. Leftovers of a crash are removed at the next build of that
 //!   hash and when the kernel starts.
 //! * **Reused.** A ready environment is used as it is: no download, no lock.
-//! * **Not left half-done.** The build runs in a task of its own: a run whose deadline passes
-//!   stops waiting, the build goes on (with its own deadlines) for the runs that wait or come.
 //! * **Downloads in the kernel, installs offline.** pip: `python3 -m pip download
 //!   --only-binary=:all:` with the machine's pip configuration (transitive dependencies resolved
 //!   by pip; only wheels, so nothing is built and no package code runs), or
@@ -29,27 +33,37 @@
 //!   namespace when the kernel is root) and could change it — permissive mode says so
 //!   (`isolation: "host"`).
 //!
-//! Caps: [`MAX_ENVS`] environments per runtime, the download and unpack caps of the pip
-//! installer and of [`npm`], [`BUILD_DEADLINE`] per build. A build is recorded in
+//! * **Self-cleaning.** [`MAX_ENVS`] environments per runtime: a build first removes the least
+//!   recently used environments that no run holds ([`store`]); a run holds the environments its
+//!   scripts used until it ends, at most [`store::MAX_ENVS_PER_RUN`] of them.
+//!
+//! Caps: [`MAX_ENVS`] environments per runtime, [`store::MAX_ENVS_PER_RUN`] per run,
+//! [`MAX_CONCURRENT_BUILDS`] builds at once, the download and unpack caps of the pip installer
+//! and of [`npm`], [`BUILD_DEADLINE`] per build. A build is recorded in
 //! `user_data/skill_envs/builds.jsonl` (runtime, hash, ok, ms).
 
 pub mod npm;
+mod once;
+pub mod store;
+
+pub use once::OnceBuilds;
 
 use super::agent::blocking;
 use super::context::{Outcome, RunContext};
 use crate::docker::DockerEngine;
 use crate::pip::install::{self, Fetch, Installer};
-use parking_lot::Mutex;
 use rumi_domain::skill::deps::{env_hash, DepSet, EnvRuntime};
 use serde_json::json;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::{EnvUse, RunHolds, Uses};
 
-/// Most environments kept per runtime (a build past it is refused with what to do).
+/// Most environments kept per runtime (a build first removes the least recently used).
 pub const MAX_ENVS: usize = 256;
+/// Most builds running at once in the kernel.
+pub const MAX_CONCURRENT_BUILDS: usize = 2;
 /// How long one build may take, downloads included.
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(600);
 /// Largest `builds.jsonl` before it starts again.
@@ -57,57 +71,16 @@ const MAX_BUILD_LOG: u64 = 1024 * 1024;
 /// Longest install log given to the agent.
 pub const MAX_INSTALL_LOG: usize = 4000;
 
-/// Runs a build at most once per key at a time, and not at all when the result is ready.
-#[derive(Default)]
-pub struct OnceBuilds {
-    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-}
-
-impl OnceBuilds {
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock();
-        if let Some(l) = locks.get(key).and_then(Weak::upgrade) {
-            return l;
-        }
-        if locks.len() >= 64 {
-            locks.retain(|_, w| w.strong_count() > 0);
-        }
-        let l = Arc::new(tokio::sync::Mutex::new(()));
-        locks.insert(key.to_string(), Arc::downgrade(&l));
-        l
-    }
-
-    /// `ready()` if it answers; else, holding `key`'s lock, `ready()` again (another caller may
-    /// have built it meanwhile) or `build()`.
-    pub async fn run<T, E, F, Fut>(
-        &self,
-        key: &str,
-        ready: impl Fn() -> Option<T>,
-        build: F,
-    ) -> Result<T, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-    {
-        if let Some(t) = ready() {
-            return Ok(t);
-        }
-        let lock = self.lock_for(key);
-        let _held = lock.lock().await;
-        if let Some(t) = ready() {
-            return Ok(t);
-        }
-        build().await
-    }
-}
-
 /// The dependency environments of a kernel.
 pub struct SkillEnvs {
     root: PathBuf,
     installer: Installer,
     find_links: Option<PathBuf>,
     npm_tarballs: Option<PathBuf>,
-    once: OnceBuilds,
+    once: OnceBuilds<PathBuf, String>,
+    permits: tokio::sync::Semaphore,
+    uses: Arc<Uses>,
+    runs: RunHolds,
     builds: AtomicU64,
 }
 
@@ -147,6 +120,9 @@ impl SkillEnvs {
             find_links: var("RUMI_SKILL_FIND_LINKS"),
             npm_tarballs: var("RUMI_SKILL_NPM_TARBALLS"),
             once: OnceBuilds::default(),
+            permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_BUILDS),
+            uses: Arc::default(),
+            runs: RunHolds::default(),
             builds: AtomicU64::new(0),
         };
         remove_leftovers(&envs.root, None);
@@ -162,42 +138,59 @@ impl SkillEnvs {
         self.root.join(rt.as_str())
     }
 
+    /// Builds in flight now (some run still waits for each).
+    pub fn builds_in_flight(&self) -> usize {
+        self.once.in_flight()
+    }
+
+    /// `run` has ended: the environments it held may be removed when room is needed.
+    pub fn release_run(&self, run: &str) {
+        self.runs.release(run);
+    }
+
     /// The ready environment of `items` for `rt` (built first if missing; the build shared
-    /// with concurrent callers), or the failure's log (no host path in it).
+    /// with concurrent callers), held by the answered [`EnvUse`] — taken before the
+    /// environment is looked at, so it is never removed between this answer and its use — or
+    /// the failure's log (no host path in it). Dropping the future stops waiting; the build
+    /// stops when no caller waits for it any more.
     pub async fn ensure(
         self: &Arc<Self>,
         rt: EnvRuntime,
         items: Vec<String>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<(PathBuf, EnvUse), String> {
         let hash = env_hash(rt, &items);
         let final_dir = self.dir(rt).join(&hash);
         let usable = match rt {
             EnvRuntime::Python => final_dir.clone(),
             EnvRuntime::Node => final_dir.join("node_modules"),
         };
+        let key = store::use_key(rt, &hash);
+        let held = self.uses.hold(&key);
+        let ready = || final_dir.is_dir().then(|| usable.clone());
         let me = Arc::clone(self);
-        // Its own task: dropping this future (a run's deadline) never stops a build midway.
-        let task = tokio::spawn(async move {
-            let key = format!("{}/{hash}", rt.as_str());
-            let ready = || final_dir.is_dir().then(|| usable.clone());
-            me.once
-                .run(&key, ready, || async {
-                    let started = Instant::now();
-                    let built =
-                        tokio::time::timeout(BUILD_DEADLINE, me.build(rt, &items, &hash)).await;
-                    let built = built.unwrap_or_else(|_| {
-                        Err(format!(
-                            "the build did not finish within {} s",
-                            BUILD_DEADLINE.as_secs()
-                        ))
-                    });
-                    me.record(rt, &hash, built.is_ok(), started.elapsed());
-                    built.map(|()| usable.clone())
-                })
-                .await
-        });
-        task.await
-            .map_err(|_| "the environment build stopped unexpectedly".to_string())?
+        let built_usable = usable.clone();
+        let path = self
+            .once
+            .run(&key, ready, move || async move {
+                let _permit = me
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| "the kernel is stopping".to_string())?;
+                let started = Instant::now();
+                let built = tokio::time::timeout(BUILD_DEADLINE, me.build(rt, &items, &hash)).await;
+                let built = built.unwrap_or_else(|_| {
+                    Err(format!(
+                        "the build did not finish within {} s",
+                        BUILD_DEADLINE.as_secs()
+                    ))
+                });
+                me.record(rt, &hash, built.is_ok(), started.elapsed());
+                built.map(|()| built_usable)
+            })
+            .await?;
+        store::stamp(&final_dir);
+        Ok((path, held))
     }
 
     fn record(&self, rt: EnvRuntime, hash: &str, ok: bool, took: Duration) {
@@ -222,38 +215,31 @@ impl SkillEnvs {
 
     async fn build(&self, rt: EnvRuntime, items: &[String], hash: &str) -> Result<(), String> {
         let parent = self.dir(rt);
-        let count = {
+        {
             let (parent, root) = (parent.clone(), self.root.clone());
-            let h = hash.to_string();
+            let (h, uses) = (hash.to_string(), Arc::clone(&self.uses));
             blocking(move || {
-                crate::fsutil::ensure_dir(&root, 0o755)?;
-                crate::fsutil::ensure_dir(&parent, 0o755)?;
+                let io = |e: std::io::Error| {
+                    format!(
+                        "the environments' directory cannot be prepared ({})",
+                        e.kind()
+                    )
+                };
+                crate::fsutil::ensure_dir(&root, 0o755).map_err(io)?;
+                crate::fsutil::ensure_dir(&parent, 0o755).map_err(io)?;
                 remove_leftovers(&root, Some(&h));
-                Ok::<_, std::io::Error>(
-                    std::fs::read_dir(&parent)?
-                        .flatten()
-                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                        .count(),
-                )
+                store::make_room(&parent, rt, &uses, MAX_CONCURRENT_BUILDS)
             })
-            .await
-            .map_err(|e| {
-                format!(
-                    "the environments' directory cannot be prepared ({})",
-                    e.kind()
-                )
-            })?
-        };
-        if count >= MAX_ENVS {
-            return Err(format!(
-                "{count} {} environments exist, the most kept; remove old ones under user_data/skill_envs/{}/ (they are rebuilt when needed)",
-                rt.as_str(),
-                rt.as_str()
-            ));
+            .await?;
         }
         let suffix = install::random_suffix();
         let staging = parent.join(format!(".tmp-{hash}-{suffix}"));
         let work = self.root.join(".work").join(format!("{hash}-{suffix}"));
+        // Removes both if this build is dropped midway (nobody waits for it any more).
+        let scratch = Scratch {
+            dirs: vec![work.clone(), staging.clone()],
+            what: format!("{}/{}", rt.as_str(), &hash[..16]),
+        };
         let outcome = match rt {
             EnvRuntime::Python => self.build_python(items, hash, &work, &staging).await,
             EnvRuntime::Node => {
@@ -270,20 +256,22 @@ impl SkillEnvs {
                 .await
             }
         };
+        // From here one blocking task puts the tree in place and cleans up: it finishes even if
+        // this build is dropped meanwhile, so the guard stands down first.
+        scratch.disarm();
         let target = parent.join(hash);
-        let outcome = match outcome {
-            Ok(()) => {
-                let (s, t) = (staging.clone(), target.clone());
-                blocking(move || install::swap_in(&s, &t))
-                    .await
+        let (w, s, t) = (work.clone(), staging.clone(), target.clone());
+        let outcome = blocking(move || {
+            let placed = outcome.and_then(|()| {
+                install::swap_in(&s, &t)
                     .map_err(|e| format!("putting the environment in place failed ({})", e.kind()))
+            });
+            if placed.is_ok() {
+                store::stamp(&t);
             }
-            Err(e) => Err(e),
-        };
-        let (w, s) = (work.clone(), staging.clone());
-        blocking(move || {
             let _ = std::fs::remove_dir_all(&w);
             let _ = std::fs::remove_dir_all(&s);
+            placed
         })
         .await;
         outcome.map_err(|e| {
@@ -341,8 +329,43 @@ impl SkillEnvs {
     }
 }
 
-/// Removes `.tmp-<hash>-*` and the work directories of `hash` (all of them when `None`).
-/// Blocking.
+/// The temporary directories of a build, removed (on a blocking thread) when the build is
+/// dropped before it got to put its tree in place.
+struct Scratch {
+    dirs: Vec<PathBuf>,
+    what: String,
+}
+
+impl Scratch {
+    fn disarm(mut self) {
+        self.dirs.clear();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        tracing::info!(
+            env = %self.what,
+            "skill environment build stopped: no run waits for it any more"
+        );
+        let dirs = std::mem::take(&mut self.dirs);
+        let remove = move || {
+            for d in dirs {
+                let _ = std::fs::remove_dir_all(&d);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Removes `.tmp-<hash>-*`, `.gone-<hash>-*` and the work directories of `hash` (all of them
+/// when `None`). Blocking.
 fn remove_leftovers(root: &Path, hash: Option<&str>) {
     let prefix = |p: &str| match hash {
         Some(h) => format!("{p}{h}-"),
@@ -351,6 +374,8 @@ fn remove_leftovers(root: &Path, hash: Option<&str>) {
     for (dir, p) in [
         (root.join(EnvRuntime::Python.as_str()), prefix(".tmp-")),
         (root.join(EnvRuntime::Node.as_str()), prefix(".tmp-")),
+        (root.join(EnvRuntime::Python.as_str()), prefix(".gone-")),
+        (root.join(EnvRuntime::Node.as_str()), prefix(".gone-")),
         (root.join(".work"), prefix("")),
     ] {
         let Ok(list) = std::fs::read_dir(&dir) else {
@@ -387,19 +412,32 @@ pub async fn ensure_for(
     let envs = Arc::clone(&ctx.envs);
     let work = async {
         let mut out = Ensured::default();
-        let mut keys = Vec::new();
-        for rt in [EnvRuntime::Python, EnvRuntime::Node] {
-            let items = set.items(rt);
-            if items.is_empty() {
-                continue;
-            }
-            keys.push(env_hash(rt, &items));
-            let dir = envs.ensure(rt, items).await?;
+        let wanted: Vec<(EnvRuntime, Vec<String>)> = [EnvRuntime::Python, EnvRuntime::Node]
+            .into_iter()
+            .map(|rt| (rt, set.items(rt)))
+            .filter(|(_, items)| !items.is_empty())
+            .collect();
+        let mut keys: Vec<String> = wanted
+            .iter()
+            .map(|(rt, items)| env_hash(*rt, items))
+            .collect();
+        let use_keys: Vec<String> = wanted
+            .iter()
+            .zip(&keys)
+            .map(|((rt, _), h)| store::use_key(*rt, h))
+            .collect();
+        envs.runs.admit(&ctx.run_id, &use_keys)?;
+        let mut held = Vec::new();
+        for (rt, items) in wanted {
+            let (dir, hold) = envs.ensure(rt, items).await?;
+            held.push(hold);
             match rt {
                 EnvRuntime::Python => out.python = Some(dir),
                 EnvRuntime::Node => out.node = Some(dir),
             }
         }
+        // Held until the run ends (its warm containers mount them).
+        envs.runs.keep(&ctx.run_id, held);
         out.key = if keys.len() == 1 {
             keys.remove(0)
         } else {
@@ -432,7 +470,7 @@ pub async fn ensure_for(
         Err(_) => {
             let mut o = Outcome::err(
                 "timeout",
-                "the run's time budget ended while the dependencies were installed; the script was not run (the environment is still built for later runs)",
+                "the run's time budget ended while the dependencies were installed; the script was not run (the build goes on only while another run waits for it)",
             )
             .ending(rumi_domain::skill::act::ExitReason::BudgetExceeded(
                 rumi_domain::skill::budget::Which::Time,
