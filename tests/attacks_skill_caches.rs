@@ -1,7 +1,7 @@
 //! Outside review of the skill caches and dependency environments (issue 15): the model is
 //! hostile, so are skill authors and package authors, and runs happen concurrently. Every test
-//! here is a finding: it fails on the code as reviewed and is `#[ignore]`d (with the finding's
-//! number and one line) so the suite stays green until the finding is fixed. Real binary,
+//! here is one of its findings (numbered as reported), each failing on the code as reviewed and
+//! passing since its fix; they stay as regression tests. Real binary,
 //! scripted model server, real Python; no sleeps-and-hope (conditions are waited for, with
 //! deadlines).
 

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 /// bytes) and as the run reported it.
 #[derive(Debug)]
 struct Cost {
-    #[allow(dead_code)] // shown in the failure messages (`{:?}`)
     requests: usize,
     input_bytes: usize,
     executed: u64,
