@@ -415,7 +415,8 @@ async fn a_python_script_in_a_fork_of_the_runner_behaves_like_a_new_interpreter(
                  def late():\n    time.sleep(0.2)\n    open('build/thread.txt', 'w').write('thread done')\n\
                  threading.Thread(target=late).start()\n\
                  atexit.register(lambda: open('build/atexit.txt', 'w').write('atexit ran'))\n\
-                 print(json.dumps({'name': __name__, 'argv': sys.argv, 'args': args, 'helper': helper.VALUE}))\n\
+                 import os\nfds = len(os.listdir('/proc/self/fd'))\n\
+                 print(json.dumps({'name': __name__, 'argv': sys.argv, 'args': args, 'helper': helper.VALUE, 'fds': fds}))\n\
                  if args.get('code'):\n    sys.exit(args['code'])\n",
             ),
             ("boom.py", "raise ValueError('kaboom')\n"),
@@ -442,6 +443,9 @@ async fn a_python_script_in_a_fork_of_the_runner_behaves_like_a_new_interpreter(
     );
     assert_eq!(first["stdout_json"]["args"], json!({"n": 1}));
     assert_eq!(first["stdout_json"]["helper"], "from the script directory");
+    // Its own /proc/self is readable (dumpable, like an exec'd interpreter), and it holds 0, 1,
+    // 2 and the listing's own descriptor: nothing of the runner's.
+    assert_eq!(first["stdout_json"]["fds"], 4, "{first:#}");
     let written: Vec<&str> = first["files_written"]
         .as_array()
         .unwrap()

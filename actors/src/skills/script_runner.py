@@ -84,6 +84,9 @@ class Forked:
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
                 os.closerange(3, 1 << 16)
+                # Dumpable again, as an exec'd interpreter would be (its /proc/self is its
+                # own: /dev/stdin, /proc/self/fd); the runner itself stays not dumpable.
+                ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)
                 limits()
                 os.chdir("/skill")
                 code = child(argv)
