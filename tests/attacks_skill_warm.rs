@@ -230,3 +230,47 @@ async fn a_script_after_a_memory_hog_keeps_its_output() {
         json!({"error": results[1]["error"], "exit_code": results[1]["exit_code"]})
     );
 }
+
+/// What a new interpreter would differ in from run to run, and its flags.
+const INTERP: &str = "import json, sys\n\
+print(json.dumps({'hash': hash('abc'), 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site, 'ignore_environment': sys.flags.ignore_environment}))\n";
+const BOOM: &str = "raise ValueError('kaboom')\n";
+
+/// Finding 4 (low): a forked Python script is not quite `python3 script.py`: every fork shares
+/// the runner's string-hash seed (the same `hash('abc')`, set order and hash-flooding secret in
+/// every script of the run), runs under the runner's `-I -S` flags (`sys.flags.isolated`,
+/// `no_site`, `ignore_environment` are 1, so `PYTHON*` variables of an environment are ignored
+/// except PYTHONPATH), and its tracebacks show the runner's own frames (`File "<string>", line
+/// …, in child`, `<frozen runpy>`) to the model.
+#[tokio::test]
+#[ignore = "finding 4: forked Python scripts share the runner's hash seed and -I -S flags; tracebacks show runner frames"]
+async fn a_forked_script_is_a_fresh_interpreter() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("interp.py", INTERP), ("boom.py", BOOM)]);
+    let plan = vec![
+        script("scripts/interp.py"),
+        calls(&[(
+            "run_script",
+            json!({"path": "scripts/interp.py", "argv": ["again"]}),
+        )]),
+        script("scripts/boom.py"),
+    ];
+    let results = strict_run(home.path(), plan).await;
+    let (a, b) = (&results[0]["stdout_json"], &results[1]["stdout_json"]);
+    assert!(a["hash"].is_i64() && b["hash"].is_i64(), "{results:#?}");
+    assert_ne!(a["hash"], b["hash"], "two scripts share one hash seed");
+    assert_eq!(
+        (&a["isolated"], &a["no_site"], &a["ignore_environment"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "the runner's interpreter flags leak into the script"
+    );
+    let tail = results[2]["stderr_tail"].as_str().unwrap_or_default();
+    assert!(tail.contains("ValueError: kaboom"), "{results:#?}");
+    assert!(
+        !tail.contains("in child") && !tail.contains("runpy"),
+        "the runner's frames are in the script's traceback: {tail}"
+    );
+}
