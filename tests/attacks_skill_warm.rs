@@ -274,3 +274,37 @@ async fn a_forked_script_is_a_fresh_interpreter() {
         "the runner's frames are in the script's traceback: {tail}"
     );
 }
+
+/// Leaves a directory tree 1500 levels deep in /tmp and succeeds.
+const DEEP: &str =
+    "import os\nos.chdir('/tmp')\nfor i in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n\
+print('{\"deep\": true}')\n";
+
+/// Finding 5: `scratch()` empties /tmp with `shutil.rmtree`, which recurses once per level
+/// (Python 3.11): a tree deeper than the recursion limit raises `RecursionError`, which is not
+/// the `OSError` it catches; the job fails in the runner's catch-all, the script's real result
+/// (exit 0, its stdout) is lost, and the model is told "the interpreter python3 could not start
+/// (RecursionError: …)". (The container is then removed, since the answer is not "clean"; a
+/// runner reused without the kernel's check would fail every later job the same way.)
+#[tokio::test]
+#[ignore = "finding 5: a deep tree in /tmp makes scratch() raise RecursionError; the script's result is replaced by 'could not start'"]
+async fn a_deep_tree_in_tmp_does_not_cost_the_script_its_result() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("deep.py", DEEP), ("hello.py", HELLO)]);
+    let plan = vec![script("scripts/deep.py"), script("scripts/hello.py")];
+    let results = strict_run(home.path(), plan).await;
+    assert_eq!(
+        results[1]["stdout_json"],
+        json!({"hello": 1}),
+        "{results:#?}"
+    );
+    assert_eq!(
+        (&results[0]["exit_code"], &results[0]["stdout_json"]),
+        (&json!(0), &json!({"deep": true})),
+        "the script's result was lost: {:#}",
+        results[0]
+    );
+}
