@@ -1,0 +1,310 @@
+//! Outside attacks on strict mode's warm script containers (`script_container.rs`,
+//! `script_runner.py`). Each test is a finding: it fails on the code as it stands and is
+//! ignored so that the suite stays green; remove the `#[ignore]` once it is fixed. Needs Docker
+//! and the image (`rumi image build`): skipped locally without them, a failure in CI.
+
+mod common;
+
+use common::llm_server::{Flavor, Policy, ScriptedModel};
+use common::skills::{calls, supervisor_results};
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn skill(home: &Path, scripts: &[(&str, &str)]) {
+    write(
+        home,
+        "user_data/skills/warm/SKILL.md",
+        "---\nname: warm\ndescription: Runs scripts in a row.\n---\nRun the scripts.\n",
+    );
+    for (name, text) in scripts {
+        write(home, &format!("user_data/skills/warm/scripts/{name}"), text);
+    }
+}
+
+/// Runs `plan` (then `finish`) in strict mode; the tool results the model saw.
+async fn strict_run(home: &Path, plan: Vec<common::llm_server::Move>) -> Vec<Value> {
+    let mut plan = plan;
+    plan.push(calls(&[("finish", json!({"summary": "done"}))]));
+    let model = ScriptedModel::start(
+        Flavor::OpenAi,
+        Policy {
+            supervisor: plan,
+            ..Policy::default()
+        },
+    );
+    let base = model.base_url();
+    let k = Kernel::start_mode(
+        home,
+        &[
+            ("RUMI_LLM_PROVIDER", "openai"),
+            ("RUMI_LLM_BASE_URL", &base),
+            ("RUMI_LLM_MODEL", "scripted"),
+        ],
+        false,
+    );
+    let input = json!({"skill_id": "warm", "goal": "run the scripts"});
+    let (status, body) = k.post("/api/skills/run", input).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["isolation"], "container", "{body:#}");
+    let results = supervisor_results(&model.requests());
+    k.stop();
+    results
+}
+
+fn script(path: &str) -> common::llm_server::Move {
+    calls(&[("run_script", json!({"path": path}))])
+}
+
+/// Creates a System V shared memory segment of 180 MiB (of the container's 256 MiB), fills it
+/// and exits without removing it, plus a POSIX message queue.
+const SYSV: &str = "import ctypes, json\n\
+libc = ctypes.CDLL(None, use_errno=True)\nlibc.shmat.restype = ctypes.c_void_p\n\
+size = 180 * 1024 * 1024\n\
+sid = libc.shmget(0x5254, ctypes.c_size_t(size), 0o1000 | 0o600)\n\
+addr = libc.shmat(sid, None, 0)\nctypes.memset(addr, 7, size)\n\
+open('/dev/mqueue/left', 'w').close()\n\
+print(json.dumps({'segment': sid}))\n";
+
+/// What the previous script left in the IPC namespace; then allocates 100 MiB (well within the
+/// container's memory limit for a script that starts from a clean container).
+const AFTER_SYSV: &str = "import json, os, sys\n\
+segments = open('/proc/sysvipc/shm').read().splitlines()[1:]\n\
+queues = os.listdir('/dev/mqueue')\n\
+print(json.dumps({'segments': len(segments), 'queues': queues}), flush=True)\n\
+b = bytearray(100 * 1024 * 1024)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n\
+print(json.dumps({'allocated': True}))\n";
+
+/// Finding 1: a System V shared memory segment (and a POSIX message queue) outlives its script:
+/// `kill_all` ends processes but IPC objects live in the container's IPC namespace until it
+/// goes. The segment keeps its memory charged to the container, so every later script of the
+/// run is OOM-killed at a fraction of its memory limit (the container is reported clean and
+/// reused).
+#[tokio::test]
+#[ignore = "finding 1: a SysV shm segment outlives its script and starves every later script of the run (OOM)"]
+async fn ipc_objects_of_a_script_do_not_outlive_it() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("sysv.py", SYSV), ("after.py", AFTER_SYSV)]);
+    let plan = vec![script("scripts/sysv.py"), script("scripts/after.py")];
+    let results = strict_run(home.path(), plan).await;
+    assert!(
+        results[0]["stdout_json"]["segment"].is_i64(),
+        "{results:#?}"
+    );
+    assert_eq!(
+        (
+            &results[1]["stdout_json"]["segments"],
+            &results[1]["stdout_json"]["queues"]
+        ),
+        (&json!(0), &json!([])),
+        "IPC objects of the previous script are still there: {results:#?}"
+    );
+    assert_eq!(
+        results[1]["exit_code"], 0,
+        "the next script could not use the container's memory: {results:#?}"
+    );
+    assert!(
+        results[1]["stdout_text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allocated"),
+        "{results:#?}"
+    );
+}
+
+/// Leaves a directory it cannot write in /tmp and in /dev/shm, each with a file inside.
+const LOCKED: &str = "import json, os\n\
+for top in ('/tmp', '/dev/shm'):\n    os.makedirs(top + '/keep', exist_ok=True)\n\
+\x20   open(top + '/keep/f', 'w').write('left by the previous script')\n\
+\x20   os.chmod(top + '/keep', 0o500)\n\
+print(json.dumps({'locked': True}))\n";
+const LOOK: &str = "import json, os\n\
+print(json.dumps({'tmp': sorted(os.listdir('/tmp')), 'shm': sorted(os.listdir('/dev/shm'))}))\n";
+
+/// Finding 2: "/tmp and /dev/shm are emptied after every script" does not hold for a
+/// directory the script made read-only: `scratch()` calls `rmtree(ignore_errors=True)`, which
+/// cannot unlink inside a mode-0500 directory (no capability, no chmod first), so its files
+/// carry over to the next script of the run (and keep their share of the tmpfs).
+#[tokio::test]
+#[ignore = "finding 2: a read-only directory in /tmp or /dev/shm survives the per-script scratch wipe"]
+async fn tmp_is_emptied_even_when_a_script_locks_a_directory() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("locked.py", LOCKED), ("look.py", LOOK)]);
+    let plan = vec![script("scripts/locked.py"), script("scripts/look.py")];
+    let results = strict_run(home.path(), plan).await;
+    assert_eq!(results[0]["stdout_json"]["locked"], true, "{results:#?}");
+    assert_eq!(
+        results[1]["stdout_json"],
+        json!({"tmp": [], "shm": []}),
+        "scratch of the previous script carried over: {results:#?}"
+    );
+}
+
+const SAY: &str = "print('the first script says 7b1d-secret')\n";
+/// Walks up its own stack into the runner's frames (the fork carries them) and reads the
+/// runner's global `result`: the previous job's answer.
+const PEEK: &str = "import base64, json, sys\n\
+f = sys._getframe()\nwhile f.f_back is not None:\n    f = f.f_back\n\
+prev = f.f_globals.get('result') or {}\n\
+print(json.dumps({'previous_stdout': base64.b64decode(prev.get('stdout', '')).decode()}))\n";
+
+/// Finding 3: a Python script runs in a fork of the runner, and the fork carries the runner's
+/// state: its frames and globals, among them `result`, the previous script's whole answer
+/// (stdout and stderr). "Every fork starts from the same clean state" does not hold; what one
+/// script printed for the model is readable by the next one (same run, so one trust domain:
+/// low severity, but the claim in the module doc is wrong).
+#[tokio::test]
+#[ignore = "finding 3: a forked Python script reads the previous script's answer from the runner's globals"]
+async fn a_forked_script_cannot_read_the_previous_answer() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("say.py", SAY), ("peek.py", PEEK)]);
+    let plan = vec![script("scripts/say.py"), script("scripts/peek.py")];
+    let results = strict_run(home.path(), plan).await;
+    assert!(
+        results[0]["stdout_text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("7b1d-secret"),
+        "{results:#?}"
+    );
+    assert_eq!(
+        results[1]["stdout_json"]["previous_stdout"], "",
+        "the runner handed the previous answer to the next script: {results:#?}"
+    );
+}
+
+/// Leaves a 250 MiB System V segment behind (it is itself OOM-killed while filling it).
+const SYSV_FULL: &str = "import ctypes\n\
+libc = ctypes.CDLL(None, use_errno=True)\nlibc.shmat.restype = ctypes.c_void_p\n\
+size = 250 * 1024 * 1024\n\
+sid = libc.shmget(0x5255, ctypes.c_size_t(size), 0o1000 | 0o600)\n\
+addr = libc.shmat(sid, None, 0)\nctypes.memset(addr, 7, size)\n";
+/// A megabyte of output: the runner needs a few MiB to answer it.
+const MEGABYTE: &str = "head -c 700000 /dev/urandom | base64 -w0\n";
+const HELLO: &str = "print('{\"hello\": 1}')\n";
+
+/// Finding 1, its worst case: with the memory the previous script left in a segment, the runner
+/// (PID 1) itself is OOM-killed while it buffers the next, innocent script's output: that script's
+/// result is lost ("the script container stopped"); only the one after runs, in a new container.
+#[tokio::test]
+#[ignore = "finding 1: a SysV segment left by one script gets the runner OOM-killed during the next script, whose output is lost"]
+async fn a_script_after_a_memory_hog_keeps_its_output() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(
+        home.path(),
+        &[
+            ("full.py", SYSV_FULL),
+            ("mega.sh", MEGABYTE),
+            ("hello.py", HELLO),
+        ],
+    );
+    let plan = vec![
+        script("scripts/full.py"),
+        script("scripts/mega.sh"),
+        script("scripts/hello.py"),
+    ];
+    let results = strict_run(home.path(), plan).await;
+    // The next script must run whatever happens (a fresh container is fine).
+    assert_eq!(
+        results[2]["stdout_json"],
+        json!({"hello": 1}),
+        "{results:#?}"
+    );
+    let out = results[1]["stdout_text"].as_str().map_or(0, str::len);
+    assert_eq!(
+        (&results[1]["exit_code"], out > 0),
+        (&json!(0), true),
+        "the innocent script's result was lost: {:#}",
+        json!({"error": results[1]["error"], "exit_code": results[1]["exit_code"]})
+    );
+}
+
+/// What a new interpreter would differ in from run to run, and its flags.
+const INTERP: &str = "import json, sys\n\
+print(json.dumps({'hash': hash('abc'), 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site, 'ignore_environment': sys.flags.ignore_environment}))\n";
+const BOOM: &str = "raise ValueError('kaboom')\n";
+
+/// Finding 4 (low): a forked Python script is not quite `python3 script.py`: every fork shares
+/// the runner's string-hash seed (the same `hash('abc')`, set order and hash-flooding secret in
+/// every script of the run), runs under the runner's `-I -S` flags (`sys.flags.isolated`,
+/// `no_site`, `ignore_environment` are 1, so `PYTHON*` variables of an environment are ignored
+/// except PYTHONPATH), and its tracebacks show the runner's own frames (`File "<string>", line
+/// …, in child`, `<frozen runpy>`) to the model.
+#[tokio::test]
+#[ignore = "finding 4: forked Python scripts share the runner's hash seed and -I -S flags; tracebacks show runner frames"]
+async fn a_forked_script_is_a_fresh_interpreter() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("interp.py", INTERP), ("boom.py", BOOM)]);
+    let plan = vec![
+        script("scripts/interp.py"),
+        calls(&[(
+            "run_script",
+            json!({"path": "scripts/interp.py", "argv": ["again"]}),
+        )]),
+        script("scripts/boom.py"),
+    ];
+    let results = strict_run(home.path(), plan).await;
+    let (a, b) = (&results[0]["stdout_json"], &results[1]["stdout_json"]);
+    assert!(a["hash"].is_i64() && b["hash"].is_i64(), "{results:#?}");
+    assert_ne!(a["hash"], b["hash"], "two scripts share one hash seed");
+    assert_eq!(
+        (&a["isolated"], &a["no_site"], &a["ignore_environment"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "the runner's interpreter flags leak into the script"
+    );
+    let tail = results[2]["stderr_tail"].as_str().unwrap_or_default();
+    assert!(tail.contains("ValueError: kaboom"), "{results:#?}");
+    assert!(
+        !tail.contains("in child") && !tail.contains("runpy"),
+        "the runner's frames are in the script's traceback: {tail}"
+    );
+}
+
+/// Leaves a directory tree 1500 levels deep in /tmp and succeeds.
+const DEEP: &str =
+    "import os\nos.chdir('/tmp')\nfor i in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n\
+print('{\"deep\": true}')\n";
+
+/// Finding 5: `scratch()` empties /tmp with `shutil.rmtree`, which recurses once per level
+/// (Python 3.11): a tree deeper than the recursion limit raises `RecursionError`, which is not
+/// the `OSError` it catches; the job fails in the runner's catch-all, the script's real result
+/// (exit 0, its stdout) is lost, and the model is told "the interpreter python3 could not start
+/// (RecursionError: …)". (The container is then removed, since the answer is not "clean"; a
+/// runner reused without the kernel's check would fail every later job the same way.)
+#[tokio::test]
+#[ignore = "finding 5: a deep tree in /tmp makes scratch() raise RecursionError; the script's result is replaced by 'could not start'"]
+async fn a_deep_tree_in_tmp_does_not_cost_the_script_its_result() {
+    if !docker_ready() || !python_available() {
+        return;
+    }
+    let home = fresh_home();
+    skill(home.path(), &[("deep.py", DEEP), ("hello.py", HELLO)]);
+    let plan = vec![script("scripts/deep.py"), script("scripts/hello.py")];
+    let results = strict_run(home.path(), plan).await;
+    assert_eq!(
+        results[1]["stdout_json"],
+        json!({"hello": 1}),
+        "{results:#?}"
+    );
+    assert_eq!(
+        (&results[0]["exit_code"], &results[0]["stdout_json"]),
+        (&json!(0), &json!({"deep": true})),
+        "the script's result was lost: {:#}",
+        results[0]
+    );
+}
