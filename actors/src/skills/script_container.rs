@@ -24,7 +24,11 @@
 //! modules already imported, `runpy` running the script as `__main__` with the search path,
 //! argv, stdin and exit status a `python3 script.py` would have), so it does not pay an
 //! interpreter's start-up — tens of milliseconds under the containers' CPU share. The runner
-//! never runs script code itself, so every fork starts from the same clean state. Measured
+//! never runs script code itself, and drops its last answer before the next fork, so every fork
+//! starts from the same clean state; its tracebacks start at the script's own frames. Two
+//! differences from a new interpreter are accepted (one run's scripts are one trust domain):
+//! the scripts of a run share the runner's string-hash seed, and `sys.flags` shows the runner's
+//! `-I -S`. Measured
 //! against `docker exec` (create + start attached + inspect: 50–110 ms per exec on the 2-core
 //! reference machine, and a second exec would be needed to kill what the script left behind);
 //! figures in `benches/skills.rs`, section 4, and the README.
@@ -53,8 +57,11 @@
 //! So a script's only ways to reach the kernel are its own stdout and stderr (pipes to the
 //! runner) and its exit status; it cannot forge another script's answer, and the kernel checks
 //! each answer's job id. What a script does leave for the next one of the run is `build/`:
-//! `/tmp` and `/dev/shm` are emptied after every script, as the run's `io/` directory is for
-//! host scripts in permissive mode. Scripts of one run are one trust domain.
+//! `/tmp`, `/dev/shm` and `/dev/mqueue` are emptied after every script (without recursion,
+//! whatever the modes), as the run's `io/` directory is for host scripts in permissive mode;
+//! if anything stays there, or a System V shared memory segment, semaphore or message queue
+//! (they outlive processes and hold the container's memory), the runner answers "not clean"
+//! and the container is removed: the next script gets a fresh one.
 //!
 //! Two scripts of a run never run at once (one Supervisor), but the runner would be safe if
 //! they did: each container has an async lock held for the whole job, which also makes the

@@ -2,7 +2,7 @@
 # started as `python3 -I -S -B -c <this file>`; it reads one job per line on stdin (the kernel's
 # attach stream) and answers one line on stdout per job. Every module is imported before the
 # first job; -I keeps the script's directories and variables off sys.path.
-import base64, ctypes, io, json, os, resource, runpy, select, shutil, signal, subprocess, sys, time
+import base64, ctypes, io, json, os, resource, runpy, select, signal, subprocess, sys, time
 import atexit, site, threading, traceback
 
 # No handler for any signal: the kernel delivers no signal sent from inside the container to its
@@ -47,22 +47,68 @@ def kill_all(limit):
     return False
 
 
-def scratch():
-    """Empties /tmp and /dev/shm: like a host script's HOME, scratch that no script leaves to
-    the next (and that escapes the disk budget)."""
-    for top in ("/tmp", "/dev/shm"):
+SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
+
+
+def remove_tree(top):
+    """Removes everything below `top` without recursion (a tree thousands of levels deep is no
+    RecursionError) and whatever the modes (a directory a script made 0500 is opened up
+    first); never raises."""
+    stack = [top]
+    seen = 0
+    while stack and seen < 2_000_000:
+        seen += 1
+        d = stack[-1]
         try:
-            entries = list(os.scandir(top))
+            os.chmod(d, 0o700)
         except OSError:
-            continue
-        for e in entries:
+            pass
+        try:
+            names = os.listdir(d)
+        except OSError:
+            names = []
+        pushed = False
+        for n in names:
+            p = os.path.join(d, n)
             try:
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    stack.append(p)  # each directory is listed at most twice
+                    pushed = True
                 else:
-                    os.unlink(e.path)
+                    os.unlink(p)
             except OSError:
                 pass
+        if not pushed:
+            stack.pop()
+            if d != top:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+
+
+def scratch():
+    """Empties /tmp, /dev/shm and /dev/mqueue: like a host script's HOME, scratch that no
+    script leaves to the next (and that escapes the disk budget). Answers whether the container
+    is clean: those empty and no System V shared memory, semaphore or message queue left (they
+    would outlive the script and hold the container's memory) — if not, the kernel removes the
+    container and the next script gets a fresh one. Never raises."""
+    for top in SCRATCH:
+        try:
+            remove_tree(top)
+        except BaseException:
+            pass
+    try:
+        for top in SCRATCH:
+            if os.path.isdir(top) and os.listdir(top):
+                return False
+        for kind in ("shm", "sem", "msg"):
+            with open("/proc/sysvipc/" + kind) as f:
+                if len(f.read().splitlines()) > 1:
+                    return False
+    except BaseException:
+        return False
+    return True
 
 
 class Forked:
@@ -102,6 +148,9 @@ class Forked:
 def child(argv):
     """In the fork: runs argv[1] as __main__ the way `python3 argv[1] argv[2:]` would."""
     script = argv[1]
+    # Nothing of earlier jobs in this copy of the runner's memory: its last answer and input.
+    for name in ("result", "line", "buf", "chunk"):
+        globals()[name] = None
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8")
     sys.stderr = io.TextIOWrapper(
@@ -122,8 +171,12 @@ def child(argv):
         else:
             print(e.code, file=sys.stderr)
             code = 1
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as e:
+        # The traceback from the script's own frames on, as `python3 script.py` prints it.
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb or e.__traceback__)
         code = 1
     try:
         threading._shutdown()
@@ -199,7 +252,7 @@ def run(job):
     # Nothing of the script outlives it: whatever it started (setsid, double fork, nohup) dies
     # now, before the answer; then the pipes hold what was written and end.
     clean = kill_all(2.0)
-    scratch()
+    clean = scratch() and clean
     for fd in list(fds):
         os.set_blocking(fd, False)
         while True:
@@ -251,3 +304,5 @@ while True:
             except Exception:
                 pass
         reply(result)
+        # The answer leaves the runner's memory: the next script's fork cannot read it.
+        result = job = line = None
