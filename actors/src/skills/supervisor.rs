@@ -218,7 +218,7 @@ impl Loop {
             if resp.tool_calls.is_empty() {
                 break; // no tool call: the run ends (validated only through finish)
             }
-            let reason = reason_short(resp.text.as_deref());
+            let reason = rumi_domain::skill::text::reason_short(resp.text.as_deref());
             let mut need_reflect = false;
             for (i, call) in resp.tool_calls.iter().enumerate() {
                 if self.end.is_some() || self.finished {
@@ -537,7 +537,7 @@ impl Loop {
             self.steps
                 .push(rumi_domain::skill::memo::SkillMemory::step_line(
                     tool,
-                    &args_hint(&call.arguments),
+                    &rumi_domain::skill::text::args_hint(&call.arguments),
                     o.result.get("ok") == Some(&Value::Bool(true)),
                 ));
         }
@@ -569,7 +569,10 @@ impl Loop {
         lines.push(Evidence {
             tool: tool.to_string(),
             reason_short: if reason.is_empty() {
-                format!("{tool} {}", args_hint(&call.arguments))
+                format!(
+                    "{tool} {}",
+                    rumi_domain::skill::text::args_hint(&call.arguments)
+                )
             } else {
                 reason.to_string()
             },
@@ -710,7 +713,7 @@ impl Loop {
                 unmet.push(Unmet {
                     item: format!("budget:{}", w.as_str()),
                     reason: format!("the {} budget ran out", w.as_str()),
-                    suggestion: format!("raise budgets.{} or narrow the goal", budget_key(w)),
+                    suggestion: format!("raise budgets.{} or narrow the goal", w.budget_key()),
                 });
             }
             if exit == ExitReason::NoProgress && unmet.is_empty() {
@@ -775,31 +778,4 @@ struct Timing {
 /// Milliseconds with three decimals.
 fn ms3(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// The key of `budgets` a budget kind is set by.
-fn budget_key(w: Which) -> &'static str {
-    match w {
-        Which::Calls => "max_tool_calls",
-        Which::Tokens => "token_budget",
-        Which::Time => "time_budget_ms",
-        Which::Disk => "disk_write_limit_mb",
-    }
-}
-
-/// The model's words with its tool calls, as evidence: at most 5 lines, 400 characters.
-fn reason_short(text: Option<&str>) -> String {
-    let Some(t) = text else { return String::new() };
-    let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).take(5).collect();
-    lines.join("\n").chars().take(400).collect()
-}
-
-/// A short hint of a call's arguments for evidence (a path, a key, a task).
-fn args_hint(args: &Value) -> String {
-    for key in ["path", "template_path", "key", "task", "glob", "a"] {
-        if let Some(v) = args.get(key).and_then(Value::as_str) {
-            return v.chars().take(120).collect();
-        }
-    }
-    String::new()
 }

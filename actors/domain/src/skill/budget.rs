@@ -103,6 +103,16 @@ impl Which {
         }
     }
 
+    /// The key of `budgets` this kind is set by.
+    pub fn budget_key(self) -> &'static str {
+        match self {
+            Which::Calls => "max_tool_calls",
+            Which::Tokens => "token_budget",
+            Which::Time => "time_budget_ms",
+            Which::Disk => "disk_write_limit_mb",
+        }
+    }
+
     /// The inverse of [`Which::as_str`].
     pub fn parse(s: &str) -> Option<Which> {
         match s {

@@ -329,6 +329,23 @@ fn push(out: &mut String, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The model's words with its tool calls, as evidence: at most 5 lines, 400 characters.
+pub fn reason_short(text: Option<&str>) -> String {
+    let Some(t) = text else { return String::new() };
+    let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).take(5).collect();
+    lines.join("\n").chars().take(400).collect()
+}
+
+/// A short hint of a call's arguments for evidence (a path, a key, a task).
+pub fn args_hint(args: &serde_json::Value) -> String {
+    for key in ["path", "template_path", "key", "task", "glob", "a"] {
+        if let Some(v) = args.get(key).and_then(serde_json::Value::as_str) {
+            return v.chars().take(120).collect();
+        }
+    }
+    String::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
