@@ -5,56 +5,10 @@
 
 mod common;
 
-use common::llm_server::{Flavor, Policy, ScriptedModel};
-use common::skills::{calls, supervisor_results};
+use common::skills::calls;
+use common::warm::*;
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
-
-fn skill(home: &Path, scripts: &[(&str, &str)]) {
-    write(
-        home,
-        "user_data/skills/warm/SKILL.md",
-        "---\nname: warm\ndescription: Runs scripts in a row.\n---\nRun the scripts.\n",
-    );
-    for (name, text) in scripts {
-        write(home, &format!("user_data/skills/warm/scripts/{name}"), text);
-    }
-}
-
-/// Runs `plan` (then `finish`) in strict mode; the tool results the model saw.
-async fn strict_run(home: &Path, plan: Vec<common::llm_server::Move>) -> Vec<Value> {
-    let mut plan = plan;
-    plan.push(calls(&[("finish", json!({"summary": "done"}))]));
-    let model = ScriptedModel::start(
-        Flavor::OpenAi,
-        Policy {
-            supervisor: plan,
-            ..Policy::default()
-        },
-    );
-    let base = model.base_url();
-    let k = Kernel::start_mode(
-        home,
-        &[
-            ("RUMI_LLM_PROVIDER", "openai"),
-            ("RUMI_LLM_BASE_URL", &base),
-            ("RUMI_LLM_MODEL", "scripted"),
-        ],
-        false,
-    );
-    let input = json!({"skill_id": "warm", "goal": "run the scripts"});
-    let (status, body) = k.post("/api/skills/run", input).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["isolation"], "container", "{body:#}");
-    let results = supervisor_results(&model.requests());
-    k.stop();
-    results
-}
-
-fn script(path: &str) -> common::llm_server::Move {
-    calls(&[("run_script", json!({"path": path}))])
-}
 
 /// Creates a System V shared memory segment of 180 MiB (of the container's 256 MiB), fills it
 /// and exits without removing it, plus a POSIX message queue.
@@ -88,7 +42,7 @@ async fn ipc_objects_of_a_script_do_not_outlive_it() {
     let home = fresh_home();
     skill(home.path(), &[("sysv.py", SYSV), ("after.py", AFTER_SYSV)]);
     let plan = vec![script("scripts/sysv.py"), script("scripts/after.py")];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert!(
         results[0]["stdout_json"]["segment"].is_i64(),
         "{results:#?}"
@@ -139,7 +93,7 @@ async fn tmp_is_emptied_even_when_a_script_locks_a_directory() {
     let home = fresh_home();
     skill(home.path(), &[("locked.py", LOCKED), ("look.py", LOOK)]);
     let plan = vec![script("scripts/locked.py"), script("scripts/look.py")];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert_eq!(results[0]["stdout_json"]["locked"], true, "{results:#?}");
     assert_eq!(
         results[1]["stdout_json"],
@@ -169,7 +123,7 @@ async fn a_forked_script_cannot_read_the_previous_answer() {
     let home = fresh_home();
     skill(home.path(), &[("say.py", SAY), ("peek.py", PEEK)]);
     let plan = vec![script("scripts/say.py"), script("scripts/peek.py")];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert!(
         results[0]["stdout_text"]
             .as_str()
@@ -215,7 +169,7 @@ async fn a_script_after_a_memory_hog_keeps_its_output() {
         script("scripts/mega.sh"),
         script("scripts/hello.py"),
     ];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     // The next script must run whatever happens (a fresh container is fine).
     assert_eq!(
         results[2]["stdout_json"],
@@ -257,7 +211,7 @@ async fn a_forked_scripts_traceback_shows_only_its_own_frames() {
         )]),
         script("scripts/boom.py"),
     ];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert_eq!(results[0]["exit_code"], 0, "{results:#?}");
     let tail = results[2]["stderr_tail"].as_str().unwrap_or_default();
     assert!(tail.contains("ValueError: kaboom"), "{results:#?}");
@@ -286,7 +240,7 @@ async fn a_deep_tree_in_tmp_does_not_cost_the_script_its_result() {
     let home = fresh_home();
     skill(home.path(), &[("deep.py", DEEP), ("hello.py", HELLO)]);
     let plan = vec![script("scripts/deep.py"), script("scripts/hello.py")];
-    let results = strict_run(home.path(), plan).await;
+    let (_, results) = strict_run(home.path(), plan, json!({})).await;
     assert_eq!(
         results[1]["stdout_json"],
         json!({"hello": 1}),

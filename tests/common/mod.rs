@@ -9,6 +9,7 @@ pub mod pip;
 
 pub mod llm_server;
 pub mod skills;
+pub mod warm;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
