@@ -412,12 +412,15 @@ async fn an_uninstalled_pack_runs_its_lib_install_again_when_approved_again() {
         "the record went with the pack"
     );
     k.approve("libbed").await;
-    until(30, "the second install", || async {
+    // The script writes its count before the kernel records the run: wait for both.
+    let r = until(30, "the second install and its record", || async {
         let n = std::fs::read_to_string(h.join("user_data/packs/libbed/installs")).ok()?;
-        (n == "2").then_some(())
+        if n != "2" {
+            return None;
+        }
+        lib_record(h, "libbed")
     })
     .await;
-    let r = lib_record(h, "libbed").unwrap();
     assert_eq!(
         (r["lib_type"].as_str(), &r["success"]),
         (Some("install"), &json!(true))
