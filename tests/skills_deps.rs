@@ -420,12 +420,7 @@ async fn strict_mode_unpacks_in_the_builder_and_mounts_the_environments_read_onl
     // No builder container stays (another test of this file may be building at the same time:
     // its builders go with its runs, so the condition is waited for).
     until(60, "no builder container left", || async {
-        let left = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", "name=rumi-pip-skill-env"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&left.stdout)
-            .trim()
+        container_names(&["name=rumi-pip-skill-env"])
             .is_empty()
             .then_some(())
     })
@@ -535,20 +530,8 @@ fn limited(id: &str, goal: &str, ms: u64) -> Value {
 
 /// Builder containers (`rumi-pip-skill-env-*`) on the machine now.
 fn builder_containers() -> std::collections::BTreeSet<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "name=rumi-pip-skill-env-",
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
+    container_names(&["name=rumi-pip-skill-env-"])
+        .into_iter()
         .collect()
 }
 

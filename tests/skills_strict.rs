@@ -47,21 +47,7 @@ fn calls(list: &[(&str, Value)]) -> Move {
 }
 
 fn skill_script_containers() -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "label=rumi.role=skill-script",
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    container_names(&["label=rumi.role=skill-script"])
 }
 
 #[tokio::test]

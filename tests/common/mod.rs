@@ -470,6 +470,20 @@ pub fn port_of(k: &Kernel) -> u16 {
         .expect("the kernel's port")
 }
 
+/// The names of the containers (running or not) `docker ps` shows with these `--filter`s.
+pub fn container_names(filters: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-a", "--format", "{{.Names}}"]);
+    for f in filters {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.output().expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Docker and the image are there; in CI their absence is a failure.
 pub fn docker_ready() -> bool {
     let docker = Command::new("docker")

@@ -11,23 +11,10 @@ use std::path::Path;
 
 /// The script containers of one run, running or not (their names carry the run id).
 pub fn containers_of(run_id: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "label=rumi.role=skill-script",
-            "--filter",
-            &format!("name=rumi-skill-{run_id}-"),
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    super::container_names(&[
+        "label=rumi.role=skill-script",
+        &format!("name=rumi-skill-{run_id}-"),
+    ])
 }
 
 pub fn skill(home: &Path, scripts: &[(&str, &str)]) {
