@@ -322,7 +322,7 @@ async fn run_inner(ctx: Arc<RunContext>, args: Value) -> Outcome {
             return o;
         }
     }
-    let o = execute(Arc::clone(&ctx), c, host, isolation).await;
+    let o = execute(Arc::clone(&ctx), c, host, isolation, disk_left).await;
     // Kept: a script that ran to an exit, failures included; not a runner failure, nor a run
     // the budgets stopped, nor a timeout (it says as much about the machine's load as about the
     // script: the next attempt runs it again).
@@ -380,7 +380,15 @@ async fn from_memo(ctx: &Arc<RunContext>, inputs: &str, shown: &str) -> Option<O
 }
 
 /// Runs the checked script and reads what it did.
-async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'static str) -> Outcome {
+/// `disk_left`: the disk budget left as the memo key took it (nothing of the run writes in
+/// between: its calls run one at a time), the script's file-size limit.
+async fn execute(
+    ctx: Arc<RunContext>,
+    c: Checked,
+    host: bool,
+    isolation: &'static str,
+    disk_left: u64,
+) -> Outcome {
     // The environments (built once, reused after); a failed install goes back to the agent.
     let env = match super::envs::ensure_for(&ctx, &c.deps).await {
         Ok(env) => env,
@@ -398,11 +406,6 @@ async fn execute(ctx: Arc<RunContext>, c: Checked, host: bool, isolation: &'stat
         .await
     };
     let seq = ctx.scripts_started.fetch_add(1, Ordering::SeqCst) + 1;
-    let disk_left = ctx
-        .guard
-        .send(super::budget_guard::DiskLeft)
-        .await
-        .unwrap_or(0);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let job = ScriptJob {
         stop: stop_rx,
