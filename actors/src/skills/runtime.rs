@@ -303,7 +303,7 @@ impl SkillRuntime {
         let me = Arc::clone(self);
         let waiter_base = base.clone();
         self.arbiter.spawn(async move {
-            let _release = release;
+            let release = release;
             let result = match done_rx.await {
                 Ok(r) => r,
                 Err(_) => stopped(waiter_base),
@@ -331,6 +331,9 @@ impl SkillRuntime {
                 })),
             ));
             me.finished(result.clone());
+            // The run's slot is free before its result is answered: a client that starts the next
+            // run on the answer never finds the cap still taken by this one.
+            drop(release);
             let _ = out_tx.send(result);
         });
         let ctx2 = Arc::clone(&ctx);
