@@ -13,23 +13,8 @@ use std::process::Command;
 use std::time::Instant;
 use support::*;
 
-/// The image the kernel would use, if Docker and the image are there.
-fn image() -> Option<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_rumi"))
-        .args(["image", "show"])
-        .env("RUMI_HOME", std::env::temp_dir())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("image: ").map(str::to_string))
-}
-
 fn main() {
-    let Some(image) = image() else {
+    let Some(image) = strict_image() else {
         println!("SKIPPED: strict-mode benchmarks need Docker and the image (`rumi image build`)");
         return;
     };
@@ -77,7 +62,7 @@ fn main() {
             post(&client, &run_url, &body).await.expect("warm-up");
         }
     });
-    latency_bench(
+    let warm_p50 = latency_bench(
         &mut c,
         &rt,
         &client,
@@ -86,13 +71,6 @@ fn main() {
         "hello",
         &mut summary,
     );
-    let warm_p50 = summary
-        .rows
-        .last()
-        .and_then(|(_, v)| v.strip_prefix("p50 "))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
     drop(kernel);
     // The kernel was killed, not stopped: remove what it left.
     let _ = Command::new("docker")

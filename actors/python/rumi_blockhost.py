@@ -101,6 +101,19 @@ def read_frame(stream) -> Optional[Any]:
 
 write_frame = rumi_wire.write_frame
 
+# The key under which a successful call's reply holds its result already encoded (UTF-8 JSON).
+RESULT_BYTES = "_result_bytes"
+
+
+def reply_body(reply: Dict[str, Any]) -> bytes:
+    """The frame body of `reply`: the encoded result spliced in as `"result"`, the rest (flat:
+    ok, log, id, strays) encoded here. Raises ValueError for a log no UTF-8 can carry."""
+    encoded = reply.pop(RESULT_BYTES, None)
+    rest = rumi_wire.encode_strict(reply).encode("utf-8")
+    if encoded is None:
+        return rest
+    return b'{"result":' + encoded + b"," + rest[1:]
+
 
 # entry → (the function called, its signature for error messages)
 ENTRIES = {
@@ -173,12 +186,13 @@ class BlockHost:
         if problem is not None:
             return {"ok": False, "error": f"the entry returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}
         try:
-            encoded = json.dumps(result, allow_nan=False)
+            # Encoded once (its depth was just bounded): the reply carries these very bytes.
+            encoded = rumi_wire.encode_strict(result).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             return {"ok": False, "error": f"the entry returned a value that is not JSON: {exc}", "error_type": "invalid_result", "log": log.text()}
         if len(encoded) > MAX_RESULT_BYTES:
             return {"ok": False, "error": f"run() returned {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}", "error_type": "invalid_result", "log": log.text()}
-        return {"ok": True, "result": result, "log": log.text()}
+        return {"ok": True, RESULT_BYTES: encoded, "log": log.text()}
 
 
 def _unreadable(value: Any) -> Optional[str]:
@@ -380,7 +394,8 @@ def main() -> int:
     host_pid = os.getpid()
     if connect is None:
         # A host worker: the protocol runs on duplicates of stdin/stdout.
-        proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+        # Buffered: a request's length and body arrive with one read.
+        proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
         proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
         channel_fds = [proto_in.fileno(), proto_out.fileno()]
     else:
@@ -389,7 +404,7 @@ def main() -> int:
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(connect)
-        proto_in = sock.makefile("rb", buffering=0)
+        proto_in = sock.makefile("rb", buffering=1 << 16)
         proto_out = _SocketWriter(sock)
         channel_fds = [sock.fileno()]
 
@@ -441,9 +456,10 @@ def main() -> int:
             reply = {"ok": False, "error": f"unknown op {op!r}", "error_type": "protocol_error"}
         reply["id"] = request.get("id")
         try:
-            write_frame(proto_out, reply)
+            body = reply_body(reply)
         except (TypeError, ValueError, RecursionError) as exc:
-            write_frame(proto_out, {"id": request.get("id"), "ok": False, "error": f"result not serialisable: {exc}", "error_type": "invalid_result"})
+            body = rumi_wire.encode_strict({"id": request.get("id"), "ok": False, "error": f"result not serialisable: {exc}", "error_type": "invalid_result"}).encode("utf-8", "backslashreplace")
+        rumi_wire.write_body(proto_out, body)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,35 @@ def read_frame(stream, max_frame):
     return json.loads(body.decode("utf-8"))
 
 
+def _not_json(value):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _strict_encoder():
+    """A compact, strict (no NaN), non-ASCII-escaping JSON encoder made once: `json.dumps` with
+    any non-default option builds a new encoder on every call, a sizeable share of a block call's
+    cost. The C encoder comes without a cycle check: callers bound the depth of what they encode
+    first (a value that contains itself is deeper than any bound)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    encode = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode(value, 0))
+
+
+# encode_strict(value) -> str, as json.dumps(value, ensure_ascii=False, allow_nan=False,
+# separators=(",", ":")), for values whose depth the caller bounded (see above).
+encode_strict = _strict_encoder() or (lambda value: json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+
+
 def write_frame(stream, message):
     """Encodes `message` (strict JSON: no NaN) and writes it as one frame."""
     body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    write_body(stream, body)
+
+
+def write_body(stream, body):
+    """Writes `body` (encoded JSON bytes) as one frame."""
     stream.write(struct.pack(">I", len(body)) + body)
     stream.flush()
 

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -112,7 +113,91 @@ impl FileStat {
             dev: m.dev(),
         }
     }
+
+    fn of_stat(st: &libc::stat) -> FileStat {
+        FileStat {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+            ino: st.st_ino,
+            dev: st.st_dev,
+        }
+    }
+
+    /// True when `other` is the same inode (while a descriptor of it is held, no other file can
+    /// take its number).
+    fn same_inode(&self, other: &FileStat) -> bool {
+        self.ino == other.ino && self.dev == other.dev
+    }
 }
+
+/// What kind of entry a walk found (never following a link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+}
+
+impl Kind {
+    fn of(m: &fs::Metadata) -> Kind {
+        let ft = m.file_type();
+        if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            Kind::Device
+        }
+    }
+
+    fn of_mode(mode: libc::mode_t) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => Kind::Device,
+        }
+    }
+}
+
+/// One entry of a walk: its stat and kind.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    stat: FileStat,
+    kind: Kind,
+}
+
+impl Entry {
+    fn of(m: &fs::Metadata) -> Entry {
+        Entry {
+            stat: FileStat::of(m),
+            kind: Kind::of(m),
+        }
+    }
+
+    fn of_stat(st: &libc::stat) -> Entry {
+        Entry {
+            stat: FileStat::of_stat(st),
+            kind: Kind::of_mode(st.st_mode),
+        }
+    }
+}
+
+/// How many directory descriptors a verifier that holds them ([`ManifestVerifier::holding_dirs`])
+/// keeps open; deeper or further directories are statted by path.
+const MAX_HELD_DIRS: usize = 8;
 
 /// Why a manifest could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +212,8 @@ pub enum ManifestError {
 
 /// The content hash of one entry: regular files by their bytes, symlinks by their target text,
 /// anything else by its type (never opened: a FIFO would block the hasher forever).
-fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError> {
-    let ft = meta.file_type();
-    if ft.is_file() {
+fn hash_entry(path: &Path, kind: Kind) -> Result<String, ManifestError> {
+    if kind == Kind::File {
         let mut f = File::open(path).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -143,18 +227,16 @@ fn hash_entry(path: &Path, meta: &fs::Metadata) -> Result<String, ManifestError>
             h.update(&buf[..n]);
         }
         Ok(hex::encode(h.finalize()))
-    } else if ft.is_symlink() {
+    } else if kind == Kind::Symlink {
         let target = fs::read_link(path).map_err(|e| ManifestError::Io(e.kind().to_string()))?;
         Ok(rumi_domain::manifest::sha256_hex(
             format!("symlink:{}", target.to_string_lossy()).as_bytes(),
         ))
     } else {
-        let kind = if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else {
-            "device"
+        let kind = match kind {
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            _ => "device",
         };
         Ok(rumi_domain::manifest::sha256_hex(
             format!("special:{kind}").as_bytes(),
@@ -190,6 +272,12 @@ pub struct ManifestVerifier {
     /// Directory listings, valid while the directory's own stat is unchanged (adding, removing or
     /// renaming an entry changes the directory's mtime and ctime).
     listings: HashMap<String, (FileStat, Vec<(String, bool)>)>,
+    /// Open descriptors of the pack's first directories, with the stat they were opened at,
+    /// when this verifier holds them (the one that runs before every block call): each entry is
+    /// then statted with one lookup relative to its directory instead of a walk from `/`. A
+    /// descriptor is used only while the directory's path still names its inode.
+    dir_fds: HashMap<String, (OwnedFd, FileStat)>,
+    hold_dirs: bool,
     /// Full hashes done (observable: tests and snapshots show the cache works).
     pub rehashed: u64,
     /// Directories read (observable, as above).
@@ -205,10 +293,45 @@ impl ManifestVerifier {
             known_good: HashMap::new(),
             known_changed: HashMap::new(),
             listings: HashMap::new(),
+            dir_fds: HashMap::new(),
+            hold_dirs: false,
             rehashed: 0,
             dirs_read: 0,
             racy_window_ns: RACY_WINDOW_NS,
         }
+    }
+
+    /// Makes this verifier hold its first directories open (see `dir_fds`): for the verifier
+    /// that runs before every block call, not for the many short-lived ones of scans.
+    pub fn holding_dirs(mut self) -> Self {
+        self.hold_dirs = true;
+        self
+    }
+
+    /// The held descriptor of `rel_dir` when it still is the directory `stat` names (opened
+    /// now if there is room), or None: the walk then stats this directory's entries by path.
+    fn dir_fd(
+        &mut self,
+        rel_dir: &str,
+        path: &Path,
+        stat: &FileStat,
+    ) -> Option<(OwnedFd, FileStat)> {
+        if !self.hold_dirs {
+            return None;
+        }
+        if let Some((fd, at)) = self.dir_fds.remove(rel_dir) {
+            if at.same_inode(stat) {
+                return Some((fd, at));
+            }
+        }
+        if self.dir_fds.len() >= MAX_HELD_DIRS {
+            return None;
+        }
+        // The path's last component must not be a link; the descriptor must be the directory
+        // that was statted (not one swapped in since).
+        let fd = crate::fsat::open_dir(path).ok()?;
+        let at = FileStat::of_stat(&crate::fsat::stat_fd(&fd).ok()?);
+        at.same_inode(stat).then_some((fd, at))
     }
 
     /// The racy window in tests, where waiting for real seconds is not allowed.
@@ -227,9 +350,9 @@ impl ManifestVerifier {
     /// Hashes every entry into the (empty) manifest, recording settled stats.
     fn fill(self) -> Result<Self, ManifestError> {
         let mut v = self;
-        for (rel, meta) in v.walk(false)? {
-            let sha = hash_entry(&v.root.join(&rel), &meta)?;
-            let stat = FileStat::of(&meta);
+        for (rel, entry) in v.walk(false)? {
+            let sha = hash_entry(&v.root.join(&rel), entry.kind)?;
+            let stat = entry.stat;
             if stat.settled(v.racy_window_ns) {
                 v.known_good.insert(rel.clone(), stat);
             }
@@ -246,10 +369,11 @@ impl ManifestVerifier {
     /// Lists every entry under the root with its stat (no hashing), depth-first, never following
     /// links; a directory whose stat is unchanged (and settled) is not read again. When a listed
     /// file vanished in between, the walk starts over once from fresh listings.
-    fn walk(&mut self, retried: bool) -> Result<Vec<(String, fs::Metadata)>, ManifestError> {
+    fn walk(&mut self, retried: bool) -> Result<Vec<(String, Entry)>, ManifestError> {
         let mut out = Vec::new();
-        let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
-        while let Some((rel_dir, depth)) = stack.pop() {
+        // (directory, depth, its stat when its parent's descriptor already gave it)
+        let mut stack: Vec<(String, usize, Option<FileStat>)> = vec![(String::new(), 0, None)];
+        while let Some((rel_dir, depth, known)) = stack.pop() {
             if depth > MAX_PACK_DEPTH {
                 return Err(ManifestError::TooDeep);
             }
@@ -259,7 +383,10 @@ impl ManifestVerifier {
                 self.root.join(&rel_dir)
             };
             let io = |e: io::Error| ManifestError::Io(format!("{rel_dir}: {}", e.kind()));
-            let dir_stat = FileStat::of(&fs::symlink_metadata(&dir_path).map_err(io)?);
+            let dir_stat = match known {
+                Some(stat) => stat,
+                None => FileStat::of(&fs::symlink_metadata(&dir_path).map_err(io)?),
+            };
             let children = match self.listings.get(&rel_dir) {
                 Some((cached, children)) if *cached == dir_stat => children.clone(),
                 _ => {
@@ -280,28 +407,44 @@ impl ManifestVerifier {
                     children
                 }
             };
+            let held = self.dir_fd(&rel_dir, &dir_path, &dir_stat);
             for (name, is_dir) in children {
+                // Through the held descriptor when there is one, else by the whole path.
+                let found = match &held {
+                    Some((fd, _)) => crate::fsat::stat_at(fd, &name).map(|st| Entry::of_stat(&st)),
+                    None => fs::symlink_metadata(dir_path.join(&name)).map(|m| Entry::of(&m)),
+                };
                 let rel = if rel_dir.is_empty() {
                     name
                 } else {
                     format!("{rel_dir}/{name}")
                 };
-                if is_dir {
-                    stack.push((rel, depth + 1));
-                    continue;
-                }
-                match fs::symlink_metadata(self.root.join(&rel)) {
-                    Ok(meta) => out.push((rel, meta)),
+                // A directory that is no longer one: the listing is stale, as below.
+                let found = found.and_then(|entry| match (is_dir, entry.kind) {
+                    (true, kind) if kind != Kind::Dir => Err(io::ErrorKind::NotFound.into()),
+                    _ => Ok(entry),
+                });
+                let entry = match found {
+                    Ok(entry) => entry,
                     // Gone since the listing was read: the pack is changing; read everything again.
                     Err(e) if e.kind() == io::ErrorKind::NotFound && !retried => {
                         self.listings.clear();
                         return self.walk(true);
                     }
                     Err(e) => return Err(ManifestError::Io(format!("{rel}: {}", e.kind()))),
+                };
+                if is_dir {
+                    // A directory is walked on its stat of now (what replaced it, if anything).
+                    stack.push((rel, depth + 1, Some(entry.stat)));
+                    continue;
                 }
+                out.push((rel, entry));
                 if out.len() > MAX_PACK_FILES {
                     return Err(ManifestError::TooManyFiles);
                 }
+            }
+            if let Some(held) = held {
+                self.dir_fds.insert(rel_dir, held);
             }
         }
         Ok(out)
@@ -314,13 +457,13 @@ impl ManifestVerifier {
             .map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
         let mut diff = ManifestDiff::default();
         let mut seen = 0usize;
-        for (rel, meta) in &entries {
+        for (rel, entry) in &entries {
             let Some(expected) = self.manifest.files.get(rel) else {
                 diff.added.push(rel.clone());
                 continue;
             };
             seen += 1;
-            let stat = FileStat::of(meta);
+            let stat = entry.stat;
             if self.known_good.get(rel) == Some(&stat) {
                 continue;
             }
@@ -329,7 +472,7 @@ impl ManifestVerifier {
                 continue;
             }
             self.rehashed += 1;
-            match hash_entry(&self.root.join(rel), meta) {
+            match hash_entry(&self.root.join(rel), entry.kind) {
                 Ok(sha) if &sha == expected => {
                     self.known_changed.remove(rel);
                     // A stat from the last clock tick or two is not a safe key (see RACY_WINDOW_NS).
@@ -477,6 +620,77 @@ mod tests {
         fs::write(d.path().join("blocks/a.py"), "def run(i): return 3\n").unwrap();
         assert!(
             matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"])
+        );
+    }
+
+    /// The verifier that runs before every call holds its directories open: swapping a held
+    /// directory for another one (by rename, so no descriptor sees it), for a link, or editing a
+    /// file under it is still found, and an unchanged pack still verifies from the cache.
+    #[test]
+    fn a_verifier_holding_directories_sees_them_swapped() {
+        let d = pack();
+        fs::create_dir_all(d.path().join("blocks/deep/er")).unwrap();
+        fs::write(d.path().join("blocks/deep/er/b.py"), "B = 1\n").unwrap();
+        let m = compute_manifest(d.path()).unwrap();
+        let fresh = || {
+            ManifestVerifier::new(d.path().to_path_buf(), m.clone())
+                .with_racy_window(-1)
+                .holding_dirs()
+        };
+        let mut v = fresh();
+        v.verify().unwrap();
+        assert_eq!(v.dir_fds.len(), 4, "the root, blocks, deep and er are held");
+        let (hashed, read) = (v.rehashed, v.dirs_read);
+        for _ in 0..5 {
+            v.verify().unwrap();
+        }
+        assert_eq!(
+            (v.rehashed, v.dirs_read),
+            (hashed, read),
+            "all from the cache"
+        );
+
+        // A file edited under a held directory.
+        fs::write(d.path().join("blocks/deep/er/b.py"), "B = 2\n").unwrap();
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/deep/er/b.py"])
+        );
+        fs::write(d.path().join("blocks/deep/er/b.py"), "B = 1\n").unwrap();
+        v.verify().unwrap();
+
+        // A held directory renamed away and a look-alike renamed into its place.
+        let blocks = d.path().join("blocks");
+        let other = d.path().join("other");
+        fs::create_dir_all(other.join("deep/er")).unwrap();
+        fs::write(other.join("a.py"), "def run(i): return 666\n").unwrap();
+        fs::write(other.join("deep/er/b.py"), "B = 1\n").unwrap();
+        fs::rename(&blocks, d.path().join("old")).unwrap();
+        fs::rename(&other, &blocks).unwrap();
+        fs::remove_dir_all(d.path().join("old")).unwrap();
+        assert!(
+            matches!(v.verify(), Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]),
+            "the new directory's files are the ones checked"
+        );
+        fs::write(blocks.join("a.py"), "def run(i): return 1\n").unwrap();
+        v.verify().unwrap();
+
+        // A held subdirectory swapped for a link to a copy of itself: a link is never followed.
+        let copy = tempfile::tempdir().unwrap();
+        fs::create_dir_all(copy.path().join("er")).unwrap();
+        fs::write(copy.path().join("er/b.py"), "B = 1\n").unwrap();
+        fs::remove_dir_all(blocks.join("deep")).unwrap();
+        std::os::unix::fs::symlink(copy.path(), blocks.join("deep")).unwrap();
+        let failure = v.verify().unwrap_err();
+        assert!(
+            matches!(failure, VerifyFailure::Changed(ref x)
+                if x.added == ["blocks/deep"] && x.removed == ["blocks/deep/er/b.py"]),
+            "{failure:?}"
+        );
+        let mut cold = fresh();
+        assert_eq!(
+            cold.verify().unwrap_err(),
+            failure,
+            "as a verifier holding nothing finds"
         );
     }
 

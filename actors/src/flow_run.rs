@@ -126,7 +126,19 @@ pub struct FlowRun {
     started: Instant,
     reply: Option<oneshot::Sender<RunRecord>>,
     span: tracing::Span,
+    /// Audit entries of block calls not yet sent (see [`HELD_AUDIT_FOR`]).
+    held_audit: Vec<AuditEntry>,
 }
+
+/// How long a run may hold its block calls' audit entries before sending them to the audit
+/// writer. A short run's entries travel with its record in one message (`RunFinished`), so its
+/// block calls cost the disk thread no wake-up of their own; a longer run sends them when this
+/// passes (a timer armed with the first held entry), so an operator following the log sees a
+/// call within this time, as before within microseconds. Nothing is dropped: a run that ends
+/// sends whatever it holds, before its own entry.
+const HELD_AUDIT_FOR: Duration = Duration::from_millis(20);
+/// At most this many entries are held; one more sends them at once.
+const MAX_HELD_AUDIT: usize = 64;
 
 impl FlowRun {
     /// Starts a run on the current arbiter; the receiver gets the record when it ends.
@@ -156,6 +168,7 @@ impl FlowRun {
             started: Instant::now(),
             reply: Some(tx),
             span,
+            held_audit: Vec::new(),
         };
         let addr = run.start();
         addr.do_send(Start);
@@ -262,7 +275,7 @@ impl FlowRun {
                                         format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
                                     ))
                                 });
-                                act.audit_block(&step_id, &phase, &pack, &answer);
+                                act.audit_block(ctx, &step_id, &phase, &pack, &answer);
                                 match answer {
                                     Ok(BlockOutput { result, log }) => act.engine.complete_block(
                                         Ok(result),
@@ -344,7 +357,7 @@ impl FlowRun {
                                             format!("the sandbox of pack {pack_id:?} is not running; it is being replaced"),
                                         ))
                                     });
-                                    act.audit_block(&step_id, &phase, &pack_id, &answer);
+                                    act.audit_block(ctx, &step_id, &phase, &pack_id, &answer);
                                     let (result, log) = vocab_call::converted(answer);
                                     act.engine.complete_block(result, log, &act.clock);
                                     act.drive(ctx);
@@ -492,7 +505,8 @@ impl FlowRun {
     }
 
     fn audit_block(
-        &self,
+        &mut self,
+        ctx: &mut Context<Self>,
         step_id: &str,
         phase: &str,
         pack: &str,
@@ -508,7 +522,24 @@ impl FlowRun {
             self.deps.redactor.scrub(&mut error);
             e = e.error(&error, Some(f.error_type.as_str()));
         }
-        self.deps.audit.do_send(Record(e));
+        self.hold_audit(e, ctx);
+    }
+
+    /// Holds a block call's audit entry for the run's record message (see [`HELD_AUDIT_FOR`]).
+    fn hold_audit(&mut self, entry: AuditEntry, ctx: &mut Context<Self>) {
+        if self.held_audit.is_empty() {
+            ctx.run_later(HELD_AUDIT_FOR, |act, _| act.send_held_audit());
+        }
+        self.held_audit.push(entry);
+        if self.held_audit.len() >= MAX_HELD_AUDIT {
+            self.send_held_audit();
+        }
+    }
+
+    fn send_held_audit(&mut self) {
+        for entry in self.held_audit.drain(..) {
+            self.deps.audit.do_send(Record(entry));
+        }
     }
 
     /// Releases the permit, stores the record and its audit entry, then answers the caller and
@@ -532,11 +563,11 @@ impl FlowRun {
                 ev.payload
             };
             self.deps.redactor.scrub_value(&mut payload);
-            self.deps.audit.do_send(Record(
+            self.held_audit.push(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
                     .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": payload})),
-            ));
+            );
         }
         let outcome = self
             .engine
@@ -589,6 +620,7 @@ impl FlowRun {
         let finished = RunFinished {
             record: record.clone(),
             audit: entry,
+            held: std::mem::take(&mut self.held_audit),
         };
         // The slot is free now: waiting for the disk below must not hold back queued runs.
         self.permit.take();
@@ -626,6 +658,11 @@ impl FlowRun {
 
 impl Actor for FlowRun {
     type Context = Context<Self>;
+
+    /// A run stopped without finishing (the kernel stopping) still sends what it holds.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.send_held_audit();
+    }
 }
 
 impl Handler<Start> for FlowRun {

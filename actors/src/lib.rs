@@ -19,6 +19,7 @@ pub mod docker;
 pub mod egress;
 pub mod flow_run;
 pub mod frame;
+pub mod fsat;
 pub mod fsutil;
 pub mod home_lock;
 pub mod kernel;

@@ -32,14 +32,16 @@ pub fn start_with(
     trace: Option<&Path>,
 ) -> (Kernel, Instant) {
     let t0 = Instant::now();
-    // BENCH_KERNEL_CPUS=0 runs the kernel (and so its workers) under `taskset -c 0`.
+    // BENCH_RUMI_BIN=<path> measures another build of the kernel (an A/B of two commits in one
+    // session); BENCH_KERNEL_CPUS=0 runs the kernel (and so its workers) under `taskset -c 0`.
+    let bin = std::env::var("BENCH_RUMI_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rumi").into());
     let mut cmd = match std::env::var("BENCH_KERNEL_CPUS") {
         Ok(cpus) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_rumi")]);
+            c.args(["-c", &cpus, &bin]);
             c
         }
-        Err(_) => Command::new(env!("CARGO_BIN_EXE_rumi")),
+        Err(_) => Command::new(&bin),
     };
     cmd.arg("serve")
         .args(args)
@@ -84,6 +86,33 @@ pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<Value,
     }
 }
 
+/// The image a strict kernel would use, if Docker and the image are there.
+pub fn strict_image() -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rumi"))
+        .args(["image", "show"])
+        .env("RUMI_HOME", std::env::temp_dir())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("image: ").map(str::to_string))
+}
+
+/// A GET whose answer must be a success; its body is read whole.
+pub async fn get(c: &reqwest::Client, url: &str) -> Result<(), String> {
+    let r = c.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    r.bytes().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
+}
+
 /// Approves a pack of the running kernel.
 pub async fn approve(c: &reqwest::Client, base: &str, pack: &str) {
     post(c, &format!("{base}/api/packs/{pack}/approve"), &json!({}))
@@ -100,6 +129,31 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system, seconds) used so far by process `pid` (all its threads) and by its
+/// live children (the pack workers), from `/proc`.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let ticks = |pid: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+                Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0)
+    };
+    let mut total = ticks(&pid.to_string());
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                total += ticks(child);
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    total / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -136,7 +190,7 @@ pub fn setup() -> (Criterion, tokio::runtime::Runtime) {
 }
 
 /// Latency of one flow over HTTP (criterion samples, plus p50/p95/p99 of every request and the
-/// p50 of the time inside the FlowRun) into the summary.
+/// p50 of the time inside the FlowRun) into the summary; answers the p50 in milliseconds.
 pub fn latency_bench(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
@@ -145,8 +199,23 @@ pub fn latency_bench(
     name: &str,
     flow: &str,
     summary: &mut Summary,
-) {
+) -> f64 {
+    latency_bench_cpu(c, rt, client, (base, None), name, flow, summary)
+}
+
+/// [`latency_bench`], also reporting the kernel's CPU time per run (its threads and its pack
+/// workers, from `/proc`) when its `pid` is given.
+pub fn latency_bench_cpu(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    (base, pid): (&str, Option<u32>),
+    name: &str,
+    flow: &str,
+    summary: &mut Summary,
+) -> f64 {
     let url = format!("{base}/api/flows/{flow}/run");
+    let cpu0 = pid.map(cpu_secs);
     let body = json!({"inputs": {"name": "bench"}});
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
     let inner = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -173,10 +242,17 @@ pub fn latency_bench(
     v.sort_by(f64::total_cmp);
     let mut inner = inner.lock().unwrap().clone();
     inner.sort_by(f64::total_cmp);
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) if !v.is_empty() => format!(
+            ", kernel CPU {:.1} µs per run",
+            (cpu_secs(pid) - c0) * 1e6 / v.len() as f64
+        ),
+        _ => String::new(),
+    };
     summary.add(
         name,
         format!(
-            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} requests (inside the FlowRun: p50 {:.3} ms)",
+            "p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} requests (inside the FlowRun: p50 {:.3} ms){cpu}",
             pct(&v, 0.5),
             pct(&v, 0.95),
             pct(&v, 0.99),
@@ -184,6 +260,7 @@ pub fn latency_bench(
             pct(&inner, 0.5)
         ),
     );
+    pct(&v, 0.5)
 }
 
 /// Writes the summary rows to `target/<file>` as JSON and prints them as a table.

@@ -100,7 +100,8 @@ impl Registry {
                 };
                 let verifier = warm
                     .filter(|v| *v.manifest() == manifest)
-                    .unwrap_or_else(|| ManifestVerifier::new(entry.dir.clone(), manifest));
+                    .unwrap_or_else(|| ManifestVerifier::new(entry.dir.clone(), manifest))
+                    .holding_dirs();
                 let (pid, root, limit) = (
                     id.to_string(),
                     entry.subdir.clone(),

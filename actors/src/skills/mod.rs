@@ -19,7 +19,7 @@ pub mod cache;
 pub mod catalog;
 pub mod context;
 pub mod envs;
-pub mod fsat;
+pub use crate::fsat;
 pub mod llm;
 pub mod memo;
 pub mod read_ref;
