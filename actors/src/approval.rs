@@ -694,6 +694,58 @@ mod tests {
         );
     }
 
+    /// Attack (brief attack16): a held directory descriptor stays on the mount it was opened on.
+    /// Bind-mounting `blocks` onto itself keeps its inode and device (so the held descriptor is
+    /// still "the directory the path names"), and a file bind-mounted over `blocks/a.py` inside
+    /// that new mount is what the block host executes by path, but `fstatat` through the old
+    /// descriptor still sees the original `a.py`: the modified pack verifies as unchanged. A
+    /// verifier holding nothing finds the change. Needs root (mount); skipped otherwise.
+    #[test]
+    #[ignore = "finding 3: a self bind mount over a held directory hides a file overmounted inside it from the verifier"]
+    fn a_held_directory_does_not_hide_a_file_mounted_over_inside_a_bind_mount() {
+        use std::process::Command;
+        let d = pack();
+        let m = compute_manifest(d.path()).unwrap();
+        let mut v = ManifestVerifier::new(d.path().to_path_buf(), m.clone())
+            .with_racy_window(-1)
+            .holding_dirs();
+        v.verify().unwrap();
+        v.verify().unwrap();
+        assert!(v.dir_fds.contains_key("blocks"));
+        let evil_dir = tempfile::tempdir().unwrap();
+        let evil = evil_dir.path().join("evil.py");
+        fs::write(&evil, "def run(i): return 666\n").unwrap();
+        let blocks = d.path().join("blocks");
+        let a = blocks.join("a.py");
+        let mount = |src: &Path, dst: &Path| {
+            Command::new("mount").arg("--bind").arg(src).arg(dst).status().map(|s| s.success()).unwrap_or(false)
+        };
+        if !mount(&blocks, &blocks) {
+            println!("SKIPPED: needs mount (root)");
+            return;
+        }
+        let mounted_file = mount(&evil, &a);
+        let held = v.verify();
+        let cold = ManifestVerifier::new(d.path().to_path_buf(), m.clone())
+            .with_racy_window(-1)
+            .verify();
+        let executed = fs::read_to_string(&a).unwrap_or_default();
+        if mounted_file {
+            let _ = Command::new("umount").arg(&a).status();
+        }
+        let _ = Command::new("umount").arg(&blocks).status();
+        assert!(mounted_file, "the file bind mount failed");
+        assert!(executed.contains("666"), "the path now names the other file");
+        assert!(
+            matches!(cold, Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]),
+            "a verifier holding nothing sees the change: {cold:?}"
+        );
+        assert!(
+            matches!(held, Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]),
+            "the verifier holding directories passed a pack whose blocks/a.py is another file: {held:?}"
+        );
+    }
+
     #[test]
     fn fifo_and_symlinks_are_recorded_not_followed() {
         let d = pack();
