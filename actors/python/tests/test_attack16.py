@@ -1,6 +1,8 @@
 """Attack tests (brief attack16) against the block host's encode-once reply path."""
 
+import json
 import os
+import struct
 import sys
 import tempfile
 import unittest
@@ -47,6 +49,32 @@ class HiddenCycleTest(unittest.TestCase):
             self.fail(f"no reply ({exc!r}); worker exit code {self.host.p.returncode}")
         self.assertEqual((r["ok"], r.get("error_type")), (False, "invalid_result"), r)
         self.assertTrue(self.host.send({"id": 99, "op": "ping"})["ok"])
+
+
+class ReplySizeTest(unittest.TestCase):
+    def test_finding4_reply_frame_fits_the_kernels_read_limit(self):
+        # The kernel reads a reply of at most RUMI_MAX_RESULT_BYTES + 64 KiB
+        # (pack_container/worker.rs exchange). The host bounds the encoded result (<= the limit)
+        # and the log (16 Ki characters), but a log of control characters is escaped six-fold
+        # (\u0001) in the frame: ~98 KiB of envelope. The kernel then reads TooLarge and replaces
+        # the sandbox instead of getting a reply. Pre-existing (also before 9ece720).
+        d = tempfile.TemporaryDirectory()
+        try:
+            os.makedirs(os.path.join(d.name, "blocks"))
+            with open(os.path.join(d.name, "blocks", "big.py"), "w") as f:
+                f.write("def run(i, c=None):\n    print('\\x01' * 20000)\n    return 'x' * 990\n")
+            host = Host(d.name, env={"RUMI_MAX_RESULT_BYTES": "1000"})
+            try:
+                body = json.dumps({"id": 1, "op": "call", "file": "blocks/big.py", "input": None, "context": {}}).encode()
+                host.p.stdin.write(struct.pack(">I", len(body)) + body)
+                host.p.stdin.flush()
+                (n,) = struct.unpack(">I", host.p.stdout.read(4))
+                host.p.stdout.read(n)
+                self.assertLessEqual(n, 1000 + 64 * 1024, "the reply frame is over what the kernel reads")
+            finally:
+                host.close()
+        finally:
+            d.cleanup()
 
 
 if __name__ == "__main__":
