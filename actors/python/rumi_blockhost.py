@@ -103,16 +103,38 @@ write_frame = rumi_wire.write_frame
 
 # The key under which a successful call's reply holds its result already encoded (UTF-8 JSON).
 RESULT_BYTES = "_result_bytes"
+# The kernel reads a reply of at most the result limit plus 64 KiB: everything but the result (the
+# log above all, whose control characters are escaped six-fold) must fit in less.
+MAX_ENVELOPE_BYTES = 48 * 1024
 
 
 def reply_body(reply: Dict[str, Any]) -> bytes:
     """The frame body of `reply`: the encoded result spliced in as `"result"`, the rest (flat:
-    ok, log, id, strays) encoded here. Raises ValueError for a log no UTF-8 can carry."""
+    ok, log, error, id, strays) encoded here and cut to MAX_ENVELOPE_BYTES. Raises ValueError for
+    a log no UTF-8 can carry."""
     encoded = reply.pop(RESULT_BYTES, None)
     rest = rumi_wire.encode_strict(reply).encode("utf-8")
+    if len(rest) > MAX_ENVELOPE_BYTES:
+        rest = _shrunk(reply)
     if encoded is None:
         return rest
     return b'{"result":' + encoded + b"," + rest[1:]
+
+
+def _shrunk(reply: Dict[str, Any]) -> bytes:
+    """`reply` encoded within MAX_ENVELOPE_BYTES: its log (then its error) halved until it fits."""
+    for key in ("log", "error"):
+        text = reply.get(key)
+        if not isinstance(text, str):
+            continue
+        keep = len(text)
+        while keep > 0:
+            keep //= 2
+            reply[key] = text[:keep] + f"\n[{key} truncated]"
+            rest = rumi_wire.encode_strict(reply).encode("utf-8")
+            if len(rest) <= MAX_ENVELOPE_BYTES:
+                return rest
+    return rumi_wire.encode_strict(reply).encode("utf-8")
 
 
 # entry → (the function called, its signature for error messages)
@@ -129,6 +151,9 @@ class BlockHost:
 
     def __init__(self, pack_root: str) -> None:
         self.pack_root = os.path.realpath(pack_root)
+        # Put back after every call: a block that raised it must not let a deep (or hidden
+        # self-referencing) result overflow the C stack while the host encodes it.
+        self.recursion_limit = sys.getrecursionlimit()
         self._cache: Dict[str, Tuple[Tuple[int, int], Callable[..., Any], int]] = {}
         # Appended, not prepended: a pack file named like a kernel module (rumi_syscall.py) must
         # not shadow it; the pack's own modules stay importable.
@@ -182,6 +207,7 @@ class BlockHost:
             return {"ok": False, "error": _describe(exc), "error_type": "block_error", "log": log.text()}
         finally:
             sys.stdout, sys.stderr = saved
+            sys.setrecursionlimit(self.recursion_limit)
         problem = _unreadable(result)
         if problem is not None:
             return {"ok": False, "error": f"the entry returned a value the kernel cannot read: {problem}", "error_type": "invalid_result", "log": log.text()}

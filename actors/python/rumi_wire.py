@@ -70,17 +70,27 @@ def _not_json(value):
 def _strict_encoder():
     """A compact, strict (no NaN), non-ASCII-escaping JSON encoder made once: `json.dumps` with
     any non-default option builds a new encoder on every call, a sizeable share of a block call's
-    cost. The C encoder comes without a cycle check: callers bound the depth of what they encode
-    first (a value that contains itself is deeper than any bound)."""
+    cost. It checks for cycles as json.dumps does (a value that contains itself raises
+    ValueError), with one table of markers emptied after every use, so an encoding that failed
+    half-way leaves nothing behind for the next."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
-    encode = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    return lambda value: "".join(encode(value, 0))
+    markers = {}
+    encode = make(markers, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+    def encode_strict(value):
+        try:
+            return "".join(encode(value, 0))
+        finally:
+            if markers:
+                markers.clear()
+
+    return encode_strict
 
 
 # encode_strict(value) -> str, as json.dumps(value, ensure_ascii=False, allow_nan=False,
-# separators=(",", ":")), for values whose depth the caller bounded (see above).
+# separators=(",", ":")).
 encode_strict = _strict_encoder() or (lambda value: json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
 
 

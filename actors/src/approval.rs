@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Most files one pack may hold.
@@ -87,6 +86,8 @@ struct FileStat {
     ctime_ns: i128,
     ino: u64,
     dev: u64,
+    /// The mount the entry was reached through (0 where the system cannot tell).
+    mnt: u64,
 }
 
 /// A stat younger than this is never trusted: file timestamps are coarse (a clock tick of a few
@@ -104,30 +105,23 @@ impl FileStat {
         now - self.ctime_ns.max(self.mtime_ns) > window_ns
     }
 
-    fn of(m: &fs::Metadata) -> FileStat {
+    fn of_statx(st: &libc::statx) -> FileStat {
+        let ns = |t: &libc::statx_timestamp| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
         FileStat {
-            size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
-            ino: m.ino(),
-            dev: m.dev(),
+            size: st.stx_size,
+            mtime_ns: ns(&st.stx_mtime),
+            ctime_ns: ns(&st.stx_ctime),
+            ino: st.stx_ino,
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            mnt: st.stx_mnt_id,
         }
     }
 
-    fn of_stat(st: &libc::stat) -> FileStat {
-        FileStat {
-            size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
-            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
-            ino: st.st_ino,
-            dev: st.st_dev,
-        }
-    }
-
-    /// True when `other` is the same inode (while a descriptor of it is held, no other file can
-    /// take its number).
+    /// True when `other` is the same inode reached through the same mount (while a descriptor
+    /// of it is held, no other file can take its number; a bind mount of it over itself is
+    /// another mount, under which other files may be mounted).
     fn same_inode(&self, other: &FileStat) -> bool {
-        self.ino == other.ino && self.dev == other.dev
+        self.ino == other.ino && self.dev == other.dev && self.mnt == other.mnt
     }
 }
 
@@ -143,24 +137,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(m: &fs::Metadata) -> Kind {
-        let ft = m.file_type();
-        if ft.is_file() {
-            Kind::File
-        } else if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else if ft.is_socket() {
-            Kind::Socket
-        } else {
-            Kind::Device
-        }
-    }
-
-    fn of_mode(mode: libc::mode_t) -> Kind {
+    fn of_mode(mode: u32) -> Kind {
         match mode & libc::S_IFMT {
             libc::S_IFREG => Kind::File,
             libc::S_IFDIR => Kind::Dir,
@@ -180,17 +157,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn of(m: &fs::Metadata) -> Entry {
+    fn of(st: &libc::statx) -> Entry {
         Entry {
-            stat: FileStat::of(m),
-            kind: Kind::of(m),
-        }
-    }
-
-    fn of_stat(st: &libc::stat) -> Entry {
-        Entry {
-            stat: FileStat::of_stat(st),
-            kind: Kind::of_mode(st.st_mode),
+            stat: FileStat::of_statx(st),
+            kind: Kind::of_mode(u32::from(st.stx_mode)),
         }
     }
 }
@@ -330,7 +300,7 @@ impl ManifestVerifier {
         // The path's last component must not be a link; the descriptor must be the directory
         // that was statted (not one swapped in since).
         let fd = crate::fsat::open_dir(path).ok()?;
-        let at = FileStat::of_stat(&crate::fsat::stat_fd(&fd).ok()?);
+        let at = FileStat::of_statx(&crate::fsat::statx_at(Some(&fd), "".as_ref()).ok()?);
         at.same_inode(stat).then_some((fd, at))
     }
 
@@ -385,7 +355,9 @@ impl ManifestVerifier {
             let io = |e: io::Error| ManifestError::Io(format!("{rel_dir}: {}", e.kind()));
             let dir_stat = match known {
                 Some(stat) => stat,
-                None => FileStat::of(&fs::symlink_metadata(&dir_path).map_err(io)?),
+                None => FileStat::of_statx(
+                    &crate::fsat::statx_at(None, dir_path.as_os_str()).map_err(io)?,
+                ),
             };
             let children = match self.listings.get(&rel_dir) {
                 Some((cached, children)) if *cached == dir_stat => children.clone(),
@@ -411,9 +383,10 @@ impl ManifestVerifier {
             for (name, is_dir) in children {
                 // Through the held descriptor when there is one, else by the whole path.
                 let found = match &held {
-                    Some((fd, _)) => crate::fsat::stat_at(fd, &name).map(|st| Entry::of_stat(&st)),
-                    None => fs::symlink_metadata(dir_path.join(&name)).map(|m| Entry::of(&m)),
-                };
+                    Some((fd, _)) => crate::fsat::statx_at(Some(fd), name.as_ref()),
+                    None => crate::fsat::statx_at(None, dir_path.join(&name).as_os_str()),
+                }
+                .map(|st| Entry::of(&st));
                 let rel = if rel_dir.is_empty() {
                     name
                 } else {
@@ -694,14 +667,13 @@ mod tests {
         );
     }
 
-    /// Attack (brief attack16): a held directory descriptor stays on the mount it was opened on.
-    /// Bind-mounting `blocks` onto itself keeps its inode and device (so the held descriptor is
-    /// still "the directory the path names"), and a file bind-mounted over `blocks/a.py` inside
-    /// that new mount is what the block host executes by path, but `fstatat` through the old
-    /// descriptor still sees the original `a.py`: the modified pack verifies as unchanged. A
-    /// verifier holding nothing finds the change. Needs root (mount); skipped otherwise.
+    /// Review finding: a held directory descriptor stays on the mount it was opened on.
+    /// Bind-mounting `blocks` onto itself keeps its inode and device, and a file bind-mounted
+    /// over `blocks/a.py` inside that new mount is what the block host executes by path, while a
+    /// lookup through the old descriptor still saw the original `a.py`: the modified pack
+    /// verified. The mount id is now part of "the directory the path names". Needs root
+    /// (mount); skipped otherwise.
     #[test]
-    #[ignore = "finding 3: a self bind mount over a held directory hides a file overmounted inside it from the verifier"]
     fn a_held_directory_does_not_hide_a_file_mounted_over_inside_a_bind_mount() {
         use std::process::Command;
         let d = pack();
@@ -718,10 +690,24 @@ mod tests {
         let blocks = d.path().join("blocks");
         let a = blocks.join("a.py");
         let mount = |src: &Path, dst: &Path| {
-            Command::new("mount").arg("--bind").arg(src).arg(dst).status().map(|s| s.success()).unwrap_or(false)
+            Command::new("mount")
+                .arg("--bind")
+                .arg(src)
+                .arg(dst)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
         };
-        if !mount(&blocks, &blocks) {
-            println!("SKIPPED: needs mount (root)");
+        // In a mount namespace of this test's thread alone (the mount commands are its children):
+        // whatever happens, the mounts end with the thread, never on the machine.
+        // SAFETY: unshare has no memory preconditions; it changes only this thread's namespace.
+        let private = unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0
+            && Command::new("mount")
+                .args(["--make-rprivate", "/"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !private || !mount(&blocks, &blocks) {
+            println!("SKIPPED: needs mount rights (root)");
             return;
         }
         let mounted_file = mount(&evil, &a);
@@ -735,7 +721,10 @@ mod tests {
         }
         let _ = Command::new("umount").arg(&blocks).status();
         assert!(mounted_file, "the file bind mount failed");
-        assert!(executed.contains("666"), "the path now names the other file");
+        assert!(
+            executed.contains("666"),
+            "the path now names the other file"
+        );
         assert!(
             matches!(cold, Err(VerifyFailure::Changed(ref x)) if x.changed == ["blocks/a.py"]),
             "a verifier holding nothing sees the change: {cold:?}"

@@ -35,6 +35,9 @@ pub struct RunDeps {
     /// Secret values, scrubbed from the record, block audit entries and events of every run.
     pub redactor: Arc<crate::capability::redact::Redactor>,
     pub audit: Addr<AuditWriter>,
+    /// The writer's queue: block calls' entries go there, without a message of their own (a
+    /// wake-up of the disk thread per call); the run's record message writes them first.
+    pub audit_queue: crate::audit::AuditQueue,
     pub history: Addr<RunHistory>,
     /// Told when a pack's sandbox does not answer, so it is replaced at once.
     pub sandbox_lost: Recipient<SandboxLost>,
@@ -126,19 +129,7 @@ pub struct FlowRun {
     started: Instant,
     reply: Option<oneshot::Sender<RunRecord>>,
     span: tracing::Span,
-    /// Audit entries of block calls not yet sent (see [`HELD_AUDIT_FOR`]).
-    held_audit: Vec<AuditEntry>,
 }
-
-/// How long a run may hold its block calls' audit entries before sending them to the audit
-/// writer. A short run's entries travel with its record in one message (`RunFinished`), so its
-/// block calls cost the disk thread no wake-up of their own; a longer run sends them when this
-/// passes (a timer armed with the first held entry), so an operator following the log sees a
-/// call within this time, as before within microseconds. Nothing is dropped: a run that ends
-/// sends whatever it holds, before its own entry.
-const HELD_AUDIT_FOR: Duration = Duration::from_millis(20);
-/// At most this many entries are held; one more sends them at once.
-const MAX_HELD_AUDIT: usize = 64;
 
 impl FlowRun {
     /// Starts a run on the current arbiter; the receiver gets the record when it ends.
@@ -168,7 +159,6 @@ impl FlowRun {
             started: Instant::now(),
             reply: Some(tx),
             span,
-            held_audit: Vec::new(),
         };
         let addr = run.start();
         addr.do_send(Start);
@@ -275,7 +265,7 @@ impl FlowRun {
                                         format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
                                     ))
                                 });
-                                act.audit_block(ctx, &step_id, &phase, &pack, &answer);
+                                act.audit_block(&step_id, &phase, &pack, &answer);
                                 match answer {
                                     Ok(BlockOutput { result, log }) => act.engine.complete_block(
                                         Ok(result),
@@ -357,7 +347,7 @@ impl FlowRun {
                                             format!("the sandbox of pack {pack_id:?} is not running; it is being replaced"),
                                         ))
                                     });
-                                    act.audit_block(ctx, &step_id, &phase, &pack_id, &answer);
+                                    act.audit_block(&step_id, &phase, &pack_id, &answer);
                                     let (result, log) = vocab_call::converted(answer);
                                     act.engine.complete_block(result, log, &act.clock);
                                     act.drive(ctx);
@@ -505,8 +495,7 @@ impl FlowRun {
     }
 
     fn audit_block(
-        &mut self,
-        ctx: &mut Context<Self>,
+        &self,
         step_id: &str,
         phase: &str,
         pack: &str,
@@ -522,24 +511,7 @@ impl FlowRun {
             self.deps.redactor.scrub(&mut error);
             e = e.error(&error, Some(f.error_type.as_str()));
         }
-        self.hold_audit(e, ctx);
-    }
-
-    /// Holds a block call's audit entry for the run's record message (see [`HELD_AUDIT_FOR`]).
-    fn hold_audit(&mut self, entry: AuditEntry, ctx: &mut Context<Self>) {
-        if self.held_audit.is_empty() {
-            ctx.run_later(HELD_AUDIT_FOR, |act, _| act.send_held_audit());
-        }
-        self.held_audit.push(entry);
-        if self.held_audit.len() >= MAX_HELD_AUDIT {
-            self.send_held_audit();
-        }
-    }
-
-    fn send_held_audit(&mut self) {
-        for entry in self.held_audit.drain(..) {
-            self.deps.audit.do_send(Record(entry));
-        }
+        self.deps.audit_queue.push(e);
     }
 
     /// Releases the permit, stores the record and its audit entry, then answers the caller and
@@ -563,11 +535,11 @@ impl FlowRun {
                 ev.payload
             };
             self.deps.redactor.scrub_value(&mut payload);
-            self.held_audit.push(
+            self.deps.audit.do_send(Record(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
                     .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": payload})),
-            );
+            ));
         }
         let outcome = self
             .engine
@@ -620,7 +592,6 @@ impl FlowRun {
         let finished = RunFinished {
             record: record.clone(),
             audit: entry,
-            held: std::mem::take(&mut self.held_audit),
         };
         // The slot is free now: waiting for the disk below must not hold back queued runs.
         self.permit.take();
@@ -658,11 +629,6 @@ impl FlowRun {
 
 impl Actor for FlowRun {
     type Context = Context<Self>;
-
-    /// A run stopped without finishing (the kernel stopping) still sends what it holds.
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.send_held_audit();
-    }
 }
 
 impl Handler<Start> for FlowRun {

@@ -5,7 +5,7 @@
 //! between the kernel's check and its open makes the open fail instead of leading outside.
 //! Listings read a directory through its descriptor (`/proc/self/fd/<n>`), never by a path that
 //! could have changed. The approval verifier (`approval.rs`) stats a pack's entries through held
-//! directory descriptors ([`stat_at`]): one short lookup per entry instead of a walk from `/`.
+//! directory descriptors ([`statx_at`]): one short lookup per entry instead of a walk from `/`.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -58,34 +58,35 @@ pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
     })
 }
 
-/// The status of the entry `name` of `dir`, not following a link (`fstatat` with
-/// `AT_SYMLINK_NOFOLLOW`).
-pub fn stat_at(dir: &OwnedFd, name: &str) -> io::Result<libc::stat> {
-    let c = cname(name)?;
-    // SAFETY: all-zero is a valid `stat`; fstatat fills it or fails.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor, C string and out pointer; the result is checked.
-    if unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
+/// `statx` of `name` relative to `dir` (or, with `dir` None, of the path `name`), never following
+/// a link at the last component; with `name` empty, of `dir` itself. The mount id is asked for
+/// too (`stx_mnt_id`, 0 where the system cannot tell): a directory bind-mounted over itself has
+/// the same inode and device but another mount.
+pub fn statx_at(dir: Option<&OwnedFd>, name: &std::ffi::OsStr) -> io::Result<libc::statx> {
+    let c = CString::new(name.as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))?;
+    let (fd, flags) = match dir {
+        Some(d) if name.is_empty() => (d.as_raw_fd(), libc::AT_EMPTY_PATH),
+        Some(d) => (d.as_raw_fd(), libc::AT_SYMLINK_NOFOLLOW),
+        None => (libc::AT_FDCWD, libc::AT_SYMLINK_NOFOLLOW),
+    };
+    // SAFETY: all-zero is a valid `statx`; statx fills it or fails.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor (or AT_FDCWD), C string and out pointer; the result is checked.
+    let r = unsafe {
+        libc::statx(
+            fd,
             c.as_ptr(),
+            flags,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
             &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
         )
-    } != 0
-    {
+    };
+    if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st)
-}
-
-/// The status of the open `fd`.
-pub fn stat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: all-zero is a valid `stat`; fstat fills it or fails.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and out pointer; the result is checked.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        st.stx_mnt_id = 0;
     }
     Ok(st)
 }

@@ -191,9 +191,9 @@ impl Kernel {
         // writer, and the secrets store fills it when it opens.
         let redactor: Arc<crate::capability::redact::Redactor> = Arc::default();
         let r = Arc::clone(&redactor);
-        let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| {
-            AuditWriter::new(audit_dir, sync).with_redactor(r)
-        });
+        let writer = AuditWriter::new(audit_dir, sync).with_redactor(r);
+        let audit_queue = writer.queue();
+        let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| writer);
         let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
             RunHistory::load(runs_dir, cap, sync, to_audit)
@@ -294,6 +294,7 @@ impl Kernel {
             redactor: Arc::clone(&capabilities.redactor),
             view: Arc::clone(&view),
             audit: audit.clone(),
+            audit_queue,
             history: history.clone(),
             sandbox_lost: registry.clone().recipient(),
             execution_mode: config.mode.as_str(),

@@ -13,7 +13,7 @@
 //! when it holds twice the bound, keeping the newest records, the one just stored included. Runs
 //! on the disk arbiter so disk writes never stall flows.
 
-use crate::audit::{AuditEntry, AuditWriter, Record, RecordWritten};
+use crate::audit::{AuditEntry, AuditWriter, RecordWritten};
 use actix::prelude::*;
 use rumi_domain::run::RunRecord;
 use serde_json::Value;
@@ -32,9 +32,6 @@ const MAX_STORED_RESULT_BYTES: usize = 64 * 1024;
 pub struct RunFinished {
     pub record: RunRecord,
     pub audit: AuditEntry,
-    /// Entries of the run still held by it (its block calls of the last moments, see
-    /// `flow_run::HELD_AUDIT_FOR`): written first, in order, before `audit`.
-    pub held: Vec<AuditEntry>,
 }
 
 /// Why a finished run's record or audit entry is not written.
@@ -209,17 +206,10 @@ impl Handler<RunFinished> for RunHistory {
     /// audit entry on; answers once both are written.
     fn handle(
         &mut self,
-        RunFinished {
-            mut record,
-            audit,
-            held,
-        }: RunFinished,
+        RunFinished { mut record, audit }: RunFinished,
         _: &mut Self::Context,
     ) -> Self::Result {
-        // Same thread: these sends cost no wake-up, and the writer handles them next, in order.
-        for entry in held {
-            self.audit.do_send(Record(entry));
-        }
+        // Same thread: this send costs no wake-up, and the writer handles it next.
         let audited = self.audit.send(RecordWritten(audit));
         let size = serde_json::to_vec(&record.result)
             .map(|v| v.len())
@@ -307,7 +297,6 @@ mod tests {
         h.send(RunFinished {
             record: record(id),
             audit,
-            held: Vec::new(),
         })
         .await
         .unwrap()
@@ -384,7 +373,6 @@ mod tests {
             .send(RunFinished {
                 record: record("lost"),
                 audit: AuditEntry::new(Category::FlowExecution, "flow_run", true),
-                held: Vec::new(),
             })
             .await
             .unwrap();

@@ -1,4 +1,4 @@
-"""Attack tests (brief attack16) against the block host's encode-once reply path."""
+"""An outside review of the block host's encode-once reply path, kept as regression tests."""
 
 import json
 import os
@@ -25,11 +25,10 @@ class HiddenCycleTest(unittest.TestCase):
         self.dir.cleanup()
 
     def test_finding1_self_referencing_dict_subclass_is_invalid_result_not_a_crashed_worker(self):
-        # A dict subclass whose values() hides its children passes _unreadable's depth bound; the
-        # encoder built by rumi_wire._strict_encoder has no cycle check (markers=None), so with a
-        # raised recursion limit it recurses until the C stack overflows: the worker dies with
-        # SIGSEGV and no reply frame. Before 9ece720 (json.dumps, check_circular) this was
-        # "Circular reference detected" -> invalid_result.
+        # A dict subclass whose values() hides its children passes _unreadable's depth bound; an
+        # earlier encode-once encoder had no cycle check, so with a raised recursion limit it
+        # recursed until the C stack overflowed (SIGSEGV, no reply). The encoder checks cycles
+        # and the host puts the recursion limit back after each call.
         with open(os.path.join(self.dir.name, "blocks", "cyc.py"), "w") as f:
             f.write(
                 "import sys\n"
@@ -56,8 +55,8 @@ class ReplySizeTest(unittest.TestCase):
         # The kernel reads a reply of at most RUMI_MAX_RESULT_BYTES + 64 KiB
         # (pack_container/worker.rs exchange). The host bounds the encoded result (<= the limit)
         # and the log (16 Ki characters), but a log of control characters is escaped six-fold
-        # (\u0001) in the frame: ~98 KiB of envelope. The kernel then reads TooLarge and replaces
-        # the sandbox instead of getting a reply. Pre-existing (also before 9ece720).
+        # (\u0001) in the frame: ~98 KiB of envelope, and the kernel replaced the sandbox instead
+        # of reading a reply. The envelope is now cut to fit (the log halved until it does).
         d = tempfile.TemporaryDirectory()
         try:
             os.makedirs(os.path.join(d.name, "blocks"))

@@ -1,16 +1,18 @@
-//! Attack tests (brief attack16) against held block-call audit entries (commit 9ece720).
+//! An outside review of the block path (issue "the block path at the physical floor"), kept as
+//! regression tests: audit entries of nested runs stay in the order they were made.
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 
-/// A parent run's block call (held for up to 20 ms) followed by a `kernel:flow.run` child that
-/// finishes within those 20 ms: the child's entries travel with the child's record and are
-/// written first, the parent's earlier block call after them, so the audit log is no longer in
-/// the order things happened (its `ts` goes backwards in file order).
+/// Review finding (an earlier version held a run's block-call entries for up to 20 ms and sent
+/// them with its record): a parent's block call followed by a `kernel:flow.run` child that
+/// finished within those 20 ms had the child's entries written first, so the log was no longer
+/// in the order things happened. Block calls now go through the writer's queue in the order
+/// they are made.
 #[actix_rt::test]
-#[ignore = "finding 2: a parent run's held block_call entry is written after a nested child run's entries"]
+
 async fn a_nested_run_does_not_write_its_entries_before_the_parents_earlier_block_call() {
     if !python_available() {
         println!("SKIPPED: needs python3");
@@ -63,7 +65,14 @@ async fn a_nested_run_does_not_write_its_entries_before_the_parents_earlier_bloc
     .await;
     let shape: Vec<String> = entries
         .iter()
-        .map(|e| format!("{} {} {}", e["ts"].as_str().unwrap(), e["flow_id"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["ts"].as_str().unwrap(),
+                e["flow_id"].as_str().unwrap(),
+                e["action"].as_str().unwrap()
+            )
+        })
         .collect();
     let ts: Vec<&str> = entries.iter().map(|e| e["ts"].as_str().unwrap()).collect();
     let ascending = ts.windows(2).all(|w| w[0] <= w[1]);
