@@ -383,6 +383,11 @@ async fn hostile_blocks_are_contained_and_the_pack_recovers() {
             ("memory.py", "def run(i):\n    blob = b'x' * (1 << 30)\n    return {'len': len(blob)}\n"),
             ("forks.py", "import os\ndef run(i):\n    while True:\n        os.fork()\n"),
             ("leaves_child.py", "import os, time\ndef run(i):\n    if os.fork() == 0:\n        time.sleep(300)\n        os._exit(0)\n    return {'parent': True}\n"),
+            // A daemon: the child forks a grandchild, exits and is reaped, so only the orphaned
+            // grandchild is left (the host's child as its subreaper: it must still be found).
+            ("leaves_orphan.py", "import os, time\ndef run(i):\n    pid = os.fork()\n    if pid == 0:\n        os.setsid()\n        if os.fork() == 0:\n            time.sleep(300)\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return {'parent': True}\n"),
+            // A child that has exited but was not waited for: a zombie still counts.
+            ("leaves_zombie.py", "import os, time\ndef run(i):\n    if os.fork() == 0:\n        os._exit(0)\n    time.sleep(0.2)\n    return {'parent': True}\n"),
             ("sleeps.py", "import time\ndef run(i):\n    time.sleep(60)\n"),
             ("dies.py", "import os\ndef run(i):\n    os._exit(7)\n"),
         ],
@@ -411,10 +416,12 @@ async fn hostile_blocks_are_contained_and_the_pack_recovers() {
 
     // A fork storm meets the pids limit; its hundred copies of the host may also meet the memory
     // limit first, and the kernel reports whichever killed it.
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 7] = [
         ("memory", &["memory_limit"]),
         ("forks", &["process_limit", "memory_limit"]),
         ("leaves_child", &["process_limit"]),
+        ("leaves_orphan", &["process_limit"]),
+        ("leaves_zombie", &["process_limit"]),
         ("dies", &["worker_crashed"]),
         ("sleeps_short", &["timeout"]),
     ];

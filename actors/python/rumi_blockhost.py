@@ -318,6 +318,32 @@ def _count_strays() -> int:
         return 0
 
 
+def _become_subreaper() -> bool:
+    """Makes this host the reaper of every orphan below it (PR_SET_CHILD_SUBREAPER), so whatever a
+    block starts stays its descendant, however detached. False where that cannot be done."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except Exception:  # noqa: BLE001 - no ctypes, no prctl: the slow check stays
+        return False
+
+
+def _strays_in_container(subreaper: bool) -> int:
+    """What _count_strays counts, without listing /proc when it cannot be anything: nothing in the
+    container but init and this host's descendants runs (the kernel never execs into it), and as
+    a subreaper this host has every descendant as a child, so a host with no child at all (asked
+    without reaping: a zombie still counts) has no stray. The listing costs ~14 µs a call."""
+    if subreaper:
+        try:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return 0
+        except OSError:
+            pass
+    return _count_strays()
+
+
 def _processes() -> list:
     """(pid, ppid, state) of every process, from /proc. The command name may hold spaces and
     parentheses, so fields are counted from the last ')'."""
@@ -433,6 +459,7 @@ def main() -> int:
         proto_in = sock.makefile("rb", buffering=1 << 16)
         proto_out = _SocketWriter(sock)
         channel_fds = [sock.fileno()]
+    subreaper = connect is not None and _become_subreaper()
 
     def _forked_child() -> None:
         # A block that forks must not be able to speak for the host: the child loses the channel.
@@ -471,7 +498,7 @@ def main() -> int:
                 # A forked child returned from the block: it has no channel and must not go on.
                 os._exit(0)
             if connect is not None:
-                strays = _count_strays()
+                strays = _strays_in_container(subreaper)
                 if strays:
                     reply["strays"] = strays
             else:
