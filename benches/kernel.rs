@@ -163,6 +163,19 @@ fn throughput_bench(
     }
 }
 
+/// Fifty runs of the 1-step flow: the pack's worker (or container) warm before measuring.
+async fn warm_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..50 {
+        post(
+            client,
+            &format!("{base}/api/flows/hello/run"),
+            &json!({"inputs": {}}),
+        )
+        .await
+        .expect("warm-up");
+    }
+}
+
 /// One target of the issue "the block path at the physical floor": a figure and its bound, both
 /// measured in this run.
 struct Target {
@@ -201,15 +214,7 @@ fn strict_warm(
     let client = reqwest::Client::new();
     rt.block_on(async {
         approve(&client, &kernel.base, "my_pack").await;
-        for _ in 0..50 {
-            post(
-                &client,
-                &format!("{}/api/flows/hello/run", kernel.base),
-                &json!({"inputs": {}}),
-            )
-            .await
-            .expect("strict warm-up");
-        }
+        warm_up(&client, &kernel.base).await;
     });
     let p50 = latency_bench(
         c,
@@ -240,15 +245,7 @@ fn main() {
         for pack in ["my_pack", "text_tools"] {
             approve(&client, &kernel.base, pack).await;
         }
-        for _ in 0..50 {
-            post(
-                &client,
-                &format!("{}/api/flows/hello/run", kernel.base),
-                &json!({"inputs": {}}),
-            )
-            .await
-            .expect("warm-up");
-        }
+        warm_up(&client, &kernel.base).await;
     });
     std::thread::sleep(Duration::from_millis(300));
     summary.add(

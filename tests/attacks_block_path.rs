@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 /// in the order things happened. Block calls now go through the writer's queue in the order
 /// they are made.
 #[actix_rt::test]
-
 async fn a_nested_run_does_not_write_its_entries_before_the_parents_earlier_block_call() {
     if !python_available() {
         println!("SKIPPED: needs python3");
