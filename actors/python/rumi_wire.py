@@ -96,8 +96,7 @@ encode_strict = _strict_encoder() or (lambda value: json.dumps(value, ensure_asc
 
 def write_frame(stream, message):
     """Encodes `message` (strict JSON: no NaN) and writes it as one frame."""
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    write_body(stream, body)
+    write_body(stream, encode_strict(message).encode("utf-8"))
 
 
 def write_body(stream, body):

@@ -63,8 +63,15 @@ pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
 /// too (`stx_mnt_id`, 0 where the system cannot tell): a directory bind-mounted over itself has
 /// the same inode and device but another mount.
 pub fn statx_at(dir: Option<&OwnedFd>, name: &std::ffi::OsStr) -> io::Result<libc::statx> {
-    let c = CString::new(name.as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))?;
+    // Relative to a directory, a plain name only: `a/b` would follow a link at `a`.
+    let c = match dir {
+        Some(_) if !name.is_empty() => cname(
+            name.to_str()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a UTF-8 name"))?,
+        )?,
+        _ => CString::new(name.as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))?,
+    };
     let (fd, flags) = match dir {
         Some(d) if name.is_empty() => (d.as_raw_fd(), libc::AT_EMPTY_PATH),
         Some(d) => (d.as_raw_fd(), libc::AT_SYMLINK_NOFOLLOW),
