@@ -6,15 +6,17 @@
 //! on this actor, so no message can interleave with a half-finished step. The run's deadline is a
 //! timer on the actor; block calls are given at most the time left, so the worker is stopped at
 //! the deadline too. When the run ends the permit is dropped (freeing the slot), the record and
-//! its audit entry go to `RunHistory`, and once they are written the caller gets the record and
-//! the actor stops.
+//! its audit entry are written (through the `RunSink`: on this thread when it can, else by the
+//! disk thread), and once they are the caller gets the record and the actor stops. Every entry the
+//! run itself audits (block calls, refusals, events) goes through the audit queue, which is
+//! written before the run's own entry, so all of them are in their files when it is answered.
 
-use crate::audit::{AuditEntry, AuditWriter, Category, Record, Severity};
+use crate::audit::{AuditEntry, AuditWriter, Category, Severity};
 use crate::clock::SystemClock;
 use crate::limiter::Permit;
 use crate::pack_container::{BlockOutput, ExecuteBlock};
 use crate::registry::SandboxLost;
-use crate::run_history::{RunFinished, RunHistory};
+use crate::run_history::{RunFinished, RunSink, Stored};
 use crate::view::{KernelView, PackState};
 use actix::prelude::*;
 use rumi_domain::engine::{self, Next, RunEngine};
@@ -38,7 +40,8 @@ pub struct RunDeps {
     /// The writer's queue: block calls' entries go there, without a message of their own (a
     /// wake-up of the disk thread per call); the run's record message writes them first.
     pub audit_queue: crate::audit::AuditQueue,
-    pub history: Addr<RunHistory>,
+    /// Where a finished run's record and audit entry are stored (on the run's thread when it can).
+    pub runs: RunSink,
     /// Told when a pack's sandbox does not answer, so it is replaced at once.
     pub sandbox_lost: Recipient<SandboxLost>,
     pub execution_mode: &'static str,
@@ -210,25 +213,25 @@ impl FlowRun {
                         (step_limit, false)
                     };
                     if let Some(claimed) = &call.principal_override {
-                        self.deps.audit.do_send(Record(
+                        self.deps.audit_queue.push(
                             AuditEntry::new(Category::Security, "principal_id_overridden", true)
                                 .run(self.flow_id(), &self.run_id)
                                 .step(&call.step_id, &call.phase)
                                 .pack(&call.owner_pack)
                                 .details(json!({"principal_id_in_flow": claimed, "principal_used": call.owner_pack})),
-                        ));
+                        );
                     }
                     let Some(container) = self.deps.view.container(&call.owner_pack) else {
                         let state = self.deps.view.pack_state(&call.owner_pack);
                         let failure = not_approved(&call.owner_pack, state);
-                        self.deps.audit.do_send(Record(AuditEntry::block_refused(
+                        self.deps.audit_queue.push(AuditEntry::block_refused(
                             self.flow_id(),
                             &self.run_id,
                             &call.step_id,
                             &call.phase,
                             &call.owner_pack,
                             &failure,
-                        )));
+                        ));
                         self.engine.fail_pending(failure, &self.clock);
                         continue;
                     };
@@ -535,11 +538,11 @@ impl FlowRun {
                 ev.payload
             };
             self.deps.redactor.scrub_value(&mut payload);
-            self.deps.audit.do_send(Record(
+            self.deps.audit_queue.push(
                 AuditEntry::new(Category::System, "flow_event", true)
                     .run(self.flow_id(), &self.run_id)
                     .details(json!({"step_id": ev.step_id, "event": ev.event, "payload": payload})),
-            ));
+            );
         }
         let outcome = self
             .engine
@@ -597,10 +600,27 @@ impl FlowRun {
         self.permit.take();
         // Acknowledged means stored: the caller hears of the run only once its record and audit
         // entry are written, so a kernel crash after the answer cannot lose them (invariant 9).
-        // The disk thread answers within microseconds; it fsyncs in groups on its own interval.
+        // Written here, on this thread, when the store's locks are free and the disk is quick;
+        // the disk thread fsyncs in groups on its own interval.
+        let finished = match self.deps.runs.store_here(finished) {
+            Stored::Here(stored) => {
+                match stored {
+                    Ok(()) => {
+                        let _ = reply.send(record);
+                    }
+                    Err(e) => {
+                        tracing::error!(run_id = %self.run_id, error = %e, "a finished run was not stored")
+                    }
+                }
+                ctx.stop();
+                return;
+            }
+            Stored::ToDiskThread(finished) => *finished,
+        };
         ctx.spawn(
             self.deps
-                .history
+                .runs
+                .history()
                 .send(finished)
                 // A disk that hangs must not hold the caller for ever: past this the run is
                 // answered as not stored (500), never as acknowledged.

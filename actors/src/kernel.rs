@@ -15,7 +15,7 @@ use crate::layout::Layout;
 use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
 use crate::pack_container::{ReleaseSandbox, StartSandbox};
 use crate::registry::{Registry, SandboxSettings, StopAll};
-use crate::run_history::RunHistory;
+use crate::run_history::{RunHistory, RunSink, RunStore};
 use crate::scheduler::{Scheduler, SystemWallClock};
 use crate::view::KernelView;
 use actix::prelude::*;
@@ -183,8 +183,9 @@ impl Kernel {
         let key = SigningKey::load_or_create(&layout.keys())?;
         let host_script = crate::blockhost::install(&layout.runtime_python())?;
 
-        // The disk writers share a thread of their own, so fsync latency never stalls runs and a
-        // run's audit entries and record usually cost one wake-up between them.
+        // The disk writers share a thread of their own: the group fsyncs, the compaction of the
+        // run history and every audit message happen there, never on a thread that runs flows. A
+        // finished run writes its record and audit entry itself (`run_history::RunSink`).
         let disk = Arbiter::new();
         let (audit_dir, sync) = (layout.audit(), config.audit_sync_interval);
         // Secret values are scrubbed from every audit entry: the redactor exists before the
@@ -192,12 +193,14 @@ impl Kernel {
         let redactor: Arc<crate::capability::redact::Redactor> = Arc::default();
         let r = Arc::clone(&redactor);
         let writer = AuditWriter::new(audit_dir, sync).with_redactor(r);
-        let audit_queue = writer.queue();
+        let (audit_queue, audit_log) = (writer.queue(), writer.log());
         let audit = AuditWriter::start_in_arbiter(&disk.handle(), move |_| writer);
-        let (runs_dir, cap, to_audit) = (layout.runs(), config.run_history, audit.clone());
+        let runs = RunStore::load(layout.runs(), config.run_history);
+        let (store, log) = (runs.clone(), audit_log.clone());
         let history = RunHistory::start_in_arbiter(&disk.handle(), move |_| {
-            RunHistory::load(runs_dir, cap, sync, to_audit)
+            RunHistory::new(store, log, sync)
         });
+        let run_sink = RunSink::new(runs, audit_log, history.clone());
         let limiter = ConcurrencyLimiter::new(config.max_concurrent_flows, config.flow_queue_limit)
             .start_handle();
 
@@ -295,7 +298,7 @@ impl Kernel {
             view: Arc::clone(&view),
             audit: audit.clone(),
             audit_queue,
-            history: history.clone(),
+            runs: run_sink,
             sandbox_lost: registry.clone().recipient(),
             execution_mode: config.mode.as_str(),
             limits: rumi_domain::engine::ContextLimits {
