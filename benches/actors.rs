@@ -51,7 +51,9 @@ fn main() {
     let host = rumi_actors::blockhost::install(&tmp.path().join("py")).unwrap();
     let sys = System::new();
     let (container, rt_handle) = sys.block_on(async {
-        let audit = AuditWriter::new(tmp.path().join("audit"), Duration::from_secs(1)).start();
+        let writer = AuditWriter::new(tmp.path().join("audit"), Duration::from_secs(1));
+        let audit = writer.queue();
+        writer.start();
         let spec = WorkerSpec {
             pack_id: "my_pack".into(),
             python: python(),

@@ -26,7 +26,7 @@ pub use entry::{resolve_exact, Entry};
 pub use resolve::resolve_block;
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
-use crate::audit::{AuditEntry, AuditWriter, Record};
+use crate::audit::{AuditEntry, AuditQueue};
 use crate::docker::sandbox::{self, DockerSandbox, StartError};
 use crate::docker::{DockerEngine, PackSpec};
 use actix::prelude::*;
@@ -205,7 +205,9 @@ pub struct PackContainer {
     queue: VecDeque<Job>,
     queue_limit: usize,
     registry: Recipient<PackModified>,
-    audit: Addr<AuditWriter>,
+    /// Its refusals go through the audit queue: a run's refused call is then written before the
+    /// run's own entry, so before it is answered.
+    audit: AuditQueue,
     modified: bool,
     /// Refusals held until the Registry has recorded the change, so that a caller who sees
     /// `hash_verification_failed` then sees the pack `modified` (and its grants suspended).
@@ -224,7 +226,7 @@ impl PackContainer {
         verifier: ManifestVerifier,
         queue_limit: usize,
         registry: Recipient<PackModified>,
-        audit: Addr<AuditWriter>,
+        audit: AuditQueue,
     ) -> Self {
         PackContainer {
             pack_id,
@@ -627,7 +629,7 @@ impl PackContainer {
                 failure,
             )
             .details(json!({"file": msg.file}));
-            self.audit.do_send(Record(entry));
+            self.audit.push(entry);
         }
     }
 }

@@ -19,6 +19,7 @@ mod flows;
 mod jobs;
 mod lib;
 mod sandbox;
+pub use sandbox::arbiter_slot;
 mod state;
 mod summary;
 mod uninstall;
@@ -230,6 +231,8 @@ pub struct SandboxSettings {
     pub capabilities: Arc<crate::capability::Capabilities>,
     /// The packs' live worker processes (who may use a pack's capability socket, permissive).
     pub processes: Arc<crate::capability::peers::PackProcesses>,
+    /// What sandboxes audit about a run (refused calls) goes through the audit queue.
+    pub audit_queue: crate::audit::AuditQueue,
 }
 
 /// The registry (see the module docs).

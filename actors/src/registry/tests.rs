@@ -25,7 +25,9 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
     let config = RuntimeConfig::new(SecurityMode::Strict, PathBuf::from("/nonexistent/python3"));
     let view = Arc::new(KernelView::default());
     let approvals = ApprovalStore::new(layout.approvals(), SigningKey::from_bytes(&[1; 32]));
-    let audit = AuditWriter::new(layout.audit(), Duration::from_millis(10)).start();
+    let writer = AuditWriter::new(layout.audit(), Duration::from_millis(10));
+    let audit_queue = writer.queue();
+    let audit = writer.start();
     let sandbox = SandboxSettings {
         host_script: PathBuf::new(),
         modules_dir: PathBuf::new(),
@@ -62,6 +64,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
             .0,
         ),
         processes: Arc::default(),
+        audit_queue,
     };
     let registry = Registry::new(
         layout,
