@@ -72,7 +72,7 @@ pub struct RunRequest {
 }
 
 /// How long a finished run waits for its record and audit entry to be written.
-pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Nested runs one top-level run may start, all levels together.
 pub const MAX_NESTED_RUNS: usize = 100;
@@ -137,15 +137,6 @@ pub struct FlowRun {
 impl FlowRun {
     /// Starts a run on the current arbiter; the receiver gets the record when it ends.
     pub fn launch(req: RunRequest, deps: RunDeps) -> oneshot::Receiver<RunRecord> {
-        Self::launch_on(None, req, deps)
-    }
-
-    /// Starts a run on `arbiter` (the current one when `None`); the receiver gets the record.
-    pub fn launch_on(
-        arbiter: Option<ArbiterHandle>,
-        req: RunRequest,
-        deps: RunDeps,
-    ) -> oneshot::Receiver<RunRecord> {
         let (tx, rx) = oneshot::channel();
         let inputs_value = Value::Object(req.inputs.clone());
         let digest = rumi_domain::manifest::sha256_hex(
@@ -172,18 +163,8 @@ impl FlowRun {
             reply: Some(tx),
             span,
         };
-        // Started and sent `Start` on its own thread, then its address dropped: an actor started
-        // with `start_in_arbiter` whose only address was dropped by the caller right after
-        // `do_send` was, about once in 10 000 runs, stopped before it read the message (the
-        // record was then lost: measured with the kernel bench).
-        match arbiter {
-            Some(a) => {
-                a.spawn_fn(move || {
-                    run.start().do_send(Start);
-                });
-            }
-            None => run.start().do_send(Start),
-        }
+        let addr = run.start();
+        addr.do_send(Start);
         rx
     }
 

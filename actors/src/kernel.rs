@@ -42,9 +42,6 @@ pub struct Kernel {
     pub limiter: LimiterHandle,
     pub audit: Addr<AuditWriter>,
     pub history: Addr<RunHistory>,
-    /// The pack arbiters runs are started on (see [`Kernel::run_arbiter`]); `None` when the
-    /// kernel has more than one CPU (a run then starts on the arbiter of its caller).
-    run_arbiters: Option<Arc<Vec<ArbiterHandle>>>,
     /// Schedules and scheduled runs (contract §10).
     pub scheduler: Addr<Scheduler>,
     pub started: Instant,
@@ -242,12 +239,7 @@ impl Kernel {
             .handlers
             .set_redactor(Arc::clone(&capabilities.redactor));
         let capabilities = Arc::new(capabilities);
-        let (arbiters, arbiter_cpus): (Vec<_>, Vec<_>) = pack_arbiters(&config).into_iter().unzip();
-        // With one CPU for the whole kernel there is no load to spread: a run goes to the arbiter
-        // its blocks run on, so each block call is a message on that thread, not a hand-off
-        // between the HTTP worker and the pack's arbiter (README, "The block path").
-        let run_arbiters =
-            (crate::affinity::allowed_cpus().len() <= 1).then(|| Arc::new(arbiters.clone()));
+        let (arbiters, arbiter_cpus) = pack_arbiters(&config).into_iter().unzip();
         let sandbox = SandboxSettings {
             modules_dir: layout.runtime_python(),
             host_script,
@@ -348,7 +340,6 @@ impl Kernel {
             limiter,
             audit,
             history,
-            run_arbiters,
             scheduler,
             started: Instant::now(),
             docker,
@@ -510,35 +501,10 @@ impl Kernel {
             tree: Arc::new(crate::flow_run::RunTree::new(flows)),
             span: span.clone(),
         };
-        let arbiter = self.run_arbiter(&req.flow);
-        // The caller's wait has a deadline of its own: the run's, its timer's grace and the store
-        // deadline, plus a second. Past it the thread that runs the run is stuck (a write that
-        // never returns on a sick disk): the caller is answered as not stored (500), not never.
-        let answer_by = deadline
-            + Duration::from_millis(200)
-            + crate::flow_run::STORE_DEADLINE
-            + Duration::from_secs(1);
-        let record = FlowRun::launch_on(arbiter, req, self.deps.clone()).instrument(span);
-        match tokio::time::timeout_at(answer_by.into(), record).await {
-            Ok(record) => record.map_err(|_| RunError::Lost),
-            Err(_) => {
-                tracing::error!(flow_id = %flow_id, "a run did not answer by its deadline and the store deadline (is the disk hung?); answered as not stored");
-                Err(RunError::Lost)
-            }
-        }
-    }
-
-    /// Where a run starts when the kernel has one CPU: the arbiter of the pack of its first block
-    /// step (a flow without one stays on its caller's).
-    fn run_arbiter(&self, flow: &rumi_domain::Flow) -> Option<ArbiterHandle> {
-        let arbiters = self.run_arbiters.as_ref()?;
-        let pack = flow.steps.iter().find_map(|s| match &s.kind {
-            rumi_domain::flow::StepKind::Block { owner_pack, .. } => Some(owner_pack),
-            _ => None,
-        })?;
-        arbiters
-            .get(crate::registry::arbiter_slot(pack, arbiters.len()))
-            .cloned()
+        FlowRun::launch(req, self.deps.clone())
+            .instrument(span)
+            .await
+            .map_err(|_| RunError::Lost)
     }
 
     /// Waits until the Registry has done its first scan (packs, approvals, flows), so no request

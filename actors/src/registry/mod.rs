@@ -19,7 +19,6 @@ mod flows;
 mod jobs;
 mod lib;
 mod sandbox;
-pub use sandbox::arbiter_slot;
 mod state;
 mod summary;
 mod uninstall;

@@ -13,13 +13,6 @@ use actix::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Which of `n` pack arbiters pack `id`'s actors live on: a hash of its id.
-pub fn arbiter_slot(id: &str, n: usize) -> usize {
-    id.bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-        % n.max(1)
-}
-
 impl Registry {
     /// Starts the sandbox and the egress listener of an approved pack, stops both for any other
     /// state.
@@ -135,7 +128,9 @@ impl Registry {
 
     /// The arbiter a pack's actors live on: a hash of its id.
     pub(super) fn slot(&self, id: &str) -> usize {
-        arbiter_slot(id, self.sandbox.arbiters.len())
+        id.bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % self.sandbox.arbiters.len().max(1)
     }
 
     /// Supervision: a sandbox actor that died (a panic in a handler ends its task) is replaced
