@@ -37,8 +37,9 @@ pub struct RunDeps {
     /// Secret values, scrubbed from the record, block audit entries and events of every run.
     pub redactor: Arc<crate::capability::redact::Redactor>,
     pub audit: Addr<AuditWriter>,
-    /// The writer's queue: block calls' entries go there, without a message of their own (a
-    /// wake-up of the disk thread per call); the run's record message writes them first.
+    /// The writer's queue: what the run audits (block calls, refusals, events) goes there,
+    /// without a message of their own (a wake-up of the disk thread each); the run writes what
+    /// the queue holds before its own entry, when it stores its record.
     pub audit_queue: crate::audit::AuditQueue,
     /// Where a finished run's record and audit entry are stored (on the run's thread when it can).
     pub runs: RunSink,
