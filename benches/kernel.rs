@@ -20,14 +20,7 @@ use support::*;
 fn bench_home() -> tempfile::TempDir {
     let dir = common::fresh_home();
     let flows = dir.path().join("user_data/shared/flows");
-    std::fs::write(
-        flows.join("five.flow.yaml"),
-        "flow_id: five\nphases: [m]\nsteps:\n".to_string()
-            + &(0..5)
-                .map(|i| format!("  - {{id: s{i}, phase: m, priority: {i}, type: python_file_call, owner_pack: my_pack, file: blocks/hello.py, input: {{name: \"${{ctx.name}}\"}}, output: g{i}}}\n"))
-                .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(flows.join("five.flow.yaml"), common::five_step_flow()).unwrap();
     std::fs::write(
         flows.join("set_only.flow.yaml"),
         "flow_id: set_only\nphases: [m]\nsteps:\n  - {id: a, phase: m, type: set, input: {key: greeting, value: \"Hello, ${ctx.name}!\"}}\n",

@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 #[actix_rt::test]
 async fn a_nested_run_does_not_write_its_entries_before_the_parents_earlier_block_call() {
     if !python_available() {
-        println!("SKIPPED: needs python3");
         return;
     }
     let home = fresh_home();

@@ -121,17 +121,13 @@ const STORED_KEYS: &[&str] = &[
 #[actix_rt::test]
 async fn a_one_step_and_a_five_step_run_keep_their_audit_entries_and_record_keys() {
     if !python_available() {
-        println!("SKIPPED: needs python3");
         return;
     }
     let home = fresh_home();
     write(
         home.path(),
         "user_data/shared/flows/five.flow.yaml",
-        &("flow_id: five\nphases: [m]\nsteps:\n".to_string()
-            + &(0..5)
-                .map(|i| format!("  - {{id: s{i}, phase: m, priority: {i}, type: python_file_call, owner_pack: my_pack, file: blocks/hello.py, input: {{name: \"${{ctx.name}}\"}}, output: g{i}}}\n"))
-                .collect::<String>()),
+        &five_step_flow(),
     );
     let k = Kernel::start(home.path(), &[]);
     k.approve("my_pack").await;

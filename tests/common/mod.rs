@@ -35,6 +35,15 @@ pub fn python_available() -> bool {
     ok
 }
 
+/// The 5-step block flow `five` (five calls of `my_pack`'s `blocks/hello.py`) the kernel bench
+/// measures and `tests/run_pin.rs` pins.
+pub fn five_step_flow() -> String {
+    "flow_id: five\nphases: [m]\nsteps:\n".to_string()
+        + &(0..5)
+            .map(|i| format!("  - {{id: s{i}, phase: m, priority: {i}, type: python_file_call, owner_pack: my_pack, file: blocks/hello.py, input: {{name: \"${{ctx.name}}\"}}, output: g{i}}}\n"))
+            .collect::<String>()
+}
+
 /// Copies the repository's example packs and shared flows into a fresh home.
 pub fn fresh_home() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
