@@ -250,7 +250,7 @@ fn main() {
     let health = format!("{}/api/health", kernel.base);
     let hs = Arc::new(Mutex::new(Vec::<f64>::new()));
     let h2 = hs.clone();
-    let health_cpu0 = cpu_secs(pid);
+    let health_cpu0 = (cpu_secs(pid), switches(pid));
     c.bench_function("http_health", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -272,10 +272,11 @@ fn main() {
     summary.add(
         "http_health (floor)",
         format!(
-            "p50 {:.3} ms, p95 {:.3} ms, kernel CPU {:.1} µs per request",
+            "p50 {:.3} ms, p95 {:.3} ms, kernel CPU {:.1} µs and {:.1} thread switches per request",
             floor,
             pct(&v, 0.95),
-            (cpu_secs(pid) - health_cpu0) * 1e6 / v.len() as f64
+            (cpu_secs(pid) - health_cpu0.0) * 1e6 / v.len() as f64,
+            switches(pid).saturating_sub(health_cpu0.1) as f64 / v.len() as f64
         ),
     );
     let mut p50 = [0.0; 3];

@@ -84,8 +84,14 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
         .context("cannot write user_data/kernel.lock")?;
     // The kernel first: its boot removes what a crash left half-written under user_data/,
     // which must happen before the token (or anything else) is written there.
-    let kernel = Kernel::boot(layout.clone(), settings.runtime.clone())
-        .context("the kernel could not start")?;
+    let cpus = rumi_actors::affinity::allowed_cpus().len().max(1);
+    let http_workers = settings.http_workers.unwrap_or(cpus);
+    let mut runtime = settings.runtime.clone();
+    // One HTTP worker on the kernel's one CPU: the pack sandboxes live on that worker's thread,
+    // so a run's block calls are messages on its own thread (see `registry::ContainerHost`).
+    runtime.sandboxes_on_http_worker =
+        http_workers == 1 && cpus == 1 && settings.cpu_policy == CpuPolicy::Half;
+    let kernel = Kernel::boot(layout.clone(), runtime).context("the kernel could not start")?;
     let token = match &settings.token_override {
         Some(t) => t.clone(),
         None => {
@@ -123,7 +129,12 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
         read_timeout: settings.body_read_timeout,
     };
     let import_slots = web::Data::new(http::pack_import::ImportSlots::default());
+    let host_kernel = kernel.clone();
+    let hosted = std::sync::Arc::new(std::sync::Once::new());
     let server = HttpServer::new(move || {
+        // Runs on each HTTP worker's thread as it starts: the first names its arbiter as the
+        // sandboxes' host (a no-op unless the kernel waits for one).
+        hosted.call_once(|| host_kernel.host_sandboxes(actix_rt::Arbiter::current()));
         App::new()
             .app_data(kernel_data.clone())
             .app_data(token_data.clone())
@@ -136,11 +147,7 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     })
     // Signals are ours (see `stop_on_signal`), so the shutdown can release waiting requests first.
     .disable_signals()
-    .workers(
-        settings
-            .http_workers
-            .unwrap_or_else(|| rumi_actors::affinity::allowed_cpus().len().max(1)),
-    )
+    .workers(http_workers)
     .listen(listener)
     .context("the HTTP server could not use its socket")?;
     tracing::info!(host = %settings.host, port, mode = kernel.execution_mode(), "rumi kernel listening");

@@ -17,7 +17,10 @@
 //!   clients, containers and everything else on the machine. Measured back to back on the 2-vCPU
 //!   host, bench client on the same machine: 1-step block flow p50 0.41 ms (`pack`: 0.51), `set`
 //!   p50 0.20–0.22 ms (0.27), and the same throughput (5.8–6.1k flows/s), because per-request
-//!   kernel work is small enough for one CPU.
+//!   kernel work is small enough for one CPU. When that set is one CPU (and so the kernel serves
+//!   HTTP on one worker), the pack sandboxes live on the HTTP worker's own arbiter, which removes
+//!   the HTTP worker ↔ pack arbiter hand-off of every block call
+//!   ([`crate::registry::ContainerHost`]).
 //! * `pack`: only pack arbiters and their workers are pinned; the rest of the kernel uses every CPU.
 //!   For machines where the kernel's own CPU work is the bottleneck.
 //! * `off`: nothing is pinned.

@@ -51,6 +51,10 @@ pub struct RuntimeConfig {
     /// Pin pack arbiter threads (and so their workers and containers) to CPUs; see
     /// [`crate::affinity`].
     pub pack_cpu_pinning: bool,
+    /// Host the pack sandboxes on the HTTP worker's arbiter, named after boot with
+    /// [`crate::Kernel::host_sandboxes`] (see [`crate::registry::ContainerHost`]). The edge sets it
+    /// when it serves HTTP on one worker with the kernel on one CPU.
+    pub sandboxes_on_http_worker: bool,
     /// Pack containers (strict mode): image, limits, socket group.
     pub container: ContainerSettings,
     /// Start a pack's container when it is approved (and at boot) rather than at its first call.
@@ -79,6 +83,7 @@ impl RuntimeConfig {
             run_history: 1000,
             audit_sync_interval: Duration::from_millis(200),
             pack_cpu_pinning: true,
+            sandboxes_on_http_worker: false,
             container: ContainerSettings::new(crate::docker::image::default_tag()),
             container_start_eager: false,
             egress: EgressSettings::default(),

@@ -708,6 +708,12 @@ fn not_approved(pack: &str, state: Option<PackState>) -> StepFailure {
             ErrorType::ApprovalRejected,
             format!("pack {pack:?} is not installed"),
         ),
+        // Approved, without a sandbox: the kernel is starting (its sandboxes wait for the HTTP
+        // worker that hosts them) or the pack's sandbox is being replaced.
+        Some(PackState::Approved) => StepFailure::new(
+            ErrorType::WorkerUnavailable,
+            format!("the sandbox of pack {pack:?} is starting; retry in a moment"),
+        ),
         Some(PackState::Modified) => StepFailure::new(
             ErrorType::HashVerificationFailed,
             format!("pack {pack:?} changed since it was approved; approve it again"),

@@ -14,7 +14,7 @@ use crate::keys::SigningKey;
 use crate::layout::Layout;
 use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
 use crate::pack_container::{ReleaseSandbox, StartSandbox};
-use crate::registry::{Registry, SandboxSettings, StopAll};
+use crate::registry::{ContainerHost, HostContainers, Registry, SandboxSettings, StopAll};
 use crate::run_history::{RunHistory, RunSink, RunStore};
 use crate::scheduler::{Scheduler, SystemWallClock};
 use crate::view::KernelView;
@@ -116,6 +116,10 @@ impl RunError {
         }
     }
 }
+
+/// How long the pack sandboxes wait at boot for [`Kernel::host_sandboxes`] before they start on
+/// the pack arbiters (with `sandboxes_on_http_worker`).
+const SANDBOX_HOST_WAIT: Duration = Duration::from_secs(30);
 
 /// The arbiters that host pack sandboxes: one per two CPUs, each pinned to its own CPU when
 /// pinning is on (see [`crate::affinity`]).
@@ -244,6 +248,13 @@ impl Kernel {
             modules_dir: layout.runtime_python(),
             host_script,
             arbiters,
+            container_host: if config.sandboxes_on_http_worker {
+                ContainerHost::Awaiting {
+                    wait: SANDBOX_HOST_WAIT,
+                }
+            } else {
+                ContainerHost::Arbiters
+            },
             arbiter_cpus,
             docker: docker.clone(),
             proxy: Arc::clone(&proxy),
@@ -505,6 +516,13 @@ impl Kernel {
             .instrument(span)
             .await
             .map_err(|_| RunError::Lost)
+    }
+
+    /// Names the arbiter the pack sandboxes live on (the HTTP worker's; with
+    /// `sandboxes_on_http_worker`, see [`ContainerHost`]): called once on that worker's thread
+    /// when the HTTP server starts. Without the setting, or the second time, it changes nothing.
+    pub fn host_sandboxes(&self, arbiter: actix::ArbiterHandle) {
+        self.registry.do_send(HostContainers(arbiter));
     }
 
     /// Waits until the Registry has done its first scan (packs, approvals, flows), so no request

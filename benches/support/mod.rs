@@ -156,6 +156,31 @@ pub fn cpu_secs(pid: u32) -> f64 {
     total / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// Context switches so far of the kernel's threads and its pack workers (`/proc`, voluntary and
+/// not): each thread hand-off on the block path is one, so their count per run shows the
+/// hand-offs without the noise of timing.
+pub fn switches(pid: u32) -> u64 {
+    let of = |status: std::path::PathBuf| -> u64 {
+        std::fs::read_to_string(status)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            total += of(t.path().join("status"));
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                total += of(std::path::PathBuf::from(format!("/proc/{child}/status")));
+            }
+        }
+    }
+    total
+}
+
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -215,7 +240,7 @@ pub fn latency_bench_cpu(
     summary: &mut Summary,
 ) -> f64 {
     let url = format!("{base}/api/flows/{flow}/run");
-    let cpu0 = pid.map(cpu_secs);
+    let cpu0 = pid.map(|p| (cpu_secs(p), switches(p)));
     let body = json!({"inputs": {"name": "bench"}});
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
     let inner = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -243,9 +268,10 @@ pub fn latency_bench_cpu(
     let mut inner = inner.lock().unwrap().clone();
     inner.sort_by(f64::total_cmp);
     let cpu = match (pid, cpu0) {
-        (Some(pid), Some(c0)) if !v.is_empty() => format!(
-            ", kernel CPU {:.1} µs per run",
-            (cpu_secs(pid) - c0) * 1e6 / v.len() as f64
+        (Some(pid), Some((c0, s0))) if !v.is_empty() => format!(
+            ", kernel CPU {:.1} µs and {:.1} thread switches per run",
+            (cpu_secs(pid) - c0) * 1e6 / v.len() as f64,
+            switches(pid).saturating_sub(s0) as f64 / v.len() as f64
         ),
         _ => String::new(),
     };

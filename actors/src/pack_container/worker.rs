@@ -198,17 +198,35 @@ impl Worker {
             &frame,
             self.max_frame,
         );
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(reply)) => (Some(self), Ok(reply)),
-            Ok(Err(e)) => {
-                self.kill();
-                (None, Err(e))
+        let failure = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => return (Some(self), Ok(reply)),
+            Ok(Err(e)) => e,
+            Err(_) => CallError::TimedOut,
+        };
+        self.kill_off_thread().await;
+        (None, Err(failure))
+    }
+
+    /// [`Self::kill`] with the tree walk (up to [`KILL_WALK_LIMIT`], a fork bomb's worth) on the
+    /// blocking pool: the thread the worker's owner runs on may be the HTTP worker's (see
+    /// `registry::ContainerHost`), whose other requests must not wait for it. The caller hears
+    /// of the failure once the tree is dead, as before.
+    async fn kill_off_thread(&mut self) {
+        if !self.killed {
+            self.killed = true;
+            if let Some((procs, pack)) = self.registered.take() {
+                procs.unregister(&pack, self.pgid);
             }
-            Err(_) => {
-                self.kill();
-                (None, Err(CallError::TimedOut))
+            let pgid = self.pgid;
+            let walk = tokio::task::spawn_blocking(move || {
+                proctree::kill_tree(pgid, KILL_WALK_LIMIT);
+            });
+            if walk.await.is_err() {
+                // No blocking pool (the runtime is stopping): walk here.
+                proctree::kill_tree(pgid, KILL_WALK_LIMIT);
             }
         }
+        let _ = self.child.start_kill();
     }
 
     /// Kills the worker, every process under it and its process group now (once); the zombie

@@ -29,6 +29,7 @@ pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use extras::ComponentStatus;
 pub use flows::Stopping;
 pub use lib::{LibRunError, LibRunResult, LibSummary, RunLib};
+pub use sandbox::{ContainerHost, HostContainers};
 pub use summary::RefreshSummary;
 pub use uninstall::{Uninstall, Uninstalled};
 
@@ -220,6 +221,8 @@ pub struct SandboxSettings {
     pub modules_dir: PathBuf,
     /// Pack sandboxes are spread over these by a hash of the pack id.
     pub arbiters: Vec<ArbiterHandle>,
+    /// Where the `PackContainer` actors live (their doors stay on `arbiters`).
+    pub container_host: sandbox::ContainerHost,
     /// The CPU each arbiter is pinned to (a container of that arbiter's pack uses it too).
     pub arbiter_cpus: Vec<Option<usize>>,
     /// The Docker backend: present exactly in strict mode.
@@ -619,6 +622,7 @@ impl Actor for Registry {
         uninstall::empty_trash(&self.layout.user_data());
         // `AwaitFlows` answers when this first load is published.
         drop(self.scan());
+        self.await_container_host(ctx);
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
             act.restart_dead_sandboxes(None)
         });

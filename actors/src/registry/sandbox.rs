@@ -1,6 +1,6 @@
 //! A pack's sandbox, for the [`Registry`](super::Registry): started (with its doors) while the
-//! pack is approved, stopped otherwise, placed on an arbiter by a hash of the pack id, and
-//! replaced when its actor died (supervision).
+//! pack is approved, stopped otherwise, placed on its host (see [`ContainerHost`]), and replaced
+//! when its actor died (supervision).
 
 use super::{doors, Registry};
 use crate::approval::ManifestVerifier;
@@ -12,8 +12,90 @@ use crate::view::PackState;
 use actix::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the pack sandboxes (the `PackContainer` actors) live; their doors (egress and capability
+/// listeners) always live on the pack arbiters.
+///
+/// A flow run lives on the HTTP worker that received its request, and each of its block calls
+/// is a message to the pack's `PackContainer`: on another thread, that is two thread hand-offs
+/// per call (there and back), which on one CPU cost more than the work on either side. When the
+/// kernel serves HTTP on one worker thread and runs on one CPU (`RUMI_CPU_AFFINITY=half` on a
+/// machine of up to 3 CPUs), the sandboxes live on that worker's arbiter instead, so a block call
+/// is a message on the run's own thread and only the pipe to Python crosses threads (measured in
+/// the README, "The block path at the physical floor").
+#[derive(Clone)]
+pub enum ContainerHost {
+    /// On the pack arbiters, by a hash of the pack id.
+    Arbiters,
+    /// On the arbiter [`HostContainers`] names (the HTTP worker's, known only once the HTTP
+    /// server has started, after the kernel booted): no sandbox starts before it arrives; after
+    /// `wait` without it (a kernel embedded without HTTP) they start on the pack arbiters.
+    Awaiting { wait: Duration },
+    /// On this arbiter; the pack arbiters take over if it stops.
+    On(ArbiterHandle),
+}
+
+/// Names the arbiter the sandboxes live on (see [`ContainerHost::Awaiting`]); the sandboxes
+/// waiting for it start there. Ignored unless the registry is waiting for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HostContainers(pub ArbiterHandle);
+
+impl Handler<HostContainers> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: HostContainers, _: &mut Self::Context) {
+        if matches!(self.sandbox.container_host, ContainerHost::Awaiting { .. }) {
+            self.sandbox.container_host = ContainerHost::On(msg.0);
+            self.start_waiting_sandboxes();
+        }
+    }
+}
 
 impl Registry {
+    /// At start: while the sandboxes wait for their host, a deadline sends them to the pack
+    /// arbiters should it never be named.
+    pub(super) fn await_container_host(&mut self, ctx: &mut Context<Self>) {
+        if let ContainerHost::Awaiting { wait } = self.sandbox.container_host {
+            ctx.run_later(wait, |act, _| {
+                if matches!(act.sandbox.container_host, ContainerHost::Awaiting { .. }) {
+                    tracing::info!("no arbiter was named for the pack sandboxes; they run on the pack arbiters");
+                    act.sandbox.container_host = ContainerHost::Arbiters;
+                    act.start_waiting_sandboxes();
+                }
+            });
+        }
+    }
+
+    fn start_waiting_sandboxes(&mut self) {
+        let waiting: Vec<String> = self
+            .packs
+            .iter()
+            .filter(|(_, e)| e.state == PackState::Approved && e.container.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            self.reconcile_container(&id);
+        }
+    }
+
+    /// The arbiter a new sandbox of the pack in `slot` starts on; `None` while its host is not
+    /// known yet. A host arbiter that stopped (its thread ended) hands over to the pack arbiters.
+    fn sandbox_arbiter(&mut self, slot: usize) -> Option<ArbiterHandle> {
+        match &self.sandbox.container_host {
+            ContainerHost::Awaiting { .. } => return None,
+            // `spawn` tells whether the arbiter still runs (its queue accepts work).
+            ContainerHost::On(host) if host.spawn(async {}) => return Some(host.clone()),
+            ContainerHost::On(_) => {
+                tracing::warn!("the arbiter hosting the pack sandboxes stopped; they now run on the pack arbiters");
+                self.sandbox.container_host = ContainerHost::Arbiters;
+            }
+            ContainerHost::Arbiters => {}
+        }
+        Some(self.sandbox.arbiters[slot].clone())
+    }
+
     /// Starts the sandbox and the egress listener of an approved pack, stops both for any other
     /// state.
     pub(super) fn reconcile_container(&mut self, id: &str) {
@@ -31,11 +113,19 @@ impl Registry {
         }
         self.follow_watch(id);
         let slot = self.slot(id);
+        let running = self.packs.get(id).is_some_and(|e| e.container.is_some());
+        let host = match (wanted, running) {
+            (true, false) => match self.sandbox_arbiter(slot) {
+                Some(host) => Some(host),
+                None => return, // started once its host is known
+            },
+            _ => None,
+        };
         let Some(entry) = self.packs.get_mut(id) else {
             return;
         };
-        match (wanted, entry.container.is_some()) {
-            (true, false) => {
+        match (wanted, host) {
+            (true, Some(host)) => {
                 let warm = entry.warm.take();
                 let manifest = entry
                     .record
@@ -109,14 +199,13 @@ impl Registry {
                 );
                 let audit = self.sandbox.audit_queue.clone();
                 let registry = self.self_addr.clone().expect("set in started").recipient();
-                let addr =
-                    PackContainer::start_in_arbiter(&self.sandbox.arbiters[slot], move |_| {
-                        PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
-                    });
+                let addr = PackContainer::start_in_arbiter(&host, move |_| {
+                    PackContainer::new(pid, root, backend, verifier, limit, registry, audit)
+                });
                 entry.container = Some(addr.clone());
                 self.view.set_container(id, Some(addr));
             }
-            (false, true) => {
+            (false, _) => {
                 if let Some(c) = entry.container.take() {
                     c.do_send(pack_container::Stop);
                 }

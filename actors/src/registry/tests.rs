@@ -8,8 +8,16 @@ use crate::config::SecurityMode;
 use crate::keys::SigningKey;
 use std::time::Duration;
 
-#[actix_rt::test]
-async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
+/// A registry over one approvable pack `p` (strict mode: the engine connects only when a
+/// container starts, which no call here does, so neither Docker nor Python is needed).
+fn registry_with_one_pack(
+    host: ContainerHost,
+) -> (
+    tempfile::TempDir,
+    Addr<Registry>,
+    Arc<KernelView>,
+    Addr<AuditWriter>,
+) {
     let home = tempfile::tempdir().unwrap();
     let blocks = home.path().join("ecosystem/p/backend/blocks");
     fs::create_dir_all(&blocks).unwrap();
@@ -32,6 +40,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
         host_script: PathBuf::new(),
         modules_dir: PathBuf::new(),
         arbiters: vec![Arbiter::current()],
+        container_host: host,
         arbiter_cpus: vec![None],
         docker: Some(crate::docker::DockerEngine::new(
             crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
@@ -75,6 +84,12 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
         sandbox,
     )
     .start();
+    (home, registry, view, audit)
+}
+
+#[actix_rt::test]
+async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
+    let (home, registry, view, audit) = registry_with_one_pack(ContainerHost::Arbiters);
     registry
         .send(Approve {
             pack_id: "p".into(),
@@ -171,4 +186,100 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
         .await
         .unwrap();
     assert!(view.container("p").is_none());
+}
+
+async fn approve_p(registry: &Addr<Registry>) {
+    registry
+        .send(Approve {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Polls `f` every 5 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
+    let (_home, registry, view, _audit) = registry_with_one_pack(ContainerHost::Awaiting {
+        wait: Duration::from_secs(3600),
+    });
+    approve_p(&registry).await;
+    assert!(
+        view.container("p").is_none(),
+        "no sandbox starts before its host is named"
+    );
+
+    let host = Arbiter::new();
+    registry.send(HostContainers(host.handle())).await.unwrap();
+    let hosted = view.container("p").expect("started once the host is named");
+    let snap = hosted
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .unwrap();
+    assert_eq!(snap.pack_id, "p");
+
+    // A second naming changes nothing.
+    registry
+        .send(HostContainers(Arbiter::current()))
+        .await
+        .unwrap();
+    assert!(view.container("p") == Some(hosted.clone()));
+
+    // The sandbox lived on the named arbiter: stopping that arbiter stops it...
+    host.stop();
+    host.join().unwrap();
+    eventually("the hosted sandbox stops with its arbiter", || {
+        !hosted.connected()
+    })
+    .await;
+    // ... and its replacement goes to the pack arbiters, not to the stopped one.
+    registry
+        .send(SandboxLost {
+            pack_id: "p".into(),
+        })
+        .await
+        .unwrap();
+    let replaced = view.container("p").expect("a replacement");
+    assert!(replaced != hosted);
+    let snap = replaced
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .unwrap();
+    assert_eq!(snap.pack_id, "p");
+}
+
+#[actix_rt::test]
+async fn sandboxes_whose_host_is_never_named_start_on_the_pack_arbiters() {
+    let (_home, registry, view, _audit) = registry_with_one_pack(ContainerHost::Awaiting {
+        wait: Duration::from_millis(50),
+    });
+    approve_p(&registry).await;
+    eventually("the sandbox starts after the wait", || {
+        view.container("p").is_some()
+    })
+    .await;
+    let started = view.container("p").unwrap();
+    assert!(started
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .is_ok());
+    // Named too late: it stays where it is.
+    let late = Arbiter::new();
+    registry.send(HostContainers(late.handle())).await.unwrap();
+    late.stop();
+    late.join().unwrap();
+    assert!(view.container("p") == Some(started.clone()));
+    assert!(started
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .is_ok());
 }
