@@ -401,6 +401,21 @@ async fn a_failing_component_is_disabled_alone() {
     assert_eq!(status, 200);
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["result"]["out"], json!({"hi": 2}));
+
+    // Setups run again at every start, once the pack's sandbox is there (with one HTTP worker
+    // the sandbox waits for that worker to host it; a setup must wait with it, not fail).
+    k.stop();
+    let k = Kernel::start(home.path(), &[]);
+    let good = until(20, "the setups after a restart", || async {
+        let (_, p) = k.get("/api/packs/comps").await;
+        let comps = p["data"]["components"].as_array()?.clone();
+        (comps.len() == 4)
+            .then(|| comps.into_iter().find(|c| c["component_id"] == "good"))
+            .flatten()
+    })
+    .await;
+    assert_eq!(good["state"], "ready", "{good}");
+    assert_eq!(good["result"], json!({"component": "good", "secret": null}));
 }
 
 /// Strict mode: the lib script runs in a throw-away container: `/data` writable, `/pack` (and

@@ -14,7 +14,9 @@ use crate::keys::SigningKey;
 use crate::layout::Layout;
 use crate::limiter::{Acquire, ConcurrencyLimiter, LimiterError, LimiterHandle};
 use crate::pack_container::{ReleaseSandbox, StartSandbox};
-use crate::registry::{ContainerHost, HostContainers, Registry, SandboxSettings, StopAll};
+use crate::registry::{
+    ContainerHost, HostContainers, Registry, SandboxSettings, SandboxesPlaced, StopAll,
+};
 use crate::run_history::{RunHistory, RunSink, RunStore};
 use crate::scheduler::{Scheduler, SystemWallClock};
 use crate::view::KernelView;
@@ -59,6 +61,9 @@ pub struct Kernel {
     pub pip: Arc<crate::pip::Pip>,
     /// Skill runs (the SkillRuntime): the API, the CLI and `kernel:skill.run` start them here.
     pub skills: Arc<crate::skills::SkillRuntime>,
+    /// Whether the pack sandboxes have their host yet (the HTTP gate waits for it; see
+    /// [`ContainerHost`]).
+    pub sandboxes_placed: Arc<SandboxesPlaced>,
     deps: RunDeps,
 }
 
@@ -255,6 +260,11 @@ impl Kernel {
             } else {
                 ContainerHost::Arbiters
             },
+            placed: if config.sandboxes_on_http_worker {
+                Arc::default()
+            } else {
+                SandboxesPlaced::placed()
+            },
             arbiter_cpus,
             docker: docker.clone(),
             proxy: Arc::clone(&proxy),
@@ -275,6 +285,7 @@ impl Kernel {
         ));
         let approvals = ApprovalStore::new(layout.approvals(), key);
         let skill_approvals = approvals.clone();
+        let sandboxes_placed = Arc::clone(&sandbox.placed);
         let registry = {
             let (layout, config, view, audit) = (
                 layout.clone(),
@@ -360,6 +371,7 @@ impl Kernel {
             admin,
             pip,
             skills,
+            sandboxes_placed,
             deps,
         };
         let _ = kernel_tx.send(kernel.clone());

@@ -15,6 +15,9 @@ pub const OPEN: [(Method, &str); 2] = [
     (Method::GET, "/api/openapi.json"),
 ];
 
+/// How long a request waits at start-up for the sandboxes to be placed before it is served anyway.
+const SANDBOXES_PLACED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The token, as app data.
 pub struct ApiToken(pub String);
 
@@ -45,6 +48,15 @@ pub async fn gate(
                     .error_response();
             super::cors::decorate(resp.headers_mut(), allowed.as_deref());
             return Ok(req.into_response(resp).map_into_right_body());
+        }
+    }
+    // In the first milliseconds after start-up the pack sandboxes may still be waiting for
+    // this HTTP worker to host them (`registry::ContainerHost`): no request is served before
+    // they have their place (a run would find an approved pack without its sandbox).
+    if let Some(kernel) = req.app_data::<web::Data<rumi_actors::Kernel>>() {
+        let placed = &kernel.sandboxes_placed;
+        if !placed.is_set() {
+            placed.wait(SANDBOXES_PLACED_WAIT).await;
         }
     }
     let mut res = next.call(req).await?;

@@ -122,7 +122,7 @@ impl Kernel {
     pub fn start_mode(home: &Path, env: &[(&str, &str)], permissive: bool) -> Kernel {
         let log = home.join("kernel-stderr.log");
         let mut cmd = serve_command(home, permissive);
-        cmd.env("RUMI_HTTP_WORKERS", "2")
+        cmd.env("RUMI_HTTP_WORKERS", "1")
             .env("RUMI_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());

@@ -540,15 +540,18 @@ impl PackContainer {
         bound: bool,
     ) -> Result<BlockOutput, StepFailure> {
         match outcome {
-            Ok(reply) => {
-                let log = reply
-                    .get("log")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+            Ok(mut reply) => {
+                let log = match reply.get_mut("log").map(Value::take) {
+                    Some(Value::String(log)) => log,
+                    _ => String::new(),
+                };
                 if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+                    // Moved out, not copied: a result may be megabytes.
                     return Ok(BlockOutput {
-                        result: reply.get("result").cloned().unwrap_or(Value::Null),
+                        result: reply
+                            .get_mut("result")
+                            .map(Value::take)
+                            .unwrap_or(Value::Null),
                         log,
                     });
                 }

@@ -64,13 +64,12 @@ pub enum CallError {
 
 /// A running worker process.
 pub struct Worker {
-    child: Child,
+    /// `None` once handed to its [`Reaper`] (the worker is being killed or was).
+    child: Option<Child>,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pgid: i32,
     max_frame: usize,
-    /// The tree was killed already (a failed call, then the drop).
-    killed: bool,
     /// Where its pid is registered as one of its pack's processes, until it is killed.
     registered: Option<(
         std::sync::Arc<crate::capability::peers::PackProcesses>,
@@ -127,8 +126,10 @@ impl Worker {
     /// `PR_SET_PDEATHSIG` (see [`proctree::prepare_worker`]), stderr logged in bounded lines under
     /// `label`. Shared by pack workers and capability handler workers
     /// ([`crate::capability::handler`]). Must be called on a thread that lives as long as the
-    /// kernel (the death signal follows the thread that forks). `redactor` scrubs secret values
-    /// from the logged lines.
+    /// worker's owner (the death signal follows the thread that forks): a kernel arbiter, or the
+    /// HTTP worker that hosts the pack sandboxes (`registry::ContainerHost`), whose actors, and so
+    /// their workers, are dropped — killed — before its thread ends. `redactor` scrubs secret
+    /// values from the logged lines.
     pub(crate) fn from_command(
         mut cmd: Command,
         label: &str,
@@ -167,12 +168,11 @@ impl Worker {
             tokio::spawn(log_stderr(stderr, label.to_string(), redactor));
         }
         Ok(Worker {
-            child,
+            child: Some(child),
             stdin,
             stdout: BufReader::new(stdout),
             pgid: pid,
             max_frame,
-            killed: false,
             registered: None,
         })
     }
@@ -207,38 +207,46 @@ impl Worker {
         (None, Err(failure))
     }
 
-    /// [`Self::kill`] with the tree walk (up to [`KILL_WALK_LIMIT`], a fork bomb's worth) on the
-    /// blocking pool: the thread the worker's owner runs on may be the HTTP worker's (see
-    /// `registry::ContainerHost`), whose other requests must not wait for it. The caller hears
-    /// of the failure once the tree is dead, as before.
+    /// Kills the worker on the blocking pool (see [`Reaper`]): the thread its owner runs on may
+    /// be the HTTP worker's (`registry::ContainerHost`), whose other requests must not wait for a
+    /// walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of the failure
+    /// once the tree is dead, as before; should this future be dropped first (its actor stopped),
+    /// the walk still runs to its end.
     async fn kill_off_thread(&mut self) {
-        if !self.killed {
-            self.killed = true;
-            if let Some((procs, pack)) = self.registered.take() {
-                procs.unregister(&pack, self.pgid);
-            }
-            let pgid = self.pgid;
-            let walk = tokio::task::spawn_blocking(move || {
-                proctree::kill_tree(pgid, KILL_WALK_LIMIT);
-            });
-            if walk.await.is_err() {
-                // No blocking pool (the runtime is stopping): walk here.
-                proctree::kill_tree(pgid, KILL_WALK_LIMIT);
-            }
+        if let Some(reaper) = self.reaper() {
+            let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
         }
-        let _ = self.child.start_kill();
     }
 
-    /// Kills the worker, every process under it and its process group now (once); the zombie
-    /// is reaped in the background.
+    /// Kills the worker, every process under it and its process group now, on this thread (once);
+    /// the zombie is reaped in the background.
     pub fn kill(&mut self) {
-        if !self.killed {
-            self.killed = true;
-            if let Some((procs, pack)) = self.registered.take() {
-                procs.unregister(&pack, self.pgid);
-            }
-            proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
+        drop(self.reaper());
+    }
+
+    /// Takes the worker out of its pack's processes and hands its tree to a [`Reaper`] (once).
+    fn reaper(&mut self) -> Option<Reaper> {
+        if let Some((procs, pack)) = self.registered.take() {
+            procs.unregister(&pack, self.pgid);
         }
+        let pgid = self.pgid;
+        self.child.take().map(|child| Reaper { pgid, child })
+    }
+}
+
+/// A worker's process tree, killed when this is dropped, wherever that happens: first the walk
+/// (the root, its descendants' subreaper, is stopped, not killed, while it runs, so nothing under
+/// it escapes to init), then the root, which tokio reaps. A blocking-pool task that is refused
+/// (the runtime stopping) drops its closure, and so this, on the thread that asked: the kill
+/// never goes missing, it only runs there.
+struct Reaper {
+    pgid: i32,
+    child: Child,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        proctree::kill_tree(self.pgid, KILL_WALK_LIMIT);
         let _ = self.child.start_kill();
     }
 }
@@ -313,8 +321,15 @@ fn unreadable_reply(buf: &[u8], id: u64, error: &serde_json::Error) -> Result<Va
 }
 
 impl Drop for Worker {
+    /// A worker dropped alive (its pack stopped, its call abandoned) is killed on the blocking
+    /// pool when there is a runtime, else here.
     fn drop(&mut self) {
-        self.kill();
+        if let Some(reaper) = self.reaper() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(reaper))),
+                Err(_) => drop(reaper),
+            }
+        }
     }
 }
 

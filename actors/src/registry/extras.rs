@@ -338,6 +338,9 @@ impl Registry {
     /// Starts queued jobs, in load order, while fewer than [`max_jobs`] run; a pack with a job
     /// (or a lib run on request) under way keeps its place in the queue.
     fn pump_extras(&mut self, ctx: &mut Context<Self>) {
+        if self.sandboxes_wait_for_host() {
+            return; // setups need the sandboxes: pumped again once they have their host
+        }
         let limit = max_jobs();
         let mut i = 0;
         while self.extras.active.len() < limit && i < self.extras.queue.len() {

@@ -759,8 +759,10 @@ impl Handler<FlowsRead> for Registry {
 impl Handler<Stopping> for Registry {
     type Result = ();
 
-    /// Releases every request waiting for a flow load (see [`Stopping`]).
+    /// Releases every request waiting for a flow load (see [`Stopping`]) and stops replacing
+    /// sandboxes that die (those hosted on the HTTP worker stop with it).
     fn handle(&mut self, _: Stopping, _: &mut Self::Context) {
+        self.stopping = true;
         let answer = self.current_answer();
         self.reloads.release(answer);
     }

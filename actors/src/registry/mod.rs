@@ -29,7 +29,7 @@ pub use decisions::{Approve, ApprovedPack, Reject, DECISION_FLOWS_DEADLINE};
 pub use extras::ComponentStatus;
 pub use flows::Stopping;
 pub use lib::{LibRunError, LibRunResult, LibSummary, RunLib};
-pub use sandbox::{ContainerHost, HostContainers};
+pub use sandbox::{ContainerHost, HostContainers, SandboxesPlaced};
 pub use summary::RefreshSummary;
 pub use uninstall::{Uninstall, Uninstalled};
 
@@ -223,6 +223,9 @@ pub struct SandboxSettings {
     pub arbiters: Vec<ArbiterHandle>,
     /// Where the `PackContainer` actors live (their doors stay on `arbiters`).
     pub container_host: sandbox::ContainerHost,
+    /// Set once the sandboxes have their host; the HTTP gate waits for it (see
+    /// [`sandbox::SandboxesPlaced`]).
+    pub placed: Arc<sandbox::SandboxesPlaced>,
     /// The CPU each arbiter is pinned to (a container of that arbiter's pack uses it too).
     pub arbiter_cpus: Vec<Option<usize>>,
     /// The Docker backend: present exactly in strict mode.
@@ -253,6 +256,9 @@ pub struct Registry {
     events: VecDeque<Value>,
     reloads: flows::Reloads,
     self_addr: Option<Addr<Registry>>,
+    /// The kernel is stopping (`Stopping`): a sandbox that dies now (its HTTP worker host
+    /// stopping first) is not replaced.
+    stopping: bool,
     /// The verifier of each `modified` pack, kept warm between scans: a file found changed is
     /// not hashed again while its stat stays the same, so a scan costs stats, not the hashing of
     /// a (possibly huge) changed file every time.
@@ -290,6 +296,7 @@ impl Registry {
             events: VecDeque::new(),
             reloads: flows::Reloads::default(),
             self_addr: None,
+            stopping: false,
             modified_verifiers: HashMap::new(),
             watch: watch::PackWatch::default(),
             last_sources: flows::KeptSources::default(),

@@ -21,20 +21,27 @@ use std::time::Duration;
 /// is a message to the pack's `PackContainer`: on another thread, that is two thread hand-offs
 /// per call (there and back), which on one CPU cost more than the work on either side. When the
 /// kernel serves HTTP on one worker thread and runs on one CPU (`RUMI_CPU_AFFINITY=half` on a
-/// machine of up to 3 CPUs), the sandboxes live on that worker's arbiter instead, so a block call
-/// is a message on the run's own thread and only the pipe to Python crosses threads (measured in
-/// the README, "The block path at the physical floor").
+/// machine of one or two CPUs), the sandboxes live on that worker's arbiter instead, so a block
+/// call is a message on the run's own thread and only the pipe to Python crosses threads
+/// (measured in the README, "The block path at the physical floor"). A pack with more than
+/// [`HOSTED_MAX_ENTRIES`] files and directories stays on the pack arbiters: its check before
+/// every call (a stat of each) must not hold the HTTP thread.
 #[derive(Clone)]
 pub enum ContainerHost {
     /// On the pack arbiters, by a hash of the pack id.
     Arbiters,
     /// On the arbiter [`HostContainers`] names (the HTTP worker's, known only once the HTTP
-    /// server has started, after the kernel booted): no sandbox starts before it arrives; after
-    /// `wait` without it (a kernel embedded without HTTP) they start on the pack arbiters.
+    /// server has started, after the kernel booted): no sandbox, and no component setup, starts
+    /// before it arrives; after `wait` without it (a kernel embedded without HTTP) they start on
+    /// the pack arbiters.
     Awaiting { wait: Duration },
     /// On this arbiter; the pack arbiters take over if it stops.
     On(ArbiterHandle),
 }
+
+/// Largest pack (files and directories its verifier stats before every call) whose sandbox may
+/// live on the HTTP worker: a few hundred microseconds of `statx` at most.
+pub const HOSTED_MAX_ENTRIES: usize = 1000;
 
 /// Names the arbiter the sandboxes live on (see [`ContainerHost::Awaiting`]); the sandboxes
 /// waiting for it start there. Ignored unless the registry is waiting for it.
@@ -42,11 +49,52 @@ pub enum ContainerHost {
 #[rtype(result = "()")]
 pub struct HostContainers(pub ArbiterHandle);
 
+/// Whether the pack sandboxes have their host yet. The HTTP gate waits for it (a few
+/// milliseconds after the server starts, at most [`SandboxesPlaced::wait`]'s bound), so no
+/// request — a run of an approved pack's flow above all — meets a pack without its sandbox.
+#[derive(Debug, Default)]
+pub struct SandboxesPlaced {
+    done: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl SandboxesPlaced {
+    /// Already placed (the sandboxes live on the pack arbiters from the start).
+    pub fn placed() -> Arc<Self> {
+        let p = SandboxesPlaced::default();
+        p.set();
+        Arc::new(p)
+    }
+
+    pub fn set(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Returns once the sandboxes are placed, or after `max`.
+    pub async fn wait(&self, max: Duration) {
+        if self.is_set() {
+            return;
+        }
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        let _ = tokio::time::timeout(max, notified).await;
+    }
+}
+
 impl Handler<HostContainers> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: HostContainers, _: &mut Self::Context) {
-        if matches!(self.sandbox.container_host, ContainerHost::Awaiting { .. }) {
+        if self.sandboxes_wait_for_host() {
             self.sandbox.container_host = ContainerHost::On(msg.0);
             self.start_waiting_sandboxes();
         }
@@ -54,20 +102,27 @@ impl Handler<HostContainers> for Registry {
 }
 
 impl Registry {
+    pub(super) fn sandboxes_wait_for_host(&self) -> bool {
+        matches!(self.sandbox.container_host, ContainerHost::Awaiting { .. })
+    }
+
     /// At start: while the sandboxes wait for their host, a deadline sends them to the pack
     /// arbiters should it never be named.
     pub(super) fn await_container_host(&mut self, ctx: &mut Context<Self>) {
         if let ContainerHost::Awaiting { wait } = self.sandbox.container_host {
             ctx.run_later(wait, |act, _| {
-                if matches!(act.sandbox.container_host, ContainerHost::Awaiting { .. }) {
+                if act.sandboxes_wait_for_host() {
                     tracing::info!("no arbiter was named for the pack sandboxes; they run on the pack arbiters");
                     act.sandbox.container_host = ContainerHost::Arbiters;
                     act.start_waiting_sandboxes();
                 }
             });
+        } else {
+            self.sandbox.placed.set();
         }
     }
 
+    /// Starts the sandboxes that waited for their host, then the setups that waited for them.
     fn start_waiting_sandboxes(&mut self) {
         let waiting: Vec<String> = self
             .packs
@@ -78,14 +133,22 @@ impl Registry {
         for id in waiting {
             self.reconcile_container(&id);
         }
+        self.sandbox.placed.set();
+        if let Some(addr) = &self.self_addr {
+            addr.do_send(super::extras::PumpExtras);
+        }
     }
 
-    /// The arbiter a new sandbox of the pack in `slot` starts on; `None` while its host is not
-    /// known yet. A host arbiter that stopped (its thread ended) hands over to the pack arbiters.
-    fn sandbox_arbiter(&mut self, slot: usize) -> Option<ArbiterHandle> {
+    /// The arbiter a new sandbox of the pack in `slot` with `entries` files and directories
+    /// starts on; `None` while its host is not known yet. A host arbiter that stopped (its thread
+    /// ended) hands over to the pack arbiters. (`spawn` answers false once the arbiter's thread
+    /// has ended; between a stop request and then it still answers true, and a sandbox started
+    /// in that gap dies with the arbiter: the next supervision pass, within a second, replaces
+    /// it here.)
+    fn sandbox_arbiter(&mut self, slot: usize, entries: usize) -> Option<ArbiterHandle> {
         match &self.sandbox.container_host {
             ContainerHost::Awaiting { .. } => return None,
-            // `spawn` tells whether the arbiter still runs (its queue accepts work).
+            ContainerHost::On(_) if entries > HOSTED_MAX_ENTRIES => {}
             ContainerHost::On(host) if host.spawn(async {}) => return Some(host.clone()),
             ContainerHost::On(_) => {
                 tracing::warn!("the arbiter hosting the pack sandboxes stopped; they now run on the pack arbiters");
@@ -115,7 +178,7 @@ impl Registry {
         let slot = self.slot(id);
         let running = self.packs.get(id).is_some_and(|e| e.container.is_some());
         let host = match (wanted, running) {
-            (true, false) => match self.sandbox_arbiter(slot) {
+            (true, false) => match self.sandbox_arbiter(slot, self.pack_entries(id)) {
                 Some(host) => Some(host),
                 None => return, // started once its host is known
             },
@@ -215,6 +278,24 @@ impl Registry {
         }
     }
 
+    /// What the pack's verifier stats before every call: its files and directories (those its
+    /// warm verifier has read, at least those holding the approved files).
+    fn pack_entries(&self, id: &str) -> usize {
+        let Some(e) = self.packs.get(id) else {
+            return 0;
+        };
+        let Some(record) = &e.record else {
+            return 0;
+        };
+        let files = &record.manifest.files;
+        let parents: std::collections::HashSet<&str> = files
+            .keys()
+            .filter_map(|f| f.rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
+        let read = e.warm.as_ref().map_or(0, |v| v.dirs_known());
+        files.len() + parents.len().max(read)
+    }
+
     /// The arbiter a pack's actors live on: a hash of its id.
     pub(super) fn slot(&self, id: &str) -> usize {
         id.bytes()
@@ -227,6 +308,9 @@ impl Registry {
     /// restart a panicked actor by itself, and a dead address in the view would fail every call of
     /// the pack until the next approval.
     pub(super) fn restart_dead_sandboxes(&mut self, only: Option<&str>) {
+        if self.stopping {
+            return;
+        }
         fn dead<A: Actor>(a: &Option<Addr<A>>) -> bool {
             a.as_ref().is_some_and(|a| !a.connected())
         }

@@ -17,7 +17,9 @@ fn registry_with_one_pack(
     Addr<Registry>,
     Arc<KernelView>,
     Addr<AuditWriter>,
+    Arc<SandboxesPlaced>,
 ) {
+    let placed = Arc::new(SandboxesPlaced::default());
     let home = tempfile::tempdir().unwrap();
     let blocks = home.path().join("ecosystem/p/backend/blocks");
     fs::create_dir_all(&blocks).unwrap();
@@ -41,6 +43,7 @@ fn registry_with_one_pack(
         modules_dir: PathBuf::new(),
         arbiters: vec![Arbiter::current()],
         container_host: host,
+        placed: Arc::clone(&placed),
         arbiter_cpus: vec![None],
         docker: Some(crate::docker::DockerEngine::new(
             crate::docker::ContainerSettings::new("rumi-test-image:none".into()),
@@ -84,12 +87,14 @@ fn registry_with_one_pack(
         sandbox,
     )
     .start();
-    (home, registry, view, audit)
+    (home, registry, view, audit, placed)
 }
 
 #[actix_rt::test]
 async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
-    let (home, registry, view, audit) = registry_with_one_pack(ContainerHost::Arbiters);
+    let (home, registry, view, audit, placed) = registry_with_one_pack(ContainerHost::Arbiters);
+    placed.wait(Duration::from_secs(10)).await;
+    assert!(placed.is_set(), "placed at once without a host to wait for");
     registry
         .send(Approve {
             pack_id: "p".into(),
@@ -209,7 +214,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[actix_rt::test]
 async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
-    let (_home, registry, view, _audit) = registry_with_one_pack(ContainerHost::Awaiting {
+    let (_home, registry, view, _audit, placed) = registry_with_one_pack(ContainerHost::Awaiting {
         wait: Duration::from_secs(3600),
     });
     approve_p(&registry).await;
@@ -217,22 +222,49 @@ async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
         view.container("p").is_none(),
         "no sandbox starts before its host is named"
     );
+    assert!(!placed.is_set());
 
     let host = Arbiter::new();
     registry.send(HostContainers(host.handle())).await.unwrap();
     let hosted = view.container("p").expect("started once the host is named");
+    assert!(
+        placed.is_set(),
+        "the HTTP gate opens once the host is named"
+    );
     let snap = hosted
         .send(crate::pack_container::GetSnapshot)
         .await
         .unwrap();
     assert_eq!(snap.pack_id, "p");
 
-    // A second naming changes nothing.
-    registry
-        .send(HostContainers(Arbiter::current()))
-        .await
-        .unwrap();
+    // A second naming changes nothing: a sandbox started later (here: after a reject and a
+    // new approval) still goes to the first host, which the stop below proves.
+    let other = Arbiter::new();
+    registry.send(HostContainers(other.handle())).await.unwrap();
     assert!(view.container("p") == Some(hosted.clone()));
+    registry
+        .send(Reject {
+            pack_id: "p".into(),
+            reason: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    approve_p(&registry).await;
+    let hosted = view.container("p").expect("started again on approval");
+    assert!(hosted
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .is_ok());
+    other.stop();
+    other.join().unwrap();
+    assert!(
+        hosted
+            .send(crate::pack_container::GetSnapshot)
+            .await
+            .is_ok(),
+        "the second arbiter named did not get the sandbox"
+    );
 
     // The sandbox lived on the named arbiter: stopping that arbiter stops it...
     host.stop();
@@ -259,7 +291,7 @@ async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
 
 #[actix_rt::test]
 async fn sandboxes_whose_host_is_never_named_start_on_the_pack_arbiters() {
-    let (_home, registry, view, _audit) = registry_with_one_pack(ContainerHost::Awaiting {
+    let (_home, registry, view, _audit, placed) = registry_with_one_pack(ContainerHost::Awaiting {
         wait: Duration::from_millis(50),
     });
     approve_p(&registry).await;
@@ -268,6 +300,7 @@ async fn sandboxes_whose_host_is_never_named_start_on_the_pack_arbiters() {
     })
     .await;
     let started = view.container("p").unwrap();
+    assert!(placed.is_set());
     assert!(started
         .send(crate::pack_container::GetSnapshot)
         .await
@@ -282,4 +315,29 @@ async fn sandboxes_whose_host_is_never_named_start_on_the_pack_arbiters() {
         .send(crate::pack_container::GetSnapshot)
         .await
         .is_ok());
+}
+
+#[actix_rt::test]
+async fn a_large_pack_keeps_its_sandbox_on_the_pack_arbiters() {
+    let (home, registry, view, _audit, _placed) = registry_with_one_pack(ContainerHost::Awaiting {
+        wait: Duration::from_secs(3600),
+    });
+    let blocks = home.path().join("ecosystem/p/backend/blocks");
+    for i in 0..sandbox::HOSTED_MAX_ENTRIES {
+        fs::write(blocks.join(format!("f{i}.py")), "").unwrap();
+    }
+    approve_p(&registry).await;
+    let host = Arbiter::new();
+    registry.send(HostContainers(host.handle())).await.unwrap();
+    let started = view.container("p").expect("started once the host is named");
+    host.stop();
+    host.join().unwrap();
+    assert!(
+        started
+            .send(crate::pack_container::GetSnapshot)
+            .await
+            .is_ok(),
+        "a pack whose every call stats over {} entries is not hosted on the HTTP worker",
+        sandbox::HOSTED_MAX_ENTRIES
+    );
 }
