@@ -163,6 +163,9 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     server.await.context("the HTTP server failed")?;
     tracing::info!("shutting down");
     kernel.shutdown().await;
+    // The workers' trees handed to the reaper thread by now are killed before the process
+    // exits (best effort: bounded, and a sandbox still stopping on its arbiter may come later).
+    rumi_actors::pack_container::worker::reaped(std::time::Duration::from_secs(2));
     drop(home_lock);
     Ok(())
 }

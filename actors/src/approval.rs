@@ -332,11 +332,6 @@ impl ManifestVerifier {
     }
 
     /// The manifest this verifier checks against.
-    /// Directories whose listing this verifier holds (those it stats before every check).
-    pub fn dirs_known(&self) -> usize {
-        self.listings.len()
-    }
-
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }

@@ -151,6 +151,8 @@ impl Worker {
         unsafe {
             cmd.pre_exec(move || proctree::prepare_worker(kernel_pid));
         }
+        // Before the first worker exists: its kill must never need a new thread.
+        let _ = reaper_thread();
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
@@ -214,7 +216,13 @@ impl Worker {
     /// the walk still runs to its end.
     async fn kill_off_thread(&mut self) {
         if let Some(reaper) = self.reaper() {
-            let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
+            let (done, killed) = tokio::sync::oneshot::channel();
+            match reap_elsewhere(reaper, Some(done)) {
+                Some(reaper) => drop(reaper), // no reaper thread: here
+                None => {
+                    let _ = killed.await;
+                }
+            }
         }
     }
 
@@ -236,9 +244,7 @@ impl Worker {
 
 /// A worker's process tree, killed when this is dropped, wherever that happens: first the walk
 /// (the root, its descendants' subreaper, is stopped, not killed, while it runs, so nothing under
-/// it escapes to init), then the root, which tokio reaps. A blocking-pool task that is refused
-/// (the runtime stopping) drops its closure, and so this, on the thread that asked: the kill
-/// never goes missing, it only runs there.
+/// it escapes to init), then the root, which tokio reaps.
 struct Reaper {
     pgid: i32,
     child: Child,
@@ -321,14 +327,90 @@ fn unreadable_reply(buf: &[u8], id: u64, error: &serde_json::Error) -> Result<Va
 }
 
 impl Drop for Worker {
-    /// A worker dropped alive (its pack stopped, its call abandoned) is killed on the blocking
-    /// pool when there is a runtime, else here.
+    /// A worker dropped alive (its pack stopped, its call abandoned) is killed by the reaper
+    /// thread, or here when there is none.
     fn drop(&mut self) {
         if let Some(reaper) = self.reaper() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(move || drop(reaper))),
-                Err(_) => drop(reaper),
+            drop(reap_elsewhere(reaper, None));
+        }
+    }
+}
+
+/// What the reaper thread is asked: a tree to kill (and whom to tell), or to say when it has
+/// killed every tree asked before.
+enum ReapJob {
+    Kill(Reaper, Option<tokio::sync::oneshot::Sender<()>>),
+    Mark(std::sync::mpsc::Sender<()>),
+}
+
+/// Hands `reaper` to the kernel's one reaper thread, which kills the tree (up to
+/// [`KILL_WALK_LIMIT`]) and then answers `done`: the thread a worker's owner runs on may be the
+/// HTTP worker's (`registry::ContainerHost`), which must not wait for a walk. A thread of its
+/// own, started with the first worker, rather than the blocking pool: a fork bomb that has used
+/// up the user's processes makes every new thread fail (tokio's `spawn_blocking` then panics),
+/// and the kill must not need one. It runs at normal priority, so a bomb cannot starve it. Gives
+/// the reaper back when there is no such thread (it could not be started, or it died): the caller
+/// kills it then (dropping it does).
+#[must_use = "a reaper given back must be dropped where the caller is: that is the kill"]
+fn reap_elsewhere(
+    reaper: Reaper,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Option<Reaper> {
+    let Some(tx) = reaper_thread() else {
+        return Some(reaper);
+    };
+    match tx.send(ReapJob::Kill(reaper, done)) {
+        Ok(()) => None,
+        Err(e) => match e.0 {
+            ReapJob::Kill(reaper, _) => Some(reaper),
+            ReapJob::Mark(_) => None,
+        },
+    }
+}
+
+/// The reaper thread's queue (see [`reap_elsewhere`]); started on first use — from
+/// [`Worker::from_command`], so before any worker needs it.
+fn reaper_thread() -> Option<&'static std::sync::mpsc::Sender<ReapJob>> {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<ReapJob>>> =
+        std::sync::OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<ReapJob>();
+            let started = std::thread::Builder::new()
+                .name("rumi-reaper".into())
+                .spawn(move || {
+                    for job in rx {
+                        match job {
+                            ReapJob::Kill(reaper, done) => {
+                                drop(reaper);
+                                if let Some(done) = done {
+                                    let _ = done.send(());
+                                }
+                            }
+                            ReapJob::Mark(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                });
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the reaper thread; workers are killed on their owner's thread");
+                    None
+                }
             }
+        })
+        .as_ref()
+}
+
+/// Waits, at most `max`, until every tree handed to the reaper thread so far is killed: at
+/// shutdown, before the process exits (and the kills under way with it).
+pub fn reaped(max: Duration) {
+    if let Some(tx) = reaper_thread() {
+        let (done, marked) = std::sync::mpsc::channel();
+        if tx.send(ReapJob::Mark(done)).is_ok() {
+            let _ = marked.recv_timeout(max);
         }
     }
 }
@@ -431,6 +513,73 @@ impl CappedLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker whose "block" left two sleeps running, one in a session of its own (outside the
+    /// worker's process group); answers the worker and the sleeps' pids.
+    async fn worker_with_strays() -> (Worker, Vec<i32>) {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 60 & echo $!; setsid sleep 60 & echo $!; wait"]);
+        let mut w = Worker::from_command(cmd, "test", 1 << 20, None).unwrap();
+        let mut pids = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            w.stdout.read_line(&mut line).await.unwrap();
+            pids.push(line.trim().parse::<i32>().unwrap());
+        }
+        (w, pids)
+    }
+
+    /// Whether `pid` runs (an exited process not yet reaped, a zombie, does not).
+    fn running(pid: i32) -> bool {
+        // `pid (comm) S …`: the state follows the last `)`.
+        std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let close = s.iter().rposition(|&b| b == b')')?;
+                s.get(close + 2).copied()
+            })
+            .is_some_and(|state| !matches!(state, b'Z' | b'X'))
+    }
+
+    /// The worker itself gets its SIGKILL last, once everything under it is dead; it dies when
+    /// next scheduled.
+    async fn root_dies(root: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running(root) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker {root} never died"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_is_answered_once_the_whole_tree_is_dead() {
+        let (w, pids) = worker_with_strays().await;
+        let root = w.pid();
+        // `sh` never answers: the call times out and the worker is killed off this thread.
+        let (back, outcome) = w.call(1, b"{}".to_vec(), Duration::from_millis(50)).await;
+        assert!(back.is_none());
+        assert!(matches!(outcome, Err(CallError::TimedOut)));
+        for pid in pids {
+            assert!(!running(pid), "{pid} still runs when the call is answered");
+        }
+        root_dies(root).await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_worker_has_its_whole_tree_killed_by_the_reaper_thread() {
+        let (w, pids) = worker_with_strays().await;
+        let root = w.pid();
+        drop(w);
+        reaped(Duration::from_secs(10));
+        for pid in pids {
+            assert!(!running(pid), "{pid} still runs after the reaper's turn");
+        }
+        root_dies(root).await;
+    }
 
     fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
         let mut lines = CappedLines::new(cap);

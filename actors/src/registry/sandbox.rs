@@ -278,22 +278,30 @@ impl Registry {
         }
     }
 
-    /// What the pack's verifier stats before every call: its files and directories (those its
-    /// warm verifier has read, at least those holding the approved files).
+    /// What the pack's verifier stats before every call, counted up to one past
+    /// [`HOSTED_MAX_ENTRIES`]: every file and directory under the pack's directory (links not
+    /// followed), empty directories included, which the manifest does not list.
     fn pack_entries(&self, id: &str) -> usize {
         let Some(e) = self.packs.get(id) else {
             return 0;
         };
-        let Some(record) = &e.record else {
-            return 0;
-        };
-        let files = &record.manifest.files;
-        let parents: std::collections::HashSet<&str> = files
-            .keys()
-            .filter_map(|f| f.rsplit_once('/').map(|(dir, _)| dir))
-            .collect();
-        let read = e.warm.as_ref().map_or(0, |v| v.dirs_known());
-        files.len() + parents.len().max(read)
+        let mut count = 0;
+        let mut dirs = vec![e.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(listing) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                count += 1;
+                if count > HOSTED_MAX_ENTRIES {
+                    return count;
+                }
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        count
     }
 
     /// The arbiter a pack's actors live on: a hash of its id.

@@ -107,12 +107,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
     let crashed = first.send(crate::pack_container::InjectPanic).await;
     assert!(crashed.is_err(), "the panicking handler never answers");
     assert!(!first.connected(), "the panicked actor is gone");
-    registry
-        .send(SandboxLost {
-            pack_id: "p".into(),
-        })
-        .await
-        .unwrap();
+    lost_p(&registry).await;
     let second = view.container("p").expect("a new sandbox");
     assert!(second.connected());
     let snap = second
@@ -155,12 +150,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
     let crashed = listener.send(crate::socket_server::InjectPanic).await;
     assert!(crashed.is_err(), "the panicking handler never answers");
     assert!(!listener.connected());
-    registry
-        .send(SandboxLost {
-            pack_id: "p".into(),
-        })
-        .await
-        .unwrap();
+    lost_p(&registry).await;
     let diag = registry.send(GetDiagnostics).await.unwrap();
     assert_eq!(diag.egress.len(), 1);
     let replaced = &diag.egress[0];
@@ -176,6 +166,12 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
     );
 
     // A sandbox stopped on purpose (reject) is not resurrected.
+    reject_p(&registry).await;
+    lost_p(&registry).await;
+    assert!(view.container("p").is_none());
+}
+
+async fn reject_p(registry: &Addr<Registry>) {
     registry
         .send(Reject {
             pack_id: "p".into(),
@@ -184,13 +180,15 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
         .await
         .unwrap()
         .unwrap();
+}
+
+async fn lost_p(registry: &Addr<Registry>) {
     registry
         .send(SandboxLost {
             pack_id: "p".into(),
         })
         .await
         .unwrap();
-    assert!(view.container("p").is_none());
 }
 
 async fn approve_p(registry: &Addr<Registry>) {
@@ -242,14 +240,7 @@ async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
     let other = Arbiter::new();
     registry.send(HostContainers(other.handle())).await.unwrap();
     assert!(view.container("p") == Some(hosted.clone()));
-    registry
-        .send(Reject {
-            pack_id: "p".into(),
-            reason: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    reject_p(&registry).await;
     approve_p(&registry).await;
     let hosted = view.container("p").expect("started again on approval");
     assert!(hosted
@@ -274,12 +265,7 @@ async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
     })
     .await;
     // ... and its replacement goes to the pack arbiters, not to the stopped one.
-    registry
-        .send(SandboxLost {
-            pack_id: "p".into(),
-        })
-        .await
-        .unwrap();
+    lost_p(&registry).await;
     let replaced = view.container("p").expect("a replacement");
     assert!(replaced != hosted);
     let snap = replaced
@@ -322,9 +308,10 @@ async fn a_large_pack_keeps_its_sandbox_on_the_pack_arbiters() {
     let (home, registry, view, _audit, _placed) = registry_with_one_pack(ContainerHost::Awaiting {
         wait: Duration::from_secs(3600),
     });
+    // Empty directories: no manifest lists them, the verifier stats them all the same.
     let blocks = home.path().join("ecosystem/p/backend/blocks");
     for i in 0..sandbox::HOSTED_MAX_ENTRIES {
-        fs::write(blocks.join(format!("f{i}.py")), "").unwrap();
+        fs::create_dir(blocks.join(format!("d{i}"))).unwrap();
     }
     approve_p(&registry).await;
     let host = Arbiter::new();
