@@ -95,13 +95,7 @@ async fn a_sandbox_that_panics_is_replaced_and_the_restart_audited() {
     let (home, registry, view, audit, placed) = registry_with_one_pack(ContainerHost::Arbiters);
     placed.wait(Duration::from_secs(10)).await;
     assert!(placed.is_set(), "placed at once without a host to wait for");
-    registry
-        .send(Approve {
-            pack_id: "p".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    approve_p(&registry).await;
     let first = view.container("p").expect("an approved pack has a sandbox");
 
     let crashed = first.send(crate::pack_container::InjectPanic).await;
