@@ -139,16 +139,15 @@ impl Registry {
         }
     }
 
-    /// The arbiter a new sandbox of the pack in `slot` with `entries` files and directories
-    /// starts on; `None` while its host is not known yet. A host arbiter that stopped (its thread
+    /// The arbiter a new sandbox of pack `id` starts on; `None` while its host is not known yet. A host arbiter that stopped (its thread
     /// ended) hands over to the pack arbiters. (`spawn` answers false once the arbiter's thread
     /// has ended; between a stop request and then it still answers true, and a sandbox started
     /// in that gap dies with the arbiter: the next supervision pass, within a second, replaces
     /// it here.)
-    fn sandbox_arbiter(&mut self, slot: usize, entries: usize) -> Option<ArbiterHandle> {
+    fn sandbox_arbiter(&mut self, id: &str) -> Option<ArbiterHandle> {
         match &self.sandbox.container_host {
             ContainerHost::Awaiting { .. } => return None,
-            ContainerHost::On(_) if entries > HOSTED_MAX_ENTRIES => {}
+            ContainerHost::On(_) if self.pack_entries(id) > HOSTED_MAX_ENTRIES => {}
             ContainerHost::On(host) if host.spawn(async {}) => return Some(host.clone()),
             ContainerHost::On(_) => {
                 tracing::warn!("the arbiter hosting the pack sandboxes stopped; they now run on the pack arbiters");
@@ -156,7 +155,7 @@ impl Registry {
             }
             ContainerHost::Arbiters => {}
         }
-        Some(self.sandbox.arbiters[slot].clone())
+        Some(self.sandbox.arbiters[self.slot(id)].clone())
     }
 
     /// Starts the sandbox and the egress listener of an approved pack, stops both for any other
@@ -178,7 +177,7 @@ impl Registry {
         let slot = self.slot(id);
         let running = self.packs.get(id).is_some_and(|e| e.container.is_some());
         let host = match (wanted, running) {
-            (true, false) => match self.sandbox_arbiter(slot, self.pack_entries(id)) {
+            (true, false) => match self.sandbox_arbiter(id) {
                 Some(host) => Some(host),
                 None => return, // started once its host is known
             },
