@@ -90,7 +90,9 @@ async fn run(settings: Settings, layout: Layout) -> Result<()> {
     // One HTTP worker on the kernel's one CPU: the pack sandboxes live on that worker's thread,
     // so a run's block calls are messages on its own thread (see `registry::ContainerHost`).
     runtime.sandboxes_on_http_worker =
-        http_workers == 1 && cpus == 1 && settings.cpu_policy == CpuPolicy::Half;
+        settings
+            .sandbox_host
+            .on_http_worker(http_workers, cpus, settings.cpu_policy);
     let kernel = Kernel::boot(layout.clone(), runtime).context("the kernel could not start")?;
     let token = match &settings.token_override {
         Some(t) => t.clone(),

@@ -19,6 +19,8 @@ pub struct Settings {
     /// `RUMI_HTTP_WORKERS`; default: one per CPU the kernel may use (after the CPU policy).
     pub http_workers: Option<usize>,
     pub cpu_policy: CpuPolicy,
+    /// `RUMI_SANDBOX_HOST`: where the pack sandboxes live (see [`SandboxHost`]).
+    pub sandbox_host: SandboxHost,
     pub trace: Option<PathBuf>,
     pub log_filter: String,
     /// `RUMI_EGRESS_SOCK_DIR`: where the per-pack socket directories live.
@@ -206,6 +208,14 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         parse_num::<f64>("RUMI_BODY_READ_TIMEOUT", 0.1, 600.0)?.unwrap_or(30.0),
     );
     let http_workers = parse_num::<usize>("RUMI_HTTP_WORKERS", 1, 256)?;
+    let sandbox_host = match var("RUMI_SANDBOX_HOST").as_deref() {
+        None | Some("auto") => SandboxHost::Auto,
+        Some("http") => SandboxHost::Http,
+        Some("arbiters") => SandboxHost::Arbiters,
+        Some(other) => {
+            bail!("RUMI_SANDBOX_HOST={other:?} is invalid: use auto, http or arbiters")
+        }
+    };
     let trace = match var("RUMI_TRACE") {
         None => None,
         Some(v) => match v.strip_prefix("chrome:") {
@@ -227,11 +237,36 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         body_read_timeout,
         http_workers,
         cpu_policy,
+        sandbox_host,
         trace,
         log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
         sockets_dir,
         runtime,
     })
+}
+
+/// Where the pack sandboxes live (`RUMI_SANDBOX_HOST`; `registry::ContainerHost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxHost {
+    /// On the HTTP worker when the kernel serves HTTP on one worker on one CPU (the `half`
+    /// policy on a machine of one or two CPUs), else on the pack arbiters.
+    Auto,
+    /// On the HTTP worker whenever there is one HTTP worker.
+    Http,
+    /// Always on the pack arbiters.
+    Arbiters,
+}
+
+impl SandboxHost {
+    /// Whether the sandboxes live on the HTTP worker, given the HTTP workers, the CPUs the kernel
+    /// may use and its CPU policy.
+    pub fn on_http_worker(self, http_workers: usize, cpus: usize, policy: CpuPolicy) -> bool {
+        match self {
+            SandboxHost::Auto => http_workers == 1 && cpus == 1 && policy == CpuPolicy::Half,
+            SandboxHost::Http => http_workers == 1,
+            SandboxHost::Arbiters => false,
+        }
+    }
 }
 
 /// Pack container settings (strict mode): image, limits, start policy, socket group and mode.
@@ -449,4 +484,31 @@ fn pip_find_links() -> Result<Option<PathBuf>> {
         bail!("RUMI_PIP_FIND_LINKS: {raw:?} is not a directory; set it to a directory of wheels or unset it");
     }
     Ok(Some(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandboxes_live_on_the_http_worker_only_when_asked_or_when_it_is_alone_on_one_cpu() {
+        use CpuPolicy::{Half, Off, Pack};
+        use SandboxHost::{Arbiters, Auto, Http};
+        for (host, workers, cpus, policy, on) in [
+            (Auto, 1, 1, Half, true),
+            (Auto, 2, 1, Half, false),
+            (Auto, 1, 2, Half, false),
+            (Auto, 1, 1, Pack, false),
+            (Auto, 1, 1, Off, false),
+            (Http, 1, 8, Off, true),
+            (Http, 2, 1, Half, false),
+            (Arbiters, 1, 1, Half, false),
+        ] {
+            assert_eq!(
+                host.on_http_worker(workers, cpus, policy),
+                on,
+                "{host:?} with {workers} HTTP workers, {cpus} CPUs, {policy:?}"
+            );
+        }
+    }
 }

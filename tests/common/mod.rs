@@ -122,7 +122,10 @@ impl Kernel {
     pub fn start_mode(home: &Path, env: &[(&str, &str)], permissive: bool) -> Kernel {
         let log = home.join("kernel-stderr.log");
         let mut cmd = serve_command(home, permissive);
+        // One HTTP worker hosting the sandboxes, the default on this project's 2-CPU machines,
+        // forced so that a CI machine with more CPUs tests the same.
         cmd.env("RUMI_HTTP_WORKERS", "1")
+            .env("RUMI_SANDBOX_HOST", "http")
             .env("RUMI_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
