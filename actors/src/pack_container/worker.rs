@@ -209,8 +209,8 @@ impl Worker {
         (None, Err(failure))
     }
 
-    /// Kills the worker on the blocking pool (see [`Reaper`]): the thread its owner runs on may
-    /// be the HTTP worker's (`registry::ContainerHost`), whose other requests must not wait for a
+    /// Kills the worker on the reaper thread (see [`reap_elsewhere`]): the thread its owner runs
+    /// on may be the HTTP worker's (`registry::ContainerHost`), whose other requests must not wait for a
     /// walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of the failure
     /// once the tree is dead, as before; should this future be dropped first (its actor stopped),
     /// the walk still runs to its end.
