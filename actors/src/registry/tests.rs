@@ -322,3 +322,34 @@ async fn a_large_pack_keeps_its_sandbox_on_the_pack_arbiters() {
         sandbox::HOSTED_MAX_ENTRIES
     );
 }
+
+/// `SandboxesPlaced` is an atomic flag and a `Notify`: a waiter that checks the flag just
+/// before `set` and parks just after it must still be woken (the HTTP gate would otherwise hold
+/// that request for its whole bound). Seeded by the scheduler: 300 rounds of 8 waiters racing a
+/// `set` from another thread; a lost wake-up shows as a waiter held for the full 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_racing_the_placement_are_all_released() {
+    for round in 0..300 {
+        let placed = Arc::new(SandboxesPlaced::default());
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let placed = Arc::clone(&placed);
+                tokio::spawn(async move {
+                    let t = std::time::Instant::now();
+                    placed.wait(Duration::from_secs(30)).await;
+                    t.elapsed()
+                })
+            })
+            .collect();
+        let setter = Arc::clone(&placed);
+        std::thread::spawn(move || setter.set());
+        for w in waiters {
+            let waited = w.await.unwrap();
+            assert!(
+                waited < Duration::from_secs(10),
+                "round {round}: a waiter missed the wake-up ({waited:?})"
+            );
+        }
+        assert!(placed.is_set());
+    }
+}
