@@ -185,6 +185,20 @@ async fn lost_p(registry: &Addr<Registry>) {
         .unwrap();
 }
 
+/// Whether the sandbox actor answers (it died with its arbiter, or never started, if not).
+async fn answers(sandbox: &Addr<crate::pack_container::PackContainer>) -> bool {
+    sandbox
+        .send(crate::pack_container::GetSnapshot)
+        .await
+        .is_ok()
+}
+
+/// Stops `arbiter` and waits until its thread has ended (every actor on it is gone then).
+fn stop_and_join(arbiter: Arbiter) {
+    arbiter.stop();
+    arbiter.join().unwrap();
+}
+
 async fn approve_p(registry: &Addr<Registry>) {
     registry
         .send(Approve {
@@ -237,23 +251,15 @@ async fn sandboxes_wait_for_their_host_start_on_it_and_move_when_it_stops() {
     reject_p(&registry).await;
     approve_p(&registry).await;
     let hosted = view.container("p").expect("started again on approval");
-    assert!(hosted
-        .send(crate::pack_container::GetSnapshot)
-        .await
-        .is_ok());
-    other.stop();
-    other.join().unwrap();
+    assert!(answers(&hosted).await);
+    stop_and_join(other);
     assert!(
-        hosted
-            .send(crate::pack_container::GetSnapshot)
-            .await
-            .is_ok(),
+        answers(&hosted).await,
         "the second arbiter named did not get the sandbox"
     );
 
     // The sandbox lived on the named arbiter: stopping that arbiter stops it...
-    host.stop();
-    host.join().unwrap();
+    stop_and_join(host);
     eventually("the hosted sandbox stops with its arbiter", || {
         !hosted.connected()
     })
@@ -281,20 +287,13 @@ async fn sandboxes_whose_host_is_never_named_start_on_the_pack_arbiters() {
     .await;
     let started = view.container("p").unwrap();
     assert!(placed.is_set());
-    assert!(started
-        .send(crate::pack_container::GetSnapshot)
-        .await
-        .is_ok());
+    assert!(answers(&started).await);
     // Named too late: it stays where it is.
     let late = Arbiter::new();
     registry.send(HostContainers(late.handle())).await.unwrap();
-    late.stop();
-    late.join().unwrap();
+    stop_and_join(late);
     assert!(view.container("p") == Some(started.clone()));
-    assert!(started
-        .send(crate::pack_container::GetSnapshot)
-        .await
-        .is_ok());
+    assert!(answers(&started).await);
 }
 
 #[actix_rt::test]
@@ -311,13 +310,9 @@ async fn a_large_pack_keeps_its_sandbox_on_the_pack_arbiters() {
     let host = Arbiter::new();
     registry.send(HostContainers(host.handle())).await.unwrap();
     let started = view.container("p").expect("started once the host is named");
-    host.stop();
-    host.join().unwrap();
+    stop_and_join(host);
     assert!(
-        started
-            .send(crate::pack_container::GetSnapshot)
-            .await
-            .is_ok(),
+        answers(&started).await,
         "a pack whose every call stats over {} entries is not hosted on the HTTP worker",
         sandbox::HOSTED_MAX_ENTRIES
     );
