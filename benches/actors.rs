@@ -75,7 +75,12 @@ fn main() {
             PackContainer::new(
                 "my_pack".into(),
                 root,
-                Backend::HostWorkers { spec, pool: 1 },
+                Backend::HostWorkers {
+                    spec,
+                    pool: 1,
+                    spill: Vec::new(),
+                    spill_idle: Duration::from_secs(60),
+                },
                 verifier,
                 100,
                 sink,

@@ -44,7 +44,7 @@ fn init_tracing(settings: &Settings) -> Result<Option<tracing_chrome::FlushGuard
 use tracing_subscriber::Layer;
 
 /// `rumi serve`: runs the kernel until SIGINT/SIGTERM.
-pub fn serve(settings: Settings) -> Result<()> {
+pub fn serve(mut settings: Settings) -> Result<()> {
     // Before any thread exists (the trace writer, the runtime, the HTTP workers), so that all of
     // them and every pack worker inherit it. See actors/src/affinity.rs for the measurements.
     let confined = match settings.cpu_policy {
@@ -53,11 +53,16 @@ pub fn serve(settings: Settings) -> Result<()> {
     };
     rumi_actors::affinity::keep_freed_memory();
     let guard = init_tracing(&settings)?;
-    if let Some(cpus) = &confined {
+    if let Some(confined) = &confined {
         tracing::info!(
-            ?cpus,
+            cpus = ?confined.kept,
             "kernel confined to these CPUs (RUMI_CPU_AFFINITY=half)"
         );
+        // A pack's second worker, started only while its first is busy, runs there: calls that
+        // arrive together are served beside the kernel instead of taking turns on its CPU.
+        if settings.pack_spill {
+            settings.runtime.spill_cpus = confined.left.clone();
+        }
     }
     let layout = settings.layout();
     let result = actix_rt::System::new().block_on(run(settings, layout));

@@ -21,6 +21,9 @@ pub struct Settings {
     pub cpu_policy: CpuPolicy,
     /// `RUMI_SANDBOX_HOST`: where the pack sandboxes live (see [`SandboxHost`]).
     pub sandbox_host: SandboxHost,
+    /// `RUMI_PACK_SPILL` (`on` default | `off`): under the `half` policy, may a pack whose warm
+    /// workers are busy start one more worker on the CPUs the kernel left?
+    pub pack_spill: bool,
     pub trace: Option<PathBuf>,
     pub log_filter: String,
     /// `RUMI_EGRESS_SOCK_DIR`: where the per-pack socket directories live.
@@ -192,6 +195,9 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
     if let Some(n) = parse_num::<usize>("RUMI_PACK_WORKERS", 1, 64)? {
         runtime.workers_per_pack = n;
     }
+    if let Some(secs) = parse_num::<f64>("RUMI_PACK_SPILL_IDLE", 0.1, 3600.0)? {
+        runtime.spill_idle = std::time::Duration::from_secs_f64(secs);
+    }
     if let Some(n) = parse_num::<usize>("RUMI_RUN_HISTORY", 1, 1_000_000)? {
         runtime.run_history = n;
     }
@@ -216,6 +222,11 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
             bail!("RUMI_SANDBOX_HOST={other:?} is invalid: use auto, http or arbiters")
         }
     };
+    let pack_spill = match var("RUMI_PACK_SPILL").as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => bail!("RUMI_PACK_SPILL={other:?} is invalid: use on or off"),
+    };
     let trace = match var("RUMI_TRACE") {
         None => None,
         Some(v) => match v.strip_prefix("chrome:") {
@@ -238,6 +249,7 @@ pub fn load(permissive_flag: bool) -> Result<Settings> {
         http_workers,
         cpu_policy,
         sandbox_host,
+        pack_spill,
         trace,
         log_filter: var("RUMI_LOG").unwrap_or_else(|| "info,actix_server=warn".into()),
         sockets_dir,

@@ -255,3 +255,96 @@ async fn a_stopped_worker_dies_with_its_kernel() {
     }
     assert!(left.is_empty(), "the stopped worker outlived its kernel");
 }
+
+/// Marks that it started (`mark`), holds until `path` exists (at most 30 s), then says where it
+/// ran.
+const HOLD: &str = "import os, time\ndef run(input_data, context=None):\n    if input_data.get('mark'):\n        open(input_data['mark'], 'w').close()\n    end = time.time() + 30\n    while input_data.get('path') and not os.path.exists(input_data['path']) and time.time() < end:\n        time.sleep(0.01)\n    return {'pid': os.getpid(), 'cpus': sorted(os.sched_getaffinity(0))}\n";
+
+/// The CPUs this process may use (the kernel it starts inherits them).
+fn allowed_cpus() -> Vec<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_string();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(a.parse::<i64>().unwrap()..=b.parse::<i64>().unwrap());
+    }
+    cpus
+}
+
+/// Under the default CPU policy (`half`) the kernel keeps the upper half of the CPUs; a pack's
+/// calls run on its warm worker there, and a call that finds it busy runs on one more worker
+/// confined to the lower half, started then and kept until it has been idle for
+/// `RUMI_PACK_SPILL_IDLE`. An idle warm worker is always taken first.
+#[tokio::test]
+async fn a_call_that_finds_the_warm_worker_busy_runs_on_the_spill_worker() {
+    if !python_available() {
+        return;
+    }
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: one CPU, so the kernel leaves none for a spill worker");
+        return;
+    }
+    let split = cpus.len() - cpus.len().div_ceil(2);
+    let (left, kept) = (json!(cpus[..split]), json!(cpus[split..]));
+    let home = home_with(&[("hold.py", HOLD)]);
+    let k = std::sync::Arc::new(Kernel::start(home.path(), &[("RUMI_PACK_SPILL_IDLE", "5")]));
+    k.approve("hostile").await;
+    let (_, run) = k.run("hold", json!({"input": {}})).await;
+    let warm = run["result"]["out"].clone();
+    assert_eq!(
+        warm["cpus"], kept,
+        "the warm worker runs on the kernel's CPUs: {run}"
+    );
+
+    let (mark, release) = (home.path().join("started"), home.path().join("release"));
+    let held = {
+        let k = k.clone();
+        let input = json!({"input": {"mark": mark, "path": release}});
+        tokio::spawn(async move { k.run("hold", input).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the held call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, run) = k.run("hold", json!({"input": {}})).await;
+    let spill = &run["result"]["out"];
+    assert_ne!(
+        spill["pid"], warm["pid"],
+        "the second call waited for the busy worker instead of a spill worker: {run}"
+    );
+    assert_eq!(
+        spill["cpus"], left,
+        "the spill worker runs on the CPUs the kernel left: {run}"
+    );
+    assert!(!release.exists());
+    let counters = pack_counters(&k).await;
+    assert_eq!(counters["workers"], 2, "{counters}");
+
+    std::fs::write(&release, b"").unwrap();
+    let (_, run) = held.await.unwrap();
+    assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+    // Both idle: the warm worker is taken first.
+    let (_, run) = k.run("hold", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+    // Idle for 5 s, the spill worker is stopped; the warm one stays.
+    let spill_pid = spill["pid"].as_i64().unwrap();
+    assert!(
+        gone_within(&[spill_pid], Duration::from_secs(30))
+            .await
+            .is_empty(),
+        "the idle spill worker {spill_pid} still runs"
+    );
+    let counters = pack_counters(&k).await;
+    assert_eq!(counters["workers"], 1, "{counters}");
+    assert_eq!(counters["restarts"], 0, "{counters}");
+    let (_, run) = k.run("hold", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+}

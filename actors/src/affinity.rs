@@ -20,7 +20,8 @@
 //!   kernel work is small enough for one CPU. When that set is one CPU (and so the kernel serves
 //!   HTTP on one worker), the pack sandboxes live on the HTTP worker's own arbiter, which removes
 //!   the HTTP worker ↔ pack arbiter hand-off of every block call
-//!   ([`crate::registry::ContainerHost`]).
+//!   ([`crate::registry::ContainerHost`]). A pack whose warm workers are all busy may start one
+//!   spill worker confined to the lower half (`RUMI_PACK_SPILL`, see [`crate::pack_container`]).
 //! * `pack`: only pack arbiters and their workers are pinned; the rest of the kernel uses every CPU.
 //!   For machines where the kernel's own CPU work is the bottleneck.
 //! * `off`: nothing is pinned.
@@ -58,24 +59,52 @@ pub enum CpuPolicy {
     Off,
 }
 
+/// Where [`confine_to_upper_half`] put the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confined {
+    /// The kernel's CPUs (the upper half).
+    pub kept: Vec<usize>,
+    /// The CPUs it was allowed and left (the lower half).
+    pub left: Vec<usize>,
+}
+
 /// Confines the calling thread — call it before any other thread exists, so every thread and
-/// child process inherits it — to the upper half of the allowed CPUs. Returns the CPUs kept, or
-/// `None` when there is nothing to confine (one CPU) or the OS refused.
-pub fn confine_to_upper_half() -> Option<Vec<usize>> {
+/// child process inherits it — to the upper half of the allowed CPUs. Returns the CPUs kept and
+/// left, or `None` when there is nothing to confine (one CPU) or the OS refused.
+pub fn confine_to_upper_half() -> Option<Confined> {
     let cpus = allowed_cpus();
     if cpus.len() < 2 {
         return None;
     }
-    let keep: Vec<usize> = cpus[cpus.len() - cpus.len().div_ceil(2)..].to_vec();
+    let split = cpus.len() - cpus.len().div_ceil(2);
+    let (left, keep) = (cpus[..split].to_vec(), cpus[split..].to_vec());
+    let set = cpu_set(&keep);
     // SAFETY: as above; pid 0 is the calling thread.
-    let ok = unsafe {
+    let ok =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 };
+    ok.then_some(Confined { kept: keep, left })
+}
+
+/// The CPU set of `cpus` (numbers past the set's size are ignored).
+pub fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it for numbers below CPU_SETSIZE.
+    unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in &keep {
+        for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
             libc::CPU_SET(c, &mut set);
         }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    ok.then_some(keep)
+        set
+    }
+}
+
+/// Confines the calling process (thread) to `set`. One system call, no allocation: usable between
+/// `fork` and `exec`.
+pub fn confine_current(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: sched_setaffinity reads at most the set's size; pid 0 is the caller.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The CPUs to pin `n` pack arbiters to: the highest-numbered allowed CPUs (CPU 0 tends to take

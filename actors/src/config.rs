@@ -42,6 +42,11 @@ pub struct RuntimeConfig {
     pub python: PathBuf,
     /// Warm workers per pack in permissive mode.
     pub workers_per_pack: usize,
+    /// Permissive mode: CPUs outside the kernel's own where a pack may run one more worker while
+    /// every warm one is busy (see `pack_container`); empty: none.
+    pub spill_cpus: Vec<usize>,
+    /// A spill worker that has taken no call for this long is stopped.
+    pub spill_idle: Duration,
     /// Calls that may wait for a pack's worker before `busy` is answered.
     pub pack_queue_limit: usize,
     /// Run records kept.
@@ -79,6 +84,8 @@ impl RuntimeConfig {
             max_context_bytes: 8 * 1024 * 1024,
             python,
             workers_per_pack: 1,
+            spill_cpus: Vec::new(),
+            spill_idle: Duration::from_secs(60),
             pack_queue_limit: 1000,
             run_history: 1000,
             audit_sync_interval: Duration::from_millis(200),

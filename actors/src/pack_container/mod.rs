@@ -15,15 +15,28 @@
 //! replaced the same way. Sandboxes are never shared between packs. A container starts on the
 //! pack's first call (or at approval when configured); a failed start answers the calls waiting
 //! for it and is retried by the next call.
+//!
+//! Spill workers (permissive mode, `spill` CPUs given: the kernel confined to part of the
+//! machine): a call that arrives while another call of the pack is in flight goes to a spill
+//! worker, a worker confined to the CPUs the kernel left, started then (up to
+//! [`SPILL_PER_CPU`] per such CPU, [`SPILL_MAX`] in all) and stopped once it has been idle for `spill_idle`. A call
+//! with nothing else in flight takes a warm worker, so a lone client's calls stay on the kernel's
+//! CPU (a same-CPU hand-off); calls that overlap run beside the kernel instead of taking turns
+//! with it. When every spill worker is busy and no more may start, a call takes a warm worker.
 
 mod entry;
 pub mod proctree;
 mod resolve;
+mod sandboxes;
+mod spill;
 mod wire;
 pub mod worker;
 
 pub use entry::{resolve_exact, Entry};
 pub use resolve::resolve_block;
+use sandboxes::Sandbox;
+use spill::Spill;
+pub use spill::{SPILL_MAX, SPILL_PER_CPU};
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use crate::audit::{AuditEntry, AuditQueue};
@@ -37,7 +50,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wire::{describe_diff, truncate, CallContext, CallRequest};
@@ -47,7 +60,14 @@ use worker::{CallError, Worker, WorkerSpec};
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// Warm host Python workers (permissive mode).
-    HostWorkers { spec: WorkerSpec, pool: usize },
+    HostWorkers {
+        spec: WorkerSpec,
+        pool: usize,
+        /// Where spill workers run (see the module docs); empty: none.
+        spill: Vec<usize>,
+        /// A spill worker that took no call for this long is stopped.
+        spill_idle: Duration,
+    },
     /// One long-lived Docker container (strict mode). Without a daemon or an image, its start
     /// fails and calls are refused with `docker_required` (never a silent fallback).
     Docker {
@@ -56,40 +76,6 @@ pub enum Backend {
         /// Start the container when the actor starts (at approval), not at the first call.
         eager: bool,
     },
-}
-
-/// A started sandbox: a host worker or a container.
-enum Sandbox {
-    Host(Worker),
-    Container(DockerSandbox),
-}
-
-impl Sandbox {
-    /// For spans and snapshots: the worker's pid or the container's id.
-    fn label(&self) -> String {
-        match self {
-            Sandbox::Host(w) => w.pid().to_string(),
-            Sandbox::Container(c) => c.id().to_string(),
-        }
-    }
-
-    async fn call(
-        self,
-        id: u64,
-        frame: Vec<u8>,
-        timeout: Duration,
-    ) -> (Option<Sandbox>, Result<Value, CallError>) {
-        match self {
-            Sandbox::Host(w) => {
-                let (w, r) = w.call(id, frame, timeout).await;
-                (w.map(Sandbox::Host), r)
-            }
-            Sandbox::Container(c) => {
-                let (c, r) = c.call(id, frame, timeout).await;
-                (c.map(Sandbox::Container), r)
-            }
-        }
-    }
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -192,7 +178,10 @@ pub struct PackContainer {
     /// file as written → path relative to the pack root; valid while the manifest verifies.
     resolved: HashMap<String, String>,
     idle: Vec<Sandbox>,
+    /// Sandboxes alive, idle or busy (spill workers included).
     live: usize,
+    /// The spill workers alive (counted in `live`).
+    spills: Vec<Spill>,
     /// A container start is under way.
     starting: bool,
     /// Why the last container start failed; answers the calls that waited for it.
@@ -236,6 +225,7 @@ impl PackContainer {
             resolved: HashMap::new(),
             idle: Vec::new(),
             live: 0,
+            spills: Vec::new(),
             starting: false,
             start_error: None,
             start_waiters: Vec::new(),
@@ -258,8 +248,8 @@ impl PackContainer {
     /// and the queue is pumped when it is ready. Warm start and replacement after a kill.
     fn fill_pool(&mut self, ctx: &mut Context<Self>) {
         match &self.backend {
-            Backend::HostWorkers { spec, pool } => {
-                while self.live < *pool {
+            Backend::HostWorkers { spec, pool, .. } => {
+                while self.live.saturating_sub(self.spills.len()) < *pool {
                     match Worker::spawn(spec) {
                         Ok(w) => {
                             self.live += 1;
@@ -422,6 +412,11 @@ impl PackContainer {
             if self.idle.is_empty() {
                 self.fill_pool(ctx);
             }
+            if self.idle.is_empty() {
+                if let Some(spill) = self.start_spill() {
+                    self.idle.push(spill);
+                }
+            }
             if self.idle.is_empty() && (self.live > 0 || self.starting) {
                 return; // every sandbox is busy or starting; its completion pumps again
             }
@@ -444,7 +439,7 @@ impl PackContainer {
                     continue;
                 }
             };
-            let Some(worker) = self.idle.pop() else {
+            let Some(worker) = self.take_sandbox() else {
                 let f = self.start_error.clone().unwrap_or_else(|| {
                     StepFailure::new(
                         ErrorType::WorkerUnavailable,
@@ -505,6 +500,10 @@ impl PackContainer {
                 }
             };
             let (timeout, bound) = (msg.timeout, msg.run_deadline_bound);
+            let pid = worker.pid();
+            if let Some(s) = self.spills.iter_mut().find(|s| Some(s.pid) == pid) {
+                s.used = Instant::now();
+            }
             let fut = worker
                 .call(id, frame, timeout)
                 .instrument(tracing::debug_span!(parent: &span, "sandbox.call"));
@@ -512,12 +511,15 @@ impl PackContainer {
                 fut.into_actor(self)
                     .map(move |(worker, outcome), act, ctx| {
                         let _e = span.enter();
-                        if let Some(w) = worker {
-                            act.idle.push(w);
-                        } else {
-                            act.live = act.live.saturating_sub(1);
-                            act.restarts += 1;
-                            act.fill_pool(ctx);
+                        match worker {
+                            Some(w) => act.idle.push(w),
+                            None => {
+                                act.live = act.live.saturating_sub(1);
+                                act.restarts += 1;
+                                if !act.forget_spill(pid) {
+                                    act.fill_pool(ctx);
+                                }
+                            }
                         }
                         let result = act.interpret(outcome, timeout, bound);
                         if result.is_err() {
@@ -642,6 +644,16 @@ impl Actor for PackContainer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        if let Backend::HostWorkers {
+            spill, spill_idle, ..
+        } = &self.backend
+        {
+            if !spill.is_empty() {
+                let idle = *spill_idle;
+                let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+                ctx.run_interval(every, move |act, _| act.retire_idle_spills(idle));
+            }
+        }
         // Host workers are always warm; a container starts here only when configured to.
         if !matches!(self.backend, Backend::Docker { eager: false, .. }) {
             self.fill_pool(ctx);
@@ -731,8 +743,9 @@ impl Handler<ReleaseSandbox> for PackContainer {
 
     fn handle(&mut self, _: ReleaseSandbox, _: &mut Self::Context) {
         self.parked = true;
-        for sandbox in self.idle.drain(..) {
+        for sandbox in std::mem::take(&mut self.idle) {
             self.live = self.live.saturating_sub(1);
+            self.forget_spill(sandbox.pid());
             if let Sandbox::Container(c) = sandbox {
                 c.forget();
             }

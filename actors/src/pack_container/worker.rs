@@ -84,6 +84,12 @@ impl Worker {
     /// Starts a worker. The process is ready when Python has started; the first request simply
     /// waits in the pipe until then.
     pub fn spawn(spec: &WorkerSpec) -> io::Result<Worker> {
+        Worker::spawn_on(spec, &[])
+    }
+
+    /// [`Worker::spawn`], the process confined to `cpus` from before its first instruction (empty:
+    /// where its owner's thread may run).
+    pub fn spawn_on(spec: &WorkerSpec, cpus: &[usize]) -> io::Result<Worker> {
         std::fs::create_dir_all(&spec.data_dir)?;
         let mut cmd = Command::new(&spec.python);
         cmd.arg("-B")
@@ -111,6 +117,13 @@ impl Worker {
         }
         if let Some(sock) = &spec.capability_socket {
             cmd.env("RUMI_CAPABILITY_SOCKET", sock);
+        }
+        if !cpus.is_empty() {
+            let set = crate::affinity::cpu_set(cpus);
+            // SAFETY: one system call (sched_setaffinity) on a set copied before the fork.
+            unsafe {
+                cmd.pre_exec(move || crate::affinity::confine_current(&set));
+            }
         }
         let mut worker =
             Worker::from_command(cmd, &spec.pack_id, spec.max_frame, spec.redactor.clone())?;
