@@ -78,8 +78,7 @@ fn main() {
                 Backend::HostWorkers {
                     spec,
                     pool: 1,
-                    spill: Vec::new(),
-                    spill_idle: Duration::from_secs(60),
+                    spill: None,
                 },
                 verifier,
                 100,

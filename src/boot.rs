@@ -58,8 +58,8 @@ pub fn serve(mut settings: Settings) -> Result<()> {
             cpus = ?confined.kept,
             "kernel confined to these CPUs (RUMI_CPU_AFFINITY=half)"
         );
-        // A pack's second worker, started only while its first is busy, runs there: calls that
-        // arrive together are served beside the kernel instead of taking turns on its CPU.
+        // Spill workers run there: a pack's calls that overlap are served beside the kernel
+        // instead of taking turns with it on its CPU (see `pack_container`).
         if settings.pack_spill {
             settings.runtime.spill_cpus = confined.left.clone();
         }

@@ -278,23 +278,25 @@ fn allowed_cpus() -> Vec<i64> {
 }
 
 /// Under the default CPU policy (`half`) the kernel keeps the upper half of the CPUs; a pack's
-/// calls run on its warm worker there, and a call that finds it busy runs on one more worker
-/// confined to the lower half, started then and kept until it has been idle for
-/// `RUMI_PACK_SPILL_IDLE`. An idle warm worker is always taken first.
+/// lone calls run on its warm worker there. Calls that overlap run on spill workers confined to
+/// the lower half, started while every worker is busy, up to the kernel's limit (two per CPU
+/// left, four in all); beyond it a call waits. An idle warm worker is taken first by a call with
+/// nothing else in flight; a spill worker idle for `RUMI_PACK_SPILL_IDLE` is stopped.
 #[tokio::test]
-async fn a_call_that_finds_the_warm_worker_busy_runs_on_the_spill_worker() {
+async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     if !python_available() {
         return;
     }
     let cpus = allowed_cpus();
     if cpus.len() < 2 {
-        eprintln!("skipped: one CPU, so the kernel leaves none for a spill worker");
+        eprintln!("skipped: one CPU, so the kernel leaves none for spill workers");
         return;
     }
     let split = cpus.len() - cpus.len().div_ceil(2);
     let (left, kept) = (json!(cpus[..split]), json!(cpus[split..]));
+    let limit = (2 * split).min(4);
     let home = home_with(&[("hold.py", HOLD)]);
-    let k = std::sync::Arc::new(Kernel::start(home.path(), &[("RUMI_PACK_SPILL_IDLE", "5")]));
+    let k = std::sync::Arc::new(Kernel::start(home.path(), &[("RUMI_PACK_SPILL_IDLE", "8")]));
     k.approve("hostile").await;
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     let warm = run["result"]["out"].clone();
@@ -303,44 +305,93 @@ async fn a_call_that_finds_the_warm_worker_busy_runs_on_the_spill_worker() {
         "the warm worker runs on the kernel's CPUs: {run}"
     );
 
-    let (mark, release) = (home.path().join("started"), home.path().join("release"));
-    let held = {
-        let k = k.clone();
+    // One held call on the warm worker, then `limit` more, each started before the next.
+    let mut held = Vec::new();
+    for i in 0..=limit {
+        let (mark, release) = (
+            home.path().join(format!("started{i}")),
+            home.path().join(format!("release{i}")),
+        );
+        let kc = k.clone();
         let input = json!({"input": {"mark": mark, "path": release}});
-        tokio::spawn(async move { k.run("hold", input).await })
-    };
+        held.push((
+            release,
+            tokio::spawn(async move { kc.run("hold", input).await }),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !mark.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "held call {i} never started: a spill worker was not started for it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(pack_counters(&k).await["workers"], 1 + limit as u64);
+    // Every worker busy and the limit reached: the next call waits in the pack's queue.
+    let mut waiting = Some({
+        let kc = k.clone();
+        tokio::spawn(async move { kc.run("hold", json!({"input": {}})).await })
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "the held call never started");
+    loop {
+        let c = pack_counters(&k).await;
+        if c["queued"] == 1 {
+            assert_eq!(
+                c["workers"],
+                1 + limit as u64,
+                "no spill worker past the limit: {c}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call past the limit never queued: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (_, run) = k.run("hold", json!({"input": {}})).await;
-    let spill = &run["result"]["out"];
-    assert_ne!(
-        spill["pid"], warm["pid"],
-        "the second call waited for the busy worker instead of a spill worker: {run}"
-    );
-    assert_eq!(
-        spill["cpus"], left,
-        "the spill worker runs on the CPUs the kernel left: {run}"
-    );
-    assert!(!release.exists());
-    let counters = pack_counters(&k).await;
-    assert_eq!(counters["workers"], 2, "{counters}");
 
-    std::fs::write(&release, b"").unwrap();
-    let (_, run) = held.await.unwrap();
-    assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
-    // Both idle: the warm worker is taken first.
+    // The warm worker's call ends first and takes the waiting call; then the spill workers'.
+    let mut spills = Vec::new();
+    for (i, (release, task)) in held.into_iter().enumerate() {
+        std::fs::write(&release, b"").unwrap();
+        let (_, run) = task.await.unwrap();
+        let out = &run["result"]["out"];
+        if i == 0 {
+            assert_eq!(out["pid"], warm["pid"], "{run}");
+            let (_, run) = waiting.take().unwrap().await.unwrap();
+            assert_eq!(
+                run["result"]["out"]["pid"], warm["pid"],
+                "the waiting call took the first worker free: {run}"
+            );
+            continue;
+        }
+        assert_ne!(
+            out["pid"], warm["pid"],
+            "an overlapping call waited for the busy warm worker: {run}"
+        );
+        assert_eq!(
+            out["cpus"], left,
+            "a spill worker runs on the CPUs the kernel left: {run}"
+        );
+        spills.push(out["pid"].as_i64().unwrap());
+    }
+    spills.sort_unstable();
+    spills.dedup();
+    assert_eq!(
+        spills.len(),
+        limit,
+        "each held call had its own spill worker"
+    );
+    // All idle, a spill worker the last one back: the lone call still takes the warm worker.
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
-    // Idle for 5 s, the spill worker is stopped; the warm one stays.
-    let spill_pid = spill["pid"].as_i64().unwrap();
+    // Idle for 8 s, the spill workers are stopped; the warm one stays.
     assert!(
-        gone_within(&[spill_pid], Duration::from_secs(30))
+        gone_within(&spills, Duration::from_secs(40))
             .await
             .is_empty(),
-        "the idle spill worker {spill_pid} still runs"
+        "idle spill workers {spills:?} still run"
     );
     let counters = pack_counters(&k).await;
     assert_eq!(counters["workers"], 1, "{counters}");

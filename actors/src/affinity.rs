@@ -20,8 +20,8 @@
 //!   kernel work is small enough for one CPU. When that set is one CPU (and so the kernel serves
 //!   HTTP on one worker), the pack sandboxes live on the HTTP worker's own arbiter, which removes
 //!   the HTTP worker ↔ pack arbiter hand-off of every block call
-//!   ([`crate::registry::ContainerHost`]). A pack whose warm workers are all busy may start one
-//!   spill worker confined to the lower half (`RUMI_PACK_SPILL`, see [`crate::pack_container`]).
+//!   ([`crate::registry::ContainerHost`]). Calls of a pack that overlap run on spill workers
+//!   confined to the lower half (`RUMI_PACK_SPILL`, see [`crate::pack_container`]).
 //! * `pack`: only pack arbiters and their workers are pinned; the rest of the kernel uses every CPU.
 //!   For machines where the kernel's own CPU work is the bottleneck.
 //! * `off`: nothing is pinned.

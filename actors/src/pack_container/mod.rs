@@ -16,13 +16,15 @@
 //! pack's first call (or at approval when configured); a failed start answers the calls waiting
 //! for it and is retried by the next call.
 //!
-//! Spill workers (permissive mode, `spill` CPUs given: the kernel confined to part of the
-//! machine): a call that arrives while another call of the pack is in flight goes to a spill
-//! worker, a worker confined to the CPUs the kernel left, started then (up to
-//! [`SPILL_PER_CPU`] per such CPU, [`SPILL_MAX`] in all) and stopped once it has been idle for `spill_idle`. A call
-//! with nothing else in flight takes a warm worker, so a lone client's calls stay on the kernel's
-//! CPU (a same-CPU hand-off); calls that overlap run beside the kernel instead of taking turns
-//! with it. When every spill worker is busy and no more may start, a call takes a warm worker.
+//! Spill workers (permissive mode, with a [`SpillPool`]: the kernel confined to part of the
+//! machine). A spill worker is a host worker confined to the CPUs the kernel left. A call with
+//! nothing else of its pack in flight takes an idle warm worker, so a lone client's calls stay
+//! on the kernel's CPU (a same-CPU hand-off). A call that overlaps another takes an idle spill
+//! worker first, then an idle warm one; when none is idle, a spill worker is started for it if
+//! the kernel's pool has room ([`SPILL_PER_CPU`] per CPU left, [`SPILL_MAX`] in all, over every
+//! pack), else it waits. So overlapping calls run beside the kernel instead of taking turns with
+//! it on its CPU. A spill worker idle for the pool's idle time is stopped; one that fails is
+//! killed like any worker and not replaced (the next overlap may start another).
 
 mod entry;
 pub mod proctree;
@@ -35,8 +37,7 @@ pub mod worker;
 pub use entry::{resolve_exact, Entry};
 pub use resolve::resolve_block;
 use sandboxes::Sandbox;
-use spill::Spill;
-pub use spill::{SPILL_MAX, SPILL_PER_CPU};
+pub use spill::{SpillPool, SPILL_MAX, SPILL_PER_CPU};
 
 use crate::approval::{ManifestVerifier, VerifyFailure};
 use crate::audit::{AuditEntry, AuditQueue};
@@ -63,10 +64,8 @@ pub enum Backend {
     HostWorkers {
         spec: WorkerSpec,
         pool: usize,
-        /// Where spill workers run (see the module docs); empty: none.
-        spill: Vec<usize>,
-        /// A spill worker that took no call for this long is stopped.
-        spill_idle: Duration,
+        /// The kernel's spill workers (see the module docs); `None`: this pack has none.
+        spill: Option<Arc<SpillPool>>,
     },
     /// One long-lived Docker container (strict mode). Without a daemon or an image, its start
     /// fails and calls are refused with `docker_required` (never a silent fallback).
@@ -180,8 +179,12 @@ pub struct PackContainer {
     idle: Vec<Sandbox>,
     /// Sandboxes alive, idle or busy (spill workers included).
     live: usize,
-    /// The spill workers alive (counted in `live`).
-    spills: Vec<Spill>,
+    /// The spill workers alive, idle or busy (counted in `live`).
+    spilled: usize,
+    /// The check for idle spill workers is armed.
+    spill_timer: bool,
+    /// No spill worker is started before this (one failed to start).
+    spill_blocked_until: Option<Instant>,
     /// A container start is under way.
     starting: bool,
     /// Why the last container start failed; answers the calls that waited for it.
@@ -225,7 +228,9 @@ impl PackContainer {
             resolved: HashMap::new(),
             idle: Vec::new(),
             live: 0,
-            spills: Vec::new(),
+            spilled: 0,
+            spill_timer: false,
+            spill_blocked_until: None,
             starting: false,
             start_error: None,
             start_waiters: Vec::new(),
@@ -249,7 +254,7 @@ impl PackContainer {
     fn fill_pool(&mut self, ctx: &mut Context<Self>) {
         match &self.backend {
             Backend::HostWorkers { spec, pool, .. } => {
-                while self.live.saturating_sub(self.spills.len()) < *pool {
+                while self.live.saturating_sub(self.spilled) < *pool {
                     match Worker::spawn(spec) {
                         Ok(w) => {
                             self.live += 1;
@@ -412,12 +417,7 @@ impl PackContainer {
             if self.idle.is_empty() {
                 self.fill_pool(ctx);
             }
-            if self.idle.is_empty() {
-                if let Some(spill) = self.start_spill() {
-                    self.idle.push(spill);
-                }
-            }
-            if self.idle.is_empty() && (self.live > 0 || self.starting) {
+            if self.idle.is_empty() && !self.may_spill() && (self.live > 0 || self.starting) {
                 return; // every sandbox is busy or starting; its completion pumps again
             }
             let Some(job) = self.queue.pop_front() else {
@@ -439,7 +439,13 @@ impl PackContainer {
                     continue;
                 }
             };
-            let Some(worker) = self.take_sandbox() else {
+            let Some(worker) = self.take_sandbox(ctx) else {
+                if self.live > 0 || self.starting {
+                    // No spill worker could start after all: the call waits for a busy sandbox
+                    // (checked again when it is taken).
+                    self.queue.push_front(job);
+                    return;
+                }
                 let f = self.start_error.clone().unwrap_or_else(|| {
                     StepFailure::new(
                         ErrorType::WorkerUnavailable,
@@ -500,10 +506,7 @@ impl PackContainer {
                 }
             };
             let (timeout, bound) = (msg.timeout, msg.run_deadline_bound);
-            let pid = worker.pid();
-            if let Some(s) = self.spills.iter_mut().find(|s| Some(s.pid) == pid) {
-                s.used = Instant::now();
-            }
+            let spill = worker.is_spill();
             let fut = worker
                 .call(id, frame, timeout)
                 .instrument(tracing::debug_span!(parent: &span, "sandbox.call"));
@@ -515,8 +518,11 @@ impl PackContainer {
                             Some(w) => act.idle.push(w),
                             None => {
                                 act.live = act.live.saturating_sub(1);
-                                act.restarts += 1;
-                                if !act.forget_spill(pid) {
+                                if spill {
+                                    // Not replaced: the next overlap may start another.
+                                    act.spilled = act.spilled.saturating_sub(1);
+                                } else {
+                                    act.restarts += 1;
                                     act.fill_pool(ctx);
                                 }
                             }
@@ -644,16 +650,6 @@ impl Actor for PackContainer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        if let Backend::HostWorkers {
-            spill, spill_idle, ..
-        } = &self.backend
-        {
-            if !spill.is_empty() {
-                let idle = *spill_idle;
-                let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-                ctx.run_interval(every, move |act, _| act.retire_idle_spills(idle));
-            }
-        }
         // Host workers are always warm; a container starts here only when configured to.
         if !matches!(self.backend, Backend::Docker { eager: false, .. }) {
             self.fill_pool(ctx);
@@ -745,7 +741,9 @@ impl Handler<ReleaseSandbox> for PackContainer {
         self.parked = true;
         for sandbox in std::mem::take(&mut self.idle) {
             self.live = self.live.saturating_sub(1);
-            self.forget_spill(sandbox.pid());
+            if sandbox.is_spill() {
+                self.spilled = self.spilled.saturating_sub(1);
+            }
             if let Sandbox::Container(c) = sandbox {
                 c.forget();
             }
@@ -771,17 +769,10 @@ impl Handler<GetSnapshot> for PackContainer {
             timeouts: self.timeouts,
             restarts: self.restarts,
             manifest_rehashes: self.verifier.rehashed,
-            worker_pids: self
-                .idle
-                .iter()
-                .filter_map(|s| match s {
-                    Sandbox::Host(w) => Some(w.pid()),
-                    Sandbox::Container(_) => None,
-                })
-                .collect(),
+            worker_pids: self.idle.iter().filter_map(Sandbox::pid).collect(),
             container_id: self.idle.iter().find_map(|s| match s {
                 Sandbox::Container(c) => Some(c.id().to_string()),
-                Sandbox::Host(_) => None,
+                _ => None,
             }),
         })
     }

@@ -259,6 +259,9 @@ pub struct Registry {
     /// The kernel is stopping (`Stopping`): a sandbox that dies now (its HTTP worker host
     /// stopping first) is not replaced.
     stopping: bool,
+    /// The kernel's spill workers, shared by every pack (permissive mode, CPUs left by the
+    /// kernel; see `pack_container`).
+    spill_pool: Option<Arc<crate::pack_container::SpillPool>>,
     /// The verifier of each `modified` pack, kept warm between scans: a file found changed is
     /// not hashed again while its stat stays the same, so a scan costs stats, not the hashing of
     /// a (possibly huge) changed file every time.
@@ -282,6 +285,8 @@ impl Registry {
         audit: Addr<AuditWriter>,
         sandbox: SandboxSettings,
     ) -> Self {
+        let spill_pool =
+            crate::pack_container::SpillPool::new(config.spill_cpus.clone(), config.spill_idle);
         Registry {
             layout,
             config,
@@ -297,6 +302,7 @@ impl Registry {
             reloads: flows::Reloads::default(),
             self_addr: None,
             stopping: false,
+            spill_pool,
             modified_verifiers: HashMap::new(),
             watch: watch::PackWatch::default(),
             last_sources: flows::KeptSources::default(),

@@ -222,8 +222,7 @@ impl Registry {
                             redactor: Some(Arc::clone(&self.sandbox.capabilities.redactor)),
                         },
                         pool: self.config.workers_per_pack.max(1),
-                        spill: self.config.spill_cpus.clone(),
-                        spill_idle: self.config.spill_idle,
+                        spill: self.spill_pool.clone(),
                     },
                     Some(engine) => Backend::Docker {
                         engine: Arc::clone(engine),
