@@ -256,9 +256,9 @@ async fn a_stopped_worker_dies_with_its_kernel() {
     assert!(left.is_empty(), "the stopped worker outlived its kernel");
 }
 
-/// Marks that it started (`mark`), holds until `path` exists (at most 30 s), then says where it
-/// ran.
-const HOLD: &str = "import os, time\ndef run(input_data, context=None):\n    if input_data.get('mark'):\n        open(input_data['mark'], 'w').close()\n    end = time.time() + 30\n    while input_data.get('path') and not os.path.exists(input_data['path']) and time.time() < end:\n        time.sleep(0.01)\n    return {'pid': os.getpid(), 'cpus': sorted(os.sched_getaffinity(0))}\n";
+/// Marks that it started (`mark`), holds until `path` exists (at most 110 s, past every wait of
+/// the test), then says where it ran.
+const HOLD: &str = "import os, time\ndef run(input_data, context=None):\n    if input_data.get('mark'):\n        open(input_data['mark'], 'w').close()\n    end = time.time() + 110\n    while input_data.get('path') and not os.path.exists(input_data['path']) and time.time() < end:\n        time.sleep(0.01)\n    return {'pid': os.getpid(), 'cpus': sorted(os.sched_getaffinity(0))}\n";
 
 /// The CPUs this process may use (the kernel it starts inherits them).
 fn allowed_cpus() -> Vec<i64> {
@@ -277,11 +277,37 @@ fn allowed_cpus() -> Vec<i64> {
     cpus
 }
 
+/// Starts a `hold` run that waits for `home/release{name}` and returns once it has started
+/// (its mark exists) with the release file and the run's task.
+async fn hold(
+    k: &std::sync::Arc<Kernel>,
+    home: &Path,
+    name: &str,
+) -> (std::path::PathBuf, tokio::task::JoinHandle<(u16, Value)>) {
+    let (mark, release) = (
+        home.join(format!("started{name}")),
+        home.join(format!("release{name}")),
+    );
+    let kc = k.clone();
+    let input = json!({"input": {"mark": mark, "path": release}});
+    let task = tokio::spawn(async move { kc.run("hold", input).await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mark.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "held call {name} never started: no worker took it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (release, task)
+}
+
 /// Under the default CPU policy (`half`) the kernel keeps the upper half of the CPUs; a pack's
 /// lone calls run on its warm worker there. Calls that overlap run on spill workers confined to
-/// the lower half, started while every worker is busy, up to the kernel's limit (two per CPU
-/// left, four in all); beyond it a call waits. An idle warm worker is taken first by a call with
-/// nothing else in flight; a spill worker idle for `RUMI_PACK_SPILL_IDLE` is stopped.
+/// the lower half, started while every worker is busy, up to the pack's share of the kernel's
+/// budget (two per CPU left, four in all, half of it per pack); beyond it a call waits. A call
+/// with nothing else in flight takes the warm worker; an overlapping one takes an idle spill
+/// worker before starting another; a spill worker idle for `RUMI_PACK_SPILL_IDLE` is stopped.
 #[tokio::test]
 async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     if !python_available() {
@@ -293,42 +319,35 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
         return;
     }
     let split = cpus.len() - cpus.len().div_ceil(2);
-    let (left, kept) = (json!(cpus[..split]), json!(cpus[split..]));
-    let limit = (2 * split).min(4);
+    let (left, kept) = (&cpus[..split], &cpus[split..]);
+    let per_pack = ((2 * split).min(4) / 2).max(1);
     let home = home_with(&[("hold.py", HOLD)]);
     let k = std::sync::Arc::new(Kernel::start(home.path(), &[("RUMI_PACK_SPILL_IDLE", "8")]));
     k.approve("hostile").await;
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     let warm = run["result"]["out"].clone();
-    assert_eq!(
-        warm["cpus"], kept,
-        "the warm worker runs on the kernel's CPUs: {run}"
+    let on = |v: &Value| -> Vec<i64> {
+        v["cpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect()
+    };
+    assert!(
+        on(&warm).iter().all(|c| kept.contains(c)),
+        "the warm worker runs on the kernel's CPUs {kept:?}: {run}"
     );
 
-    // One held call on the warm worker, then `limit` more, each started before the next.
+    // One held call on the warm worker, then `per_pack` more, each started before the next.
     let mut held = Vec::new();
-    for i in 0..=limit {
-        let (mark, release) = (
-            home.path().join(format!("started{i}")),
-            home.path().join(format!("release{i}")),
-        );
-        let kc = k.clone();
-        let input = json!({"input": {"mark": mark, "path": release}});
-        held.push((
-            release,
-            tokio::spawn(async move { kc.run("hold", input).await }),
-        ));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !mark.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "held call {i} never started: a spill worker was not started for it"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    for i in 0..=per_pack {
+        held.push(hold(&k, home.path(), &i.to_string()).await);
     }
-    assert_eq!(pack_counters(&k).await["workers"], 1 + limit as u64);
-    // Every worker busy and the limit reached: the next call waits in the pack's queue.
+    let c = pack_counters(&k).await;
+    assert_eq!(c["workers"], 1 + per_pack as u64, "{c}");
+    assert_eq!(c["spill_workers"], per_pack as u64, "{c}");
+    // Every worker busy and the pack's share reached: the next call waits in the pack's queue.
     let mut waiting = Some({
         let kc = k.clone();
         tokio::spawn(async move { kc.run("hold", json!({"input": {}})).await })
@@ -339,7 +358,7 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
         if c["queued"] == 1 {
             assert_eq!(
                 c["workers"],
-                1 + limit as u64,
+                1 + per_pack as u64,
                 "no spill worker past the limit: {c}"
             );
             break;
@@ -371,20 +390,30 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
             "an overlapping call waited for the busy warm worker: {run}"
         );
         assert_eq!(
-            out["cpus"], left,
+            on(out),
+            left,
             "a spill worker runs on the CPUs the kernel left: {run}"
         );
         spills.push(out["pid"].as_i64().unwrap());
     }
+    let last_back = *spills.last().unwrap();
     spills.sort_unstable();
     spills.dedup();
     assert_eq!(
         spills.len(),
-        limit,
+        per_pack,
         "each held call had its own spill worker"
     );
-    // All idle, a spill worker the last one back: the lone call still takes the warm worker.
+    // All idle, a spill worker the last one back: a lone call takes the warm worker ...
     let (_, run) = k.run("hold", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+    // ... and a call overlapping a held one takes the idle spill worker last back, starting none.
+    let (release, task) = hold(&k, home.path(), "w").await;
+    let (_, run) = k.run("hold", json!({"input": {}})).await;
+    assert_eq!(run["result"]["out"]["pid"], last_back, "{run}");
+    assert_eq!(pack_counters(&k).await["workers"], 1 + per_pack as u64);
+    std::fs::write(&release, b"").unwrap();
+    let (_, run) = task.await.unwrap();
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
     // Idle for 8 s, the spill workers are stopped; the warm one stays.
     assert!(
@@ -395,6 +424,7 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     );
     let counters = pack_counters(&k).await;
     assert_eq!(counters["workers"], 1, "{counters}");
+    assert_eq!(counters["spill_workers"], 0, "{counters}");
     assert_eq!(counters["restarts"], 0, "{counters}");
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");

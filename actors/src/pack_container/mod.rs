@@ -22,7 +22,7 @@
 //! on the kernel's CPU (a same-CPU hand-off). A call that overlaps another takes an idle spill
 //! worker first, then an idle warm one; when none is idle, a spill worker is started for it if
 //! the kernel's pool has room ([`SPILL_PER_CPU`] per CPU left, [`SPILL_MAX`] in all, over every
-//! pack), else it waits. So overlapping calls run beside the kernel instead of taking turns with
+//! pack, half of it at most for one pack), else it waits. So overlapping calls run beside the kernel instead of taking turns with
 //! it on its CPU. A spill worker idle for the pool's idle time is stopped; one that fails is
 //! killed like any worker and not replaced (the next overlap may start another).
 
@@ -51,7 +51,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wire::{describe_diff, truncate, CallContext, CallRequest};
@@ -153,7 +153,9 @@ pub struct ContainerSnapshot {
     pub timeouts: u64,
     pub restarts: u64,
     pub manifest_rehashes: u64,
-    /// Idle host workers' pids.
+    /// Spill workers alive, idle or busy (counted in `workers`).
+    pub spill_workers: usize,
+    /// Idle host workers' pids (spill workers included).
     pub worker_pids: Vec<i32>,
     /// The idle container's short id (strict mode).
     pub container_id: Option<String>,
@@ -183,8 +185,6 @@ pub struct PackContainer {
     spilled: usize,
     /// The check for idle spill workers is armed.
     spill_timer: bool,
-    /// No spill worker is started before this (one failed to start).
-    spill_blocked_until: Option<Instant>,
     /// A container start is under way.
     starting: bool,
     /// Why the last container start failed; answers the calls that waited for it.
@@ -230,7 +230,6 @@ impl PackContainer {
             live: 0,
             spilled: 0,
             spill_timer: false,
-            spill_blocked_until: None,
             starting: false,
             start_error: None,
             start_waiters: Vec::new(),
@@ -769,6 +768,7 @@ impl Handler<GetSnapshot> for PackContainer {
             timeouts: self.timeouts,
             restarts: self.restarts,
             manifest_rehashes: self.verifier.rehashed,
+            spill_workers: self.spilled,
             worker_pids: self.idle.iter().filter_map(Sandbox::pid).collect(),
             container_id: self.idle.iter().find_map(|s| match s {
                 Sandbox::Container(c) => Some(c.id().to_string()),

@@ -4,7 +4,7 @@ use super::sandboxes::{Sandbox, Spilled};
 use super::{Backend, PackContainer};
 use crate::pack_container::worker::Worker;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ pub const SPILL_PER_CPU: usize = 2;
 /// Spill workers the kernel may run at most, over all its packs, however many CPUs it left.
 pub const SPILL_MAX: usize = 4;
 
-/// After a spill worker failed to start, no other is tried for this long (the calls wait for
-/// the warm workers meanwhile).
+/// After a spill worker failed to start, no other is tried, by any pack, for this long (the
+/// calls wait for the warm workers meanwhile).
 const SPILL_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The kernel's spill workers: where they run, how long one may idle, and the slots every pack
@@ -26,7 +26,12 @@ pub struct SpillPool {
     cpus: Vec<usize>,
     idle: Duration,
     limit: usize,
+    /// What one pack may hold: half the limit (at least one), so two packs can always spill.
+    per_pack: usize,
     taken: AtomicUsize,
+    epoch: Instant,
+    /// Milliseconds after `epoch` before which no spill worker is started (a start failed).
+    blocked_until_ms: AtomicU64,
 }
 
 impl SpillPool {
@@ -40,8 +45,24 @@ impl SpillPool {
             cpus,
             idle,
             limit,
+            per_pack: (limit / 2).max(1),
             taken: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            blocked_until_ms: AtomicU64::new(0),
         }))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn blocked(&self) -> bool {
+        self.now_ms() < self.blocked_until_ms.load(Ordering::Acquire)
+    }
+
+    fn block(&self) {
+        let until = self.now_ms() + SPILL_BACKOFF.as_millis() as u64;
+        self.blocked_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Spill workers running now, over every pack.
@@ -86,20 +107,22 @@ impl PackContainer {
     /// Whether a call that finds no idle sandbox could have a spill worker started for it.
     pub(super) fn may_spill(&self) -> bool {
         self.live > 0
-            && self.spill_blocked_until.is_none_or(|t| Instant::now() >= t)
-            && self.spill_pool().is_some_and(|p| p.has_room())
+            && self
+                .spill_pool()
+                .is_some_and(|p| p.has_room() && !p.blocked() && self.spilled < p.per_pack)
     }
 
     /// The sandbox for the next call (see the parent module's docs for the rule): an idle spill
-    /// worker while another call is in flight, else an idle warm worker (the last one back), else
-    /// a spill worker started for it.
+    /// worker while another call is in flight, else an idle warm worker, else a spill worker
+    /// started for it. Of each kind the last one back is taken, so a spill worker left over from
+    /// a burst is not kept alive by calls the others can take, and ages out.
     pub(super) fn take_sandbox(&mut self, ctx: &mut Context<Self>) -> Option<Sandbox> {
         if self.idle.is_empty() {
             return self.start_spill(ctx);
         }
         let in_flight = self.live > self.idle.len();
         let pos = in_flight
-            .then(|| self.idle.iter().position(Sandbox::is_spill))
+            .then(|| self.idle.iter().rposition(Sandbox::is_spill))
             .flatten()
             .or_else(|| self.idle.iter().rposition(|s| !s.is_spill()))
             .unwrap_or(self.idle.len() - 1);
@@ -128,7 +151,7 @@ impl PackContainer {
                 Some(Sandbox::Spill(Spilled::new(worker, slot)))
             }
             Err(e) => {
-                self.spill_blocked_until = Some(Instant::now() + SPILL_BACKOFF);
+                pool.block();
                 tracing::warn!(pack_id = %self.pack_id, error = %e, "cannot start a spill worker; calls wait for the warm ones (next try in 10 s)");
                 None
             }
@@ -179,6 +202,17 @@ mod tests {
         let many = SpillPool::new((0..32).collect(), Duration::from_secs(1)).unwrap();
         let slots: Vec<_> = std::iter::from_fn(|| many.take()).take(100).collect();
         assert_eq!(slots.len(), SPILL_MAX, "never more than SPILL_MAX in all");
+    }
+
+    #[test]
+    fn a_failed_start_blocks_every_pack_for_a_while_and_a_pack_holds_half() {
+        let pool = SpillPool::new(vec![0, 1], Duration::from_secs(1)).unwrap();
+        assert_eq!((pool.limit, pool.per_pack), (4, 2));
+        assert!(!pool.blocked());
+        pool.block();
+        assert!(pool.blocked(), "no start for SPILL_BACKOFF after a failure");
+        let one = SpillPool::new(vec![0], Duration::from_secs(1)).unwrap();
+        assert_eq!((one.limit, one.per_pack), (2, 1));
     }
 
     /// Packs on different threads take slots at once: never more than the limit are out, and
