@@ -100,14 +100,18 @@ fn pids_of(v: &Value) -> Vec<i64> {
 }
 
 async fn pack_counters(k: &Kernel) -> Value {
+    counters_of(k, "hostile").await
+}
+
+async fn counters_of(k: &Kernel, pack: &str) -> Value {
     let (_, d) = k.get("/api/diagnostics").await;
     d["data"]["containers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["pack_id"] == "hostile")
+        .find(|c| c["pack_id"] == pack)
         .cloned()
-        .unwrap_or_else(|| panic!("no counters for the pack in {d}"))
+        .unwrap_or_else(|| panic!("no counters for pack {pack} in {d}"))
 }
 
 #[tokio::test]
@@ -284,13 +288,23 @@ async fn hold(
     home: &Path,
     name: &str,
 ) -> (std::path::PathBuf, tokio::task::JoinHandle<(u16, Value)>) {
+    hold_in(k, home, "hold", name).await
+}
+
+/// [`hold`] through the flow `flow`.
+async fn hold_in(
+    k: &std::sync::Arc<Kernel>,
+    home: &Path,
+    flow: &str,
+    name: &str,
+) -> (std::path::PathBuf, tokio::task::JoinHandle<(u16, Value)>) {
     let (mark, release) = (
         home.join(format!("started{name}")),
         home.join(format!("release{name}")),
     );
-    let kc = k.clone();
+    let (kc, flow) = (k.clone(), flow.to_string());
     let input = json!({"input": {"mark": mark, "path": release}});
-    let task = tokio::spawn(async move { kc.run("hold", input).await });
+    let task = tokio::spawn(async move { kc.run(&flow, input).await });
     let deadline = Instant::now() + Duration::from_secs(20);
     while !mark.exists() {
         assert!(
@@ -428,4 +442,70 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     assert_eq!(counters["restarts"], 0, "{counters}");
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+}
+
+/// The spill budget is the kernel's, not each pack's: two packs that spill take it all (half
+/// each), and a third pack's overlapping call waits for its own warm worker instead of starting a
+/// spill worker.
+#[tokio::test]
+async fn the_spill_budget_is_shared_by_every_pack() {
+    if !python_available() {
+        return;
+    }
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: one CPU, so the kernel leaves none for spill workers");
+        return;
+    }
+    let split = cpus.len() - cpus.len().div_ceil(2);
+    let per_pack = ((2 * split).min(4) / 2).max(1);
+    let home = fresh_home();
+    let packs = ["spa", "spb", "spc"];
+    for id in packs {
+        make_pack(home.path(), id, &[("hold.py", HOLD)]);
+        write(
+            home.path(),
+            &format!("user_data/shared/flows/hold_{id}.flow.yaml"),
+            &format!("flow_id: hold_{id}\nphases: [m]\nsteps:\n  - {{id: s, phase: m, type: python_file_call, owner_pack: {id}, file: hold.py, input: \"${{ctx.input}}\", timeout_seconds: 120, output: out}}\n"),
+        );
+    }
+    let k = std::sync::Arc::new(Kernel::start(home.path(), &[]));
+    for id in packs {
+        k.approve(id).await;
+    }
+    // The first two packs: a call on the warm worker, then their share on spill workers.
+    let mut held = Vec::new();
+    for id in &packs[..2] {
+        for i in 0..=per_pack {
+            held.push(hold_in(&k, home.path(), &format!("hold_{id}"), &format!("{id}{i}")).await);
+        }
+        let c = counters_of(&k, id).await;
+        assert_eq!(c["spill_workers"], per_pack as u64, "{c}");
+    }
+    // The third: its warm worker busy, its overlapping call finds the budget spent and waits.
+    held.push(hold_in(&k, home.path(), "hold_spc", "spc0").await);
+    let waiting = {
+        let kc = k.clone();
+        tokio::spawn(async move { kc.run("hold_spc", json!({"input": {}})).await })
+    };
+    let c = until(20, "the third pack's call to queue", || async {
+        let c = counters_of(&k, "spc").await;
+        (c["queued"] == 1).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        c["spill_workers"], 0,
+        "a third pack spilled past the kernel's budget: {c}"
+    );
+    assert_eq!(c["workers"], 1, "{c}");
+    for (release, task) in held {
+        std::fs::write(&release, b"").unwrap();
+        let (_, run) = task.await.unwrap();
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let (_, run) = waiting.await.unwrap();
+    assert_eq!(
+        run["status"], "succeeded",
+        "the waiting call ran once a worker was free: {run}"
+    );
 }
