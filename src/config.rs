@@ -21,8 +21,8 @@ pub struct Settings {
     pub cpu_policy: CpuPolicy,
     /// `RUMI_SANDBOX_HOST`: where the pack sandboxes live (see [`SandboxHost`]).
     pub sandbox_host: SandboxHost,
-    /// `RUMI_PACK_SPILL` (`on` default | `off`): under the `half` policy, may a pack whose warm
-    /// workers are busy start one more worker on the CPUs the kernel left?
+    /// `RUMI_PACK_SPILL` (`on` default | `off`): under the `half` policy, may a pack's overlapping
+    /// calls run on spill workers on the CPUs the kernel left (see `pack_container`)?
     pub pack_spill: bool,
     pub trace: Option<PathBuf>,
     pub log_filter: String,

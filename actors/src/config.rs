@@ -42,8 +42,8 @@ pub struct RuntimeConfig {
     pub python: PathBuf,
     /// Warm workers per pack in permissive mode.
     pub workers_per_pack: usize,
-    /// Permissive mode: CPUs outside the kernel's own where a pack may run one more worker while
-    /// every warm one is busy (see `pack_container`); empty: none.
+    /// Permissive mode: the CPUs the kernel left, where a pack's overlapping calls run on spill
+    /// workers (see `pack_container`); empty: no spill workers.
     pub spill_cpus: Vec<usize>,
     /// A spill worker that has taken no call for this long is stopped.
     pub spill_idle: Duration,

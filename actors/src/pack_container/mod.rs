@@ -22,9 +22,10 @@
 //! on the kernel's CPU (a same-CPU hand-off). A call that overlaps another takes an idle spill
 //! worker first, then an idle warm one; when none is idle, a spill worker is started for it if
 //! the kernel's pool has room ([`SPILL_PER_CPU`] per CPU left, [`SPILL_MAX`] in all, over every
-//! pack, half of it at most for one pack), else it waits. So overlapping calls run beside the kernel instead of taking turns with
-//! it on its CPU. A spill worker idle for the pool's idle time is stopped; one that fails is
-//! killed like any worker and not replaced (the next overlap may start another).
+//! pack, half of it at most for one pack), else it waits. So overlapping calls run beside the
+//! kernel instead of taking turns with it on its CPU. A spill worker idle for the pool's idle
+//! time is stopped; one that fails is killed like any worker and not replaced (the next overlap
+//! may start another).
 
 mod entry;
 pub mod proctree;
