@@ -155,13 +155,15 @@ async fn changing_a_file_back_does_not_silently_reapprove() {
     let (_, run) = k.run(HELLO_FLOW, json!({})).await;
     assert_eq!(
         step(&run, "call_hello")["error_type"],
-        "hash_verification_failed"
+        "hash_verification_failed",
+        "{run}"
     );
     std::fs::write(&f, original).unwrap();
     let (_, run) = k.run(HELLO_FLOW, json!({})).await;
     assert_eq!(
         step(&run, "call_hello")["error_type"],
-        "hash_verification_failed"
+        "hash_verification_failed",
+        "{run}"
     );
 }
 

@@ -262,13 +262,8 @@ impl FlowRun {
                                     // record is being stored. The late answer changes nothing.
                                     return;
                                 }
-                                let answer = answer.unwrap_or_else(|_| {
-                                    act.deps.sandbox_lost.do_send(SandboxLost { pack_id: pack.clone() });
-                                    Err(StepFailure::new(
-                                        ErrorType::WorkerUnavailable,
-                                        format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
-                                    ))
-                                });
+                                let answer =
+                                    answer.unwrap_or_else(|_| Err(act.sandbox_gone(&pack, true)));
                                 act.audit_block(&step_id, &phase, &pack, &answer);
                                 match answer {
                                     Ok(BlockOutput { result, log }) => act.engine.complete_block(
@@ -345,12 +340,8 @@ impl FlowRun {
                                     if act.finished() {
                                         return; // as for a late block answer
                                     }
-                                    let answer = answer.unwrap_or_else(|_| {
-                                        Err(StepFailure::new(
-                                            ErrorType::WorkerUnavailable,
-                                            format!("the sandbox of pack {pack_id:?} is not running; it is being replaced"),
-                                        ))
-                                    });
+                                    let answer = answer
+                                        .unwrap_or_else(|_| Err(act.sandbox_gone(&pack_id, false)));
                                     act.audit_block(&step_id, &phase, &pack_id, &answer);
                                     let (result, log) = vocab_call::converted(answer);
                                     act.engine.complete_block(result, log, &act.clock);
@@ -700,6 +691,29 @@ pub fn new_run_id() -> String {
     });
     let ms = chrono::Utc::now().timestamp_millis() as u64;
     format!("{:012x}{:020x}", ms & 0xffff_ffff_ffff, r >> 48)
+}
+
+impl FlowRun {
+    /// A call's sandbox stopped before it took the call. The Registry publishes a decision's
+    /// state before it stops the sandbox, so a pack no longer approved (modified, rejected,
+    /// uninstalled) is refused for that reason; an approved pack's sandbox is being replaced
+    /// (`report` tells the Registry, for block calls).
+    fn sandbox_gone(&self, pack: &str, report: bool) -> StepFailure {
+        match self.deps.view.pack_state(pack) {
+            Some(PackState::Approved) => {
+                if report {
+                    self.deps.sandbox_lost.do_send(SandboxLost {
+                        pack_id: pack.to_string(),
+                    });
+                }
+                StepFailure::new(
+                    ErrorType::WorkerUnavailable,
+                    format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
+                )
+            }
+            state => not_approved(pack, state),
+        }
+    }
 }
 
 fn not_approved(pack: &str, state: Option<PackState>) -> StepFailure {

@@ -269,10 +269,19 @@ impl Registry {
                 self.view.set_container(id, Some(addr));
             }
             (false, _) => {
-                if let Some(c) = entry.container.take() {
-                    c.do_send(pack_container::Stop);
+                let stopped = entry.container.take();
+                if stopped.is_some() {
+                    // The pack's new state is published before its sandbox leaves the view and
+                    // stops: a run that still reaches the sandbox meets its pre-call check, and
+                    // one that finds it gone or stopped is refused for the state
+                    // (`hash_verification_failed` for a modified pack), never told a worker is
+                    // merely starting.
+                    self.publish_states();
                 }
                 self.view.set_container(id, None);
+                if let Some(c) = stopped {
+                    c.do_send(pack_container::Stop);
+                }
             }
             _ => {}
         }
