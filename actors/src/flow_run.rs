@@ -262,8 +262,9 @@ impl FlowRun {
                                     // record is being stored. The late answer changes nothing.
                                     return;
                                 }
-                                let answer =
-                                    answer.unwrap_or_else(|_| Err(act.sandbox_gone(&pack, true)));
+                                let answer = answer.unwrap_or_else(|_| {
+                                    Err(act.sandbox_gone(&step_id, &phase, &pack, true))
+                                });
                                 act.audit_block(&step_id, &phase, &pack, &answer);
                                 match answer {
                                     Ok(BlockOutput { result, log }) => act.engine.complete_block(
@@ -340,8 +341,9 @@ impl FlowRun {
                                     if act.finished() {
                                         return; // as for a late block answer
                                     }
-                                    let answer = answer
-                                        .unwrap_or_else(|_| Err(act.sandbox_gone(&pack_id, false)));
+                                    let answer = answer.unwrap_or_else(|_| {
+                                        Err(act.sandbox_gone(&step_id, &phase, &pack_id, false))
+                                    });
                                     act.audit_block(&step_id, &phase, &pack_id, &answer);
                                     let (result, log) = vocab_call::converted(answer);
                                     act.engine.complete_block(result, log, &act.clock);
@@ -696,9 +698,10 @@ pub fn new_run_id() -> String {
 impl FlowRun {
     /// A call's sandbox stopped before it took the call. The Registry publishes a decision's
     /// state before it stops the sandbox, so a pack no longer approved (modified, rejected,
-    /// uninstalled) is refused for that reason; an approved pack's sandbox is being replaced
-    /// (`report` tells the Registry, for block calls).
-    fn sandbox_gone(&self, pack: &str, report: bool) -> StepFailure {
+    /// uninstalled) is refused for that reason, audited as the refusal it is (as when the sandbox
+    /// is already gone from the view); an approved pack's sandbox is being replaced (`report`
+    /// tells the Registry, for block calls).
+    fn sandbox_gone(&self, step_id: &str, phase: &str, pack: &str, report: bool) -> StepFailure {
         match self.deps.view.pack_state(pack) {
             Some(PackState::Approved) => {
                 if report {
@@ -711,7 +714,18 @@ impl FlowRun {
                     format!("the sandbox of pack {pack:?} is not running; it is being replaced"),
                 )
             }
-            state => not_approved(pack, state),
+            state => {
+                let failure = not_approved(pack, state);
+                self.deps.audit_queue.push(AuditEntry::block_refused(
+                    self.flow_id(),
+                    &self.run_id,
+                    step_id,
+                    phase,
+                    pack,
+                    &failure,
+                ));
+                failure
+            }
         }
     }
 }

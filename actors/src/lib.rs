@@ -35,6 +35,8 @@ pub mod scheduler;
 pub mod skills;
 pub mod socket_server;
 pub mod sockets;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod view;
 pub mod vocab_call;
 

@@ -223,8 +223,8 @@ impl Worker {
     }
 
     /// Kills the worker on the reaper thread (see [`reap_elsewhere`]): the thread its owner runs
-    /// on may be the HTTP worker's (`registry::ContainerHost`), whose other requests must not wait for a
-    /// walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of the failure
+    /// on may be the HTTP worker's (`registry::ContainerHost`), whose other requests must not
+    /// wait for a walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of the failure
     /// once the tree is dead, as before; should this future be dropped first (its actor stopped),
     /// the walk still runs to its end.
     async fn kill_off_thread(&mut self) {
@@ -558,14 +558,8 @@ mod tests {
     /// The worker itself gets its SIGKILL last, once everything under it is dead; it dies when
     /// next scheduled.
     async fn root_dies(root: i32) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while running(root) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the worker {root} never died"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        crate::test_support::eventually(&format!("the worker {root} dies"), || !running(root))
+            .await;
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use crate::audit::AwaitWritten;
 use crate::audit_query::{query, AuditQuery};
 use crate::config::SecurityMode;
 use crate::keys::SigningKey;
+use crate::test_support::eventually;
 use std::time::Duration;
 
 /// A registry over one approvable pack `p` (strict mode: the engine connects only when a
@@ -207,15 +208,6 @@ async fn approve_p(registry: &Addr<Registry>) {
         .await
         .unwrap()
         .unwrap();
-}
-
-/// Polls `f` every 5 ms until it holds, for at most 10 s.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[actix_rt::test]
