@@ -9,13 +9,21 @@
 //!
 //! The lock is the kernel's open file description: the OS drops it when the process ends in any
 //! way (kill -9 included), so a crash never leaves a stale lock behind. The file's contents
-//! (`pid port`) are only a note for the refusal message, never trusted for the decision.
+//! (`pid port`) are only a note for the refusal message, never trusted for the decision. One
+//! exception to "at once": a kernel killed while it was starting a worker leaves that fork holding
+//! the description until it reaches `exec` (the descriptor is close-on-exec) or finds its parent
+//! gone and exits — milliseconds, more on a loaded machine. So when the note's process no longer
+//! exists, the lock is tried again for up to [`DEAD_HOLDER_WAIT`] before the refusal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a lock whose noted holder is dead is tried again (see the module docs).
+pub const DEAD_HOLDER_WAIT: Duration = Duration::from_secs(3);
 
 /// Held for the kernel's lifetime; dropping it (or the process ending) releases the home.
 #[derive(Debug)]
@@ -45,19 +53,27 @@ impl HomeLock {
             .truncate(false)
             .mode(0o600)
             .open(user_data.join("kernel.lock"))?;
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        let deadline = Instant::now() + DEAD_HOLDER_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut note = String::new();
-                // The holder may not have written its note yet; the refusal stands either way.
-                let _ = file.take(64).read_to_string(&mut note);
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err.into());
+            }
+            let mut note = String::new();
+            // The holder may not have written its note yet; the refusal stands either way.
+            let _ = (&file).take(64).read_to_string(&mut note);
+            (&file).rewind()?;
+            if !noted_holder_is_gone(&note) || Instant::now() >= deadline {
                 return Err(HomeLockError::Busy {
                     holder: describe_holder(&note),
                 });
             }
-            return Err(err.into());
+            std::thread::sleep(Duration::from_millis(20));
         }
         let mut lock = HomeLock { file };
         lock.note(None)?;
@@ -73,6 +89,22 @@ impl HomeLock {
         self.file.set_len(0)?;
         self.file.rewind()?;
         self.file.write_all(text.as_bytes())
+    }
+}
+
+/// The note names a process that no longer exists (a note without a pid proves nothing).
+fn noted_holder_is_gone(note: &str) -> bool {
+    let Some(pid) = note
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse::<i32>().ok())
+        .filter(|&p| p > 0)
+    else {
+        return false;
+    };
+    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+    unsafe {
+        libc::kill(pid, 0) != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
 }
 
@@ -92,8 +124,14 @@ fn describe_holder(note: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A fork holds every lock of this process until it execs (that is what
+    /// `a_lock_left_by_a_dead_kernels_fork_is_waited_for_a_live_holder_is_not` is about), so the
+    /// test that forks does not run beside the one that expects a lock to be free at once.
+    static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_second_lock_on_the_same_home_is_refused_and_named() {
+        let _serial = FORKS.lock().unwrap_or_else(|e| e.into_inner());
         let home = tempfile::tempdir().unwrap();
         let ud = home.path().join("user_data");
         let mut first = HomeLock::acquire(&ud).unwrap();
@@ -109,6 +147,74 @@ mod tests {
         }
         drop(first);
         HomeLock::acquire(&ud).expect("released with its holder");
+    }
+
+    /// A lock still held by what a dead kernel forked (here `flock(1)` holding it for 300 ms, the
+    /// note naming a pid that exists no more) is waited for; one whose noted holder lives is
+    /// refused at once.
+    #[test]
+    fn a_lock_left_by_a_dead_kernels_fork_is_waited_for_a_live_holder_is_not() {
+        let _serial = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let home = tempfile::tempdir().unwrap();
+        let ud = home.path().join("user_data");
+        drop(HomeLock::acquire(&ud).unwrap());
+        let lock = ud.join("kernel.lock");
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        std::fs::write(&lock, format!("{dead_pid} 1\n")).unwrap();
+        let mut holder = std::process::Command::new("flock")
+            .arg(&lock)
+            .args(["sleep", "0.3"])
+            .spawn()
+            .unwrap();
+        // Held by then: flock(1) takes it before it runs sleep.
+        let held = Instant::now() + Duration::from_secs(10);
+        while std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(Instant::now() < held, "flock(1) never took the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = Instant::now();
+        let got = HomeLock::acquire(&ud).expect("the dead kernel's fork lets go");
+        assert!(t.elapsed() < DEAD_HOLDER_WAIT);
+        holder.wait().unwrap();
+        drop(got);
+
+        // A live holder (this process's pid in the note): refused without waiting.
+        let mut holder = std::process::Command::new("flock")
+            .arg(&lock)
+            .args(["sleep", "5"])
+            .spawn()
+            .unwrap();
+        while std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::write(&lock, format!("{} 1\n", std::process::id())).unwrap();
+        let t = Instant::now();
+        assert!(matches!(
+            HomeLock::acquire(&ud),
+            Err(HomeLockError::Busy { .. })
+        ));
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a live holder is not waited for"
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
     }
 
     #[test]
