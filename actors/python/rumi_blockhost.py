@@ -113,6 +113,9 @@ def reply_body(reply: Dict[str, Any]) -> bytes:
     ok, log, error, id, strays) encoded here and cut to MAX_ENVELOPE_BYTES. Raises ValueError for
     a log no UTF-8 can carry."""
     encoded = reply.pop(RESULT_BYTES, None)
+    if encoded is not None and len(reply) == 3 and reply.get("ok") is True and reply.get("log") == "" and type(reply.get("id")) is int:
+        # The common reply (ok, no log, the kernel's integer id): the envelope written directly.
+        return b'{"result":' + encoded + b',"ok":true,"log":"","id":' + str(reply["id"]).encode() + b"}"
     rest = rumi_wire.encode_strict(reply).encode("utf-8")
     if len(rest) > MAX_ENVELOPE_BYTES:
         rest = _shrunk(reply)
@@ -154,18 +157,19 @@ class BlockHost:
         # Put back after every call: a block that raised it must not let a deep (or hidden
         # self-referencing) result overflow the C stack while the host encodes it.
         self.recursion_limit = sys.getrecursionlimit()
-        self._cache: Dict[str, Tuple[Tuple[int, int], Callable[..., Any], int]] = {}
+        self._cache: Dict[str, Tuple[Tuple[int, int], Callable[..., Any], int, str]] = {}
         # Appended, not prepended: a pack file named like a kernel module (rumi_syscall.py) must
         # not shadow it; the pack's own modules stay importable.
         if self.pack_root not in sys.path:
             sys.path.append(self.pack_root)
 
     def _load(self, rel: str, entry: str = "run") -> Tuple[Callable[..., Any], int]:
-        path = os.path.join(self.pack_root, rel)
-        st = os.stat(path)
-        key = (st.st_size, st.st_mtime_ns)
         cache_key = entry + "\0" + rel
         cached = self._cache.get(cache_key)
+        # The file is looked at on every call (a changed one is loaded again); its path is kept.
+        path = cached[3] if cached is not None else os.path.join(self.pack_root, rel)
+        st = os.stat(path)
+        key = (st.st_size, st.st_mtime_ns)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         name = "rumi_block_" + "".join(c if c.isalnum() else "_" for c in rel)
@@ -179,7 +183,7 @@ class BlockHost:
         if not callable(run):
             raise AttributeError(f"{rel} defines no {signature} function")
         arity = _positional_arity(run)
-        self._cache[cache_key] = (key, run, arity)
+        self._cache[cache_key] = (key, run, arity, path)
         return run, arity
 
     def call(self, request: Dict[str, Any]) -> Dict[str, Any]:

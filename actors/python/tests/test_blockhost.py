@@ -229,6 +229,77 @@ class WireTest(unittest.TestCase):
         self.assertEqual(c["echo"]["request_id"], "r1")
 
 
+class FramingTest(unittest.TestCase):
+    """The block host's fast paths give what the general ones give."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.dirname(HOST))
+
+    def test_decode_is_json_loads(self):
+        import rumi_wire
+
+        texts = ['{"a":1}', ' {"a":[1,2.5,"\\u00e9"]} ', "[]", '"x"', "1e999", "NaN", '{"a":1}x', "", "nan", "[1,", '{"a":"\\ud800"}', "{} {}"]
+        for text in texts:
+            try:
+                want = ("ok", json.loads(text))
+            except ValueError as e:
+                want = ("error", type(e))
+            try:
+                got = ("ok", rumi_wire.decode(text))
+            except ValueError as e:
+                got = ("error", type(e))
+            # NaN != NaN: compare the encodings.
+            self.assertEqual(repr(got), repr(want), text)
+
+    def test_frames_read_from_short_reads_and_a_stream_that_ends(self):
+        import io
+
+        import rumi_wire
+
+        class Trickle(io.RawIOBase):
+            """An unbuffered stream that hands out one byte per read."""
+
+            def __init__(self, data):
+                self.data = data
+
+            def readable(self):
+                return True
+
+            def read(self, n=-1):
+                out, self.data = self.data[:1], self.data[1:]
+                return out
+
+        body = json.dumps({"op": "call", "id": 7}).encode()
+        frame = struct.pack(">I", len(body)) + body
+        stream = Trickle(frame + frame[:6])
+        self.assertEqual(rumi_wire.read_frame(stream, 1 << 20), {"op": "call", "id": 7})
+        self.assertIsNone(rumi_wire.read_frame(stream, 1 << 20))  # the second frame is cut short
+        buffered = io.BufferedReader(io.BytesIO(frame * 2 + b"\0\0"))
+        self.assertEqual(rumi_wire.read_frame(buffered, 1 << 20)["id"], 7)
+        self.assertEqual(rumi_wire.read_frame(buffered, 1 << 20)["id"], 7)
+        self.assertIsNone(rumi_wire.read_frame(buffered, 1 << 20))
+        with self.assertRaises(ValueError):
+            rumi_wire.read_frame(io.BytesIO(frame), len(body) - 1)
+
+    def test_the_common_reply_is_the_general_encoding(self):
+        import rumi_blockhost
+        import rumi_wire
+
+        for reply in (
+            {"ok": True, rumi_blockhost.RESULT_BYTES: b'{"m":"\xc3\xa9"}', "log": "", "id": 12},
+            {"ok": True, rumi_blockhost.RESULT_BYTES: b"[]", "log": "printed\n", "id": 3},
+            {"ok": True, rumi_blockhost.RESULT_BYTES: b"1", "log": "", "id": None},
+            {"ok": True, rumi_blockhost.RESULT_BYTES: b"1", "log": "", "id": True},
+            {"ok": True, rumi_blockhost.RESULT_BYTES: b"1", "log": "", "id": 4, "strays": 1},
+        ):
+            general = dict(reply)
+            encoded = general.pop(rumi_blockhost.RESULT_BYTES)
+            rest = rumi_wire.encode_strict(general).encode()
+            want = b'{"result":' + encoded + b"," + rest[1:]
+            self.assertEqual(rumi_blockhost.reply_body(dict(reply)), want)
+            self.assertEqual(json.loads(want)["ok"], True)
+
+
 class ConnectModeTest(unittest.TestCase):
     """--connect: the container's mode. The host connects to the kernel's socket; a child forked
     by a block loses the channel, so it can never answer in the host's name."""
