@@ -316,32 +316,50 @@ async fn hold_in(
     (release, task)
 }
 
-/// The CPUs the kernel (`half` policy) leaves and keeps, and how many spill workers one pack may
-/// run: half the kernel's budget (two per CPU left, four in all), at least one — none on a
-/// machine of one CPU, where the kernel leaves no CPU.
-fn spill_share() -> (Vec<i64>, Vec<i64>, usize) {
+/// The CPUs the kernel (`half` policy) leaves and keeps, the kernel's spill budget (two per CPU
+/// left, four in all) and a pack's share of it (half, at least one) — none on a machine of one
+/// CPU, where the kernel leaves no CPU.
+fn spill_share() -> (Vec<i64>, Vec<i64>, usize, usize) {
     let cpus = allowed_cpus();
     let split = cpus.len() - cpus.len().div_ceil(2);
-    let per_pack = match split {
-        0 => 0,
-        n => ((2 * n).min(4) / 2).max(1),
-    };
-    (cpus[..split].to_vec(), cpus[split..].to_vec(), per_pack)
+    let limit = (2 * split).min(4);
+    let share = if limit == 0 { 0 } else { (limit / 2).max(1) };
+    (cpus[..split].to_vec(), cpus[split..].to_vec(), limit, share)
+}
+
+/// Waits until the pack's counters satisfy `done` (at most `secs`), and returns them.
+async fn counters_until(
+    k: &Kernel,
+    pack: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = counters_of(k, pack).await;
+        if done(&c) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "{what}: {c}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Under the default CPU policy (`half`) the kernel keeps the upper half of the CPUs; a pack's
 /// lone calls run on its warm worker there. Calls that overlap run on spill workers confined to
-/// the lower half, started while every worker is busy, up to the pack's share of the kernel's
-/// budget (two per CPU left, four in all, half of it per pack); beyond it a call waits. A call
-/// with nothing else in flight takes the warm worker; an overlapping one takes an idle spill
-/// worker before starting another; a spill worker idle for `RUMI_PACK_SPILL_IDLE` is stopped.
+/// the lower half, started while every worker is busy, up to the kernel's whole budget (two per
+/// CPU left, four in all) while no other pack wants any; beyond it a call waits. A call with
+/// nothing else in flight takes the warm worker; an overlapping one takes an idle spill worker
+/// before starting another; a spill worker idle for `RUMI_PACK_SPILL_IDLE` is stopped, one past
+/// the pack's share (half the budget) after a second.
 #[tokio::test]
 async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     if !python_available() {
         return;
     }
     // (One CPU: nothing may spill, and the call past the warm worker waits: checked the same way.)
-    let (left, kept, per_pack) = spill_share();
+    let (left, kept, limit, share) = spill_share();
     let home = home_with(&[("hold.py", HOLD)]);
     let k = std::sync::Arc::new(Kernel::start(home.path(), &[("RUMI_PACK_SPILL_IDLE", "8")]));
     k.approve("hostile").await;
@@ -360,15 +378,16 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
         "the warm worker runs on the kernel's CPUs {kept:?}: {run}"
     );
 
-    // One held call on the warm worker, then `per_pack` more, each started before the next.
+    // One held call on the warm worker, then `limit` more, each started before the next: alone,
+    // the pack may take the kernel's whole budget.
     let mut held = Vec::new();
-    for i in 0..=per_pack {
+    for i in 0..=limit {
         held.push(hold(&k, home.path(), &i.to_string()).await);
     }
     let c = pack_counters(&k).await;
-    assert_eq!(c["workers"], 1 + per_pack as u64, "{c}");
-    assert_eq!(c["spill_workers"], per_pack as u64, "{c}");
-    // Every worker busy and the pack's share reached: the next call waits in the pack's queue.
+    assert_eq!(c["workers"], 1 + limit as u64, "{c}");
+    assert_eq!(c["spill_workers"], limit as u64, "{c}");
+    // Every worker busy and the budget spent: the next call waits in the pack's queue.
     let mut waiting = Some({
         let kc = k.clone();
         tokio::spawn(async move { kc.run("hold", json!({"input": {}})).await })
@@ -379,7 +398,7 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
         if c["queued"] == 1 {
             assert_eq!(
                 c["workers"],
-                1 + per_pack as u64,
+                1 + limit as u64,
                 "no spill worker past the limit: {c}"
             );
             break;
@@ -418,27 +437,38 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
         spills.push(out["pid"].as_i64().unwrap());
     }
     let Some(&last_back) = spills.last() else {
-        assert_eq!(per_pack, 0, "no call ran on a spill worker");
+        assert_eq!(limit, 0, "no call ran on a spill worker");
         return; // one CPU: nothing spilled, and the call past the warm worker waited (above)
     };
     spills.sort_unstable();
     spills.dedup();
     assert_eq!(
         spills.len(),
-        per_pack,
+        limit,
         "each held call had its own spill worker"
     );
     // All idle, a spill worker the last one back: a lone call takes the warm worker ...
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
-    // ... and a call overlapping a held one takes the idle spill worker last back, starting none.
+    // ... and a call overlapping a held one takes the idle spill worker last back, starting none
+    // (the ones idle longest are the first stopped).
     let (release, task) = hold(&k, home.path(), "w").await;
     let (_, run) = k.run("hold", json!({"input": {}})).await;
     assert_eq!(run["result"]["out"]["pid"], last_back, "{run}");
-    assert_eq!(pack_counters(&k).await["workers"], 1 + per_pack as u64);
+    assert!(pack_counters(&k).await["workers"].as_u64().unwrap() <= 1 + limit as u64);
     std::fs::write(&release, b"").unwrap();
     let (_, run) = task.await.unwrap();
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
+    // Idle for a second, those past the pack's share are stopped, long before the 8 s of the rest.
+    let c = counters_until(
+        &k,
+        "hostile",
+        6,
+        "spill workers past the share still run",
+        |c| c["spill_workers"] == share as u64,
+    )
+    .await;
+    assert_eq!(c["workers"], 1 + share as u64, "{c}");
     // Idle for 8 s, the spill workers are stopped; the warm one stays.
     assert!(
         gone_within(&spills, Duration::from_secs(40))
@@ -454,18 +484,18 @@ async fn overlapping_calls_run_on_spill_workers_up_to_the_limit() {
     assert_eq!(run["result"]["out"]["pid"], warm["pid"], "{run}");
 }
 
-/// The spill budget is the kernel's, not each pack's: two packs that spill take it all (half
-/// each), and a third pack's overlapping call waits for its own warm worker instead of starting a
-/// spill worker.
+/// The spill budget is the kernel's, not each pack's: one pack alone may take all of it, but a
+/// pack below its share (half) that finds it spent makes a pack past its share give a spill
+/// worker back as one comes back from its call; the freed slot is the waiting pack's next spill.
 #[tokio::test]
 async fn the_spill_budget_is_shared_by_every_pack() {
     if !python_available() {
         return;
     }
-    // (One CPU: no pack may spill; the third pack's call waits all the same.)
-    let (_, _, per_pack) = spill_share();
+    // (One CPU: no pack may spill; the second pack's call waits all the same.)
+    let (_, _, limit, share) = spill_share();
     let home = fresh_home();
-    let packs = ["spa", "spb", "spc"];
+    let packs = ["spa", "spb"];
     for id in packs {
         make_pack(home.path(), id, &[("hold.py", HOLD)]);
         write(
@@ -478,39 +508,95 @@ async fn the_spill_budget_is_shared_by_every_pack() {
     for id in packs {
         k.approve(id).await;
     }
-    // The first two packs: a call on the warm worker, then their share on spill workers.
-    let mut held = Vec::new();
-    for id in &packs[..2] {
-        for i in 0..=per_pack {
-            held.push(hold_in(&k, home.path(), &format!("hold_{id}"), &format!("{id}{i}")).await);
-        }
-        let c = counters_of(&k, id).await;
-        assert_eq!(c["spill_workers"], per_pack as u64, "{c}");
+    // The first pack: a call on the warm worker, then the whole budget on spill workers.
+    let mut first = Vec::new();
+    for i in 0..=limit {
+        first.push(hold_in(&k, home.path(), "hold_spa", &format!("a{i}")).await);
     }
-    // The third: its warm worker busy, its overlapping call finds the budget spent and waits.
-    held.push(hold_in(&k, home.path(), "hold_spc", "spc0").await);
+    let c = counters_of(&k, "spa").await;
+    assert_eq!(c["spill_workers"], limit as u64, "{c}");
+    // The second: its warm worker busy, its overlapping call finds the budget spent and waits.
+    let mut second = vec![hold_in(&k, home.path(), "hold_spb", "b0").await];
     let waiting = {
-        let kc = k.clone();
-        tokio::spawn(async move { kc.run("hold_spc", json!({"input": {}})).await })
+        let (kc, mark, release) = (
+            k.clone(),
+            home.path().join("startedb1"),
+            home.path().join("releaseb1"),
+        );
+        let task = tokio::spawn(async move {
+            kc.run(
+                "hold_spb",
+                json!({"input": {"mark": mark, "path": release}}),
+            )
+            .await
+        });
+        (
+            home.path().join("startedb1"),
+            home.path().join("releaseb1"),
+            task,
+        )
     };
-    let c = until(20, "the third pack's call to queue", || async {
-        let c = counters_of(&k, "spc").await;
-        (c["queued"] == 1).then_some(c)
+    let c = counters_until(&k, "spb", 20, "the second pack's call never queued", |c| {
+        c["queued"] == 1
     })
     .await;
     assert_eq!(
         c["spill_workers"], 0,
-        "a third pack spilled past the kernel's budget: {c}"
+        "a pack spilled past the kernel's budget: {c}"
     );
     assert_eq!(c["workers"], 1, "{c}");
-    for (release, task) in held {
+    if limit > 0 {
+        // The first pack's last spill call ends: past its share while the second pack wants one,
+        // its worker is stopped instead of kept idle.
+        let (release, task) = first.pop().unwrap();
         std::fs::write(&release, b"").unwrap();
         let (_, run) = task.await.unwrap();
         assert_eq!(run["status"], "succeeded", "{run}");
+        // (Stopped in the turn that answered the call, before the run could end: read at once,
+        // long before a worker past its share would be stopped for idling a second.)
+        let c = counters_of(&k, "spa").await;
+        assert_eq!(
+            c["spill_workers"],
+            (limit - 1) as u64,
+            "the first pack kept its spill worker past its share: {c}"
+        );
+        assert!(
+            limit > share,
+            "it gives back only what is past its share: {c}"
+        );
+        // The second pack's next call takes the freed slot: its waiting call starts on a new spill
+        // worker (the new call waits behind it).
+        let next = {
+            let kc = k.clone();
+            tokio::spawn(async move { kc.run("hold_spb", json!({"input": {}})).await })
+        };
+        let c = counters_until(
+            &k,
+            "spb",
+            20,
+            "the second pack never spilled into the freed slot",
+            |c| c["spill_workers"] == 1,
+        )
+        .await;
+        assert_eq!(c["workers"], 2, "{c}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !waiting.0.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the waiting call never started on the freed slot"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::write(&waiting.1, b"").unwrap();
+        second.push((home.path().join("unused"), next));
+    } else {
+        std::fs::write(&waiting.1, b"").unwrap();
     }
-    let (_, run) = waiting.await.unwrap();
-    assert_eq!(
-        run["status"], "succeeded",
-        "the waiting call ran once a worker was free: {run}"
-    );
+    for (release, task) in first.into_iter().chain(second) {
+        let _ = std::fs::write(&release, b"");
+        let (_, run) = task.await.unwrap();
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let (_, run) = waiting.2.await.unwrap();
+    assert_eq!(run["status"], "succeeded", "the waiting call ran: {run}");
 }

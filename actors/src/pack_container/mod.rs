@@ -22,8 +22,9 @@
 //! on the kernel's CPU (a same-CPU hand-off). A call that overlaps another takes an idle spill
 //! worker first, then an idle warm one; when none is idle, a spill worker is started for it if
 //! the kernel's pool has room ([`SPILL_PER_CPU`] per CPU left, [`SPILL_MAX`] in all, over every
-//! pack, half of it at most for one pack), else it waits. So overlapping calls run beside the
-//! kernel instead of taking turns with it on its CPU. A spill worker idle for the pool's idle
+//! pack; one pack may take all of it while it has room, and past half of it gives a spill worker
+//! back as one comes back idle once a pack below half found the pool full), else it waits. So
+//! overlapping calls run beside the kernel instead of taking turns with it on its CPU. A spill worker idle for the pool's idle
 //! time is stopped; one that fails is killed like any worker and not replaced (the next overlap
 //! may start another).
 
@@ -515,7 +516,7 @@ impl PackContainer {
                     .map(move |(worker, outcome), act, ctx| {
                         let _e = span.enter();
                         match worker {
-                            Some(w) => act.idle.push(w),
+                            Some(w) => act.back_from_call(w),
                             None => {
                                 act.live = act.live.saturating_sub(1);
                                 if spill {

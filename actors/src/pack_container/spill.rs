@@ -4,7 +4,7 @@ use super::sandboxes::{Sandbox, Spilled};
 use super::{Backend, PackContainer};
 use crate::pack_container::worker::Worker;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,10 @@ pub const SPILL_PER_CPU: usize = 2;
 
 /// Spill workers the kernel may run at most, over all its packs, however many CPUs it left.
 pub const SPILL_MAX: usize = 4;
+
+/// A spill worker past its pack's share (see [`SpillPool::per_pack`]) idle this long is stopped,
+/// whatever the pool's idle time: its slot is another pack's share.
+const PAST_SHARE_IDLE: Duration = Duration::from_secs(1);
 
 /// After a spill worker failed to start, no other is tried, by any pack, for this long (the
 /// calls wait for the warm workers meanwhile).
@@ -26,9 +30,14 @@ pub struct SpillPool {
     cpus: Vec<usize>,
     idle: Duration,
     limit: usize,
-    /// What one pack may hold: half the limit (at least one), so two packs can always spill.
+    /// A pack's share: half the limit (at least one). A pack may hold more while the pool has
+    /// room; past its share it gives a spill worker back as it comes back idle once a pack below
+    /// its share has found the pool full ([`Self::wanted`]), so two packs can always spill.
     per_pack: usize,
     taken: AtomicUsize,
+    /// A pack below its share found the pool full: the next spill worker that comes back idle to
+    /// a pack past its share is stopped, and its slot is free for the next overlap.
+    wanted: AtomicBool,
     epoch: Instant,
     /// Milliseconds after `epoch` before which no spill worker is started (a start failed).
     blocked_until_ms: AtomicU64,
@@ -47,6 +56,7 @@ impl SpillPool {
             limit,
             per_pack: (limit / 2).max(1),
             taken: AtomicUsize::new(0),
+            wanted: AtomicBool::new(false),
             epoch: Instant::now(),
             blocked_until_ms: AtomicU64::new(0),
         }))
@@ -72,6 +82,17 @@ impl SpillPool {
 
     fn has_room(&self) -> bool {
         self.running() < self.limit
+    }
+
+    /// A pack below its share found no room (see [`Self::wanted`]).
+    fn want(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+
+    /// Whether a pack holding `held` spill workers gives one back now: past its share while
+    /// another pack wants one (the want is then consumed, by this one give-back).
+    fn gives_back(&self, held: usize) -> bool {
+        held > self.per_pack && self.wanted.swap(false, Ordering::AcqRel)
     }
 
     /// One slot, if the kernel may run one more spill worker.
@@ -104,12 +125,40 @@ impl PackContainer {
         }
     }
 
-    /// Whether a call that finds no idle sandbox could have a spill worker started for it.
+    /// Whether a call that finds no idle sandbox could have a spill worker started for it: while
+    /// the pool has room, up to the whole pool. A pack below its share that finds the pool full
+    /// tells it so (a pack past its share then gives one back).
     pub(super) fn may_spill(&self) -> bool {
         self.live > 0
+            && self.spill_pool().is_some_and(|p| {
+                if p.blocked() {
+                    return false;
+                }
+                if p.has_room() {
+                    return true;
+                }
+                if self.spilled < p.per_pack {
+                    p.want();
+                }
+                false
+            })
+    }
+
+    /// A sandbox back from a call: kept idle, unless it is a spill worker of a pack past its share
+    /// while another pack wants one (see [`SpillPool`]); that one is stopped.
+    pub(super) fn back_from_call(&mut self, sandbox: Sandbox) {
+        let give_back = sandbox.is_spill()
             && self
                 .spill_pool()
-                .is_some_and(|p| p.has_room() && !p.blocked() && self.spilled < p.per_pack)
+                .is_some_and(|p| p.gives_back(self.spilled));
+        if !give_back {
+            self.idle.push(sandbox);
+            return;
+        }
+        drop(sandbox); // killed by the reaper thread; its slot goes back to the pool
+        self.live = self.live.saturating_sub(1);
+        self.spilled = self.spilled.saturating_sub(1);
+        tracing::debug!(pack_id = %self.pack_id, "a spill worker past the pack's share given back to another pack");
     }
 
     /// The sandbox for the next call (see the parent module's docs for the rule): an idle spill
@@ -139,7 +188,13 @@ impl PackContainer {
             return None;
         };
         let pool = Arc::clone(pool);
-        let slot = pool.take()?;
+        let Some(slot) = pool.take() else {
+            // Taken meanwhile by another pack's thread.
+            if self.spilled < pool.per_pack {
+                pool.want();
+            }
+            return None;
+        };
         match Worker::spawn_on(spec, &pool.cpus) {
             Ok(worker) => {
                 self.spilled += 1;
@@ -158,9 +213,10 @@ impl PackContainer {
         }
     }
 
-    /// Checks for idle spill workers every half `idle` while the pack has any.
+    /// Checks for idle spill workers every half `idle` (at most every half second, for those past
+    /// the pack's share) while the pack has any.
     fn arm_spill_timer(&mut self, idle: Duration, ctx: &mut Context<Self>) {
-        let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let every = (idle / 2).clamp(Duration::from_millis(100), PAST_SHARE_IDLE / 2);
         ctx.run_later(every, move |act, ctx| {
             act.retire_idle_spills(idle);
             if act.spilled > 0 {
@@ -171,10 +227,28 @@ impl PackContainer {
         });
     }
 
-    /// Stops the idle spill workers whose last call ended `idle` ago or more.
+    /// Stops the idle spill workers whose last call ended `idle` ago or more, and those past the
+    /// pack's share idle for [`PAST_SHARE_IDLE`].
     fn retire_idle_spills(&mut self, idle: Duration) {
+        let share = self.spill_pool().map_or(usize::MAX, |p| p.per_pack);
+        let mut past_share = self.spilled.saturating_sub(share);
         let before = self.idle.len();
-        self.idle.retain(|s| !s.is_spill() || s.idle_for() < idle); // dropped: killed by the reaper thread
+        // Dropped: killed by the reaper thread.
+        self.idle.retain(|s| {
+            if !s.is_spill() {
+                return true;
+            }
+            let quiet = s.idle_for();
+            if quiet >= idle {
+                past_share = past_share.saturating_sub(1);
+                return false;
+            }
+            if past_share > 0 && quiet >= PAST_SHARE_IDLE {
+                past_share -= 1;
+                return false;
+            }
+            true
+        });
         let stopped = before - self.idle.len();
         self.live = self.live.saturating_sub(stopped);
         self.spilled = self.spilled.saturating_sub(stopped);
@@ -204,8 +278,22 @@ mod tests {
         assert_eq!(slots.len(), SPILL_MAX, "never more than SPILL_MAX in all");
     }
 
+    /// A want is consumed by exactly one give-back, and only by a pack past its share.
     #[test]
-    fn a_failed_start_blocks_every_pack_for_a_while_and_a_pack_holds_half() {
+    fn a_want_makes_one_pack_past_its_share_give_one_back() {
+        let pool = SpillPool::new(vec![0, 1], Duration::from_secs(1)).unwrap();
+        assert!(!pool.gives_back(4), "nobody wants one: kept");
+        pool.want();
+        assert!(
+            !pool.gives_back(2),
+            "at its share: kept, the want left for another"
+        );
+        assert!(pool.gives_back(3), "past its share: given back");
+        assert!(!pool.gives_back(3), "the want was consumed by that one");
+    }
+
+    #[test]
+    fn a_failed_start_blocks_every_pack_for_a_while_and_a_pack_has_a_half_share() {
         let pool = SpillPool::new(vec![0, 1], Duration::from_secs(1)).unwrap();
         assert_eq!((pool.limit, pool.per_pack), (4, 2));
         assert!(!pool.blocked());
