@@ -586,9 +586,14 @@ impl FlowRun {
                 entry = entry.severity(Severity::Error);
             }
         }
-        let finished = RunFinished {
-            record: record.clone(),
-            audit: entry,
+        let finished = match RunFinished::new(&record, entry) {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::error!(run_id = %self.run_id, error = %e, "a finished run was not stored");
+                self.permit.take();
+                ctx.stop();
+                return;
+            }
         };
         // The slot is free now: waiting for the disk below must not hold back queued runs.
         self.permit.take();

@@ -24,6 +24,11 @@
 //! last line is given its newline before the first append. The file is compacted (atomically, on
 //! the disk thread) when it holds twice the bound, keeping the newest records, the one just stored
 //! included.
+//!
+//! **What memory holds.** Each record as the line the file holds (with its run and flow ids): a
+//! run serialises its record once, for the file, and neither copies it for the store nor has it
+//! serialised again by a compaction (which writes the lines it holds); readers (`GET
+//! /api/runs...`, rare against runs) parse the lines they return.
 
 use crate::audit::{AuditEntry, AuditLog, LogGuard};
 use actix::prelude::*;
@@ -52,12 +57,75 @@ pub const SLOW_STORE: Duration = Duration::from_millis(50);
 /// See [`SLOW_STORE`].
 pub const SLOW_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A run ended: store its record and write its audit entry; answers once both are written.
+/// A run ended: store its record and write its audit entry; answers once both are written. Made
+/// by [`RunFinished::new`] on the run's thread: its record already serialised.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct RunFinished {
-    pub record: RunRecord,
-    pub audit: AuditEntry,
+    run: StoredRun,
+    audit: AuditEntry,
+}
+
+impl RunFinished {
+    /// `record` as the file will hold it (its result summarised when large) with its audit entry.
+    pub fn new(record: &RunRecord, audit: AuditEntry) -> Result<RunFinished, StoreError> {
+        Ok(RunFinished {
+            run: StoredRun::of(record)?,
+            audit,
+        })
+    }
+}
+
+/// One stored record: its line in the file (newline included) and the ids readers look for.
+struct StoredRun {
+    run_id: Box<str>,
+    flow_id: Box<str>,
+    line: Box<[u8]>,
+}
+
+impl StoredRun {
+    /// `record` serialised, its result summarised when it is larger than
+    /// [`MAX_STORED_RESULT_BYTES`].
+    fn of(record: &RunRecord) -> Result<StoredRun, StoreError> {
+        // `json_size` never counts below the text's size, so only a result it finds large is
+        // measured exactly.
+        let large = rumi_domain::vars::json_size(&record.result, MAX_STORED_RESULT_BYTES + 1)
+            > MAX_STORED_RESULT_BYTES
+            && serde_json::to_vec(&record.result)
+                .map_or(true, |v| v.len() > MAX_STORED_RESULT_BYTES);
+        let summarised;
+        let record = if large {
+            let keys: Vec<Value> = record
+                .result
+                .as_object()
+                .map(|o| o.keys().map(|k| Value::from(k.as_str())).collect())
+                .unwrap_or_default();
+            let mut copy = record.clone();
+            copy.result = serde_json::json!({"_truncated": true, "_keys": keys});
+            summarised = copy;
+            &summarised
+        } else {
+            record
+        };
+        let mut line = serde_json::to_vec(record).map_err(|e| {
+            tracing::error!(error = %e, "a run record could not be serialised");
+            StoreError::Record(io::ErrorKind::InvalidData)
+        })?;
+        line.push(b'\n');
+        Ok(StoredRun {
+            run_id: record.run_id.as_str().into(),
+            flow_id: record.flow_id.as_str().into(),
+            line: line.into_boxed_slice(),
+        })
+    }
+
+    /// The record again (a line this store wrote or loaded always reads back; one that does not
+    /// is logged and left out).
+    fn read(&self) -> Option<RunRecord> {
+        serde_json::from_slice(&self.line)
+            .map_err(|e| tracing::error!(run_id = %self.run_id, error = %e, "a stored run record does not read back"))
+            .ok()
+    }
 }
 
 /// Why a finished run's record or audit entry is not written.
@@ -102,7 +170,7 @@ pub struct RunStore {
 struct Records {
     path: PathBuf,
     cap: usize,
-    records: VecDeque<RunRecord>,
+    records: VecDeque<StoredRun>,
     lines_in_file: usize,
     file: Option<Arc<File>>,
     dirty: bool,
@@ -129,7 +197,13 @@ impl RunStore {
                 lines += 1;
                 match serde_json::from_slice::<RunRecord>(&line) {
                     Ok(r) => {
-                        records.push_back(r);
+                        let mut line = line;
+                        line.push(b'\n');
+                        records.push_back(StoredRun {
+                            run_id: r.run_id.into(),
+                            flow_id: r.flow_id.into(),
+                            line: line.into_boxed_slice(),
+                        });
                         if records.len() > cap {
                             records.pop_front();
                         }
@@ -162,19 +236,31 @@ impl RunStore {
     /// One run by id.
     pub fn get(&self, id: &str) -> Option<RunRecord> {
         let r = self.inner.lock();
-        r.records.iter().rev().find(|r| r.run_id == id).cloned()
-    }
-
-    /// The newest `limit` runs (of `flow_id`), newest first.
-    pub fn list(&self, limit: usize, flow_id: Option<&str>) -> Vec<RunRecord> {
-        let r = self.inner.lock();
         r.records
             .iter()
             .rev()
-            .filter(|r| flow_id.is_none_or(|f| f == r.flow_id))
-            .take(limit)
-            .cloned()
-            .collect()
+            .find(|r| &*r.run_id == id)
+            .and_then(StoredRun::read)
+    }
+
+    /// The newest `limit` runs (of `flow_id`), newest first. The lines are copied under the lock
+    /// and read outside it.
+    pub fn list(&self, limit: usize, flow_id: Option<&str>) -> Vec<RunRecord> {
+        let lines: Vec<StoredRun> = {
+            let r = self.inner.lock();
+            r.records
+                .iter()
+                .rev()
+                .filter(|r| flow_id.is_none_or(|f| f == &*r.flow_id))
+                .take(limit)
+                .map(|r| StoredRun {
+                    run_id: r.run_id.clone(),
+                    flow_id: r.flow_id.clone(),
+                    line: r.line.clone(),
+                })
+                .collect()
+        };
+        lines.iter().filter_map(StoredRun::read).collect()
     }
 
     /// Makes every record written so far durable, outside the lock (as the audit's sync; syncs
@@ -208,8 +294,8 @@ impl RunStore {
 }
 
 impl Records {
-    /// Appends a record's line and keeps the record.
-    fn append(&mut self, record: RunRecord, line: &[u8]) -> io::Result<()> {
+    /// Appends a record's line and keeps it.
+    fn append(&mut self, run: StoredRun) -> io::Result<()> {
         if self.file.is_none() {
             let (f, repaired) = crate::fsutil::open_log(&self.path, 0o600)?;
             if repaired {
@@ -218,7 +304,7 @@ impl Records {
             self.file = Some(Arc::new(f));
         }
         let file = self.file.as_deref().expect("opened above");
-        if let Err(e) = (&*file).write_all(line) {
+        if let Err(e) = (&*file).write_all(&run.line) {
             // Part of the line may be in the file: drop the handle, so the next append reopens
             // and first ends that torn line (it is then skipped as unreadable), instead of gluing
             // the next record onto it. The record is not kept: it was not stored.
@@ -227,7 +313,7 @@ impl Records {
         }
         // In memory once written, before a compaction: it writes what memory holds, and the
         // record that triggered it must be part of it.
-        self.records.push_back(record);
+        self.records.push_back(run);
         if self.records.len() > self.cap {
             self.records.pop_front();
         }
@@ -250,10 +336,9 @@ impl Records {
     }
 
     fn compact(&mut self) -> io::Result<()> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(self.records.iter().map(|r| r.line.len()).sum());
         for r in &self.records {
-            bytes.extend(serde_json::to_vec(r).map_err(io::Error::other)?);
-            bytes.push(b'\n');
+            bytes.extend_from_slice(&r.line);
         }
         self.file = None;
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600)?;
@@ -263,53 +348,11 @@ impl Records {
     }
 }
 
-/// A finished run made ready outside the locks: its result summarised when large, its line
-/// serialised.
-struct Prepared {
-    record: RunRecord,
-    line: Vec<u8>,
-    audit: AuditEntry,
-}
-
-impl Prepared {
-    fn new(RunFinished { mut record, audit }: RunFinished) -> Result<Prepared, StoreError> {
-        // `json_size` never counts below the text's size, so only a result it finds large is
-        // measured exactly.
-        let large = rumi_domain::vars::json_size(&record.result, MAX_STORED_RESULT_BYTES + 1)
-            > MAX_STORED_RESULT_BYTES
-            && serde_json::to_vec(&record.result)
-                .map_or(true, |v| v.len() > MAX_STORED_RESULT_BYTES);
-        if large {
-            let keys: Vec<Value> = record
-                .result
-                .as_object()
-                .map(|o| o.keys().map(|k| Value::from(k.as_str())).collect())
-                .unwrap_or_default();
-            record.result = serde_json::json!({"_truncated": true, "_keys": keys});
-        }
-        let mut line = serde_json::to_vec(&record).map_err(|e| {
-            tracing::error!(error = %e, "a run record could not be serialised");
-            StoreError::Record(io::ErrorKind::InvalidData)
-        })?;
-        line.push(b'\n');
-        Ok(Prepared {
-            record,
-            line,
-            audit,
-        })
-    }
-
-    fn into_finished(self) -> RunFinished {
-        RunFinished {
-            record: self.record,
-            audit: self.audit,
-        }
-    }
-
+impl RunFinished {
     /// Writes the record, then (after what the audit queue holds) its audit entry, both locks
     /// held. The audit entry is written even when the record is not (as a failed store's trace).
     fn write(self, records: &mut Records, log: &mut LogGuard<'_>) -> Result<(), StoreError> {
-        let stored = records.append(self.record, &self.line).map_err(|e| {
+        let stored = records.append(self.run).map_err(|e| {
             tracing::error!(error = %e, "run history write failed");
             StoreError::Record(e.kind())
         });
@@ -366,19 +409,15 @@ impl RunSink {
         if self.now_ms() < self.slow_until_ms.load(Ordering::Relaxed) {
             return Stored::ToDiskThread(Box::new(finished));
         }
-        let prepared = match Prepared::new(finished) {
-            Ok(p) => p,
-            Err(e) => return Stored::Here(Err(e)),
-        };
         let started = Instant::now();
         // The lock order everywhere: the history's, then the audit's.
         let Some(mut records) = self.store.inner.try_lock_for(LOCK_WAIT) else {
-            return Stored::ToDiskThread(Box::new(prepared.into_finished()));
+            return Stored::ToDiskThread(Box::new(finished));
         };
         let Some(mut log) = self.audit.try_lock_for(LOCK_WAIT) else {
-            return Stored::ToDiskThread(Box::new(prepared.into_finished()));
+            return Stored::ToDiskThread(Box::new(finished));
         };
-        let outcome = prepared.write(&mut records, &mut log);
+        let outcome = finished.write(&mut records, &mut log);
         drop(log);
         let ask = records.compaction_due() && !std::mem::replace(&mut records.compact_asked, true);
         drop(records);
@@ -450,9 +489,8 @@ impl Handler<RunFinished> for RunHistory {
     /// Keeps the record (its result summarised when large), appends it to the file and writes
     /// the audit entry; answers once both are written.
     fn handle(&mut self, finished: RunFinished, _: &mut Self::Context) -> Self::Result {
-        let prepared = Prepared::new(finished)?;
         let mut records = self.store.inner.lock();
-        let outcome = prepared.write(&mut records, &mut self.audit.lock());
+        let outcome = finished.write(&mut records, &mut self.audit.lock());
         if records.compaction_due() {
             records.compact_logged();
         }
@@ -521,13 +559,10 @@ mod tests {
 
     async fn store(h: &Addr<RunHistory>, id: &str) {
         let audit = AuditEntry::new(Category::FlowExecution, "flow_run", true);
-        h.send(RunFinished {
-            record: record(id),
-            audit,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        h.send(RunFinished::new(&record(id), audit).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Review defect 6: with a bound of 5, the 11th run triggers compaction and must be in the
@@ -549,6 +584,60 @@ mod tests {
         }
         let text = std::fs::read_to_string(dir.path().join("runs/runs.jsonl")).unwrap();
         assert!(text.contains("\"run11\""), "{text}");
+    }
+
+    /// Memory holds lines: what readers get back is the record that was stored (a large result
+    /// summarised), newest first and filtered by flow; a compaction writes those very lines.
+    #[actix_rt::test]
+    async fn readers_get_the_stored_records_back_and_compaction_writes_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _queue) = sink(dir.path(), 3);
+        let mut big = record("big");
+        big.flow_id = "g".into();
+        big.result = serde_json::json!({"blob": "x".repeat(MAX_STORED_RESULT_BYTES + 1)});
+        for r in [record("a"), big.clone(), record("c")] {
+            let finished = RunFinished::new(
+                &r,
+                AuditEntry::new(Category::FlowExecution, "flow_run", true),
+            )
+            .unwrap();
+            let Stored::Here(Ok(())) = sink.store_here(finished) else {
+                panic!("stored here")
+            };
+        }
+        let a = sink.store.get("a").unwrap();
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::to_value(record("a")).unwrap()
+        );
+        assert_eq!(
+            sink.store.get("big").unwrap().result,
+            serde_json::json!({"_truncated": true, "_keys": ["blob"]})
+        );
+        let ids = |v: Vec<RunRecord>| v.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+        assert_eq!(ids(sink.store.list(10, None)), ["c", "big", "a"]);
+        assert_eq!(ids(sink.store.list(10, Some("f"))), ["c", "a"]);
+        assert_eq!(ids(sink.store.list(1, Some("f"))), ["c"]);
+        let path = dir.path().join("runs/runs.jsonl");
+        let before = std::fs::read(&path).unwrap();
+        sink.store.inner.lock().compact().unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "three lines, cap three: the same file"
+        );
+        for id in ["d", "e"] {
+            let Stored::Here(Ok(())) = sink.store_here(finished(id)) else {
+                panic!("stored here")
+            };
+        }
+        sink.store.inner.lock().compact().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<RunRecord>(l).unwrap().run_id)
+            .collect();
+        assert_eq!(kept, ["c", "d", "e"]);
     }
 
     /// Review defect 12: a torn last line (cut inside a UTF-8 character) costs that line only.
@@ -598,10 +687,11 @@ mod tests {
     }
 
     fn finished(id: &str) -> RunFinished {
-        RunFinished {
-            record: record(id),
-            audit: AuditEntry::new(Category::FlowExecution, "flow_run", true).run("f", id),
-        }
+        RunFinished::new(
+            &record(id),
+            AuditEntry::new(Category::FlowExecution, "flow_run", true).run("f", id),
+        )
+        .unwrap()
     }
 
     fn lines(path: std::path::PathBuf) -> Vec<Value> {
@@ -804,10 +894,13 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("runs/runs.jsonl")).unwrap();
         let h = start(dir.path(), 10);
         let r = h
-            .send(RunFinished {
-                record: record("lost"),
-                audit: AuditEntry::new(Category::FlowExecution, "flow_run", true),
-            })
+            .send(
+                RunFinished::new(
+                    &record("lost"),
+                    AuditEntry::new(Category::FlowExecution, "flow_run", true),
+                )
+                .unwrap(),
+            )
             .await
             .unwrap();
         assert!(r.is_err(), "the store fails");
