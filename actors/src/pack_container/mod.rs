@@ -22,11 +22,11 @@
 //! on the kernel's CPU (a same-CPU hand-off). A call that overlaps another takes an idle spill
 //! worker first, then an idle warm one; when none is idle, a spill worker is started for it if
 //! the kernel's pool has room ([`SPILL_PER_CPU`] per CPU left, [`SPILL_MAX`] in all, over every
-//! pack; one pack may take all of it while it has room, and past half of it gives a spill worker
-//! back as one comes back idle once a pack below half found the pool full), else it waits. So
-//! overlapping calls run beside the kernel instead of taking turns with it on its CPU. A spill worker idle for the pool's idle
-//! time is stopped; one that fails is killed like any worker and not replaced (the next overlap
-//! may start another).
+//! pack; one pack may take all of it, but while a pack below half of it finds it spent, packs at
+//! or past half start no more and those past it stop theirs as they come back: see
+//! [`SpillPool`]), else it waits. So overlapping calls run beside the kernel instead of taking
+//! turns with it on its CPU. A spill worker idle for the pool's idle time is stopped; one that
+//! fails is killed like any worker and not replaced (the next overlap may start another).
 
 mod entry;
 pub mod proctree;
@@ -187,6 +187,8 @@ pub struct PackContainer {
     spilled: usize,
     /// The check for idle spill workers is armed.
     spill_timer: bool,
+    /// A pump is due while this pack waits for its share of spill workers.
+    share_retry: bool,
     /// A container start is under way.
     starting: bool,
     /// Why the last container start failed; answers the calls that waited for it.
@@ -232,6 +234,7 @@ impl PackContainer {
             live: 0,
             spilled: 0,
             spill_timer: false,
+            share_retry: false,
             starting: false,
             start_error: None,
             start_waiters: Vec::new(),
@@ -419,7 +422,10 @@ impl PackContainer {
                 self.fill_pool(ctx);
             }
             if self.idle.is_empty() && !self.may_spill() && (self.live > 0 || self.starting) {
-                return; // every sandbox is busy or starting; its completion pumps again
+                // Every sandbox is busy or starting; its completion pumps again (and so does a
+                // retry while this pack waits for its share of spill workers).
+                self.retry_for_share(ctx);
+                return;
             }
             let Some(job) = self.queue.pop_front() else {
                 return;

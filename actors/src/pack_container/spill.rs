@@ -4,7 +4,7 @@ use super::sandboxes::{Sandbox, Spilled};
 use super::{Backend, PackContainer};
 use crate::pack_container::worker::Worker;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,16 @@ pub const SPILL_PER_CPU: usize = 2;
 /// Spill workers the kernel may run at most, over all its packs, however many CPUs it left.
 pub const SPILL_MAX: usize = 4;
 
-/// A spill worker past its pack's share (see [`SpillPool::per_pack`]) idle this long is stopped,
-/// whatever the pool's idle time: its slot is another pack's share.
-const PAST_SHARE_IDLE: Duration = Duration::from_secs(1);
+/// How long a pack below its share that found the budget spent is waited for (see
+/// [`SpillPool::wanted_until_ms`]); every such finding extends it.
+const WANT_HOLD: Duration = Duration::from_secs(2);
+
+/// How often a pack waiting for its share of spill workers looks for a freed slot.
+const SHARE_RETRY: Duration = Duration::from_millis(50);
+
+/// How often a pack with spill workers looks for idle ones to stop (at most; half the idle time
+/// when that is shorter).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// After a spill worker failed to start, no other is tried, by any pack, for this long (the
 /// calls wait for the warm workers meanwhile).
@@ -31,13 +38,13 @@ pub struct SpillPool {
     idle: Duration,
     limit: usize,
     /// A pack's share: half the limit (at least one). A pack may hold more while the pool has
-    /// room; past its share it gives a spill worker back as it comes back idle once a pack below
-    /// its share has found the pool full ([`Self::wanted`]), so two packs can always spill.
+    /// room and no pack waits for its share ([`Self::wanted_until_ms`]).
     per_pack: usize,
     taken: AtomicUsize,
-    /// A pack below its share found the pool full: the next spill worker that comes back idle to
-    /// a pack past its share is stopped, and its slot is free for the next overlap.
-    wanted: AtomicBool,
+    /// Milliseconds after `epoch` until which a pack below its share that found the pool full is
+    /// waited for: meanwhile no pack at or past its share starts a spill worker, and those past
+    /// it stop theirs as they come back from calls (or idle), so the slots come free for it.
+    wanted_until_ms: AtomicU64,
     epoch: Instant,
     /// Milliseconds after `epoch` before which no spill worker is started (a start failed).
     blocked_until_ms: AtomicU64,
@@ -56,7 +63,7 @@ impl SpillPool {
             limit,
             per_pack: (limit / 2).max(1),
             taken: AtomicUsize::new(0),
-            wanted: AtomicBool::new(false),
+            wanted_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             blocked_until_ms: AtomicU64::new(0),
         }))
@@ -84,15 +91,27 @@ impl SpillPool {
         self.running() < self.limit
     }
 
-    /// A pack below its share found no room (see [`Self::wanted`]).
+    /// A pack below its share found no room (see [`Self::wanted_until_ms`]).
     fn want(&self) {
-        self.wanted.store(true, Ordering::Release);
+        let until = self.now_ms() + WANT_HOLD.as_millis() as u64;
+        self.wanted_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
-    /// Whether a pack holding `held` spill workers gives one back now: past its share while
-    /// another pack wants one (the want is then consumed, by this one give-back).
+    /// A pack below its share waits for a slot.
+    fn wanted(&self) -> bool {
+        self.now_ms() < self.wanted_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether a pack holding `held` spill workers may start another: below its share always
+    /// (room permitting), at or past it only while no pack waits for its share.
+    fn may_grow(&self, held: usize) -> bool {
+        held < self.per_pack || !self.wanted()
+    }
+
+    /// Whether a pack holding `held` spill workers gives one back now: past its share while a
+    /// pack waits for its share.
     fn gives_back(&self, held: usize) -> bool {
-        held > self.per_pack && self.wanted.swap(false, Ordering::AcqRel)
+        held > self.per_pack && self.wanted()
     }
 
     /// One slot, if the kernel may run one more spill worker.
@@ -126,12 +145,12 @@ impl PackContainer {
     }
 
     /// Whether a call that finds no idle sandbox could have a spill worker started for it: while
-    /// the pool has room, up to the whole pool. A pack below its share that finds the pool full
-    /// tells it so (a pack past its share then gives one back).
+    /// the pool has room, up to the whole pool, unless a pack below its share waits (then up to
+    /// this pack's share). A pack below its share that finds the pool full tells it so.
     pub(super) fn may_spill(&self) -> bool {
         self.live > 0
             && self.spill_pool().is_some_and(|p| {
-                if p.blocked() {
+                if p.blocked() || !p.may_grow(self.spilled) {
                     return false;
                 }
                 if p.has_room() {
@@ -144,8 +163,25 @@ impl PackContainer {
             })
     }
 
+    /// While this pack waits for its share of spill workers (below it, the pool full) with calls
+    /// queued, pumps again every [`SHARE_RETRY`]: the slots packs past their share give back
+    /// come free in their threads, and nothing else would tell this one.
+    pub(super) fn retry_for_share(&mut self, ctx: &mut Context<Self>) {
+        let waits = self
+            .spill_pool()
+            .is_some_and(|p| self.spilled < p.per_pack && !p.has_room() && !p.blocked());
+        if !waits || self.share_retry || self.queue.is_empty() {
+            return;
+        }
+        self.share_retry = true;
+        ctx.run_later(SHARE_RETRY, |act, ctx| {
+            act.share_retry = false;
+            act.pump(ctx);
+        });
+    }
+
     /// A sandbox back from a call: kept idle, unless it is a spill worker of a pack past its share
-    /// while another pack wants one (see [`SpillPool`]); that one is stopped.
+    /// while another pack waits for its share (see [`SpillPool`]); that one is stopped.
     pub(super) fn back_from_call(&mut self, sandbox: Sandbox) {
         let give_back = sandbox.is_spill()
             && self
@@ -158,7 +194,7 @@ impl PackContainer {
         drop(sandbox); // killed by the reaper thread; its slot goes back to the pool
         self.live = self.live.saturating_sub(1);
         self.spilled = self.spilled.saturating_sub(1);
-        tracing::debug!(pack_id = %self.pack_id, "a spill worker past the pack's share given back to another pack");
+        tracing::debug!(pack_id = %self.pack_id, "a spill worker past the pack's share stopped: another pack waits for its share");
     }
 
     /// The sandbox for the next call (see the parent module's docs for the rule): an idle spill
@@ -213,10 +249,10 @@ impl PackContainer {
         }
     }
 
-    /// Checks for idle spill workers every half `idle` (at most every half second, for those past
-    /// the pack's share) while the pack has any.
+    /// Checks for idle spill workers every half `idle` (at most every [`IDLE_CHECK`]) while the
+    /// pack has any.
     fn arm_spill_timer(&mut self, idle: Duration, ctx: &mut Context<Self>) {
-        let every = (idle / 2).clamp(Duration::from_millis(100), PAST_SHARE_IDLE / 2);
+        let every = (idle / 2).clamp(Duration::from_millis(100), IDLE_CHECK);
         ctx.run_later(every, move |act, ctx| {
             act.retire_idle_spills(idle);
             if act.spilled > 0 {
@@ -227,11 +263,13 @@ impl PackContainer {
         });
     }
 
-    /// Stops the idle spill workers whose last call ended `idle` ago or more, and those past the
-    /// pack's share idle for [`PAST_SHARE_IDLE`].
+    /// Stops the idle spill workers whose last call ended `idle` ago or more, and, while a pack
+    /// waits for its share, the idle ones past this pack's share.
     fn retire_idle_spills(&mut self, idle: Duration) {
-        let share = self.spill_pool().map_or(usize::MAX, |p| p.per_pack);
-        let mut past_share = self.spilled.saturating_sub(share);
+        let mut past_share = match self.spill_pool() {
+            Some(p) if p.wanted() => self.spilled.saturating_sub(p.per_pack),
+            _ => 0,
+        };
         let before = self.idle.len();
         // Dropped: killed by the reaper thread.
         self.idle.retain(|s| {
@@ -243,7 +281,7 @@ impl PackContainer {
                 past_share = past_share.saturating_sub(1);
                 return false;
             }
-            if past_share > 0 && quiet >= PAST_SHARE_IDLE {
+            if past_share > 0 {
                 past_share -= 1;
                 return false;
             }
@@ -278,18 +316,28 @@ mod tests {
         assert_eq!(slots.len(), SPILL_MAX, "never more than SPILL_MAX in all");
     }
 
-    /// A want is consumed by exactly one give-back, and only by a pack past its share.
+    /// While a pack waits for its share, packs past theirs give back and none at or past its
+    /// share grows; the wait ends WANT_HOLD after the last finding.
     #[test]
-    fn a_want_makes_one_pack_past_its_share_give_one_back() {
+    fn a_waiting_pack_holds_the_others_to_their_share_for_a_while() {
         let pool = SpillPool::new(vec![0, 1], Duration::from_secs(1)).unwrap();
-        assert!(!pool.gives_back(4), "nobody wants one: kept");
-        pool.want();
+        assert!(!pool.gives_back(4), "nobody waits: kept");
         assert!(
-            !pool.gives_back(2),
-            "at its share: kept, the want left for another"
+            pool.may_grow(3),
+            "nobody waits: a pack may take the whole pool"
         );
+        pool.want();
+        assert!(!pool.gives_back(2), "at its share: kept");
         assert!(pool.gives_back(3), "past its share: given back");
-        assert!(!pool.gives_back(3), "the want was consumed by that one");
+        assert!(pool.gives_back(3), "as long as the pack waits");
+        assert!(
+            !pool.may_grow(2),
+            "at its share: no more while a pack waits"
+        );
+        assert!(pool.may_grow(1), "below its share: may grow");
+        pool.wanted_until_ms.store(pool.now_ms(), Ordering::Release);
+        assert!(!pool.wanted(), "the wait ends");
+        assert!(pool.may_grow(2) && !pool.gives_back(3));
     }
 
     #[test]
