@@ -18,6 +18,10 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A directory's entries: (name, is a directory).
+type Listing = Arc<[(String, bool)]>;
 
 /// Most files one pack may hold.
 pub const MAX_PACK_FILES: usize = 20_000;
@@ -241,7 +245,8 @@ pub struct ManifestVerifier {
     known_changed: HashMap<String, FileStat>,
     /// Directory listings, valid while the directory's own stat is unchanged (adding, removing or
     /// renaming an entry changes the directory's mtime and ctime).
-    listings: HashMap<String, (FileStat, Vec<(String, bool)>)>,
+    /// (Shared, so a walk takes a listing without copying its names.)
+    listings: HashMap<String, (FileStat, Listing)>,
     /// Open descriptors of the pack's first directories, with the stat they were opened at,
     /// when this verifier holds them (the one that runs before every block call): each entry is
     /// then statted with one lookup relative to its directory instead of a walk from `/`. A
@@ -360,7 +365,7 @@ impl ManifestVerifier {
                 ),
             };
             let children = match self.listings.get(&rel_dir) {
-                Some((cached, children)) if *cached == dir_stat => children.clone(),
+                Some((cached, children)) if *cached == dir_stat => Arc::clone(children),
                 _ => {
                     self.dirs_read += 1;
                     let mut children = Vec::new();
@@ -370,9 +375,10 @@ impl ManifestVerifier {
                         let is_dir = entry.file_type().map_err(io)?.is_dir();
                         children.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
                     }
+                    let children: Listing = children.into();
                     if dir_stat.settled(self.racy_window_ns) {
                         self.listings
-                            .insert(rel_dir.clone(), (dir_stat, children.clone()));
+                            .insert(rel_dir.clone(), (dir_stat, Arc::clone(&children)));
                     } else {
                         self.listings.remove(&rel_dir);
                     }
@@ -380,15 +386,16 @@ impl ManifestVerifier {
                 }
             };
             let held = self.dir_fd(&rel_dir, &dir_path, &dir_stat);
-            for (name, is_dir) in children {
+            for (name, is_dir) in children.iter() {
+                let is_dir = *is_dir;
                 // Through the held descriptor when there is one, else by the whole path.
                 let found = match &held {
                     Some((fd, _)) => crate::fsat::statx_at(Some(fd), name.as_ref()),
-                    None => crate::fsat::statx_at(None, dir_path.join(&name).as_os_str()),
+                    None => crate::fsat::statx_at(None, dir_path.join(name).as_os_str()),
                 }
                 .map(|st| Entry::of(&st));
                 let rel = if rel_dir.is_empty() {
-                    name
+                    name.clone()
                 } else {
                     format!("{rel_dir}/{name}")
                 };
