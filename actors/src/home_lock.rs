@@ -149,6 +149,29 @@ mod tests {
         HomeLock::acquire(&ud).expect("released with its holder");
     }
 
+    /// `flock(1)` holding `lock` for `secs` seconds, once it holds it (it takes the lock before it
+    /// runs `sleep`).
+    fn flock_holding(lock: &std::path::Path, secs: &str) -> std::process::Child {
+        let holder = std::process::Command::new("flock")
+            .arg(lock)
+            .args(["sleep", secs])
+            .spawn()
+            .unwrap();
+        let held = Instant::now() + Duration::from_secs(10);
+        while std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(Instant::now() < held, "flock(1) never took the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        holder
+    }
+
     /// A lock still held by what a dead kernel forked (here `flock(1)` holding it for 300 ms, the
     /// note naming a pid that exists no more) is waited for; one whose noted holder lives is
     /// refused at once.
@@ -163,24 +186,7 @@ mod tests {
         let dead_pid = dead.id();
         dead.wait().unwrap();
         std::fs::write(&lock, format!("{dead_pid} 1\n")).unwrap();
-        let mut holder = std::process::Command::new("flock")
-            .arg(&lock)
-            .args(["sleep", "0.3"])
-            .spawn()
-            .unwrap();
-        // Held by then: flock(1) takes it before it runs sleep.
-        let held = Instant::now() + Duration::from_secs(10);
-        while std::process::Command::new("flock")
-            .args(["-n"])
-            .arg(&lock)
-            .arg("true")
-            .status()
-            .unwrap()
-            .success()
-        {
-            assert!(Instant::now() < held, "flock(1) never took the lock");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut holder = flock_holding(&lock, "0.3");
         let t = Instant::now();
         let got = HomeLock::acquire(&ud).expect("the dead kernel's fork lets go");
         assert!(t.elapsed() < DEAD_HOLDER_WAIT);
@@ -188,21 +194,7 @@ mod tests {
         drop(got);
 
         // A live holder (this process's pid in the note): refused without waiting.
-        let mut holder = std::process::Command::new("flock")
-            .arg(&lock)
-            .args(["sleep", "5"])
-            .spawn()
-            .unwrap();
-        while std::process::Command::new("flock")
-            .args(["-n"])
-            .arg(&lock)
-            .arg("true")
-            .status()
-            .unwrap()
-            .success()
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut holder = flock_holding(&lock, "5");
         std::fs::write(&lock, format!("{} 1\n", std::process::id())).unwrap();
         let t = Instant::now();
         assert!(matches!(
