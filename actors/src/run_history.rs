@@ -77,6 +77,7 @@ impl RunFinished {
 }
 
 /// One stored record: its line in the file (newline included) and the ids readers look for.
+#[derive(Clone)]
 struct StoredRun {
     run_id: Box<str>,
     flow_id: Box<str>,
@@ -235,12 +236,12 @@ impl RunStore {
 
     /// One run by id.
     pub fn get(&self, id: &str) -> Option<RunRecord> {
-        let r = self.inner.lock();
-        r.records
-            .iter()
-            .rev()
-            .find(|r| &*r.run_id == id)
-            .and_then(StoredRun::read)
+        // The line is copied under the lock and read outside it.
+        let found = {
+            let r = self.inner.lock();
+            r.records.iter().rev().find(|r| &*r.run_id == id).cloned()
+        };
+        found.as_ref().and_then(StoredRun::read)
     }
 
     /// The newest `limit` runs (of `flow_id`), newest first. The lines are copied under the lock
@@ -253,11 +254,7 @@ impl RunStore {
                 .rev()
                 .filter(|r| flow_id.is_none_or(|f| f == &*r.flow_id))
                 .take(limit)
-                .map(|r| StoredRun {
-                    run_id: r.run_id.clone(),
-                    flow_id: r.flow_id.clone(),
-                    line: r.line.clone(),
-                })
+                .cloned()
                 .collect()
         };
         lines.iter().filter_map(StoredRun::read).collect()
