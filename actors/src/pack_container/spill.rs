@@ -16,7 +16,7 @@ pub const SPILL_PER_CPU: usize = 2;
 pub const SPILL_MAX: usize = 4;
 
 /// How long a pack below its share that found the budget spent is waited for (see
-/// [`SpillPool::wanted_until_ms`]); every such finding extends it.
+/// [`SpillPool::wanted_until`]); every such finding extends it.
 const WANT_HOLD: Duration = Duration::from_secs(2);
 
 /// How often a pack waiting for its share of spill workers looks for a freed slot.
@@ -38,16 +38,34 @@ pub struct SpillPool {
     idle: Duration,
     limit: usize,
     /// A pack's share: half the limit (at least one). A pack may hold more while the pool has
-    /// room and no pack waits for its share ([`Self::wanted_until_ms`]).
+    /// room and no pack waits for its share ([`Self::wanted_until`]).
     per_pack: usize,
     taken: AtomicUsize,
-    /// Milliseconds after `epoch` until which a pack below its share that found the pool full is
-    /// waited for: meanwhile no pack at or past its share starts a spill worker, and those past
-    /// it stop theirs as they come back from calls (or idle), so the slots come free for it.
-    wanted_until_ms: AtomicU64,
+    /// Until when a pack below its share that found the pool full is waited for: meanwhile no
+    /// pack at or past its share starts a spill worker, and those past it stop theirs as they
+    /// come back from calls (or idle), so the slots come free for it.
+    wanted_until: Until,
     epoch: Instant,
-    /// Milliseconds after `epoch` before which no spill worker is started (a start failed).
-    blocked_until_ms: AtomicU64,
+    /// Until when no spill worker is started (a start failed).
+    blocked_until: Until,
+}
+
+/// A moment, in milliseconds after the pool's epoch, that any thread may push later (never
+/// earlier).
+#[derive(Debug, Default)]
+struct Until(AtomicU64);
+
+impl Until {
+    /// At least `by` after `now_ms`.
+    fn extend(&self, now_ms: u64, by: Duration) {
+        self.0
+            .fetch_max(now_ms + by.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// `now_ms` is before it.
+    fn pending(&self, now_ms: u64) -> bool {
+        now_ms < self.0.load(Ordering::Acquire)
+    }
 }
 
 impl SpillPool {
@@ -63,9 +81,9 @@ impl SpillPool {
             limit,
             per_pack: (limit / 2).max(1),
             taken: AtomicUsize::new(0),
-            wanted_until_ms: AtomicU64::new(0),
+            wanted_until: Until::default(),
             epoch: Instant::now(),
-            blocked_until_ms: AtomicU64::new(0),
+            blocked_until: Until::default(),
         }))
     }
 
@@ -74,12 +92,11 @@ impl SpillPool {
     }
 
     fn blocked(&self) -> bool {
-        self.now_ms() < self.blocked_until_ms.load(Ordering::Acquire)
+        self.blocked_until.pending(self.now_ms())
     }
 
     fn block(&self) {
-        let until = self.now_ms() + SPILL_BACKOFF.as_millis() as u64;
-        self.blocked_until_ms.fetch_max(until, Ordering::AcqRel);
+        self.blocked_until.extend(self.now_ms(), SPILL_BACKOFF);
     }
 
     /// Spill workers running now, over every pack.
@@ -91,15 +108,14 @@ impl SpillPool {
         self.running() < self.limit
     }
 
-    /// A pack below its share found no room (see [`Self::wanted_until_ms`]).
+    /// A pack below its share found no room (see [`Self::wanted_until`]).
     fn want(&self) {
-        let until = self.now_ms() + WANT_HOLD.as_millis() as u64;
-        self.wanted_until_ms.fetch_max(until, Ordering::AcqRel);
+        self.wanted_until.extend(self.now_ms(), WANT_HOLD);
     }
 
     /// A pack below its share waits for a slot.
     fn wanted(&self) -> bool {
-        self.now_ms() < self.wanted_until_ms.load(Ordering::Acquire)
+        self.wanted_until.pending(self.now_ms())
     }
 
     /// Whether a pack holding `held` spill workers may start another: below its share always
@@ -335,7 +351,7 @@ mod tests {
             "at its share: no more while a pack waits"
         );
         assert!(pool.may_grow(1), "below its share: may grow");
-        pool.wanted_until_ms.store(pool.now_ms(), Ordering::Release);
+        pool.wanted_until.0.store(pool.now_ms(), Ordering::Release);
         assert!(!pool.wanted(), "the wait ends");
         assert!(pool.may_grow(2) && !pool.gives_back(3));
     }
@@ -349,6 +365,39 @@ mod tests {
         assert!(pool.blocked(), "no start for SPILL_BACKOFF after a failure");
         let one = SpillPool::new(vec![0], Duration::from_secs(1)).unwrap();
         assert_eq!((one.limit, one.per_pack), (2, 1));
+    }
+
+    /// Packs on different threads extend the same moment at once: it never moves back, and ends
+    /// at the latest one asked for.
+    #[test]
+    fn a_moment_extended_from_many_threads_only_moves_later() {
+        let until = Arc::new(Until::default());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let until = Arc::clone(&until);
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    for i in 0..5_000u64 {
+                        // A seeded spread of moments, each thread's own.
+                        let now = (i * 7919 + t * 104_729) % 100_000;
+                        until.extend(now, Duration::from_millis(t));
+                        let after = until.0.load(Ordering::Acquire);
+                        assert!(after >= seen && after >= now + t, "moved back");
+                        assert!(!until.pending(after), "pending at the moment itself");
+                        assert!(t == 0 || until.pending(now), "not pending before it");
+                        seen = after;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let want_max = (0..8u64)
+            .flat_map(|t| (0..5_000u64).map(move |i| (i * 7919 + t * 104_729) % 100_000 + t))
+            .max()
+            .unwrap();
+        assert_eq!(until.0.load(Ordering::Acquire), want_max);
     }
 
     /// Packs on different threads take slots at once: never more than the limit are out, and

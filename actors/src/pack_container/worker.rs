@@ -224,9 +224,9 @@ impl Worker {
 
     /// Kills the worker on the reaper thread (see [`reap_elsewhere`]): the thread its owner runs
     /// on may be the HTTP worker's (`registry::ContainerHost`), whose other requests must not
-    /// wait for a walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of the failure
-    /// once the tree is dead, as before; should this future be dropped first (its actor stopped),
-    /// the walk still runs to its end.
+    /// wait for a walk of up to [`KILL_WALK_LIMIT`] (a fork bomb's worth). The caller hears of
+    /// the failure once the tree is dead, as before; should this future be dropped first (its
+    /// actor stopped), the walk still runs to its end.
     async fn kill_off_thread(&mut self) {
         if let Some(reaper) = self.reaper() {
             let (done, killed) = tokio::sync::oneshot::channel();

@@ -140,10 +140,10 @@ impl Registry {
     }
 
     /// The arbiter a new sandbox of pack `id` starts on; `None` while its host is not known yet.
-    /// A host arbiter that stopped (its thread ended) hands over to the pack arbiters. (`spawn` answers false once the arbiter's thread
-    /// has ended; between a stop request and then it still answers true, and a sandbox started
-    /// in that gap dies with the arbiter: the next supervision pass, within a second, replaces
-    /// it here.)
+    /// A host arbiter that stopped (its thread ended) hands over to the pack arbiters. (`spawn`
+    /// answers false once the arbiter's thread has ended; between a stop request and then it
+    /// still answers true, and a sandbox started in that gap dies with the arbiter: the next
+    /// supervision pass, within a second, replaces it here.)
     fn sandbox_arbiter(&mut self, id: &str) -> Option<ArbiterHandle> {
         match &self.sandbox.container_host {
             ContainerHost::Awaiting { .. } => return None,
