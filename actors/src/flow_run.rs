@@ -586,17 +586,17 @@ impl FlowRun {
                 entry = entry.severity(Severity::Error);
             }
         }
+        // The slot is free now: serialising and waiting for the disk below must not hold back
+        // queued runs.
+        self.permit.take();
         let finished = match RunFinished::new(&record, entry) {
             Ok(finished) => finished,
             Err(e) => {
                 tracing::error!(run_id = %self.run_id, error = %e, "a finished run was not stored");
-                self.permit.take();
                 ctx.stop();
                 return;
             }
         };
-        // The slot is free now: waiting for the disk below must not hold back queued runs.
-        self.permit.take();
         // Acknowledged means stored: the caller hears of the run only once its record and audit
         // entry are written, so a kernel crash after the answer cannot lose them (invariant 9).
         // Written here, on this thread, when the store's locks are free and the disk is quick;
